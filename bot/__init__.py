@@ -1,0 +1,1 @@
+"""The story bot: writers grow a story together in a Discord channel or a terminal; the model continues it."""

@@ -1,0 +1,95 @@
+"""`story-pipeline modelfile`, `modelfile check` and `publish`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+from pipeline import chat_formats
+from pipeline.modelfile import grammar, render
+
+console = Console(stderr=True)
+app = typer.Typer(help="Write a writer Modelfile, or check Modelfiles against Ollama's grammar.")
+
+
+@app.callback(invoke_without_command=True)
+def modelfile(
+    ctx: typer.Context,
+    base: Annotated[
+        str | None, typer.Option("--from", help="Base: an Ollama model name or a local GGUF/HF folder")
+    ] = None,
+    adapter: Annotated[Path | None, typer.Option(help="A GGUF LoRA adapter (from export-gguf)")] = None,
+    system: Annotated[
+        str | None, typer.Option(help="Text of the chat system turn (default: the base's own)")
+    ] = None,
+    param: Annotated[list[str] | None, typer.Option("--param", help="key=value, repeatable")] = None,
+    num_ctx: Annotated[int, typer.Option(help="Context window in tokens")] = render.DEFAULT_NUM_CTX,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help=f"Chat format: {chat_formats.supported()}")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("-o", "--output", help="Modelfile to write")] = None,
+) -> None:
+    """Write a Modelfile whose TEMPLATE wraps what the user types in the writer prompt."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not base or not out:
+        raise typer.BadParameter("give --from BASE and -o FILE (or use `modelfile check FILE...`)")
+    try:
+        path, problems = render.write(out, base, adapter, system, param, num_ctx, fmt)
+    except (render.ModelfileRenderError, chat_formats.UnknownFormatError, ValueError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    for p in problems:
+        console.print(f"[yellow]{p}[/yellow]")
+    console.print(f"wrote {path}: ollama create writer -f {path} && ollama run writer")
+
+
+@app.command("check")
+def check(files: Annotated[list[Path], typer.Argument(help="Modelfiles to check")]) -> None:
+    """Parse Modelfiles as Ollama does; exit 1 if any would be refused or silently misread."""
+    failed = False
+    for f in files:
+        problems = grammar.check_file(f)
+        errors = [p for p in problems if p.severity == "error"]
+        failed |= bool(errors)
+        status = "[red]FAIL[/red]" if errors else "[green]ok[/green]"
+        console.print(f"{status} {f}")
+        for p in problems:
+            console.print(f"  {p}")
+    raise typer.Exit(1 if failed else 0)
+
+
+def publish(
+    modelfile: Annotated[Path, typer.Option(help="The Modelfile to publish", exists=True, dir_okay=False)],
+    name: Annotated[str, typer.Option(help="Model name on the server, e.g. writer:latest")],
+    host: Annotated[
+        str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")
+    ] = None,
+) -> None:
+    """Register the Modelfile's model with an Ollama server: upload local files as blobs, then create."""
+    from pipeline.modelfile import publish as pub
+
+    try:
+        plan = pub.plan(modelfile, name)
+        publisher = pub.Publisher(host)
+        with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
+                      TransferSpeedColumn(), console=console) as bars:  # fmt: skip
+
+            def factory(path: Path):
+                task = bars.add_task(f"hashing {path.name}", total=path.stat().st_size)
+                return lambda n: bars.advance(task, n)
+
+            publisher.publish(plan, on_status=lambda s: console.print(s), progress_factory=factory)
+    except pub.PublishError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    console.print(f"[green]published[/green] {name} on {publisher.host}: ollama run {name}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="modelfile")
+    root.command("publish")(publish)

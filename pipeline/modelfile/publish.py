@@ -1,0 +1,210 @@
+"""Register a Modelfile's model with an Ollama server through the official `ollama` client.
+
+Local FROM and ADAPTER files travel as blobs (sha256-addressed; a blob the server already has is not
+sent again), then one create request carries from/files, adapters, template, system, parameters and
+messages, the same fields `ollama create` would send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import ollama
+
+from pipeline.modelfile import grammar
+
+DEFAULT_HOST = "http://127.0.0.1:11434"
+_MODEL_GLOBS = ("*.safetensors", "*.gguf", "*.json", "tokenizer.model", "chat_template.jinja")
+
+
+class PublishError(RuntimeError):
+    pass
+
+
+def resolve_host(host: str | None) -> str:
+    """The server URL: the argument, else OLLAMA_HOST, else the default; scheme and port filled in."""
+    host = (host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST).strip().rstrip("/")
+    if "://" not in host:
+        host = "http://" + host
+    scheme, rest = host.split("://", 1)
+    if ":" not in rest.split("/", 1)[0]:
+        rest = rest.replace("/", ":11434/", 1) if "/" in rest else rest + ":11434"
+    return f"{scheme}://{rest}"
+
+
+def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            if progress:
+                progress(len(chunk))
+    return f"sha256:{digest.hexdigest()}"
+
+
+@dataclass
+class Plan:
+    """The create request a Modelfile turns into, and the local files behind it."""
+
+    name: str
+    from_: str | None
+    files: dict[str, Path]
+    adapters: dict[str, Path]
+    template: str | None
+    system: str | None
+    parameters: dict[str, object]
+    messages: list[dict]
+    license: list[str]
+
+
+def plan(modelfile: Path, name: str) -> Plan:
+    text = Path(modelfile).read_text(encoding="utf-8")
+    base_dir = Path(modelfile).resolve().parent
+    errors = [p for p in grammar.check_text(text, base_dir) if p.severity == "error"]
+    if errors:
+        raise PublishError(f"{modelfile} would not work:\n" + "\n".join(map(str, errors)))
+    mf = grammar.parse(text)
+    from_value = mf.first("model") or ""
+    from_path = _expand(from_value, base_dir)
+    files = _model_files(from_path) if from_path.exists() else {}
+    adapters = {}
+    if adapter := mf.first("adapter"):
+        path = _expand(adapter, base_dir)
+        adapters = {path.name: path}
+    messages = []
+    for m in mf.get("message"):
+        role, _, content = m.args.partition(": ")
+        messages.append({"role": role, "content": content})
+    return Plan(
+        name=name,
+        from_=None if files else from_value,
+        files=files,
+        adapters=adapters,
+        template=mf.first("template"),
+        system=mf.first("system"),
+        parameters=_typed_parameters(mf.parameters),
+        messages=messages,
+        license=[c.args for c in mf.get("license")],
+    )
+
+
+def _expand(value: str, base_dir: Path) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base_dir / p
+
+
+def _model_files(path: Path) -> dict[str, Path]:
+    if path.is_file():
+        return {path.name: path}
+    found = {p.name: p for pattern in _MODEL_GLOBS for p in sorted(path.glob(pattern))}
+    if not any(n.endswith((".safetensors", ".gguf")) for n in found):
+        raise PublishError(f"FROM {path}: the folder holds no .safetensors or .gguf weights")
+    return found
+
+
+def _typed_parameters(params: dict[str, list[str]]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, values in params.items():
+        kind = grammar.PARAMETERS.get(key)
+        if kind is None:  # deprecated: Ollama ignores them too
+            continue
+        if kind == "list":
+            out[key] = values
+        elif kind == "int":
+            out[key] = int(values[-1])
+        elif kind == "float":
+            out[key] = float(values[-1])
+        else:
+            out[key] = values[-1].lower() in ("1", "t", "true")
+    return out
+
+
+class Publisher:
+    """Uploads blobs and creates the model; `on_status` receives human-readable progress lines."""
+
+    def __init__(self, host: str | None = None, timeout: float = 600.0):
+        self.host = resolve_host(host)
+        self.client = ollama.Client(host=self.host, timeout=timeout)
+        self._http = httpx.Client(base_url=self.host, timeout=timeout)
+
+    def _unreachable(self, e: Exception) -> PublishError:
+        return PublishError(
+            f"cannot reach the Ollama server at {self.host} ({e.__class__.__name__}): start it with "
+            "`ollama serve`, or pass --host / set OLLAMA_HOST to where it runs"
+        )
+
+    def has_blob(self, digest: str) -> bool:
+        try:
+            return self._http.head(f"/api/blobs/{digest}").status_code == 200
+        except httpx.TransportError as e:
+            raise self._unreachable(e) from e
+
+    def upload(self, path: Path, progress: Callable[[int], None] | None = None) -> tuple[str, bool]:
+        """(digest, uploaded): the blob is sent only when the server does not have it yet."""
+        digest = sha256_file(path, progress)
+        if self.has_blob(digest):
+            return digest, False
+        try:
+            sent = self.client.create_blob(path)
+        except (ConnectionError, httpx.TransportError) as e:
+            raise self._unreachable(e) from e
+        except ollama.ResponseError as e:
+            raise PublishError(f"the server refused the blob {path.name}: {e.error}") from e
+        if sent != digest:
+            raise PublishError(f"{path} changed while it was being uploaded: publish again")
+        return digest, True
+
+    def check_base(self, model: str) -> None:
+        try:
+            self.client.show(model)
+        except (ConnectionError, httpx.TransportError) as e:
+            raise self._unreachable(e) from e
+        except ollama.ResponseError as e:
+            if e.status_code == 404:
+                raise PublishError(
+                    f"the base model {model!r} is not on the server at {self.host}: "
+                    f"run `ollama pull {model}` there first"
+                ) from e
+            raise PublishError(f"the server could not show {model!r}: {e.error}") from e
+
+    def create(self, p: Plan, digests: dict[str, str], on_status: Callable[[str], None] = print) -> None:
+        try:
+            stream = self.client.create(
+                model=p.name,
+                from_=p.from_,
+                files={n: digests[n] for n in p.files} or None,
+                adapters={n: digests[n] for n in p.adapters} or None,
+                template=p.template,
+                system=p.system,
+                parameters=p.parameters or None,
+                messages=p.messages or None,
+                license=p.license or None,
+                stream=True,
+            )
+            last = None
+            for update in stream:
+                last = update.status
+                on_status(update.status or "")
+        except (ConnectionError, httpx.TransportError) as e:
+            raise self._unreachable(e) from e
+        except ollama.ResponseError as e:
+            raise PublishError(f"the server refused to create {p.name!r}: {e.error}") from e
+        if last != "success":
+            raise PublishError(f"the server stopped before creating {p.name!r} (last status: {last!r})")
+
+    def publish(self, p: Plan, on_status: Callable[[str], None] = print, progress_factory=None) -> None:
+        """Check the base, upload what is missing, create. `progress_factory(path)` gives a byte callback."""
+        if p.from_:
+            self.check_base(p.from_)
+        digests: dict[str, str] = {}
+        for name, path in {**p.files, **p.adapters}.items():
+            progress = progress_factory(path) if progress_factory else None
+            digest, sent = self.upload(path, progress)
+            digests[name] = digest
+            on_status(f"{'uploaded' if sent else 'already on the server:'} {name} ({digest[:19]}…)")
+        self.create(p, digests, on_status)

@@ -1,0 +1,146 @@
+"""Write a Modelfile that serves the writer prompt on a base model, optionally with a GGUF adapter."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import atomic, chat_formats
+from pipeline.chat_formats import ChatFormat
+from pipeline.modelfile import grammar, inspect
+
+#: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
+DEFAULT_NUM_CTX = 8192
+DEFAULT_PARAMETERS = {"temperature": ["0.7"], "top_p": ["0.9"], "num_predict": ["2048"]}
+
+
+class ModelfileRenderError(ValueError):
+    pass
+
+
+@dataclass
+class WriterModelfile:
+    base: str
+    format: ChatFormat
+    adapter: str | None = None
+    system: str | None = None
+    num_ctx: int = DEFAULT_NUM_CTX
+    parameters: dict[str, list[str]] = field(default_factory=dict)
+    path: str = "<this file>"
+
+    def render(self) -> str:
+        if self.system is not None and '"""' in self.system:
+            raise ModelfileRenderError(
+                'the system prompt contains """, which a Modelfile cannot hold (Ollama has no escapes): '
+                "remove it or write ''' instead"
+            )
+        if self.num_ctx <= 0:
+            raise ModelfileRenderError(f"--num-ctx must be a positive number of tokens, not {self.num_ctx}")
+        params = {**DEFAULT_PARAMETERS, **self.parameters, "num_ctx": [str(self.num_ctx)]}
+        params["stop"] = list(dict.fromkeys([*self.format.stop, *params.get("stop", [])]))
+        lines = [
+            f"# The writer's assistant on {self.base} ({self.format.description}).",
+            f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
+            "# Type or paste the story so far: the model reasons inside <reasoning> and continues the",
+            "# story inside <answer>. The TEMPLATE holds the writer prompt the model was trained on",
+            "# (pipeline/prompt.py); edit it only together with a retrain.",
+            f"FROM {self.base}",
+        ]
+        if self.adapter:
+            lines.append(f"ADAPTER {self.adapter}")
+        lines.append(f'TEMPLATE """{self.format.ollama_template()}"""')
+        if self.system is not None:
+            lines.append(f'SYSTEM """{self.system}"""')
+        for key in sorted(params):
+            lines += [f"PARAMETER {key} {_quote(v)}" for v in params[key]]
+        return "\n".join(lines) + "\n"
+
+
+def _quote(value: str) -> str:
+    return f'"{value}"' if any(ch in value for ch in ' \t"<#') or not value else value
+
+
+def parse_params(pairs: list[str]) -> dict[str, list[str]]:
+    """`key=value` pairs from the command line; repeated keys (stop) accumulate."""
+    out: dict[str, list[str]] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ModelfileRenderError(f"--param {pair!r}: write it as key=value, e.g. temperature=0.8")
+        if key not in grammar.PARAMETERS:
+            raise ModelfileRenderError(
+                f"--param {key}: Ollama has no such parameter; known: {', '.join(grammar.PARAMETERS)}"
+            )
+        if msg := grammar._type_error(grammar.PARAMETERS[key], value):
+            raise ModelfileRenderError(f"--param {key}: {msg}")
+        out.setdefault(key, []).append(value)
+    return out
+
+
+def detect_format(base: str, base_dir: Path) -> ChatFormat:
+    """The chat format of FROM: a library name we know, or the chat template inside a local model."""
+    path = Path(base).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    if path.exists():
+        template, bos = _local_chat_template(path)
+        if template is None:
+            raise chat_formats.UnknownFormatError(
+                f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
+            )
+        return chat_formats.detect_from_jinja(template, bos_token=bos)
+    return chat_formats.for_ollama_name(base)
+
+
+def _local_chat_template(path: Path) -> tuple[str | None, str]:
+    if path.is_dir():
+        jinja = path / "chat_template.jinja"
+        if jinja.exists():
+            return jinja.read_text(encoding="utf-8"), ""
+        config = path / "tokenizer_config.json"
+        if config.exists():
+            data = json.loads(config.read_text(encoding="utf-8"))
+            bos = data.get("bos_token") or ""
+            return data.get("chat_template"), bos if isinstance(bos, str) else bos.get("content", "")
+        return None, ""
+    fields = inspect.gguf_fields(path)
+    return fields.get("tokenizer.chat_template"), ""  # type: ignore[return-value]
+
+
+def write(
+    out: Path,
+    base: str,
+    adapter: Path | None = None,
+    system: str | None = None,
+    params: list[str] | None = None,
+    num_ctx: int = DEFAULT_NUM_CTX,
+    format_name: str | None = None,
+) -> tuple[Path, list[grammar.Problem]]:
+    """Render, check and atomically write a writer Modelfile; refuse if the check finds an error."""
+    out = Path(out)
+    out_dir = out.resolve().parent
+    fmt = chat_formats.get(format_name) if format_name else detect_format(base, Path.cwd())
+    from_value = _relative(Path(base).expanduser(), out_dir) if Path(base).expanduser().exists() else base
+    adapter_value = None
+    if adapter is not None:
+        if not Path(adapter).exists():
+            raise ModelfileRenderError(f"--adapter {adapter}: no such file")
+        adapter_value = _relative(Path(adapter), out_dir)
+    text = WriterModelfile(
+        from_value, fmt, adapter_value, system, num_ctx, parse_params(params or []), str(out)
+    ).render()
+    problems = grammar.check_text(text, out_dir)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors:
+        raise ModelfileRenderError("the Modelfile would not work:\n" + "\n".join(map(str, errors)))
+    parsed = grammar.parse(text)
+    if parsed.first("template") != fmt.ollama_template():  # the writer's own round trip
+        raise ModelfileRenderError("the TEMPLATE did not survive Ollama's parser unchanged")
+    return atomic.write_text(out, text), problems
+
+
+def _relative(path: Path, start: Path) -> str:
+    rel = os.path.relpath(path.resolve(), start)
+    return rel if rel.startswith("..") else f"./{rel}"

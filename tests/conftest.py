@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.ollama import FakeOllama
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "corpus"
+
+
+@pytest.fixture
+def fake_ollama():
+    """A stand-in Ollama server on a free loopback port."""
+    with FakeOllama() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def corpus_dir() -> Path:
+    gutenberg = CORPUS / "gutenberg"
+    if not gutenberg.is_dir():
+        pytest.fail(f"the shared test corpus is missing at {gutenberg}: check out shared/ beside the repo")
+    return gutenberg
+
+
+@pytest.fixture(scope="session")
+def tiny_texts(corpus_dir) -> list[str]:
+    from pipeline.tiny import corpus_texts
+
+    return corpus_texts(corpus_dir, max_chars=200_000)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, tiny_texts):
+    """tiny_model(arch) -> folder of a random tiny Qwen2 or Llama model with its trained tokenizer."""
+    made: dict[str, Path] = {}
+
+    def get(arch: str = "qwen2") -> Path:
+        if arch not in made:
+            from pipeline.tiny import make_tiny_model
+
+            made[arch] = make_tiny_model(tmp_path_factory.mktemp(f"tiny-{arch}"), tiny_texts, arch)
+        return made[arch]
+
+    return get
