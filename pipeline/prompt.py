@@ -69,7 +69,8 @@ def neutralize(text: str) -> str:
     return _TAG_RE.sub(lambda m: f"[{m.group(1)}{m.group(2)}]", text)
 
 
-def _clean_context(context: str) -> str:
+def clean_context(context: str) -> str:
+    """The context as it stands in the prompt: line ends normalised, forged markers defused, stripped."""
     context = neutralize(context.replace("\r\n", "\n").replace("\r", "\n")).strip()
     if not context:
         raise PromptError("the context is empty: give the story so far (at least one sentence)")
@@ -95,7 +96,7 @@ def _clean_guidance(guidance: str | None) -> str | None:
     return guidance
 
 
-def _length_words(length: Length | str | int | None) -> int | None:
+def length_words(length: Length | str | int | None) -> int | None:
     if length is None:
         return None
     if isinstance(length, int) and not isinstance(length, bool):
@@ -110,7 +111,7 @@ def _length_words(length: Length | str | int | None) -> int | None:
 
 
 def length_phrase(length: Length | str | int) -> str:
-    return f"about {_length_words(length)} words"
+    return f"about {length_words(length)} words"
 
 
 def render_prompt(context: str, guidance: str | None = None, length: Length | str | int | None = None) -> str:
@@ -119,11 +120,11 @@ def render_prompt(context: str, guidance: str | None = None, length: Length | st
     Without guidance and length this is exactly the reference prompt. The context is stripped, its
     line ends normalised and forged headers or tags neutralised (see :func:`neutralize`).
     """
-    text = PROMPT_PREFIX + _clean_context(context) + PROMPT_SUFFIX
+    text = PROMPT_PREFIX + clean_context(context) + PROMPT_SUFFIX
     guidance = _clean_guidance(guidance)
     if guidance:
         text += f"\n{GUIDANCE_HEADER} {guidance}\n"
-    words = _length_words(length)
+    words = length_words(length)
     if words:
         text += f"\n{LENGTH_HEADER} {length_phrase(words)}\n"
     return text
