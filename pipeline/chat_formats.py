@@ -169,6 +169,9 @@ _OLLAMA_NAMES = {
     "molbal/cra-v1-32b": "qwen2.5",
     "qwen2": "qwen2",
     "llama3": "llama3",
+    "llama3.1": "llama3",
+    "llama3.2": "llama3",
+    "llama3.3": "llama3",
 }
 
 

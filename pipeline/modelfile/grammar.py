@@ -176,6 +176,8 @@ def _next_state(state: str, ch: str, line: int) -> tuple[str, bool]:
             return "name", True
         if space:
             return "value", False
+        if newline:
+            raise ModelfileError("an instruction has no value: write it as INSTRUCTION value", line - 1)
         raise ModelfileError(f"unexpected character {ch!r} in an instruction name", line)
     if state == "value":
         if newline or space:

@@ -95,18 +95,17 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
 
 
 def _local_chat_template(path: Path) -> tuple[str | None, str]:
-    if path.is_dir():
-        jinja = path / "chat_template.jinja"
-        if jinja.exists():
-            return jinja.read_text(encoding="utf-8"), ""
-        config = path / "tokenizer_config.json"
-        if config.exists():
-            data = json.loads(config.read_text(encoding="utf-8"))
-            bos = data.get("bos_token") or ""
-            return data.get("chat_template"), bos if isinstance(bos, str) else bos.get("content", "")
-        return None, ""
-    fields = inspect.gguf_fields(path)
-    return fields.get("tokenizer.chat_template"), ""  # type: ignore[return-value]
+    """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
+    if not path.is_dir():
+        fields = inspect.gguf_fields(path)
+        return fields.get("tokenizer.chat_template"), ""  # type: ignore[return-value]
+    config_path = path / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
+    bos = config.get("bos_token") or ""
+    bos = bos if isinstance(bos, str) else bos.get("content", "")
+    jinja = path / "chat_template.jinja"  # where recent transformers save it
+    template = jinja.read_text(encoding="utf-8") if jinja.exists() else config.get("chat_template")
+    return template, bos
 
 
 def write(

@@ -80,12 +80,14 @@ class FakeOllama:
         self.default_script = Script()
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, json body or {})
         self.rendered: list[str] = []  # prompts as the model's TEMPLATE rendered them
+        self.create_error: str | None = None  # refuse every create with this message (HTTP 400)
         self.in_flight = 0
         self.max_in_flight = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._ready = threading.Event()
+        self._error: BaseException | None = None
 
     # --- scripting -----------------------------------------------------------------------------
     def add_model(self, name: str, **kw) -> Model:
@@ -119,8 +121,8 @@ class FakeOllama:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fake-ollama", daemon=True)
         self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the stand-in Ollama server did not start")
+        if not self._ready.wait(10) or self._error:
+            raise RuntimeError(f"the stand-in Ollama server did not start: {self._error!r}")
 
     def stop(self) -> None:
         if self._loop and self._runner:
@@ -130,6 +132,13 @@ class FakeOllama:
             self._thread.join(10)
 
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as e:  # surfaced by start() instead of a silent dead thread
+            self._error = e
+            self._ready.set()
+
+    def _serve(self) -> None:
         self._loop = asyncio.new_event_loop()
         asyncio.set_event_loop(self._loop)
         app = web.Application(client_max_size=1 << 34)
@@ -137,7 +146,7 @@ class FakeOllama:
             [
                 web.get("/", lambda r: web.Response(text="Ollama is running")),
                 web.get("/api/version", lambda r: web.json_response({"version": "0.0.0-fake"})),
-                web.head("/api/blobs/{digest}", self._blob_head, allow_head=False),
+                web.head("/api/blobs/{digest}", self._blob_head),
                 web.post("/api/blobs/{digest}", self._blob_post),
                 web.post("/api/create", self._create),
                 web.post("/api/show", self._show),
@@ -179,6 +188,8 @@ class FakeOllama:
     async def _create(self, request: web.Request) -> web.StreamResponse:
         body = await self._json(request)
         name = body.get("model") or ""
+        if self.create_error:
+            return _error(400, self.create_error)
         if not name:
             return _error(400, "model is required")
         for digest in [*(body.get("files") or {}).values(), *(body.get("adapters") or {}).values()]:
