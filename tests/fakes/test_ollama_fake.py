@@ -1,0 +1,106 @@
+"""The stand-in Ollama speaks the documented API well enough for the official client."""
+
+import time
+
+import ollama
+import pytest
+
+from pipeline import chat_formats
+from tests.fakes.ollama import refused_url
+
+
+async def collect(stream):
+    return [part async for part in stream]
+
+
+async def test_generate_streams_ndjson_and_renders_the_template(fake_ollama):
+    fmt = chat_formats.get("qwen2.5")
+    fake_ollama.add_model("writer", template=fmt.ollama_template())
+    fake_ollama.script("writer", text="<reasoning>r</reasoning><answer>one two three</answer>")
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    parts = await collect(await client.generate(model="writer", prompt="She ran.", stream=True))
+    assert "".join(p.response for p in parts) == "<reasoning>r</reasoning><answer>one two three</answer>"
+    assert len(parts) > 3 and parts[-1].done and parts[-1].done_reason == "stop"
+    assert parts[-1].eval_count == len(parts) - 1
+    assert fake_ollama.rendered[-1].endswith("### Context:\nShe ran.\n<|im_end|>\n<|im_start|>assistant\n")
+
+
+async def test_chat_and_num_predict_cut(fake_ollama):
+    fake_ollama.add_model("plain")
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    parts = await collect(
+        await client.chat(
+            model="plain",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            options={"num_predict": 3},
+        )
+    )
+    assert parts[-1].done_reason == "length" and len(parts) == 4
+    assert fake_ollama.calls("/api/chat")[-1]["messages"] == [{"role": "user", "content": "hi"}]
+
+
+async def test_error_in_the_middle_of_a_stream(fake_ollama):
+    fake_ollama.add_model("flaky")
+    fake_ollama.script("flaky", error_after=2, error_message="model runner crashed")
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    seen = []
+    with pytest.raises(ollama.ResponseError) as err:
+        async for part in await client.generate(model="flaky", prompt="x", stream=True):
+            seen.append(part.response)
+    assert len(seen) == 2 and err.value.error == "model runner crashed" and err.value.status_code == -1
+
+
+async def test_missing_model_http_error_and_refused_connection(fake_ollama):
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    with pytest.raises(ollama.ResponseError) as err:
+        await client.generate(model="nope", prompt="x")
+    assert err.value.status_code == 404 and "not found" in err.value.error
+    fake_ollama.add_model("busy")
+    fake_ollama.script("busy", http_status=503, error_message="server busy")
+    with pytest.raises(ollama.ResponseError) as err:
+        await collect(await client.generate(model="busy", prompt="x", stream=True))
+    assert err.value.status_code == 503
+    with pytest.raises(ConnectionError):
+        await ollama.AsyncClient(host=refused_url()).generate(model="x", prompt="x")
+
+
+async def test_slow_stream_paces_tokens(fake_ollama):
+    fake_ollama.add_model("slow")
+    fake_ollama.script("slow", text="a b c d e f g h i j", tokens_per_second=50, first_token_delay=0.1)
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    start = time.monotonic()
+    parts = await collect(await client.generate(model="slow", prompt="x", stream=True))
+    assert time.monotonic() - start >= 0.1 + 10 / 50 * 0.9
+    assert "".join(p.response for p in parts) == "a b c d e f g h i j"
+
+
+def test_blobs_create_show_tags(fake_ollama, tmp_path):
+    client = ollama.Client(host=fake_ollama.url)
+    blob = tmp_path / "a.gguf"
+    blob.write_bytes(b"GGUF" + bytes(100))
+    digest = client.create_blob(blob)
+    assert digest in fake_ollama.blobs
+    import httpx
+
+    assert httpx.head(f"{fake_ollama.url}/api/blobs/{digest}").status_code == 200
+    assert httpx.head(f"{fake_ollama.url}/api/blobs/sha256:{'0' * 64}").status_code == 404
+    bad = httpx.post(f"{fake_ollama.url}/api/blobs/sha256:{'0' * 64}", content=b"x")
+    assert bad.status_code == 400 and "digest mismatch" in bad.json()["error"]
+    statuses = [
+        p.status
+        for p in client.create(
+            model="m",
+            files={"a.gguf": digest},
+            template="T {{ .Prompt }}",
+            parameters={"num_ctx": 2048},
+            stream=True,
+        )
+    ]
+    assert statuses[-1] == "success"
+    shown = client.show("m")
+    assert shown.template == "T {{ .Prompt }}" and "num_ctx 2048" in shown.parameters
+    assert [m.model for m in client.list().models] == ["m:latest"]
+    with pytest.raises(ollama.ResponseError) as err:
+        client.create(model="n", adapters={"x.gguf": f"sha256:{'1' * 64}"}, from_="m")
+    assert err.value.status_code == 400
