@@ -640,6 +640,10 @@ class FakeDiscord:
         return rule
 
     # --- injecting events ---------------------------------------------------------------------------------
+    async def drop_connection(self, code: int = 4000) -> None:
+        """Close the bot's gateway socket as Discord does on trouble (4000: unknown error, resumable)."""
+        await self.connection.ws.close(code=code, message=b"fake-discord dropped the connection")
+
     @property
     def connection(self) -> GatewayConnection:
         live = [c for c in self.connections if c.ready and not c.ws.closed]

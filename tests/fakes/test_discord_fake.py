@@ -210,8 +210,10 @@ async def test_command_sync_is_recorded_and_unsynced_commands_cannot_run():
         assert fake.commands() == {}  # nothing global
 
 
-async def test_allowed_mentions_and_pings_are_recorded():
-    async with FakeDiscord() as fake, fake.running(MiniBot(fake.guild.id)):
+async def test_allowed_mentions_and_pings_are_recorded(fake_discord):
+    fake = fake_discord
+    assert fake.api_base == discord.http.Route.BASE
+    async with fake.running(MiniBot(fake.guild.id)):
         run = await fake.send_slash_command("ping", user=fake.alice)
         await fake.wait_until(lambda: len(fake.messages_in(fake.general)) == 2)
         reply, sent = fake.messages_in(fake.general)
@@ -243,3 +245,37 @@ async def test_enforced_edit_rate_makes_discord_py_wait():
         assert all(b.t - a.t >= 0.99 for a, b in zip(edits[1:], edits[2:], strict=False))
         assert time.monotonic() - started >= 1.0
         assert 429 in [c.status for c in fake.calls_to("PATCH /webhooks/*")]
+
+
+async def test_gateway_speaks_plain_json_heartbeats_and_rejects_a_bad_token():
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as http:
+        async with http.ws_connect(f"{fake.gateway_url}?v=10&encoding=json") as ws:
+            hello = await ws.receive_json(timeout=2)
+            assert hello["op"] == 10 and hello["d"]["heartbeat_interval"] == 41_250
+            await ws.send_json({"op": 1, "d": None})
+            assert (await ws.receive_json(timeout=2))["op"] == 11
+            await ws.send_json({"op": 2, "d": {"token": fake.token, "intents": 1, "properties": {}}})
+            ready, guild = await ws.receive_json(timeout=2), await ws.receive_json(timeout=2)
+            assert (ready["t"], ready["s"], guild["t"], guild["s"]) == ("READY", 1, "GUILD_CREATE", 2)
+            assert ready["d"]["application"]["id"] == str(fake.app_id)
+            assert ready["d"]["guilds"] == [{"id": str(fake.guild.id), "unavailable": True}]
+            roles = {r["name"]: int(r["permissions"]) for r in guild["d"]["roles"]}
+            assert roles["Moderator"] & (1 << 13) and not roles["@everyone"] & (1 << 13)
+            assert {m["user"]["username"] for m in guild["d"]["members"]} == {"StoryBot", "alice", "mod"}
+        async with http.ws_connect(fake.gateway_url) as ws:
+            await ws.receive_json(timeout=2)
+            await ws.send_json({"op": 2, "d": {"token": "wrong"}})
+            closing = await ws.receive(timeout=2)
+            assert closing.type is aiohttp.WSMsgType.CLOSE and ws.close_code == 4004
+
+
+async def test_a_dropped_connection_is_resumed_and_interactions_still_arrive():
+    async with FakeDiscord() as fake, fake.running(MiniBot(fake.guild.id)):
+        first = fake.connection
+        await fake.drop_connection()
+        await fake.wait_until(lambda: fake.connections[-1] is not first and fake.connections[-1].ready)
+        resumed = fake.connections[-1]
+        assert [m["op"] for m in resumed.received if m["op"] != 1] == [6]  # RESUME, no new IDENTIFY
+        assert resumed.session_id == first.session_id
+        run = await fake.send_slash_command("rate", {"passage": 2})
+        assert (await run.response()).type == 4
