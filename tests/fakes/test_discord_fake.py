@@ -40,6 +40,21 @@ class Vote(discord.ui.DynamicItem[discord.ui.Button], template=r"vote:(?P<passag
         await interaction.response.send_message(f"rated {self.passage}: {self.score}", ephemeral=True)
 
 
+class Close(discord.ui.DynamicItem[discord.ui.Button], template=r"close:(?P<passage>\d+)"):
+    """Edits the message it sits on (callback type 7) and removes the buttons."""
+
+    def __init__(self, passage: int):
+        super().__init__(discord.ui.Button(label="Close", custom_id=f"close:{passage}"))
+        self.passage = passage
+
+    @classmethod
+    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+        return cls(int(match["passage"]))
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await interaction.response.edit_message(content=f"Passage {self.passage} (closed)", view=None)
+
+
 class MiniBot(discord.Client):
     """Just enough bot: /story new (defer, followup, two edits), /rate (buttons), /long, /slow, /ping."""
 
@@ -55,7 +70,7 @@ class MiniBot(discord.Client):
         self._commands()
 
     async def setup_hook(self) -> None:
-        self.add_dynamic_items(Vote)
+        self.add_dynamic_items(Vote, Close)
         if self.do_sync:
             guild = discord.Object(self.guild_id)
             self.tree.copy_global_to(guild=guild)
@@ -78,6 +93,7 @@ class MiniBot(discord.Client):
             view = discord.ui.View(timeout=None)
             for score in (1, 5):
                 view.add_item(Vote(passage, score))
+            view.add_item(Close(passage))
             await interaction.response.send_message(f"Passage {passage}", view=view)
 
         @app_commands.command(name="long", description="Too long for Discord")
@@ -136,7 +152,7 @@ async def test_button_press_after_a_restart_reaches_the_new_client():
         async with fake.running(MiniBot(fake.guild.id)):
             run = await fake.send_slash_command("rate", {"passage": 7})
             [message] = await run.wait_messages(1)
-            assert message.custom_ids == ["vote:7:1", "vote:7:5"]
+            assert message.custom_ids == ["vote:7:1", "vote:7:5", "close:7"]
         # a new process: the same application, the same guild, the same stored message
         async with fake.running(MiniBot(fake.guild.id, sync=False)):
             press = await fake.press_button(message.id, "vote:7:5", user=fake.mod)
@@ -279,3 +295,17 @@ async def test_a_dropped_connection_is_resumed_and_interactions_still_arrive():
         assert resumed.session_id == first.session_id
         run = await fake.send_slash_command("rate", {"passage": 2})
         assert (await run.response()).type == 4
+
+
+async def test_a_button_can_update_the_message_it_sits_on():
+    async with FakeDiscord() as fake, fake.running(MiniBot(fake.guild.id)):
+        run = await fake.send_slash_command("rate", {"passage": 3})
+        [message] = await run.wait_messages(1)
+        press = await fake.press_button(message, "close:3")
+        assert (await press.response()).type == 7
+        assert (
+            message.content == "Passage 3 (closed)" and message.components == [] and len(message.edits) == 1
+        )
+        assert press.messages == [] and press.original is message
+        with pytest.raises(LookupError, match="no component"):
+            await fake.press_button(message, "close:3")
