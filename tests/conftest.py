@@ -17,6 +17,15 @@ def fake_ollama():
         yield server
 
 
+@pytest.fixture
+async def fake_discord():
+    """A stand-in Discord (REST + gateway) on loopback; discord.py points at it while the fixture lives."""
+    from tests.fakes.discord import FakeDiscord
+
+    async with FakeDiscord() as fake:
+        yield fake
+
+
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
     gutenberg = CORPUS / "gutenberg"
