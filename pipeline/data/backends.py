@@ -80,6 +80,8 @@ class OllamaBackend:
             raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from None
         except (ConnectionError, httpx.TransportError) as e:
             raise Transient(f"cannot reach Ollama at {self.url} ({e})", unreachable=True) from None
+        except ValueError as e:  # a body that is not Ollama's JSON
+            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
         return Reply(r.message.content or "", r.prompt_eval_count or 0, r.eval_count or 0)
 
     async def aclose(self) -> None:
@@ -123,6 +125,8 @@ class OpenAIBackend:
             hint = {401: f"check {self.s.api_key_env}", 403: f"check {self.s.api_key_env}",
                     404: f"is {self.s.model!r} served there?"}.get(status, "check the request")  # fmt: skip
             raise Fatal(f"{self.url} refused the request ({status}: {_message(e)}): {hint}") from None
+        except (openai.APIError, ValueError) as e:  # a body that is not the API's JSON, and the like
+            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
         if not getattr(r, "choices", None):
             return Reply("", 0, 0)
         usage = r.usage

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line
 app = typer.Typer(
     help="Build training data: book chunks, Writing Prompts pairs, a look at the sentence splitter."
 )

@@ -50,20 +50,32 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         return _check_text(path, data.decode("utf-8"))
     except UnicodeDecodeError:
         pass
-    from charset_normalizer import from_bytes
-
-    best = from_bytes(data[:200_000]).best()
-    if best is None or best.chaos > 0.3:
+    best = _guess_encoding(data)
+    if best is None:
         raise BookError(
             f"{path} is not UTF-8 and its encoding could not be detected: convert it "
             "(iconv -f ENCODING -t UTF-8) or pass --encoding"
         )
     try:
-        return _check_text(path, data.decode(best.encoding))
+        return _check_text(path, data.decode(best))
     except UnicodeDecodeError:
-        raise BookError(
-            f"{path} looks like {best.encoding} but does not decode as it: pass --encoding"
-        ) from None
+        raise BookError(f"{path} looks like {best} but does not decode as it: pass --encoding") from None
+
+
+def _guess_encoding(data: bytes) -> str | None:
+    """charset_normalizer's guess, preferring Windows-1252 among equally good ones: English books that
+    are not UTF-8 are nearly always cp1252/Latin-1, and on short samples the detector ties them with
+    cp1250 and friends."""
+    from charset_normalizer import from_bytes
+
+    matches = [m for m in from_bytes(data[:200_000]) if m.chaos <= 0.3]
+    if not matches:
+        return None
+    floor = min(m.chaos for m in matches)
+    for m in matches:
+        if m.encoding in ("cp1252", "latin_1", "iso8859_15") and m.chaos <= floor + 0.01:
+            return m.encoding
+    return min(matches, key=lambda m: m.chaos).encoding
 
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
@@ -308,14 +320,14 @@ def _spans(sents: Sentences, spec: WindowSpec) -> Iterator[tuple[int, int, int]]
     i = 0
     while i < n:
         j, total = i, 0
-        while j < n and (j == i or total + len(sents[j][0]) + 1 <= spec.chunk_chars):
-            total += len(sents[j][0]) + 1
+        while j < n and (j == i or total + len(sents[j][0]) + 2 <= spec.chunk_chars):
+            total += len(sents[j][0]) + 2  # + a separator: a space or a paragraph break
             j += 1
         if j == n and total < spec.chunk_chars * 0.8:
             return  # a short tail is not a window
         k, acc = i, 0
         while k < j - 1 and acc < spec.split_ratio * total:
-            acc += len(sents[k][0]) + 1
+            acc += len(sents[k][0]) + 2
             k += 1
         yield i, max(k, i + 1), j
         i = j
