@@ -77,15 +77,17 @@ def split_of(pid: str, val_ratio: float) -> str:
 
 # --- sources --------------------------------------------------------------------------------------
 def _fairseq_pairs(folder: Path) -> Iterator[tuple[str, str]]:
-    found = False
-    for name in FILE_SPLITS:
+    files = []
+    for name in FILE_SPLITS:  # all pairs checked before anything is read
         src, tgt = folder / f"{name}.wp_source", folder / f"{name}.wp_target"
-        if not src.exists() and not tgt.exists():
-            continue
-        if not (src.exists() and tgt.exists()):
+        if src.exists() != tgt.exists():
             missing = tgt if src.exists() else src
             raise WritingPromptsError(f"{missing} is missing: .wp_source and .wp_target come in pairs")
-        found = True
+        if src.exists():
+            files.append((src, tgt))
+    if not files:
+        raise WritingPromptsError(f"{folder} holds no train/valid/test .wp_source and .wp_target files")
+    for src, tgt in files:
         with (
             open(src, encoding="utf-8", errors="replace") as fs,
             open(tgt, encoding="utf-8", errors="replace") as ft,
@@ -96,8 +98,6 @@ def _fairseq_pairs(folder: Path) -> Iterator[tuple[str, str]]:
                 raise WritingPromptsError(
                     f"{src} and {tgt} have different numbers of lines: they must be paired line by line"
                 ) from None
-    if not found:
-        raise WritingPromptsError(f"{folder} holds no train/valid/test .wp_source and .wp_target files")
 
 
 def _hf_pairs(source: str) -> Iterator[tuple[str, str]]:

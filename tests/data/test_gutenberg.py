@@ -188,8 +188,9 @@ def test_caps_keep_windows_sane():
     long_sentence = ("\u201cAnd then, " + "and then, " * 300 + "we stopped.\u201d", False)
     sents = [(f"Sentence number {i}.", i % 3 == 0) for i in range(30)]
     sents[25] = long_sentence
-    spec = g.WindowSpec(context_sentences=20, continuation_sentences=10, max_context_chars=200,
-                        max_continuation_chars=400)  # fmt: skip
+    spec = g.WindowSpec(
+        context_sentences=20, continuation_sentences=10, max_context_chars=200, max_continuation_chars=400
+    )
     ((start, context, continuation),) = g.windows(sents, spec)
     assert len(context) <= 200 and context.endswith("Sentence number 19.") and start > 0
     assert len(continuation) <= 400 and "And then" not in continuation  # the long one is cut away
@@ -225,8 +226,17 @@ def test_duplicate_books_and_windows_are_removed(tmp_path, corpus_dir):
     src = (corpus_dir / "pg5200-metamorphosis.txt").read_bytes()
     (tmp_path / "a.txt").write_bytes(src)
     (tmp_path / "b.txt").write_bytes(src.replace(b"\r\n", b"\n"))  # same book, other line ends
-    code, out = run("data", "gutenberg", str(tmp_path), "-o", str(tmp_path / "c.jsonl"),
-                    "--context-sentences", "40", "--continuation-sentences", "10")  # fmt: skip
+    code, out = run(
+        "data",
+        "gutenberg",
+        str(tmp_path),
+        "-o",
+        str(tmp_path / "c.jsonl"),
+        "--context-sentences",
+        "40",
+        "--continuation-sentences",
+        "10",
+    )
     assert code == 0, out
     assert "same book as" in out
     records = [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()]
@@ -248,6 +258,8 @@ def test_sentences_command_prints_one_sentence_per_line(corpus_dir):
     code, out = run("data", "sentences", str(corpus_dir / "pg5200-metamorphosis.txt"))
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == ("One morning, when Gregor Samsa woke from troubled dreams, he found himself "
-                        "transformed in his bed into a horrible vermin.")  # fmt: skip
+    assert lines[0] == (
+        "One morning, when Gregor Samsa woke from troubled dreams, he found himself "
+        "transformed in his bed into a horrible vermin."
+    )
     assert len(lines) == len(g.load_book(corpus_dir / "pg5200-metamorphosis.txt").sentences)
