@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from pipeline.data import commands as data_commands
 from pipeline.modelfile import commands as modelfile_commands
 
 app = typer.Typer(
@@ -14,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (modelfile_commands,):
+for module in (data_commands, modelfile_commands):
     module.register(app)
 
 

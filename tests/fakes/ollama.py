@@ -43,6 +43,7 @@ class Script:
     error_after: int | None = None  # send an {"error"} line after this many chunks
     error_message: str = "an error was encountered while running the model"
     http_status: int | None = None  # answer the request with this status and an error body
+    http_status_times: int | None = None  # only the first N requests get http_status (None: all)
     first_token_delay: float = 0.0
 
 
@@ -267,7 +268,9 @@ class FakeOllama:
 
     async def _stream(self, request: web.Request, body: dict, model: Model, chat: bool) -> web.StreamResponse:
         script = self.scripts.get(model.name, self.default_script)
-        if script.http_status:
+        if script.http_status and (script.http_status_times is None or script.http_status_times > 0):
+            if script.http_status_times is not None:
+                script.http_status_times -= 1
             return _error(script.http_status, script.error_message)
         text = script.text(body) if callable(script.text) else script.text
         pieces = tokens(text)

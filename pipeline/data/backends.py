@@ -1,0 +1,159 @@
+"""Teacher model backends: Ollama (official `ollama` client) and any OpenAI-compatible endpoint (official
+`openai` client). Both answer one chat request and map their errors onto three kinds the runner acts on:
+`Transient` (retry with backoff: 429, 5xx, timeouts, dropped connections), `Fatal` (stop the run: wrong
+model, bad key, bad request) and anything in the reply itself, which the caller validates.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Protocol
+
+DEFAULT_OLLAMA = "http://127.0.0.1:11434"
+
+
+class Transient(Exception):
+    """Worth retrying after a pause; `retry_after` is the server's hint in seconds, if it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None, unreachable: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.unreachable = unreachable
+
+
+class Fatal(Exception):
+    """Retrying cannot help (unknown model, refused key): the whole run stops with this message."""
+
+
+@dataclass
+class Reply:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Backend(Protocol):
+    url: str
+
+    async def complete(self, messages: list[dict]) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass
+class Settings:
+    model: str
+    backend: str = "ollama"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 300.0
+    temperature: float = 0.7
+    max_tokens: int = 2048
+
+
+class OllamaBackend:
+    def __init__(self, s: Settings):
+        import ollama
+
+        from pipeline.modelfile.publish import resolve_host
+
+        self.url = resolve_host(s.base_url)
+        self.s = s
+        self.client = ollama.AsyncClient(host=self.url, timeout=s.timeout)
+
+    async def complete(self, messages: list[dict]) -> Reply:
+        import httpx
+        import ollama
+
+        options = {"temperature": self.s.temperature, "num_predict": self.s.max_tokens}
+        try:
+            r = await self.client.chat(model=self.s.model, messages=messages, options=options, stream=False)
+        except ollama.ResponseError as e:
+            if e.status_code == 404:
+                raise Fatal(f"the teacher model {self.s.model!r} is not on {self.url}: "
+                            f"ollama pull {self.s.model} (or pick another --teacher)") from None  # fmt: skip
+            if e.status_code == 429 or e.status_code >= 500 or e.status_code == -1:
+                raise Transient(f"Ollama answered {e.status_code}: {e.error}") from None
+            raise Fatal(f"Ollama refused the request ({e.status_code}): {e.error}") from None
+        except httpx.TimeoutException:
+            raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from None
+        except (ConnectionError, httpx.TransportError) as e:
+            raise Transient(f"cannot reach Ollama at {self.url} ({e})", unreachable=True) from None
+        except ValueError as e:  # a body that is not Ollama's JSON
+            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
+        return Reply(r.message.content or "", r.prompt_eval_count or 0, r.eval_count or 0)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+class OpenAIBackend:
+    def __init__(self, s: Settings):
+        import openai
+
+        self.s = s
+        key = os.environ.get(s.api_key_env)
+        if not key:
+            if not s.base_url:
+                raise Fatal(
+                    f"set {s.api_key_env} to your API key (or --api-key-env NAME), or give --base-url "
+                    "for a local OpenAI-compatible server"
+                )
+            key = "not-needed"  # local servers (vLLM, llama.cpp, LM Studio) accept any key
+        self.client = openai.AsyncOpenAI(base_url=s.base_url, api_key=key, timeout=s.timeout, max_retries=0)
+        self.url = str(self.client.base_url)
+
+    async def complete(self, messages: list[dict]) -> Reply:
+        import openai
+
+        try:
+            r = await self.client.chat.completions.create(
+                model=self.s.model,
+                messages=messages,
+                temperature=self.s.temperature,
+                max_tokens=self.s.max_tokens,
+            )
+        except openai.APITimeoutError:
+            raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from None
+        except openai.APIConnectionError as e:
+            raise Transient(f"cannot reach {self.url} ({e})", unreachable=True) from None
+        except openai.APIStatusError as e:
+            status = e.status_code
+            if status == 429 or status >= 500:
+                raise Transient(f"{self.url} answered {status}: {_message(e)}", _retry_after(e)) from None
+            hint = {401: f"check {self.s.api_key_env}", 403: f"check {self.s.api_key_env}",
+                    404: f"is {self.s.model!r} served there?"}.get(status, "check the request")  # fmt: skip
+            raise Fatal(f"{self.url} refused the request ({status}: {_message(e)}): {hint}") from None
+        except (openai.APIError, ValueError) as e:  # a body that is not the API's JSON, and the like
+            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
+        if not getattr(r, "choices", None):
+            return Reply("", 0, 0)
+        usage = r.usage
+        text = r.choices[0].message.content or ""
+        return Reply(text, usage.prompt_tokens if usage else 0, usage.completion_tokens if usage else 0)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def _message(e) -> str:
+    body = e.body if isinstance(e.body, dict) else {}
+    err = body.get("error", body)
+    return (err.get("message") if isinstance(err, dict) else str(err)) or str(e)
+
+
+def _retry_after(e) -> float | None:
+    try:
+        return float(e.response.headers.get("retry-after"))
+    except (TypeError, ValueError, AttributeError):
+        return None
+
+
+BACKENDS = {"ollama": OllamaBackend, "openai": OpenAIBackend}
+
+
+def make_backend(s: Settings) -> Backend:
+    if s.backend not in BACKENDS:
+        raise Fatal(f"unknown backend {s.backend!r}: use one of {', '.join(BACKENDS)}")
+    return BACKENDS[s.backend](s)

@@ -1,0 +1,268 @@
+"""`story-pipeline data gutenberg | sentences | writing-prompts`, `reason` and `distill`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line
+app = typer.Typer(
+    help="Build training data: book chunks, Writing Prompts pairs, a look at the sentence splitter."
+)
+
+Output = Annotated[Path, typer.Option("-o", "--output", help="JSON-lines file to write")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@app.command("gutenberg")
+def gutenberg(
+    paths: Annotated[list[str], typer.Argument(help="Book files, folders of .txt files, or glob patterns")],
+    output: Output,
+    context_sentences: Annotated[int, typer.Option(help="Sentences of context per window")] = 80,
+    continuation_sentences: Annotated[int, typer.Option(help="Sentences of continuation per window")] = 20,
+    chunk_chars: Annotated[
+        int | None, typer.Option(help="Cut ~N-character chunks instead of sentence windows (e.g. 6500)")
+    ] = None,
+    split_ratio: Annotated[
+        float, typer.Option(help="With --chunk-chars: share of a chunk used as context")
+    ] = 0.6,
+    max_context_chars: Annotated[int, typer.Option(help="Cap: keep the newest context that fits")] = 12_000,
+    max_continuation_chars: Annotated[int, typer.Option(help="Cap: keep the continuation's start")] = 4_000,
+    val_ratio: Annotated[float, typer.Option(help="Share of books held out for validation")] = 0.1,
+    encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
+) -> None:
+    """Cut plain-text books into (context, continuation) windows: one JSON line per window, split by book."""
+    from pipeline.data import gutenberg as g
+
+    try:
+        spec = g.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
+                            max_context_chars, max_continuation_chars)  # fmt: skip
+        files = g.expand_paths(paths)
+    except (ValueError, g.BookError) as e:
+        raise _fail(str(e)) from None
+    if not 0 <= val_ratio < 1:
+        raise _fail(f"--val-ratio {val_ratio} must lie in [0, 1)")
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bars:
+        task = bars.add_task("books", total=len(files))
+
+        def on_book(path: Path) -> None:
+            bars.update(task, description=path.name)
+            bars.advance(task)
+
+        records, stats = g.build_chunks(files, spec, val_ratio, encoding, on_book)
+    for line in stats.skipped:
+        console.print(f"[yellow]{line}[/yellow]")
+    if not records:
+        raise _fail(f"no windows from {len(files)} file(s): nothing written")
+    g.write_jsonl(output, records)
+    console.print(
+        f"wrote {len(records)} windows ({spec.describe()}) from {stats.books} book(s) to {output}: "
+        f"{stats.windows[g.TRAIN]} train, {stats.windows[g.VALIDATION]} validation"
+        + (f"; {stats.duplicate_windows} duplicate windows dropped" if stats.duplicate_windows else "")
+    )
+
+
+@app.command("sentences")
+def sentences(
+    file: Annotated[Path, typer.Argument(help="A plain-text book", exists=True, dir_okay=False)],
+    encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
+) -> None:
+    """Print the book's sentences one per line, after the same cleaning as `data gutenberg`."""
+    from pipeline.data import gutenberg as g
+
+    try:
+        lines = g.book_sentences(file, encoding)
+    except g.BookError as e:
+        raise _fail(str(e)) from None
+    out = Console(soft_wrap=True, highlight=False, markup=False)
+    for s in lines:
+        out.print(" ".join(s.split()))
+
+
+@app.command("writing-prompts")
+def writing_prompts(
+    source: Annotated[
+        str, typer.Option(help="Folder of {train,valid,test}.wp_source/.wp_target, or a Hugging Face dataset")
+    ],
+    output: Output,
+    min_words: Annotated[int, typer.Option(help="Drop stories shorter than this")] = 100,
+    max_words: Annotated[int, typer.Option(help="Drop stories longer than this")] = 1500,
+    val_ratio: Annotated[float, typer.Option(help="Share of prompts held out for validation")] = 0.05,
+    limit: Annotated[int | None, typer.Option(help="Stop after this many pairs")] = None,
+) -> None:
+    """Clean Writing Prompts pairs: undo the tokenization, strip [ WP ] tags, filter, split by prompt."""
+    from pipeline.data import gutenberg as g
+    from pipeline.data import writing_prompts as wp
+
+    stats = wp.PairStats()
+    try:
+        with console.status("reading Writing Prompts"):
+            n = g.write_jsonl(output, wp.pairs(source, stats, min_words, max_words, val_ratio, limit))
+    except wp.WritingPromptsError as e:
+        raise _fail(str(e)) from None
+    if not n:
+        output.unlink(missing_ok=True)
+        raise _fail(f"no pair of {stats.read} read passed the filters ({min_words}-{max_words} words)")
+    console.print(
+        f"wrote {n} pairs ({len(stats.prompts)} prompts) to {output}: {stats.kept[g.TRAIN]} train, "
+        f"{stats.kept[g.VALIDATION]} validation; dropped {stats.too_short} too short, "
+        f"{stats.too_long} too long, {stats.duplicates} duplicates, {stats.empty_prompt} without a prompt"
+    )
+
+
+# --- teacher verbs -------------------------------------------------------------------------------
+Teacher = Annotated[str, typer.Option(help="The teacher model's name on the backend")]
+Backend = Annotated[str, typer.Option(help="ollama or openai (any OpenAI-compatible endpoint)")]
+BaseUrl = Annotated[
+    str | None, typer.Option(help="Server URL (default: OLLAMA_HOST / localhost:11434, or api.openai.com)")
+]
+ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the API key (openai backend)")]
+ValOutput = Annotated[
+    Path | None, typer.Option(help="Validation rows (default: train.jsonl -> val.jsonl beside the output)")
+]
+Concurrency = Annotated[int, typer.Option(help="Requests in flight at once")]
+Retries = Annotated[int, typer.Option(help="Retries per item on 429/5xx/timeouts/unusable replies")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for one teacher reply")]
+Limit = Annotated[int | None, typer.Option(help="Only the first N items (a trial run)")]
+
+
+def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
+                 timeout, temperature, max_tokens, backoff) -> None:  # fmt: skip
+    import asyncio
+
+    from pipeline.data import backends as b
+    from pipeline.data import teacher as t
+
+    settings = b.Settings(teacher, backend, base_url, api_key_env, timeout, temperature, max_tokens)
+    opts = t.RunOptions(concurrency=max(1, concurrency), retries=max(0, retries), backoff=backoff)
+    journal = t.journal_path_for(output)
+
+    async def go(bars: Progress, task) -> t.RunResult:
+        client = b.make_backend(settings)
+        try:
+
+            def tick(r: t.RunResult) -> None:
+                tokens = f"{r.prompt_tokens:,} in / {r.completion_tokens:,} out tokens"
+                bars.update(task, completed=r.finished + len(r.failed), description=f"{teacher}: {tokens}")
+
+            return await t.run_jobs(jobs, client, output, val_output, opts, tick)
+        finally:
+            await client.aclose()
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, console=console) as bars:
+            task = bars.add_task(teacher, total=len(jobs))
+            result = asyncio.run(go(bars, task))
+    except b.Fatal as e:
+        raise _fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise _fail(
+            f"interrupted: finished rows are kept in {journal}; run the same command to resume", 130
+        ) from None
+    console.print(
+        f"{result.finished}/{result.total} done ({result.already_done} from an earlier run), "
+        f"{len(result.failed)} failed, {result.retries} retries; tokens: {result.prompt_tokens:,} prompt, "
+        f"{result.completion_tokens:,} completion"
+    )
+    for path, n in result.written.items():
+        console.print(f"wrote {n} rows to {path}")
+    if result.failed:
+        raise _fail(f"{len(result.failed)} item(s) failed (reasons in {t.failed_path_for(output)}): "
+                    "run the same command again to retry them", 1)  # fmt: skip
+
+
+def _load(path: Path, make_jobs, limit: int | None):
+    from pipeline.data import gutenberg as g
+    from pipeline.data import teacher as t
+
+    if not path.is_file():
+        raise _fail(f"{path} does not exist")
+    try:
+        jobs = make_jobs(g.read_jsonl(path))
+    except (g.BookError, t.InputError) as e:
+        raise _fail(str(e)) from None
+    jobs = jobs[:limit] if limit else jobs
+    if not jobs:
+        raise _fail(f"{path} has no records")
+    return jobs
+
+
+def reason(
+    chunks: Annotated[Path, typer.Argument(help="chunks.jsonl from `data gutenberg`")],
+    output: Output,
+    teacher: Teacher,
+    backend: Backend = "ollama",
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    val_output: ValOutput = None,
+    concurrency: Concurrency = 4,
+    retries: Retries = 3,
+    timeout: Timeout = 300.0,
+    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature")] = 0.7,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens the teacher may write per item")] = 1024,
+    backoff: Annotated[
+        float, typer.Option(help="Seconds before the first retry, doubling", hidden=True)
+    ] = 2.0,
+    limit: Limit = None,
+) -> None:
+    """A teacher writes the reasoning behind each chunk's real continuation; rows go to train/val files."""
+    from pipeline.data import teacher as t
+
+    jobs = _load(chunks, lambda recs: t.reason_jobs(recs, str(chunks)), limit)
+    _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
+                 timeout, temperature, max_tokens, backoff)  # fmt: skip
+
+
+def distill(
+    prompts: Annotated[
+        Path, typer.Argument(help="pairs.jsonl from `data writing-prompts` (a prompt per line)")
+    ],
+    output: Output,
+    teacher: Teacher,
+    backend: Backend = "ollama",
+    base_url: BaseUrl = None,
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    val_output: ValOutput = None,
+    length: Annotated[
+        str | None, typer.Option(help="Ask for short/medium/long stories (or N words); adds a Length line")
+    ] = None,
+    min_words: Annotated[int, typer.Option(help="Refuse teacher stories shorter than this")] = 50,
+    concurrency: Concurrency = 4,
+    retries: Retries = 3,
+    timeout: Timeout = 300.0,
+    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature")] = 0.8,
+    max_tokens: Annotated[int, typer.Option(help="Most tokens the teacher may write per item")] = 2048,
+    backoff: Annotated[
+        float, typer.Option(help="Seconds before the first retry, doubling", hidden=True)
+    ] = 2.0,
+    limit: Limit = None,
+) -> None:
+    """Sequence-level distillation: a teacher reasons and writes a story per prompt, the targets."""
+    from pipeline import prompt as P
+    from pipeline.data import teacher as t
+
+    size: str | int | None = int(length) if length and length.isdigit() else length
+    try:
+        P.render_prompt("x", length=size)  # a bad --length fails here, before any request
+    except P.PromptError as e:
+        raise _fail(str(e)) from None
+    jobs = _load(prompts, lambda recs: t.distill_jobs(recs, size, min_words, str(prompts)), limit)
+    _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
+                 timeout, temperature, max_tokens, backoff)  # fmt: skip
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="data")
+    root.command("reason")(reason)
+    root.command("distill")(distill)
