@@ -24,6 +24,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         raise OutputExistsError(f"{path} already exists: choose another output path or remove it first")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -33,6 +34,12 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Pat
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str, overwrite: bool = True) -> Path:
