@@ -147,22 +147,3 @@ def test_prompt_module_is_light():
     code = "import sys, pipeline.prompt, pipeline.serving, bot; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-
-
-def test_atomic_output(tmp_path):
-    from pipeline import atomic
-
-    target = tmp_path / "out.txt"
-    atomic.write_text(target, "one")
-    assert target.read_text() == "one" and oct(target.stat().st_mode & 0o777) != oct(0o600)
-    try:
-        with atomic.atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash")
-    except RuntimeError:
-        pass
-    assert target.read_text() == "one" and [p.name for p in tmp_path.iterdir()] == ["out.txt"]
-    import pytest as _pytest
-
-    with _pytest.raises(atomic.OutputExistsError, match="already exists"):
-        atomic.write_text(target, "two", overwrite=False)
