@@ -16,9 +16,8 @@ import httpx
 import ollama
 
 from pipeline.modelfile import grammar
+from pipeline.modelfile.publish import resolve_host
 from pipeline.serving import GenerateRequest
-
-DEFAULT_HOST = "http://127.0.0.1:11434"
 
 
 class LLMError(Exception):
@@ -71,7 +70,7 @@ class Piece:
 
 class OllamaBackend:
     def __init__(self, host: str | None = None, timeouts: Timeouts | None = None):
-        self.host = (host or DEFAULT_HOST).rstrip("/")
+        self.host = resolve_host(host)  # the argument, else OLLAMA_HOST, else the default
         self.timeouts = timeouts or Timeouts()
         t = self.timeouts
         self.client = ollama.AsyncClient(
