@@ -44,6 +44,10 @@ class EmptyAnswer(LLMError):
     pass
 
 
+#: Seconds a model's TEMPLATE and parameters are trusted before /api/show is asked again.
+MODEL_INFO_TTL = 300.0
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -76,22 +80,33 @@ class OllamaBackend:
         self.client = ollama.AsyncClient(
             host=self.host, timeout=httpx.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.idle)
         )
-        self._models: dict[str, ModelInfo] = {}
+        self._models: dict[str, tuple[float, asyncio.Task[ModelInfo]]] = {}
 
     async def close(self) -> None:
-        await self.client._client.aclose()
+        await self.client.close()
 
     async def model_info(self, model: str) -> ModelInfo:
-        """The model's TEMPLATE, SYSTEM and num_ctx (asked once per model, then cached)."""
-        if model not in self._models:
-            try:
-                shown = await self.client.show(model)
-            except Exception as exc:
-                raise self._error(exc, model) from None
-            self._models[model] = ModelInfo(
-                model, shown.template or "", _system(shown.modelfile or ""), _num_ctx(shown.parameters or "")
-            )
-        return self._models[model]
+        """The model's TEMPLATE, SYSTEM and num_ctx: asked once per model (concurrent callers share the
+        one request) and kept for MODEL_INFO_TTL seconds, so a re-created model is picked up."""
+        asked, task = self._models.get(model, (0.0, None))
+        if task is None or (task.done() and time.monotonic() - asked > MODEL_INFO_TTL):
+            task = asyncio.ensure_future(self._show(model))
+            self._models[model] = (time.monotonic(), task)
+        try:
+            return await asyncio.shield(task)  # one waiter cancelled does not cancel the others
+        except LLMError:
+            if self._models.get(model, (0, None))[1] is task:
+                del self._models[model]  # not cached: the next call asks again
+            raise
+
+    async def _show(self, model: str) -> ModelInfo:
+        try:
+            shown = await self.client.show(model)
+        except Exception as exc:
+            raise self._error(exc, model) from None
+        return ModelInfo(
+            model, shown.template or "", _system(shown.modelfile or ""), _num_ctx(shown.parameters or "")
+        )
 
     async def check(self, model: str) -> ModelInfo:
         """At start: is the server there and does it hold the model? Raises with what to set."""
@@ -100,22 +115,20 @@ class OllamaBackend:
     async def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncIterator[Piece]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the server's figures."""
         started = time.monotonic()
-        deadline = asyncio.get_running_loop().time() + self.timeouts.total
+        deadline = started + self.timeouts.total
         first: float | None = None
         stream = None
         try:
-            # The deadline wraps each await, never a yield: the consumer's time between pieces is its own.
-            async with asyncio.timeout_at(deadline):
-                stream = await self.client.generate(
-                    model, request.prompt, raw=request.raw, options=dict(options), stream=True
-                )
-            while True:
-                async with asyncio.timeout_at(deadline):
-                    part = await anext(stream, None)
-                if part is None:
-                    break
+            # httpx's timeouts cover connecting and a stalled server (`idle`, per read); a server that
+            # trickles forever trips the total deadline, checked per piece (cheaper than a timer per read).
+            stream = await self.client.generate(
+                model, request.prompt, raw=request.raw, options=dict(options), stream=True
+            )
+            async for part in stream:
                 if first is None:
                     first = time.monotonic() - started
+                elif time.monotonic() > deadline:
+                    raise TimeoutError
                 if part.done:
                     yield Piece(part.response or "", True, _stats(part, first))
                     return

@@ -88,6 +88,7 @@ class Limits:
     default_num_ctx: int = 8192
     max_passage_chars: int = 6000
     options: dict = field(default_factory=dict)  # more Ollama options (temperature, top_p, ...)
+    delta_every: float = 0.05  # seconds between Delta events of one stream (drivers edit far less often)
 
 
 @dataclass
@@ -285,6 +286,7 @@ class StoryService:
         )  # fmt: skip
         yield Started(gen_id, model)
         output, stats, shown = "", {}, ("", "")
+        clock, last = asyncio.get_running_loop().time, -float("inf")
         try:
             async with aclosing(self.backend.generate(model, request, options)) as pieces:
                 async for piece in pieces:
@@ -292,6 +294,9 @@ class StoryService:
                     if piece.done:
                         stats = piece.stats
                         break
+                    if clock() - last < self.limits.delta_every:
+                        continue  # coalesce: the next Delta (or Done) carries this text too
+                    last = clock()
                     parsed = writer_prompt.parse_output(output, partial=True)
                     if (parsed.answer, parsed.reasoning) != shown:
                         shown = (parsed.answer, parsed.reasoning)

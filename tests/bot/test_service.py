@@ -20,7 +20,7 @@ REASONING = "The heroine hesitates; the storm makes her decision for her."
 async def test_continue_with_a_writer_model_sends_the_bare_context_and_keeps_only_the_answer(
     make_service, ollama_server
 ):
-    service = make_service("writer")
+    service = make_service("writer", delta_every=0)  # a Delta for every piece
     service.write(HERE, ALICE, "The storm rolled in over the harbour.")
     events = await collect(service.continue_story(HERE, BOB))
     assert isinstance(events[0], Started) and isinstance(events[-1], Done)
@@ -39,6 +39,14 @@ async def test_continue_with_a_writer_model_sends_the_bare_context_and_keeps_onl
     story = service.show(HERE)
     assert [p.text for p in story.passages] == ["The storm rolled in over the harbour.", ANSWER]
     assert story.passages[1].author_id == BOB.id  # the member who asked
+
+
+async def test_deltas_are_coalesced(make_service, ollama_server):
+    ollama_server.script("writer", tokens_per_second=200)  # ~20 pieces over ~0.1 s
+    service = make_service("writer", delta_every=0.05)
+    service.write(HERE, ALICE, "Once.")
+    events = await collect(service.continue_story(HERE, ALICE))
+    assert 1 <= sum(isinstance(e, Delta) for e in events) <= 4 and events[-1].passage.text == ANSWER
 
 
 async def test_a_plain_model_gets_the_writer_prompt_once(make_service, ollama_server):
@@ -132,6 +140,7 @@ async def test_a_global_cap_bounds_generations_across_stories(make_service, olla
         service.write(room, ALICE, "Once.")
     runs = await asyncio.gather(*(collect(service.continue_story(room, ALICE)) for room in rooms))
     assert ollama_server.max_in_flight == 2
+    assert len(ollama_server.calls("/api/show")) == 1  # concurrent first calls share one /api/show
     assert any(isinstance(r[0], Queued) and r[0].waiting_for == "server" for r in runs)
     assert all(isinstance(r[-1], Done) for r in runs)
 
