@@ -1,6 +1,14 @@
-"""`story-bot`: run the Discord bot, the terminal console, or sync slash commands."""
+"""`story-bot`: run the Discord bot, the terminal console, or sync slash commands.
+
+Settings come from STORY_BOT_* variables and an optional story-bot.toml (see bot/config.py); flags
+given here win over both.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -11,9 +19,104 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+Config = Annotated[
+    Path | None, typer.Option("--config", help="A TOML settings file (default: ./story-bot.toml if present)")
+]
+ADAPTER_MISSING = (
+    "the Discord adapter is not built yet in this version: `story-bot console` runs the same story core "
+    "in a terminal"
+)
+
+
+def _settings(config: Path | None, **overrides):
+    from bot.config import ConfigError, load_settings
+
+    try:
+        return load_settings(config, **overrides)
+    except ConfigError as exc:
+        _fail(str(exc))
+
+
+def _fail(message: str, code: int = 1):
+    typer.echo(f"story-bot: {message}", err=True)
+    raise typer.Exit(code)
+
+
+async def _check_ollama(settings) -> None:
+    from bot.llm import LLMError, OllamaBackend
+
+    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    try:
+        await backend.check(settings.model)
+    except LLMError as exc:
+        _fail(str(exc))
+    finally:
+        await backend.close()
+
 
 @app.command()
-def prompt(context: str = typer.Argument(..., help="The story so far")) -> None:
+def run(config: Config = None) -> None:
+    """Run the Discord bot (needs STORY_BOT_DISCORD_TOKEN and a reachable Ollama with the model)."""
+    from bot.config import ConfigError
+
+    settings = _settings(config)
+    try:
+        settings.token()
+    except ConfigError as exc:
+        _fail(str(exc))
+    asyncio.run(_check_ollama(settings))
+    _fail(ADAPTER_MISSING, 2)
+
+
+@app.command()
+def sync(
+    guild: Annotated[str | None, typer.Option(help="Sync to one guild (instant; for development)")] = None,
+    config: Config = None,
+) -> None:
+    """Register the slash commands with Discord (globally, or in one guild). Never done on start."""
+    from bot.config import ConfigError
+
+    try:
+        _settings(config).token()
+    except ConfigError as exc:
+        _fail(str(exc))
+    _fail(ADAPTER_MISSING, 2)
+
+
+@app.command()
+def console(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Ollama model [STORY_BOT_MODEL]")] = None,
+    host: Annotated[str | None, typer.Option(help="Ollama server [STORY_BOT_OLLAMA_HOST]")] = None,
+    db: Annotated[Path | None, typer.Option(help="The story database [STORY_BOT_DB]")] = None,
+    config: Config = None,
+) -> None:
+    """Grow a story in the terminal: type passages, /continue, /rate, /export (the same core as Discord)."""
+    settings = _settings(config, model=model, ollama_host=host, db=db)
+    asyncio.run(_console(settings))
+
+
+async def _console(settings) -> None:
+    from bot.console import Console, stdin_lines
+    from bot.core.service import StoryService
+    from bot.llm import OllamaBackend
+    from bot.store import SchemaError, Store
+
+    await _check_ollama(settings)
+    try:
+        store = Store(settings.db)
+    except SchemaError as exc:
+        _fail(str(exc))
+    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    try:
+        service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
+        await Console(service).run(stdin_lines())
+    finally:
+        await backend.close()
+        store.close()
+
+
+@app.command()
+def prompt(context: Annotated[str, typer.Argument(help="The story so far")]) -> None:
     """Print the writer prompt the model receives for a context (the shared contract)."""
     from pipeline.prompt import render_prompt
 

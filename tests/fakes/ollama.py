@@ -225,9 +225,12 @@ class FakeOllama:
         params = "\n".join(
             f"{k} {x}" for k, v in m.parameters.items() for x in (v if isinstance(v, list) else [v])
         )
+        modelfile = f'FROM {m.from_ or m.name}\nTEMPLATE """{m.template}"""\n'
+        modelfile += f'SYSTEM """{m.system}"""\n' if m.system else ""  # as `ollama show --modelfile`
+        modelfile += "".join(f"PARAMETER {line}\n" for line in params.splitlines())
         return web.json_response(
             {
-                "modelfile": f'FROM {m.from_ or m.name}\nTEMPLATE """{m.template}"""\n',
+                "modelfile": modelfile,
                 "template": m.template,
                 "system": m.system,
                 "parameters": params,

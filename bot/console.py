@@ -1,0 +1,189 @@
+"""`story-bot console`: the story core in a terminal, as one local channel.
+
+Lines you type are passages; commands start with '/'. The model's passage streams in as it is written.
+It is the same service the Discord bot drives, on the same database, so it is also the quickest way to
+try a real Ollama model: `story-bot console --model writer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import re
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TextIO
+
+from pipeline.atomic import write_text
+
+from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
+from .core.story import Channel, Member
+
+HELP = """\
+Type a line to add it to the story. Commands:
+  /continue [direction] [--length short|medium|long]   the model writes the next passage
+  /regenerate            another take on the model's newest passage (the old one is kept)
+  /rate +1|-1            rate the model's newest passage
+  /reasoning             what the model thought before writing it
+  /undo   /reset   /show   /new [title]   /export [file.md]   /help   /quit
+"""
+
+CHANNEL = Channel("console")
+_LENGTH = re.compile(r"(?:^|\s)(?:--length|-l)(?:\s+|=)(\S+)")
+
+
+class Console:
+    def __init__(self, service: StoryService, out: TextIO = sys.stdout, member: Member | None = None):
+        self.service = service
+        self.out = out
+        user = member or Member(f"console:{_user()}", _user())
+        self.member = user
+
+    def say(self, text: str = "") -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    async def run(self, lines: AsyncIterator[str]) -> None:
+        for lost in self.service.recover():
+            if lost.channel_id == CHANNEL.id:
+                self.say("(the last session stopped while the model was writing; that passage was not added)")
+        story = self.service.show(CHANNEL)
+        self.say(f"Story: {story.title or 'untitled'} · {len(story.passages)} passages · /help for commands")
+        async for line in lines:
+            if not await self.handle(line.rstrip("\n")):
+                break
+
+    async def handle(self, line: str) -> bool:
+        """Act on one line; False when the session should end."""
+        if not line.strip():
+            return True
+        if not line.startswith("/"):
+            return self._do(lambda: self._wrote(self.service.write(CHANNEL, self.member, line)))
+        name, _, arg = line[1:].partition(" ")
+        name, arg = name.lower(), arg.strip()
+        if name == "story":  # `/story export` works as in Discord
+            name, _, arg = arg.partition(" ")
+        if name in ("quit", "exit", "q"):
+            return False
+        if name in ("continue", "c"):
+            length = _LENGTH.search(arg)
+            direction = _LENGTH.sub(" ", arg).strip() or None
+            events = self.service.continue_story(CHANNEL, self.member, direction, length and length.group(1))
+            await self._stream(events)
+        elif name in ("regenerate", "r"):
+            await self._stream(self.service.regenerate(CHANNEL, self.member))
+        elif name in self.QUICK:
+            self._do(lambda: getattr(self, self.QUICK[name])(arg))
+        else:
+            self.say(f"unknown command /{name}: /help lists them")
+        return True
+
+    QUICK = {"rate": "_rate", "reasoning": "_reasoning", "undo": "_undo", "reset": "_reset", "new": "_new",
+             "show": "_show", "export": "_export", "help": "_help"}  # fmt: skip
+
+    # --- commands ------------------------------------------------------------------------------
+    def _do(self, action) -> bool:
+        try:
+            action()
+        except StoryError as exc:
+            self.say(f"! {exc}")
+        except OSError as exc:  # an export to a path that cannot be written
+            self.say(f"! could not write the file: {exc}")
+        return True
+
+    def _wrote(self, passage) -> None:
+        self.say(f"(passage {passage.position} added)")
+
+    async def _stream(self, events) -> None:
+        printed = ""
+        async for event in events:
+            match event:
+                case Queued(position, waiting_for):
+                    self.say(f"(queued: {position} ahead, waiting for the {waiting_for})")
+                case Started(_, model):
+                    self.say(f"({model} is writing…)")
+                case Delta(answer):
+                    if answer.startswith(printed):
+                        self.out.write(answer[len(printed) :])
+                    else:  # the parser revised what it had: start the line again
+                        self.out.write("\n" + answer)
+                    self.out.flush()
+                    printed = answer
+                case Done(passage):
+                    if passage.text != printed:
+                        self.out.write(passage.text[len(printed) :] if passage.text.startswith(printed)
+                                       else "\n" + passage.text)  # fmt: skip
+                    take = f" · take {passage.alternatives}" if passage.alternatives > 1 else ""
+                    self.say(f"\n(passage {passage.position} by the model{take} · /rate +1|-1 · /reasoning)")
+                case Failed(message):
+                    self.say(("\n" if printed else "") + f"! {message}")
+
+    def _newest_model_generation(self) -> int:
+        for p in reversed(self.service.show(CHANNEL).passages):
+            if p.by_model and p.generation_id:
+                return p.generation_id
+        raise StoryError("the model has not written a passage in this story yet: /continue first")
+
+    def _rate(self, arg: str) -> None:
+        value = {"+1": 1, "1": 1, "up": 1, "+": 1, "-1": -1, "down": -1, "-": -1}.get(arg)
+        if value is None:
+            raise StoryError("rate with /rate +1 or /rate -1")
+        tally = self.service.rate(self._newest_model_generation(), self.member, value)
+        self.say(f"(rated {'👍' if value > 0 else '👎'} · {tally.up} 👍 {tally.down} 👎)")
+
+    def _reasoning(self, _: str) -> None:
+        self.say(self.service.reasoning(self._newest_model_generation()))
+
+    def _undo(self, _: str) -> None:  # the console's one writer may undo anything
+        self.say(f"(undone: {_preview(self.service.undo(CHANNEL, self.member, may_manage=True).text)})")
+
+    def _reset(self, _: str) -> None:
+        self.say(f"(reset: {self.service.reset(CHANNEL, self.member, may_manage=True)} passages taken out)")
+
+    def _new(self, title: str) -> None:
+        self.say(f"(new story: {self.service.start(CHANNEL, self.member, title).title or 'untitled'})")
+
+    def _help(self, _: str) -> None:
+        self.say(HELP)
+
+    def _show(self, _: str = "") -> None:
+        story = self.service.show(CHANNEL)
+        if not story.passages:
+            self.say("(the story is empty: type its opening line)")
+        for p in story.passages:
+            who = "model" if p.by_model else p.author_name
+            self.say(f"[{p.position} · {who}] {p.text}")
+
+    def _export(self, arg: str) -> None:  # no argument: print it
+        markdown = self.service.export(CHANNEL)
+        if not arg:
+            self.say(markdown)
+            return
+        path = Path(arg).expanduser()
+        write_text(path, markdown)
+        self.say(f"(exported to {path})")
+
+
+async def stdin_lines(prompt: str = "> ") -> AsyncIterator[str]:
+    """Lines from the terminal without blocking the event loop (a streaming passage keeps printing)."""
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+        line = await asyncio.to_thread(sys.stdin.readline)
+        if not line:
+            return
+        yield line
+
+
+def _preview(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in some containers
+        return "writer"

@@ -1,0 +1,79 @@
+"""What a story is: ordered passages by members or by the model, and its Markdown export. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class AuthorKind(StrEnum):
+    MEMBER = "member"
+    MODEL = "model"
+
+
+@dataclass(frozen=True)
+class Member:
+    """Whoever acts: a Discord user, or the person at the console. Ids are strings (Discord snowflakes)."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Channel:
+    """Where a story lives: one active story per channel or thread.
+
+    `parent_id` is a thread's channel, so a per-channel model applies to its threads too.
+    """
+
+    id: str
+    guild_id: str | None = None
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: int
+    story_id: int
+    position: int
+    author_kind: AuthorKind
+    author_id: str  # the writer, or for a model passage the member who asked for it
+    author_name: str
+    text: str
+    generation_id: int | None = None  # model passages: the alternative shown
+    alternatives: int = 1  # model passages: how many finished attempts the slot holds
+
+    @property
+    def by_model(self) -> bool:
+        return self.author_kind is AuthorKind.MODEL
+
+
+@dataclass(frozen=True)
+class Story:
+    id: int
+    channel_id: str
+    title: str | None
+    passages: tuple[Passage, ...] = field(default_factory=tuple)
+
+    @property
+    def last(self) -> Passage | None:
+        return self.passages[-1] if self.passages else None
+
+    @property
+    def text(self) -> str:
+        return "\n\n".join(p.text for p in self.passages)
+
+
+def to_markdown(story: Story, model_label: str = "the model") -> str:
+    """The story as a Markdown document: the title, then each passage with a quiet attribution line."""
+    lines = [f"# {story.title or 'Untitled story'}", ""]
+    if not story.passages:
+        lines += ["*(no passages yet)*", ""]
+    for p in story.passages:
+        who = f"{model_label} (asked by {p.author_name})" if p.by_model else p.author_name
+        lines += [f"<!-- passage {p.position} by {_comment_safe(who)} -->", p.text.strip(), ""]
+    return "\n".join(lines)
+
+
+def _comment_safe(text: str) -> str:
+    return text.replace("--", "- -")

@@ -1,0 +1,195 @@
+"""The Ollama backend: one module that talks to the server, through the official `ollama` async client.
+
+It streams a generation, applies timeouts (connecting, waiting for each piece, the whole passage) and
+turns every failure into an :class:`LLMError` whose message can be shown to writers as it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+
+import httpx
+import ollama
+
+from pipeline.modelfile import grammar
+from pipeline.modelfile.publish import resolve_host
+from pipeline.serving import GenerateRequest
+
+
+class LLMError(Exception):
+    """A generation that could not be done; `str(error)` is a clear message for the channel."""
+
+
+class Unreachable(LLMError):
+    pass
+
+
+class ModelMissing(LLMError):
+    pass
+
+
+class StreamFailed(LLMError):
+    pass
+
+
+class TimedOut(LLMError):
+    pass
+
+
+class EmptyAnswer(LLMError):
+    pass
+
+
+#: Seconds a model's TEMPLATE and parameters are trusted before /api/show is asked again.
+MODEL_INFO_TTL = 300.0
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    template: str
+    system: str
+    num_ctx: int | None  # the model's own PARAMETER num_ctx, if it sets one
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    idle: float = 120.0  # for the first piece (the model may be loading) and between pieces
+    total: float = 600.0  # a whole passage
+
+
+@dataclass
+class Piece:
+    """A piece of streamed text, or (done=True) the final record with the server's figures."""
+
+    text: str
+    done: bool = False
+    stats: dict = field(default_factory=dict)
+
+
+class OllamaBackend:
+    def __init__(self, host: str | None = None, timeouts: Timeouts | None = None):
+        self.host = resolve_host(host)  # the argument, else OLLAMA_HOST, else the default
+        self.timeouts = timeouts or Timeouts()
+        t = self.timeouts
+        self.client = ollama.AsyncClient(
+            host=self.host, timeout=httpx.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.idle)
+        )
+        self._models: dict[str, tuple[float, asyncio.Task[ModelInfo]]] = {}
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def model_info(self, model: str) -> ModelInfo:
+        """The model's TEMPLATE, SYSTEM and num_ctx: asked once per model (concurrent callers share the
+        one request) and kept for MODEL_INFO_TTL seconds, so a re-created model is picked up."""
+        asked, task = self._models.get(model, (0.0, None))
+        if task is None or (task.done() and time.monotonic() - asked > MODEL_INFO_TTL):
+            task = asyncio.ensure_future(self._show(model))
+            self._models[model] = (time.monotonic(), task)
+        try:
+            return await asyncio.shield(task)  # one waiter cancelled does not cancel the others
+        except LLMError:
+            if self._models.get(model, (0, None))[1] is task:
+                del self._models[model]  # not cached: the next call asks again
+            raise
+
+    async def _show(self, model: str) -> ModelInfo:
+        try:
+            shown = await self.client.show(model)
+        except Exception as exc:
+            raise self._error(exc, model) from None
+        return ModelInfo(
+            model, shown.template or "", _system(shown.modelfile or ""), _num_ctx(shown.parameters or "")
+        )
+
+    async def check(self, model: str) -> ModelInfo:
+        """At start: is the server there and does it hold the model? Raises with what to set."""
+        return await self.model_info(model)
+
+    async def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncIterator[Piece]:
+        """Stream a generation's text pieces, then one final Piece(done=True) with the server's figures."""
+        started = time.monotonic()
+        deadline = started + self.timeouts.total
+        first: float | None = None
+        stream = None
+        try:
+            # httpx's timeouts cover connecting and a stalled server (`idle`, per read); a server that
+            # trickles forever trips the total deadline, checked per piece (cheaper than a timer per read).
+            stream = await self.client.generate(
+                model, request.prompt, raw=request.raw, options=dict(options), stream=True
+            )
+            async for part in stream:
+                if first is None:
+                    first = time.monotonic() - started
+                elif time.monotonic() > deadline:
+                    raise TimeoutError
+                if part.done:
+                    yield Piece(part.response or "", True, _stats(part, first))
+                    return
+                yield Piece(part.response or "")
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise self._error(exc, model) from None
+        finally:
+            if stream is not None:
+                await stream.aclose()  # release the HTTP connection however the stream ended
+        raise StreamFailed(
+            f"the connection to Ollama at {self.host} closed before the model finished: try again"
+        )
+
+    def _error(self, exc: BaseException, model: str) -> LLMError:
+        if isinstance(exc, LLMError):
+            return exc
+        if isinstance(exc, ConnectionError | httpx.ConnectError | httpx.ConnectTimeout):
+            return Unreachable(
+                f"Ollama is not reachable at {self.host}: start it (`ollama serve`) or set "
+                "STORY_BOT_OLLAMA_HOST (or OLLAMA_HOST) to where it runs"
+            )
+        if isinstance(exc, TimeoutError | httpx.TimeoutException):
+            return TimedOut(
+                f"the model {model!r} did not answer in time (waited up to {self.timeouts.idle:g}s for a "
+                f"piece, {self.timeouts.total:g}s in all): the server may be busy or loading it; try again"
+            )
+        if isinstance(exc, ollama.ResponseError):
+            if exc.status_code == 404:
+                return ModelMissing(
+                    f"the model {model!r} is not on the Ollama server at {self.host}: create or pull it "
+                    f"(`ollama create {model} -f <Modelfile>` or `ollama pull {model}`), "
+                    "or set STORY_BOT_MODEL"
+                )
+            if exc.status_code == -1:
+                return StreamFailed(f"the model {model!r} stopped with an error mid-passage: {exc.error}")
+            return StreamFailed(f"Ollama answered {exc.status_code} for {model!r}: {exc.error}")
+        if isinstance(exc, httpx.HTTPError | ValueError):
+            return StreamFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
+        raise exc
+
+
+def _system(modelfile: str) -> str:
+    """The model's SYSTEM, read from the Modelfile /api/show returns (the client drops the field)."""
+    try:
+        return grammar.parse(modelfile).first("system") or ""
+    except grammar.ModelfileError:
+        return ""
+
+
+def _num_ctx(parameters: str) -> int | None:
+    m = re.search(r"(?m)^\s*num_ctx\s+(\d+)", parameters)
+    return int(m.group(1)) if m else None
+
+
+def _stats(part, first: float | None) -> dict:
+    return {
+        "first_token_s": first,
+        "prompt_tokens": part.prompt_eval_count,
+        "output_tokens": part.eval_count,
+        "model_ns": part.total_duration,
+        "done_reason": part.done_reason,
+    }

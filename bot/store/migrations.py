@@ -1,0 +1,131 @@
+"""The bot's database schema, as numbered migrations. This module owns the schema.
+
+`PRAGMA user_version` holds the number of migrations applied; readers (the feedback export) check it
+against :data:`SCHEMA_VERSION`. Each migration runs in one transaction with the version bump, so a
+process killed mid-migration leaves the previous version intact. Never edit a shipped migration: append
+a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: stories, passages, generations, ratings, opt-outs.
+    """
+    CREATE TABLE stories (
+        id          INTEGER PRIMARY KEY,
+        channel_id  TEXT NOT NULL,          -- a Discord channel or thread id, or 'console'
+        guild_id    TEXT,
+        title       TEXT,
+        created_by  TEXT,
+        created_at  REAL NOT NULL,
+        archived_at REAL                    -- set when a new story replaces it in the channel
+    );
+    CREATE UNIQUE INDEX stories_one_active ON stories(channel_id) WHERE archived_at IS NULL;
+
+    -- One row per attempt at a model passage. Regenerations of a passage share its passage_id (the
+    -- "slot"): they were asked with the same context, so the export can pair them by rating.
+    CREATE TABLE generations (
+        id            INTEGER PRIMARY KEY,
+        story_id      INTEGER NOT NULL REFERENCES stories(id),
+        passage_id    INTEGER REFERENCES passages(id),   -- the slot; NULL until a first attempt lands
+        requested_by  TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        direction     TEXT,
+        length        TEXT,
+        user_text     TEXT NOT NULL,         -- the writer prompt exactly as the model read it
+        prompt        TEXT NOT NULL,         -- the `prompt` field sent to /api/generate
+        raw           INTEGER NOT NULL,      -- 1 when sent with raw=true (chat format applied by us)
+        options       TEXT NOT NULL,         -- JSON: the Ollama options sent
+        context       TEXT NOT NULL,         -- JSON: what the context builder used (passage ids, budget)
+        status        TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'discarded')),
+        output        TEXT,                  -- the model's whole output
+        reasoning     TEXT,
+        answer        TEXT,
+        parse_issues  TEXT,                  -- JSON list of pipeline.prompt.Issue values
+        error         TEXT,
+        message_ref   TEXT,                  -- the driver's handle on the message showing it
+        created_at    REAL NOT NULL,
+        finished_at   REAL,
+        first_token_s REAL,
+        prompt_tokens INTEGER,
+        output_tokens INTEGER,
+        model_ns      INTEGER                -- the server's total_duration
+    );
+    CREATE INDEX generations_story ON generations(story_id);
+    CREATE INDEX generations_slot ON generations(passage_id);
+    CREATE INDEX generations_running ON generations(status) WHERE status = 'running';
+
+    CREATE TABLE passages (
+        id            INTEGER PRIMARY KEY,
+        story_id      INTEGER NOT NULL REFERENCES stories(id),
+        position      INTEGER NOT NULL,
+        author_kind   TEXT NOT NULL CHECK (author_kind IN ('member', 'model')),
+        author_id     TEXT NOT NULL,         -- the member who wrote it, or who asked the model
+        author_name   TEXT NOT NULL,
+        text          TEXT NOT NULL,
+        generation_id INTEGER REFERENCES generations(id),  -- the alternative shown (model passages)
+        created_at    REAL NOT NULL,
+        removed_at    REAL,                  -- undone or reset; kept, never deleted
+        UNIQUE (story_id, position)
+    );
+
+    CREATE TABLE ratings (
+        generation_id INTEGER NOT NULL REFERENCES generations(id),
+        member_id     TEXT NOT NULL,
+        value         INTEGER NOT NULL CHECK (value IN (-1, 1)),
+        rated_at      REAL NOT NULL,
+        PRIMARY KEY (generation_id, member_id)
+    );
+
+    CREATE TABLE opt_outs (
+        member_id    TEXT PRIMARY KEY,
+        opted_out_at REAL NOT NULL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class SchemaError(RuntimeError):
+    pass
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the database up to :data:`SCHEMA_VERSION`; returns the version it started from."""
+    start = schema_version(conn)
+    if start > SCHEMA_VERSION:
+        raise SchemaError(
+            f"the database has schema version {start}, newer than this bot's {SCHEMA_VERSION}: "
+            "upgrade the bot, or point STORY_BOT_DB at another file"
+        )
+    for version in range(start, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return start
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (executescript would commit on its own, outside our transaction)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return [s for s in out if s]

@@ -1,0 +1,316 @@
+"""The story store: SQLite in WAL mode behind a few operations, each one transaction.
+
+A process killed at any moment leaves the file consistent (SQLite's atomic commit); a generation that
+was running when it died is found by :meth:`Store.recover` on the next start. Calls are short and
+local, so the async service makes them directly from the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.core.story import AuthorKind, Channel, Member, Passage, Story
+from bot.store.migrations import migrate
+
+INTERRUPTED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    id: int
+    story_id: int
+    channel_id: str
+    passage_id: int | None
+    requested_by: str
+    model: str
+    direction: str | None
+    length: str | None
+    status: str
+    user_text: str
+    reasoning: str | None
+    answer: str | None
+    error: str | None
+    message_ref: str | None
+    context: dict
+
+
+@dataclass(frozen=True)
+class Interrupted:
+    """A generation that was running when the process died, now marked failed."""
+
+    generation_id: int
+    channel_id: str
+    message_ref: str | None
+
+
+class Store:
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves, so each operation is exactly one.
+        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: consistent after a crash
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.conn.execute("PRAGMA busy_timeout=5000")
+        migrate(self.conn)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # --- stories -------------------------------------------------------------------------------
+    def active_story_id(self, channel_id: str) -> int | None:
+        row = self.conn.execute(
+            "SELECT id FROM stories WHERE channel_id = ? AND archived_at IS NULL", (channel_id,)
+        ).fetchone()
+        return row["id"] if row else None
+
+    def ensure_story(self, channel: Channel, by: Member) -> int:
+        with self.tx() as c:
+            return self._ensure_story(c, channel, by)
+
+    def _ensure_story(self, c: sqlite3.Connection, channel: Channel, by: Member) -> int:
+        story_id = self.active_story_id(channel.id)
+        if story_id is None:
+            story_id = c.execute(
+                "INSERT INTO stories (channel_id, guild_id, created_by, created_at) VALUES (?, ?, ?, ?)",
+                (channel.id, channel.guild_id, by.id, time.time()),
+            ).lastrowid
+        return story_id
+
+    def start_story(self, channel: Channel, by: Member, title: str | None) -> int:
+        """Archive the channel's story (kept, with its ratings) and open a new one."""
+        with self.tx() as c:
+            now = time.time()
+            c.execute(
+                "UPDATE stories SET archived_at = ? WHERE channel_id = ? AND archived_at IS NULL",
+                (now, channel.id),
+            )
+            return c.execute(
+                "INSERT INTO stories (channel_id, guild_id, title, created_by, created_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (channel.id, channel.guild_id, title, by.id, now),
+            ).lastrowid
+
+    def story(self, story_id: int) -> Story:
+        row = self.conn.execute("SELECT * FROM stories WHERE id = ?", (story_id,)).fetchone()
+        return Story(row["id"], row["channel_id"], row["title"], tuple(self.passages(story_id)))
+
+    def story_active(self, story_id: int) -> bool:
+        row = self.conn.execute("SELECT archived_at FROM stories WHERE id = ?", (story_id,)).fetchone()
+        return row is not None and row["archived_at"] is None
+
+    # --- passages ------------------------------------------------------------------------------
+    def passages(self, story_id: int) -> list[Passage]:
+        rows = self.conn.execute(
+            "SELECT p.*, (SELECT count(*) FROM generations g WHERE g.passage_id = p.id AND g.status = 'done')"
+            " AS alternatives FROM passages p WHERE story_id = ? AND removed_at IS NULL ORDER BY position",
+            (story_id,),
+        ).fetchall()
+        return [_passage(r) for r in rows]
+
+    def passage(self, passage_id: int) -> tuple[Passage, bool]:
+        """A passage and whether it is still in the story (not undone or reset)."""
+        row = self.conn.execute(
+            "SELECT p.*, 0 AS alternatives, s.archived_at FROM passages p JOIN stories s ON s.id = p.story_id"
+            " WHERE p.id = ?",
+            (passage_id,),
+        ).fetchone()
+        return _passage(row), row["removed_at"] is None and row["archived_at"] is None
+
+    def add_passage(self, story_id: int, author: Member, text: str) -> Passage:
+        with self.tx() as c:
+            return self._insert_passage(c, story_id, AuthorKind.MEMBER, author, text, None)
+
+    def _insert_passage(self, c, story_id, kind, author: Member, text: str, generation_id) -> Passage:
+        position = c.execute(
+            "SELECT coalesce(max(position), 0) + 1 FROM passages WHERE story_id = ?", (story_id,)
+        ).fetchone()[0]
+        pid = c.execute(
+            "INSERT INTO passages (story_id, position, author_kind, author_id, author_name, text, "
+            "generation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (story_id, position, kind.value, author.id, author.name, text, generation_id, time.time()),
+        ).lastrowid
+        return Passage(pid, story_id, position, kind, author.id, author.name, text, generation_id)
+
+    def remove_passages(self, passage_ids: list[int]) -> None:
+        with self.tx() as c:
+            c.executemany(
+                "UPDATE passages SET removed_at = ? WHERE id = ? AND removed_at IS NULL",
+                [(time.time(), pid) for pid in passage_ids],
+            )
+
+    # --- generations ---------------------------------------------------------------------------
+    def begin_generation(
+        self,
+        story_id: int,
+        requested_by: Member,
+        model: str,
+        *,
+        user_text: str,
+        prompt: str,
+        raw: bool,
+        options: dict,
+        context: dict,
+        direction: str | None,
+        length: str | None,
+        slot: int | None,
+    ) -> int:
+        with self.tx() as c:
+            return c.execute(
+                "INSERT INTO generations (story_id, passage_id, requested_by, model, direction, length, "
+                "user_text, prompt, raw, options, context, status, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                (story_id, slot, requested_by.id, model, direction, length, user_text, prompt, int(raw),
+                 json.dumps(options), json.dumps(context), time.time()),
+            ).lastrowid  # fmt: skip
+
+    def finish_generation(
+        self,
+        generation_id: int,
+        *,
+        requested_by: Member,
+        output: str,
+        reasoning: str,
+        answer: str,
+        issues: list[str],
+        stats: dict,
+    ) -> Passage | None:
+        """Record a finished generation and put its answer into the story, in one transaction.
+
+        The answer lands only if the story still holds every passage the context was built from (and,
+        for a regeneration, the passage being replaced); otherwise the generation is kept as
+        'discarded' and None is returned.
+        """
+        with self.tx() as c:
+            g = c.execute("SELECT * FROM generations WHERE id = ?", (generation_id,)).fetchone()
+            used = json.loads(g["context"]).get("passage_ids", [])
+            needed = [*used, *([g["passage_id"]] if g["passage_id"] else [])]
+            marks = ",".join("?" * len(needed))
+            query = f"SELECT count(*) FROM passages WHERE removed_at IS NULL AND id IN ({marks})"
+            alive = c.execute(query, needed).fetchone()[0] if needed else 0
+            landed = alive == len(needed) and self.story_active(g["story_id"])
+            c.execute(
+                "UPDATE generations SET status = ?, output = ?, reasoning = ?, answer = ?, parse_issues = ?, "
+                "error = ?, finished_at = ?, first_token_s = ?, prompt_tokens = ?, output_tokens = ?, "
+                "model_ns = ? WHERE id = ?",
+                ("done" if landed else "discarded", output, reasoning, answer, json.dumps(issues),
+                 None if landed else "the story changed while the model was writing", time.time(),
+                 stats.get("first_token_s"), stats.get("prompt_tokens"), stats.get("output_tokens"),
+                 stats.get("model_ns"), generation_id),
+            )  # fmt: skip
+            if not landed:
+                return None
+            if g["passage_id"]:  # a regeneration: the slot now shows this alternative
+                c.execute(
+                    "UPDATE passages SET text = ?, generation_id = ? WHERE id = ?",
+                    (answer, generation_id, g["passage_id"]),
+                )
+                row = c.execute("SELECT *, 0 AS alternatives FROM passages WHERE id = ?", (g["passage_id"],))
+                passage = _passage(row.fetchone())
+            else:
+                passage = self._insert_passage(
+                    c, g["story_id"], AuthorKind.MODEL, requested_by, answer, generation_id
+                )
+                c.execute("UPDATE generations SET passage_id = ? WHERE id = ?", (passage.id, generation_id))
+            n = c.execute(
+                "SELECT count(*) FROM generations WHERE passage_id = ? AND status = 'done'", (passage.id,)
+            ).fetchone()[0]
+            return Passage(**{**passage.__dict__, "alternatives": n})
+
+    def fail_generation(self, generation_id: int, error: str, output: str = "") -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE generations SET status = 'failed', error = ?, output = ?, finished_at = ? "
+                "WHERE id = ? AND status = 'running'",
+                (error, output, time.time(), generation_id),
+            )
+
+    def set_message_ref(self, generation_id: int, ref: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE generations SET message_ref = ? WHERE id = ?", (ref, generation_id))
+
+    def generation(self, generation_id: int) -> GenerationRow | None:
+        r = self.conn.execute(
+            "SELECT g.*, s.channel_id FROM generations g JOIN stories s ON s.id = g.story_id WHERE g.id = ?",
+            (generation_id,),
+        ).fetchone()
+        if r is None:
+            return None
+        return GenerationRow(
+            r["id"], r["story_id"], r["channel_id"], r["passage_id"], r["requested_by"], r["model"],
+            r["direction"], r["length"], r["status"], r["user_text"], r["reasoning"], r["answer"], r["error"],
+            r["message_ref"], json.loads(r["context"]),
+        )  # fmt: skip
+
+    def recover(self) -> list[Interrupted]:
+        """Mark every generation left running by a dead process as failed; return them for the driver."""
+        with self.tx() as c:
+            rows = c.execute(
+                "SELECT g.id, s.channel_id, g.message_ref FROM generations g JOIN stories s "
+                "ON s.id = g.story_id WHERE g.status = 'running'"
+            ).fetchall()
+            c.execute(
+                "UPDATE generations SET status = 'failed', error = ?, finished_at = ? "
+                "WHERE status = 'running'",
+                (INTERRUPTED, time.time()),
+            )
+        return [Interrupted(r["id"], r["channel_id"], r["message_ref"]) for r in rows]
+
+    # --- ratings and privacy -------------------------------------------------------------------
+    def rate(self, generation_id: int, member_id: str, value: int) -> None:
+        with self.tx() as c:
+            c.execute(
+                "INSERT INTO ratings (generation_id, member_id, value, rated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (generation_id, member_id) DO UPDATE SET value = excluded.value, "
+                "rated_at = excluded.rated_at",
+                (generation_id, member_id, value, time.time()),
+            )
+
+    def tally(self, generation_id: int) -> tuple[int, int]:
+        """(thumbs up, thumbs down) for a generation."""
+        row = self.conn.execute(
+            "SELECT coalesce(sum(value = 1), 0), coalesce(sum(value = -1), 0) FROM ratings "
+            "WHERE generation_id = ?",
+            (generation_id,),
+        ).fetchone()
+        return row[0], row[1]
+
+    def set_opt_out(self, member_id: str, opted_out: bool) -> None:
+        with self.tx() as c:
+            if opted_out:
+                c.execute(
+                    "INSERT OR IGNORE INTO opt_outs (member_id, opted_out_at) VALUES (?, ?)",
+                    (member_id, time.time()),
+                )
+            else:
+                c.execute("DELETE FROM opt_outs WHERE member_id = ?", (member_id,))
+
+    def opted_out(self, member_id: str) -> bool:
+        row = self.conn.execute("SELECT 1 FROM opt_outs WHERE member_id = ?", (member_id,)).fetchone()
+        return row is not None
+
+
+def _passage(r: sqlite3.Row) -> Passage:
+    return Passage(
+        r["id"], r["story_id"], r["position"], AuthorKind(r["author_kind"]), r["author_id"], r["author_name"],
+        r["text"], r["generation_id"], r["alternatives"] or 1,
+    )  # fmt: skip

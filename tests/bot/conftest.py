@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+
+from bot.core.service import Limits, StoryService
+from bot.core.story import Channel, Member
+from bot.llm import OllamaBackend, Timeouts
+from bot.store import Store
+from pipeline import chat_formats
+
+WRITER = chat_formats.get("qwen2.5").ollama_template()  # TEMPLATE of a model made from our Modelfiles
+PLAIN = chat_formats.get("qwen2.5").ollama_template().split("<|im_start|>user")[0] + (
+    "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n{{ .Response }}<|im_end|>\n"
+)
+ANSWER = "She stepped out into the rain and did not look back."
+ALICE, BOB = Member("1001", "Alice"), Member("1002", "Bob")
+HERE = Channel("5001", guild_id="9001")
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "story.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def ollama_server(fake_ollama):
+    fake_ollama.add_model("writer", template=WRITER)
+    fake_ollama.add_model("plain", template=PLAIN)
+    return fake_ollama
+
+
+@pytest.fixture
+async def make_service(ollama_server, store):
+    """make_service(model="writer", host=None, **limits) -> a StoryService on the stand-in Ollama."""
+    made: list[OllamaBackend] = []
+
+    def make(model: str = "writer", host: str | None = None, timeouts: Timeouts | None = None, **limits):
+        backend = OllamaBackend(host or ollama_server.url, timeouts)
+        made.append(backend)
+        return StoryService(store, backend, lambda channel: model, limits=Limits(**limits))
+
+    yield make
+    for backend in made:
+        await backend.close()
+
+
+async def collect(events) -> list:
+    return [e async for e in events]

@@ -1,0 +1,135 @@
+"""The SQLite store: migrations, transactions, recovery after a kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.core.story import Channel, Member
+from bot.store import SCHEMA_VERSION, SchemaError, Store, schema_version
+from bot.store.repository import INTERRUPTED
+
+ALICE = Member("1", "Alice")
+ROOM = Channel("c1", "g1")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _begin(store: Store, story_id: int, context: dict | None = None, slot=None) -> int:
+    return store.begin_generation(
+        story_id, ALICE, "writer", user_text="u", prompt="p", raw=False, options={}, direction=None,
+        length=None, context=context or {"passage_ids": []}, slot=slot,
+    )  # fmt: skip
+
+
+def test_fresh_database_is_migrated_in_wal_mode(tmp_path):
+    store = Store(tmp_path / "a.db")
+    assert schema_version(store.conn) == SCHEMA_VERSION
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    again = Store(tmp_path / "a.db")  # reopening migrates nothing and keeps the data
+    assert schema_version(again.conn) == SCHEMA_VERSION
+
+
+def test_a_newer_schema_is_refused_with_what_to_do(tmp_path):
+    path = tmp_path / "b.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SchemaError, match="upgrade the bot"):
+        Store(path)
+
+
+def test_new_story_archives_the_old_one(store):
+    first = store.ensure_story(ROOM, ALICE)
+    store.add_passage(first, ALICE, "Once.")
+    second = store.start_story(ROOM, ALICE, "Two")
+    assert second != first and store.active_story_id(ROOM.id) == second
+    assert store.story(second).passages == () and store.story(first).passages[0].text == "Once."
+    assert not store.story_active(first)
+
+
+def test_finish_lands_only_if_the_context_is_still_there(store):
+    sid = store.ensure_story(ROOM, ALICE)
+    p = store.add_passage(sid, ALICE, "Once.")
+    kept = _begin(store, sid, {"passage_ids": [p.id]})
+    landed = store.finish_generation(
+        kept, requested_by=ALICE, output="o", reasoning="r", answer="Then.", issues=[], stats={}
+    )
+    assert landed is not None and landed.position == 2 and landed.generation_id == kept
+    gone = _begin(store, sid, {"passage_ids": [p.id, landed.id]})
+    store.remove_passages([landed.id])
+    assert store.finish_generation(
+        gone, requested_by=ALICE, output="o", reasoning="r", answer="X", issues=[], stats={}
+    ) is None  # fmt: skip
+    assert store.generation(gone).status == "discarded"
+    assert [x.text for x in store.passages(sid)] == ["Once."]
+
+
+def test_ratings_are_one_per_member_and_changeable(store):
+    sid = store.ensure_story(ROOM, ALICE)
+    gen = _begin(store, sid)
+    store.rate(gen, "1", 1)
+    store.rate(gen, "2", 1)
+    store.rate(gen, "1", -1)
+    assert store.tally(gen) == (1, 1)
+
+
+def test_recover_marks_running_generations_failed(store):
+    sid = store.ensure_story(ROOM, ALICE)
+    gen = _begin(store, sid)
+    store.set_message_ref(gen, "chan/msg")
+    [lost] = store.recover()
+    assert (lost.generation_id, lost.channel_id, lost.message_ref) == (gen, "c1", "chan/msg")
+    assert store.generation(gen).status == "failed" and store.generation(gen).error == INTERRUPTED
+    assert store.recover() == []
+
+
+WRITER_LOOP = """
+import sys
+from bot.core.story import Channel, Member
+from bot.store import Store
+store, who, room = Store(sys.argv[1]), Member("1", "A"), Channel("c")
+sid = store.ensure_story(room, who)
+print("ready", flush=True)
+i = 0
+while True:
+    i += 1
+    p = store.add_passage(sid, who, "x" * 500)
+    g = store.begin_generation(sid, who, "m", user_text="u" * 2000, prompt="p", raw=False, options={},
+                               context={"passage_ids": [p.id]}, direction=None, length=None, slot=None)
+    if i % 3:
+        store.finish_generation(g, requested_by=who, output="o", reasoning="r", answer="y" * 500,
+                                issues=[], stats={})
+    if i % 5 == 0:
+        store.remove_passages([p.id])
+"""
+
+
+def test_a_process_killed_mid_write_leaves_a_consistent_database(tmp_path):
+    path = tmp_path / "kill.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", WRITER_LOOP, str(path)], stdout=subprocess.PIPE, env=env)
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.4)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store(path)
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert store.conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    n = store.conn.execute("SELECT count(*) FROM passages").fetchone()[0]
+    assert n > 3
+    # Every model passage points at a finished generation that points back at it.
+    bad = store.conn.execute(
+        "SELECT count(*) FROM passages p JOIN generations g ON g.id = p.generation_id "
+        "WHERE p.author_kind = 'model' AND (g.status != 'done' OR g.passage_id != p.id)"
+    ).fetchone()[0]
+    assert bad == 0
+    store.recover()
+    assert store.conn.execute("SELECT count(*) FROM generations WHERE status = 'running'").fetchone()[0] == 0
