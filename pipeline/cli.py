@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from pipeline.export import commands as export_commands
 from pipeline.modelfile import commands as modelfile_commands
 
 app = typer.Typer(
@@ -14,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (modelfile_commands,):
+for module in (modelfile_commands, export_commands):
     module.register(app)
 
 
