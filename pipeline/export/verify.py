@@ -55,10 +55,18 @@ class VerifyReport:
         return out
 
 
-def sample_text() -> str:
+def sample_text(hf_dir: Path) -> str:
+    """A writer prompt in the model's chat template, plus the first target tag: special and added tokens."""
+    from transformers import AutoTokenizer
+
     from pipeline.prompt import render_prompt
 
-    return render_prompt(SAMPLE_CONTEXT)
+    tok = AutoTokenizer.from_pretrained(hf_dir)
+    prompt = render_prompt(SAMPLE_CONTEXT)
+    if tok.chat_template:
+        messages = [{"role": "user", "content": prompt}]
+        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return prompt + "<reasoning>She"
 
 
 def torch_logits(
@@ -83,17 +91,14 @@ def torch_logits(
 
 
 def gguf_weight_type(path: Path) -> str:
-    """The type of the GGUF's big matrices (the least precise one decides the tolerance)."""
+    """The type of the GGUF's big matrices; the least precise one decides the tolerance."""
     import gguf
 
-    reader = gguf.GGUFReader(str(path))
-    kinds = {t.tensor_type.name for t in reader.tensors if len(t.shape) > 1}
-    for kind in ("Q8_0", "BF16", "F16", "F32"):
-        if kind in kinds:
-            return kind
-    raise ValueError(
-        f"{path}: weight types {sorted(kinds)} have no verification tolerance (verify the F16 file)"
-    )
+    kinds = {t.tensor_type.name for t in gguf.GGUFReader(str(path)).tensors if len(t.shape) > 1}
+    unknown = kinds - set(TOLERANCES)
+    if unknown:
+        return sorted(unknown)[0]
+    return max(kinds, key=list(TOLERANCES).index)
 
 
 @contextlib.contextmanager
@@ -145,19 +150,24 @@ def verify(
     lora_gguf: str | Path | None = None,
     text: str | None = None,
     tolerance: float | None = None,
-    max_tokens: int = 48,
+    max_tokens: int = 256,
 ) -> VerifyReport:
     """Compare llama.cpp on model_gguf (+ lora_gguf) with PyTorch on hf_dir (+ adapter_dir)."""
     from tokenizers import Tokenizer
 
     hf_dir, model_gguf = Path(hf_dir), Path(model_gguf)
-    text = text or sample_text()
+    text = text or sample_text(hf_dir)
     ids = Tokenizer.from_file(str(hf_dir / "tokenizer.json")).encode(text, add_special_tokens=False).ids
     ids = ids[:max_tokens]
     merge = adapter_dir is not None and lora_gguf is None
     ref, base = torch_logits(hf_dir, Path(adapter_dir) if adapter_dir else None, ids, merge)
     got, theirs = llama_logits(model_gguf, Path(lora_gguf) if lora_gguf else None, ids, text)
     kinds = [gguf_weight_type(model_gguf)] + ([gguf_weight_type(Path(lora_gguf))] if lora_gguf else [])
+    if tolerance is None and not set(kinds) <= set(TOLERANCES):
+        raise ValueError(
+            f"no built-in tolerance for {', '.join(sorted(set(kinds) - set(TOLERANCES)))} weights: "
+            "verify the F16 file, or give --tolerance"
+        )
     tol = tolerance if tolerance is not None else max(TOLERANCES[k] for k in kinds)
     diff = np.abs(got - ref)
     return VerifyReport(
