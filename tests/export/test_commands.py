@@ -5,7 +5,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -18,7 +17,6 @@ def invoke(*args: str):
 
 
 def test_export_gguf_then_verify_on_base(make_adapter, base_gguf, tiny_model, tmp_path):
-    pytest.importorskip("llama_cpp")
     out = tmp_path / "writer.gguf"
     args = ["export-gguf", make_adapter("llama"), "--base", tiny_model("llama"), "-o", out]
     result = invoke(*args, "--outtype", "q8_0", "--verify-on", base_gguf("llama"))
@@ -36,7 +34,6 @@ def test_export_gguf_bad_adapter_exit_code(tiny_model, tmp_path):
 
 
 def test_verify_gguf_fails_on_the_wrong_adapter(make_adapter, base_gguf, tiny_model, tmp_path):
-    pytest.importorskip("llama_cpp")
     other = tmp_path / "other.gguf"  # an adapter from another training run on the same base
     assert (
         invoke(
@@ -50,7 +47,6 @@ def test_verify_gguf_fails_on_the_wrong_adapter(make_adapter, base_gguf, tiny_mo
 
 
 def test_export_base_and_merged_with_verify(make_adapter, tiny_model, tmp_path):
-    pytest.importorskip("llama_cpp")
     base = invoke("export-base", tiny_model("qwen2"), "-o", tmp_path / "base.gguf", "--verify")
     assert base.exit_code == 0 and "PASS" in base.output, base.output
     merged = invoke(

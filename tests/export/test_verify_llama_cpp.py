@@ -14,8 +14,6 @@ from pipeline.export.merged import export_merged
 from pipeline.export.peft_adapter import Adapter
 from pipeline.export.verify import verify
 
-pytest.importorskip("llama_cpp", reason="install the llama extra: pip install '.[llama]'")
-
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
 @pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0"])
