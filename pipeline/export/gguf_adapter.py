@@ -22,6 +22,9 @@ from pipeline.export.arch import BaseModel, load_base, permute_rows
 from pipeline.export.gguf_write import PlannedTensor, WriteReport, choose_type, plan_notes, write_gguf
 from pipeline.export.peft_adapter import MERGE_HINT, Adapter, AdapterError, LoraModule, load_adapter
 
+# Safetensors dtypes whose bytes are already the GGML type: copied as they are, never decoded.
+SAME_TYPE = {"F32": gguf.GGMLQuantizationType.F32, "F16": gguf.GGMLQuantizationType.F16}
+
 
 def check_against_base(adapter: Adapter, base: BaseModel) -> None:
     """Refuse an adapter trained on another architecture or size than BASE, before writing anything."""
@@ -83,7 +86,9 @@ def plan_adapter(adapter: Adapter, base: BaseModel, outtype: str) -> tuple[list[
         ):
             full = f"{name}.{suffix}"
             qtype, _ = choose_type(full, shape, outtype)
-            plan.append(PlannedTensor(full, shape, qtype, _loader(adapter, tensor, transform)))
+            same_bytes = transform is None and SAME_TYPE.get(adapter.file.dtype(tensor)) == qtype
+            copy = (adapter.file.path, *adapter.file.byte_range(tensor)) if same_bytes else None
+            plan.append(PlannedTensor(full, shape, qtype, _loader(adapter, tensor, transform), copy))
     return plan, notes + plan_notes(plan, outtype)
 
 

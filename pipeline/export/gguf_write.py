@@ -9,8 +9,11 @@ is reported rather than done silently.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +38,39 @@ class PlannedTensor:
     shape: tuple[int, ...]  # numpy order (rows, cols); ggml's ne is the reverse
     qtype: gguf.GGMLQuantizationType
     load: Callable[[], np.ndarray]  # float32 data, produced only when written
+    copy_from: tuple[Path, int, int] | None = None  # (file, offset, length) already in the final type
+
+
+class FileSlice:
+    """Bytes of another file, written by the kernel (copy_file_range) without passing through Python."""
+
+    def __init__(self, path: Path, offset: int, nbytes: int):
+        self.path, self.offset, self.nbytes = path, offset, nbytes
+
+    def tofile(self, fout) -> None:
+        fout.flush()
+        start = fout.tell()
+        with open(self.path, "rb") as src:
+            done = 0
+            try:
+                while done < self.nbytes:
+                    n = os.copy_file_range(src.fileno(), fout.fileno(), self.nbytes - done,
+                                           self.offset + done, start + done)  # fmt: skip
+                    if n == 0:
+                        raise OSError(f"{self.path} ended early")
+                    done += n
+            except (AttributeError, OSError) as e:  # no copy_file_range here (other OS, filesystem)
+                if isinstance(e, OSError) and "ended early" in str(e):
+                    raise
+                src.seek(self.offset + done)
+                os.lseek(fout.fileno(), start + done, os.SEEK_SET)
+                while done < self.nbytes:
+                    chunk = src.read(min(1 << 24, self.nbytes - done))
+                    if not chunk:
+                        raise OSError(f"{self.path} ended early") from None
+                    os.write(fout.fileno(), chunk)
+                    done += len(chunk)
+        fout.seek(start + self.nbytes)  # resynchronise the buffered writer with the descriptor
 
 
 @dataclass
@@ -88,6 +124,32 @@ def nbytes(shape: Sequence[int], qtype: gguf.GGMLQuantizationType) -> int:
     return int(np.prod(gguf.quant_shape_to_byte_shape(tuple(shape), qtype), dtype=np.int64))
 
 
+def _encode_one(t: PlannedTensor) -> np.ndarray:
+    data = t.load()
+    if tuple(data.shape) != tuple(t.shape):
+        raise ValueError(f"{t.name}: planned shape {list(t.shape)}, got {list(data.shape)}")
+    return encode(data, t.qtype)
+
+
+def _encoded(plan: list[PlannedTensor]) -> Iterator[tuple[PlannedTensor, np.ndarray | FileSlice]]:
+    """The plan's data in order, converted on every core a few tensors ahead (numpy releases the GIL);
+    at most `workers + 1` tensors are held at once."""
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(workers) as pool:
+        window: deque = deque()
+        for t in plan:
+            window.append((t, FileSlice(*t.copy_from) if t.copy_from else pool.submit(_encode_one, t)))
+            if len(window) > workers:
+                yield _ready(window.popleft())
+        while window:
+            yield _ready(window.popleft())
+
+
+def _ready(item):
+    t, data = item
+    return t, data if isinstance(data, FileSlice) else data.result()
+
+
 def write_gguf(
     path: Path,
     arch: str,
@@ -114,11 +176,8 @@ def write_gguf(
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
-        for t in plan:
-            data = t.load()
-            if tuple(data.shape) != tuple(t.shape):
-                raise ValueError(f"{t.name}: planned shape {list(t.shape)}, got {list(data.shape)}")
-            writer.write_tensor_data(encode(data, t.qtype))
+        for t, data in _encoded(plan):
+            writer.write_tensor_data(data)
             report.tensors += 1
             report.types[t.qtype.name] = report.types.get(t.qtype.name, 0) + 1
             if on_tensor:

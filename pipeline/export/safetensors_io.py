@@ -68,7 +68,6 @@ class SafetensorsFile:
             if self._data_start + end > size:
                 raise self._bad(f"tensor {name!r} runs past the end of the file (truncated download?)")
             self.entries[name] = (dtype, shape, start, end)
-        self._mmap: np.memmap | None = None
 
     def _bad(self, why: str) -> SafetensorsError:
         return SafetensorsError(f"{self.path} is not a valid safetensors file: {why}")
@@ -79,20 +78,24 @@ class SafetensorsFile:
     def dtype(self, name: str) -> str:
         return self.entries[name][0]
 
-    def raw(self, name: str) -> np.ndarray:
-        """The tensor in its stored dtype (BF16 as uint16 bits), backed by the memory map."""
-        if self._mmap is None:
-            self._mmap = np.memmap(self.path, dtype=np.uint8, mode="r")
-        dtype, shape, start, end = self.entries[name]
-        buf = self._mmap[self._data_start + start : self._data_start + end]
-        return buf.view(NP_DTYPES[dtype]).reshape(shape)
+    def byte_range(self, name: str) -> tuple[int, int]:
+        """(file offset, length) of the tensor's bytes, for copying them unchanged."""
+        _, _, start, end = self.entries[name]
+        return self._data_start + start, end - start
 
     def read(self, name: str) -> np.ndarray:
-        """The tensor as float32 (never modify it in place)."""
-        raw = self.raw(name)
-        if self.dtype(name) == "BF16":
+        """The tensor as a new float32 array. Plain file reads, not a memory map: the process holds
+        only the tensors in use."""
+        dtype, shape, _, _ = self.entries[name]
+        offset, n = self.byte_range(name)
+        raw = np.empty(shape, dtype=NP_DTYPES[dtype])
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            if f.readinto(memoryview(raw).cast("B")) != n:
+                raise self._bad(f"tensor {name!r} was cut short while reading")
+        if dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)
-        return raw.astype(np.float32, copy=False)  # F32 stays a read-only view of the map
+        return raw.astype(np.float32, copy=False)
 
 
 class TensorSet:

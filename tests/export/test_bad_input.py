@@ -10,7 +10,6 @@ import pytest
 from safetensors.numpy import save_file
 
 from pipeline.atomic import OutputExistsError
-from pipeline.export import safetensors_io
 from pipeline.export.arch import BaseModelError
 from pipeline.export.gguf_adapter import export_adapter
 from pipeline.export.peft_adapter import AdapterError
@@ -125,16 +124,18 @@ def test_existing_output_is_kept(make_adapter, tiny_model, tmp_path):
 
 
 def test_failure_while_writing_leaves_nothing(make_adapter, tiny_model, tmp_path, monkeypatch):
-    real_read, calls = safetensors_io.SafetensorsFile.read, []
+    import gguf
 
-    def failing_read(self, name):
-        calls.append(name)
+    real_write, calls = gguf.GGUFWriter.write_tensor_data, []
+
+    def failing_write(self, tensor, *args):
+        calls.append(1)
         if len(calls) == 5:
-            raise OSError("disk went away")
-        return real_read(self, name)
+            raise OSError("No space left on device")
+        return real_write(self, tensor, *args)
 
-    monkeypatch.setattr(safetensors_io.SafetensorsFile, "read", failing_read)
-    with pytest.raises(OSError, match="disk went away"):
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", failing_write)
+    with pytest.raises(OSError, match="No space left"):
         export_adapter(make_adapter("qwen2"), tiny_model("qwen2"), tmp_path / "a.gguf")
     assert not (tmp_path / "a.gguf").exists() and leftovers(tmp_path) == []
 
