@@ -111,3 +111,11 @@ def test_merged_refuses_bad_input_before_loading(make_adapter, tiny_model, tmp_p
     with pytest.raises(OutputExistsError):
         export_merged(make_adapter("qwen2"), tiny_model("qwen2"), out)
     assert out.read_text() == "x"
+
+
+@pytest.mark.parametrize(("arch", "fmt"), [("qwen2", "qwen2.5"), ("llama", "llama3")])
+def test_modelfile_recognises_the_exported_chat_template(arch, fmt, base_gguf, tmp_path):
+    """`story-pipeline modelfile --from model.gguf` reads our template (and BOS, for Llama 3) back."""
+    from pipeline.modelfile.render import detect_format
+
+    assert detect_format(str(base_gguf(arch)), tmp_path).name == fmt
