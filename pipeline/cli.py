@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from pipeline.data import commands as data_commands
+from pipeline.export import commands as export_commands
 from pipeline.modelfile import commands as modelfile_commands
 
 app = typer.Typer(
@@ -15,7 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (data_commands, modelfile_commands):
+# In the order of the pipeline: data, training, export, Modelfile + publish, evaluation, feedback.
+for module in (data_commands, export_commands, modelfile_commands):
     module.register(app)
 
 

@@ -98,7 +98,9 @@ def _local_chat_template(path: Path) -> tuple[str | None, str]:
     """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
     if not path.is_dir():
         fields = inspect.gguf_fields(path)
-        return fields.get("tokenizer.chat_template"), ""  # type: ignore[return-value]
+        tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
+        has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
+        return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]
     config_path = path / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
     bos = config.get("bos_token") or ""

@@ -1,0 +1,167 @@
+"""`story-pipeline export-gguf`, `export-merged`, `export-base` and `verify-gguf`."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn
+
+console = Console(stderr=True)
+
+
+class OutType(StrEnum):
+    f32 = "f32"
+    f16 = "f16"
+    bf16 = "bf16"
+    q8_0 = "q8_0"
+
+
+class Quant(StrEnum):
+    q8_0 = "q8_0"
+    q4_0 = "q4_0"
+    q4_k_m = "q4_k_m"
+
+
+class Format(StrEnum):
+    safetensors = "safetensors"
+    gguf = "gguf"
+
+
+Force = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists")]
+Output = Annotated[Path, typer.Option("-o", "--output", help="File (or folder) to write")]
+
+
+def _errors():
+    from pipeline.atomic import OutputExistsError
+    from pipeline.export.arch import BaseModelError
+    from pipeline.export.gguf_vocab import TokenizerExportError
+    from pipeline.export.peft_adapter import AdapterError
+    from pipeline.export.safetensors_io import SafetensorsError
+
+    return (AdapterError, BaseModelError, SafetensorsError, TokenizerExportError, OutputExistsError,
+            ValueError, RuntimeError, OSError)  # fmt: skip
+
+
+def _run(fn, *args, **kwargs):
+    """Run an export with a tensor counter; bad input becomes one red line and exit code 2."""
+    with Progress(SpinnerColumn(), TextColumn("{task.completed} tensors  {task.description}"),
+                  console=console, transient=True) as bar:  # fmt: skip
+        task = bar.add_task("", total=None)
+        try:
+            return fn(*args, **kwargs, on_tensor=lambda n: bar.update(task, advance=1, description=n))
+        except _errors() as e:
+            bar.stop()
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2) from None
+
+
+def _show(report) -> None:
+    types = ", ".join(f"{k} {v}" for k, v in sorted(report.types.items()))
+    console.print(
+        f"wrote {report.path}: {report.tensors} tensors ({types}), {report.bytes / 2**20:.1f} MiB "
+        f"in {report.seconds:.2f} s"
+    )
+    for note in report.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+
+
+def _verify(hf_dir: Path, model_gguf: Path, adapter_dir: Path | None = None, lora_gguf: Path | None = None,
+            text: str | None = None, tolerance: float | None = None) -> None:  # fmt: skip
+    from pipeline.export.verify import verify
+
+    try:
+        with console.status("comparing logits: llama.cpp vs transformers"):
+            report = verify(hf_dir, model_gguf, adapter_dir, lora_gguf, text, tolerance)
+    except _errors() as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    for line in report.lines():
+        console.print(line)
+    if not report.passed:
+        raise typer.Exit(1)
+
+
+def export_gguf(
+    adapter: Annotated[Path, typer.Argument(help="PEFT adapter folder (adapter_config.json + safetensors)")],
+    base: Annotated[Path, typer.Option(help="Base model's Hugging Face folder (config.json is enough)")],
+    output: Output,
+    outtype: Annotated[OutType, typer.Option(help="Type of the LoRA matrices")] = OutType.f32,
+    force: Force = False,
+    verify_on: Annotated[
+        Path | None, typer.Option(help="Base GGUF (from export-base) to check the adapter on in llama.cpp")
+    ] = None,
+) -> None:
+    """Convert a PEFT LoRA adapter to a GGUF adapter for llama.cpp and Ollama (ADAPTER in a Modelfile)."""
+    from pipeline.export.gguf_adapter import export_adapter
+
+    _show(_run(export_adapter, adapter, base, output, outtype.value, force))
+    if verify_on:
+        _verify(base, verify_on, adapter, output)
+
+
+def export_merged(
+    adapter: Annotated[Path, typer.Argument(help="PEFT adapter folder")],
+    base: Annotated[Path, typer.Option(help="Base model's Hugging Face folder, with weights")],
+    output: Output,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="Hugging Face folder or one GGUF file")
+    ] = Format.gguf,
+    outtype: Annotated[OutType, typer.Option(help="GGUF weight type before --quantize")] = OutType.f16,
+    quantize: Annotated[Quant | None, typer.Option(help="Quantize the GGUF with llama.cpp")] = None,
+    force: Force = False,
+    verify: Annotated[
+        bool, typer.Option(help="Compare the GGUF's logits with the merged PyTorch model")
+    ] = False,
+) -> None:
+    """Merge the adapter into the base: a safetensors folder for `ollama create --quantize`, or a GGUF."""
+    from pipeline.export import merged
+
+    q = quantize.value if quantize else None
+    _show(_run(merged.export_merged, adapter, base, output, fmt.value, outtype.value, q, force))
+    if verify:
+        if fmt is not Format.gguf:
+            console.print("[yellow]--verify checks GGUF files; skipped for a safetensors folder[/yellow]")
+        else:
+            _verify(base, output, adapter)
+
+
+def export_base(
+    base: Annotated[Path, typer.Argument(help="Hugging Face model folder")],
+    output: Output,
+    outtype: Annotated[OutType, typer.Option(help="GGUF weight type")] = OutType.f16,
+    quantize: Annotated[Quant | None, typer.Option(help="Quantize the GGUF with llama.cpp")] = None,
+    force: Force = False,
+    verify: Annotated[bool, typer.Option(help="Compare the GGUF's logits with transformers")] = False,
+) -> None:
+    """Convert a Hugging Face model to a GGUF model (the base an exported adapter is applied to)."""
+    from pipeline.export import merged
+
+    q = quantize.value if quantize else None
+    _show(_run(merged.export_merged, None, base, output, "gguf", outtype.value, q, force))
+    if verify:
+        _verify(base, output)
+
+
+def verify_gguf(
+    hf: Annotated[Path, typer.Option(help="Base model's Hugging Face folder")],
+    gguf_model: Annotated[Path, typer.Option("--gguf", help="GGUF model: the base, or a merged export")],
+    adapter: Annotated[Path | None, typer.Option(help="PEFT adapter folder (reference side)")] = None,
+    lora: Annotated[Path | None, typer.Option(help="GGUF adapter to apply in llama.cpp")] = None,
+    text: Annotated[str | None, typer.Option(help="Text to evaluate (default: a writer prompt)")] = None,
+    tolerance: Annotated[float | None, typer.Option(help="Max relative difference")] = None,
+) -> None:
+    """Evaluate the same tokens in llama.cpp and transformers (+PEFT); exit 1 if the logits differ."""
+    if lora and not adapter:
+        raise typer.BadParameter("--lora needs --adapter (the PEFT folder it was exported from)")
+    _verify(hf, gguf_model, adapter, lora, text, tolerance)
+
+
+def register(root: typer.Typer) -> None:
+    root.command("export-gguf")(export_gguf)
+    root.command("export-merged")(export_merged)
+    root.command("export-base")(export_base)
+    root.command("verify-gguf")(verify_gguf)

@@ -1,0 +1,131 @@
+"""Merge a PEFT adapter into its base and write a Hugging Face folder or a full GGUF (`export-merged`).
+
+The merge is PEFT's own `merge_and_unload`, so everything a GGUF adapter cannot carry (DoRA, trained
+biases, modules_to_save) is merged the way training meant it. The safetensors folder is what
+`ollama create --quantize q4_K_M` takes from FROM; the GGUF goes through the same writer as
+`export-base`, then optionally through llama.cpp's quantizer: the published story models' path
+(adapter merged into the F16 base, then quantized to 4 bits).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.atomic import OutputExistsError
+from pipeline.export.arch import load_base
+from pipeline.export.gguf_adapter import check_against_base
+from pipeline.export.gguf_model import quantize, write_model
+from pipeline.export.gguf_write import WriteReport
+from pipeline.export.peft_adapter import load_adapter
+from pipeline.export.safetensors_io import TensorSet
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+class StateDictSource:
+    """A TensorSource over an in-memory PyTorch model: tensors become float32 numpy one at a time."""
+
+    def __init__(self, model):
+        self.state = model.state_dict()
+
+    def names(self) -> list[str]:
+        from pipeline.export.safetensors_io import natural_key
+
+        return sorted(self.state, key=natural_key)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self.state[name].shape)
+
+    def read(self, name: str) -> np.ndarray:
+        return self.state[name].detach().float().cpu().numpy()
+
+
+def merged_model(adapter_dir: Path, base_dir: Path):
+    """The base with the adapter merged in by PEFT, in the base's own dtype."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype="auto")
+    with torch.no_grad():
+        return PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside path, moved onto it only if the block succeeds."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists: choose another output path or remove it first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def copy_model_files(base_dir: Path, out_dir: Path) -> None:
+    """Config, generation config, tokenizer and chat template: every file but the weights."""
+    for f in base_dir.iterdir():
+        if f.is_file() and not f.name.endswith(WEIGHT_SUFFIXES) and not f.name.endswith(".index.json"):
+            shutil.copy2(f, out_dir / f.name)
+
+
+def export_merged(
+    adapter_dir: str | Path | None,
+    base_dir: str | Path,
+    out: str | Path,
+    fmt: str = "gguf",
+    outtype: str = "f16",
+    quant: str | None = None,
+    overwrite: bool = False,
+    on_tensor: Callable[[str], None] | None = None,
+) -> WriteReport:
+    """Merge (or, without an adapter, just convert the base) and write `out`."""
+    base_dir, out = Path(base_dir), Path(out)
+    base = load_base(base_dir)
+    if not overwrite and out.exists():
+        raise OutputExistsError(f"{out} already exists: choose another output path or remove it first")
+    if adapter_dir is not None:
+        check_against_base(load_adapter(adapter_dir, strict=False), base)
+    t0 = time.perf_counter()
+    if fmt == "safetensors":
+        if quant:
+            raise ValueError(
+                "--quantize applies to --format gguf; for safetensors let `ollama create --quantize` do it"
+            )
+        if adapter_dir is None:
+            raise ValueError(
+                "export-merged --format safetensors needs an adapter (the base folder is already one)"
+            )
+        with atomic_dir(out, overwrite) as tmp:
+            merged_model(Path(adapter_dir), base_dir).save_pretrained(tmp, safe_serialization=True)
+            copy_model_files(base_dir, tmp)
+        size = sum(f.stat().st_size for f in out.iterdir())
+        return WriteReport(out, bytes=size, seconds=time.perf_counter() - t0)
+    if fmt != "gguf":
+        raise ValueError(f"unknown format {fmt!r}: use safetensors or gguf")
+    source = (
+        StateDictSource(merged_model(Path(adapter_dir), base_dir)) if adapter_dir else TensorSet(base_dir)
+    )
+    if not quant:
+        return write_model(base, source, base_dir, out, outtype, overwrite, on_tensor)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        f16 = Path(tmp) / "unquantized.gguf"  # llama.cpp quantizes from a file, like llama-quantize
+        report = write_model(base, source, base_dir, f16, outtype, True, on_tensor)
+        q = quantize(f16, out, quant, overwrite)
+    q.notes, q.seconds = report.notes, time.perf_counter() - t0
+    return q
