@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import lru_cache
 
 MAX_NAME_CHARS = 60
 MAX_KEYWORDS = 20
@@ -112,17 +112,36 @@ def clashes(keywords: Sequence[str], others: Iterable[LoreEntry]) -> str | None:
     return None
 
 
-@cache
-def _pattern(keyword: str) -> re.Pattern[str]:
-    # Whole words: not inside a longer word. Spaces in a keyword match any run of whitespace.
-    body = r"\s+".join(re.escape(part) for part in keyword.split())
-    return re.compile(rf"(?<!\w){body}(?!\w)", re.IGNORECASE)
+def _folded(text: str) -> str:
+    """Text as keywords are looked for in it: any run of whitespace one space, case folded."""
+    return " ".join(text.split()).casefold()
 
 
-def last_mention(entry: LoreEntry, text: str) -> int:
-    """Where the entry's last mention in `text` ends, or -1."""
-    ends = [m.end() for k in entry.keywords for m in _pattern(k).finditer(text)]
-    return max(ends, default=-1)
+_folded_keyword = lru_cache(maxsize=4096)(_folded)
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def last_mention(entry: LoreEntry, text: str, *, folded: bool = False) -> int:
+    """Where the entry's last whole-word mention in `text` ends (in the folded text), or -1.
+
+    A plain `rfind` then a look at the two neighbouring characters: far quicker than a regex with
+    look-arounds per keyword, which matters with a full lorebook scanned on every passage.
+    """
+    text = text if folded else _folded(text)
+    best = -1
+    for keyword in entry.keywords:
+        word = _folded_keyword(keyword)
+        end = len(text)
+        while (i := text.rfind(word, 0, end)) >= 0:
+            j = i + len(word)
+            if (i == 0 or not _is_word(text[i - 1])) and (j == len(text) or not _is_word(text[j])):
+                best = max(best, j)
+                break
+            end = j - 1
+    return best
 
 
 def triggered(entries: Iterable[LoreEntry], recent: Sequence[str]) -> list[LoreEntry]:
@@ -131,13 +150,14 @@ def triggered(entries: Iterable[LoreEntry], recent: Sequence[str]) -> list[LoreE
     `recent` is the scanned text, newest first (the direction, then the newest passages).
     """
     entries = list(entries)
+    recent = [_folded(t) for t in recent]
     always = [e for e in entries if e.always_on]
     ranked: list[tuple[int, int, LoreEntry]] = []
     for entry in entries:
         if entry.always_on:
             continue
         for age, text in enumerate(recent):
-            end = last_mention(entry, text)
+            end = last_mention(entry, text, folded=True)
             if end >= 0:
                 ranked.append((age, -end, entry))
                 break

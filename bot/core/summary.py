@@ -12,7 +12,6 @@ Everything the summariser says to the model is in this module.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Sequence
 
 from pipeline import prompt as writer_prompt
@@ -79,17 +78,22 @@ def clean_summary(output: str) -> str:
 
 def digest(passages: Iterable[Passage]) -> str:
     """A fingerprint of passages (ids and texts, in story order): a change to any of them changes it."""
-    items = sorted((p.position, p.id, p.text) for p in passages)
-    return hashlib.sha256(json.dumps([[i, t] for _, i, t in items]).encode()).hexdigest()
+    h = hashlib.sha256()
+    for _, pid, text in sorted((p.position, p.id, p.text) for p in passages):
+        h.update(f"{pid}:{len(text)}:{text}".encode())
+    return h.hexdigest()
 
 
 def current(summaries: Iterable[Summary], passages: Sequence[Passage]) -> Summary | None:
     """The newest finished summary whose covered passages are all still in the story, unchanged."""
     present = {p.id: p for p in passages}
+    ids = present.keys()
+    digests: dict[tuple[int, ...], str] = {}  # summaries covering the same passages share one digest
     for s in summaries:
-        if s.status != "done" or not (s.text or "").strip():
+        if s.status != "done" or not (s.text or "").strip() or not ids >= set(s.passage_ids):
             continue
-        covered = [present[i] for i in s.passage_ids if i in present]
-        if len(covered) == len(s.passage_ids) and digest(covered) == s.digest:
+        if s.passage_ids not in digests:
+            digests[s.passage_ids] = digest(present[i] for i in s.passage_ids)
+        if digests[s.passage_ids] == s.digest:
             return s
     return None
