@@ -89,3 +89,24 @@ def test_two_members_editing_at_once_lose_nothing(tmp_path):
     assert stored.text == won.text and stored.version == 2
     for s in (*stores, setup):
         s.close()
+
+
+def test_a_summary_left_running_by_a_dead_process_is_marked_failed(store):
+    sid = store.ensure_story(ROOM, ALICE)
+    passages = [store.add_passage(sid, ALICE, f"Passage {i}.") for i in range(3)]
+    running = store.begin_summary(sid, 2, passages[:2], None, "writer")
+    store.recover()
+    [row] = store.summaries(sid)
+    assert row.id == running and row.status == "failed" and "stopped" in row.error
+    done = store.begin_summary(sid, 2, passages[:2], None, "writer")
+    assert store.finish_summary(done, "In brief.") and store.summaries(sid)[0].status == "done"
+    stale = store.begin_summary(sid, 3, passages, done, "writer")
+    store.remove_passages([passages[2].id])  # undone while the summary was written
+    assert not store.finish_summary(stale, "Too late.") and store.summaries(sid)[0].status == "discarded"
+
+
+def test_settings_reach_the_limits():
+    from bot.config import Settings
+
+    limits = Settings(summary_model="plain", max_memory_chars=500, summary_timeout=9).limits()
+    assert (limits.summary_model, limits.max_memory_chars, limits.summary_timeout) == ("plain", 500, 9)
