@@ -109,7 +109,10 @@ async def _console(settings) -> None:
     backend = OllamaBackend(settings.ollama_host, settings.timeouts())
     try:
         service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
-        await Console(service).run(stdin_lines())
+        try:
+            await Console(service).run(stdin_lines())
+        finally:
+            await service.aclose()  # a summary still being written is tried again next time
     finally:
         await backend.close()
         store.close()

@@ -5,6 +5,7 @@
     STORY_BOT_MODEL           the default model; per-guild and per-channel models in the TOML file
     STORY_BOT_DB              the SQLite file (default story-bot.db)
     STORY_BOT_CONFIG          the TOML file (default ./story-bot.toml when it exists)
+    STORY_BOT_SUMMARY_MODEL   the model that writes rolling summaries (default: the story's own model)
 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
 
@@ -66,6 +67,9 @@ class Settings(BaseSettings):
     tokenizer: Path | None = None  # the model's tokenizer.json: count the context in tokens
     chars_per_token: float = Field(3.5, gt=0)  # else estimate tokens from characters
     max_passage_chars: int = Field(6000, ge=100)
+    max_memory_chars: int = Field(2000, ge=100)
+    summary_model: str | None = None  # writes the rolling summaries; default: the story's own model
+    summary_timeout: float = Field(180.0, gt=0)
     options: dict[str, float | int | str | bool | list[str]] = Field(default_factory=dict)
 
     connect_timeout: float = Field(5.0, gt=0)
@@ -97,6 +101,9 @@ class Settings(BaseSettings):
             parallel=self.parallel,
             num_ctx=self.num_ctx,
             max_passage_chars=self.max_passage_chars,
+            max_memory_chars=self.max_memory_chars,
+            summary_model=self.summary_model,
+            summary_timeout=self.summary_timeout,
             options=dict(self.options),
         )
 

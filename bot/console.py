@@ -27,6 +27,15 @@ Type a line to add it to the story. Commands:
   /rate +1|-1            rate the model's newest passage
   /reasoning             what the model thought before writing it
   /undo   /reset   /show   /new [title]   /export [file.md]   /help   /quit
+Long stories:
+  /story memory [text | --clear]      the premise, tone and rules pinned at the start of the context
+  /story note [text | --clear]        the author's note: a standing direction (a /continue direction
+                                      replaces it for that passage)
+  /lore add Name | key, words | text [--always]     an entry brought in when a keyword is mentioned
+  /lore edit Name | [key, words] | [text] [--always | --not-always]   empty parts stay as they are
+  /lore remove Name   /lore list
+  /story show --summary               the rolling summary standing in for the oldest passages
+  /story context                      exactly what the model will receive next
 """
 
 CHANNEL = Channel("console")
@@ -73,6 +82,11 @@ class Console:
             await self._stream(events)
         elif name in ("regenerate", "r"):
             await self._stream(self.service.regenerate(CHANNEL, self.member))
+        elif name == "context":
+            try:
+                await self._context(arg)
+            except StoryError as exc:
+                self.say(f"! {exc}")
         elif name in self.QUICK:
             self._do(lambda: getattr(self, self.QUICK[name])(arg))
         else:
@@ -80,7 +94,8 @@ class Console:
         return True
 
     QUICK = {"rate": "_rate", "reasoning": "_reasoning", "undo": "_undo", "reset": "_reset", "new": "_new",
-             "show": "_show", "export": "_export", "help": "_help"}  # fmt: skip
+             "show": "_show", "export": "_export", "help": "_help", "memory": "_memory", "note": "_note",
+             "lore": "_lore"}  # fmt: skip
 
     # --- commands ------------------------------------------------------------------------------
     def _do(self, action) -> bool:
@@ -147,13 +162,87 @@ class Console:
     def _help(self, _: str) -> None:
         self.say(HELP)
 
-    def _show(self, _: str = "") -> None:
+    def _show(self, arg: str = "") -> None:
+        if arg.strip() == "--summary":
+            return self._summary()
         story = self.service.show(CHANNEL)
         if not story.passages:
             self.say("(the story is empty: type its opening line)")
         for p in story.passages:
             who = "model" if p.by_model else p.author_name
             self.say(f"[{p.position} · {who}] {p.text}")
+
+    def _summary(self) -> None:
+        state = self.service.summary_state(CHANNEL)
+        if state.current is None:
+            self.say("(no summary: the whole story still fits the model's window)" if not state.last_error
+                     else "(no summary yet)")  # fmt: skip
+        else:
+            self.say(f"(summary of the first {state.covers} passages)\n{state.current.text}")
+        if state.writing:
+            self.say("(a new summary is being written)")
+        if state.last_error:
+            self.say(f"(the last attempt failed: {state.last_error})")
+
+    def _memory(self, arg: str) -> None:
+        self._pinned(arg, "memory", "memory", self.service.memory, self.service.set_memory)
+
+    def _note(self, arg: str) -> None:
+        self._pinned(arg, "author's note", "note", self.service.note, self.service.set_note)
+
+    def _pinned(self, arg: str, label: str, command: str, get, put) -> None:
+        if not arg:
+            note = get(CHANNEL)
+            self.say(note.text if note and note.text else f"(no {label}: `/story {command} text` sets it)")
+            return
+        note = put(CHANNEL, self.member, "" if arg == "--clear" else arg)
+        self.say(f"({label} cleared)" if not note.text else f"({label} set: {len(note.text)} characters)")
+
+    def _lore(self, arg: str) -> None:
+        verb, _, rest = arg.partition(" ")
+        flags = set(re.findall(r"--(always|not-always)\b", rest))
+        rest = re.sub(r"\s*--(always|not-always)\b", "", rest).strip()
+        name, keys, text = [*(part.strip() for part in rest.split("|", 2)), "", ""][:3]
+        match verb.lower():
+            case "add":
+                entry = self.service.lore_add(CHANNEL, self.member, name, keys, text, "always" in flags)
+                self.say(f"(lore entry {entry.name!r} added: {', '.join(entry.keywords) or 'always on'})")
+            case "edit":
+                always = True if "always" in flags else False if "not-always" in flags else None
+                entry = self.service.lore_edit(CHANNEL, self.member, name, keywords=keys or None,
+                                               text=text or None, always_on=always)  # fmt: skip
+                self.say(f"(lore entry {entry.name!r} updated, version {entry.version})")
+            case "remove" | "rm":  # the console's one writer may remove any entry
+                entry = self.service.lore_remove(CHANNEL, self.member, name, may_manage=True)
+                self.say(f"(lore entry {entry.name!r} removed)")
+            case "list" | "":
+                entries = self.service.lore(CHANNEL)
+                if not entries:
+                    self.say("(the lorebook is empty: /lore add Name | key, words | text)")
+                for e in entries:
+                    keys = "always on" if e.always_on else ", ".join(e.keywords)
+                    extra = f"; also {', '.join(e.keywords)}" if e.always_on and e.keywords else ""
+                    self.say(f"{e.name} [{keys}{extra}] v{e.version}: {e.text}")
+            case _:
+                raise StoryError(f"unknown /lore {verb}: use add, edit, remove or list")
+
+    async def _context(self, arg: str) -> None:
+        length = _LENGTH.search(arg)
+        direction = _LENGTH.sub(" ", arg).strip() or None
+        # The console's one writer is the story's moderator.
+        preview = await self.service.context_preview(
+            CHANNEL, self.member, may_manage=True, direction=direction, length=length and length.group(1)
+        )
+        r = preview.record
+        lore = ", ".join(e["name"] for e in r["lore"]) or "none"
+        unit = "tokens" if r["unit"] == "tokens" else "tokens (estimated)"
+        older = f", {r['dropped']} older left out" if r["dropped"] else ""
+        self.say(
+            f"(for {preview.model}: window {preview.window} tokens, {preview.num_predict} for the answer; "
+            f"context {r['size']} of {r['budget']} {unit}; parts: {', '.join(r['parts'])}; lore: {lore}; "
+            f"{len(r['passage_ids'])} passages{older}; guidance: {r['guidance'] or 'none'})"
+        )
+        self.say(preview.user_text)
 
     def _export(self, arg: str) -> None:  # no argument: print it
         markdown = self.service.export(CHANNEL)

@@ -13,12 +13,22 @@ message is meant for the channel. A generation (continue, regenerate) is an asyn
 
 One generation runs at a time per story; a global cap (`Limits.parallel`, the Ollama server's
 parallelism) bounds generations in flight across all stories. Drivers never touch SQLite or Ollama.
+
+Long stories: each story has a memory (pinned at the start of the context), an author's note (the
+prompt's guidance; a one-off direction replaces it for its request), a lorebook (entries brought in by
+their keywords) and rolling summaries of the passages that no longer fit, written in the background by
+the model. :func:`bot.core.context.build_context` puts them together; :meth:`StoryService.context_preview`
+shows the result. A summary never delays a passage: it takes a server slot only when no generation waits
+for one, and gives it up (to be retried later) when one does.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -27,11 +37,25 @@ from pipeline import serving
 
 from ..llm import EmptyAnswer, LLMError, OllamaBackend
 from ..store import Interrupted, Store
+from . import lore as lorebook
+from . import summary as summaries
 from . import text as texts
-from .context import Budget, CharCounter, ContextTooSmall, Counter, build_context
-from .story import Channel, Member, Passage, Story, to_markdown
+from .context import (
+    TEMPLATE_MARGIN,
+    Budget,
+    CharCounter,
+    Context,
+    ContextTooSmall,
+    Counter,
+    Shares,
+    build_context,
+)
+from .lore import BadLore, LoreEntry
+from .story import Channel, Member, Note, Passage, Story, Summary, to_markdown
 
 MAX_TITLE_CHARS = 100
+MAX_NOTE_CHARS = writer_prompt.MAX_GUIDANCE_CHARS  # the author's note is the prompt's guidance
+log = logging.getLogger(__name__)
 
 
 class StoryError(Exception):
@@ -89,6 +113,81 @@ class Limits:
     max_passage_chars: int = 6000
     options: dict = field(default_factory=dict)  # more Ollama options (temperature, top_p, ...)
     delta_every: float = 0.05  # seconds between Delta events of one stream (drivers edit far less often)
+    max_memory_chars: int = 2000
+    shares: Shares = field(default_factory=Shares)  # what memory, summary and lore may take of the window
+    summary_model: str | None = None  # default: the story's own model
+    summary_words: int = summaries.SUMMARY_WORDS
+    summary_timeout: float = 180.0  # seconds for a whole summary
+    summary_retry_s: float = 60.0  # after a failed summary, wait this long before trying again
+
+
+@dataclass(frozen=True)
+class SummaryState:
+    """What `/story show --summary` shows."""
+
+    current: Summary | None  # the summary the next context starts from
+    covers: int  # how many of the story's passages it tells
+    writing: bool  # a new one is being written now
+    last_error: str | None  # why the newest attempt failed, when it did
+
+
+@dataclass(frozen=True)
+class ContextPreview:
+    """What the model will receive for the next passage (`/story context`)."""
+
+    model: str
+    user_text: str  # the writer prompt exactly as the model will read it
+    record: dict  # what the generation record will keep: parts, ids, sizes
+    window: int
+    num_predict: int
+
+
+@dataclass
+class _Prepared:
+    model: str
+    window: int
+    num_predict: int
+    ctx: Context
+    request: serving.GenerateRequest
+    record: dict
+
+
+class _Slots:
+    """The server's slots (`Limits.parallel`). Generations come first: a background job (a summary) only
+    takes a slot no generation is waiting for."""
+
+    def __init__(self, n: int):
+        self.free = n
+        self._waiters: deque[tuple[bool, asyncio.Future]] = deque()
+
+    def locked(self) -> bool:
+        return self.free <= 0
+
+    async def acquire(self, background: bool = False) -> None:
+        ahead = any(not f.done() and (background or not bg) for bg, f in self._waiters)
+        if self.free > 0 and not ahead:
+            self.free -= 1
+            return
+        waiter = (background, asyncio.get_running_loop().create_future())
+        self._waiters.append(waiter)
+        try:
+            await waiter[1]
+        except asyncio.CancelledError:
+            if waiter[1].done() and not waiter[1].cancelled():  # handed a slot as it was cancelled
+                self.release()
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def release(self) -> None:
+        for background in (False, True):
+            for waiter in self._waiters:
+                if waiter[0] == background and not waiter[1].done():
+                    self._waiters.remove(waiter)
+                    waiter[1].set_result(None)  # the slot passes straight to the waiter
+                    return
+        self.free += 1
 
 
 @dataclass
@@ -112,8 +211,11 @@ class StoryService:
         self.counter = counter or CharCounter()
         self.limits = limits or Limits()
         self._gates: dict[str, _Gate] = {}
-        self._slots = asyncio.Semaphore(self.limits.parallel)
+        self._slots = _Slots(self.limits.parallel)
         self._waiting_for_slot = 0
+        self._summaries: dict[int, asyncio.Task] = {}  # story id -> its summary being written
+        self._holding: set[asyncio.Task] = set()  # summaries holding a server slot
+        self._retry_at: dict[int, float] = {}  # story id -> no new summary before this (after a failure)
 
     # --- quick operations ------------------------------------------------------------------------
     def recover(self) -> list[Interrupted]:
@@ -197,6 +299,156 @@ class StoryService:
     def opted_out(self, member: Member) -> bool:
         return self.store.opted_out(member.id)
 
+    # --- memory, author's note, lorebook, summary --------------------------------------------------
+    def memory(self, channel: Channel) -> Note | None:
+        """The story's memory (None if never set; text "" once cleared)."""
+        return self._note(channel, "memory")
+
+    def set_memory(self, channel: Channel, member: Member, text: str) -> Note:
+        """Set the memory pinned at the start of every context; "" clears it. Earlier ones are kept."""
+        text = texts.clean_input(text or "")
+        text = "\n".join(line for line in text.split("\n") if line.strip())  # one block in the context
+        limit = self.limits.max_memory_chars
+        if len(text) > limit:
+            raise StoryError(
+                f"the memory has {len(text):,} characters, over the limit of {limit:,}: "
+                "keep the premise, tone, point of view and rules short, and move characters and places "
+                "into the lorebook (`/lore add`), which brings them in only when they are mentioned"
+            )
+        return self.store.set_note(self.store.ensure_story(channel, member), "memory", text, member)
+
+    def note(self, channel: Channel) -> Note | None:
+        """The story's author's note (None if never set; text "" once cleared)."""
+        return self._note(channel, "note")
+
+    def set_note(self, channel: Channel, member: Member, text: str) -> Note:
+        """Set the standing direction given with every passage (a one-off direction replaces it for its
+        request); "" clears it."""
+        text = texts.one_line(text or "", MAX_NOTE_CHARS + 1)
+        if len(text) > MAX_NOTE_CHARS:
+            raise StoryError(
+                f"the author's note is over the limit of {MAX_NOTE_CHARS:,} characters: say in a sentence "
+                "or two where the story should go and how it should read"
+            )
+        return self.store.set_note(self.store.ensure_story(channel, member), "note", text, member)
+
+    def _note(self, channel: Channel, kind: str) -> Note | None:
+        story_id = self.store.active_story_id(channel.id)
+        return self.store.note(story_id, kind) if story_id else None
+
+    def lore(self, channel: Channel) -> list[LoreEntry]:
+        """The story's lorebook, by name."""
+        story_id = self.store.active_story_id(channel.id)
+        return self.store.lore_entries(story_id) if story_id else []
+
+    def lore_add(
+        self, channel: Channel, member: Member, name: str, keywords: str | Sequence[str], text: str,
+        always_on: bool = False,
+    ) -> LoreEntry:  # fmt: skip
+        """A new entry; keywords as "Mara, the smuggler" or a list. Names and keywords are unique."""
+        try:
+            name, text = lorebook.clean_name(name), lorebook.clean_text(_block(text))
+            keys = lorebook.parse_keywords(keywords)
+            lorebook.check_keywords(keys, always_on)
+            story_id = self.store.ensure_story(channel, member)
+            return self.store.add_lore(story_id, member, name, keys, text, always_on)
+        except BadLore as exc:
+            raise StoryError(str(exc)) from None
+
+    def lore_edit(
+        self, channel: Channel, member: Member, name: str, *, text: str | None = None,
+        keywords: str | Sequence[str] | None = None, always_on: bool | None = None,
+        new_name: str | None = None, version: int | None = None,
+    ) -> LoreEntry:  # fmt: skip
+        """Change the given fields of the entry named `name` (None keeps a field). Pass `version`, the
+        entry's version the member saw (a Discord modal carries it), and an edit made meanwhile by someone
+        else is not overwritten: the member is told to look again."""
+        try:
+            story_id = self._story_id(channel)
+            return self.store.edit_lore(
+                story_id, member, name,
+                new_name=lorebook.clean_name(new_name) if new_name else None,
+                keywords=None if keywords is None else lorebook.parse_keywords(keywords),
+                text=None if text is None else lorebook.clean_text(_block(text)),
+                always_on=always_on, version=version,
+            )  # fmt: skip
+        except BadLore as exc:
+            raise StoryError(str(exc)) from None
+
+    def lore_remove(
+        self, channel: Channel, member: Member, name: str, may_manage: bool = False,
+        version: int | None = None,
+    ) -> LoreEntry:  # fmt: skip
+        """Take an entry out of the lorebook (kept in the database). Another member's entry needs the
+        Manage Messages permission."""
+        story_id = self._story_id(channel)
+        try:
+            entry = next((e for e in self.store.lore_entries(story_id)
+                          if lorebook.name_key(e.name) == lorebook.name_key(name)), None)  # fmt: skip
+            if entry is not None and entry.created_by != member.id and not may_manage:
+                raise StoryError(
+                    f"the entry {entry.name!r} was added by another member: removing it needs the Manage "
+                    "Messages permission (or edit it with `/lore edit`)"
+                )
+            return self.store.remove_lore(story_id, name, version)
+        except BadLore as exc:
+            raise StoryError(str(exc)) from None
+
+    def summary_state(self, channel: Channel) -> SummaryState:
+        """The rolling summary the next context uses, and how the newest attempt went."""
+        story_id = self.store.active_story_id(channel.id)
+        if story_id is None:
+            return SummaryState(None, 0, False, None)
+        rows = self.store.summaries(story_id)
+        passages = self.store.passages(story_id)
+        current = summaries.current(rows, passages)
+        covers = sum(p.position <= current.upto_position for p in passages) if current else 0
+        failed = rows[0].error if rows and rows[0].status == "failed" else None
+        return SummaryState(current, covers, story_id in self._summaries, failed)
+
+    async def context_preview(
+        self, channel: Channel, member: Member, may_manage: bool = False, direction: str | None = None,
+        length: str | None = None,
+    ) -> ContextPreview:  # fmt: skip
+        """Exactly what the model would receive if a passage were asked now (with this direction and
+        length). For the story's starter and members with the Manage Messages permission."""
+        story_id = self._story_id(channel)
+        if member.id != self.store.story_starter(story_id) and not may_manage:
+            raise StoryError(
+                "the context preview is for the member who started the story and for moderators (Manage "
+                "Messages): it shows the whole prompt, memory and lore included"
+            )
+        passages = list(self.store.passages(story_id))
+        if not passages:
+            raise StoryError("the story is empty: write its opening first")
+        try:
+            length = writer_prompt.Length(str(length).lower()).value if length else None
+        except ValueError:
+            raise StoryError(f"unknown length {length!r}: use short, medium or long") from None
+        try:
+            prepared = await self._prepare(channel, story_id, passages, direction, length)
+        except (LLMError, ContextTooSmall, writer_prompt.PromptError, serving.ServingError) as exc:
+            raise StoryError(str(exc)) from None
+        p = prepared
+        return ContextPreview(p.model, p.request.user_text, p.record, p.window, p.num_predict)
+
+    def _story_id(self, channel: Channel) -> int:
+        story_id = self.store.active_story_id(channel.id)
+        if story_id is None:
+            raise StoryError("there is no story in this channel yet: write its opening line first")
+        return story_id
+
+    async def idle(self) -> None:
+        """Wait until no summary is being written (tests, and a clean shutdown)."""
+        while self._summaries:
+            await asyncio.gather(*list(self._summaries.values()), return_exceptions=True)
+
+    async def aclose(self) -> None:
+        """Stop the background summaries (each is retried on the next start, when the story overflows)."""
+        for task in list(self._summaries.values()):
+            task.cancel()
+        await self.idle()
+
     def _generation(self, generation_id: int, channel_id: str | None):
         gen = self.store.generation(generation_id)
         if gen is None or (channel_id is not None and gen.channel_id != channel_id):
@@ -244,7 +496,7 @@ class StoryService:
         finally:
             gate.waiting -= 1
         try:
-            if self._slots.locked():
+            if self._slots.locked() and not self._preempt():
                 yield Queued(self._waiting_for_slot + 1, "server")
             self._waiting_for_slot += 1
             try:
@@ -269,20 +521,18 @@ class StoryService:
             yield plan
             return
         story_id, passages, slot, direction, length = plan
-        model = self.model_for(channel)
         try:
-            info = await self.backend.model_info(model)
-            window = self.limits.num_ctx or info.num_ctx or self.limits.default_num_ctx
-            num_predict = serving.num_predict(length)
-            ctx = build_context(passages, self.counter, Budget(window, num_predict), direction, length)
-            request = serving.build_request(ctx.text, info.template, direction, length, info.system)
+            prepared = await self._prepare(channel, story_id, passages, direction, length)
         except (LLMError, ContextTooSmall, writer_prompt.PromptError, serving.ServingError) as exc:
             yield Failed(str(exc))
             return
-        options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict}
+        model, request = prepared.model, prepared.request
+        if prepared.ctx.summarise_upto is not None:
+            self._schedule_summary(channel, story_id, prepared.ctx.summarise_upto)
+        options = {**self.limits.options, "num_ctx": prepared.window, "num_predict": prepared.num_predict}
         gen_id = self.store.begin_generation(
             story_id, member, model, user_text=request.user_text, prompt=request.prompt, raw=request.raw,
-            options=options, context=ctx.record(), direction=direction, length=length, slot=slot,
+            options=options, context=prepared.record, direction=direction, length=length, slot=slot,
         )  # fmt: skip
         yield Started(gen_id, model)
         output, stats, shown = "", {}, ("", "")
@@ -325,6 +575,124 @@ class StoryService:
             return
         yield Done(passage, gen_id, parsed.reasoning, tuple(issues))
 
+    async def _prepare(self, channel: Channel, story_id: int, passages: list[Passage], direction, length):
+        """The context and request for the next passage: memory, summary, lore, passages, guidance.
+
+        The guidance is the one-off direction if given, else the story's author's note.
+        """
+        model = self.model_for(channel)
+        info = await self.backend.model_info(model)
+        window = self.limits.num_ctx or info.num_ctx or self.limits.default_num_ctx
+        num_predict = serving.num_predict(length)
+        note = self.store.note(story_id, "note")
+        source = "direction" if direction else ("note" if note and note.text else None)
+        guidance = direction if direction else (note.text if source else None)
+        summary = summaries.current(self.store.summaries(story_id), passages)
+        after = [p for p in passages if summary is None or p.position > summary.upto_position]
+        ctx = build_context(
+            after, self.counter, Budget(window, num_predict), guidance, length,
+            memory=self.store.note(story_id, "memory"), summary=summary,
+            lore=self.store.lore_entries(story_id), mentions=direction, shares=self.limits.shares,
+        )  # fmt: skip
+        request = serving.build_request(ctx.text, info.template, guidance, length, info.system)
+        record = {**ctx.record(), "guidance": source, "note_id": note.id if source == "note" else None}
+        return _Prepared(model, window, num_predict, ctx, request, record)
+
+    # --- rolling summaries (background) -----------------------------------------------------------
+    def _schedule_summary(self, channel: Channel, story_id: int, upto: int) -> None:
+        if story_id in self._summaries or time.monotonic() < self._retry_at.get(story_id, 0.0):
+            return
+        task = asyncio.create_task(self._summarise(channel, story_id, upto), name=f"summary-{story_id}")
+        self._summaries[story_id] = task
+        task.add_done_callback(lambda _: self._summaries.pop(story_id, None))
+
+    def _preempt(self) -> bool:
+        """A generation must wait for the server: a summary holding a slot gives it up (retried later)."""
+        for task in self._holding:
+            if not task.cancelling():
+                task.cancel()
+                return True
+        return False
+
+    async def _summarise(self, channel: Channel, story_id: int, upto: int) -> None:
+        """Fold the passages up to position `upto` into the story's rolling summary, a request at a time."""
+        await self._slots.acquire(background=True)
+        me = asyncio.current_task()
+        self._holding.add(me)
+        try:
+            for _ in range(8):  # a story far over its window is caught up in a few rounds
+                done = await self._summary_round(channel, story_id, upto)
+                if done is None or done >= upto:
+                    return
+        finally:
+            self._holding.discard(me)
+            self._slots.release()
+
+    async def _summary_round(self, channel: Channel, story_id: int, upto: int) -> int | None:
+        """One summary request; returns the position it reached, or None when there is nothing to do or
+        it failed (the failure is recorded and a retry waits `summary_retry_s`)."""
+        passages = self.store.passages(story_id)
+        previous = summaries.current(self.store.summaries(story_id), passages)
+        todo = [p for p in passages if (previous.upto_position if previous else 0) < p.position <= upto]
+        if not todo:
+            return None
+        model = self.limits.summary_model or self.model_for(channel)
+        summary_id = None
+        try:
+            info = await self.backend.model_info(model)
+            window = self.limits.num_ctx or info.num_ctx or self.limits.default_num_ctx
+            num_predict = serving.num_predict(self.limits.summary_words)
+            todo = self._summary_input(todo, previous, window - num_predict - TEMPLATE_MARGIN)
+            text = summaries.summary_prompt(previous and previous.text, [p.text for p in todo],
+                                            self.limits.summary_words)  # fmt: skip
+            request = summaries.summary_request(text, info.template)
+            summary_id = self._begin_summary(story_id, passages, todo, previous, model)
+            options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict}
+            timeout = self.limits.summary_timeout
+            output = await asyncio.wait_for(self._collect(model, request, options), timeout)
+            result = summaries.clean_summary(output)
+            if not result:
+                raise EmptyAnswer(f"the model {model!r} answered with an empty summary")
+        except asyncio.CancelledError:
+            if summary_id is not None:
+                self.store.fail_summary(summary_id, "set aside for a passage that needed the server")
+            raise
+        except Exception as exc:  # a background job: record it, keep the story usable, retry later
+            message = _summary_error(exc, self.limits.summary_timeout)
+            if summary_id is None:
+                summary_id = self._begin_summary(story_id, passages, todo, previous, model)
+            self.store.fail_summary(summary_id, message)
+            self._retry_at[story_id] = time.monotonic() + self.limits.summary_retry_s
+            log.warning("story %s: summary failed: %s", story_id, message)
+            return None
+        self._retry_at.pop(story_id, None)
+        return todo[-1].position if self.store.finish_summary(summary_id, result) else None
+
+    def _summary_input(self, todo: list[Passage], previous: Summary | None, room: int) -> list[Passage]:
+        """The oldest passages of `todo` that fit in one summary request (at least one)."""
+        frame = summaries.summary_prompt(previous and previous.text, [], self.limits.summary_words)
+        used, out = self.counter.count(frame), []
+        for p in todo:
+            used += self.counter.count(p.text) + 1
+            if out and used > room:
+                break
+            out.append(p)
+        return out
+
+    def _begin_summary(self, story_id, passages, todo, previous, model) -> int:
+        upto = todo[-1].position
+        covered = [p for p in passages if p.position <= upto]
+        return self.store.begin_summary(story_id, upto, covered, previous and previous.id, model)
+
+    async def _collect(self, model: str, request: serving.GenerateRequest, options: dict) -> str:
+        output = ""
+        async with aclosing(self.backend.generate(model, request, options)) as pieces:
+            async for piece in pieces:
+                output += piece.text
+                if piece.done:
+                    break
+        return output
+
     def _plan(self, channel: Channel, regenerate: int | None, direction, length):
         """What to generate from: (story id, passages for the context, slot, direction, length)."""
         story = self.show(channel)
@@ -348,6 +716,20 @@ class StoryService:
         if original is not None:  # the same prompt again, so the alternatives can be compared
             direction, length = original.direction, original.length
         return story.id, passages[:-1], last.id, direction, length
+
+
+def _block(text: str) -> str:
+    """Member text that stands as one paragraph of the context: blank lines dropped."""
+    return "\n".join(line for line in texts.clean_input(text or "").split("\n") if line.strip())
+
+
+def _summary_error(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, TimeoutError):
+        return f"the summary was not written within {timeout:g}s; it is tried again later"
+    if isinstance(exc, LLMError | summaries.SummaryUnavailable):
+        return str(exc)
+    log.exception("summary failed", exc_info=exc)
+    return f"the summary failed ({type(exc).__name__}: {exc}); it is tried again later"
 
 
 def _empty_message(model: str, stats: dict) -> str:

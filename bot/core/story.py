@@ -64,6 +64,34 @@ class Story:
         return "\n\n".join(p.text for p in self.passages)
 
 
+@dataclass(frozen=True)
+class Note:
+    """A story's memory or author's note as set at one moment (the newest one is current)."""
+
+    id: int
+    kind: str  # "memory" or "note"
+    text: str  # "" when cleared
+    set_by: str = ""
+    set_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A rolling summary: every passage up to `upto_position` told in brief, for contexts that overflow."""
+
+    id: int
+    story_id: int
+    upto_position: int
+    passage_ids: tuple[int, ...]
+    digest: str  # fingerprint of the covered passages when it was written
+    status: str  # running, done, failed, discarded
+    model: str
+    text: str | None = None
+    error: str | None = None
+    previous_id: int | None = None
+    created_at: float = 0.0
+
+
 def to_markdown(story: Story, model_label: str = "the model") -> str:
     """The story as a Markdown document: the title, then each passage with a quiet attribution line."""
     lines = [f"# {story.title or 'Untitled story'}", ""]

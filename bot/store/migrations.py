@@ -84,6 +84,57 @@ MIGRATIONS: tuple[str, ...] = (
         opted_out_at REAL NOT NULL
     );
     """,
+    # 2: long stories: memory and author's note (kept as a history), the lorebook, rolling summaries.
+    """
+    -- The newest row of a kind is the story's current memory or note; '' clears it. Older rows stay,
+    -- so two members setting it at once lose nothing, and generations name the row they used.
+    CREATE TABLE story_notes (
+        id        INTEGER PRIMARY KEY,
+        story_id  INTEGER NOT NULL REFERENCES stories(id),
+        kind      TEXT NOT NULL CHECK (kind IN ('memory', 'note')),
+        text      TEXT NOT NULL,
+        set_by    TEXT NOT NULL,
+        set_at    REAL NOT NULL
+    );
+    CREATE INDEX story_notes_current ON story_notes(story_id, kind, id);
+
+    CREATE TABLE lore_entries (
+        id          INTEGER PRIMARY KEY,
+        story_id    INTEGER NOT NULL REFERENCES stories(id),
+        name        TEXT NOT NULL,
+        name_key    TEXT NOT NULL,             -- the name casefolded: one live entry per name
+        keywords    TEXT NOT NULL,             -- JSON list, as typed; matched case-insensitively
+        text        TEXT NOT NULL,
+        always_on   INTEGER NOT NULL DEFAULT 0,
+        version     INTEGER NOT NULL DEFAULT 1, -- bumped by every edit: an edit made from an older
+                                                -- version is refused instead of overwriting
+        created_by  TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        updated_by  TEXT NOT NULL,
+        updated_at  REAL NOT NULL,
+        removed_at  REAL                       -- removed entries are kept, never deleted
+    );
+    CREATE UNIQUE INDEX lore_one_name ON lore_entries(story_id, name_key) WHERE removed_at IS NULL;
+
+    -- A rolling summary covers every passage of the story up to `upto_position` (the previous summary's
+    -- passages included). `digest` fingerprints the covered passages (ids and texts): once one of them is
+    -- undone or replaced the summary no longer matches the story and is not used.
+    CREATE TABLE summaries (
+        id            INTEGER PRIMARY KEY,
+        story_id      INTEGER NOT NULL REFERENCES stories(id),
+        previous_id   INTEGER REFERENCES summaries(id),
+        upto_position INTEGER NOT NULL,
+        passage_ids   TEXT NOT NULL,           -- JSON list of the covered passages
+        digest        TEXT NOT NULL,
+        model         TEXT NOT NULL,
+        status        TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed', 'discarded')),
+        text          TEXT,
+        error         TEXT,
+        created_at    REAL NOT NULL,
+        finished_at   REAL
+    );
+    CREATE INDEX summaries_story ON summaries(story_id, status);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

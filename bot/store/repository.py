@@ -15,7 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core.story import AuthorKind, Channel, Member, Passage, Story
+from bot.core import lore as lorebook
+from bot.core.lore import LoreConflict, LoreEntry
+from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
+from bot.core.summary import digest
 from bot.store.migrations import migrate
 
 INTERRUPTED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
@@ -117,6 +120,178 @@ class Store:
     def story_active(self, story_id: int) -> bool:
         row = self.conn.execute("SELECT archived_at FROM stories WHERE id = ?", (story_id,)).fetchone()
         return row is not None and row["archived_at"] is None
+
+    def story_starter(self, story_id: int) -> str | None:
+        row = self.conn.execute("SELECT created_by FROM stories WHERE id = ?", (story_id,)).fetchone()
+        return row["created_by"] if row else None
+
+    # --- memory and author's note --------------------------------------------------------------
+    def note(self, story_id: int, kind: str) -> Note | None:
+        """The story's current memory or note (None if never set; text "" once cleared)."""
+        row = self.conn.execute(
+            "SELECT * FROM story_notes WHERE story_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            (story_id, kind),
+        ).fetchone()
+        return _note(row) if row else None
+
+    def note_by_id(self, note_id: int) -> Note | None:
+        row = self.conn.execute("SELECT * FROM story_notes WHERE id = ?", (note_id,)).fetchone()
+        return _note(row) if row else None
+
+    def set_note(self, story_id: int, kind: str, text: str, by: Member) -> Note:
+        with self.tx() as c:
+            now = time.time()
+            nid = c.execute(
+                "INSERT INTO story_notes (story_id, kind, text, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
+                (story_id, kind, text, by.id, now),
+            ).lastrowid
+        return Note(nid, kind, text, by.id, now)
+
+    # --- lorebook ------------------------------------------------------------------------------
+    def lore_entries(self, story_id: int) -> list[LoreEntry]:
+        rows = self.conn.execute(
+            "SELECT * FROM lore_entries WHERE story_id = ? AND removed_at IS NULL ORDER BY name_key",
+            (story_id,),
+        ).fetchall()
+        return [_lore(r) for r in rows]
+
+    def add_lore(
+        self, story_id: int, by: Member, name: str, keywords: tuple[str, ...], text: str, always_on: bool
+    ) -> LoreEntry:
+        """Add an entry; one transaction checks the name, the keywords and the limit against the others."""
+        with self.tx() as c:
+            others = self._live_lore(c, story_id)
+            if len(others) >= lorebook.MAX_ENTRIES:
+                raise LoreConflict(
+                    f"the lorebook holds {len(others)} entries, the limit: remove ones the story left behind"
+                )
+            self._check_lore(others, name, keywords)
+            now = time.time()
+            eid = c.execute(
+                "INSERT INTO lore_entries (story_id, name, name_key, keywords, text, always_on, created_by, "
+                "created_at, updated_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (story_id, name, lorebook.name_key(name), json.dumps(keywords), text, int(always_on),
+                 by.id, now, by.id, now),
+            ).lastrowid  # fmt: skip
+        return LoreEntry(eid, name, keywords, text, always_on, 1, by.id, by.id)
+
+    def edit_lore(
+        self,
+        story_id: int,
+        by: Member,
+        name: str,
+        *,
+        new_name: str | None = None,
+        keywords: tuple[str, ...] | None = None,
+        text: str | None = None,
+        always_on: bool | None = None,
+        version: int | None = None,
+    ) -> LoreEntry:
+        """Change the given fields of an entry (None keeps one). With `version` (the one the member saw),
+        an entry changed since is not overwritten: LoreConflict says so."""
+        with self.tx() as c:
+            others = self._live_lore(c, story_id)
+            old = self._find_lore(others, name, version)
+            others = [e for e in others if e.id != old.id]
+            new = LoreEntry(
+                old.id, new_name or old.name, old.keywords if keywords is None else keywords,
+                old.text if text is None else text, old.always_on if always_on is None else always_on,
+                old.version + 1, old.created_by, by.id,
+            )  # fmt: skip
+            lorebook.check_keywords(new.keywords, new.always_on)
+            self._check_lore(others, new.name, new.keywords)
+            c.execute(
+                "UPDATE lore_entries SET name = ?, name_key = ?, keywords = ?, text = ?, always_on = ?, "
+                "version = version + 1, updated_by = ?, updated_at = ? WHERE id = ? AND version = ?",
+                (new.name, lorebook.name_key(new.name), json.dumps(new.keywords), new.text,
+                 int(new.always_on), by.id, time.time(), old.id, old.version),
+            )  # fmt: skip
+        return new
+
+    def remove_lore(self, story_id: int, name: str, version: int | None = None) -> LoreEntry:
+        with self.tx() as c:
+            entry = self._find_lore(self._live_lore(c, story_id), name, version)
+            c.execute("UPDATE lore_entries SET removed_at = ? WHERE id = ?", (time.time(), entry.id))
+        return entry
+
+    def _live_lore(self, c: sqlite3.Connection, story_id: int) -> list[LoreEntry]:
+        rows = c.execute(
+            "SELECT * FROM lore_entries WHERE story_id = ? AND removed_at IS NULL", (story_id,)
+        ).fetchall()
+        return [_lore(r) for r in rows]
+
+    @staticmethod
+    def _find_lore(entries: list[LoreEntry], name: str, version: int | None) -> LoreEntry:
+        key = lorebook.name_key(name)
+        entry = next((e for e in entries if lorebook.name_key(e.name) == key), None)
+        if entry is None:
+            known = ", ".join(sorted(e.name for e in entries)) or "none yet"
+            raise LoreConflict(f"there is no lore entry named {name!r} in this story (entries: {known})")
+        if version is not None and version != entry.version:
+            raise LoreConflict(
+                f"the entry {entry.name!r} was changed meanwhile (by member {entry.updated_by}; it is at "
+                f"version {entry.version}, you edited version {version}): nothing was overwritten; look "
+                "at it again with `/lore list` and make your change to the new text"
+            )
+        return entry
+
+    @staticmethod
+    def _check_lore(others: list[LoreEntry], name: str, keywords: tuple[str, ...]) -> None:
+        key = lorebook.name_key(name)
+        if any(lorebook.name_key(e.name) == key for e in others):
+            raise LoreConflict(
+                f"the story already has a lore entry named {name!r}: edit it (`/lore edit`), or pick "
+                "another name"
+            )
+        clash = lorebook.clashes(keywords, others)
+        if clash:
+            raise LoreConflict(clash)
+
+    # --- rolling summaries ---------------------------------------------------------------------
+    def summaries(self, story_id: int) -> list[Summary]:
+        """Every summary of a story, newest first (all statuses)."""
+        rows = self.conn.execute(
+            "SELECT * FROM summaries WHERE story_id = ? ORDER BY id DESC", (story_id,)
+        ).fetchall()
+        return [_summary(r) for r in rows]
+
+    def begin_summary(
+        self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str
+    ) -> int:
+        with self.tx() as c:
+            return c.execute(
+                "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
+                "status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                (story_id, previous_id, upto_position, json.dumps([p.id for p in covered]), digest(covered),
+                 model, time.time()),
+            ).lastrowid  # fmt: skip
+
+    def finish_summary(self, summary_id: int, text: str) -> bool:
+        """Store a summary's text, if the passages it covers are still the story's (else 'discarded')."""
+        with self.tx() as c:
+            s = _summary(c.execute("SELECT * FROM summaries WHERE id = ?", (summary_id,)).fetchone())
+            marks = ",".join("?" * len(s.passage_ids))
+            rows = c.execute(
+                f"SELECT p.*, 0 AS alternatives FROM passages p WHERE removed_at IS NULL AND id IN ({marks}) "
+                "ORDER BY position",
+                s.passage_ids,
+            ).fetchall()
+            landed = digest([_passage(r) for r in rows]) == s.digest and self.story_active(s.story_id)
+            c.execute(
+                "UPDATE summaries SET status = ?, text = ?, error = ?, finished_at = ? WHERE id = ?",
+                ("done" if landed else "discarded", text,
+                 None if landed else "the story changed while the summary was written", time.time(),
+                 summary_id),
+            )  # fmt: skip
+        return landed
+
+    def fail_summary(self, summary_id: int, error: str) -> None:
+        with self.tx() as c:
+            c.execute(
+                "UPDATE summaries SET status = 'failed', error = ?, finished_at = ? "
+                "WHERE id = ? AND status = 'running'",
+                (error, time.time(), summary_id),
+            )
 
     # --- passages ------------------------------------------------------------------------------
     def passages(self, story_id: int) -> list[Passage]:
@@ -273,6 +448,10 @@ class Store:
                 "WHERE status = 'running'",
                 (INTERRUPTED, time.time()),
             )
+            c.execute(
+                "UPDATE summaries SET status = 'failed', error = ?, finished_at = ? WHERE status = 'running'",
+                ("the bot stopped while the summary was written", time.time()),
+            )
         return [Interrupted(r["id"], r["channel_id"], r["message_ref"]) for r in rows]
 
     # --- ratings and privacy -------------------------------------------------------------------
@@ -313,4 +492,22 @@ def _passage(r: sqlite3.Row) -> Passage:
     return Passage(
         r["id"], r["story_id"], r["position"], AuthorKind(r["author_kind"]), r["author_id"], r["author_name"],
         r["text"], r["generation_id"], r["alternatives"] or 1,
+    )  # fmt: skip
+
+
+def _note(r: sqlite3.Row) -> Note:
+    return Note(r["id"], r["kind"], r["text"], r["set_by"], r["set_at"])
+
+
+def _lore(r: sqlite3.Row) -> LoreEntry:
+    return LoreEntry(
+        r["id"], r["name"], tuple(json.loads(r["keywords"])), r["text"], bool(r["always_on"]), r["version"],
+        r["created_by"], r["updated_by"],
+    )  # fmt: skip
+
+
+def _summary(r: sqlite3.Row) -> Summary:
+    return Summary(
+        r["id"], r["story_id"], r["upto_position"], tuple(json.loads(r["passage_ids"])), r["digest"],
+        r["status"], r["model"], r["text"], r["error"], r["previous_id"], r["created_at"],
     )  # fmt: skip

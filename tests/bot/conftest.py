@@ -34,16 +34,17 @@ def ollama_server(fake_ollama):
 @pytest.fixture
 async def make_service(ollama_server, store):
     """make_service(model="writer", host=None, **limits) -> a StoryService on the stand-in Ollama."""
-    made: list[OllamaBackend] = []
+    made: list[StoryService] = []
 
     def make(model: str = "writer", host: str | None = None, timeouts: Timeouts | None = None, **limits):
         backend = OllamaBackend(host or ollama_server.url, timeouts)
-        made.append(backend)
-        return StoryService(store, backend, lambda channel: model, limits=Limits(**limits))
+        made.append(StoryService(store, backend, lambda channel: model, limits=Limits(**limits)))
+        return made[-1]
 
     yield make
-    for backend in made:
-        await backend.close()
+    for service in made:
+        await service.aclose()  # background summaries
+        await service.backend.close()
 
 
 async def collect(events) -> list:

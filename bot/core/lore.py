@@ -1,0 +1,165 @@
+"""The lorebook: entries about characters, places and objects that enter the context when mentioned. Pure.
+
+An entry has a name, keywords and a text. It is *triggered* when one of its keywords appears, as a whole
+word and in any case, in the recent passages (or in the one-off direction); an always-on entry is in
+every context. Triggered entries are ranked newest mention first, so when the lore budget runs out it is
+the entries the story has moved away from that are left out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+MAX_NAME_CHARS = 60
+MAX_KEYWORDS = 20
+MAX_KEYWORD_CHARS = 40
+MAX_TEXT_CHARS = 1000
+MAX_ENTRIES = 100
+
+
+class BadLore(ValueError):
+    """A lore entry that cannot be stored as given; the message says what to change."""
+
+
+class LoreConflict(BadLore):
+    """Two members changed the lorebook at once, or a name is taken; nothing was overwritten."""
+
+
+@dataclass(frozen=True)
+class LoreEntry:
+    id: int
+    name: str
+    keywords: tuple[str, ...]
+    text: str
+    always_on: bool = False
+    version: int = 1
+    created_by: str = ""
+    updated_by: str = ""
+
+    def paragraph(self) -> str:
+        """The entry as it stands in the context: its text, led by its name unless the text says it."""
+        if self.text.casefold().startswith(self.name.casefold()):
+            return self.text
+        return f"{self.name}: {self.text}"
+
+
+def name_key(name: str) -> str:
+    return " ".join(name.split()).casefold()
+
+
+def clean_name(name: str) -> str:
+    name = " ".join((name or "").split())
+    if not name:
+        raise BadLore("the entry needs a name (a character, a place, an object)")
+    if len(name) > MAX_NAME_CHARS:
+        raise BadLore(f"the name has {len(name)} characters, over the limit of {MAX_NAME_CHARS}: shorten it")
+    return name
+
+
+def clean_text(text: str) -> str:
+    text = (text or "").strip()
+    if not text:
+        raise BadLore("the entry's text is empty: say in a sentence or two what the model should know")
+    if len(text) > MAX_TEXT_CHARS:
+        raise BadLore(
+            f"the entry's text has {len(text):,} characters, over the limit of {MAX_TEXT_CHARS:,}: "
+            "keep it to what the model needs, or split it into two entries"
+        )
+    return text
+
+
+def parse_keywords(raw: str | Iterable[str]) -> tuple[str, ...]:
+    """Keywords from "Mara, the smuggler" or a list; blanks dropped, repeats (any case) kept once."""
+    items = raw.replace("\n", ",").split(",") if isinstance(raw, str) else list(raw)
+    out: list[str] = []
+    seen: set[str] = set()
+    for item in items:
+        word = " ".join(str(item).split())
+        if not word or word.casefold() in seen:
+            continue
+        if not re.search(r"\w", word):
+            raise BadLore(f"the keyword {word!r} has no letters or digits, so it can never match: drop it")
+        if len(word) > MAX_KEYWORD_CHARS:
+            raise BadLore(f"the keyword {word[:20]!r}… is over {MAX_KEYWORD_CHARS} characters: shorten it")
+        seen.add(word.casefold())
+        out.append(word)
+    if len(out) > MAX_KEYWORDS:
+        raise BadLore(f"{len(out)} keywords is over the limit of {MAX_KEYWORDS}: keep the telling ones")
+    return tuple(out)
+
+
+def check_keywords(keywords: tuple[str, ...], always_on: bool) -> None:
+    if not keywords and not always_on:
+        raise BadLore(
+            "the entry has no keywords, so nothing would ever bring it into the story: give keywords "
+            "separated by commas (e.g. `Mara, the smuggler`), or make it always on"
+        )
+
+
+def clashes(keywords: Sequence[str], others: Iterable[LoreEntry]) -> str | None:
+    """A message when a keyword already triggers another entry (the same word would pull both in)."""
+    mine = {k.casefold(): k for k in keywords}
+    for entry in others:
+        for k in entry.keywords:
+            if k.casefold() in mine:
+                return (
+                    f"the keyword {mine[k.casefold()]!r} already brings in the entry {entry.name!r}: use "
+                    f"another keyword, or edit {entry.name!r} instead"
+                )
+    return None
+
+
+def _folded(text: str) -> str:
+    """Text as keywords are looked for in it: any run of whitespace one space, case folded."""
+    return " ".join(text.split()).casefold()
+
+
+_folded_keyword = lru_cache(maxsize=4096)(_folded)
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def last_mention(entry: LoreEntry, text: str, *, folded: bool = False) -> int:
+    """Where the entry's last whole-word mention in `text` ends (in the folded text), or -1.
+
+    A plain `rfind` then a look at the two neighbouring characters: far quicker than a regex with
+    look-arounds per keyword, which matters with a full lorebook scanned on every passage.
+    """
+    text = text if folded else _folded(text)
+    best = -1
+    for keyword in entry.keywords:
+        word = _folded_keyword(keyword)
+        end = len(text)
+        while (i := text.rfind(word, 0, end)) >= 0:
+            j = i + len(word)
+            if (i == 0 or not _is_word(text[i - 1])) and (j == len(text) or not _is_word(text[j])):
+                best = max(best, j)
+                break
+            end = j - 1
+    return best
+
+
+def triggered(entries: Iterable[LoreEntry], recent: Sequence[str]) -> list[LoreEntry]:
+    """The entries for a context, in priority order: always-on ones, then by newest mention.
+
+    `recent` is the scanned text, newest first (the direction, then the newest passages).
+    """
+    entries = list(entries)
+    recent = [_folded(t) for t in recent]
+    always = [e for e in entries if e.always_on]
+    ranked: list[tuple[int, int, LoreEntry]] = []
+    for entry in entries:
+        if entry.always_on:
+            continue
+        for age, text in enumerate(recent):
+            end = last_mention(entry, text, folded=True)
+            if end >= 0:
+                ranked.append((age, -end, entry))
+                break
+    ranked.sort(key=lambda r: (r[0], r[1], r[2].id))
+    return always + [entry for _, _, entry in ranked]
