@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from pipeline.data import commands as data_commands
+from pipeline.feedback import commands as feedback_commands
 from pipeline.modelfile import commands as modelfile_commands
 
 app = typer.Typer(
@@ -15,7 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (data_commands, modelfile_commands):
+for module in (data_commands, modelfile_commands, feedback_commands):
     module.register(app)
 
 
