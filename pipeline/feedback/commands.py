@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
 app = typer.Typer(help="Turn the bot's ratings into training rows (sft, kto, dpo) and figures.")
 
 DbOption = Annotated[

@@ -14,9 +14,10 @@ Rules (the README's section 8 says the same for users):
   writers undid or reset is not imitated.
 - kto: label true for net >= min_votes, false for net <= -min_votes; mixed votes are left out. Undone
   passages count: the vote was on what the model wrote for that prompt.
-- dpo: within one slot (regenerations of the same prompt), every two rated generations whose nets
-  differ by at least min_votes, the higher one chosen. Regenerations must share the exact prompt; a
-  pair whose prompts differ is left out and counted.
+- dpo: within one slot (regenerations of the same prompt), every two rated generations where one is
+  clearly liked (net >= min_votes, chosen) and the other is not (net <= 0, rejected). Two versions both
+  rated up are no preference: their nets may differ only by how many people looked. Regenerations
+  must share the exact prompt; a pair whose prompts differ is left out and counted.
 - Rows are exactly deduplicated and ordered by generation id, so the same database gives the same file.
 """
 
@@ -265,7 +266,7 @@ def _dpo(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
                 reason = (
                     "no other rated version of its passage"
                     if len(versions) == 1
-                    else "no other version of its passage rated differently enough to pair with"
+                    else "no other version of its passage to pair with (one liked, the other not)"
                 )
                 report.left_out[reason] += 1
     report.written["pairs"] = len(rows)
@@ -273,8 +274,12 @@ def _dpo(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
 
 
 def _pair(a: Candidate, b: Candidate, min_votes: int, report: Report) -> dict | None:
-    if abs(a.net - b.net) < min_votes:
-        report.pairs_left_out[f"nets differ by less than {min_votes}"] += 1
+    chosen, rejected = (a, b) if a.net >= b.net else (b, a)
+    if chosen.net < min_votes:
+        report.pairs_left_out[f"neither version rated at least +{min_votes}"] += 1
+        return None
+    if rejected.net > 0:
+        report.pairs_left_out["both versions rated up"] += 1
         return None
     if a.gen.user_text != b.gen.user_text:
         report.pairs_left_out["regenerations whose prompts differ"] += 1
@@ -282,7 +287,6 @@ def _pair(a: Candidate, b: Candidate, min_votes: int, report: Report) -> dict | 
     if a.target == b.target:
         report.pairs_left_out["both versions have the same text"] += 1
         return None
-    chosen, rejected = (a, b) if a.net > b.net else (b, a)
     return {"prompt": a.gen.user_text, "chosen": chosen.target, "rejected": rejected.target}
 
 

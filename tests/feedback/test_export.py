@@ -79,7 +79,7 @@ def test_dpo_pairs_regenerations_of_one_slot_whose_ratings_differ(bot, db):
         {"prompt": user, "chosen": _target(bot, fourth), "rejected": _target(bot, second)},
     ]
     assert report.written == {"pairs": 2}
-    assert report.pairs_left_out == {"nets differ by less than 1": 1}  # first vs fourth: both +1
+    assert report.pairs_left_out == {"both versions rated up": 1}  # first vs fourth
     assert report.left_out == {"not rated": 1, "no other rated version of its passage": 1}
     assert rows_of(db, "dpo", min_votes=3)[0] == []
 
@@ -99,7 +99,7 @@ def test_dpo_skips_regenerations_whose_prompts_differ_and_identical_texts(bot, d
     assert report.pairs_left_out == {
         "both versions have the same text": 1,
         "regenerations whose prompts differ": 1,
-        "nets differ by less than 1": 1,
+        "neither version rated at least +1": 1,
     }
 
 
