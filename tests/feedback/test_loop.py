@@ -102,10 +102,10 @@ async def test_ratings_become_rows_the_trainers_take(service, db, tmp_path, fake
     target = {k: prompt.render_target(g.reasoning, g.answer) for k, g in gens.items()}
     sft, kto, dpo = (read_jsonl(out[f]) for f in ("sft", "kto", "dpo"))
     assert [r["messages"][1]["content"] for r in sft] == [target["take"], target["kept"]]
-    assert [(r["completion"], r["label"]) for r in kto] == [
-        (target["take"], True), (target["worse"], False), (target["kept"], True), (target["undone"], True)]  # fmt: skip
-    assert [(r["chosen"], r["rejected"]) for r in dpo] == [
-        (target["take"], target["worse"]), (target["kept"], target["worse"])]  # fmt: skip
+    labels = [("take", True), ("worse", False), ("kept", True), ("undone", True)]  # undone: still a vote
+    assert [(r["completion"], r["label"]) for r in kto] == [(target[k], label) for k, label in labels]
+    pairs = [("take", "worse"), ("kept", "worse")]  # take vs kept: both liked, no preference
+    assert [(r["chosen"], r["rejected"]) for r in dpo] == [(target[a], target[b]) for a, b in pairs]
     assert all("Dan's own paragraph" not in json.dumps(r) for r in sft + kto + dpo)
     assert sorted({r["prompt"] for r in dpo}) == [gens["take"].user_text]
     for fmt, path in out.items():  # deterministic: the same database gives the same bytes

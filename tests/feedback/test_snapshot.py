@@ -97,9 +97,9 @@ def test_a_snapshot_is_consistent_while_the_bot_writes(db):
         while not stop.is_set():
             with writer.tx() as c:
                 gid = c.execute(
-                    "INSERT INTO generations (story_id, requested_by, model, user_text, prompt, raw, options, "
-                    "context, status, reasoning, answer, parse_issues, created_at) VALUES (?, '1', 'writer', "
-                    "'p', 'p', 0, '{}', '{}', 'done', 'r', 'a', '[]', ?)",
+                    "INSERT INTO generations (story_id, requested_by, model, user_text, prompt, raw, "
+                    "options, context, status, reasoning, answer, parse_issues, created_at) "
+                    "VALUES (?, '1', 'writer', 'p', 'p', 0, '{}', '{}', 'done', 'r', 'a', '[]', ?)",
                     (story, time.time()),
                 ).lastrowid
                 for member in (ALICE, BOB):
