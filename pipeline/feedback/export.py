@@ -167,19 +167,35 @@ def candidates(snap: Snapshot, filters: Filters, report: Report) -> list[Candida
 def opted_out_matcher(snap: Snapshot) -> Callable[[Generation], bool]:
     """Whether a generation's prompt holds text by a member who opted out (rule in the module doc)."""
     ids = set(snap.opted_out_passages)
-    tails = []
-    for text in snap.opted_out_passages.values():
-        folded = _fold(prompt.neutralize(text))  # the prompt holds passages neutralised
-        if len(folded) >= MIN_MATCH_CHARS:
-            tails.append(folded[-MATCH_TAIL_CHARS:])
+    texts = _TextMatcher(_fold(prompt.neutralize(t)) for t in snap.opted_out_passages.values())
+    return lambda g: bool(ids.intersection(g.context_passages)) or texts.found_in(g.user_text)
 
-    def holds(g: Generation) -> bool:
-        if ids.intersection(g.context_passages):
-            return True
-        folded = _fold(g.user_text)
-        return any(tail in folded for tail in tails)
 
-    return holds
+class _TextMatcher:
+    """Finds the tail of any of many passages in a prompt, fast: a tail is looked for only in prompts
+    holding its longest whole word (its *anchor*: a word whole in the tail is whole in the prompt too),
+    so thousands of opted-out passages against thousands of prompts stay well under a second."""
+
+    def __init__(self, folded: Iterable[str]):
+        self.by_anchor: dict[str, list[str]] = defaultdict(list)
+        self.loose: list[str] = []  # tails with no whole word for an anchor
+        for text in folded:
+            if len(text) < MIN_MATCH_CHARS:
+                continue
+            tail = text[-MATCH_TAIL_CHARS:]
+            inner = tail.split(" ")[1:-1]  # the first and last words may be cut or run on in the prompt
+            if inner:
+                self.by_anchor[max(inner, key=len)].append(tail)
+            else:
+                self.loose.append(tail)
+
+    def found_in(self, text: str) -> bool:
+        words = text.split()
+        tails = [t for a in set(words).intersection(self.by_anchor) for t in self.by_anchor[a]] + self.loose
+        if not tails:
+            return False
+        folded = " ".join(words)
+        return any(t in folded for t in tails)
 
 
 def _fold(text: str) -> str:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
 import time
 
 from bot.core.story import Channel
 from pipeline import prompt
+from pipeline.feedback import export
 
 from .conftest import ALICE, BOB, CAROL, DAN, Bot, rows_of
 
@@ -195,3 +197,26 @@ def test_the_same_text_rated_both_ways_is_dropped_from_kto(bot, db):
     rows, report = rows_of(db, "kto")
     assert rows == [] and report.rows == 0
     assert report.left_out == {"the same text rated up in one place and down in another": 2}
+
+
+def test_the_fast_text_match_finds_exactly_what_a_plain_search_finds():
+    rng = random.Random(7)
+    words = ["keeper", "bell", "the", "tower.", "drowned", "a", "lantern,", "Then", "sea", "x" * 70]
+
+    def text(n: int) -> str:
+        return rng.choice(["", " ", "\n"]).join(rng.choice(words) for _ in range(n))
+
+    passages = [text(rng.randint(1, 12)) for _ in range(60)]
+    matcher = export._TextMatcher(export._fold(p) for p in passages)
+    folded = [export._fold(p) for p in passages]
+    tails = [f[-export.MATCH_TAIL_CHARS :] for f in folded if len(f) >= export.MIN_MATCH_CHARS]
+    found = 0
+    for _ in range(400):
+        prompt_text = text(rng.randint(5, 60))
+        if rng.random() < 0.3:  # plant a passage, maybe run on into the next word
+            before, after = rng.choice(["\n\n", "", " "]), rng.choice(["", "Then", " a"])
+            prompt_text += before + rng.choice(passages) + after
+        expected = any(t in export._fold(prompt_text) for t in tails)
+        assert matcher.found_in(prompt_text) == expected, prompt_text
+        found += expected
+    assert 20 < found < 380  # both outcomes were exercised
