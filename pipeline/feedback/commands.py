@@ -73,6 +73,11 @@ def export_cmd(
     console.print(f"wrote {path}: {head}")
     for line in rest:
         console.print(line)
+    if fmt is Format.kto and rows and len(+report.written) < 2:
+        console.print(
+            "[yellow]warning:[/yellow] KTO trains on both thumbs up and thumbs down rows; this file has "
+            "only one kind: wait for more ratings, or lower --min-votes"
+        )
     if not rows:
         hint = "the database holds no ratings yet" if not report.votes else "no rating passed the rules above"
         console.print(f"[yellow]warning:[/yellow] {path} is empty: {hint}")

@@ -36,6 +36,8 @@ def test_export_with_filters_and_stats(bot, db, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 sft rows (1 positive) from 1 finished generations and 1 counted votes" in result.output
     assert read_jsonl(out)[0]["messages"][0]["content"] == bot.store.generation(gid).user_text
+    result = _run("export", "--db", db, "--format", "kto", "-o", tmp_path / "kto.jsonl")
+    assert "1 kto rows (1 desirable)" in result.output and "has only one kind" in result.output
     result = _run("export", "--db", db, "--format", "sft", "-o", out, "--since", "2999-01-01")
     assert "1  written before --since" in result.output and read_jsonl(out) == []
     result = _run("stats", "--db", db, "-o", tmp_path / "stats")
