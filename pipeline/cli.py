@@ -7,6 +7,7 @@ import typer
 
 from pipeline.data import commands as data_commands
 from pipeline.export import commands as export_commands
+from pipeline.feedback import commands as feedback_commands
 from pipeline.modelfile import commands as modelfile_commands
 
 app = typer.Typer(
@@ -17,7 +18,7 @@ app = typer.Typer(
 )
 
 # In the order of the pipeline: data, training, export, Modelfile + publish, evaluation, feedback.
-for module in (data_commands, export_commands, modelfile_commands):
+for module in (data_commands, export_commands, modelfile_commands, feedback_commands):
     module.register(app)
 
 

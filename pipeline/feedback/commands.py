@@ -1,0 +1,100 @@
+"""`story-pipeline feedback export` and `feedback stats`: the bot's ratings as training rows and figures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
+app = typer.Typer(help="Turn the bot's ratings into training rows (sft, kto, dpo) and figures.")
+
+DbOption = Annotated[
+    Path, typer.Option("--db", help="The bot's SQLite file (STORY_BOT_DB); read-only, safe while it runs")
+]
+
+
+class Format(StrEnum):
+    sft = "sft"
+    kto = "kto"
+    dpo = "dpo"
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="feedback")
+
+
+def _since(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC unless an offset is given)",
+            param_hint="--since",
+        ) from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+@app.command("export")
+def export_cmd(
+    db: DbOption,
+    fmt: Annotated[
+        Format,
+        typer.Option(
+            "--format",
+            help="sft: positive passages; kto: thumbs up/down; dpo: pairs of regenerations rated differently",
+        ),
+    ],  # fmt: skip
+    out: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write")],
+    min_votes: Annotated[int, typer.Option(min=1, help="Net rating that counts as a clear signal")] = 1,
+    since: Annotated[str | None, typer.Option(help="Only passages written on or after this date")] = None,
+    model: Annotated[str | None, typer.Option(help="Only passages by this model (writer: writer:latest)")] = (
+        None
+    ),
+) -> None:
+    """Write training rows from the bot's ratings; print how many, and why the others were left out."""
+    from pipeline.feedback import export, snapshot
+
+    filters = export.Filters(min_votes=min_votes, since=_since(since), model=model)
+    try:
+        snap = snapshot.read(db)
+    except snapshot.FeedbackError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    rows, report = export.export(snap, fmt.value, filters)
+    path = export.write_jsonl(rows, out)
+    head, *rest = report.lines()
+    console.print(f"wrote {path}: {head}")
+    for line in rest:
+        console.print(line)
+    if fmt is Format.kto and rows and len(+report.written) < 2:
+        console.print(
+            "[yellow]warning:[/yellow] KTO trains on both thumbs up and thumbs down rows; this file has "
+            "only one kind: wait for more ratings, or lower --min-votes"
+        )
+    if not rows:
+        hint = "the database holds no ratings yet" if not report.votes else "no rating passed the rules above"
+        console.print(f"[yellow]warning:[/yellow] {path} is empty: {hint}")
+
+
+@app.command("stats")
+def stats_cmd(
+    db: DbOption,
+    out_dir: Annotated[Path, typer.Option("-o", "--output", help="Folder for the summary and the chart")],
+) -> None:
+    """Votes, share of thumbs up and regeneration rate per model and week: Markdown and PNG."""
+    from pipeline.feedback import snapshot, stats
+
+    try:
+        snap = snapshot.read(db)
+    except snapshot.FeedbackError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    md, png = stats.write(snap, out_dir)
+    console.print(f"wrote {md} and {png}")

@@ -1,0 +1,173 @@
+"""Read the bot's database: read-only, in one transaction, whatever the bot is doing meanwhile.
+
+The file is opened with SQLite's `mode=ro`, so nothing here can write to it, and every table is read
+inside one read transaction: under the bot's WAL journal that is a consistent snapshot, taken while the
+bot keeps writing. The schema belongs to `bot.store.migrations`; a file from an older schema is copied
+into memory and migrated there (the bot's file is never touched), a newer one is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.store import migrations
+
+
+class FeedbackError(RuntimeError):
+    """A database the export cannot read; the message says what is wrong and what to do."""
+
+
+@dataclass(frozen=True)
+class Generation:
+    """A finished model passage (status 'done'): the exact prompt and what the model wrote."""
+
+    id: int
+    slot: int | None  # passages.id shared by regenerations of the same prompt
+    requested_by: str
+    model: str
+    user_text: str  # the writer prompt exactly as the model read it
+    reasoning: str
+    answer: str
+    issues: tuple[str, ...]  # pipeline.prompt.Issue values found when parsing the output
+    created_at: float
+    context_passages: tuple[int, ...]  # passage ids the context was built from
+    removed: bool  # its passage was undone or the story reset
+
+
+@dataclass(frozen=True)
+class Rating:
+    generation_id: int
+    member_id: str
+    value: int  # +1 or -1
+    rated_at: float
+
+
+@dataclass
+class Snapshot:
+    path: str
+    schema_version: int
+    migrated_from: int | None = None  # set when an older file was migrated (in memory) to read it
+    generations: list[Generation] = field(default_factory=list)
+    ratings: list[Rating] = field(default_factory=list)
+    opted_out: frozenset[str] = frozenset()
+    opted_out_passages: dict[int, str] = field(default_factory=dict)  # id -> text, by opted-out members
+
+
+def read(path: str | Path) -> Snapshot:
+    """A consistent snapshot of the bot's database at `path` (see the module doc)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FeedbackError(f"no database at {path}: give the bot's database file (STORY_BOT_DB)")
+    conn = _connect_ro(path)
+    try:
+        conn.execute("BEGIN")  # deferred: the first read below fixes the snapshot
+        try:
+            version = _version(conn, path)
+            if version == migrations.SCHEMA_VERSION:
+                return _load(conn, path, version, None)
+            copy = _migrated_copy(conn, path, version)
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    except sqlite3.DatabaseError as e:
+        raise FeedbackError(f"{path} cannot be read as SQLite ({e}): is it the bot's database file?") from e
+    finally:
+        conn.close()
+    try:
+        return _load(copy, path, migrations.SCHEMA_VERSION, version)
+    finally:
+        copy.close()
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    # as_uri() percent-encodes the path, so a '?' or '#' in a file name cannot end it early.
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=10)
+    conn.execute("PRAGMA busy_timeout=10000")  # only a non-WAL writer can make a reader wait
+    return conn
+
+
+def _version(conn: sqlite3.Connection, path: Path) -> int:
+    version = migrations.schema_version(conn)
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")}
+    if version == 0 or "generations" not in tables:
+        raise FeedbackError(
+            f"{path} is not a story-bot database (schema version {version}, tables: "
+            f"{', '.join(sorted(tables)) or 'none'}): give the file the bot writes (STORY_BOT_DB)"
+        )
+    if version > migrations.SCHEMA_VERSION:
+        raise FeedbackError(
+            f"{path} has schema version {version}, newer than this pipeline knows "
+            f"({migrations.SCHEMA_VERSION}): update the pipeline to the bot's version, then export again"
+        )
+    return version
+
+
+def _migrated_copy(conn: sqlite3.Connection, path: Path, version: int) -> sqlite3.Connection:
+    """The database copied into memory (from the same snapshot) and migrated to the current schema."""
+    copy = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        conn.backup(copy)
+        migrations.migrate(copy)
+    except sqlite3.DatabaseError as e:
+        copy.close()
+        raise FeedbackError(
+            f"{path} has schema version {version} and migrating a copy of it to version "
+            f"{migrations.SCHEMA_VERSION} failed ({e}): start the current bot once on it to migrate it"
+        ) from e
+    return copy
+
+
+_GENERATIONS = """
+SELECT g.id, g.passage_id, g.requested_by, g.model, g.user_text, g.reasoning, g.answer, g.parse_issues,
+       g.created_at, g.context, p.removed_at IS NOT NULL AS removed
+FROM generations g LEFT JOIN passages p ON p.id = g.passage_id
+WHERE g.status = 'done'
+ORDER BY g.id
+"""
+_RATINGS = "SELECT generation_id, member_id, value, rated_at FROM ratings ORDER BY generation_id, member_id"
+_OPTED_OUT = "SELECT member_id FROM opt_outs"
+_OPTED_OUT_PASSAGES = """
+SELECT id, text FROM passages
+WHERE author_kind = 'member' AND author_id IN (SELECT member_id FROM opt_outs)
+ORDER BY id
+"""
+
+
+def _load(conn: sqlite3.Connection, path: Path, version: int, migrated_from: int | None) -> Snapshot:
+    return Snapshot(
+        path=str(path),
+        schema_version=version,
+        migrated_from=migrated_from,
+        generations=[_generation(r) for r in conn.execute(_GENERATIONS)],
+        ratings=[Rating(*r) for r in conn.execute(_RATINGS)],
+        opted_out=frozenset(r[0] for r in conn.execute(_OPTED_OUT)),
+        opted_out_passages={r[0]: r[1] for r in conn.execute(_OPTED_OUT_PASSAGES)},
+    )
+
+
+def _generation(r: tuple) -> Generation:
+    gid, slot, by, model, user_text, reasoning, answer, issues, created, context, removed = r
+    return Generation(
+        id=gid,
+        slot=slot,
+        requested_by=by,
+        model=model,
+        user_text=user_text,
+        reasoning=reasoning or "",
+        answer=answer or "",
+        issues=tuple(_json(issues, [])),
+        created_at=created,
+        context_passages=tuple(_json(context, {}).get("passage_ids", [])),
+        removed=bool(removed),
+    )
+
+
+def _json(text: str | None, default):
+    try:
+        value = json.loads(text) if text else default
+    except json.JSONDecodeError:
+        return default
+    return value if isinstance(value, type(default)) else default

@@ -1,0 +1,64 @@
+"""`story-pipeline feedback export|stats` as a user runs them."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from typer.testing import CliRunner
+
+from bot.store import Store, migrations
+from pipeline.cli import app
+
+from .conftest import ALICE, read_jsonl
+
+
+def _run(*args: str):
+    return CliRunner().invoke(app, ["feedback", *map(str, args)])
+
+
+def test_an_empty_database_writes_an_empty_file_and_says_why(db, tmp_path):
+    Store(db).close()
+    out = tmp_path / "kto.jsonl"
+    result = _run("export", "--db", db, "--format", "kto", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert out.read_text() == "" and "0 kto rows" in result.output
+    assert "is empty: the database holds no ratings yet" in result.output
+
+
+def test_export_with_filters_and_stats(bot, db, tmp_path):
+    bot.write(ALICE, "The wind carried salt and ash.")
+    gid = bot.generate(model="writer:latest")
+    bot.rate(gid, (ALICE, 1))
+    out = tmp_path / "sft.jsonl"
+    result = _run(
+        "export", "--db", db, "--format", "sft", "-o", out, "--model", "writer", "--since", "2020-01-01"
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 sft rows (1 positive) from 1 finished generations and 1 counted votes" in result.output
+    assert read_jsonl(out)[0]["messages"][0]["content"] == bot.store.generation(gid).user_text
+    result = _run("export", "--db", db, "--format", "kto", "-o", tmp_path / "kto.jsonl")
+    assert "1 kto rows (1 desirable)" in result.output and "has only one kind" in result.output
+    result = _run("export", "--db", db, "--format", "sft", "-o", out, "--since", "2999-01-01")
+    assert "1  written before --since" in result.output and read_jsonl(out) == []
+    result = _run("stats", "--db", db, "-o", tmp_path / "stats")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "stats" / "feedback-stats.md").is_file() and (
+        tmp_path / "stats" / "feedback-stats.png"
+    ).is_file()
+
+
+def test_bad_input_is_refused_with_the_fix(db, tmp_path):
+    out = tmp_path / "x.jsonl"
+    result = _run("export", "--db", db, "--format", "dpo", "-o", out)
+    assert result.exit_code == 2 and "no database at" in result.output and not out.exists()
+    Store(db).close()
+    with sqlite3.connect(db) as c:
+        c.execute(f"PRAGMA user_version = {migrations.SCHEMA_VERSION + 1}")
+    result = _run("stats", "--db", db, "-o", tmp_path)
+    assert result.exit_code == 2 and "newer than this pipeline knows" in result.output
+    result = _run("export", "--db", db, "--format", "orpo", "-o", out)
+    assert result.exit_code == 2 and "orpo" in result.output
+    result = _run("export", "--db", db, "--format", "sft", "-o", out, "--since", "last tuesday")
+    assert result.exit_code == 2 and "is not a date" in result.output
+    result = _run("export", "--db", db, "--format", "sft", "-o", out, "--min-votes", "0")
+    assert result.exit_code == 2 and not out.exists()
