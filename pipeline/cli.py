@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from pipeline.modelfile import commands as modelfile_commands
+from pipeline.train import commands as train_commands
 
 app = typer.Typer(
     name="story-pipeline",
@@ -14,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (modelfile_commands,):
+for module in (modelfile_commands, train_commands):
     module.register(app)
 
 
