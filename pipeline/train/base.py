@@ -164,6 +164,12 @@ def lora_config(opts: TrainOptions):
     )
 
 
+def with_new_adapter(model, opts: TrainOptions):
+    from peft import get_peft_model
+
+    return get_peft_model(model, lora_config(opts))
+
+
 def with_adapter(model, adapter: Path):
     """The base with an earlier (SFT) adapter loaded, trainable, as the starting point."""
     from peft import PeftModel

@@ -39,7 +39,7 @@ def say(message: str, printer: Callable[[str], None] = print) -> None:
 def train(
     opts: TrainOptions, callbacks: Sequence = (), printer: Callable[[str], None] = print
 ) -> TrainResult:
-    from transformers import EarlyStoppingCallback
+    from transformers import EarlyStoppingCallback, set_seed
 
     hw = base.detect_hardware()
     precision = base.choose_precision(opts.precision, hw)
@@ -59,11 +59,9 @@ def train(
         say(s.summary(), printer)
 
     model = base.load_model(opts, precision, hw)
-    peft_config = None
-    if opts.adapter:
-        model = base.with_adapter(model, opts.adapter)
-    else:
-        peft_config = base.lora_config(opts)
+    set_seed(opts.seed)  # the new adapter's random init is part of a reproducible run
+    model = base.with_adapter(model, opts.adapter) if opts.adapter else base.with_new_adapter(model, opts)
+    exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 
     log = LossLog(opts.out_dir, title=f"{opts.method.upper()} {Path(opts.base).name}")
     stop = GracefulStop(lambda m: say(m, printer))
@@ -71,13 +69,9 @@ def train(
     if opts.early_stopping:
         extra.append(EarlyStoppingCallback(opts.early_stopping, opts.early_stopping_threshold))
     args = trainer_arguments(opts, precision, hw.device, eval_rows is not None)
-    if opts.method == "sft":
-        trainer = method.build_trainer(
-            opts, model, tokenizer, train_rows, eval_rows, args, extra, peft_config
-        )
-    else:
-        trainer = method.build_trainer(opts, model, tokenizer, train_rows, eval_rows, args, extra)
-    _keep_adapter_fp32(trainer.model, precision)
+    trainer = method.build_trainer(opts, model, tokenizer, train_rows, eval_rows, args, extra)
+    if precision != "bf16":
+        _restore(trainer.model, exact)
     trainable, total = trainer.model.get_nb_trainable_parameters()
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)", printer)
 
@@ -157,16 +151,14 @@ def _method_module(method: str):
     return sft if method == "sft" else preference
 
 
-def _keep_adapter_fp32(model, precision: str) -> None:
-    """TRL casts QLoRA adapters to bf16 (the QLoRA paper's choice on bf16 GPUs). Without bf16 mixed
-    precision, small updates would vanish in bf16 rounding, and fp16's gradient scaler refuses
-    half-precision weights, so the trainable weights go back to fp32."""
-    import torch
-
-    if precision != "bf16":
-        for p in model.parameters():
-            if p.requires_grad and p.dtype != torch.float32:
-                p.data = p.data.float()
+def _restore(model, exact: dict) -> None:
+    """TRL rounds QLoRA adapters to bf16 (the QLoRA paper's choice on bf16 GPUs). Without bf16 mixed
+    precision, small updates would vanish in bf16 rounding and fp16's gradient scaler refuses
+    half-precision weights, so the trainable weights go back to their exact fp32 values (which also
+    keeps them equal to DPO/KTO's frozen reference copy)."""
+    for name, p in model.named_parameters():
+        if name in exact:
+            p.data = exact[name].to(p.device)
 
 
 def _step(checkpoint: Path | None) -> int | None:

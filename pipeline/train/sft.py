@@ -19,9 +19,7 @@ def load_data(opts: TrainOptions, tokenizer) -> tuple[list[dict], list[dict] | N
     return train, evaluation, stats
 
 
-def build_trainer(
-    opts: TrainOptions, model, tokenizer, train, evaluation, trainer_args: dict, callbacks, peft_config
-):
+def build_trainer(opts: TrainOptions, model, tokenizer, train, evaluation, trainer_args: dict, callbacks):
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -40,6 +38,5 @@ def build_trainer(
         train_dataset=Dataset.from_list(train),
         eval_dataset=Dataset.from_list(evaluation) if evaluation else None,
         processing_class=tokenizer,
-        peft_config=peft_config,
         callbacks=callbacks,
     )
