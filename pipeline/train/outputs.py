@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.atomic import write_text
-from pipeline.train.options import TrainError
+from pipeline.train.options import TrainError, is_main_process
 
 METADATA = "training.json"
 LOG = "log.jsonl"
@@ -56,7 +56,8 @@ def prepare(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise TrainError(f"{out_dir} is a file: -o takes a folder")
-    remove_incomplete_checkpoints(out_dir)
+    if is_main_process():  # under torchrun, only rank 0 changes the folder
+        remove_incomplete_checkpoints(out_dir)
     last = last_complete_checkpoint(out_dir)
     if resume:
         if last is None:
@@ -70,7 +71,7 @@ def prepare(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
             f"{out_dir} holds an earlier run: pass --resume to continue it, --overwrite to start over, "
             "or choose another -o folder"
         )
-    if earlier:
+    if earlier and is_main_process():
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
         for name in _RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)

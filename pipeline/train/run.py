@@ -82,6 +82,7 @@ def train(
         "qlora": opts.qlora,
         "precision": precision,
         "device": hw.name,
+        "processes": trainer.args.world_size,
         "trainable_parameters": trainable,
         "total_parameters": total,
         "rows": {k: s.as_dict() for k, s in stats.items()},
