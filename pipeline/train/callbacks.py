@@ -57,7 +57,8 @@ class LossLog(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
-            self.entries = [e for e in read_log(self.log) if e["step"] <= state.global_step]
+            resumed = state.global_step > 0  # a fresh run starts a fresh log
+            self.entries = [e for e in read_log(self.log) if resumed and e["step"] <= state.global_step]
             self._write()
 
     def on_log(self, args, state, control, logs=None, **kwargs):

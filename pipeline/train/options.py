@@ -4,7 +4,7 @@ arguments every method has in common. Standard library only, so the CLI can buil
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -53,7 +53,6 @@ class TrainOptions:
     gradient_checkpointing: bool = True
     optim: str = "adamw_torch"
     beta: float = 0.1  # DPO / KTO strength of the pull towards the reference (the SFT adapter)
-    extra: dict = field(default_factory=dict)  # more Trainer arguments, for experts and tests
 
     def __post_init__(self) -> None:
         self.out_dir, self.data = Path(self.out_dir), Path(self.data)
@@ -134,5 +133,4 @@ def trainer_arguments(opts: TrainOptions, precision: str, device: str, has_eval:
         data_seed=opts.seed,
         report_to="none",
     )
-    args.update(opts.extra)
     return args

@@ -39,6 +39,7 @@ def say(message: str, printer: Callable[[str], None] = print) -> None:
 def train(
     opts: TrainOptions, callbacks: Sequence = (), printer: Callable[[str], None] = print
 ) -> TrainResult:
+    """Train as opts say; progress and problems go to printer (rank 0 only). Raises TrainError."""
     from transformers import EarlyStoppingCallback, set_seed
 
     hw = base.detect_hardware()
@@ -47,11 +48,8 @@ def train(
         base.check_qlora(hw.device)
     tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_format)
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
-    say(
-        f"{opts.method.upper()} on {hw.name}, {precision}, {'QLoRA 4-bit NF4' if opts.qlora else 'LoRA'}, "
-        f"chat format {fmt.name}",
-        printer,
-    )
+    kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
+    say(f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}", printer)
 
     method = _method_module(opts.method)
     train_rows, eval_rows, stats = method.load_data(opts, tokenizer)
@@ -95,25 +93,7 @@ def train(
         outputs.write_metadata(opts.out_dir, metadata)
     if resume_from:
         say(f"resuming from {resume_from.name}", printer)
-
-    try:
-        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except KeyboardInterrupt:
-        last = outputs.last_complete_checkpoint(opts.out_dir)
-        raise TrainError(
-            f"interrupted at step {trainer.state.global_step}; " + _resume_hint(opts, last)
-        ) from None
-    except OSError as e:
-        if e.errno != errno.ENOSPC:
-            raise
-        removed = outputs.remove_incomplete_checkpoints(opts.out_dir)
-        note = f" (removed the partial {', '.join(p.name for p in removed)})" if removed else ""
-        last = outputs.last_complete_checkpoint(opts.out_dir)
-        raise TrainError(
-            f"the disk is full{note}: free some space, then " + _resume_hint(opts, last)
-        ) from None
-    finally:
-        stop.restore()
+    _fit(trainer, opts, resume_from, stop)
 
     state = trainer.state
     status = "stopped" if stop.requested else "done"
@@ -128,22 +108,41 @@ def train(
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if is_main_process():
-        try:
-            outputs.save_adapter(trainer.model, tokenizer, opts.out_dir, opts.base)
-        except OSError as e:
-            if e.errno == errno.ENOSPC:
-                hint = _resume_hint(opts, outputs.last_complete_checkpoint(opts.out_dir))
-                raise TrainError(
-                    f"the disk filled up while writing the adapter: free space, then {hint}"
-                ) from None
-            raise
-        outputs.write_metadata(opts.out_dir, metadata)
+        _write(trainer.model, tokenizer, opts, metadata)
         log.draw()
     say(f"adapter written to {opts.out_dir} (log.jsonl, loss.png, training.json beside it)", printer)
     if status == "stopped":
-        hint = _resume_hint(opts, outputs.last_complete_checkpoint(opts.out_dir))
-        say(f"stopped by Ctrl-C at step {state.global_step}: {hint}", printer)
+        say(f"stopped by Ctrl-C at step {state.global_step}: {_resume_hint(opts)}", printer)
     return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
+
+
+def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulStop) -> None:
+    """trainer.train, with a hard interrupt or a full disk turned into a message on how to go on."""
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        raise TrainError(f"interrupted at step {trainer.state.global_step}; {_resume_hint(opts)}") from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        removed = outputs.remove_incomplete_checkpoints(opts.out_dir)
+        note = f" (removed the partial {', '.join(p.name for p in removed)})" if removed else ""
+        raise TrainError(f"the disk is full{note}: free some space, then {_resume_hint(opts)}") from None
+    finally:
+        stop.restore()
+
+
+def _write(model, tokenizer, opts: TrainOptions, metadata: dict) -> None:
+    try:
+        outputs.save_adapter(model, tokenizer, opts.out_dir, opts.base)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            hint = _resume_hint(opts)
+            raise TrainError(
+                f"the disk filled up while writing the adapter: free space, then {hint}"
+            ) from None
+        raise
+    outputs.write_metadata(opts.out_dir, metadata)
 
 
 def _method_module(method: str):
@@ -166,7 +165,8 @@ def _step(checkpoint: Path | None) -> int | None:
     return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None
 
 
-def _resume_hint(opts: TrainOptions, last: Path | None) -> str:
+def _resume_hint(opts: TrainOptions) -> str:
+    last = outputs.last_complete_checkpoint(opts.out_dir)
     if last is None:
-        return f"no checkpoint was saved yet, so run again with --overwrite to start over in {opts.out_dir}"
+        return "no checkpoint was saved yet, so run the same command again to start over"
     return f"run the same command with --resume to continue from {last.name}"
