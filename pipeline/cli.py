@@ -9,6 +9,7 @@ from pipeline.data import commands as data_commands
 from pipeline.export import commands as export_commands
 from pipeline.feedback import commands as feedback_commands
 from pipeline.modelfile import commands as modelfile_commands
+from pipeline.train import commands as train_commands
 
 app = typer.Typer(
     name="story-pipeline",
@@ -18,7 +19,7 @@ app = typer.Typer(
 )
 
 # In the order of the pipeline: data, training, export, Modelfile + publish, evaluation, feedback.
-for module in (data_commands, export_commands, modelfile_commands, feedback_commands):
+for module in (data_commands, train_commands, export_commands, modelfile_commands, feedback_commands):
     module.register(app)
 
 

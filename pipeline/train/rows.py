@@ -1,0 +1,295 @@
+"""Training rows: read, check, fit to the window and tokenize them with the base's chat template.
+
+An SFT row is what `pipeline.prompt.training_row` makes: `{"messages": [user, assistant]}` (an optional
+system turn first). The prompt is tokenized on its own, ending with the chat template's generation
+prompt, and the reply after it: exactly the tokens a served model sees before it writes, so training and
+serving agree even where a tokenizer would merge across the boundary. Prompt tokens get label -100.
+
+Rows that cannot train are skipped and counted by reason, never fatal one by one. A row too long for the
+window loses the oldest part of its story context (re-rendered through the writer prompt, so the header
+survives); the target is never cut, and a row whose target alone does not fit is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import prompt
+from pipeline.train.options import TrainError
+
+
+class RowsError(TrainError):
+    """A data file that cannot train at all (missing, unreadable, no usable row)."""
+
+
+class SkipRow(ValueError):
+    """One row that cannot train; the message is the reason it is counted under."""
+
+
+@dataclass
+class RowStats:
+    """What happened to the rows of one file."""
+
+    path: str
+    total: int = 0
+    kept: int = 0
+    cut: int = 0  # kept after dropping the oldest part of the context
+    skipped: Counter = field(default_factory=Counter)
+    examples: dict[str, int] = field(default_factory=dict)  # reason -> first line number
+
+    def skip(self, reason: str, line: int) -> None:
+        self.skipped[reason] += 1
+        self.examples.setdefault(reason, line)
+
+    def summary(self) -> str:
+        text = f"{self.path}: {self.kept} of {self.total} rows kept"
+        if self.cut:
+            text += f", {self.cut} with the oldest context cut to fit"
+        for reason, n in self.skipped.most_common():
+            text += f"\n  skipped {n}: {reason} (first at line {self.examples[reason]})"
+        return text
+
+    def as_dict(self) -> dict:
+        return {"total": self.total, "kept": self.kept, "cut": self.cut, "skipped": dict(self.skipped)}
+
+
+def read_jsonl(path: str | Path, stats: RowStats) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each JSON object line; blank lines are ignored, bad ones counted."""
+    path = Path(path)
+    if not path.is_file():
+        raise RowsError(
+            f"{path} does not exist: give the JSONL file the data step (or feedback export) wrote"
+        )
+    with path.open(encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            stats.total += 1
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                stats.skip("not valid JSON", n)
+                continue
+            if not isinstance(obj, dict):
+                stats.skip("not a JSON object", n)
+                continue
+            yield n, obj
+
+
+def require_rows(stats: RowStats, what: str) -> None:
+    if stats.kept == 0:
+        detail = "" if not stats.total else "\n" + stats.summary()
+        raise RowsError(f"no usable {what} rows in {stats.path}{detail}")
+
+
+# ---- The writer prompt, taken apart to cut its context ------------------------------------------
+
+_WRITER_RE = re.compile(
+    r"(?s)(?P<context>.*?)"
+    + re.escape(prompt.PROMPT_SUFFIX)
+    + r"(?:\n"
+    + re.escape(prompt.GUIDANCE_HEADER)
+    + r" (?P<guidance>[^\n]*)\n)?(?:\n"
+    + re.escape(prompt.LENGTH_HEADER)
+    + r" about (?P<words>\d+) words\n)?"
+)
+
+
+def split_writer_prompt(user: str) -> tuple[str, str | None, int | None] | None:
+    """(context, guidance, length in words) of a writer prompt, or None for any other text.
+
+    The parts are trusted only if rendering them again gives the same bytes.
+    """
+    if not user.startswith(prompt.PROMPT_PREFIX):
+        return None
+    m = _WRITER_RE.fullmatch(user, len(prompt.PROMPT_PREFIX))
+    if not m:
+        return None
+    parts = (m["context"], m["guidance"], int(m["words"]) if m["words"] else None)
+    try:
+        return parts if prompt.render_prompt(*parts) == user else None
+    except prompt.PromptError:
+        return None
+
+
+def cut_context(tokenizer, context: str, drop_tokens: int) -> str:
+    """The context without (at least) its first drop_tokens tokens, starting at a word boundary."""
+    offsets = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    if drop_tokens >= len(offsets):
+        return ""
+    start = offsets[drop_tokens][0]
+    space = re.search(r"\s", context[start:])  # begin at the next whole word
+    return context[start + space.end() :].lstrip() if space else ""
+
+
+# ---- Rendering through the chat template -----------------------------------------------------------
+
+
+def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def _ids(tokenizer, text: str) -> list[int]:
+    # The chat template writes any BOS itself, so the tokenizer must not add another.
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    cut: bool
+
+
+def encode_turns(tokenizer, head: list[dict], reply: str) -> tuple[list[int], list[int]]:
+    """Token ids of the prompt (head turns + generation prompt) and of the reply that follows it."""
+    prompt_text = _render(tokenizer, head, True)
+    full_text = _render(tokenizer, [*head, {"role": "assistant", "content": reply}], False)
+    if not full_text.startswith(prompt_text):
+        raise SkipRow("the chat template renders the prompt differently once a reply follows")
+    return _ids(tokenizer, prompt_text), _ids(tokenizer, full_text[len(prompt_text) :])
+
+
+def fit_head(tokenizer, head: list[dict], reply_tokens: int, max_length: int) -> tuple[list[dict], bool]:
+    """The head turns with the user's story context cut from the left until prompt + reply fit."""
+    budget = max_length - reply_tokens
+    prompt_ids = _ids(tokenizer, _render(tokenizer, head, True))
+    if len(prompt_ids) <= budget:
+        return head, False
+    parts = split_writer_prompt(head[-1]["content"])
+    if parts is None:
+        raise SkipRow("too long for --max-length and not a writer prompt, so its context cannot be cut")
+    context, guidance, words = parts
+    for attempt in range(8):  # token counts shift a little at the new edge; drop a margin more each try
+        excess = len(prompt_ids) - budget
+        context = cut_context(tokenizer, context, excess + 2 * attempt)
+        if not context.strip():
+            break
+        user = prompt.render_prompt(context, guidance, words)
+        head = [*head[:-1], {"role": "user", "content": user}]
+        prompt_ids = _ids(tokenizer, _render(tokenizer, head, True))
+        if len(prompt_ids) <= budget:
+            return head, True
+    raise SkipRow("the target (with the prompt's header) alone is longer than --max-length")
+
+
+def _sft_turns(obj: dict) -> tuple[list[dict], str]:
+    """(head turns, assistant target) of an SFT row, or SkipRow saying what is wrong with it."""
+    messages = obj.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise SkipRow('no "messages" list')
+    if not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
+        raise SkipRow('a message is not {"role", "content": text}')
+    roles = [m.get("role") for m in messages]
+    if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
+        raise SkipRow("roles are not [system,] user, assistant")
+    target = messages[-1]["content"]
+    if not messages[-2]["content"].strip():
+        raise SkipRow("empty prompt")
+    parsed = prompt.parse_output(target)
+    if not parsed.answer:
+        raise SkipRow("empty answer")
+    if not parsed.ok:
+        raise SkipRow("target is not <reasoning>…</reasoning><answer>…</answer>")
+    head = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
+    return head, target
+
+
+def encode_sft(tokenizer, obj: dict, max_length: int) -> Encoded:
+    """One SFT row as input_ids and labels (-100 on the prompt), fitted to max_length tokens."""
+    head, target = _sft_turns(obj)
+    _, reply_ids = encode_turns(tokenizer, head, target)
+    head, cut = fit_head(tokenizer, head, len(reply_ids), max_length)
+    prompt_ids, reply_ids = encode_turns(tokenizer, head, target)
+    return Encoded(prompt_ids + reply_ids, [-100] * len(prompt_ids) + reply_ids, cut)
+
+
+def load_sft(path: str | Path, tokenizer, max_length: int) -> tuple[list[dict], RowStats]:
+    """Encoded SFT examples of a JSONL file and what happened to its rows."""
+    stats = RowStats(str(path))
+    examples = []
+    for n, obj in read_jsonl(path, stats):
+        try:
+            enc = encode_sft(tokenizer, obj, max_length)
+        except SkipRow as e:
+            stats.skip(str(e), n)
+            continue
+        examples.append({"input_ids": enc.input_ids, "labels": enc.labels})
+        stats.kept += 1
+        stats.cut += enc.cut
+    require_rows(stats, "SFT")
+    return examples, stats
+
+
+# ---- Preference rows (TRL's DPO and KTO formats) --------------------------------------------------------
+
+PREFERENCE_FIELDS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+
+
+def _as_head(value) -> list[dict]:
+    """A prompt as chat turns: a plain string is the user's writer prompt; a list is taken as is."""
+    if isinstance(value, str):
+        if not value.strip():
+            raise SkipRow("empty prompt")
+        return [{"role": "user", "content": value}]
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in value)
+        and value[-1].get("role") == "user"
+    ):
+        return [{"role": m.get("role"), "content": m["content"]} for m in value]
+    raise SkipRow("prompt is neither text nor a list of messages ending with the user's")
+
+
+def _as_reply(value, name: str) -> str:
+    """A reply as text: a plain string, or a conversational list holding one assistant message."""
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict):
+        if value[0].get("role") != "assistant":
+            raise SkipRow(f"{name} is a message but not the assistant's")
+        value = value[0].get("content")
+    if not isinstance(value, str):
+        raise SkipRow(f"{name} is neither text nor one assistant message")
+    if not prompt.parse_output(value).answer:
+        raise SkipRow(f"empty {name}")
+    return value
+
+
+def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tuple[dict, bool]:
+    """A preference row in TRL's conversational form, its context cut so every reply fits max_length."""
+    missing = [k for k in PREFERENCE_FIELDS[method] if k not in obj]
+    if missing:
+        raise SkipRow(f"missing field {', '.join(missing)}")
+    head = _as_head(obj["prompt"])
+    replies = {k: _as_reply(obj[k], k) for k in PREFERENCE_FIELDS[method] if k not in ("prompt", "label")}
+    longest = max(len(encode_turns(tokenizer, head, r)[1]) for r in replies.values())
+    head, cut = fit_head(tokenizer, head, longest, max_length)
+    row = {"prompt": head} | {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
+    if method == "kto":
+        if not isinstance(obj["label"], bool):
+            raise SkipRow("label is not true or false")
+        row["label"] = obj["label"]
+    return row, cut
+
+
+def load_preference(path: str | Path, tokenizer, method: str, max_length: int) -> tuple[list[dict], RowStats]:
+    stats = RowStats(str(path))
+    rows = []
+    for n, obj in read_jsonl(path, stats):
+        try:
+            row, cut = encode_preference(tokenizer, obj, method, max_length)
+        except SkipRow as e:
+            stats.skip(str(e), n)
+            continue
+        rows.append(row)
+        stats.kept += 1
+        stats.cut += cut
+    require_rows(stats, method.upper())
+    if method == "kto" and len({r["label"] for r in rows}) < 2:
+        raise RowsError(f"{path}: KTO needs both desirable (true) and undesirable (false) rows")
+    return rows, stats

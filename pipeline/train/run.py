@@ -1,0 +1,172 @@
+"""One training run, whatever the method: check the hardware and the base, read the rows, build the
+TRL trainer, train (or resume), and write the adapter with its log, curve and metadata.
+
+Runs unchanged as one process or under `torchrun` / `accelerate launch`: the Trainer handles the
+processes; only rank 0 prints and writes the output folder's files.
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.train import base, outputs
+from pipeline.train.callbacks import GracefulStop, LossLog
+from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    status: str  # "done", or "stopped" by Ctrl-C (adapter so far written, checkpoint saved for --resume)
+    global_step: int
+    metadata: dict
+    trainer: object = field(repr=False, default=None)
+
+    @property
+    def model(self):
+        return self.trainer.model
+
+
+def say(message: str, printer: Callable[[str], None] = print) -> None:
+    if is_main_process():
+        printer(message)
+
+
+def train(
+    opts: TrainOptions, callbacks: Sequence = (), printer: Callable[[str], None] = print
+) -> TrainResult:
+    """Train as opts say; progress and problems go to printer (rank 0 only). Raises TrainError."""
+    from transformers import EarlyStoppingCallback, set_seed
+
+    hw = base.detect_hardware()
+    precision = base.choose_precision(opts.precision, hw)
+    if opts.qlora:
+        base.check_qlora(hw.device)
+    tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_format)
+    resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
+    kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
+    say(f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}", printer)
+
+    method = _method_module(opts.method)
+    train_rows, eval_rows, stats = method.load_data(opts, tokenizer)
+    for s in stats.values():
+        say(s.summary(), printer)
+
+    model = base.load_model(opts, precision, hw)
+    set_seed(opts.seed)  # the new adapter's random init is part of a reproducible run
+    model = base.with_adapter(model, opts.adapter) if opts.adapter else base.with_new_adapter(model, opts)
+    exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    log = LossLog(opts.out_dir, title=f"{opts.method.upper()} {Path(opts.base).name}")
+    stop = GracefulStop(lambda m: say(m, printer))
+    extra = [*callbacks, log, stop]
+    if opts.early_stopping:
+        extra.append(EarlyStoppingCallback(opts.early_stopping, opts.early_stopping_threshold))
+    args = trainer_arguments(opts, precision, hw.device, eval_rows is not None)
+    trainer = method.build_trainer(opts, model, tokenizer, train_rows, eval_rows, args, extra)
+    if precision != "bf16":
+        _restore(trainer.model, exact)
+    trainable, total = trainer.model.get_nb_trainable_parameters()
+    say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)", printer)
+
+    metadata = {
+        "method": opts.method,
+        "base": opts.base,
+        "chat_format": fmt.name,
+        "qlora": opts.qlora,
+        "precision": precision,
+        "device": hw.name,
+        "processes": trainer.args.world_size,
+        "trainable_parameters": trainable,
+        "total_parameters": total,
+        "rows": {k: s.as_dict() for k, s in stats.items()},
+        "options": opts.as_dict(),
+        "resumed_from_step": _step(resume_from),
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if is_main_process():
+        outputs.write_metadata(opts.out_dir, metadata)
+    if resume_from:
+        say(f"resuming from {resume_from.name}", printer)
+    _fit(trainer, opts, resume_from, stop)
+
+    state = trainer.state
+    status = "stopped" if stop.requested else "done"
+    evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
+    metadata |= {
+        "status": status,
+        "global_step": state.global_step,
+        "max_steps": state.max_steps,
+        "stopped_early": status == "done" and state.global_step < state.max_steps,
+        "best_eval_loss": state.best_metric,
+        "last_eval_loss": evals[-1] if evals else None,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    if is_main_process():
+        _write(trainer.model, tokenizer, opts, metadata)
+        log.draw()
+    say(f"adapter written to {opts.out_dir} (log.jsonl, loss.png, training.json beside it)", printer)
+    if status == "stopped":
+        say(f"stopped by Ctrl-C at step {state.global_step}: {_resume_hint(opts)}", printer)
+    return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
+
+
+def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulStop) -> None:
+    """trainer.train, with a hard interrupt or a full disk turned into a message on how to go on."""
+    try:
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        raise TrainError(f"interrupted at step {trainer.state.global_step}; {_resume_hint(opts)}") from None
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        removed = outputs.remove_incomplete_checkpoints(opts.out_dir)
+        note = f" (removed the partial {', '.join(p.name for p in removed)})" if removed else ""
+        raise TrainError(f"the disk is full{note}: free some space, then {_resume_hint(opts)}") from None
+    finally:
+        stop.restore()
+
+
+def _write(model, tokenizer, opts: TrainOptions, metadata: dict) -> None:
+    try:
+        outputs.save_adapter(model, tokenizer, opts.out_dir, opts.base)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            hint = _resume_hint(opts)
+            raise TrainError(
+                f"the disk filled up while writing the adapter: free space, then {hint}"
+            ) from None
+        raise
+    outputs.write_metadata(opts.out_dir, metadata)
+
+
+def _method_module(method: str):
+    from pipeline.train import preference, sft
+
+    return sft if method == "sft" else preference
+
+
+def _restore(model, exact: dict) -> None:
+    """TRL rounds QLoRA adapters to bf16 (the QLoRA paper's choice on bf16 GPUs). Without bf16 mixed
+    precision, small updates would vanish in bf16 rounding and fp16's gradient scaler refuses
+    half-precision weights, so the trainable weights go back to their exact fp32 values (which also
+    keeps them equal to DPO/KTO's frozen reference copy)."""
+    for name, p in model.named_parameters():
+        if name in exact:
+            p.data = exact[name].to(p.device)
+
+
+def _step(checkpoint: Path | None) -> int | None:
+    return int(checkpoint.name.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def _resume_hint(opts: TrainOptions) -> str:
+    last = outputs.last_complete_checkpoint(opts.out_dir)
+    if last is None:
+        return "no checkpoint was saved yet, so run the same command again to start over"
+    return f"run the same command with --resume to continue from {last.name}"

@@ -1,0 +1,105 @@
+"""Refusals before any training: chat templates, precision, QLoRA support, output folders, options."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import pytest
+
+from pipeline import chat_formats
+from pipeline.train import base, outputs
+from pipeline.train.options import TrainError, TrainOptions
+
+
+@pytest.fixture
+def tokenizer_copy(tiny_model, tmp_path):
+    """A copy of the tiny model's tokenizer folder that a test may change."""
+    src = tiny_model("qwen2")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (src / name).exists():
+            shutil.copy(src / name, tmp_path / name)
+    return tmp_path
+
+
+def test_the_base_chat_format_is_detected(tiny_model):
+    _, fmt = base.load_tokenizer(tiny_model("qwen2"), None)
+    assert fmt.name == "qwen2.5"
+    _, fmt = base.load_tokenizer(tiny_model("llama"), None)
+    assert fmt.name == "llama3"
+
+
+def test_a_base_without_chat_template_needs_chat_format(tokenizer_copy):
+    (tokenizer_copy / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(TrainError, match="has no chat template: pass --chat-format"):
+        base.load_tokenizer(tokenizer_copy, None)
+    tok, fmt = base.load_tokenizer(tokenizer_copy, "chatml")
+    assert fmt.name == "chatml" and tok.chat_template == chat_formats.get("chatml").jinja
+
+
+def test_an_unsupported_chat_template_is_refused_by_name(tokenizer_copy):
+    (tokenizer_copy / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    )
+    with pytest.raises(TrainError, match="matches none of the supported formats"):
+        base.load_tokenizer(tokenizer_copy, None)
+    with pytest.raises(TrainError, match="no <\\|start_header_id\\|>.* token"):
+        base.load_tokenizer(tokenizer_copy, "llama3")  # a ChatML tokenizer lacks Llama 3's tokens
+
+
+def test_precision_follows_the_hardware():
+    old_gpu = base.Hardware("cuda", "Tesla T4", bf16=False)
+    new_gpu = base.Hardware("cuda", "H100", bf16=True)
+    cpu = base.Hardware("cpu", "CPU", bf16=False)
+    assert base.choose_precision("auto", new_gpu) == "bf16"
+    assert base.choose_precision("auto", old_gpu) == "fp16"
+    assert base.choose_precision("auto", cpu) == "fp32"
+    with pytest.raises(TrainError, match="Tesla T4 has no bf16 support: use --precision fp16"):
+        base.choose_precision("bf16", old_gpu)
+    with pytest.raises(TrainError, match="fp16 mixed precision needs a CUDA GPU"):
+        base.choose_precision("fp16", cpu)
+
+
+def test_qlora_is_refused_where_bitsandbytes_cannot_run(monkeypatch):
+    base.check_qlora("cpu")  # bitsandbytes 0.50 quantizes on the CPU
+    with pytest.raises(TrainError, match="bitsandbytes cannot run 4-bit NF4 on meta .*--no-qlora"):
+        base.check_qlora("meta")
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)
+    with pytest.raises(TrainError, match="needs bitsandbytes, which cannot load here .*--no-qlora"):
+        base.check_qlora("cpu")
+
+
+def _checkpoint(out, step, complete=True):
+    folder = out / "checkpoints" / f"checkpoint-{step}"
+    folder.mkdir(parents=True)
+    if complete:
+        (folder / "trainer_state.json").write_text("{}")
+    return folder
+
+
+def test_resume_takes_the_last_complete_checkpoint_and_drops_partial_ones(tmp_path):
+    with pytest.raises(TrainError, match="nothing to resume"):
+        outputs.prepare(tmp_path, resume=True, overwrite=False)
+    _checkpoint(tmp_path, 2)
+    _checkpoint(tmp_path, 10)
+    partial = _checkpoint(tmp_path, 12, complete=False)  # e.g. the disk filled up mid-save
+    assert outputs.prepare(tmp_path, resume=True, overwrite=False).name == "checkpoint-10"
+    assert not partial.exists()
+
+
+def test_an_earlier_run_is_not_overwritten_silently(tmp_path):
+    _checkpoint(tmp_path, 4)
+    with pytest.raises(TrainError, match="holds an earlier run: pass --resume .* --overwrite"):
+        outputs.prepare(tmp_path, resume=False, overwrite=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    assert outputs.prepare(tmp_path, resume=False, overwrite=True) is None
+    assert not (tmp_path / "checkpoints").exists() and (tmp_path / "notes.txt").exists()
+
+
+def test_options_are_checked(tmp_path):
+    with pytest.raises(TrainError, match="--method dpo starts from an SFT adapter: pass --adapter"):
+        TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", method="dpo")
+    with pytest.raises(TrainError, match="--early-stopping needs held-out rows"):
+        TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", early_stopping=2)
+    with pytest.raises(TrainError, match="--rank must be positive"):
+        TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", rank=0)
