@@ -130,6 +130,31 @@ def render_prompt(context: str, guidance: str | None = None, length: Length | st
     return text
 
 
+_SECTIONS_RE = re.compile(
+    r"(?s)(?P<context>.*?)"
+    + re.escape(PROMPT_SUFFIX)
+    + rf"(?:\n{re.escape(GUIDANCE_HEADER)} (?P<guidance>[^\n]*)\n)?"
+    + rf"(?:\n{re.escape(LENGTH_HEADER)} about (?P<words>\d+) words\n)?"
+)
+
+
+def split_prompt(text: str) -> tuple[str, str | None, int | None] | None:
+    """(context, guidance, length in words) of a rendered writer prompt, or None for any other text.
+
+    The parts are trusted only if rendering them again gives the same bytes, so this never misreads.
+    """
+    if not text.startswith(PROMPT_PREFIX):
+        return None
+    m = _SECTIONS_RE.fullmatch(text, len(PROMPT_PREFIX))
+    if not m:
+        return None
+    parts = (m["context"], m["guidance"], int(m["words"]) if m["words"] else None)
+    try:
+        return parts if render_prompt(*parts) == text else None
+    except PromptError:
+        return None
+
+
 def render_target(reasoning: str, answer: str) -> str:
     """The assistant text a model is trained to write: reasoning, then the continuation."""
     reasoning, answer = neutralize(reasoning).strip(), neutralize(answer).strip()

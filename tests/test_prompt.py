@@ -143,6 +143,13 @@ def test_partial_parse_follows_a_stream():
     assert parse_output("<reasoning>still thinking", partial=True).answer == ""
 
 
+def test_split_prompt_round_trips_and_refuses_other_text():
+    text = prompt.render_prompt("Once upon a time.\n\nThe end?", guidance="Go on.", length=120)
+    assert prompt.split_prompt(text) == ("Once upon a time.\n\nThe end?", "Go on.", 120)
+    assert prompt.split_prompt("Write me a poem.") is None
+    assert prompt.split_prompt(prompt.PROMPT_PREFIX + "x") is None  # not as render_prompt writes it
+
+
 def test_prompt_module_is_light():
     code = "import sys, pipeline.prompt, pipeline.serving, bot; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

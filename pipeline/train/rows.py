@@ -87,36 +87,6 @@ def require_rows(stats: RowStats, what: str) -> None:
         raise RowsError(f"no usable {what} rows in {stats.path}{detail}")
 
 
-# ---- The writer prompt, taken apart to cut its context ------------------------------------------
-
-_WRITER_RE = re.compile(
-    r"(?s)(?P<context>.*?)"
-    + re.escape(prompt.PROMPT_SUFFIX)
-    + r"(?:\n"
-    + re.escape(prompt.GUIDANCE_HEADER)
-    + r" (?P<guidance>[^\n]*)\n)?(?:\n"
-    + re.escape(prompt.LENGTH_HEADER)
-    + r" about (?P<words>\d+) words\n)?"
-)
-
-
-def split_writer_prompt(user: str) -> tuple[str, str | None, int | None] | None:
-    """(context, guidance, length in words) of a writer prompt, or None for any other text.
-
-    The parts are trusted only if rendering them again gives the same bytes.
-    """
-    if not user.startswith(prompt.PROMPT_PREFIX):
-        return None
-    m = _WRITER_RE.fullmatch(user, len(prompt.PROMPT_PREFIX))
-    if not m:
-        return None
-    parts = (m["context"], m["guidance"], int(m["words"]) if m["words"] else None)
-    try:
-        return parts if prompt.render_prompt(*parts) == user else None
-    except prompt.PromptError:
-        return None
-
-
 def cut_context(tokenizer, context: str, drop_tokens: int) -> str:
     """The context without (at least) its first drop_tokens tokens, starting at a word boundary."""
     offsets = tokenizer(context, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
@@ -161,7 +131,7 @@ def fit_head(tokenizer, head: list[dict], reply_tokens: int, max_length: int) ->
     prompt_ids = _ids(tokenizer, _render(tokenizer, head, True))
     if len(prompt_ids) <= budget:
         return head, False
-    parts = split_writer_prompt(head[-1]["content"])
+    parts = prompt.split_prompt(head[-1]["content"])
     if parts is None:
         raise SkipRow("too long for --max-length and not a writer prompt, so its context cannot be cut")
     context, guidance, words = parts

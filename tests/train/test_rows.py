@@ -47,13 +47,6 @@ def test_long_context_is_cut_from_the_left_and_target_survives(tok, tiny_texts):
     assert tok.decode(enc.input_ids[n_prompt:]).startswith(row["messages"][1]["content"])
 
 
-def test_split_writer_prompt_round_trips_and_refuses_other_text():
-    text = prompt.render_prompt("Once upon a time.\n\nThe end?", guidance="Go on.", length=120)
-    assert rows.split_writer_prompt(text) == ("Once upon a time.\n\nThe end?", "Go on.", 120)
-    assert rows.split_writer_prompt("Write me a poem.") is None
-    assert rows.split_writer_prompt(prompt.PROMPT_PREFIX + "x") is None  # not as render_prompt writes it
-
-
 def test_bad_rows_are_skipped_and_counted(tmp_path, tok, tiny_texts):
     good = _row()
     bad = [
