@@ -1,8 +1,6 @@
 """The loop's data steps: writers use the bot (its core, no Discord) → ratings → `feedback export` in all
-three formats → rows that `datasets` loads and TRL renders exactly as the served model reads its prompt.
-
-The training command's own loader (pipeline/train) is not on main yet; until it is, the rows are checked
-against TRL's formats directly: conversational DPO/KTO/SFT rows through `trl.data_utils`.
+three formats → rows that `datasets` loads, TRL renders exactly as the served model reads its prompt, and
+the training command's own loaders (`pipeline.train.rows`) accept without skipping any.
 """
 
 from __future__ import annotations
@@ -139,3 +137,14 @@ async def test_ratings_become_rows_the_trainers_take(service, db, tmp_path, fake
         assert text["completion"].startswith(row["completion"]) and isinstance(row["label"], bool)
     first = apply_chat_template({"messages": loaded["sft"][0]["messages"]}, tokenizer)["text"]
     assert first.startswith(served) and first == FORMAT.render(loaded["sft"][0]["messages"])
+
+    # The training command's loaders take every row, and the prompt tokens are the served prompt.
+    from pipeline.train import rows
+
+    examples, stats = rows.load_sft(out["sft"], tokenizer, max_length=4096)
+    assert stats.kept == 2 and stats.total == 2
+    n_prompt = examples[0]["labels"].count(-100)
+    assert tokenizer.decode(examples[0]["input_ids"][:n_prompt]) == served
+    for method in ("kto", "dpo"):
+        _, stats = rows.load_preference(out[method], tokenizer, method, max_length=4096)
+        assert stats.kept == stats.total == len(loaded[method])
