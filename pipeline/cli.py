@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from pipeline.evaluate import commands as evaluate_commands
 from pipeline.modelfile import commands as modelfile_commands
 
 app = typer.Typer(
@@ -14,7 +15,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-for module in (modelfile_commands,):
+for module in (modelfile_commands, evaluate_commands):
     module.register(app)
 
 
