@@ -124,6 +124,8 @@ def load(base: str, adapter: str | Path | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
+        raise PerplexityError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
     tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
@@ -139,8 +141,6 @@ def load(base: str, adapter: str | Path | None):
     if adapter is not None:
         from peft import PeftModel
 
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise PerplexityError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
         model = PeftModel.from_pretrained(model, str(adapter))
     if torch.cuda.is_available():
         model = model.to("cuda")

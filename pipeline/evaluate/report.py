@@ -119,23 +119,25 @@ def write_chart(path: str | Path, columns: list[Column], window: int) -> Path:
     rows = [r for r in ROWS if any(_mean(c, r.key) is not None for c in columns)]
     ncols = 4
     nrows = max(1, -(-len(rows) // ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4 * ncols, 3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.4 * nrows + 0.6), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colors = [colors[i % len(colors)] for i in range(len(columns))]
     for ax, row in zip(axes.flat, rows, strict=False):
         means = [_mean(c, row.key) for c in columns]
         stds = [(c.metrics.get(row.key) or {}).get("std") or 0.0 for c in columns]
-        xs = range(len(columns))
-        ax.bar(xs, [m if m is not None else 0.0 for m in means], yerr=stds, capsize=3,
-               color=[colors[i % len(colors)] for i in xs],
-               hatch=None, alpha=0.9)  # fmt: skip
+        xs = list(range(len(columns)))
+        ax.bar(xs, [m if m is not None else 0.0 for m in means], yerr=stds, capsize=3, color=colors)
         for x, (m, c) in enumerate(zip(means, columns, strict=True)):
-            if m is None:
-                ax.text(x, 0, c.status, ha="center", va="bottom", fontsize=8, rotation=90)
+            if m is None:  # a missing model, or a metric that does not apply: say so where the bar would be
+                ax.text(x, 0, c.status if c.status != "ok" else "n/a", ha="center", va="bottom", fontsize=7)
         ax.set_title(row.label.format(window=window), fontsize=9)
-        ax.set_xticks(list(xs), [c.label for c in columns], fontsize=8, rotation=20)
+        ax.set_xticks([])
+        ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(rows) :]:
         ax.axis("off")
-    fig.tight_layout()
+    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]  # one legend for every panel
+    fig.legend(handles, [c.label for c in columns], loc="upper center", ncol=len(columns), fontsize=9)
+    fig.subplots_adjust(left=0.05, right=0.98, bottom=0.04, top=1 - 0.55 / fig.get_figheight(), hspace=0.45)
     with atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
