@@ -13,8 +13,6 @@ from pipeline.cli import app
 from pipeline.evaluate import report
 from tests.fakes.ollama import refused_url
 
-pytest.importorskip("textstat")
-
 CONTEXTS = [
     {"context": "The storm had raged for three days. Mara watched the harbour from the lighthouse.",
      "continuation": "At dawn the sea was flat and grey, and the boats came home one by one."},

@@ -9,11 +9,10 @@ import sys
 from collections import Counter
 
 import pytest
+import textstat  # the eval extra, which `make test` installs
+from textblob import TextBlob
 
 from pipeline.evaluate import metrics
-
-textstat = pytest.importorskip("textstat")  # the eval extra; `make test` installs it
-TextBlob = pytest.importorskip("textblob").TextBlob
 
 TRICKY = [
     "Hello",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import peft
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from pipeline import prompt
 from pipeline.cli import app
-
-torch = pytest.importorskip("torch")
-peft = pytest.importorskip("peft")
 
 ROWS = [
     prompt.training_row(
