@@ -152,40 +152,13 @@ def score_texts(
     progress=None,
     chunk: int = 64,
 ) -> list[dict]:
-    """Scores in input order. With workers > 1, forked processes share the loaded dictionaries."""
+    """Scores in input order; with workers > 1, forked helpers share the work (see parallel.py)."""
+    from pipeline.evaluate import parallel
+
     global _worker
-    texts = list(texts)
-    _worker = scorer or _worker or Scorer()
+    _worker = scorer or _worker or Scorer()  # the helpers inherit it, dictionaries and caches included
     workers = default_workers() if workers is None else workers
-    chunks = [texts[i : i + chunk] for i in range(0, len(texts), chunk)]
-    out: list[dict] = []
-    if workers <= 1 or len(chunks) <= 1 or "fork" not in _start_methods():
-        for c in chunks:
-            out.extend(_score_chunk(c))
-            if progress:
-                progress(len(c))
-        return out
-    import gc
-    import multiprocessing
-
-    # fork: the children inherit the loaded dictionaries instead of loading them again. gc.freeze keeps
-    # the children's collector off the inherited objects, which would otherwise copy every page it visits.
-    gc.freeze()
-    try:
-        with multiprocessing.get_context("fork").Pool(min(workers, len(chunks))) as pool:
-            for c, rows in zip(chunks, pool.imap(_score_chunk, chunks), strict=True):
-                out.extend(rows)
-                if progress:
-                    progress(len(c))
-    finally:
-        gc.unfreeze()
-    return out
-
-
-def _start_methods() -> list[str]:
-    import multiprocessing
-
-    return multiprocessing.get_all_start_methods()
+    return parallel.map_chunks(_score_chunk, list(texts), workers, chunk, progress)
 
 
 # --- aggregates ---------------------------------------------------------------------------------------

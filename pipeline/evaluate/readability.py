@@ -16,13 +16,28 @@ LANG = "en_US"  # textstat's default language
 
 # textstat's word and sentence rules (textstat/backend: constants, transformations, counts), compiled once.
 _NONCONTRACTION_APOSTROPHE = re.compile(r"\'(?!" + r"[tsd]|ve|ll|re" + ")")
-_PUNCTUATION = re.compile(r"[^\w\s\']")
+_KEPT = re.compile(r"[\w\s\']")  # textstat removes every other character: [^\w\s\']
 _SENTENCE = re.compile(r"\b[^.!?]+[.!?]*", re.UNICODE)
 _WORD_CHAR = re.compile(r"\w")
 
 
+class _DeletePunctuation(dict):
+    """A str.translate table deleting what textstat's [^\\w\\s'] removes, filled per character seen.
+    The class is a per-character test, so deleting character by character is the same as re.sub."""
+
+    def __missing__(self, code: int) -> int | None:
+        kept = code if _KEPT.match(chr(code)) else None
+        self[code] = kept
+        return kept
+
+
+_DELETE_PUNCTUATION = _DeletePunctuation()
+
+
 def _strip_punctuation(text: str) -> str:
-    return _PUNCTUATION.sub("", _NONCONTRACTION_APOSTROPHE.sub("", text))
+    if "'" in text:
+        text = _NONCONTRACTION_APOSTROPHE.sub("", text)
+    return text.translate(_DELETE_PUNCTUATION)
 
 
 def words(text: str) -> list[str]:

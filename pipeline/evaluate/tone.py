@@ -82,7 +82,9 @@ class Tone:
         # Its sentence grouping only drops the end-of-paragraph markers (done per token here), and its
         # emoticon and sarcasm rewrites run per sentence: they can only fire where their pattern also
         # matches the whole joined text, and then pattern's own tokenizer is used.
-        joined = " ".join(" ".join(map(self._pieces.__getitem__, s.split())).split())
+        joined = " ".join(map(self._pieces.__getitem__, s.split()))
+        if self._eos in s:  # the dropped markers left double spaces
+            joined = " ".join(joined.split())
         if any(r.search(joined) for r in self._rewrites):
             joined = " ".join(self._library_tokenize(text))
         return joined.lower().split()  # lowercasing joined or per word is the same: no case spans a space
