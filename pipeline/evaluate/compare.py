@@ -77,6 +77,7 @@ def generate(
     on_output: Callable[[], None] | None = None,
 ) -> ModelRun:
     """All outputs of one model; stops at its first error and records it."""
+    import httpx
     import ollama
 
     run = ModelRun(label, model, expected=len(contexts) * samples)
@@ -92,8 +93,8 @@ def generate(
             except (ollama.ResponseError, serving.ServingError) as e:
                 run.status, run.error = FAILED, getattr(e, "error", None) or str(e)
                 return run
-            except (ConnectionError, OSError) as e:  # httpx errors on a dropped stream, refused reconnects
-                run.status, run.error = FAILED, f"connection lost: {e}"
+            except (ConnectionError, OSError, httpx.HTTPError) as e:  # refused, dropped mid-stream, timed out
+                run.status, run.error = FAILED, f"connection lost: {e or type(e).__name__}"
                 return run
             if on_output:
                 on_output()

@@ -69,7 +69,9 @@ def contexts(rows: list[dict], field: str, reference_field: str | None, path: st
     texts = field_values(rows, field, path)
     refs = field_values(rows, reference_field, path) if reference_field else [None] * len(rows)
     out = []
-    for text, ref, row in zip(texts, refs, rows, strict=True):
+    for n, (text, ref, row) in enumerate(zip(texts, refs, rows, strict=True), 1):
+        if not isinstance(row.get("guidance"), str | None):
+            raise InputError(f"{path} row {n}: 'guidance' must be text, not {type(row['guidance']).__name__}")
         length = row.get("length")
         out.append(
             Context(text, length if isinstance(length, (str, int)) else None, row.get("guidance"), ref)

@@ -64,7 +64,7 @@ def test_compare_writes_table_json_png_and_outputs(server, contexts_file, tmp_pa
     tuned = [r for r in rows if r["model"] == "tuned"]
     assert [r["seed"] for r in tuned] == [7, 8] * len(CONTEXTS)
     assert all(r["parsed"] for r in tuned) and not any(r["parsed"] for r in rows if r["model"] == "base")
-    assert tuned[0]["answer"].startswith("The sea was calm") or tuned[0]["answer"]
+    assert tuned[0]["answer"].startswith("Sea was calm and")  # seed 7 picks the words from "sea" on
     assert tuned[0]["reasoning"] == "Plan 7: keep the mood."
     # the third context asked for a short continuation: its budget and its length ratio follow
     gens = server.calls("/api/generate")
