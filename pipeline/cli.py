@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from pipeline.data import commands as data_commands
+from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
 from pipeline.feedback import commands as feedback_commands
 from pipeline.modelfile import commands as modelfile_commands
@@ -19,7 +20,15 @@ app = typer.Typer(
 )
 
 # In the order of the pipeline: data, training, export, Modelfile + publish, evaluation, feedback.
-for module in (data_commands, train_commands, export_commands, modelfile_commands, feedback_commands):
+_STEPS = (
+    data_commands,
+    train_commands,
+    export_commands,
+    modelfile_commands,
+    evaluate_commands,
+    feedback_commands,
+)
+for module in _STEPS:
     module.register(app)
 
 

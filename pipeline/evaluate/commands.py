@@ -1,0 +1,244 @@
+"""`story-pipeline eval metrics | compare | perplexity`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+app = typer.Typer(help="Readability, diversity and tone of texts and models; held-out perplexity.")
+
+OutDir = Annotated[Path, typer.Option("-o", "--output", help="Folder to write the results into")]
+Workers = Annotated[int | None, typer.Option(help="Scoring processes (default: the cores available)")]
+Window = Annotated[int, typer.Option(help="Words per window for the length-independent entropy")]
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+def _progress() -> Progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    return Progress(*columns, console=console)
+
+
+def _warn_notes(summary: dict, what: str) -> None:
+    from pipeline.evaluate import metrics
+
+    texts, notes = summary["texts"], summary["notes"]
+    messages = {
+        metrics.NOTE_EMPTY: "have no words: their metrics are left empty and out of the means",
+        metrics.NOTE_SHORT: f"have fewer than {metrics.MIN_WORDS} words: their readability means little",
+        metrics.NOTE_NON_ENGLISH: "look non-English (few of the commonest English words): "
+        "readability and sentiment are English-only measures",
+    }
+    for note, message in messages.items():
+        if notes.get(note):
+            console.print(f"[yellow]{what}: {notes[note]} of {texts} texts {message}[/yellow]")
+
+
+def _print_summary(title: str, columns: dict[str, dict], window: int) -> None:
+    from pipeline.evaluate.report import ROWS
+
+    table = Table(title=title)
+    table.add_column("metric")
+    for label in columns:
+        table.add_column(label, justify="right")
+    for row in ROWS:
+        means = [(c["metrics"].get(row.key) or {}).get("mean") for c in columns.values()]
+        if all(m is None for m in means):
+            continue
+        table.add_row(
+            row.label.format(window=window), *("—" if m is None else f"{m:.{row.digits}f}" for m in means)
+        )
+    Console().print(table)
+
+
+@app.command("metrics")
+def metrics_command(
+    file: Annotated[Path, typer.Argument(help="JSONL file, one text a row")],
+    out: OutDir,
+    field: Annotated[str, typer.Option(help="The row field holding the text")] = "text",
+    outputs: Annotated[
+        bool, typer.Option("--outputs", help="The texts are raw model outputs: score the answer part")
+    ] = False,
+    workers: Workers = None,
+    window: Window = 100,
+) -> None:
+    """Per text and in aggregate: Flesch, Fog, entropy, sentiment, distinct-n, repetition, length."""
+    from pipeline import prompt
+    from pipeline.evaluate import metrics, records
+
+    try:
+        rows = records.read_jsonl(file)
+        texts = records.field_values(rows, field, file)
+        lengths = [r.get("length") for r in rows]
+        if outputs:
+            for n, length in enumerate(lengths, 1):
+                try:
+                    prompt.length_words(length)
+                except prompt.PromptError as e:
+                    raise records.InputError(f"{file} row {n}: {e}") from None
+    except records.InputError as e:
+        raise _fail(str(e)) from None
+    scorer = metrics.Scorer(window)
+    with _progress() as bars:
+        task = bars.add_task("scoring", total=len(texts))
+        advance = lambda n: bars.advance(task, n)  # noqa: E731
+        if outputs:
+            scores = metrics.score_outputs(texts, lengths, workers, scorer, advance)
+        else:
+            scores = metrics.score_texts(texts, workers, scorer, advance)
+    keys = ("words", *metrics.SCORE_KEYS, *(metrics.OUTPUT_KEYS if outputs else ()))
+    summary = metrics.summarize(scores, keys)
+    scored_texts = [s["answer"] for s in scores] if outputs else texts
+    summary["distinct_1_all"] = metrics.corpus_distinct(scored_texts, 1)
+    summary["distinct_2_all"] = metrics.corpus_distinct(scored_texts, 2)
+    summary.update(source=str(file), field=field, outputs=outputs, entropy_window=window)
+    records.write_jsonl(out / "scores.jsonl", ({"row": n, **s} for n, s in enumerate(scores, 1)))
+    records.write_json(out / "summary.json", summary)
+    _warn_notes(summary, str(file))
+    _print_summary(f"{file.name} ({len(texts)} texts)", {field: summary}, window)
+    console.print(f"wrote {out / 'scores.jsonl'} and {out / 'summary.json'}")
+
+
+@app.command("compare")
+def compare_command(
+    model: Annotated[
+        list[str],
+        typer.Option("--model", help="NAME=OLLAMA_MODEL, repeatable (e.g. base=qwen2.5:7b-instruct)"),
+    ],
+    contexts_file: Annotated[Path, typer.Option("--contexts", help="JSONL of held-out contexts")],
+    out: OutDir,
+    field: Annotated[str, typer.Option(help="The row field holding the context")] = "context",
+    reference_field: Annotated[
+        str | None, typer.Option(help="A row field with the human continuation, scored as a reference column")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")
+    ] = None,
+    samples: Annotated[int, typer.Option(help="Outputs per context and model (seeds SEED, SEED+1, ...)")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the first sample of every context")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Use only the first N contexts")] = None,
+    length: Annotated[
+        str | None, typer.Option(help="Length to ask for where a row has none: short, medium, long or words")
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option(help="Sampling temperature (default: the model's)")
+    ] = None,
+    workers: Workers = None,
+    window: Window = 100,
+) -> None:
+    """Each model continues the same contexts with fixed seeds; outputs scored into a table, JSON and PNG."""
+    from dataclasses import replace
+
+    from pipeline import prompt
+    from pipeline.evaluate import compare, metrics, records, report
+    from pipeline.modelfile.publish import resolve_host
+
+    try:
+        models = compare.parse_models(model)
+        rows = records.read_jsonl(contexts_file)[:limit]
+        ctxs = records.contexts(rows, field, reference_field, contexts_file)
+        if length is not None:
+            asked = int(length) if length.isdigit() else length
+            prompt.length_words(asked)
+            ctxs = [c if c.length is not None else replace(c, length=asked) for c in ctxs]
+    except (compare.CompareError, records.InputError, prompt.PromptError) as e:
+        raise _fail(str(e)) from None
+    url = resolve_host(host)
+    options = {} if temperature is None else {"temperature": temperature}
+    total = len(models) * len(ctxs) * samples
+    try:
+        with _progress() as bars:
+            task = bars.add_task("generating", total=total)
+            runs = compare.run_all(
+                url, models, ctxs, samples, seed, options,
+                on_output=lambda: bars.advance(task),
+                on_model=lambda label: bars.update(task, description=f"generating: {label}"),
+            )  # fmt: skip
+    except compare.CompareError as e:
+        raise _fail(str(e)) from None
+    console.print("scoring…")
+    scorer = metrics.Scorer(window)
+    scored = compare.score_runs(runs, workers, scorer)
+    summary = compare.summarize_runs(runs, scored)
+    columns = [report.Column(label, s["metrics"], s["status"], s["note"]) for label, s in summary.items()]
+    if reference_field:
+        ref_rows = metrics.score_texts([c.reference or "" for c in ctxs], workers, scorer)
+        ref = metrics.summarize(ref_rows)
+        summary["reference"] = {"status": "reference", "field": reference_field, **ref}
+        columns.append(
+            report.Column("reference", ref["metrics"], "reference", f"human text from `{reference_field}`")
+        )
+    settings = {"host": url, "contexts": str(contexts_file), "field": field, "samples": samples, "seed": seed,
+                "options": options, "entropy_window": window, "models": models}  # fmt: skip
+    records.write_jsonl(out / "outputs.jsonl", (r for rows_ in scored.values() for r in rows_))
+    records.write_json(out / "summary.json", {"settings": settings, "columns": summary})
+    table = report.markdown_table(columns, window, len(ctxs) * samples)
+    from pipeline import atomic
+
+    atomic.write_text(out / "table.md", table)
+    report.write_chart(out / "chart.png", columns, window)
+    for label, s in summary.items():
+        if label != "reference":
+            _warn_notes(s, label)
+    Console().print(table)
+    console.print(f"wrote {out}/outputs.jsonl, summary.json, table.md, chart.png")
+    incomplete = [r.label for r in runs if r.status != compare.OK]
+    if incomplete:
+        console.print(f"[yellow]incomplete: {', '.join(incomplete)} (see the notes under the table)[/yellow]")
+        raise typer.Exit(1)
+
+
+@app.command("perplexity")
+def perplexity_command(
+    base: Annotated[str, typer.Option(help="Base model: a local Hugging Face folder")],
+    data: Annotated[Path, typer.Option(help="Held-out rows in the training format (messages)")],
+    adapter: Annotated[
+        Path | None, typer.Option(help="A PEFT adapter folder: compared with the base")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per forward pass")] = 4,
+    max_tokens: Annotated[int, typer.Option(help="Skip rows longer than this many tokens")] = 4096,
+    out: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for perplexity.json")] = None,
+) -> None:
+    """Held-out loss and perplexity on the continuation (the answer), base against fine-tuned."""
+    from pipeline.evaluate import perplexity, records
+
+    try:
+        rows = records.read_jsonl(data)
+        with _progress() as bars:
+            task = bars.add_task("scoring rows", total=len(rows) * (2 if adapter else 1))
+            result = perplexity.run(
+                base, adapter, rows, batch_size, max_tokens, lambda n: bars.advance(task, n)
+            )
+    except (records.InputError, perplexity.PerplexityError) as e:
+        raise _fail(str(e)) from None
+    result.update(base_model=base, adapter_path=str(adapter) if adapter else None, data=str(data))
+    table = Table(title=f"{data.name}: {result['rows']} rows")
+    for col in ("model", "answer loss", "answer perplexity", "answer tokens", "assistant perplexity"):
+        table.add_column(col, justify="right")
+    for name in ("base", "adapter"):
+        if name in result:
+            a, t = result[name]["answer"], result[name]["assistant"]
+            table.add_row(
+                name, f"{a['loss']:.4f}", f"{a['perplexity']:.3f}", str(a["tokens"]), f"{t['perplexity']:.3f}"
+            )
+    Console().print(table)
+    if result["skipped_too_long"]:
+        console.print(
+            f"[yellow]skipped {result['skipped_too_long']} rows longer than {max_tokens} tokens[/yellow]"
+        )
+    if out:
+        records.write_json(out / "perplexity.json", result)
+        console.print(f"wrote {out / 'perplexity.json'}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="eval")

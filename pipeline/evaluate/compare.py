@@ -1,0 +1,179 @@
+"""Models continue the same held-out contexts through Ollama with fixed seeds; outputs kept, then scored.
+
+Each context reaches each model with the writer prompt applied exactly once (pipeline/serving.py: the
+bare context for models whose TEMPLATE holds the writer prompt, the rendered prompt for plain instruct
+models). Sample k of every context uses seed `seed + k` for every model, so a rerun asks the same
+questions with the same dice. A model that is not on the server, or that fails part-way, keeps the
+outputs it produced and says what went wrong; the other models are still run and reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipeline import prompt, serving
+from pipeline.evaluate import metrics
+from pipeline.evaluate.records import Context
+
+OK, MISSING, FAILED = "ok", "missing", "failed"
+
+
+class CompareError(RuntimeError):
+    """The comparison cannot run at all (server unreachable, nothing to compare)."""
+
+
+@dataclass
+class ModelRun:
+    label: str
+    model: str
+    expected: int
+    outputs: list[dict] = field(default_factory=list)
+    status: str = OK
+    error: str | None = None
+
+    @property
+    def note(self) -> str:
+        if self.status == MISSING:
+            return f"`{self.model}` is not on the server ({self.error}): pull or publish it, then rerun"
+        if self.status == FAILED:
+            return f"`{self.model}` failed after {len(self.outputs)} of {self.expected} outputs: {self.error}"
+        return ""
+
+
+def parse_models(specs: list[str]) -> dict[str, str]:
+    """`NAME=OLLAMA_MODEL` pairs (a bare model name labels itself), labels unique."""
+    models: dict[str, str] = {}
+    for spec in specs:
+        label, sep, model = spec.partition("=")
+        label, model = (label.strip(), model.strip()) if sep else (spec.strip(), spec.strip())
+        if not label or not model:
+            raise CompareError(f"--model {spec!r}: write NAME=OLLAMA_MODEL, e.g. base=qwen2.5:7b-instruct")
+        if label in models:
+            raise CompareError(f"--model {label!r} is given twice: give each model its own name")
+        models[label] = model
+    if not models:
+        raise CompareError("give at least one --model NAME=OLLAMA_MODEL")
+    return models
+
+
+def check_contexts(contexts: list[Context]) -> None:
+    """Every context must render into a prompt; a bad one is named before any model runs."""
+    for n, c in enumerate(contexts, 1):
+        try:
+            prompt.render_prompt(c.text, c.guidance, c.length)
+        except prompt.PromptError as e:
+            raise CompareError(f"context {n}: {e}") from None
+
+
+def generate(
+    client,
+    label: str,
+    model: str,
+    contexts: list[Context],
+    samples: int,
+    seed: int,
+    options: dict | None = None,
+    on_output: Callable[[], None] | None = None,
+) -> ModelRun:
+    """All outputs of one model; stops at its first error and records it."""
+    import httpx
+    import ollama
+
+    run = ModelRun(label, model, expected=len(contexts) * samples)
+    try:
+        template = client.show(model).template or ""
+    except ollama.ResponseError as e:
+        run.status, run.error = (MISSING if e.status_code == 404 else FAILED), e.error
+        return run
+    for i, ctx in enumerate(contexts):
+        for k in range(samples):
+            try:
+                run.outputs.append(_one(client, model, template, i, ctx, k, seed + k, options or {}))
+            except (ollama.ResponseError, serving.ServingError) as e:
+                run.status, run.error = FAILED, getattr(e, "error", None) or str(e)
+                return run
+            except (ConnectionError, OSError, httpx.HTTPError) as e:  # refused, dropped mid-stream, timed out
+                run.status, run.error = FAILED, f"connection lost: {e or type(e).__name__}"
+                return run
+            if on_output:
+                on_output()
+    return run
+
+
+def _one(client, model: str, template: str, i: int, ctx: Context, k: int, seed: int, options: dict) -> dict:
+    request = serving.build_request(ctx.text, template, ctx.guidance, ctx.length)
+    opts = {**options, "seed": seed, "num_predict": serving.num_predict(ctx.length)}
+    pieces, final = [], None
+    for chunk in client.generate(
+        model=model, prompt=request.prompt, raw=request.raw, stream=True, options=opts
+    ):
+        pieces.append(chunk.response or "")
+        if chunk.done:
+            final = chunk
+    return {
+        "context_index": i,
+        "sample": k,
+        "seed": seed,
+        "length": ctx.length,
+        "prompt": request.user_text,
+        "output": "".join(pieces),
+        "done_reason": getattr(final, "done_reason", None),
+        "eval_count": getattr(final, "eval_count", None),
+    }
+
+
+def run_all(
+    host: str,
+    models: dict[str, str],
+    contexts: list[Context],
+    samples: int = 1,
+    seed: int = 0,
+    options: dict | None = None,
+    on_output: Callable[[], None] | None = None,
+    on_model: Callable[[str], None] | None = None,
+) -> list[ModelRun]:
+    import ollama
+
+    if samples < 1:
+        raise CompareError(f"--samples must be at least 1, not {samples}")
+    check_contexts(contexts)
+    client = ollama.Client(host=host)
+    try:
+        client.list()
+    except (ConnectionError, OSError) as e:
+        raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from None
+    runs = []
+    for label, model in models.items():
+        if on_model:
+            on_model(label)
+        runs.append(generate(client, label, model, contexts, samples, seed, options, on_output))
+    return runs
+
+
+def score_runs(runs: list[ModelRun], workers: int | None = None, scorer=None) -> dict[str, list[dict]]:
+    """Per model, each output's scores (its answer scored, parse and length fields added)."""
+    scorer = scorer or metrics.Scorer()
+    scored = {}
+    for run in runs:
+        rows = metrics.score_outputs(
+            [o["output"] for o in run.outputs], [o["length"] for o in run.outputs], workers, scorer
+        )
+        scored[run.label] = [{"model": run.label, **o, **r} for o, r in zip(run.outputs, rows, strict=True)]
+    return scored
+
+
+def summarize_runs(runs: list[ModelRun], scored: dict[str, list[dict]]) -> dict:
+    keys = ("words", *metrics.SCORE_KEYS, *metrics.OUTPUT_KEYS)
+    return {
+        run.label: {
+            "model": run.model,
+            "status": run.status,
+            "error": run.error,
+            "note": run.note,
+            "outputs": len(run.outputs),
+            "expected": run.expected,
+            **metrics.summarize(scored[run.label], keys),
+        }
+        for run in runs
+    }
