@@ -59,6 +59,7 @@ def test_missing_permutation_fails(make_adapter, base_gguf, tiny_model, tmp_path
 
 
 def test_swapped_names_fail(make_adapter, base_gguf, tiny_model, tmp_path, monkeypatch):
+    base = base_gguf("qwen2")  # made before the names are swapped: only the adapter is wrong
     real = arch_module.BaseModel.gguf_name
     swap = {"attn_q": "attn_output", "attn_output": "attn_q"}
 
@@ -70,7 +71,7 @@ def test_swapped_names_fail(make_adapter, base_gguf, tiny_model, tmp_path, monke
     monkeypatch.setattr(arch_module.BaseModel, "gguf_name", swapped)
     adapter = make_adapter("qwen2")
     lora = export_adapter(adapter, tiny_model("qwen2"), tmp_path / "a.gguf").path
-    assert not verify(tiny_model("qwen2"), base_gguf("qwen2"), adapter, lora).passed
+    assert not verify(tiny_model("qwen2"), base, adapter, lora).passed
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
@@ -108,3 +109,17 @@ def _names(path):
     import gguf
 
     return [t.name for t in gguf.GGUFReader(str(path)).tensors]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_weak_adapter_is_judged_by_its_own_effect(arch, make_adapter, base_gguf, tiny_model, tmp_path):
+    """A barely-trained adapter can move the logits less than an F16 base's rounding. The check compares
+    the adapter's effect in llama.cpp with PyTorch's; where that effect is lost in the base's rounding the
+    verdict is inconclusive, with the fix (an F32 base), and on an F32 base it passes."""
+    adapter = make_adapter(arch, lora_alpha=0.002)
+    lora = export_adapter(adapter, tiny_model(arch), tmp_path / "a.gguf", "f16").path
+    coarse = verify(tiny_model(arch), base_gguf(arch, "f16"), adapter, lora)
+    assert coarse.inconclusive and not coarse.passed, coarse.lines()
+    assert "export-base" in coarse.lines()[-1] and "--outtype f32" in coarse.lines()[-1]
+    fine = verify(tiny_model(arch), base_gguf(arch), adapter, lora)
+    assert fine.passed and fine.base_noise < 1e-4, fine.lines()
