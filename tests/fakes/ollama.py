@@ -19,7 +19,6 @@ import hashlib
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from pipeline.modelfile import gotemplate
+from tests.fakes.server import LoopbackServer
 
 DEFAULT_TEXT = (
     "<reasoning>The heroine hesitates; the storm makes her decision for her.</reasoning>"
@@ -72,9 +72,11 @@ def tokens(text: str) -> list[str]:
     return re.findall(r"\s*\S+|\s+$", text) or [text]
 
 
-class FakeOllama:
+class FakeOllama(LoopbackServer):
+    name = "stand-in Ollama server"
+
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
-        self.host, self.port = host, port
+        super().__init__(host, port)
         self.models: dict[str, Model] = {}
         self.blobs: dict[str, bytes] = {}
         self.scripts: dict[str, Script] = {}
@@ -84,11 +86,6 @@ class FakeOllama:
         self.create_error: str | None = None  # refuse every create with this message (HTTP 400)
         self.in_flight = 0
         self.max_in_flight = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
 
     # --- scripting -----------------------------------------------------------------------------
     def add_model(self, name: str, **kw) -> Model:
@@ -107,62 +104,23 @@ class FakeOllama:
     def calls(self, path: str) -> list[dict]:
         return [body for _, p, body in self.requests if p == path]
 
-    # --- lifecycle ---------------------------------------------------------------------------
+    # --- serving -----------------------------------------------------------------------------
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def __enter__(self) -> FakeOllama:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="fake-ollama", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10) or self._error:
-            raise RuntimeError(f"the stand-in Ollama server did not start: {self._error!r}")
-
-    def stop(self) -> None:
-        if self._loop and self._runner:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        try:
-            self._serve()
-        except BaseException as e:  # surfaced by start() instead of a silent dead thread
-            self._error = e
-            self._ready.set()
-
-    def _serve(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        app = web.Application(client_max_size=1 << 34)
-        app.add_routes(
-            [
-                web.get("/", lambda r: web.Response(text="Ollama is running")),
-                web.get("/api/version", lambda r: web.json_response({"version": "0.0.0-fake"})),
-                web.head("/api/blobs/{digest}", self._blob_head),
-                web.post("/api/blobs/{digest}", self._blob_post),
-                web.post("/api/create", self._create),
-                web.post("/api/show", self._show),
-                web.get("/api/tags", self._tags),
-                web.post("/api/generate", self._generate),
-                web.post("/api/chat", self._chat),
-            ]
-        )
-        self._runner = web.AppRunner(app, handle_signals=False)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, self.host, self.port)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        self._loop.run_forever()
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/", lambda r: web.Response(text="Ollama is running")),
+            web.get("/api/version", lambda r: web.json_response({"version": "0.0.0-fake"})),
+            web.head("/api/blobs/{digest}", self._blob_head),
+            web.post("/api/blobs/{digest}", self._blob_post),
+            web.post("/api/create", self._create),
+            web.post("/api/show", self._show),
+            web.get("/api/tags", self._tags),
+            web.post("/api/generate", self._generate),
+            web.post("/api/chat", self._chat),
+        ]
 
     # --- handlers ----------------------------------------------------------------------------
     async def _json(self, request: web.Request) -> dict:

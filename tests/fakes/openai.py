@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+
+from tests.fakes.server import LoopbackServer
 
 DEFAULT_REPLY = "The teacher's answer."
 
@@ -34,19 +35,17 @@ class Step:
     retry_after: float | None = None  # Retry-After header on an error status
 
 
-class FakeOpenAI:
+class FakeOpenAI(LoopbackServer):
+    name = "stand-in OpenAI-compatible server"
+
     def __init__(self, reply: str | Callable[[dict], str] = DEFAULT_REPLY, api_key: str | None = None):
+        super().__init__()
         self.reply = reply
         self.api_key = api_key  # when set, requests without "Bearer <api_key>" get 401
         self.steps: deque[Step] = deque()
         self.requests: list[dict] = []
         self.in_flight = 0
         self.max_in_flight = 0
-        self.port = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._ready = threading.Event()
 
     def queue(self, *steps: Step) -> None:
         self.steps.extend(steps)
@@ -55,32 +54,8 @@ class FakeOpenAI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def __enter__(self) -> FakeOpenAI:
-        self._thread = threading.Thread(target=self._run, name="fake-openai", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise RuntimeError("the stand-in OpenAI server did not start")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._loop and self._runner:
-            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        if self._thread:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        self._loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(self._loop)
-        app = web.Application()
-        app.add_routes([web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models)])
-        self._runner = web.AppRunner(app, handle_signals=False)
-        self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self._ready.set()
-        self._loop.run_forever()
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models)]
 
     def _authorized(self, request: web.Request) -> bool:
         return self.api_key is None or request.headers.get("Authorization") == f"Bearer {self.api_key}"
