@@ -59,8 +59,6 @@ class StoryBot(discord.Client):
         self._windows: dict[int, SlidingWindow] = {}
         self.do_recover = recover
         self.recovery: asyncio.Task | None = None
-        self.streams: list[PassageStream] = []  # finished streams, kept only when `keep_streams` (benchmark)
-        self.keep_streams = False
         self._active: set[asyncio.Task] = set()
         self.tree = StoryTree(self)
         from .commands import add_commands
@@ -130,8 +128,6 @@ class StoryBot(discord.Client):
             await shower.run(events)
         finally:
             self._active.discard(task)  # type: ignore[arg-type]
-        if self.keep_streams:
-            self.streams.append(shower)
         return shower
 
     # --- button actions (called by views.py) ----------------------------------------------------------

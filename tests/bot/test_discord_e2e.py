@@ -322,3 +322,18 @@ async def test_sync_registers_the_commands_and_a_bad_token_is_refused(world):
     with pytest.raises(discord.LoginFailure):
         await sync_commands("wrong-token")
     await asyncio.sleep(0)
+
+
+async def test_story_bot_run_says_plainly_when_discord_refuses_the_token(world, capsys):
+    import typer
+
+    from bot.cli import BAD_TOKEN, _run, _sync
+    from bot.config import load_settings
+
+    settings = load_settings(None, ollama_host=world.ollama.url, db=world.db, model="writer")
+    with pytest.raises(typer.Exit):
+        await _run(settings, "not-the-token")
+    with pytest.raises(typer.Exit):
+        await _sync("not-the-token", None)
+    assert capsys.readouterr().err.count(BAD_TOKEN) == 2
+    assert not world.fake.connections  # it never got as far as the gateway
