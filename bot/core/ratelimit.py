@@ -54,21 +54,25 @@ class SlidingWindow:
         self._clock = clock
         self._times: deque[float] = deque(maxlen=count)  # the newest `count` reserved slots, in order
 
-    def delay(self) -> float:
-        """Seconds until an action would fit, without reserving it."""
-        if len(self._times) < self.count:
+    def delay(self, spare: int = 0) -> float:
+        """Seconds until an action would fit (leaving `spare` slots free), without reserving it."""
+        used = self.count - spare
+        if len(self._times) < used:
             return 0.0
-        return max(0.0, self._times[0] + self.per - self._clock())
+        return max(0.0, self._times[-used] + self.per - self._clock())
 
-    def reserve(self) -> float:
-        """Reserve the next slot; returns how long to wait for it."""
+    def reserve(self, spare: int = 0) -> float:
+        """Reserve the next slot that leaves `spare` slots free; returns how long to wait for it.
+
+        A stream's passing edits keep a spare slot, so its final text never waits for the window."""
         now = self._clock()
-        slot = max(now, self._times[0] + self.per) if len(self._times) == self.count else now
+        used = self.count - spare  # the slot must be more than `per` after the used-th newest action
+        slot = max(now, self._times[-used] + self.per) if len(self._times) >= used else now
         self._times.append(max(slot, self._times[-1]) if self._times else slot)
         return self._times[-1] - now
 
-    async def acquire(self) -> None:
-        wait = self.reserve()
+    async def acquire(self, spare: int = 0) -> None:
+        wait = self.reserve(spare)
         if wait > 0:
             await asyncio.sleep(wait)
 

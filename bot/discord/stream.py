@@ -3,6 +3,8 @@
 Pacing, as Discord wants it: one edit in flight (EditThrottle, newest text wins), each message edited at
 most once per `interval` (counted from when the previous edit *finished*, so network jitter cannot bring
 two edits closer), and every public send/edit in a channel through that channel's 5-per-5-s window.
+Passing text never waits for that window (it is skipped, and keeps a slot spare), so the final text
+never queues behind it.
 Text past 2000 characters continues in further messages, cut at paragraphs or sentences.
 
 An interaction's webhook token lives 15 minutes: after `token_lifetime` the stream edits and sends
@@ -73,6 +75,7 @@ class Poster:
         age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
         self.expires = time.monotonic() + bot.token_lifetime - max(0.0, age)
         self.requests = 0
+        self.paced = 0.0  # seconds spent waiting for the channel's window
         if deferred_id is not None and self.window is not None:
             self.window.note()  # the "thinking…" message was a send
 
@@ -80,12 +83,15 @@ class Poster:
     def expired(self) -> bool:
         return time.monotonic() >= self.expires
 
-    async def _slot(self) -> None:
+    async def _slot(self, spare: int) -> None:
         if self.window is not None:
-            await self.window.acquire()
+            wait = self.window.reserve(spare)
+            if wait > 0:
+                self.paced += wait
+                await asyncio.sleep(wait)
         self.requests += 1
 
-    async def send(self, content: str, view: discord.ui.View | None = None) -> int:
+    async def send(self, content: str, view: discord.ui.View | None = None, spare: int = 0) -> int:
         """A new message (or the deferred one filled in); returns its id."""
         kw = {"view": view} if view is not None else {}
         if not self.interaction.response.is_done():  # answer the interaction with this message
@@ -96,17 +102,19 @@ class Poster:
             return sent.message_id
         if self.deferred_id is not None:
             mid, self.deferred_id = self.deferred_id, None
-            await self.edit(mid, content, view)  # the "thinking…" message gets its first content
+            await self.edit(mid, content, view, spare)  # the "thinking…" message gets its first content
             return mid
-        await self._slot()
+        await self._slot(spare)
         if self.expired:
             return (await self._channel().send(content, **kw)).id
         sent = await self.interaction.followup.send(content, wait=True, ephemeral=self.ephemeral, **kw)
         return sent.id
 
-    async def edit(self, message_id: int, content: str, view: discord.ui.View | None = None) -> None:
+    async def edit(
+        self, message_id: int, content: str, view: discord.ui.View | None = None, spare: int = 0
+    ) -> None:
         kw = {"view": view} if view is not None else {}
-        await self._slot()
+        await self._slot(spare)
         if self.expired:
             await self._channel().get_partial_message(message_id).edit(content=content, **kw)
         else:
@@ -132,12 +140,13 @@ class PassageStream:
         self.generation_id: int | None = None
         self.final: tuple[str, discord.ui.View] | None = None
         self.failure: str | None = None
-        self.pacing_wait = 0.0  # seconds the final text waited for the edit spacing (for the benchmark)
+        self.pacing_wait = 0.0  # seconds from Done to the final text shown, less its requests' own time
+        self._final_requests = 0.0
         self.done_at: float | None = None  # when the service said Done, and when Discord had it all
         self.shown_at: float | None = None
 
     async def run(self, events: AsyncIterator[Event]) -> int | None:
-        throttle = EditThrottle(self._render, interval=0)  # spacing is per message, in _render
+        throttle = EditThrottle(self._render, interval=self.interval)
         result = None
         try:
             async for event in events:
@@ -160,6 +169,7 @@ class PassageStream:
                         self.final = (text, passage_view(generation_id))
                         await throttle.close(text)
                         self.shown_at = time.monotonic()
+                        self.pacing_wait = self.shown_at - self.done_at - self._final_requests
                         result = generation_id
                     case Failed(message):
                         self.failure = f"⚠️ {shown(message)}"[:2000]
@@ -189,6 +199,10 @@ class PassageStream:
         if failure and not self.parts and self.poster.deferred_id is None:
             self.poster.ephemeral, self.poster.window = True, None  # nothing shown yet: tell only them
         pieces = [text] if failure else split(text)
+        spare = 0 if final or failure else 1  # passing text leaves the channel room for the final one
+        if spare and self.poster.window and self.poster.window.delay(spare):
+            return  # the channel is busy: skip this passing text (newer text will come, or the final)
+        in_requests, paced = 0.0, self.poster.paced
         for i, content in enumerate(pieces):
             view = self.final[1] if final and i == len(pieces) - 1 else None
             if i < len(self.parts):
@@ -197,18 +211,22 @@ class PassageStream:
                     continue
                 wait = part.done_at + self.interval - time.monotonic()
                 if wait > 0:
-                    if final:
-                        self.pacing_wait += wait
                     await asyncio.sleep(wait)
-                await self.poster.edit(part.id, content, view)
+                sent = time.monotonic()
+                await self.poster.edit(part.id, content, view, spare)
                 part.content, part.done_at, part.has_view = content, time.monotonic(), view is not None
+                in_requests += part.done_at - sent
             else:
-                mid = await self.poster.send(content, view)
+                sent = time.monotonic()
+                mid = await self.poster.send(content, view, spare)
                 self.parts.append(Part(mid, content, time.monotonic(), view is not None))
+                in_requests += time.monotonic() - sent
                 if self.generation_id is not None:
                     self._attach()
         while len(self.parts) > len(pieces):  # the text got shorter (a failure, or a revised parse)
             await self.poster.delete(self.parts.pop().id)
+        if final:  # time in requests, less any wait for the channel's window (that is pacing)
+            self._final_requests = in_requests - (self.poster.paced - paced)
 
 
 async def send_text(

@@ -44,6 +44,18 @@ def test_the_window_spaces_a_burst_to_count_per_period_and_noted_actions_count()
     assert not window.idle()
 
 
+def test_a_reservation_can_keep_a_spare_slot():
+    clock = Clock()
+    window = SlidingWindow(count=5, per=5.0, clock=clock)
+    assert [window.reserve(spare=1) for _ in range(5)] == [0, 0, 0, 0, 5.0]  # passing edits: 4 per 5 s
+    clock.now += 1
+    window = SlidingWindow(count=5, per=5.0, clock=clock)
+    for _ in range(4):
+        window.reserve(spare=1)
+    assert window.delay(spare=1) == 5.0 and window.delay() == 0
+    assert window.reserve() == 0  # the final edit goes at once
+
+
 async def test_acquire_sleeps_for_its_slot():
     window = SlidingWindow(count=1, per=0.05)
     await window.acquire()
