@@ -22,10 +22,6 @@ app = typer.Typer(
 Config = Annotated[
     Path | None, typer.Option("--config", help="A TOML settings file (default: ./story-bot.toml if present)")
 ]
-ADAPTER_MISSING = (
-    "the Discord adapter is not built yet in this version: `story-bot console` runs the same story core "
-    "in a terminal"
-)
 
 
 def _settings(config: Path | None, **overrides):
@@ -57,15 +53,52 @@ async def _check_ollama(settings) -> None:
 @app.command()
 def run(config: Config = None) -> None:
     """Run the Discord bot (needs STORY_BOT_DISCORD_TOKEN and a reachable Ollama with the model)."""
+    settings = _settings(config)
+    token = _token(settings)
+    asyncio.run(_run(settings, token))
+
+
+async def _run(settings, token: str) -> None:
+    import discord
+
+    from bot.core.service import StoryService
+    from bot.discord.client import StoryBot
+    from bot.llm import OllamaBackend
+    from bot.store import SchemaError, Store
+
+    await _check_ollama(settings)
+    try:
+        store = Store(settings.db)
+    except SchemaError as exc:
+        _fail(str(exc))
+    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
+    bot = StoryBot(
+        service, edit_interval=settings.edit_interval, commands_per_minute=settings.member_commands_per_minute
+    )
+    try:
+        async with bot:
+            await bot.start(token)
+    except discord.LoginFailure:
+        _fail(BAD_TOKEN)
+    finally:
+        await backend.close()
+        store.close()
+
+
+BAD_TOKEN = (
+    "Discord refused the bot token: copy it again from the Bot page of your application at "
+    "https://discord.com/developers (Reset Token) into STORY_BOT_DISCORD_TOKEN"
+)
+
+
+def _token(settings) -> str:
     from bot.config import ConfigError
 
-    settings = _settings(config)
     try:
-        settings.token()
+        return settings.token()
     except ConfigError as exc:
         _fail(str(exc))
-    asyncio.run(_check_ollama(settings))
-    _fail(ADAPTER_MISSING, 2)
 
 
 @app.command()
@@ -74,13 +107,29 @@ def sync(
     config: Config = None,
 ) -> None:
     """Register the slash commands with Discord (globally, or in one guild). Never done on start."""
-    from bot.config import ConfigError
+    token = _token(_settings(config))
+    if guild is not None and not guild.isdigit():
+        _fail(f"--guild takes a server id (digits, from Copy Server ID), not {guild!r}")
+    names = asyncio.run(_sync(token, int(guild) if guild else None))
+    where = (
+        f"in guild {guild} (usable now)"
+        if guild
+        else "globally (Discord may take up to an hour to show them)"
+    )
+    typer.echo(f"synced {len(names)} commands {where}: " + ", ".join(f"/{n}" for n in names))
+
+
+async def _sync(token: str, guild: int | None) -> list[str]:
+    import discord
+
+    from bot.discord.client import sync_commands
 
     try:
-        _settings(config).token()
-    except ConfigError as exc:
-        _fail(str(exc))
-    _fail(ADAPTER_MISSING, 2)
+        return await sync_commands(token, guild)
+    except discord.LoginFailure:
+        _fail(BAD_TOKEN)
+    except discord.HTTPException as exc:
+        _fail(f"Discord refused the command sync ({exc.status}): {exc.text}")
 
 
 @app.command()

@@ -1,0 +1,1 @@
+"""The Discord adapter: a thin driver of the story service (client, commands, buttons, streaming)."""
