@@ -168,7 +168,16 @@ async def test_the_lore_edit_form_keeps_the_version_so_an_edit_made_meanwhile_is
         ack = await submit.response()
         edited = "Alice edited **Mara** (keywords: Mara, the smuggler; version 3)"
         assert not ack.ephemeral and edited in ack.data["content"]
-    assert db_rows(world, "SELECT text FROM lore_entries WHERE removed_at IS NULL") == [("Alice's text.",)]
+        # A lorebook past one message comes as a Markdown file.
+        for name in ("Jon", "Ada"):
+            await said(fake, "lore add", {"name": name, "keywords": name, "text": f"{name} waits. " * 90})
+        ack, run = await command(fake, "lore list")
+        [listing] = run.messages
+        assert ack.ephemeral and listing.attachments == ["lorebook.md"]
+        assert "3 lore entries" in listing.content
+        upload = fake.calls_to("POST /interactions/*")[-1].uploads["lorebook.md"].decode()
+        assert "**Ada** · keywords: Ada · v1\nAda waits." in upload and "Alice's text." in upload
+    assert db_rows(world, "SELECT text FROM lore_entries WHERE name = 'Mara'") == [("Alice's text.",)]
 
 
 async def test_story_context_is_for_the_starter_and_moderators_and_is_exactly_the_next_prompt(world):
