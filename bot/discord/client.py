@@ -77,11 +77,14 @@ class StoryBot(discord.Client):
             self.recovery = asyncio.create_task(self._recover())
 
     async def close(self) -> None:
-        """Passages still being written are stopped and their messages say so before we disconnect."""
+        """Passages still being written are stopped and their messages say so before we disconnect;
+        summaries being written in the background are stopped (retried when the story next overflows)."""
         for task in self._active:
             task.cancel()
         if self._active:
             await asyncio.wait(self._active, timeout=5)
+        if self._service is not None:
+            await self._service.aclose()
         await super().close()
 
     async def _recover(self) -> None:

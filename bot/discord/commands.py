@@ -1,4 +1,5 @@
-"""The slash commands: /continue, /write, /story new|show|undo|reset|export, /privacy.
+"""The slash commands: /continue, /write, /story new|show|undo|reset|export|memory|note|context,
+/lore add|edit|remove|list, /privacy.
 
 Each one: the member's flood guard, one call to the story service, one answer. A refusal (StoryError)
 is told only to the member who asked; what changes the story is said in the channel.
@@ -14,7 +15,10 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from ..core.service import StoryError
+from ..core import lore as lorebook
+from ..core.lore import LoreEntry
+from ..core.service import MAX_NOTE_CHARS, StoryError
+from ..core.text import MESSAGE_LIMIT
 from .client import answer, channel, member
 from .stream import Poster, send_text, shown
 
@@ -87,9 +91,13 @@ async def new(interaction: Interaction, title: app_commands.Range[str, 1, 100] |
     )
 
 
-@story.command(name="show", description="Show the story so far (only to you)")
+@story.command(name="show", description="Show the story so far, or its rolling summary (only to you)")
+@app_commands.describe(summary="Show the rolling summary standing in for the oldest passages instead")
 @guarded
-async def show(interaction: Interaction) -> None:
+async def show(interaction: Interaction, summary: bool = False) -> None:
+    if summary:
+        await _show_summary(interaction)
+        return
     current = _bot(interaction).service.show(channel(interaction))
     title = f"📖 **{discord.utils.escape_markdown(current.title or 'Untitled')}**"
     if not current.passages:
@@ -147,6 +155,251 @@ async def export(interaction: Interaction) -> None:
     )  # fmt: skip
 
 
+# --- long stories: memory, author's note, context, summary ------------------------------------------
+def _preview(text: str, n: int = 300) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _private(interaction: Interaction) -> Poster:
+    return Poster(_bot(interaction), interaction, None, ephemeral=True)
+
+
+async def _pinned(interaction: Interaction, label: str, command: str, get, put, text, clear: bool) -> None:
+    """Show (no option), set (`text`) or clear (`clear`) the memory or the author's note."""
+    where = channel(interaction)
+    if text is None and not clear:
+        note = get(where)
+        if note is None or not note.text:
+            await answer(interaction, f"This story has no {label}: `/story {command} text:…` sets it.")
+        else:
+            await send_text(_private(interaction), f"📌 **The story's {label}**\n{shown(note.text)}")
+        return
+    if text is not None and clear:
+        raise StoryError(f"give the new {label} as `text`, or `clear: True` to clear it, not both")
+    note = put(where, member(interaction), "" if clear else text)
+    who = interaction.user.display_name
+    if not note.text:
+        said = f"🧹 {who} cleared the story's {label}."
+    else:
+        said = f"📌 {who} set the story's {label} ({len(note.text):,} characters): “{_preview(note.text)}”"
+    await answer(interaction, said, ephemeral=False)
+
+
+@story.command(name="memory", description="Show or set what the model must not forget (premise, tone, rules)")
+@app_commands.describe(
+    text="The new memory, pinned at the start of every context (no option: show it)",
+    clear="Clear the memory",
+)
+@guarded
+async def memory(
+    interaction: Interaction, text: app_commands.Range[str, 1, 6000] | None = None, clear: bool = False
+) -> None:
+    service = _bot(interaction).service  # its limit is a setting: the core says when a memory is over it
+    await _pinned(interaction, "memory", "memory", service.memory, service.set_memory, text, clear)
+
+
+@story.command(name="note", description="Show or set the author's note: a standing direction for the story")
+@app_commands.describe(
+    text="Where the story should go and how it should read (a /continue direction replaces it once)",
+    clear="Clear the author's note",
+)
+@guarded
+async def note(
+    interaction: Interaction,
+    text: app_commands.Range[str, 1, MAX_NOTE_CHARS] | None = None,
+    clear: bool = False,
+) -> None:
+    service = _bot(interaction).service
+    await _pinned(interaction, "author's note", "note", service.note, service.set_note, text, clear)
+
+
+@story.command(name="context", description="Exactly what the model receives next (starter and moderators)")
+@app_commands.describe(
+    direction="Preview with this /continue direction", length="Preview with this /continue length"
+)
+@guarded
+async def context(
+    interaction: Interaction,
+    direction: app_commands.Range[str, 1, 300] | None = None,
+    length: Length | None = None,
+) -> None:
+    await interaction.response.defer(ephemeral=True, thinking=True)  # it asks Ollama about the model
+    preview = await _bot(interaction).service.context_preview(
+        channel(interaction), member(interaction), interaction.permissions.manage_messages, direction, length
+    )
+    r, text = preview.record, preview.user_text
+    unit = "tokens" if r["unit"] == "tokens" else "tokens (estimated)"
+    older = f", {r['dropped']} older left out" if r["dropped"] else ""
+    header = shown(
+        f"🔎 Next for **{preview.model}** (window {preview.window} tokens, {preview.num_predict} for the "
+        f"answer): context {r['size']} of {r['budget']} {unit} · parts: {', '.join(r['parts'])} · lore: "
+        f"{', '.join(e['name'] for e in r['lore']) or 'none'} · {len(r['passage_ids'])} passages{older} · "
+        f"guidance: {r['guidance'] or 'none'}"
+    )[:1500]
+    inline = f"{header}\n```text\n{text}\n```"
+    if len(inline) <= MESSAGE_LIMIT and "```" not in text:  # in a code block: shown exactly as written
+        await interaction.followup.send(inline, ephemeral=True)
+        return
+    await interaction.followup.send(
+        header + "\n-# the prompt, exactly as the model reads it, is in the file",
+        ephemeral=True, file=discord.File(io.BytesIO(text.encode()), filename="context.txt"),
+    )  # fmt: skip
+
+
+async def _show_summary(interaction: Interaction) -> None:
+    state = _bot(interaction).service.summary_state(channel(interaction))
+    if state.current is not None:
+        text = f"📜 **Summary of the first {state.covers} passages**\n{shown(state.current.text)}"
+    elif state.last_error:
+        text = "📜 No summary yet."
+    else:
+        text = "📜 No summary: the whole story still fits the model's window."
+    footer = "\n-# a new summary is being written" if state.writing else ""
+    if state.last_error:
+        footer += f"\n-# the last attempt failed: {shown(state.last_error)}"
+    await send_text(_private(interaction), text, footer)
+
+
+# --- the lorebook -----------------------------------------------------------------------------------
+lore = app_commands.Group(
+    name="lore", description="The story's lorebook: what the model is told when a keyword comes up",
+    guild_only=True,
+)  # fmt: skip
+Name = app_commands.Range[str, 1, lorebook.MAX_NAME_CHARS]
+Keywords = app_commands.Range[str, 1, lorebook.MAX_KEYWORDS * (lorebook.MAX_KEYWORD_CHARS + 2)]
+LoreText = app_commands.Range[str, 1, lorebook.MAX_TEXT_CHARS]
+
+
+def _keys(entry: LoreEntry) -> str:
+    keys = ", ".join(entry.keywords)
+    return ("always on" + (f"; also {keys}" if keys else "")) if entry.always_on else f"keywords: {keys}"
+
+
+def _named(entry: LoreEntry) -> str:
+    return f"**{discord.utils.escape_markdown(entry.name)}**"
+
+
+@lore.command(name="add", description="Add an entry the model is told about when a keyword of it comes up")
+@app_commands.describe(
+    name="What it is about: a character, a place, an object",
+    keywords="Words that bring it in, separated by commas (e.g. Mara, the smuggler)",
+    text="What the model should know, in a sentence or two",
+    always="Bring it into every passage, mentioned or not",
+)
+@guarded
+async def lore_add(
+    interaction: Interaction, name: Name, keywords: Keywords, text: LoreText, always: bool = False
+) -> None:
+    entry = _bot(interaction).service.lore_add(
+        channel(interaction), member(interaction), name, keywords, text, always
+    )
+    said = f"📚 {interaction.user.display_name} added {_named(entry)} to the lorebook ({_keys(entry)})."
+    await answer(interaction, said, ephemeral=False)
+
+
+@lore.command(name="edit", description="Change an entry: the options you give (none: edit it in a form)")
+@app_commands.describe(
+    name="The entry's name",
+    keywords="Its new keywords, separated by commas",
+    text="Its new text",
+    new_name="A new name for it",
+    always="Bring it into every passage (True) or only when mentioned (False)",
+)
+@guarded
+async def lore_edit(
+    interaction: Interaction,
+    name: Name,
+    keywords: Keywords | None = None,
+    text: LoreText | None = None,
+    new_name: Name | None = None,
+    always: bool | None = None,
+) -> None:
+    service, where = _bot(interaction).service, channel(interaction)
+    if keywords is None and text is None and new_name is None and always is None:
+        entry = _find(service.lore(where), name)
+        await interaction.response.send_modal(LoreEditForm(entry))
+        return
+    entry = service.lore_edit(where, member(interaction), name, text=text, keywords=keywords,
+                              always_on=always, new_name=new_name)  # fmt: skip
+    await _edited(interaction, entry)
+
+
+async def _edited(interaction: Interaction, entry: LoreEntry) -> None:
+    who = interaction.user.display_name
+    said = f"📚 {who} edited {_named(entry)} ({_keys(entry)}; version {entry.version})."
+    await answer(interaction, said, ephemeral=False)
+
+
+def _find(entries: list[LoreEntry], name: str) -> LoreEntry:
+    found = next((e for e in entries if lorebook.name_key(e.name) == lorebook.name_key(name)), None)
+    if found is None:
+        raise StoryError(f"there is no lore entry named {name!r}: `/lore list` shows them")
+    return found
+
+
+class LoreEditForm(discord.ui.Modal):
+    """`/lore edit name` alone: the entry's keywords and text, prefilled. It keeps the version the member
+    saw, so an edit someone made while the form was open is not overwritten (the core refuses it)."""
+
+    def __init__(self, entry: LoreEntry):
+        super().__init__(
+            title=f"Edit {entry.name}"[:45], custom_id=f"story:lore:{entry.id}:{entry.version}", timeout=900
+        )
+        self.entry_name, self.version = entry.name, entry.version
+        self.keywords = discord.ui.TextInput(
+            label="Keywords, separated by commas", default=", ".join(entry.keywords), required=False,
+            max_length=Keywords.max_value, custom_id="keywords",
+        )  # fmt: skip
+        self.text = discord.ui.TextInput(
+            label="What the model should know", style=discord.TextStyle.paragraph, default=entry.text,
+            max_length=lorebook.MAX_TEXT_CHARS, custom_id="text",
+        )  # fmt: skip
+        self.add_item(self.keywords)
+        self.add_item(self.text)
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        if not await _bot(interaction).admit(interaction):
+            return
+        try:
+            entry = _bot(interaction).service.lore_edit(
+                channel(interaction), member(interaction), self.entry_name, keywords=self.keywords.value,
+                text=self.text.value, version=self.version,
+            )  # fmt: skip
+        except StoryError as exc:
+            await answer(interaction, str(exc))
+            return
+        await _edited(interaction, entry)
+
+
+@lore.command(name="remove", description="Take an entry out (another member's needs Manage Messages)")
+@app_commands.describe(name="The entry's name")
+@guarded
+async def lore_remove(interaction: Interaction, name: Name) -> None:
+    entry = _bot(interaction).service.lore_remove(
+        channel(interaction), member(interaction), name, interaction.permissions.manage_messages
+    )
+    said = f"📚 {interaction.user.display_name} took {_named(entry)} out of the lorebook."
+    await answer(interaction, said, ephemeral=False)
+
+
+@lore.command(name="list", description="The lorebook's entries (only to you)")
+@guarded
+async def lore_list(interaction: Interaction) -> None:
+    entries = _bot(interaction).service.lore(channel(interaction))
+    if not entries:
+        await answer(interaction, "The lorebook is empty: `/lore add name keywords text` adds an entry.")
+        return
+    body = "\n\n".join(f"{_named(e)} · {_keys(e)} · v{e.version}\n{e.text}" for e in entries)
+    title = f"📚 {len(entries)} lore entries"
+    if len(title) + len(body) + 2 <= MESSAGE_LIMIT:
+        await answer(interaction, f"{title}\n\n{body}")
+        return
+    await interaction.response.send_message(
+        f"{title}: the whole lorebook is in the file", ephemeral=True,
+        file=discord.File(io.BytesIO(f"# Lorebook\n\n{body}\n".encode()), filename="lorebook.md"),
+    )  # fmt: skip
+
+
 @app_commands.command(name="privacy", description="Keep your passages and ratings out of training data")
 @app_commands.describe(
     feedback="exclude: keep your passages and ratings out of training data; include: allow"
@@ -166,5 +419,5 @@ async def privacy(interaction: Interaction, feedback: Literal["exclude", "includ
 def add_commands(tree: app_commands.CommandTree) -> None:
     for command in (continue_, write, privacy):
         command.guild_only = True  # stories live in server channels
-    for command in (continue_, write, story, privacy):
+    for command in (continue_, write, story, lore, privacy):
         tree.add_command(command)

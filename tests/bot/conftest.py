@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from bot.core.service import Limits, StoryService
@@ -49,3 +51,25 @@ async def make_service(ollama_server, store):
 
 async def collect(events) -> list:
     return [e async for e in events]
+
+
+# --- the Discord adapter's e2e tests (tests/bot/discord_world.py) -------------------------------------------
+@pytest.fixture
+def no_errors_logged(caplog):
+    """discord.py logs (not raises) errors in handlers, and so does the bot: any such log fails the test.
+    The e2e modules use it for every test (`pytest.mark.usefixtures`)."""
+    yield
+    errors = [
+        r for r in caplog.records if r.name.startswith(("discord", "bot.")) and r.levelno >= logging.ERROR
+    ]
+    assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture
+async def world(fake_discord, fake_ollama, tmp_path):
+    """The stand-in Discord (commands synced) and Ollama, and a database for the bots a test starts."""
+    from .discord_world import make_world
+
+    w = await make_world(fake_discord, fake_ollama, tmp_path)
+    yield w
+    await w.close()

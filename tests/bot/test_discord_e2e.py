@@ -4,7 +4,6 @@ the stand-in Ollama, asserting what Discord receives."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import sqlite3
 
 import pytest
@@ -13,26 +12,9 @@ from bot.core.text import MESSAGE_LIMIT
 from bot.store.repository import INTERRUPTED
 from tests.fakes.discord import EPHEMERAL, FakeDiscord
 
-from .discord_world import ANSWER, make_world, model_text
+from .discord_world import ANSWER, continue_, db_rows, final, make_world, model_text, write
 
-pytestmark = pytest.mark.timeout(30)
-
-
-@pytest.fixture(autouse=True)
-def no_errors_logged(caplog):
-    """discord.py logs (not raises) errors in handlers, and so does the bot: any such log fails the test."""
-    yield
-    errors = [
-        r for r in caplog.records if r.name.startswith(("discord", "bot.")) and r.levelno >= logging.ERROR
-    ]
-    assert not errors, [r.getMessage() for r in errors]
-
-
-@pytest.fixture
-async def world(fake_discord, fake_ollama, tmp_path):
-    w = await make_world(fake_discord, fake_ollama, tmp_path)
-    yield w
-    await w.close()
+pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_errors_logged")]
 
 
 def ids(gen: int) -> list[str]:
@@ -41,32 +23,6 @@ def ids(gen: int) -> list[str]:
 
 def labels(message) -> list[str]:
     return [c.get("label") for row in message.components for c in row["components"]]
-
-
-def db_rows(world, query: str, *args) -> list[tuple]:
-    with sqlite3.connect(world.db) as c:
-        return c.execute(query, args).fetchall()
-
-
-async def write(fake, text: str, user=None, channel=None):
-    run = await fake.send_slash_command("write", {"text": text}, user=user or fake.alice, channel=channel)
-    await run.response()
-    return run
-
-
-async def continue_(fake, user=None, channel=None, **options):
-    """/continue, then wait for the passage's final message (the one with the buttons)."""
-    run = await fake.send_slash_command("continue", options, user=user or fake.alice, channel=channel)
-    await fake.wait_until(lambda: any(m.components for m in run.messages) or _failed(run), 15)
-    return run
-
-
-def _failed(run) -> bool:
-    return any(m.content.startswith("⚠️") for m in run.messages)
-
-
-def final(run):
-    return next(m for m in run.messages if m.components)
 
 
 # --- streaming ------------------------------------------------------------------------------------------
@@ -314,10 +270,14 @@ async def test_sync_registers_the_commands_and_a_bad_token_is_refused(world):
     from bot.discord.client import sync_commands
 
     fake = world.fake
-    assert sorted(fake.commands()) == ["continue", "privacy", "story", "write"]
+    names = ["continue", "lore", "privacy", "story", "write"]
+    assert sorted(fake.commands()) == names
     story = fake.commands()["story"]
-    assert [o["name"] for o in story["options"]] == ["new", "show", "undo", "reset", "export"]
-    assert await sync_commands(fake.token, fake.guild.id) == ["continue", "privacy", "story", "write"]
+    assert [o["name"] for o in story["options"]] == [
+        "new", "show", "undo", "reset", "export", "memory", "note", "context",
+    ]  # fmt: skip
+    assert [o["name"] for o in fake.commands()["lore"]["options"]] == ["add", "edit", "remove", "list"]
+    assert await sync_commands(fake.token, fake.guild.id) == names
     assert fake.syncs[-1].guild_id == fake.guild.id
     with pytest.raises(discord.LoginFailure):
         await sync_commands("wrong-token")

@@ -171,6 +171,7 @@ class Call:
     files: list[str] = field(default_factory=list)  # attachment file names of a multipart request
     status: int = 0
     response: Any = None
+    uploads: dict[str, bytes] = field(default_factory=dict)  # attachment file name -> its bytes
 
 
 CALL = web.RequestKey("call", Call)
@@ -361,7 +362,7 @@ class Interaction:
     fake: FakeDiscord = field(repr=False)
     id: int
     token: str
-    type: int  # 2 application command, 3 component
+    type: int  # 2 application command, 3 component, 5 modal submit
     name: str  # "story new" or the custom_id
     user: User
     channel: Channel
@@ -698,6 +699,44 @@ class FakeDiscord:
         """A user picks values in a select menu on a stored message."""
         return await self._component(message, custom_id, user, values=values)
 
+    async def submit_modal(
+        self, shown: Interaction, values: dict[str, str], *, user: User | None = None
+    ) -> Interaction:
+        """A user submits the modal that `shown` was answered with (a type-9 callback), its text inputs
+        holding `values` by custom_id (others keep their prefilled value): INTERACTION_CREATE type 5."""
+        modal = next((c.data for c in shown.callbacks if c.type == 9 and c.accepted), None)
+        if modal is None:
+            raise LookupError(f"{shown.name!r} was not answered with a modal")
+        inputs = {c["custom_id"]: c for c in _walk_components(modal.get("components", [])) if c["type"] == 4}
+        inputs.update({c["component"]["custom_id"]: c["component"] for c in modal.get("components", [])
+                       if c["type"] == 18 and c["component"]["type"] == 4})  # fmt: skip
+        if unknown := set(values) - set(inputs):
+            raise LookupError(f"the modal has no text input(s) {sorted(unknown)}; it has {sorted(inputs)}")
+
+        def filled(comp: dict) -> dict:
+            value = values.get(comp["custom_id"], comp.get("value") or "")
+            if comp.get("required", True) and not value:
+                raise ValueError(f"text input {comp['custom_id']!r} is required: Discord would not submit")
+            if len(value) > comp.get("max_length", 4000) or len(value) < comp.get("min_length", 0):
+                raise ValueError(
+                    f"text input {comp['custom_id']!r}: {len(value)} characters is out of bounds"
+                )
+            return {"type": 4, "custom_id": comp["custom_id"], "value": value}
+
+        rows = []
+        for comp in modal.get("components", []):
+            if comp["type"] == 1:
+                rows.append(
+                    {"type": 1, "components": [filled(c) for c in comp["components"] if c["type"] == 4]}
+                )
+            elif comp["type"] == 18 and comp["component"]["type"] == 4:
+                rows.append({"type": 18, "component": filled(comp["component"])})
+        data = {"custom_id": modal["custom_id"], "components": rows}
+        source = self.messages.get(shown.source_message_id) if shown.source_message_id else None
+        return await self._interact(
+            5, modal["custom_id"], data, user or shown.user, shown.channel, shown.guild, source
+        )
+
     async def post_message(self, channel: Channel, content: str, *, user: User | None = None) -> Message:
         """A user writes in a channel: stored and sent as MESSAGE_CREATE."""
         user = user or self.alice
@@ -855,8 +894,10 @@ class FakeDiscord:
         if not request.path.startswith("/api/"):
             return await handler(request)
         path = "/" + request.path.split("/", 3)[3]
-        body, files = await _read_body(request)
-        call = Call(time.monotonic(), request.method, path, dict(request.query), body, files)
+        body, uploads = await _read_body(request)
+        call = Call(
+            time.monotonic(), request.method, path, dict(request.query), body, list(uploads), 0, None, uploads
+        )
         request[CALL] = call
         self.calls.append(call)
         try:
@@ -1037,7 +1078,7 @@ class FakeDiscord:
                 inter,
             )
             return 404, _json({"message": "Unknown interaction", "code": 10062}, 404)
-        allowed = {2: (4, 5, 9), 3: (4, 5, 6, 7, 9)}.get(inter.type, ())
+        allowed = {2: (4, 5, 9), 3: (4, 5, 6, 7, 9), 5: (4, 5, 6, 7)}.get(inter.type, ())
         if cb.type not in allowed:
             return 400, _form_error({"type": ("BASE_TYPE_CHOICES", f"Value must be one of {allowed}.")})
         data = cb.data
@@ -1094,6 +1135,7 @@ class FakeDiscord:
             }
             if limited := self._revise(original, data, clear_loading=True):
                 return limited
+            original.attachments.extend(request[CALL].files)
             message = original
         else:
             if limited := self._channel_budget(inter.channel.id):
@@ -1594,11 +1636,16 @@ def _attachment(message_id: int, index: int, name: str) -> dict:
     return {"id": str(message_id + index + 1), "filename": name, "size": 0, "url": url, "proxy_url": url}
 
 
-async def _read_body(request: web.Request) -> tuple[Any, list[str]]:
-    """JSON bodies, or discord.py's multipart form (payload_json plus files[n]) when files are attached."""
+async def _read_body(request: web.Request) -> tuple[Any, dict[str, bytes]]:
+    """JSON bodies, or discord.py's multipart form (payload_json plus files[n]) when files are attached;
+    the files as name -> bytes."""
     if request.content_type.startswith("multipart/"):
         form = await request.post()
-        files = [f.filename for k, f in form.items() if k.startswith("files[") and hasattr(f, "filename")]
+        files = {
+            f.filename: f.file.read()
+            for k, f in form.items()
+            if k.startswith("files[") and hasattr(f, "filename")
+        }
         return json.loads(str(form.get("payload_json", "{}"))), files
     raw = await request.read()
-    return (json.loads(raw) if raw else None), []
+    return (json.loads(raw) if raw else None), {}
