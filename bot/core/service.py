@@ -341,6 +341,14 @@ class StoryService:
         story_id = self.store.active_story_id(channel.id)
         return self.store.lore_entries(story_id) if story_id else []
 
+    def lore_entry(self, channel: Channel, name: str) -> LoreEntry:
+        """The entry named `name` (any case), or a StoryError that says how to see the names."""
+        wanted = lorebook.name_key(name)
+        found = next((e for e in self.lore(channel) if lorebook.name_key(e.name) == wanted), None)
+        if found is None:
+            raise StoryError(f"there is no lore entry named {name!r}: `/lore list` shows them")
+        return found
+
     def lore_add(
         self, channel: Channel, member: Member, name: str, keywords: str | Sequence[str], text: str,
         always_on: bool = False,
@@ -383,9 +391,8 @@ class StoryService:
         Manage Messages permission."""
         story_id = self._story_id(channel)
         try:
-            entry = next((e for e in self.store.lore_entries(story_id)
-                          if lorebook.name_key(e.name) == lorebook.name_key(name)), None)  # fmt: skip
-            if entry is not None and entry.created_by != member.id and not may_manage:
+            entry = self.lore_entry(channel, name)
+            if entry.created_by != member.id and not may_manage:
                 raise StoryError(
                     f"the entry {entry.name!r} was added by another member: removing it needs the Manage "
                     "Messages permission (or edit it with `/lore edit`)"

@@ -316,7 +316,7 @@ async def lore_edit(
 ) -> None:
     service, where = _bot(interaction).service, channel(interaction)
     if keywords is None and text is None and new_name is None and always is None:
-        entry = _find(service.lore(where), name)
+        entry = service.lore_entry(where, name)
         await interaction.response.send_modal(LoreEditForm(entry))
         return
     entry = service.lore_edit(where, member(interaction), name, text=text, keywords=keywords,
@@ -328,13 +328,6 @@ async def _edited(interaction: Interaction, entry: LoreEntry) -> None:
     who = interaction.user.display_name
     said = f"📚 {who} edited {_named(entry)} ({_keys(entry)}; version {entry.version})."
     await answer(interaction, said, ephemeral=False)
-
-
-def _find(entries: list[LoreEntry], name: str) -> LoreEntry:
-    found = next((e for e in entries if lorebook.name_key(e.name) == lorebook.name_key(name)), None)
-    if found is None:
-        raise StoryError(f"there is no lore entry named {name!r}: `/lore list` shows them")
-    return found
 
 
 class LoreEditForm(discord.ui.Modal):
