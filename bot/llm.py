@@ -11,6 +11,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 import ollama
@@ -18,6 +19,8 @@ import ollama
 from pipeline.modelfile import grammar
 from pipeline.modelfile.publish import resolve_host
 from pipeline.serving import GenerateRequest
+
+T = TypeVar("T")
 
 
 class LLMError(Exception):
@@ -77,8 +80,17 @@ class OllamaBackend:
         self.host = resolve_host(host)  # the argument, else OLLAMA_HOST, else the default
         self.timeouts = timeouts or Timeouts()
         t = self.timeouts
+        # No httpx read timeout: it arms and cancels a timer around every socket read, a quarter of the
+        # client's CPU with 100 streams; _Watchdog keeps the idle and total limits with one timer a stream.
+        # No connection cap either: StoryService's slots bound the requests in flight, and a second,
+        # hidden queue here would hold a request back for a whole passage (httpx's default is 100).
+        # No idle connections kept: httpcore (1.0) hands every request of a burst the same idle
+        # connection, then re-queues all but one, which staggered 100 simultaneous requests over ~0.5 s;
+        # a fresh connection per passage costs a TCP connect, nothing beside a passage.
         self.client = ollama.AsyncClient(
-            host=self.host, timeout=httpx.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.idle)
+            host=self.host,
+            timeout=httpx.Timeout(connect=t.connect, read=None, write=t.idle, pool=t.idle),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=0),
         )
         self._models: dict[str, tuple[float, asyncio.Task[ModelInfo]]] = {}
 
@@ -101,7 +113,8 @@ class OllamaBackend:
 
     async def _show(self, model: str) -> ModelInfo:
         try:
-            shown = await self.client.show(model)
+            async with asyncio.timeout(self.timeouts.idle):
+                shown = await self.client.show(model)
         except Exception as exc:
             raise self._error(exc, model) from None
         return ModelInfo(
@@ -115,20 +128,20 @@ class OllamaBackend:
     async def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncIterator[Piece]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the server's figures."""
         started = time.monotonic()
-        deadline = started + self.timeouts.total
         first: float | None = None
         stream = None
+        guard = _Watchdog(self.timeouts.idle, self.timeouts.total)
         try:
-            # httpx's timeouts cover connecting and a stalled server (`idle`, per read); a server that
-            # trickles forever trips the total deadline, checked per piece (cheaper than a timer per read).
             stream = await self.client.generate(
                 model, request.prompt, raw=request.raw, options=dict(options), stream=True
             )
-            async for part in stream:
+            while True:
+                try:
+                    part = await guard.next(stream)
+                except StopAsyncIteration:
+                    break
                 if first is None:
                     first = time.monotonic() - started
-                elif time.monotonic() > deadline:
-                    raise TimeoutError
                 if part.done:
                     yield Piece(part.response or "", True, _stats(part, first))
                     return
@@ -138,6 +151,7 @@ class OllamaBackend:
         except Exception as exc:
             raise self._error(exc, model) from None
         finally:
+            guard.stop()
             if stream is not None:
                 await stream.aclose()  # release the HTTP connection however the stream ended
         raise StreamFailed(
@@ -170,6 +184,52 @@ class OllamaBackend:
         if isinstance(exc, httpx.HTTPError | ValueError):
             return StreamFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
         raise exc
+
+
+class _Watchdog:
+    """A stream's time limits: `idle` seconds for each piece (the first too: the model may be loading)
+    and `total` for the whole passage, kept by one timer that is re-armed rarely rather than one per read.
+
+    It cancels the reading task only while that task waits in :meth:`wait`, never while the driver
+    holds a piece, and turns that cancellation into TimeoutError."""
+
+    def __init__(self, idle: float, total: float):
+        self.loop = asyncio.get_running_loop()
+        self.idle = idle
+        self.deadline = self.loop.time() + total
+        self.read_at = 0.0
+        self.reader: asyncio.Task | None = None  # the task waiting for a piece, if one is
+        self.tripped = False
+        self.handle = self.loop.call_at(min(self.loop.time() + idle, self.deadline), self._check)
+
+    async def next(self, stream: AsyncIterator[T]) -> T:
+        """The stream's next item (StopAsyncIteration at its end) within the limits."""
+        self.read_at = self.loop.time()
+        if self.read_at >= self.deadline:
+            raise TimeoutError
+        self.reader = asyncio.current_task()
+        try:
+            return await anext(stream)
+        except asyncio.CancelledError:
+            if self.tripped and self.reader.uncancel() == 0:
+                raise TimeoutError from None
+            raise
+        finally:
+            self.reader = None
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        due = now + self.idle  # nobody waiting: look again later
+        if self.reader is not None:
+            due = min(self.read_at + self.idle, self.deadline)
+            if now >= due:
+                self.tripped = True
+                self.reader.cancel()
+                return
+        self.handle = self.loop.call_at(due, self._check)
+
+    def stop(self) -> None:
+        self.handle.cancel()
 
 
 def _system(modelfile: str) -> str:
