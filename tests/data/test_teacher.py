@@ -389,7 +389,10 @@ def test_distill_writes_stories_for_prompts(tmp_path, fake_ollama):
     train, val = rows(out), rows(tmp_path / "val.jsonl")
     assert train == [P.training_row(prompts[0], REASONING, STORY_WORDS, length="short")]
     assert val == [P.training_row(prompts[1], REASONING, STORY_WORDS, length="short")]
-    sent = fake_ollama.calls("/api/chat")[0]["messages"]
+    # Requests run concurrently: pick the one for the first prompt, whatever order they arrived in.
+    sent = next(
+        c["messages"] for c in fake_ollama.calls("/api/chat") if prompts[0] in c["messages"][1]["content"]
+    )
     assert sent[1]["content"] == P.render_prompt(
         prompts[0], length="short"
     )  # the teacher sees the student's prompt
