@@ -112,12 +112,25 @@ def plan_notes(plan: list[PlannedTensor], outtype: str) -> list[str]:
     ]
 
 
+QUANT_ROW = 4096  # values per row handed to gguf-py's quantizers
+
+
 def encode(data: np.ndarray, qtype: gguf.GGMLQuantizationType) -> np.ndarray:
     if qtype == Q.F32:
         return np.ascontiguousarray(data, dtype=np.float32)
     if qtype == Q.F16:
         return np.ascontiguousarray(data, dtype=np.float16)
-    return gguf.quants.quantize(np.ascontiguousarray(data, dtype=np.float32), qtype)
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    if data.ndim != 2 or data.shape[1] >= QUANT_ROW:
+        return gguf.quants.quantize(data, qtype)
+    # gguf-py quantizes row by row, slowly for short rows (a LoRA B has rank-long rows). Blocks never
+    # straddle rows, so quantizing k rows joined end to end gives the very same bytes, several times faster.
+    rows, cols = data.shape
+    k = max(1, QUANT_ROW // cols)
+    while rows % k:
+        k -= 1
+    joined = gguf.quants.quantize(data.reshape(rows // k, cols * k), qtype)
+    return joined.reshape(rows, -1)
 
 
 def nbytes(shape: Sequence[int], qtype: gguf.GGMLQuantizationType) -> int:
