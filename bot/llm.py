@@ -17,8 +17,7 @@ import httpx
 import ollama
 
 from pipeline.modelfile import grammar
-from pipeline.modelfile.publish import resolve_host
-from pipeline.serving import GenerateRequest
+from pipeline.serving import GenerateRequest, resolve_host
 
 T = TypeVar("T")
 

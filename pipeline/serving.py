@@ -12,11 +12,13 @@ records and the feedback export keep.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from pipeline import chat_formats, prompt
 from pipeline.chat_formats import ChatFormat
 
+DEFAULT_HOST = "http://127.0.0.1:11434"
 #: Tokens for the reasoning before the answer starts, on top of the answer's own budget.
 REASONING_TOKENS = 400
 TOKENS_PER_WORD = 1.4
@@ -77,3 +79,14 @@ def num_predict(length: prompt.Length | str | int | None, default_words: int = 2
     """A token budget for reasoning plus an answer of the asked length, with room to finish."""
     words = prompt.length_words(length) or default_words
     return REASONING_TOKENS + int(words * TOKENS_PER_WORD * 1.5)
+
+
+def resolve_host(host: str | None) -> str:
+    """The server URL: the argument, else OLLAMA_HOST, else the default; scheme and port filled in."""
+    host = (host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST).strip().rstrip("/")
+    if "://" not in host:
+        host = "http://" + host
+    scheme, rest = host.split("://", 1)
+    if ":" not in rest.split("/", 1)[0]:
+        rest = rest.replace("/", ":11434/", 1) if "/" in rest else rest + ":11434"
+    return f"{scheme}://{rest}"

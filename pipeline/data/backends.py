@@ -10,8 +10,6 @@ import os
 from dataclasses import dataclass
 from typing import Protocol
 
-DEFAULT_OLLAMA = "http://127.0.0.1:11434"
-
 
 class Transient(Exception):
     """Worth retrying after a pause; `retry_after` is the server's hint in seconds, if it gave one."""
@@ -56,7 +54,7 @@ class OllamaBackend:
     def __init__(self, s: Settings):
         import ollama
 
-        from pipeline.modelfile.publish import resolve_host
+        from pipeline.serving import resolve_host
 
         self.url = resolve_host(s.base_url)
         self.s = s

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import jsonl
 from pipeline.atomic import atomic_path
 from pipeline.data.sentences import sentences_of
 
@@ -441,11 +442,8 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> int:
 
 def read_jsonl(path: Path) -> Iterator[dict]:
     """Records of a JSON-lines file; a broken line is an error naming the file and line."""
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BookError(f"{path}:{i} is not valid JSON ({e.msg}): is this a .jsonl file?") from None
+    try:
+        for _, record in jsonl.iter_objects(path):
+            yield record
+    except jsonl.JsonlError as e:
+        raise BookError(str(e)) from None

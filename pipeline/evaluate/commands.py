@@ -140,7 +140,7 @@ def compare_command(
 
     from pipeline import prompt
     from pipeline.evaluate import compare, metrics, records, report
-    from pipeline.modelfile.publish import resolve_host
+    from pipeline.serving import resolve_host
 
     try:
         models = compare.parse_models(model)

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import atomic
+from pipeline import atomic, jsonl
 
 
 class InputError(ValueError):
@@ -16,25 +16,10 @@ class InputError(ValueError):
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(
-            f"{path} does not exist or is not a file: give a .jsonl file, one JSON object a line"
-        )
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(
-                    f"{path} line {n} is not valid JSON ({e.msg}): one JSON object a line"
-                ) from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path} line {n} is a JSON {type(row).__name__}, not an object")
-            rows.append(row)
+    try:
+        rows = [obj for _, obj in jsonl.iter_objects(path)]
+    except jsonl.JsonlError as e:
+        raise InputError(str(e)) from None
     if not rows:
         raise InputError(f"{path} holds no rows")
     return rows

@@ -8,7 +8,6 @@ messages, the same fields `ollama create` would send.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,24 +16,13 @@ import httpx
 import ollama
 
 from pipeline.modelfile import grammar
+from pipeline.serving import resolve_host
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
 _MODEL_GLOBS = ("*.safetensors", "*.gguf", "*.json", "tokenizer.model", "chat_template.jinja")
 
 
 class PublishError(RuntimeError):
     pass
-
-
-def resolve_host(host: str | None) -> str:
-    """The server URL: the argument, else OLLAMA_HOST, else the default; scheme and port filled in."""
-    host = (host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST).strip().rstrip("/")
-    if "://" not in host:
-        host = "http://" + host
-    scheme, rest = host.split("://", 1)
-    if ":" not in rest.split("/", 1)[0]:
-        rest = rest.replace("/", ":11434/", 1) if "/" in rest else rest + ":11434"
-    return f"{scheme}://{rest}"
 
 
 def sha256_file(path: Path, progress: Callable[[int], None] | None = None) -> str:

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from pipeline import serving
 from pipeline.modelfile import publish, render
 from pipeline.modelfile.publish import Publisher, PublishError
 from tests.fakes.ollama import refused_url
@@ -112,4 +113,4 @@ def test_cli_publish(fake_ollama, writer_modelfile, monkeypatch):
 )
 def test_resolve_host(given, expected, monkeypatch):
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
-    assert publish.resolve_host(given) == expected
+    assert serving.resolve_host(given) == expected
