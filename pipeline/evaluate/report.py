@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import atomic
+from pipeline import plots
 
 
 @dataclass(frozen=True)
@@ -111,10 +111,7 @@ def markdown_table(columns: list[Column], window: int, outputs_per_model: int | 
 
 def write_chart(path: str | Path, columns: list[Column], window: int) -> Path:
     """A bar chart per metric (mean with standard deviation), one bar per column, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     rows = [r for r in ROWS if any(_mean(c, r.key) is not None for c in columns)]
     ncols = 4
@@ -138,7 +135,4 @@ def write_chart(path: str | Path, columns: list[Column], window: int) -> Path:
     handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in colors]  # one legend for every panel
     fig.legend(handles, [c.label for c in columns], loc="upper center", ncol=len(columns), fontsize=9)
     fig.subplots_adjust(left=0.05, right=0.98, bottom=0.04, top=1 - 0.55 / fig.get_figheight(), hspace=0.45)
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return plots.save_png(fig, path)

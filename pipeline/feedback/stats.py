@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pipeline.atomic import atomic_path, write_text
+from pipeline import plots
+from pipeline.atomic import write_text
 from pipeline.feedback.export import counted_votes
 from pipeline.feedback.snapshot import Snapshot
 
@@ -122,10 +123,7 @@ def markdown(snap: Snapshot, groups: list[Group]) -> str:
 
 
 def chart(groups: list[Group], out: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     weeks = sorted({g.week for g in groups})
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True, constrained_layout=True)
@@ -148,10 +146,7 @@ def chart(groups: list[Group], out: Path) -> Path:
         axes[-1].set_xlabel("ISO week (UTC)")
         axes[-1].tick_params(axis="x", rotation=45)
     fig.suptitle("Writers' feedback per model and week")
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return out
+    return plots.save_png(fig, out)
 
 
 def write(snap: Snapshot, out_dir: str | Path) -> tuple[Path, Path]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from pipeline.atomic import atomic_path, write_text
+from pipeline import plots
+from pipeline.atomic import write_text
 
 
 def read_log(path: Path) -> list[dict]:
@@ -22,10 +23,7 @@ def read_log(path: Path) -> list[dict]:
 
 def plot_losses(entries: list[dict], png: Path, title: str = "") -> None:
     """Train and eval loss against the optimizer step, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = plots.pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for key, label, style in (("loss", "train", "-"), ("eval_loss", "eval", "o-")):
@@ -39,9 +37,7 @@ def plot_losses(entries: list[dict], png: Path, title: str = "") -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    with atomic_path(png) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    plots.save_png(fig, png)
 
 
 class LossLog(TrainerCallback):
