@@ -246,7 +246,7 @@ def check(mf: Modelfile, base_dir: Path, text: str = "") -> list[Problem]:
             problems.append(Problem("warning", c.line, f"parameter {c.name!r} is deprecated and ignored"))
         elif c.name not in PARAMETERS:
             err(c, f"unknown parameter {c.name!r}: Ollama refuses it; known: {', '.join(PARAMETERS)}")
-        elif msg := _type_error(PARAMETERS[c.name], c.args):
+        elif msg := type_error(PARAMETERS[c.name], c.args):
             err(c, f"parameter {c.name}: {msg}")
     for c in mf.get("requires"):
         if not re.fullmatch(r"v?\d+\.\d+\.\d+(-[0-9A-Za-z.-]+)?", c.args):
@@ -257,7 +257,7 @@ def check(mf: Modelfile, base_dir: Path, text: str = "") -> list[Problem]:
     return problems
 
 
-def _type_error(kind: str, value: str) -> str | None:
+def type_error(kind: str, value: str) -> str | None:
     try:
         if kind == "int":
             int(value, 10)

@@ -74,7 +74,7 @@ def parse_params(pairs: list[str]) -> dict[str, list[str]]:
             raise ModelfileRenderError(
                 f"--param {key}: Ollama has no such parameter; known: {', '.join(grammar.PARAMETERS)}"
             )
-        if msg := grammar._type_error(grammar.PARAMETERS[key], value):
+        if msg := grammar.type_error(grammar.PARAMETERS[key], value):
             raise ModelfileRenderError(f"--param {key}: {msg}")
         out.setdefault(key, []).append(value)
     return out
