@@ -7,6 +7,7 @@ the tokenizer's template and is saved with the adapter so export and Modelfile u
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,25 +52,74 @@ def choose_precision(requested: str, hw: Hardware) -> str:
 
 
 def check_qlora(device: str) -> None:
-    """Refuse QLoRA early, by name, where bitsandbytes cannot quantize to 4 bits."""
+    """Refuse QLoRA early, by name, where bitsandbytes cannot train 4-bit layers on this device.
+
+    The probe does what training does, on one small layer: a frozen 4-bit NF4 linear layer with a bias
+    (Qwen2's q/k/v have one) under a trainable LoRA pair, a training step with inputs that require grad
+    (as gradient checkpointing makes them), an evaluation, then a second training step. Some bitsandbytes
+    releases pass the first step and fail after the evaluation (0.49+ on CPUs with AVX512-BF16 repack the
+    weights for inference, and the repacked path breaks autograd), so one forward pass proves nothing.
+    """
     hint = "train plain LoRA with --no-qlora instead"
     try:
         import torch
-        from bitsandbytes import functional as bnbf
+        from bitsandbytes import nn as bnb_nn
     except Exception as e:  # ImportError, or a build that fails to load its native library
         raise TrainError(
             f"QLoRA needs bitsandbytes, which cannot load here ({e}): pip install bitsandbytes, or {hint}"
         ) from None
-    try:  # a real round trip on the device: the only reliable test of a build's backends
-        probe = torch.linspace(-1, 1, 128, device=device)
-        packed, state = bnbf.quantize_4bit(probe, quant_type="nf4")
-        back = bnbf.dequantize_4bit(packed, state).float().cpu()
-        if not torch.allclose(back, probe.cpu(), atol=0.2):
-            raise ValueError("the 4-bit round trip gives wrong numbers")
+    try:
+        with warnings.catch_warnings():  # bitsandbytes' deprecation chatter is not the user's business
+            warnings.simplefilter("ignore")
+            _probe_4bit_training(torch, bnb_nn, device)
     except Exception as e:
         raise TrainError(
-            f"bitsandbytes cannot run 4-bit NF4 on {device} ({type(e).__name__}: {e}): {hint}"
+            f"bitsandbytes {_bnb_version()} cannot train 4-bit NF4 layers on {device} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}): {hint}, or install the "
+            "bitsandbytes release of the lock (make install)"
         ) from None
+
+
+def _bnb_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bitsandbytes")
+    except PackageNotFoundError:
+        return "(unknown version)"
+
+
+def _probe_4bit_training(torch, bnb_nn, device: str) -> None:
+    generator = torch.Generator().manual_seed(0)
+    full = torch.nn.Linear(64, 64, bias=True)
+    layer = bnb_nn.Linear4bit(64, 64, bias=True, compute_dtype=torch.float32, quant_type="nf4")
+    layer.load_state_dict(full.state_dict())
+    layer = layer.to(device)  # quantizes on the way to the device
+    layer.requires_grad_(False)
+    lora_a = torch.nn.Linear(64, 8, bias=False).to(device)
+    lora_b = torch.nn.Linear(8, 64, bias=False).to(device)
+    torch.nn.init.zeros_(lora_b.weight)  # as LoRA starts: the pair adds nothing until trained
+    x = torch.randn(4, 64, generator=generator).to(device)
+
+    def step() -> torch.Tensor:
+        inputs = x.clone().requires_grad_(True)
+        out = layer(inputs) + lora_b(lora_a(inputs))
+        out.float().pow(2).mean().backward()
+        return out.detach()
+
+    first = step()
+    layer.eval()
+    with torch.no_grad():
+        layer(x)
+    layer.train()
+    second = step()
+    expected = full.to(device)(x).detach()
+    for out in (first, second):
+        if not torch.isfinite(out).all() or (out.float() - expected.float()).abs().mean() > 0.2:
+            raise ValueError("the 4-bit layer gives wrong numbers")
+    grad = lora_b.weight.grad
+    if grad is None or not torch.isfinite(grad).all() or not grad.abs().sum() > 0:
+        raise ValueError("no gradient reaches the LoRA weights through the 4-bit layer")
 
 
 def _format_tokens_present(tokenizer, fmt: chat_formats.ChatFormat) -> list[str]:

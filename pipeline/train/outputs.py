@@ -79,6 +79,17 @@ def prepare(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
     return None
 
 
+def discard_failed_run(out_dir: Path, created: bool) -> None:
+    """After a run failed: remove its curve and metadata; with no complete checkpoint to resume from,
+    its log too, and the folder itself when this run created it."""
+    out_dir = Path(out_dir)
+    resumable = last_complete_checkpoint(out_dir) is not None
+    for name in (METADATA, CURVE) if resumable else (METADATA, CURVE, LOG):
+        (out_dir / name).unlink(missing_ok=True)
+    if created and not resumable:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
 def read_metadata(out_dir: Path) -> dict:
     path = Path(out_dir) / METADATA
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

@@ -40,14 +40,25 @@ def train(
     opts: TrainOptions, callbacks: Sequence = (), printer: Callable[[str], None] = print
 ) -> TrainResult:
     """Train as opts say; progress and problems go to printer (rank 0 only). Raises TrainError."""
-    from transformers import EarlyStoppingCallback, set_seed
-
     hw = base.detect_hardware()
     precision = base.choose_precision(opts.precision, hw)
     if opts.qlora:
         base.check_qlora(hw.device)
     tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_format)
+    created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
+    try:
+        return _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
+    except BaseException:
+        # A failed run leaves nothing that looks like a result; resumable checkpoints stay.
+        if is_main_process():
+            outputs.discard_failed_run(opts.out_dir, created)
+        raise
+
+
+def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer) -> TrainResult:
+    from transformers import EarlyStoppingCallback, set_seed
+
     kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
     say(f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}", printer)
 

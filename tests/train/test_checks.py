@@ -61,8 +61,10 @@ def test_precision_follows_the_hardware():
 
 
 def test_qlora_is_refused_where_bitsandbytes_cannot_run(monkeypatch):
-    base.check_qlora("cpu")  # bitsandbytes 0.50 quantizes on the CPU
-    with pytest.raises(TrainError, match="bitsandbytes cannot run 4-bit NF4 on meta .*--no-qlora"):
+    base.check_qlora("cpu")  # the locked bitsandbytes trains 4-bit layers on the CPU, across evaluations
+    with pytest.raises(
+        TrainError, match="bitsandbytes .* cannot train 4-bit NF4 layers on meta .*--no-qlora"
+    ):
         base.check_qlora("meta")
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)
     with pytest.raises(TrainError, match="needs bitsandbytes, which cannot load here .*--no-qlora"):
@@ -103,3 +105,42 @@ def test_options_are_checked(tmp_path):
         TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", early_stopping=2)
     with pytest.raises(TrainError, match="--rank must be positive"):
         TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", rank=0)
+
+
+def test_the_qlora_probe_fails_like_training_after_an_evaluation(monkeypatch):
+    """bitsandbytes 0.49+ repacks 4-bit weights for inference on AVX512-BF16 CPUs; the next training step
+    through a layer with a bias then fails. The probe must catch exactly that: one forward pass is not
+    enough."""
+    import bitsandbytes.nn as bnb_nn
+
+    forward = bnb_nn.Linear4bit.forward
+    evaluated = []
+
+    def fails_after_an_evaluation(self, x):
+        if not self.training:
+            evaluated.append(True)
+        elif evaluated and x.requires_grad:
+            raise RuntimeError("a view of a leaf Variable that requires grad is being used in an in-place op")
+        return forward(self, x)
+
+    monkeypatch.setattr(bnb_nn.Linear4bit, "forward", fails_after_an_evaluation)
+    with pytest.raises(
+        TrainError, match="cannot train 4-bit NF4 layers on cpu .*a view of a leaf.*--no-qlora"
+    ):
+        base.check_qlora("cpu")
+    assert evaluated
+
+
+def test_train_refused_by_the_probe_writes_nothing(monkeypatch, tmp_path):
+    from pipeline.train.run import train
+
+    def broken(*_):
+        raise RuntimeError("matmul_4bit broke")
+
+    monkeypatch.setattr(base, "_probe_4bit_training", broken)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("", encoding="utf-8")
+    out = tmp_path / "out"
+    with pytest.raises(TrainError, match="matmul_4bit broke.*--no-qlora"):
+        train(TrainOptions(base=str(tmp_path / "no-base"), out_dir=out, data=rows))
+    assert not out.exists()

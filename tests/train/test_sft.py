@@ -120,6 +120,18 @@ def _adapter(out):
     return load_file(str(out / "adapter_model.safetensors"))
 
 
+def test_a_run_that_fails_midway_leaves_no_result_files(train_base, data, tmp_path):
+    def boom():
+        raise RuntimeError("the GPU fell off")
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="fell off"):
+        train(
+            _opts(train_base, out, data, max_steps=4, log_steps=1, eval_steps=100), callbacks=[_At(2, boom)]
+        )
+    assert not out.exists()  # no training.json saying it ran, no loss.png, no log
+
+
 def test_ctrl_c_stops_with_a_checkpoint_and_resume_continues_exactly(train_base, data, tmp_path):
     opts = dict(max_steps=8, save_steps=100, eval_steps=100, log_steps=1, dropout=0.1)
     straight = train(_opts(train_base, tmp_path / "straight", data, **opts))
