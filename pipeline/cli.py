@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from pipeline import extras
 from pipeline.data import commands as data_commands
 from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
@@ -33,4 +34,10 @@ for module in _STEPS:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except ModuleNotFoundError as e:  # an import no verb's declared extras cover: still say what to install
+        extra = extras.extra_of(e.name or "")
+        if extra is None:
+            raise
+        extras.fail(f"{e.name} is not installed (the {extra!r} extra): {extras.install_line(extra)}")

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline.extras import needs, require
+
 console = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line
 app = typer.Typer(
     help="Build training data: book chunks, Writing Prompts pairs, a look at the sentence splitter."
@@ -23,6 +25,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @app.command("gutenberg")
+@needs("data gutenberg", "data")
 def gutenberg(
     paths: Annotated[list[str], typer.Argument(help="Book files, folders of .txt files, or glob patterns")],
     output: Output,
@@ -90,6 +93,7 @@ def sentences(
 
 
 @app.command("writing-prompts")
+@needs("data writing-prompts", "data")
 def writing_prompts(
     source: Annotated[
         str, typer.Option(help="Folder of {train,valid,test}.wp_source/.wp_target, or a Hugging Face dataset")
@@ -141,6 +145,9 @@ def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_e
     import asyncio
 
     from pipeline.data import backends as b
+
+    if backend == "openai":
+        require("reason/distill --backend openai", "data")
     from pipeline.data import teacher as t
 
     settings = b.Settings(teacher, backend, base_url, api_key_env, timeout, temperature, max_tokens)

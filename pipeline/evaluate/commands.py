@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pipeline.extras import needs
+
 console = Console(stderr=True)
 app = typer.Typer(help="Readability, diversity and tone of texts and models; held-out perplexity.")
 
@@ -61,6 +63,7 @@ def _print_summary(title: str, columns: dict[str, dict], window: int) -> None:
 
 
 @app.command("metrics")
+@needs("eval metrics", "eval")
 def metrics_command(
     file: Annotated[Path, typer.Argument(help="JSONL file, one text a row")],
     out: OutDir,
@@ -109,6 +112,7 @@ def metrics_command(
 
 
 @app.command("compare")
+@needs("eval compare", "eval")
 def compare_command(
     model: Annotated[
         list[str],
@@ -198,6 +202,7 @@ def compare_command(
 
 
 @app.command("perplexity")
+@needs("eval perplexity", "train")
 def perplexity_command(
     base: Annotated[str, typer.Option(help="Base model: a local Hugging Face folder")],
     data: Annotated[Path, typer.Option(help="Held-out rows in the training format (messages)")],

@@ -10,6 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from pipeline.extras import needs
+
 console = Console(stderr=True)
 
 
@@ -162,6 +164,6 @@ def verify_gguf(
 
 def register(root: typer.Typer) -> None:
     root.command("export-gguf")(export_gguf)
-    root.command("export-merged")(export_merged)
+    root.command("export-merged")(needs("export-merged", "train")(export_merged))
     root.command("export-base")(export_base)
-    root.command("verify-gguf")(verify_gguf)
+    root.command("verify-gguf")(needs("verify-gguf", "train", "llama")(verify_gguf))

@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pipeline.extras import needs
+
 console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
 app = typer.Typer(help="Turn the bot's ratings into training rows (sft, kto, dpo) and figures.")
 
@@ -84,6 +86,7 @@ def export_cmd(
 
 
 @app.command("stats")
+@needs("feedback stats", "eval")
 def stats_cmd(
     db: DbOption,
     out_dir: Annotated[Path, typer.Option("-o", "--output", help="Folder for the summary and the chart")],

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from pipeline import chat_formats
+from pipeline.extras import needs
 from pipeline.train.options import ATTENTION_MODULES, DEFAULT_LR, TrainError, TrainOptions
 
 console = Console(stderr=True)
@@ -130,4 +131,4 @@ def train(
 
 
 def register(root: typer.Typer) -> None:
-    root.command("train")(train)
+    root.command("train")(needs("train", "train")(train))
