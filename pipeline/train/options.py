@@ -4,7 +4,7 @@ arguments every method has in common. Standard library only, so the CLI can buil
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -17,42 +17,60 @@ class TrainError(RuntimeError):
     """A run that cannot start or go on; the message names the problem and the fix."""
 
 
+def option(default, help: str, *flags: str):
+    """A TrainOptions field with its command-line help (and flags, when not just --field-name)."""
+    return field(default=default, metadata={"help": help, "flags": flags})
+
+
+def required(help: str, *flags: str):
+    return field(metadata={"help": help, "flags": flags})
+
+
 @dataclass
 class TrainOptions:
-    base: str
-    out_dir: Path
-    data: Path
-    eval_data: Path | None = None
-    method: str = "sft"
-    adapter: Path | None = None  # an SFT adapter to start from (required for dpo and kto)
-    chat_format: str | None = None
-    qlora: bool = True
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ATTENTION_MODULES
-    epochs: float = 2.0
-    max_steps: int = -1
-    lr: float | None = None  # None: the method's default (DEFAULT_LR)
-    scheduler: str = "cosine"
-    warmup: float = 0.03  # a fraction of the steps below 1, a number of steps from 1
-    batch_size: int = 2
-    grad_accum: int = 8
-    max_length: int = 2048
-    packing: bool = True
-    eval_steps: int = 50
-    save_steps: int | None = None  # None: the same as eval_steps
-    save_total_limit: int = 2
-    log_steps: int = 10
-    early_stopping: int = 0  # patience in evaluations; 0 turns it off
-    early_stopping_threshold: float = 0.0
-    seed: int = 42
-    resume: bool = False
-    overwrite: bool = False
-    precision: str = "auto"
-    gradient_checkpointing: bool = True
-    optim: str = "adamw_torch"
-    beta: float = 0.1  # DPO / KTO strength of the pull towards the reference (the SFT adapter)
+    """Every training option, its default and its help, defined once: `story-pipeline train` builds its
+    flags from these fields, and a config file (TOML, or a run's training.json) sets the same names."""
+
+    base: str = required("Base model: a Hugging Face folder (or hub id)")
+    out_dir: Path = required("Output folder (the PEFT adapter)", "-o", "--output")
+    data: Path = required("Training rows (JSONL): SFT messages, or DPO/KTO preferences")
+    eval_data: Path | None = option(None, "Held-out rows in the same format")
+    method: str = option("sft", f"Training method: {', '.join(METHODS)}")
+    adapter: Path | None = option(None, "An SFT adapter folder to start from (required for dpo and kto)")
+    chat_format: str | None = option(
+        None, "Chat format to train with, replacing the base's template (qwen2.5, qwen2, chatml, llama3)"
+    )
+    qlora: bool = option(True, "Load the base in 4-bit NF4 (bitsandbytes); --no-qlora trains plain LoRA")
+    rank: int = option(16, "LoRA rank")
+    alpha: int = option(32, "LoRA alpha (scale = alpha / rank)")
+    dropout: float = option(0.05, "LoRA dropout")
+    target_modules: tuple[str, ...] = option(
+        ATTENTION_MODULES, "Module names to adapt (comma-separated on the command line), or all-linear"
+    )
+    epochs: float = option(2.0, "Passes over the training rows")
+    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: epochs decide)")
+    lr: float | None = option(
+        None, f"Learning rate (default {DEFAULT_LR['sft']} for sft, {DEFAULT_LR['dpo']} for dpo/kto)"
+    )
+    scheduler: str = option("cosine", "Learning-rate schedule: linear, cosine, constant_with_warmup, ...")
+    warmup: float = option(0.03, "Warmup: a fraction of the steps (<1) or a step count")
+    batch_size: int = option(2, "Sequences per device per step")
+    grad_accum: int = option(8, "Gradient accumulation steps")
+    max_length: int = option(2048, "Tokens per sequence; longer contexts lose their oldest part")
+    packing: bool = option(True, "Pack rows into max-length sequences (--no-packing: group by length)")
+    eval_steps: int = option(50, "Evaluate every N steps")
+    save_steps: int | None = option(None, "Checkpoint every N steps (default: the eval steps)")
+    save_total_limit: int = option(2, "Checkpoints to keep (the best is kept too)")
+    log_steps: int = option(10, "Log the train loss every N steps")
+    early_stopping: int = option(0, "Stop after N evaluations without improvement (0: off)")
+    early_stopping_threshold: float = option(0.0, "Smallest eval-loss drop that counts as improvement")
+    seed: int = option(42, "Random seed")
+    resume: bool = option(False, "Continue from the last checkpoint in the output folder")
+    overwrite: bool = option(False, "Start over in an output folder that holds a run")
+    precision: str = option("auto", "auto (bf16 GPU, else fp16 GPU, else fp32), bf16, fp16, fp32")
+    gradient_checkpointing: bool = option(True, "Recompute activations to save memory")
+    optim: str = option("adamw_torch", "Optimizer (adamw_torch, paged_adamw_8bit, ...)")
+    beta: float = option(0.1, "DPO/KTO beta: how close to stay to the SFT adapter")
 
     def __post_init__(self) -> None:
         self.out_dir, self.data = Path(self.out_dir), Path(self.data)
@@ -86,6 +104,44 @@ class TrainOptions:
     def as_dict(self) -> dict:
         d = asdict(self)
         return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+def read_config(path: Path) -> dict:
+    """Options from a TOML file (keys are the option names, `-` or `_`), or from a run's training.json
+    (its effective `options`, so a run can be repeated from it)."""
+    import json
+    import tomllib
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text).get("options", {}) if path.suffix == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # TOMLDecodeError and JSONDecodeError too
+        raise TrainError(f"cannot read the config file {path}: {e}") from None
+    data = {k.replace("-", "_"): v for k, v in data.items()}
+    known = {f.name for f in fields(TrainOptions)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise TrainError(
+            f"{path}: unknown option(s) {', '.join(unknown)}; the options are those of "
+            "`story-pipeline train --help`, with _ or - between words"
+        )
+    return data
+
+
+def build_options(config: dict, overrides: dict) -> TrainOptions:
+    """TrainOptions from a config's values with the command line's explicit values on top."""
+    values = config | overrides
+    if isinstance(values.get("target_modules"), str):
+        values["target_modules"] = tuple(m.strip() for m in values["target_modules"].split(",") if m.strip())
+    missing = [f.name for f in fields(TrainOptions) if f.default is MISSING and values.get(f.name) is None]
+    if missing:
+        flags = ", ".join("--" + ("output" if n == "out_dir" else n.replace("_", "-")) for n in missing)
+        raise TrainError(f"missing {flags}: give it on the command line or in the --config file")
+    for f in fields(TrainOptions):
+        if "Path" in str(f.type) and isinstance(values.get(f.name), str):
+            values[f.name] = Path(values[f.name])
+    return TrainOptions(**values)
 
 
 def is_main_process() -> bool:

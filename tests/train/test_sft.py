@@ -219,3 +219,36 @@ def test_cli_trains_plain_lora_grouped_by_length_and_refuses_bad_input(train_bas
     result = CliRunner().invoke(app, [*args[:3], "-o", str(tmp_path / "o2"), "--data", str(bad)])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "no usable SFT rows" in text and 'skipped 1: no "messages" list' in text
+
+
+def test_cli_trains_from_a_config_file_flags_win_and_training_json_repeats_the_run(
+    train_base, data, tmp_path
+):
+    config = tmp_path / "run.toml"
+    config.write_text(
+        f'base = "{train_base}"\ndata = "{data[0]}"\nqlora = false\nmax-steps = 5\nrank = 4\n'
+        'max_length = 320\nbatch_size = 2\ngrad_accum = 1\ntarget_modules = ["q_proj", "v_proj"]\n',
+        encoding="utf-8",
+    )
+    first = tmp_path / "first"
+    result = CliRunner().invoke(app, ["train", "--config", str(config), "-o", str(first), "--max-steps", "2"])
+    assert result.exit_code == 0, result.output
+    options = json.loads((first / "training.json").read_text())["options"]
+    assert options["max_steps"] == 2 and options["rank"] == 4 and options["qlora"] is False  # the flag won
+    assert options["target_modules"] == ["q_proj", "v_proj"] and options["alpha"] == 32  # a default kept
+
+    again = tmp_path / "again"
+    result = CliRunner().invoke(app, ["train", "--config", str(first / "training.json"), "-o", str(again)])
+    assert result.exit_code == 0, result.output
+    repeated = json.loads((again / "training.json").read_text())["options"]
+    assert repeated == options | {"out_dir": str(again)}
+    torch.testing.assert_close(_adapter(again), _adapter(first))  # same seed, same options: same adapter
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('bsae = "x"\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["train", "--config", str(bad), "-o", str(tmp_path / "o3")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "unknown option(s) bsae" in text and not (tmp_path / "o3").exists()
+    result = CliRunner().invoke(app, ["train", "-o", str(tmp_path / "o4")])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "missing --base, --data" in text
