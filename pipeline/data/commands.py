@@ -137,7 +137,9 @@ ValOutput = Annotated[
 Concurrency = Annotated[int, typer.Option(help="Requests in flight at once")]
 Retries = Annotated[int, typer.Option(help="Retries per item on 429/5xx/timeouts/unusable replies")]
 Timeout = Annotated[float, typer.Option(help="Seconds to wait for one teacher reply")]
-Limit = Annotated[int | None, typer.Option(help="Only the first N items (a trial run)")]
+Limit = Annotated[
+    int | None, typer.Option(help="A trial run on N items: the first of each split, in proportion")
+]
 
 
 def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
@@ -189,6 +191,26 @@ def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_e
                     "run the same command again to retry them", 1)  # fmt: skip
 
 
+def _trial(jobs: list, limit: int) -> list:
+    """The first `limit` jobs with each split in its share (at least one of each), in file order, so a
+    trial run writes a train file and a validation file like the whole run would."""
+    splits = sorted({j.split for j in jobs})
+    if limit >= len(jobs) or len(splits) < 2:
+        return jobs[:limit]
+    share = {s: sum(j.split == s for j in jobs) for s in splits}
+    quota = {s: max(1, round(limit * n / len(jobs))) for s, n in share.items()}
+    while sum(quota.values()) > limit:  # rounding up to one of each can overshoot a tiny limit
+        biggest = max(quota, key=quota.__getitem__)
+        quota[biggest] -= 1
+    taken = {s: 0 for s in splits}
+    chosen = []
+    for job in jobs:
+        if taken[job.split] < quota[job.split]:
+            taken[job.split] += 1
+            chosen.append(job)
+    return chosen
+
+
 def _load(path: Path, make_jobs, limit: int | None):
     from pipeline.data import gutenberg as g
     from pipeline.data import teacher as t
@@ -199,7 +221,7 @@ def _load(path: Path, make_jobs, limit: int | None):
         jobs = make_jobs(g.read_jsonl(path))
     except (g.BookError, t.InputError) as e:
         raise _fail(str(e)) from None
-    jobs = jobs[:limit] if limit else jobs
+    jobs = _trial(jobs, limit) if limit else jobs
     if not jobs:
         raise _fail(f"{path} has no records")
     return jobs

@@ -397,3 +397,18 @@ def test_distill_writes_stories_for_prompts(tmp_path, fake_ollama):
     )  # the teacher sees the student's prompt
     assert P.REASONING_OPEN in sent[0]["content"] and "about 100 words" in sent[0]["content"]
     assert "malformed reply: no_tags" in rows(tmp_path / "train.failed.jsonl")[0]["error"]
+
+
+def test_a_trial_run_takes_each_split_in_its_share(tmp_path):
+    """--limit N on chunks whose first records are all validation still writes training rows."""
+    chunks, out = tmp_path / "chunks.jsonl", tmp_path / "train.jsonl"
+    records = make_chunks(chunks, 12)
+    for r in records:  # the validation book first, as the data step may order them
+        r["split"] = "validation" if r["position"] < 8 else "train"
+    chunks.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with FakeOpenAI(reply=reason_reply) as server:
+        code, output = cli("reason", chunks, "-o", out, "--teacher", "t", "--backend", "openai",
+                           "--base-url", server.url, "--limit", "3")  # fmt: skip
+    assert code == 0, output
+    assert len(rows(out)) == 1 and len(rows(tmp_path / "val.jsonl")) == 2  # 4 of 12 train: 1 of 3
+    assert P.split_prompt(rows(out)[0]["messages"][0]["content"])[0] == records[8]["context"]
