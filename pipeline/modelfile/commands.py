@@ -65,13 +65,12 @@ def check(files: Annotated[list[Path], typer.Argument(help="Modelfiles to check"
         summary = f"{errors} error(s): ollama create fails" if errors else "ollama create accepts it"
         if warnings:
             summary += f"; {warnings} warning(s): Ollama serves something other than the file says"
-        console.print(f"{status} {escape(str(f))}: {summary}", highlight=False)
+        console.print(f"{status} {escape(str(f))}: {summary}", highlight=False, soft_wrap=True)
         for p in problems:
             where = f"{f}:{p.line}:{p.column}" if p.line else str(f)
             colour = "red" if p.severity == "error" else "yellow"
-            console.print(
-                f"  {escape(where)}: [{colour}]{p.severity}[/{colour}]: {escape(p.message)}", highlight=False
-            )
+            line = f"  {escape(where)}: [{colour}]{p.severity}[/{colour}]: {escape(p.message)}"
+            console.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
 
 

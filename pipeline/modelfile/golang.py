@@ -277,8 +277,11 @@ def shortest_float32(x: float) -> float:
         return x
     for digits in range(1, 10):
         text = f"{x:.{digits}g}"
-        if _round_binary(abs(Fraction(text)), 32) == abs(x):
-            return float(text)
+        try:
+            if _round_binary(abs(Fraction(text)), 32) == abs(x):
+                return float(text)
+        except GoRangeError:  # a shorter decimal that rounds past the largest float32
+            continue
     return x
 
 

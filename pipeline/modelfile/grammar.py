@@ -484,7 +484,7 @@ def _check_value_shape(c: Command, add) -> None:
             "the value holds lines that look like instructions: an earlier quote was closed "
             "too late, so Ollama read them into this value",
         )
-    if len(value) >= 2 and value[0] == value[-1] == "'":
+    if len(c.raw) >= 2 and c.raw[0] == c.raw[-1] == "'":  # written with ' as if it were a quote
         add(
             "warning",
             c,
@@ -744,6 +744,8 @@ def _check_paths(mf: Modelfile, base_dir: Path) -> list[Problem]:
                 base_arch = inspect_mod.architecture_of(path)
             continue
         if message := model_name_error(c.args):
+            if "#" in c.args:
+                message += "; a # starts a comment only at the start of a line"
             hint = (
                 " (no such file either, so Ollama reads it as a model name)"
                 if _LOCAL_PATH_RE.search(c.args)
