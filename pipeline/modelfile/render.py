@@ -92,8 +92,12 @@ def parse_params(pairs: list[str]) -> dict[str, list[str]]:
             raise ModelfileRenderError(f"--param {key}={value}: {message.split(': ', 1)[1]}")
         if key == "stop":
             _check_text_value(f"--param stop={value}", value)
-            if "\n" in value or "\r" in value:
-                raise ModelfileRenderError(f"--param stop={value!r}: a stop sequence must fit on one line")
+            mf, problems = grammar.scan(f"FROM x\nPARAMETER stop {_quote(value)}\n")
+            if problems or mf.parameters.get("stop") != [value]:
+                raise ModelfileRenderError(
+                    f"--param stop={value!r}: a Modelfile cannot hold this stop sequence as it is (a line "
+                    "end, or quotes Ollama would read as the end of the value); change it"
+                )
         out.setdefault(key, []).append(value)
     return out
 

@@ -469,6 +469,8 @@ def test_go_template_syntax(text, ok):
         (["temperature=0_7"], None, "without _"),  # Go reads 7: a misread, refused too
         (["seed=9007199254740993"], None, "stores 9007199254740992"),
         (["stop=a\fb"], None, "U+000C"),
+        (['stop="'], None, "cannot hold this stop sequence"),
+        (["stop=a\nb"], None, "cannot hold this stop sequence"),
         ([], "be \f kind\u2028now", "--system: holds non-printable characters (U+000C, U+2028)"),
         ([], "a\u00a0b", "U+00A0"),
         ([], 'say """\nhi', 'holds """'),
