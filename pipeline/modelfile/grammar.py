@@ -629,7 +629,15 @@ def _check_template(mf: Modelfile) -> list[Problem]:
             )
             continue
         try:
-            gotemplate.parse(c.args)
+            tree = gotemplate.parse(c.args)
+            for node in tree.walk():
+                if node.kind == "template" and node.value not in tree.templates:
+                    line, col = c.at(node.pos)
+                    message = (
+                        f'TEMPLATE calls {{{{template "{node.value}"}}}}, which it never defines: Ollama '
+                        "accepts it, then fails every request that renders it; define it or drop the call"
+                    )
+                    problems.append(Problem("warning", line, message, col))
         except gotemplate.TemplateParseError as e:
             line, col = c.at(e.offset)
             problems.append(

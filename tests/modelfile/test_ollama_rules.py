@@ -258,6 +258,13 @@ CASES = [
         'FROM x\nTEMPLATE """{{ define "t" }}x{{ end }}{{ template "t" . }}"""\n',
         "ok",
     ),
+    Case(
+        "template call to an undefined template",
+        'FROM x\nTEMPLATE """{{ template "t" . }}"""\n',
+        "warn",
+        says="never defines",
+        where=(2, 25),
+    ),
     Case("unclosed action", 'FROM x\nTEMPLATE """{{ .Prompt"""\n', "error", says="unclosed action"),
     Case(
         "unknown function",
