@@ -466,8 +466,23 @@ class Tree:
             yield from visit(nodes)
 
     def identifiers(self) -> set[str]:
-        """Ollama's Template.Vars: the lower-cased field and variable names the templates mention."""
-        return {str(i).lower() for n in self.walk() if n.kind in ("field", "variable") for i in n.value}
+        """Ollama's Template.Vars: the lower-cased names of the fields and variables in the templates'
+        pipelines (`.Tools` gives "tools"); like Ollama, it does not look inside a chain like `(x).Y`."""
+
+        def of_pipe(pipe: Pipe | None):
+            for cmd in pipe.cmds if pipe else ():
+                for arg in cmd:
+                    if arg.kind in ("field", "variable"):
+                        yield from (str(i).lower() for i in arg.value)
+                    elif arg.kind == "pipe":
+                        yield from of_pipe(arg.pipe)
+
+        def of_nodes(nodes: list[Node]):
+            for n in nodes:
+                yield from of_pipe(n.pipe)
+                yield from of_nodes(n.children)
+
+        return {name for nodes in self.templates.values() for name in of_nodes(nodes)}
 
 
 class _Parser:

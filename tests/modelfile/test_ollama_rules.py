@@ -421,6 +421,16 @@ def test_pinned_unicode_tables_are_gos_not_pythons():
     assert golang.is_letter("\u00e9") and golang.is_digit("\u0664") and not golang.is_digit("\u00bd")
 
 
+def test_template_vars_as_ollama_reads_them():
+    tree = gotemplate.parse(
+        "{{ if .System }}{{ range $i, $m := .Messages }}{{ $m.Role }}{{ end }}{{ end }}"
+        '{{ with .Tools }}{{ (json .).Length }}{{ end }}{{ define "x" }}{{ .Prompt }}{{ end }}'
+    )
+    # Fields and variables of every pipeline, lower-cased; a range's declared $i/$m are not listed, nor
+    # what hides in a chain like (json .).Length.
+    assert tree.identifiers() == {"system", "messages", "$m", "role", "tools", "prompt"}
+
+
 @pytest.mark.parametrize(
     "text, ok",
     [
