@@ -62,19 +62,32 @@ def trim_space(s: str) -> str:
     return s[start:end]
 
 
+def _bom(data: bytes) -> tuple[int, str]:
+    """(BOM length, codec) as unicode.BOMOverride picks them; UTF-8 without a BOM otherwise."""
+    for bom, codec in ((b"\xef\xbb\xbf", "utf-8"), (b"\xfe\xff", "utf-16-be"), (b"\xff\xfe", "utf-16-le")):
+        if data.startswith(bom):
+            return len(bom), codec
+    return 0, "utf-8"
+
+
+def first_invalid(data: bytes) -> str | None:
+    """The decoded text before the first byte Ollama's decoder replaces with U+FFFD, or None."""
+    skip, codec = _bom(data)
+    try:
+        data[skip:].decode(codec)
+    except UnicodeDecodeError as e:
+        return data[skip : skip + e.start].decode(codec)
+    return None
+
+
 def decode_modelfile(data: bytes) -> str:
     """Bytes as Ollama's parser reads them: unicode.BOMOverride over a UTF-8 decoder.
 
     A UTF-8 BOM is dropped, a UTF-16 BOM (either order) switches to UTF-16; every invalid byte (or
     unpaired UTF-16 unit) becomes one U+FFFD, as Go's decoders do.
     """
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", "go-replace")
-    if data.startswith(b"\xfe\xff"):
-        return data[2:].decode("utf-16-be", "go-replace")
-    if data.startswith(b"\xff\xfe"):
-        return data[2:].decode("utf-16-le", "go-replace")
-    return data.decode("utf-8", "go-replace")
+    skip, codec = _bom(data)
+    return data[skip:].decode(codec, "go-replace")
 
 
 def _go_replace(err: UnicodeDecodeError) -> tuple[str, int]:

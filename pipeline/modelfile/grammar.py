@@ -406,10 +406,16 @@ def check_text(text: str, base_dir: Path | None = None) -> list[Problem]:
 
 def check_file(path: Path) -> list[Problem]:
     try:
-        text = read(path)
+        data = Path(path).read_bytes()
     except OSError as e:
         return [Problem("error", 0, f"cannot read {path}: {e.strerror or e}")]
-    return check_text(text, Path(path).resolve().parent)
+    problems = check_text(golang.decode_modelfile(data), Path(path).resolve().parent)
+    if (before := golang.first_invalid(data)) is not None:
+        line = before.count("\n") + 1
+        col = len(before) - (before.rfind("\n") + 1) + 1
+        message = "bytes that are not valid text in the file's encoding: Ollama reads each as U+FFFD"
+        problems.append(Problem("warning", line, message, col))
+    return sorted(problems, key=lambda p: (p.line, p.column))
 
 
 def check(mf: Modelfile, base_dir: Path) -> list[Problem]:
