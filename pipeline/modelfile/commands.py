@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from pipeline import chat_formats
@@ -41,25 +42,35 @@ def modelfile(
     try:
         path, problems = render.write(out, base, adapter, system, param, num_ctx, fmt)
     except (render.ModelfileRenderError, chat_formats.UnknownFormatError, ValueError) as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     for p in problems:
-        console.print(f"[yellow]{p}[/yellow]")
+        console.print(f"[yellow]{escape(str(p))}[/yellow]")
     console.print(f"wrote {path}: ollama create writer -f {path} && ollama run writer")
 
 
 @app.command("check")
 def check(files: Annotated[list[Path], typer.Argument(help="Modelfiles to check")]) -> None:
-    """Parse Modelfiles as Ollama does; exit 1 if any would be refused or silently misread."""
+    """Parse Modelfiles as Ollama does; exit 1 if `ollama create` would refuse any of them.
+
+    Errors make `ollama create` fail; warnings are what it accepts but serves otherwise than written.
+    """
     failed = False
     for f in files:
         problems = grammar.check_file(f)
-        errors = [p for p in problems if p.severity == "error"]
+        errors = sum(p.severity == "error" for p in problems)
+        warnings = len(problems) - errors
         failed |= bool(errors)
-        status = "[red]FAIL[/red]" if errors else "[green]ok[/green]"
-        console.print(f"{status} {f}")
+        status = "[red]FAIL[/red]" if errors else "[yellow]ok[/yellow]" if warnings else "[green]ok[/green]"
+        summary = f"{errors} error(s): ollama create fails" if errors else "ollama create accepts it"
+        if warnings:
+            summary += f"; {warnings} warning(s): Ollama serves something other than the file says"
+        console.print(f"{status} {escape(str(f))}: {summary}", highlight=False, soft_wrap=True)
         for p in problems:
-            console.print(f"  {p}")
+            where = f"{f}:{p.line}:{p.column}" if p.line else str(f)
+            colour = "red" if p.severity == "error" else "yellow"
+            line = f"  {escape(where)}: [{colour}]{p.severity}[/{colour}]: {escape(p.message)}"
+            console.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
 
 

@@ -51,7 +51,7 @@ class Plan:
 
 
 def plan(modelfile: Path, name: str) -> Plan:
-    text = Path(modelfile).read_text(encoding="utf-8")
+    text = grammar.read(Path(modelfile))  # decoded as Ollama decodes it (BOM, UTF-16)
     base_dir = Path(modelfile).resolve().parent
     errors = [p for p in grammar.check_text(text, base_dir) if p.severity == "error"]
     if errors:
@@ -75,15 +75,14 @@ def plan(modelfile: Path, name: str) -> Plan:
         adapters=adapters,
         template=mf.first("template"),
         system=mf.first("system"),
-        parameters=_typed_parameters(mf.parameters),
+        parameters=grammar.typed_parameters(mf),
         messages=messages,
         license=[c.args for c in mf.get("license")],
     )
 
 
 def _expand(value: str, base_dir: Path) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else base_dir / p
+    return grammar.expand_path(value, base_dir)
 
 
 def _model_files(path: Path) -> dict[str, Path]:
@@ -93,23 +92,6 @@ def _model_files(path: Path) -> dict[str, Path]:
     if not any(n.endswith((".safetensors", ".gguf")) for n in found):
         raise PublishError(f"FROM {path}: the folder holds no .safetensors or .gguf weights")
     return found
-
-
-def _typed_parameters(params: dict[str, list[str]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, values in params.items():
-        kind = grammar.PARAMETERS.get(key)
-        if kind is None:  # deprecated: Ollama ignores them too
-            continue
-        if kind == "list":
-            out[key] = values
-        elif kind == "int":
-            out[key] = int(values[-1])
-        elif kind == "float":
-            out[key] = float(values[-1])
-        else:
-            out[key] = values[-1].lower() in ("1", "t", "true")
-    return out
 
 
 class Publisher:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline import atomic, chat_formats
 from pipeline.chat_formats import ChatFormat
-from pipeline.modelfile import grammar, inspect
+from pipeline.modelfile import golang, grammar, inspect
 
 #: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
 DEFAULT_NUM_CTX = 8192
@@ -31,11 +31,8 @@ class WriterModelfile:
     path: str = "<this file>"
 
     def render(self) -> str:
-        if self.system is not None and '"""' in self.system:
-            raise ModelfileRenderError(
-                'the system prompt contains """, which a Modelfile cannot hold (Ollama has no escapes): '
-                "remove it or write ''' instead"
-            )
+        if self.system is not None:
+            _check_text_value("--system", self.system)
         if self.num_ctx <= 0:
             raise ModelfileRenderError(f"--num-ctx must be a positive number of tokens, not {self.num_ctx}")
         params = {**DEFAULT_PARAMETERS, **self.parameters, "num_ctx": [str(self.num_ctx)]}
@@ -59,7 +56,24 @@ class WriterModelfile:
 
 
 def _quote(value: str) -> str:
-    return f'"{value}"' if any(ch in value for ch in ' \t"<#') or not value else value
+    return f'"{value}"' if any(ch in value for ch in " \t\"<#'") or not value else value
+
+
+def _check_text_value(option: str, value: str) -> None:
+    """Refuse text Ollama would store otherwise than given: runes it drops, or quotes it cannot hold."""
+    dropped = sorted({ch for ch in value if not golang.is_print(ch) and ch not in " \t\r\n"})
+    if dropped:
+        names = ", ".join(f"U+{ord(ch):04X}" for ch in dropped)
+        raise ModelfileRenderError(
+            f"{option}: holds non-printable characters ({names}) that Ollama silently drops; "
+            "remove them or use plain spaces"
+        )
+    mf, problems = grammar.scan(f'FROM x\nSYSTEM """{value}"""\n')
+    if problems or mf.first("system") != value:
+        raise ModelfileRenderError(
+            f'{option}: holds """ where Ollama would end the quoted value (a Modelfile has no escapes); '
+            "remove it or write ''' instead"
+        )
 
 
 def parse_params(pairs: list[str]) -> dict[str, list[str]]:
@@ -74,8 +88,16 @@ def parse_params(pairs: list[str]) -> dict[str, list[str]]:
             raise ModelfileRenderError(
                 f"--param {key}: Ollama has no such parameter; known: {', '.join(grammar.PARAMETERS)}"
             )
-        if msg := grammar.type_error(grammar.PARAMETERS[key], value):
-            raise ModelfileRenderError(f"--param {key}: {msg}")
+        for _, message in grammar.value_problems(key, value):  # errors and misreads alike
+            raise ModelfileRenderError(f"--param {key}={value}: {message.split(': ', 1)[1]}")
+        if key == "stop":
+            _check_text_value(f"--param stop={value}", value)
+            mf, problems = grammar.scan(f"FROM x\nPARAMETER stop {_quote(value)}\n")
+            if problems or mf.parameters.get("stop") != [value]:
+                raise ModelfileRenderError(
+                    f"--param stop={value!r}: a Modelfile cannot hold this stop sequence as it is (a line "
+                    "end, or quotes Ollama would read as the end of the value); change it"
+                )
         out.setdefault(key, []).append(value)
     return out
 
@@ -129,16 +151,23 @@ def write(
         if not Path(adapter).exists():
             raise ModelfileRenderError(f"--adapter {adapter}: no such file")
         adapter_value = _relative(Path(adapter), out_dir)
-    text = WriterModelfile(
+    for _, message in grammar.value_problems("num_ctx", str(num_ctx)):
+        raise ModelfileRenderError(f"--num-ctx {num_ctx}: {message.split(': ', 1)[1]}")
+    wanted = WriterModelfile(
         from_value, fmt, adapter_value, system, num_ctx, parse_params(params or []), str(out)
-    ).render()
+    )
+    text = wanted.render()
+    # Refuse anything `modelfile check` finds, warnings too: the writer never writes a file that Ollama
+    # refuses or serves otherwise than asked.
     problems = grammar.check_text(text, out_dir)
-    errors = [p for p in problems if p.severity == "error"]
-    if errors:
-        raise ModelfileRenderError("the Modelfile would not work:\n" + "\n".join(map(str, errors)))
-    parsed = grammar.parse(text)
-    if parsed.first("template") != fmt.ollama_template():  # the writer's own round trip
-        raise ModelfileRenderError("the TEMPLATE did not survive Ollama's parser unchanged")
+    if problems:
+        raise ModelfileRenderError("the Modelfile would not work:\n" + "\n".join(map(str, problems)))
+    parsed = grammar.parse(text)  # the writer's own round trip through Ollama's parser
+    if parsed.first("template") != fmt.ollama_template() or parsed.first("system") != system:
+        raise ModelfileRenderError("the TEMPLATE or SYSTEM did not survive Ollama's parser unchanged")
+    for key, values in wanted.parameters.items():
+        if parsed.parameters.get(key, [])[-len(values) :] != values:
+            raise ModelfileRenderError(f"--param {key}: the value did not survive Ollama's parser unchanged")
     return atomic.write_text(out, text), problems
 
 

@@ -14,6 +14,10 @@ def errors(text: str, base_dir: Path | None = None) -> list[str]:
     return [p.message for p in grammar.check_text(text, base_dir) if p.severity == "error"]
 
 
+def warnings(text: str, base_dir: Path | None = None) -> list[str]:
+    return [p.message for p in grammar.check_text(text, base_dir) if p.severity == "warning"]
+
+
 def test_parses_instructions_case_insensitively_with_all_quote_forms():
     mf = parse(
         "# a comment\n"
@@ -51,12 +55,12 @@ def test_bom_and_crlf_are_accepted():
     [
         ("TEMPLATE x\n", "no FROM line"),
         ("FROM x\nPARAMS temperature 1\n", "unknown instruction 'PARAMS'"),
-        ("FROM x\nSYSTEM-PROMPT hi\n", "unexpected character '-'"),
+        ("FROM x\nSYSTEM-PROMPT hi\n", "followed by '-'"),
         ('FROM x\nSYSTEM """never closed\nPARAMETER temperature 1\n', "never closed"),
         ('FROM x\nSYSTEM "never closed\n', "never closed"),
         ("FROM x\nMESSAGE robot hi\n", "message role 'robot'"),
-        ("FROM x\nPARAMETER\n", "has no value"),
-        ("FROM x\nPARAMETER temperature", "unexpected end of file"),
+        ("FROM x\nPARAMETER\n", "followed by a line end"),
+        ("FROM x\nPARAMETER temperature", "file ends inside an instruction"),
     ],
 )
 def test_what_ollama_refuses_to_parse(text, message):
@@ -69,17 +73,18 @@ def test_triple_quotes_inside_a_value_end_it_early():
     # Ollama ends a """ value at the first """ before a newline: the rest becomes a broken instruction.
     with pytest.raises(ModelfileError):
         parse('FROM x\nSYSTEM """He said """\nhi"""\n')
-    # On one line Ollama happens to keep it, but it cannot be written safely: the checker says so.
-    assert any('contains """' in e for e in errors('FROM x\nSYSTEM """He said """hi""" ok"""\n'))
+    # On one line Ollama keeps it: the value ends only at a line end after """.
+    text = 'FROM x\nSYSTEM """He said """hi""" ok"""\n'
+    assert parse(text).first("system") == 'He said """hi""" ok'
+    assert grammar.check_text(text) == []
 
 
 def test_a_quote_closed_too_late_swallows_later_lines():
     text = 'FROM x\nPARAMETER stop "a" b\nPARAMETER temperature 1\nSYSTEM ok"\n'
     mf = parse(text)  # Ollama accepts this and silently misreads it
     assert mf.first("stop").startswith('a" b\nPARAMETER temperature')
-    found = errors(text)
-    assert any("spans several lines" in e for e in found)
-    assert any("swallowed" in e for e in found)
+    assert errors(text) == []  # Ollama creates the model, with the wrong stop sequence
+    assert any("spans several lines" in w for w in warnings(text))
 
 
 @pytest.mark.parametrize(
@@ -89,7 +94,7 @@ def test_a_quote_closed_too_late_swallows_later_lines():
         ("PARAMETER num_ctx 8k", "'8k' is not an integer"),
         ("PARAMETER temperature hot", "'hot' is not a number"),
         ("PARAMETER use_mmap maybe", "not a boolean"),
-        ("REQUIRES latest", "not a version"),
+        ("REQUIRES latest", "not a semantic version"),
     ],
 )
 def test_parameter_names_and_types(line, message):
@@ -135,18 +140,18 @@ def test_adapter_architecture_must_match_the_base(tmp_path, gguf_file):
     assert errors("FROM someone/custom-model\nADAPTER ./qwen.gguf\n", tmp_path) == []
 
 
-def test_several_from_or_adapter_lines_are_refused(tmp_path, gguf_file):
+def test_several_from_or_adapter_lines_warn_that_only_the_last_counts(tmp_path, gguf_file):
     gguf_file("a.gguf")
     gguf_file("b.gguf")
-    assert any("more than one FROM" in e for e in errors("FROM x\nFROM y\n"))
-    assert any(
-        "more than one ADAPTER" in e for e in errors("FROM x\nADAPTER a.gguf\nADAPTER b.gguf\n", tmp_path)
-    )
+    assert errors("FROM x\nFROM y\n") == []
+    assert any("more than one FROM" in w for w in warnings("FROM x\nFROM y\n"))
+    text = "FROM x\nADAPTER a.gguf\nADAPTER b.gguf\n"
+    assert any("more than one ADAPTER" in w for w in warnings(text, tmp_path))
 
 
 def test_characters_ollama_drops_are_reported():
-    assert any("U+200B" in e for e in errors("FROM x\nSYSTEM a\u200bb\n"))
-    assert any("U+00A0" in e for e in errors('FROM x\nSYSTEM """a\u00a0b"""\n'))
+    assert any("U+200B" in w for w in warnings("FROM x\nSYSTEM a\u200bb\n"))
+    assert any("U+00A0" in w for w in warnings('FROM x\nSYSTEM """a\u00a0b"""\n'))
     assert parse("FROM x\nSYSTEM a\u200bb\n").first("system") == "ab"  # what Ollama would store
 
 
