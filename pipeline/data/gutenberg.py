@@ -111,58 +111,241 @@ def strip_boilerplate(text: str) -> str:
 
 
 # --- front and back matter ------------------------------------------------------------------------
-_NUMBER = r"(?:[IVXLCDM]+|\d+|one|two|three|four|five|six|seven|eight|nine|ten|the\s+\w+)"
-_HEADING = re.compile(
+# Blocks (runs of non-blank lines) are sorted by what they are, not by how long they are: a chapter
+# heading, the heading of a front section (preface, contents, ...), an all-capitals line, a contents
+# entry, other matter (credits, illustrations, ornaments), or text. The story starts at its first
+# chapter heading that is followed by text, unless real prose comes before it (a book without
+# headings, or a first part without one); everything before the start that is not story is dropped.
+_NUMBER = (
+    r"(?:[IVXLCDM]+|\d+|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|\w+teen|twenty\S*"
+    r"|thirty\S*|first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|last|the\s+\w+)"
+)
+_CHAPTER = re.compile(
     r"(?i)^(?:(?:chapter|chap\.|letter|book|part|volume|vol\.|section|adventure|stave|canto|act|scene)"
-    rf"\s+{_NUMBER}\b[.:]?(?:\s*[.:—-]?\s*.{{0,70}})?"
-    r"|preface|introduction|prologue|epilogue|contents|table\s+of\s+contents|the\s+end|finis|appendix"
-    r"|dedication|footnotes|notes|index|glossary|illustrations|list\s+of\s+illustrations)\W{0,3}$"
+    rf"\s+{_NUMBER}\b(?:\s*[.:—–-]\s*.{{0,80}}|\s+[\"“'‘(\[_]?[A-Z0-9].{{0,80}})?"
+    r"|prologue|epilogue)\W{0,3}$"
 )
 _ROMAN_HEADING = re.compile(r"^(?:[IVXLCDM]+\.?|[IVXLCDM]+\.\s+[A-Z][^.!?]{0,60}|\d{1,3}\.?)$")
+_FRONT_HEADING = re.compile(
+    r"(?i)^\W{0,3}(?:preface|introduction|foreword|prefatory\s+note|contents|table\s+of\s+contents"
+    r"|etymology|extracts|dedication|epigraph|acknowledge?ments|(?:list\s+of\s+)?illustrations"
+    r"|(?:original\s+)?transcriber[’']?s?\s+notes?|(?:author|editor|translator)[’']?s\s+note|note"
+    r"|a\s+note\s+on\s+the\s+text|about\s+the\s+author|biographical\s+notice|advertisement)"
+    r"(?:[.:]?\s*\([^)]{0,80}\))?\W{0,3}$"
+)
 _TOC_LINE = re.compile(r"^\s*(?:[IVXLCDM]+|\d+)\.\s+\S|\S.*\s\d{1,4}\s*$")
+_TOC_ENTRY = re.compile(r"^\s*\S.*?(?:\s{2,}|\.{3,}\s*)(?:\d{1,4}|[ivxlc]{1,7})\s*$")  # "Title ...  12"
 _CREDIT = re.compile(
     r"(?i)^\W*(?:produced\s+by|transcribed\s+(?:from|by)|e-?text\s+prepared|prepared\s+by|"
     r"this\s+(?:e-?text|e-?book|file)\b|title:|author:|editor:|translator:|illustrator:|release\s+date:|"
-    r"posting\s+date:|last\s+updated:|language:|character\s+set\s+encoding:|transcriber[’']?s?\s+notes?|"
+    r"posting\s+date:|last\s+updated:|language:|character\s+set\s+encoding:|"
     r"\[e-?(?:book|text)\s+#|updated\s+editions|project\s+gutenberg)"
+)
+# Title-page credits, only before the story starts (a story may well say "translated by").
+_FRONT_CREDIT = re.compile(
+    r"(?i)^\W*(?:(?:translated|edited|illustrated|adapted|selected|compiled)\s+(?:by|from|into)|copyright"
+    r"|all\s+rights\s+reserved|entered\s+according\s+to|printed\s+(?:in|by|at)|published\s+by"
+    r"|first\s+published|with\s+(?:an?\s+)?(?:preface|introduction|illustrations|notes))"
 )
 _BACK_MATTER = re.compile(
     r"(?i)^(?:the\s+end|finis|footnotes|notes|index|glossary|appendix|transcriber[’']?s?\s+notes?)\W{0,3}$"
 )
+_ATTRIBUTION = re.compile(r"(?:^|[”\"’]\s*)(?:—|--)\s*_?[A-Z][^\n]{0,80}$")  # an epigraph's "—Milton"
+_SUBTITLE = re.compile(r"^[(\[]?_[^_]+_[)\]]?\W{0,2}$")  # "_To Mrs. Saville, England._" under a heading
+_DATE = re.compile(
+    r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sept?|oct|nov|dec)[a-z]*\.?\s+\d|\b\d{1,2}(?:st|nd|rd|th)\b"
+    r"|\b1[5-9]\d\d\b"
+)
+_TERMINAL = re.compile(r"[.!?…]['\"”’)\]_*]*$")
 _ITALIC = re.compile(r"_(?<![\w_]_)(?=\S)([^_\n]+?)(?<=\S)_(?![\w_])")  # starts with a literal: fast
 _SPACES = re.compile(r"[ \t\u00a0]{2,}|[\t\u00a0]")
 
+TEXT, CHAPTER, FRONT, CAPS, TOC, MATTER = "text", "chapter", "front", "caps", "toc", "matter"
 
-def _is_heading(line: str) -> bool:
+
+def _is_chapter(line: str) -> bool:
     line = line.strip()
-    if not line or len(line) > 90:
+    return 0 < len(line) <= 90 and bool(_CHAPTER.match(line) or _ROMAN_HEADING.match(line))
+
+
+def _is_caps(line: str) -> bool:
+    """An all-capitals line that is not shouted dialogue (a title, a heading, or a sign in the story)."""
+    line = line.strip()
+    return line.isupper() and not any(q in line for q in '"“”‘') and not line.endswith(("!", "?"))
+
+
+def _kind(lines: list[str]) -> str:
+    first, text = lines[0].strip(), " ".join(ln.strip() for ln in lines)
+    if first.startswith("[") and text.endswith("]"):  # an illustration, maybe holding a heading
+        inner = [ln.strip(" []") for ln in lines]
+        inner = [re.sub(r"(?i)^illustration:?\s*", "", ln).strip(" ·") for ln in inner]
+        if any(_is_chapter(ln) for ln in inner if ln):
+            return CHAPTER
+        return FRONT if any(_FRONT_HEADING.match(ln) for ln in inner if ln) else MATTER
+    if _FRONT_HEADING.match(text):
+        return FRONT
+    if _CREDIT.match(first) or not any(c.isalpha() for c in text):
+        return MATTER  # credits, "* * * * *"
+    titled = _is_chapter(first) and not any(_is_chapter(ln) for ln in lines[1:])
+    if len(lines) == 1 or (titled and (len(lines) <= 3 or _is_title(text))):
+        if _is_chapter(first):
+            return CHAPTER  # "CHAPTER I." or "CHAPTER I.\nDown the Rabbit-Hole"
+        if _TOC_ENTRY.match(first):
+            return TOC
+        return CAPS if _is_caps(first) else TEXT
+    entries = sum(1 for ln in lines if _is_chapter(ln) or _TOC_LINE.match(ln) or _TOC_ENTRY.match(ln))
+    if entries >= 0.6 * len(lines):
+        return TOC
+    return CAPS if all(_is_caps(ln) for ln in lines) else TEXT
+
+
+def _is_sentence(text: str) -> bool:
+    """Reads like a line of story: dialogue, or a sentence with a lower-case word in it."""
+    text = text.strip()
+    if text[:1] in "\"“‘'":
+        return True
+    words = text.split()
+    return bool(_TERMINAL.search(text)) and len(words) >= 2 and any(w[:1].islower() for w in words[1:])
+
+
+_SMALL_WORDS = frozenset(
+    [
+        "a",
+        "an",
+        "and",
+        "as",
+        "at",
+        "but",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "with",
+    ]
+)
+
+
+def _is_title(text: str) -> bool:
+    """Title case: "Lucy As a Work of Art", "How Miss Bartlett's Boiler Was So Tiresome"."""
+    words = [w for w in text.split() if w[:1].isalpha() and w.lower() not in _SMALL_WORDS]
+    return bool(words) and sum(w[0].isupper() for w in words) >= 0.8 * len(words)
+
+
+def _is_front_text(lines: list[str]) -> bool:
+    """Text before the story that is not story: title-page lines, dedications, verse epigraphs."""
+    text = " ".join(ln.strip() for ln in lines)
+    if _FRONT_CREDIT.match(text) or _ATTRIBUTION.search(text) or not _is_sentence(text):
+        return True
+    # Verse (an epigraph): short lines, each starting with a capital.
+    stripped = [ln.strip().lstrip("\"“‘'_") for ln in lines]
+    return len(lines) >= 2 and all(len(ln) <= 60 and ln[:1].isupper() for ln in stripped)
+
+
+def _is_subtitle(lines: list[str]) -> bool:
+    """A line under a chapter heading that names or dates it: "The Bertolini", "_To Mrs. Saville._",
+    "St. Petersburgh, Dec. 11th, 17—." (never dialogue)."""
+    text = " ".join(ln.strip() for ln in lines)
+    if len(lines) > 2 or len(text) > 100 or text[:1] in "\"“‘'":
         return False
-    if _HEADING.match(line) or _ROMAN_HEADING.match(line):
+    if _SUBTITLE.match(text):
         return True
-    # An all-capitals line is a title, unless it is shouted dialogue.
-    return line.isupper() and not any(q in line for q in "\"“”'‘’") and not line.endswith(("!", "?"))
+    if len(text) > 70 or _is_sentence(text):
+        return False
+    return text[-1].isalnum() or text.endswith(")") or bool(_DATE.search(text))  # not "It was late—"
 
 
-def _is_matter(lines: list[str]) -> bool:
-    """True for a paragraph that is not story text: heading, credits, contents, ornament."""
-    first = lines[0].strip()
-    if _CREDIT.match(first) or (first.startswith("[") and lines[-1].rstrip().endswith("]")):
-        return True
-    if not any(c.isalpha() for c in "".join(lines)):
-        return True  # "* * * * *"
-    if len(lines) == 1:
-        return _is_heading(first)
-    allowed = 0.4 * len(lines)  # lines that may be prose in a contents list; stop counting past it
-    for line in lines:
-        if not (_is_heading(line) or _TOC_LINE.match(line)):
-            allowed -= 1
-            if allowed < 0:
-                return False
-    return True
+def _heading_run(kinds: list[str], i: int) -> int:
+    """The end of the run of headings and matter that starts at block i."""
+    while i < len(kinds) and kinds[i] in (CHAPTER, CAPS, FRONT, TOC, MATTER):
+        i += 1
+    return i
 
 
-def _is_prose(para: str) -> bool:
-    return len(para) >= 150 and any(c.islower() for c in para) and para.rstrip("\"'”’)_ ")[-1:] in ".!?—-…"
+def _chapter_runs(blocks: list[list[str]], kinds: list[str]) -> Iterator[tuple[int, int, int]]:
+    """(start, end of headings, end of subtitles) of each real chapter heading: a run holding one or
+    two chapter headings ("BOOK I" over "CHAPTER I"), not a contents list of many, followed by text."""
+    i = 0
+    while i < len(kinds):
+        if kinds[i] != CHAPTER:
+            i += 1
+            continue
+        start = i
+        while start > 0 and kinds[start - 1] in (CAPS, MATTER):  # a title above: "DRACULA"
+            start -= 1
+        end = _heading_run(kinds, i)
+        sub = end
+        while sub < len(kinds) and kinds[sub] == TEXT and _is_subtitle(blocks[sub]) and sub - end < 3:
+            sub = _heading_run(kinds, sub + 1)
+        if kinds[start:sub].count(CHAPTER) <= 2 and sub < len(kinds) and kinds[sub] == TEXT:
+            yield start, end, sub
+        i = sub if sub > i else i + 1
+
+
+def _story_start(blocks: list[list[str]], kinds: list[str], first_chapter: int | None) -> int:
+    """Index of the block the story starts at."""
+    in_front, prose, chars = False, [], 0
+    stop = len(kinds) if first_chapter is None else first_chapter
+    for i in range(stop):
+        if kinds[i] == FRONT:
+            in_front = True
+        elif kinds[i] == CHAPTER:
+            in_front = False
+        elif kinds[i] == TEXT and not in_front and not _is_front_text(blocks[i]):
+            prose.append(i)
+            chars += sum(len(ln.strip()) for ln in blocks[i])
+            if len(prose) >= 3 or chars >= 400:
+                return prose[0]  # real prose before any heading: the story has begun
+    if first_chapter is not None:
+        return first_chapter
+    if prose:
+        return prose[0]
+    # Only front sections and title lines: the first text that reads like story, else nothing.
+    return next(
+        (i for i, k in enumerate(kinds) if k == TEXT and _is_sentence(" ".join(blocks[i]))), len(kinds)
+    )
+
+
+def _blocks(body: str) -> list[list[str]]:
+    """Blocks of non-blank lines; an [Illustration ...] spanning blank lines is one block, and a
+    chapter heading hard against its first paragraph is a block of its own."""
+    raw = [
+        lines
+        for block in re.split(r"\n[ \t]*\n", body)
+        if (lines := [ln for ln in block.split("\n") if ln.strip()])
+    ]
+    out: list[list[str]] = []
+    i = 0
+    while i < len(raw):
+        lines = raw[i]
+        depth = "".join(lines).count("[") - "".join(lines).count("]")
+        j = i + 1
+        if lines[0].lstrip().startswith("[") and depth > 0:
+            k, merged, d = j, list(lines), depth
+            while k < len(raw) and k - i < 12 and d > 0:
+                d += "".join(raw[k]).count("[") - "".join(raw[k]).count("]")
+                merged += raw[k]
+                k += 1
+            if d <= 0:
+                lines, j = merged, k
+        rest = " ".join(lines[1:])
+        if (
+            len(lines) > 1
+            and len(lines[0].strip()) <= 20
+            and _is_chapter(lines[0])
+            and _is_sentence(rest)
+            and not _is_title(rest)
+        ):
+            out += [lines[:1], lines[1:]]
+        else:
+            out.append(lines)
+        i = j
+    return out
 
 
 def _unwrap(lines: list[str]) -> str:
@@ -180,27 +363,27 @@ def _unwrap(lines: list[str]) -> str:
 
 def story_paragraphs(text: str) -> list[str]:
     """Unwrapped story paragraphs of a book's text (header, front and back matter removed)."""
-    body = strip_boilerplate(text)
-    raw = [
-        lines
-        for block in re.split(r"\n[ \t]*\n", body)
-        if (lines := [ln for ln in block.split("\n") if ln.strip()])
-    ]
+    blocks = _blocks(strip_boilerplate(text))
     # Back matter: everything from a closing heading ("THE END", "FOOTNOTES") in the last third on.
-    tail = int(len(raw) * 2 / 3) + 1
-    cut = next((i for i in range(tail, len(raw)) if _BACK_MATTER.match(raw[i][0].strip())), len(raw))
-    paras = [_unwrap(lines) for lines in raw[:cut] if not _is_matter(lines)]
+    tail = int(len(blocks) * 2 / 3) + 1
+    cut = next((i for i in range(tail, len(blocks)) if _BACK_MATTER.match(blocks[i][0].strip())), len(blocks))
+    blocks = blocks[:cut]
+    kinds = [_kind(b) for b in blocks]
+    runs = list(_chapter_runs(blocks, kinds))
+    start = _story_start(blocks, kinds, runs[0][0] if runs else None)
+    # Inside the story, headings go; an all-capitals line stays unless it stands with a chapter heading.
+    # Lines under a heading ("_To Mrs. Saville._", a date) go only at the start: later they may be
+    # story (a stage direction), and the story's first sentence must be its own.
+    drop = set()
+    for a, end, sub in runs:
+        drop.update(range(a, sub if a <= start < sub or a == start else end))
+    keep = [i for i in range(start, len(blocks)) if i not in drop and kinds[i] in (TEXT, CAPS)]
+    # A printer's colophon, a signature or a note after the last paragraph; closing dialogue stays.
+    while keep and (kinds[keep[-1]] == CAPS or not _TERMINAL.search(_unwrap(blocks[keep[-1]])[-150:])):
+        keep.pop()
+    paras = [_unwrap(blocks[i]) for i in keep]
     # Italics (_word_) and runs of spaces, in one pass over the whole text rather than per paragraph.
-    paras = _SPACES.sub(" ", _ITALIC.sub(r"\1", "\n".join(paras))).split("\n")
-    # Front matter: title page, dedication, epigraphs before the first real paragraph of prose.
-    first = next((i for i, p in enumerate(paras) if _is_prose(p)), None)
-    if first is None:
-        return []
-    paras = paras[first:]
-    # Signatures and notes after the last paragraph; a closing line of dialogue stays.
-    while not _is_prose(paras[-1]) and not re.search(r"[.!?…]['\"”’)]*$", paras[-1]):
-        paras.pop()
-    return paras
+    return _SPACES.sub(" ", _ITALIC.sub(r"\1", "\n".join(paras))).split("\n") if paras else []
 
 
 # --- books ----------------------------------------------------------------------------------------
