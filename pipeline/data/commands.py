@@ -26,26 +26,59 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def gutenberg(
     paths: Annotated[list[str], typer.Argument(help="Book files, folders of .txt files, or glob patterns")],
     output: Output,
-    context_sentences: Annotated[int, typer.Option(help="Sentences of context per window")] = 80,
-    continuation_sentences: Annotated[int, typer.Option(help="Sentences of continuation per window")] = 20,
+    context_sentences: Annotated[int, typer.Option(help="Most sentences of context per window")] = 80,
+    continuation_sentences: Annotated[
+        int, typer.Option(help="Most sentences of continuation per window")
+    ] = 20,
     chunk_chars: Annotated[
         int | None, typer.Option(help="Cut ~N-character chunks instead of sentence windows (e.g. 6500)")
     ] = None,
     split_ratio: Annotated[
         float, typer.Option(help="With --chunk-chars: share of a chunk used as context")
     ] = 0.6,
-    max_context_chars: Annotated[int, typer.Option(help="Cap: keep the newest context that fits")] = 12_000,
-    max_continuation_chars: Annotated[int, typer.Option(help="Cap: keep the continuation's start")] = 4_000,
+    max_context_chars: Annotated[
+        int, typer.Option(help="Cap: a context stops before the sentence that would pass it")
+    ] = 12_000,
+    max_continuation_chars: Annotated[
+        int, typer.Option(help="Cap: a continuation stops before the sentence that would pass it")
+    ] = 4_000,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="Size windows in tokens with this local tokenizer (or base model) folder"),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="With --tokenizer: tokens per training row, as `train --max-length`")
+    ] = None,
+    reasoning_tokens: Annotated[
+        int, typer.Option(help="With --tokenizer: tokens left in each row for the teacher's reasoning")
+    ] = 400,
+    chat_format: Annotated[
+        str | None,
+        typer.Option(help="With --tokenizer: the chat format train will use, as `train --chat-format`"),
+    ] = None,
     val_ratio: Annotated[float, typer.Option(help="Share of books held out for validation")] = 0.1,
     encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
 ) -> None:
-    """Cut plain-text books into (context, continuation) windows: one JSON line per window, split by book."""
+    """Cut plain-text books into (context, continuation) windows: one JSON line per window, split by book.
+
+    Windows are cut back to back: a window's context takes up to --context-sentences, its continuation
+    up to --continuation-sentences, each stopping early at its cap (characters; with --tokenizer also
+    tokens, so the training row fits --max-length); the next window starts where it stopped, so a cap
+    shortens windows but loses no sentence. Only a sentence longer than a cap on its own is dropped. The
+    run prints, per book, how many sentences and characters its windows hold and what was dropped.
+    """
     from pipeline.data import gutenberg as g
 
+    if max_length is not None and tokenizer is None:
+        raise _fail("--max-length counts tokens: pass --tokenizer (the base model's folder) with it")
     try:
         spec = g.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
                             max_context_chars, max_continuation_chars)  # fmt: skip
         files = g.expand_paths(paths)
+        budget = None
+        if tokenizer is not None:
+            with console.status(f"loading the tokenizer of {tokenizer}"):
+                budget = g.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_format)
     except (ValueError, g.BookError) as e:
         raise _fail(str(e)) from None
     if not 0 <= val_ratio < 1:
@@ -59,15 +92,25 @@ def gutenberg(
             bars.update(task, description=path.name)
             bars.advance(task)
 
-        records, stats = g.build_chunks(files, spec, val_ratio, encoding, on_book)
+        records, stats = g.build_chunks(files, spec, val_ratio, encoding, on_book, budget)
     for line in stats.skipped:
         console.print(f"[yellow]{line}[/yellow]")
+    for cov in stats.coverage:
+        console.print(f"  {cov.summary()}", highlight=False)
     if not records:
         raise _fail(f"no windows from {len(files)} file(s): nothing written")
     g.write_jsonl(output, records)
+    sizing = (
+        budget.describe()
+        if budget
+        else "sized in characters only; pass --tokenizer (the base model's folder) to fit --max-length tokens"
+    )
+    used = sum(c.used_sentences for c in stats.coverage)
+    total = sum(c.sentences for c in stats.coverage)
     console.print(
-        f"wrote {len(records)} windows ({spec.describe()}) from {stats.books} book(s) to {output}: "
-        f"{stats.windows[g.TRAIN]} train, {stats.windows[g.VALIDATION]} validation"
+        f"wrote {len(records)} windows ({spec.describe()}; {sizing}) from {stats.books} book(s) to {output}: "
+        f"{stats.windows[g.TRAIN]} train, {stats.windows[g.VALIDATION]} validation; {used:,} of {total:,} "
+        "story sentences used"
         + (f"; {stats.duplicate_windows} duplicate windows dropped" if stats.duplicate_windows else "")
     )
 

@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -432,6 +433,12 @@ def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
 
 
 # --- windows --------------------------------------------------------------------------------------
+# Windows are cut forward and back to back, so every sentence lands in one: a window takes up to
+# context_sentences for its context, then up to continuation_sentences for its continuation, each
+# part stopping early where the next sentence would pass its cap (characters, and tokens when a
+# tokenizer sizes the windows); the next window starts where this one stopped. The last window is
+# anchored at the book's end (it may overlap the one before). Only a sentence longer than a cap on
+# its own is dropped, and the run says so.
 @dataclass(frozen=True)
 class WindowSpec:
     """Sentence windows (the write-up's method) unless chunk_chars is set (what the published scripts did)."""
@@ -459,10 +466,87 @@ class WindowSpec:
     def min_sentences(self) -> int:
         return self.context_sentences + self.continuation_sentences if self.chunk_chars is None else 2
 
+    def limits(self) -> tuple[int, int, int, int]:
+        """(context sentences, context characters, continuation sentences, continuation characters)."""
+        if self.chunk_chars is None:
+            return (self.context_sentences, self.max_context_chars,
+                    self.continuation_sentences, self.max_continuation_chars)  # fmt: skip
+        ctx = min(self.max_context_chars, int(self.chunk_chars * self.split_ratio))
+        return 1 << 30, ctx, 1 << 30, min(self.max_continuation_chars, self.chunk_chars - ctx)
+
     def describe(self) -> str:
         if self.chunk_chars is None:
-            return f"{self.context_sentences}+{self.continuation_sentences} sentences"
+            return (f"{self.context_sentences}+{self.continuation_sentences} sentences, at most "
+                    f"{self.max_context_chars}+{self.max_continuation_chars} characters")  # fmt: skip
         return f"{self.chunk_chars} characters split at {self.split_ratio:.0%}"
+
+
+#: What train adds to a row beyond the story: the reasoning's place is held by this word, then
+#: counted as `reasoning_tokens`; MARGIN absorbs the tokens that merge differently at its edges.
+PLACEHOLDER, MARGIN = "x", 4
+
+
+class TokenBudget:
+    """Sizes windows for a model: the training row a window becomes (chat template, writer prompt,
+    `<reasoning>` with reasoning_tokens of room, `<answer>` with the continuation) must fit
+    max_length tokens, counted by the function train counts with (`pipeline.train.rows.encode_turns`)."""
+
+    def __init__(self, tokenizer, max_length: int, reasoning_tokens: int, name: str = "") -> None:
+        self.tokenizer, self.max_length, self.reasoning_tokens, self.name = (
+            tokenizer, max_length, reasoning_tokens, name or getattr(tokenizer, "name_or_path", ""),
+        )  # fmt: skip
+        self._placeholder = len(tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"])
+        self.overhead = self.row_tokens(PLACEHOLDER, PLACEHOLDER) - 2 * self._placeholder
+        self.story = max_length - self.overhead - MARGIN  # tokens left for context + continuation
+        if self.story < 32:
+            raise ValueError(
+                f"--max-length {max_length} leaves {self.story} tokens for the story after the prompt, the "
+                f"chat template ({self.overhead - reasoning_tokens} tokens) and --reasoning-tokens "
+                f"{reasoning_tokens}: raise --max-length or lower --reasoning-tokens"
+            )
+
+    def sentence_tokens(self, sents: list[str]) -> list[int]:
+        if not sents:
+            return []
+        return [len(ids) for ids in self.tokenizer(sents, add_special_tokens=False)["input_ids"]]
+
+    def row_tokens(self, context: str, continuation: str) -> int:
+        from pipeline import prompt
+        from pipeline.train.rows import encode_turns
+
+        head = [{"role": "user", "content": prompt.render_prompt(context)}]
+        p, r = encode_turns(self.tokenizer, head, prompt.render_target(PLACEHOLDER, continuation))
+        return len(p) + len(r) - self._placeholder + self.reasoning_tokens
+
+    def fits(self, context: str, continuation: str) -> bool:
+        return self.row_tokens(context, continuation) + MARGIN <= self.max_length
+
+    def describe(self) -> str:
+        return (f"sized in tokens for {self.name}: each row fits --max-length {self.max_length} with "
+                f"{self.reasoning_tokens} tokens left for the reasoning")  # fmt: skip
+
+
+def load_budget(
+    folder: str | Path, max_length: int, reasoning_tokens: int, chat_format: str | None = None
+) -> TokenBudget:
+    """The token budget of a local tokenizer folder (or a base model's folder), with the chat template
+    train would use (its own, or chat_format's); nothing is downloaded."""
+    from pipeline.train.base import load_tokenizer
+    from pipeline.train.options import TrainError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BookError(
+            f"--tokenizer {folder} is not a folder: give a local tokenizer folder or the base model's "
+            "folder (nothing is downloaded)"
+        )
+    if reasoning_tokens < 0:
+        raise BookError(f"--reasoning-tokens {reasoning_tokens} must be 0 or more")
+    try:
+        tokenizer, _ = load_tokenizer(folder, chat_format, local_files_only=True)
+        return TokenBudget(tokenizer, max_length, reasoning_tokens, str(folder))
+    except (TrainError, ValueError) as e:
+        raise BookError(str(e)) from None
 
 
 Sentences = list[tuple[str, bool]]
@@ -475,55 +559,121 @@ def join_sentences(sents: Sentences) -> str:
     return "".join(out)
 
 
-def _fit_front(sents: Sentences, cap: int) -> Sentences:
-    """The newest sentences of a context that fit in cap characters."""
-    total, i = 0, len(sents)
-    while i > 0 and total + len(sents[i - 1][0]) + 2 <= cap:
-        i -= 1
-        total += len(sents[i][0]) + 2
-    return sents[i:]
+@dataclass
+class Plan:
+    """The windows of a book as (start, split, end) sentence indices, and the sentences left out."""
+
+    spans: list[tuple[int, int, int]] = field(default_factory=list)
+    dropped: dict[int, str] = field(default_factory=dict)  # sentence index -> why
 
 
-def _fit_back(sents: Sentences, cap: int) -> Sentences:
-    """The first sentences of a continuation that fit in cap characters."""
-    total, i = 0, 0
-    while i < len(sents) and total + len(sents[i][0]) + 2 <= cap:
-        total += len(sents[i][0]) + 2
-        i += 1
-    return sents[:i]
+class _Costs:
+    """Per-sentence costs (characters with a separator, tokens) and the caps they must fit."""
+
+    def __init__(self, sents: Sentences, spec: WindowSpec, budget: TokenBudget | None) -> None:
+        self.chars = [len(s) + 2 for s, _ in sents]  # + a separator: a space or a paragraph break
+        self.tokens = [t + 1 for t in budget.sentence_tokens([s for s, _ in sents])] if budget else None
+        self.n_ctx, self.c_ctx, self.n_cont, self.c_cont = spec.limits()
+        self.t_story = budget.story if budget else 1 << 30
+        share = spec.continuation_sentences / (spec.context_sentences + spec.continuation_sentences)
+        if spec.chunk_chars is not None:
+            share = 1 - spec.split_ratio
+        self.t_ctx = self.t_story - int(self.t_story * share)  # the continuation's share stays free
+
+    def take(self, i: int, stop: int, step: int, n: int, chars: int, tokens: int) -> tuple[int, int]:
+        """From i towards stop (step 1 or -1): the far end of the longest run within the caps, and
+        the run's tokens."""
+        c = t = 0
+        j = i
+        while j != stop and abs(j - i) < n:
+            k = j if step > 0 else j - 1
+            c2, t2 = c + self.chars[k], t + (self.tokens[k] if self.tokens else 0)
+            if c2 > chars or t2 > tokens:
+                break
+            c, t, j = c2, t2, j + step
+        return j, t
 
 
-def _spans(sents: Sentences, spec: WindowSpec) -> Iterator[tuple[int, int, int]]:
-    """(start, split, end) sentence indices of each window, windows back to back."""
-    n = len(sents)
-    if spec.chunk_chars is None:
-        size = spec.context_sentences + spec.continuation_sentences
-        for i in range(0, n - size + 1, size):
-            yield i, i + spec.context_sentences, i + size
-        return
+def plan_windows(sents: Sentences, spec: WindowSpec, budget: TokenBudget | None = None) -> Plan:
+    costs, plan, n = _Costs(sents, spec, budget), Plan(), len(sents)
     i = 0
     while i < n:
-        j, total = i, 0
-        while j < n and (j == i or total + len(sents[j][0]) + 2 <= spec.chunk_chars):
-            total += len(sents[j][0]) + 2  # + a separator: a space or a paragraph break
-            j += 1
-        if j == n and total < spec.chunk_chars * 0.8:
-            return  # a short tail is not a window
-        k, acc = i, 0
-        while k < j - 1 and acc < spec.split_ratio * total:
-            acc += len(sents[k][0]) + 2
-            k += 1
-        yield i, max(k, i + 1), j
-        i = j
+        k, used = costs.take(i, n, 1, costs.n_ctx, costs.c_ctx, costs.t_ctx)
+        if k == i:
+            plan.dropped[i] = "each longer than the context cap on its own"
+            i += 1
+            continue
+        if k == n and (tail := _tail(sents, costs, budget, i)):
+            plan.spans.append(tail)  # the rest is less than a window: anchor a full one at the end
+            break
+        while True:  # end the context earlier until a continuation fits after it
+            j, _ = costs.take(k, n, 1, costs.n_cont, costs.c_cont, costs.t_story - used)
+            if j > k or k - i <= 1:
+                break
+            k -= 1
+            used -= costs.tokens[k] if costs.tokens else 0
+        if j == k:
+            reason = (
+                "before a sentence too long to continue them"
+                if k < n
+                else "at the end, with nothing after them short enough to continue them"
+            )
+            for x in range(i, k):
+                plan.dropped[x] = reason
+            i = k
+            continue
+        if j == n and (tail := _tail(sents, costs, budget, i)):
+            plan.spans.append(tail)
+            break
+        span = _fit_tokens(sents, budget, i, k, j)
+        if span is None:
+            plan.dropped[i] = "too long for --max-length with the prompt around them"
+            i += 1
+            continue
+        plan.spans.append(span)
+        i = span[2]
+    return plan
 
 
-def windows(sents: Sentences, spec: WindowSpec) -> Iterator[tuple[int, str, str]]:
-    """(sentence_start, context, continuation) for each window that fits the character caps."""
-    for start, split, end in _spans(sents, spec):
-        ctx = _fit_front(sents[start:split], spec.max_context_chars)
-        cont = _fit_back(sents[split:end], spec.max_continuation_chars)
-        if ctx and cont and split - start >= 1:
-            yield start + (split - start - len(ctx)), join_sentences(ctx), join_sentences(cont)
+def _tail(
+    sents: Sentences, costs: _Costs, budget: TokenBudget | None, after: int
+) -> tuple[int, int, int] | None:
+    """A window ending at the book's end and reaching back to `after` (overlapping the window
+    before), or None when the caps keep it from reaching that far."""
+    n = len(sents)
+    k, used = costs.take(n, 0, -1, costs.n_cont, costs.c_cont, costs.t_story - costs.t_ctx)
+    if k == n:
+        return None
+    i, _ = costs.take(k, 0, -1, costs.n_ctx, costs.c_ctx, costs.t_story - used)
+    span = _fit_tokens(sents, budget, i, k, n, shrink_front=True) if i < k else None
+    return span if span and span[0] <= after else None
+
+
+def _fit_tokens(sents, budget, i, k, j, shrink_front=False) -> tuple[int, int, int] | None:
+    """(i, k, j), shrunk until the rendered row fits the token budget (estimates from per-sentence
+    counts are close, the rendered count is exact)."""
+    if budget is None:
+        return i, k, j
+    for _ in range(64):
+        if budget.fits(join_sentences(sents[i:k]), join_sentences(sents[k:j])):
+            return i, k, j
+        if shrink_front and k - i > 1:
+            i += 1
+        elif j - k > 1:
+            j -= 1
+        elif k - i > 1:
+            k, j = k - 1, k
+        else:
+            return None
+    return None
+
+
+def windows(
+    sents: Sentences, spec: WindowSpec, budget: TokenBudget | None = None
+) -> Iterator[tuple[int, str, str]]:
+    """(sentence_start, context, continuation) for each window of a book."""
+    for start, split, end in plan_windows(sents, spec, budget).spans:
+        yield start, join_sentences(sents[start:split]), join_sentences(sents[split:end])
 
 
 def text_key(*parts: str) -> str:
@@ -542,6 +692,30 @@ def assign_splits(book_ids: Iterable[str], val_ratio: float) -> dict[str, str]:
 
 # --- the whole step -------------------------------------------------------------------------------
 @dataclass
+class Coverage:
+    """How much of one book's story its windows hold."""
+
+    book: str
+    sentences: int
+    chars: int
+    windows: int = 0
+    used_sentences: int = 0
+    used_chars: int = 0
+    dropped: Counter = field(default_factory=Counter)  # reason -> sentences
+    dropped_chars: Counter = field(default_factory=Counter)  # reason -> characters
+    duplicate_windows: int = 0
+
+    def summary(self) -> str:
+        text = (f"{self.book}: {self.used_sentences:,} of {self.sentences:,} sentences, "
+                f"{self.used_chars:,} of {self.chars:,} characters in {self.windows} windows")  # fmt: skip
+        for reason, n in sorted(self.dropped.items()):
+            text += f"; dropped {n} sentence(s) ({self.dropped_chars[reason]:,} characters) {reason}"
+        if self.duplicate_windows:
+            text += f"; {self.duplicate_windows} window(s) left out as duplicates of earlier ones"
+        return text
+
+
+@dataclass
 class ChunkStats:
     files: int = 0
     books: int = 0
@@ -549,6 +723,7 @@ class ChunkStats:
     duplicate_windows: int = 0
     skipped: list[str] = field(default_factory=list)  # one line per skipped file, with the reason
     chars_read: int = 0
+    coverage: list[Coverage] = field(default_factory=list)  # one per book that gave windows
 
 
 def build_chunks(
@@ -557,8 +732,10 @@ def build_chunks(
     val_ratio: float = 0.1,
     encoding: str | None = None,
     on_book: Callable[[Path], None] | None = None,
+    budget: TokenBudget | None = None,
 ) -> tuple[list[dict], ChunkStats]:
-    """All window records of the books, deduplicated, with their split."""
+    """All window records of the books, deduplicated, with their split, and how much of each book
+    they hold."""
     stats = ChunkStats(files=len(paths))
     books: list[Book] = []
     seen_digest: dict[str, str] = {}
@@ -588,21 +765,34 @@ def build_chunks(
     records: list[dict] = []
     seen_keys: set[str] = set()
     for book in books:
-        before = len(records)
-        for position, (start, context, continuation) in enumerate(windows(book.sentences, spec)):
+        sents = book.sentences
+        plan = plan_windows(sents, spec, budget)
+        cov = Coverage(book.id, len(sents), sum(len(s) for s, _ in sents))
+        used = [False] * len(sents)
+        for position, (start, split, end) in enumerate(plan.spans):
+            context, continuation = join_sentences(sents[start:split]), join_sentences(sents[split:end])
             key = text_key(context, continuation)
             if key in seen_keys:
-                stats.duplicate_windows += 1
+                cov.duplicate_windows += 1
                 continue
             seen_keys.add(key)
+            used[start:end] = [True] * (end - start)
             records.append({"id": f"{book.id}:{position}", "key": key, "book": book.id, "position": position,
                             "sentence_start": start, "context": context, "continuation": continuation,
                             "split": splits[book.id]})  # fmt: skip
             stats.windows[splits[book.id]] += 1
-        if len(records) == before:
-            stats.skipped.append(f"{book.path} gave no window within the character caps: skipped")
+            cov.windows += 1
+        for i, reason in plan.dropped.items():
+            cov.dropped[reason] += 1
+            cov.dropped_chars[reason] += len(sents[i][0])
+        cov.used_sentences = sum(used)
+        cov.used_chars = sum(len(s) for (s, _), u in zip(sents, used, strict=True) if u)
+        stats.duplicate_windows += cov.duplicate_windows
+        if cov.windows == 0:
+            stats.skipped.append(f"{book.path} gave no window within the caps: skipped")
         else:
             stats.books += 1
+            stats.coverage.append(cov)
     return records, stats
 
 
