@@ -596,11 +596,21 @@ class _Costs:
 
 def plan_windows(sents: Sentences, spec: WindowSpec, budget: TokenBudget | None = None) -> Plan:
     costs, plan, n = _Costs(sents, spec, budget), Plan(), len(sents)
+
+    def rescue(x: int, reason: str) -> None:
+        """A sentence no forward window can hold: the continuation of a window of the sentences
+        before it (they are in a window already), else dropped for the reason given."""
+        span = _continue_with(sents, costs, budget, x)
+        if span:
+            plan.spans.append(span)
+        else:
+            plan.dropped[x] = reason
+
     i = 0
     while i < n:
         k, used = costs.take(i, n, 1, costs.n_ctx, costs.c_ctx, costs.t_ctx)
         if k == i:
-            plan.dropped[i] = "each longer than the context cap on its own"
+            rescue(i, "each longer than a context may be and than a continuation may be")
             i += 1
             continue
         if k == n and (tail := _tail(sents, costs, budget, i)):
@@ -612,14 +622,9 @@ def plan_windows(sents: Sentences, spec: WindowSpec, budget: TokenBudget | None 
                 break
             k -= 1
             used -= costs.tokens[k] if costs.tokens else 0
-        if j == k:
-            reason = (
-                "before a sentence too long to continue them"
-                if k < n
-                else "at the end, with nothing after them short enough to continue them"
-            )
+        if j == k:  # one sentence of context and none that can follow it
             for x in range(i, k):
-                plan.dropped[x] = reason
+                rescue(x, "with nothing after them short enough to continue them")
             i = k
             continue
         if j == n and (tail := _tail(sents, costs, budget, i)):
@@ -627,12 +632,23 @@ def plan_windows(sents: Sentences, spec: WindowSpec, budget: TokenBudget | None 
             break
         span = _fit_tokens(sents, budget, i, k, j)
         if span is None:
-            plan.dropped[i] = "too long for --max-length with the prompt around them"
+            rescue(i, "too long for --max-length with the prompt around them")
             i += 1
             continue
         plan.spans.append(span)
         i = span[2]
     return plan
+
+
+def _continue_with(
+    sents: Sentences, costs: _Costs, budget: TokenBudget | None, x: int
+) -> tuple[int, int, int] | None:
+    """A window whose continuation is sentence x alone, its context the sentences before x."""
+    tokens = costs.tokens[x] if costs.tokens else 0
+    if x == 0 or costs.chars[x] > costs.c_cont or tokens >= costs.t_story:
+        return None
+    start, _ = costs.take(x, 0, -1, costs.n_ctx, costs.c_ctx, costs.t_story - tokens)
+    return _fit_tokens(sents, budget, start, x, x + 1, shrink_front=True) if start < x else None
 
 
 def _tail(
