@@ -50,9 +50,11 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         raise BookError(f"{path} looks binary (it has NUL bytes): give a plain-text book (.txt)")
     try:
         return _check_text(path, data.decode("utf-8"))
-    except UnicodeDecodeError:
-        pass
-    best = _guess_encoding(data)
+    except UnicodeDecodeError as e:
+        # The detector reads a sample: the start, and the first bytes that are not UTF-8 (which may
+        # lie deep in a book that is plain ASCII up to there).
+        sample = data[:100_000] + b"\n" + data[max(100_000, e.start - 50_000) : e.start + 50_000]
+    best = _guess_encoding(sample)
     if best is None:
         raise BookError(
             f"{path} is not UTF-8 and its encoding could not be detected: convert it "
@@ -70,7 +72,7 @@ def _guess_encoding(data: bytes) -> str | None:
     cp1250 and friends."""
     from charset_normalizer import from_bytes
 
-    matches = [m for m in from_bytes(data[:200_000]) if m.chaos <= 0.3]
+    matches = [m for m in from_bytes(data) if m.chaos <= 0.3]
     if not matches:
         return None
     floor = min(m.chaos for m in matches)
@@ -135,6 +137,8 @@ _FRONT_HEADING = re.compile(
     r"(?:[.:]?\s*\([^)]{0,80}\))?\W{0,3}$"
 )
 _TOC_LINE = re.compile(r"^\s*(?:[IVXLCDM]+|\d+)\.\s+\S|\S.*\s\d{1,4}\s*$")
+_NUMBERED = re.compile(r"^\s*(?:[IVXLCDM]+|\d+)\.\s+\S")  # "IV. The Hill"
+_LETTER = re.compile(r"[^\W\d_]")
 _TOC_ENTRY = re.compile(r"^\s*\S.*?(?:\s{2,}|\.{3,}\s*)(?:\d{1,4}|[ivxlc]{1,7})\s*$")  # "Title ...  12"
 _CREDIT = re.compile(
     r"(?i)^\W*(?:produced\s+by|transcribed\s+(?:from|by)|e-?text\s+prepared|prepared\s+by|"
@@ -185,7 +189,7 @@ def _kind(lines: list[str]) -> str:
         return FRONT if any(_FRONT_HEADING.match(ln) for ln in inner if ln) else MATTER
     if _FRONT_HEADING.match(text):
         return FRONT
-    if _CREDIT.match(first) or not any(c.isalpha() for c in text):
+    if _CREDIT.match(first) or not _LETTER.search(text):
         return MATTER  # credits, "* * * * *"
     titled = _is_chapter(first) and not any(_is_chapter(ln) for ln in lines[1:])
     if len(lines) == 1 or (titled and (len(lines) <= 3 or _is_title(text))):
@@ -194,10 +198,20 @@ def _kind(lines: list[str]) -> str:
         if _TOC_ENTRY.match(first):
             return TOC
         return CAPS if _is_caps(first) else TEXT
-    entries = sum(1 for ln in lines if _is_chapter(ln) or _TOC_LINE.match(ln) or _TOC_ENTRY.match(ln))
-    if entries >= 0.6 * len(lines):
-        return TOC
-    return CAPS if all(_is_caps(ln) for ln in lines) else TEXT
+    prose = 0.4 * len(lines)  # lines a contents list may hold that are no entry; stop counting past it
+    for line in lines:
+        if not _is_entry(line):
+            prose -= 1
+            if prose < 0:
+                return CAPS if all(_is_caps(ln) for ln in lines) else TEXT
+    return TOC
+
+
+def _is_entry(line: str) -> bool:
+    """A line of a contents list: a chapter heading, "IV. The Hill", "The Hill ....... 12"."""
+    if line.rstrip()[-1:] in "0123456789ivxlc" and (_TOC_LINE.match(line) or _TOC_ENTRY.match(line)):
+        return True
+    return bool(_NUMBERED.match(line)) or _is_chapter(line)
 
 
 def _is_sentence(text: str) -> bool:
