@@ -290,10 +290,7 @@ def _chapter_runs(blocks: list[list[str]], kinds: list[str]) -> Iterator[tuple[i
         if kinds[i] != CHAPTER:
             i += 1
             continue
-        start = i
-        while start > 0 and kinds[start - 1] in (CAPS, MATTER):  # a title above: "DRACULA"
-            start -= 1
-        end = _heading_run(kinds, i)
+        start, end = i, _heading_run(kinds, i)
         sub = end
         while sub < len(kinds) and kinds[sub] == TEXT and _is_subtitle(blocks[sub]) and sub - end < 3:
             sub = _heading_run(kinds, sub + 1)
