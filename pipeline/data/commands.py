@@ -22,7 +22,22 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-@app.command("gutenberg")
+GUTENBERG_HELP = (
+    "Cut plain-text books into (context, continuation) windows: one JSON line per window, split by book."
+    "\n\nWindows are cut back to back: a window's context takes up to --context-sentences and its "
+    "continuation up to --continuation-sentences, each part stopping early before the sentence that would "
+    "pass its cap (--max-context-chars, --max-continuation-chars; with --tokenizer also tokens); the next "
+    "window starts where this one stopped, so a cap makes windows shorter but loses no sentence. The last "
+    "window is anchored at the book's end. Only a sentence longer than a cap on its own is dropped."
+    "\n\nWith --tokenizer (the base model's folder) each window's training row (chat template, writer "
+    "prompt, --reasoning-tokens for the teacher's reasoning, the continuation) fits --max-length, counted "
+    "as train counts it; without it, windows are sized in characters only."
+    "\n\nThe run prints, per book, how many sentences and characters its windows hold and what was "
+    "dropped and why."
+)
+
+
+@app.command("gutenberg", help=GUTENBERG_HELP)
 def gutenberg(
     paths: Annotated[list[str], typer.Argument(help="Book files, folders of .txt files, or glob patterns")],
     output: Output,
@@ -47,7 +62,7 @@ def gutenberg(
         typer.Option(help="Size windows in tokens with this local tokenizer (or base model) folder"),
     ] = None,
     max_length: Annotated[
-        int | None, typer.Option(help="With --tokenizer: tokens per training row, as `train --max-length`")
+        int | None, typer.Option(help="With --tokenizer: tokens per training row, as `train --max-length` (2048)")
     ] = None,
     reasoning_tokens: Annotated[
         int, typer.Option(help="With --tokenizer: tokens left in each row for the teacher's reasoning")
@@ -59,14 +74,6 @@ def gutenberg(
     val_ratio: Annotated[float, typer.Option(help="Share of books held out for validation")] = 0.1,
     encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
 ) -> None:
-    """Cut plain-text books into (context, continuation) windows: one JSON line per window, split by book.
-
-    Windows are cut back to back: a window's context takes up to --context-sentences, its continuation
-    up to --continuation-sentences, each stopping early at its cap (characters; with --tokenizer also
-    tokens, so the training row fits --max-length); the next window starts where it stopped, so a cap
-    shortens windows but loses no sentence. Only a sentence longer than a cap on its own is dropped. The
-    run prints, per book, how many sentences and characters its windows hold and what was dropped.
-    """
     from pipeline.data import gutenberg as g
 
     if max_length is not None and tokenizer is None:
