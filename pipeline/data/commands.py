@@ -62,7 +62,7 @@ def gutenberg(
         typer.Option(help="Size windows in tokens with this local tokenizer (or base model) folder"),
     ] = None,
     max_length: Annotated[
-        int | None, typer.Option(help="With --tokenizer: tokens per training row, as `train --max-length` (2048)")
+        int | None, typer.Option(help="With --tokenizer: tokens per row, as `train --max-length` (2048)")
     ] = None,
     reasoning_tokens: Annotated[
         int, typer.Option(help="With --tokenizer: tokens left in each row for the teacher's reasoning")

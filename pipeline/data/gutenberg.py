@@ -519,6 +519,9 @@ class TokenBudget:
     def sentence_tokens(self, sents: list[str]) -> list[int]:
         if not sents:
             return []
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)  # fast tokenizers: skip the wrapping
+        if backend is not None:
+            return [len(e.ids) for e in backend.encode_batch(sents, add_special_tokens=False)]
         return [len(ids) for ids in self.tokenizer(sents, add_special_tokens=False)["input_ids"]]
 
     def row_tokens(self, context: str, continuation: str) -> int:
