@@ -224,26 +224,9 @@ def _is_sentence(text: str) -> bool:
 
 
 _SMALL_WORDS = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "as",
-        "at",
-        "but",
-        "by",
-        "for",
-        "from",
-        "in",
-        "into",
-        "of",
-        "on",
-        "or",
-        "the",
-        "to",
-        "with",
-    ]
-)
+    ["a", "an", "and", "as", "at", "but", "by", "for", "from", "in", "into", "of", "on", "or", "the",
+     "to", "with"]
+)  # fmt: skip
 
 
 def _is_title(text: str) -> bool:
@@ -311,8 +294,10 @@ def _story_start(blocks: list[list[str]], kinds: list[str], first_chapter: int |
         elif kinds[i] == TEXT and not in_front and not _is_front_text(blocks[i]):
             prose.append(i)
             chars += sum(len(ln.strip()) for ln in blocks[i])
+            # Three paragraphs or a long one before any heading: the story has begun (a dedication
+            # or an epigraph in prose is one short paragraph, maybe two).
             if len(prose) >= 3 or chars >= 400:
-                return prose[0]  # real prose before any heading: the story has begun
+                return prose[0]
     if first_chapter is not None:
         return first_chapter
     if prose:
@@ -360,6 +345,10 @@ def _blocks(body: str) -> list[list[str]]:
     return out
 
 
+def _is_loose_end(para: str) -> bool:
+    return len(para) < 150 and not _TERMINAL.search(para)
+
+
 def _unwrap(lines: list[str]) -> str:
     out = ""
     for line in lines:
@@ -388,10 +377,10 @@ def story_paragraphs(text: str) -> list[str]:
     # story (a stage direction), and the story's first sentence must be its own.
     drop = set()
     for a, end, sub in runs:
-        drop.update(range(a, sub if a <= start < sub or a == start else end))
+        drop.update(range(a, sub if a <= start < sub else end))
     keep = [i for i in range(start, len(blocks)) if i not in drop and kinds[i] in (TEXT, CAPS)]
     # A printer's colophon, a signature or a note after the last paragraph; closing dialogue stays.
-    while keep and (kinds[keep[-1]] == CAPS or not _TERMINAL.search(_unwrap(blocks[keep[-1]])[-150:])):
+    while keep and (kinds[keep[-1]] == CAPS or _is_loose_end(_unwrap(blocks[keep[-1]]))):
         keep.pop()
     paras = [_unwrap(blocks[i]) for i in keep]
     # Italics (_word_) and runs of spaces, in one pass over the whole text rather than per paragraph.
