@@ -76,8 +76,8 @@ def gutenberg(
 ) -> None:
     from pipeline.data import gutenberg as g
 
-    if max_length is not None and tokenizer is None:
-        raise _fail("--max-length counts tokens: pass --tokenizer (the base model's folder) with it")
+    if tokenizer is None and (max_length is not None or chat_format is not None):
+        raise _fail("--max-length and --chat-format need --tokenizer (the base model's folder)")
     try:
         spec = g.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
                             max_context_chars, max_continuation_chars)  # fmt: skip

@@ -150,7 +150,7 @@ def test_token_options_are_checked(tmp_path, corpus_dir, tiny_model):
         return result.exit_code, " ".join(result.output.split())
 
     code, text = run("--max-length", "512")
-    assert code == 2 and "--max-length counts tokens: pass --tokenizer" in text
+    assert code == 2 and "--max-length and --chat-format need --tokenizer" in text
     code, text = run("--tokenizer", str(tmp_path / "nowhere"))
     assert code == 2 and "is not a folder" in text
     code, text = run(
