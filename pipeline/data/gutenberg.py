@@ -130,7 +130,7 @@ _CHAPTER = re.compile(
 )
 _ROMAN_HEADING = re.compile(r"^(?:[IVXLCDM]+\.?|[IVXLCDM]+\.\s+[A-Z][^.!?]{0,60}|\d{1,3}\.?)$")
 _FRONT_HEADING = re.compile(
-    r"(?i)^\W{0,3}(?:preface|introduction|foreword|prefatory\s+note|contents|table\s+of\s+contents"
+    r"(?i)^\W{0,3}(?:the\s+|an?\s+)?(?:preface|introduction|foreword|prefatory\s+note|contents|table\s+of\s+contents"
     r"|etymology|extracts|dedication|epigraph|acknowledge?ments|(?:list\s+of\s+)?illustrations"
     r"|(?:original\s+)?transcriber[’']?s?\s+notes?|(?:author|editor|translator)[’']?s\s+note|note"
     r"|a\s+note\s+on\s+the\s+text|about\s+the\s+author|biographical\s+notice|advertisement)"
