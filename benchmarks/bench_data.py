@@ -1,5 +1,6 @@
-"""Training-data step figures: MB/s of `data gutenberg` on the shared corpus, and our sentence splitter
-against pysbd (accuracy on the fiction gold set, speed on the same unwrapped paragraphs), in one run.
+"""Training-data step figures: MB/s of `data gutenberg` on the shared corpus (windows sized in characters,
+then in tokens), and our sentence splitter against pysbd (accuracy on the fiction gold set, speed on the
+same unwrapped paragraphs), in one run.
 
     PYTHONPATH=. python benchmarks/bench_data.py [--corpus DIR] [--png bench_data.png]
 
@@ -66,6 +67,16 @@ def main() -> None:
     print(
         f"data gutenberg: {size / 1e6:.2f} MB in {step:.2f} s = {size / 1e6 / step:.1f} MB/s "
         f"({len(books)} books)"
+    )
+
+    # 1b. The same step with windows sized in tokens, by a byte-level BPE tokenizer trained on the spot.
+    from pipeline.tiny import corpus_texts, train_tokenizer
+
+    budget = g.TokenBudget(train_tokenizer(corpus_texts(args.corpus, 200_000)), 2048, 400, "tiny BPE")
+    tok_step = best_of(1, lambda: g.build_chunks(books, g.WindowSpec(), budget=budget))
+    print(
+        f"data gutenberg --tokenizer (tiny BPE, --max-length 2048): {size / 1e6 / tok_step:.2f} MB/s "
+        f"({tok_step / step:.1f}x the time of character-sized windows)"
     )
 
     # 2. Splitters on the same unwrapped paragraphs (pysbd takes each newline as a break, so per paragraph).

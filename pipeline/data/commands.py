@@ -24,31 +24,71 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-@app.command("gutenberg")
+GUTENBERG_HELP = (
+    "Cut plain-text books into (context, continuation) windows: one JSON line per window, split by book."
+    "\n\nWindows are cut back to back: a window's context takes up to --context-sentences and its "
+    "continuation up to --continuation-sentences, each part stopping early before the sentence that would "
+    "pass its cap (--max-context-chars, --max-continuation-chars; with --tokenizer also tokens); the next "
+    "window starts where this one stopped, so a cap makes windows shorter but loses no sentence. The last "
+    "window is anchored at the book's end. Only a sentence longer than a cap on its own is dropped."
+    "\n\nWith --tokenizer (the base model's folder) each window's training row (chat template, writer "
+    "prompt, --reasoning-tokens for the teacher's reasoning, the continuation) fits --max-length, counted "
+    "as train counts it; without it, windows are sized in characters only."
+    "\n\nThe run prints, per book, how many sentences and characters its windows hold and what was "
+    "dropped and why."
+)
+
+
+@app.command("gutenberg", help=GUTENBERG_HELP)
 @needs("data gutenberg", "data")
 def gutenberg(
     paths: Annotated[list[str], typer.Argument(help="Book files, folders of .txt files, or glob patterns")],
     output: Output,
-    context_sentences: Annotated[int, typer.Option(help="Sentences of context per window")] = 80,
-    continuation_sentences: Annotated[int, typer.Option(help="Sentences of continuation per window")] = 20,
+    context_sentences: Annotated[int, typer.Option(help="Most sentences of context per window")] = 80,
+    continuation_sentences: Annotated[
+        int, typer.Option(help="Most sentences of continuation per window")
+    ] = 20,
     chunk_chars: Annotated[
         int | None, typer.Option(help="Cut ~N-character chunks instead of sentence windows (e.g. 6500)")
     ] = None,
     split_ratio: Annotated[
         float, typer.Option(help="With --chunk-chars: share of a chunk used as context")
     ] = 0.6,
-    max_context_chars: Annotated[int, typer.Option(help="Cap: keep the newest context that fits")] = 12_000,
-    max_continuation_chars: Annotated[int, typer.Option(help="Cap: keep the continuation's start")] = 4_000,
+    max_context_chars: Annotated[
+        int, typer.Option(help="Cap: a context stops before the sentence that would pass it")
+    ] = 12_000,
+    max_continuation_chars: Annotated[
+        int, typer.Option(help="Cap: a continuation stops before the sentence that would pass it")
+    ] = 4_000,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(help="Size windows in tokens with this local tokenizer (or base model) folder"),
+    ] = None,
+    max_length: Annotated[
+        int | None, typer.Option(help="With --tokenizer: tokens per row, as `train --max-length` (2048)")
+    ] = None,
+    reasoning_tokens: Annotated[
+        int, typer.Option(help="With --tokenizer: tokens left in each row for the teacher's reasoning")
+    ] = 400,
+    chat_format: Annotated[
+        str | None,
+        typer.Option(help="With --tokenizer: the chat format train will use, as `train --chat-format`"),
+    ] = None,
     val_ratio: Annotated[float, typer.Option(help="Share of books held out for validation")] = 0.1,
     encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
 ) -> None:
-    """Cut plain-text books into (context, continuation) windows: one JSON line per window, split by book."""
     from pipeline.data import gutenberg as g
 
+    if tokenizer is None and (max_length is not None or chat_format is not None):
+        raise _fail("--max-length and --chat-format need --tokenizer (the base model's folder)")
     try:
         spec = g.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
                             max_context_chars, max_continuation_chars)  # fmt: skip
         files = g.expand_paths(paths)
+        budget = None
+        if tokenizer is not None:
+            with console.status(f"loading the tokenizer of {tokenizer}"):
+                budget = g.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_format)
     except (ValueError, g.BookError) as e:
         raise _fail(str(e)) from None
     if not 0 <= val_ratio < 1:
@@ -62,15 +102,25 @@ def gutenberg(
             bars.update(task, description=path.name)
             bars.advance(task)
 
-        records, stats = g.build_chunks(files, spec, val_ratio, encoding, on_book)
+        records, stats = g.build_chunks(files, spec, val_ratio, encoding, on_book, budget)
     for line in stats.skipped:
         console.print(f"[yellow]{line}[/yellow]")
+    for cov in stats.coverage:
+        console.print(f"  {cov.summary()}", highlight=False)
     if not records:
         raise _fail(f"no windows from {len(files)} file(s): nothing written")
     g.write_jsonl(output, records)
+    sizing = (
+        budget.describe()
+        if budget
+        else "sized in characters only; pass --tokenizer (the base model's folder) to fit --max-length tokens"
+    )
+    used = sum(c.used_sentences for c in stats.coverage)
+    total = sum(c.sentences for c in stats.coverage)
     console.print(
-        f"wrote {len(records)} windows ({spec.describe()}) from {stats.books} book(s) to {output}: "
-        f"{stats.windows[g.TRAIN]} train, {stats.windows[g.VALIDATION]} validation"
+        f"wrote {len(records)} windows ({spec.describe()}; {sizing}) from {stats.books} book(s) to {output}: "
+        f"{stats.windows[g.TRAIN]} train, {stats.windows[g.VALIDATION]} validation; {used:,} of {total:,} "
+        "story sentences used"
         + (f"; {stats.duplicate_windows} duplicate windows dropped" if stats.duplicate_windows else "")
     )
 

@@ -127,12 +127,12 @@ def _format_tokens_present(tokenizer, fmt: chat_formats.ChatFormat) -> list[str]
     return [t for t in (*fmt.stop, fmt.bos) if t and t not in vocab]
 
 
-def load_tokenizer(source: str | Path, chat_format: str | None):
+def load_tokenizer(source: str | Path, chat_format: str | None, local_files_only: bool = False):
     """(tokenizer, chat format) of a base model or adapter folder, with the format checked or set."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(source))
+        tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local_files_only)
     except (OSError, ValueError) as e:
         raise TrainError(f"cannot load the tokenizer of {source}: {e}") from None
     own = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None

@@ -110,6 +110,271 @@ def test_corpus_books_are_cleaned(corpus_dir):
     assert franken[0][0].startswith("You will rejoice to hear")
 
 
+# --- where the story starts: front matter by what it is, not by length --------------------------
+FIRST_SENTENCES = {
+    "pg11-alice.txt": (
+        "Alice was beginning to get very tired of sitting by her sister on the bank, and of having nothing "
+        "to do: once or twice she had peeped into the book her sister was reading, but it had no pictures "
+        "or conversations in it, 'and what is the use of a book,' thought Alice 'without pictures or "
+        "conversations?'"
+    ),
+    "pg1661-sherlock-holmes.txt": "To Sherlock Holmes she is always THE woman.",
+    "pg5200-metamorphosis.txt": (
+        "One morning, when Gregor Samsa woke from troubled dreams, he found himself transformed in his bed "
+        "into a horrible vermin."
+    ),
+    "pg84-frankenstein.txt": (
+        "You will rejoice to hear that no disaster has accompanied the commencement of an enterprise which "
+        "you have regarded with such evil forebodings."
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_SENTENCES))
+def test_corpus_books_start_at_their_first_sentence(corpus_dir, name):
+    sentences = g.load_book(corpus_dir / name).sentences
+    assert sentences[0] == (FIRST_SENTENCES[name], True)
+
+
+PRIDE = (
+    "\ufeffThe Project Gutenberg eBook of Pride and Prejudice, by Jane Austen\r\n\r\n"
+    "This eBook is for the use of anyone anywhere in the United States.\r\n\r\n"
+    "Title: Pride and Prejudice\r\n\r\nAuthor: Jane Austen\r\n\r\n"
+    "*** START OF THE PROJECT GUTENBERG EBOOK PRIDE AND PREJUDICE ***\r\n\r\n\r\n"
+    "Produced by Anonymous Volunteers\r\n\r\n\r\n"
+    "                            PRIDE AND PREJUDICE\r\n\r\n"
+    "                                By Jane Austen\r\n\r\n\r\n"
+    "                                   CONTENTS\r\n\r\n"
+    " Chapter 1\r\n Chapter 2\r\n Chapter 3\r\n\r\n\r\n\r\n"
+    "Chapter 1\r\n\r\n\r\n"
+    "It is a truth universally acknowledged, that a single man in possession\r\n"
+    "of a good fortune, must be in want of a wife.\r\n\r\n"
+    "However little known the feelings or views of such a man may be on his\r\n"
+    "first entering a neighbourhood, this truth is so well fixed in the minds\r\n"
+    "of the surrounding families, that he is considered the rightful property\r\n"
+    "of some one or other of their daughters.\r\n\r\n"
+    "\u201cMy dear Mr. Bennet,\u201d said his lady to him one day, \u201chave you heard that\r\n"
+    "Netherfield Park is let at last?\u201d\r\n\r\n"
+    "Mr. Bennet replied that he had not.\r\n\r\n"
+    "\u201cBingley.\u201d\r\n\r\n\r\n\r\nChapter 2\r\n\r\n\r\n"
+    "Mr. Bennet was among the earliest of those who waited on Mr. Bingley.\r\n\r\n"
+    "*** END OF THE PROJECT GUTENBERG EBOOK PRIDE AND PREJUDICE ***\r\n\r\nThe Full License.\r\n"
+)
+
+
+def test_a_short_first_line_of_prose_is_the_first_sentence(tmp_path):
+    book = g.load_book(write(tmp_path / "pride.txt", PRIDE, newline="\n"))
+    sentences = [s for s, _ in book.sentences]
+    assert sentences[0] == (
+        "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
+        "must be in want of a wife."
+    )
+    assert "Mr. Bennet replied that he had not." in sentences and "\u201cBingley.\u201d" in sentences
+    assert sentences[-1] == "Mr. Bennet was among the earliest of those who waited on Mr. Bingley."
+    text = g.join_sentences(book.sentences)
+    for junk in ("PRIDE AND PREJUDICE", "By Jane Austen", "CONTENTS", "Chapter", "Produced", "License"):
+        assert junk not in text
+
+
+ILLUSTRATED = """*** START OF THE PROJECT GUTENBERG EBOOK A TALE ***
+
+                            [Illustration:
+
+                             GEORGE ALLEN
+                               PUBLISHER
+
+                             RUSKIN HOUSE
+                                   ]
+
+                                A TALE
+                                  by
+                             Jane Doe,
+
+                           with a Preface by
+                           George Saintsbury
+
+                       Ruskin House.        Cross Road.
+
+PREFACE.
+
+_Walt Whitman has somewhere a fine and just distinction between loving
+by allowance and loving with personal love. This distinction applies
+to books as well as to men and women; and in the case of the not very
+numerous authors who are the objects of the personal affection, it
+brings a curious consequence with it._
+
+_In the first place, the book was in its first shape written very early,
+somewhere about 1796, when the author was barely twenty-one._
+
+_GEORGE SAINTSBURY._
+
+[Illustration: List of Illustrations.]
+
+                                                                    PAGE
+
+Frontispiece                                                          iv
+
+Heading to Chapter I.                                                  1
+
+\u201cHe came down to see the place\u201d                                        12
+
+[Illustration: \u00b7A TALE\u00b7
+
+Chapter I.]
+
+Snow fell.
+
+\u201cWho is there?\u201d asked the keeper.
+
+[Illustration:
+
+\u201cHe came down to see the place\u201d
+
+[_Copyright 1894 by George Allen._]]
+
+Nobody answered him, and the lamp went out.
+"""
+
+
+def test_an_illustrated_edition_starts_after_its_preface_and_list_of_illustrations():
+    paras = g.story_paragraphs(ILLUSTRATED)
+    assert paras == [
+        "Snow fell.",
+        "\u201cWho is there?\u201d asked the keeper.",
+        "Nobody answered him, and the lamp went out.",
+    ]  # the caption inside an illustration spanning blank lines is no story
+
+
+WHALE = "\n\n".join(
+    ["MOBY-DICK;", "or, THE WHALE.", "By Herman Melville", "CONTENTS", "ETYMOLOGY.",
+     "EXTRACTS (Supplied by a Sub-Sub-Librarian)."]
+    + [f"CHAPTER {i}. Title number {i}." for i in range(1, 8)]
+    + ["Original Transcriber\u2019s Notes:",
+       "This text is a combination of etexts, one from the now-defunct ERIS\nproject at Virginia Tech.",
+       "  ETYMOLOGY.", "  (Supplied by a Late Consumptive Usher to a Grammar School.)",
+       "  The pale Usher\u2014threadbare in coat, heart, body, and brain; I see him\n  now. He was ever"
+       " dusting his old lexicons and grammars.",
+       "  \u201cWhile you take in hand to school others, you deliver that which is not true.\u201d\n"
+       "  \u2014_Hackluyt._",
+       "  EXTRACTS. (Supplied by a Sub-Sub-Librarian).",
+       "  It will be seen that this mere painstaking burrower and grub-worm of\n  a poor devil of a Sub-Sub"
+       " appears to have gone through the long Vaticans.",
+       "  \u201cAnd God created great whales.\u201d \u2014_Genesis_.",
+       "CHAPTER 1. Loomings.",
+       "Call me Ishmael. Some years ago\u2014never mind how long precisely\u2014having\nlittle or no money in"
+       " my purse, I thought I would sail about a little.",
+       "CHAPTER 2. The Carpet-Bag.", "I stuffed a shirt or two into my old carpet-bag."]
+)  # fmt: skip
+
+
+def test_contents_etymology_and_extracts_come_before_call_me_ishmael():
+    sentences = [s for s, _ in g.sentences_of(g.story_paragraphs(WHALE))]
+    assert sentences[0] == "Call me Ishmael."
+    assert sentences[-1] == "I stuffed a shirt or two into my old carpet-bag."
+    assert not any("Usher" in s or "whales" in s or "CHAPTER" in s or "Title" in s for s in sentences)
+
+
+GATSBY = """                           The Great Gatsby
+                                  by
+                          F. Scott Fitzgerald
+
+                           Table of Contents
+
+I
+II
+III
+
+                              Once again
+                                  to
+                                 Zelda
+
+  Then wear the gold hat, if that will move her;
+  If you can bounce high, bounce for her too,
+  Till she cry \u201cLover, gold-hatted, high-bouncing lover,
+  I must have you!\u201d
+
+  Thomas Parke d\u2019Invilliers
+
+                                  I
+
+In my younger and more vulnerable years my father gave me some advice
+that I\u2019ve been turning over in my mind ever since.
+"""
+
+
+def test_a_dedication_and_a_verse_epigraph_are_front_matter():
+    assert g.story_paragraphs(GATSBY) == [
+        "In my younger and more vulnerable years my father gave me some advice that I\u2019ve been turning "
+        "over in my mind ever since."
+    ]
+
+
+MANUSCRIPT = """THE LAST MOTEL
+
+by Jo Writer
+
+It was late.
+
+The sign over the office said:
+
+NO VACANCY
+
+She went in anyway.
+
+\u201cHELLO?\u201d
+
+Nobody answered. HELP WANTED was taped to the desk.
+
+CLOSED
+
+Chapter Two
+
+THE MORNING AFTER
+
+Morning came.
+
+STOP!
+"""
+
+
+def test_a_manuscript_of_short_paragraphs_keeps_every_line_of_story_in_capitals_or_not():
+    assert g.story_paragraphs(MANUSCRIPT) == [
+        "It was late.",
+        "The sign over the office said:",
+        "NO VACANCY",  # a sign in the text
+        "She went in anyway.",
+        "\u201cHELLO?\u201d",  # a shouted line of dialogue
+        "Nobody answered. HELP WANTED was taped to the desk.",
+        "CLOSED",
+        "Morning came.",  # "Chapter Two" and its title in capitals are headings
+        "STOP!",
+    ]
+
+
+def test_a_manuscript_without_title_or_headings_starts_at_its_first_line():
+    text = "Snow fell.\n\nShe waited.\n\n\u201cWho?\u201d\n\nNo one came. The night went on.\n"
+    assert g.story_paragraphs(text) == [
+        "Snow fell.",
+        "She waited.",
+        "\u201cWho?\u201d",
+        "No one came. The night went on.",
+    ]
+
+
+def test_all_capital_headings_are_dropped_wherever_they_stand():
+    text = (
+        "BOOK THE FIRST\n\nCHAPTER I.\n\nTHE PERIOD\n\nIt was the best of times.\n\n"
+        "A bell rang. The shop was shut.\n\nCHAPTER II.\n\nTHE MAIL\n\nIt was the Dover road.\n\n"
+        "BOOK THE SECOND\n\nCHAPTER I.\n\nFIVE YEARS LATER\n\nTellson's Bank was an old place.\n"
+    )
+    assert g.story_paragraphs(text) == [
+        "It was the best of times.",
+        "A bell rang. The shop was shut.",
+        "It was the Dover road.",
+        "Tellson's Bank was an old place.",
+    ]
+
+
 # --- encodings and bad input ----------------------------------------------------------------------
 ENCODINGS = [
     ("utf-8", b"", "\n"),
@@ -128,6 +393,16 @@ def test_encodings(tmp_path, encoding, bom, newline):
     path.write_bytes(bom + text.replace("\n", newline).encode(encoding))
     paras = g.story_paragraphs(g.read_text(path))
     assert paras[-1].startswith("\u201cCaf\u00e9 cr\u00e8me,\u201d said the na\u00efve waiter.")
+
+
+def test_a_legacy_encoding_deep_in_an_ascii_book_is_detected(tmp_path):
+    text = (
+        prose(2000)
+        + "\n\n\u201cCaf\u00e9 cr\u00e8me,\u201d said the na\u00efve waiter. He bowed. It was late."
+    )
+    path = write(tmp_path / "late.txt", text, encoding="cp1252")
+    assert path.read_bytes().index(b"\x93") > 300_000  # the first byte that is not ASCII
+    assert g.story_paragraphs(g.read_text(path))[-1].startswith("\u201cCaf\u00e9 cr\u00e8me,\u201d")
 
 
 def test_bad_files_are_refused_clearly(tmp_path):
@@ -184,17 +459,22 @@ def test_character_windows_split_on_a_sentence_boundary(corpus_dir):
         assert any(continuation.startswith(s) for s in sentences)
 
 
-def test_caps_keep_windows_sane():
+def test_caps_end_a_part_early_and_the_next_window_starts_there():
     long_sentence = ("\u201cAnd then, " + "and then, " * 300 + "we stopped.\u201d", False)
     sents = [(f"Sentence number {i}.", i % 3 == 0) for i in range(30)]
     sents[25] = long_sentence
     spec = g.WindowSpec(
         context_sentences=20, continuation_sentences=10, max_context_chars=200, max_continuation_chars=400
     )
-    ((start, context, continuation),) = g.windows(sents, spec)
-    assert len(context) <= 200 and context.endswith("Sentence number 19.") and start > 0
-    assert len(continuation) <= 400 and "And then" not in continuation  # the long one is cut away
-    assert "\n\n" in context  # paragraph breaks survive
+    plan = g.plan_windows(sents, spec)
+    wins = list(g.windows(sents, spec))
+    for start, context, continuation in wins:
+        assert len(context) <= 200 and len(continuation) <= 400 and context.startswith(sents[start][0])
+    assert "\n\n" in wins[0][1]  # paragraph breaks survive
+    covered = {i for a, _, e in plan.spans for i in range(a, e)}
+    assert plan.dropped == {25: "each longer than a context may be and than a continuation may be"}
+    assert covered == set(range(30)) - {25}  # the cap moved the windows; nothing else was lost
+    assert plan.spans[0] == (0, 10, 20)  # 10 sentences of ~20 characters fill the 200-character context
 
 
 def test_split_by_book_is_deterministic_and_never_inside_a_book(tmp_path, corpus_dir):
