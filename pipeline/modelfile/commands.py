@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from pipeline import chat_formats
-from pipeline.modelfile import grammar, render
+from pipeline.modelfile import grammar, render, selection
 
 console = Console(stderr=True)
 app = typer.Typer(help="Write a writer Modelfile, or check Modelfiles against Ollama's grammar.")
@@ -50,10 +50,12 @@ def modelfile(
 
 @app.command("check")
 def check(files: Annotated[list[Path], typer.Argument(help="Modelfiles to check")]) -> None:
-    """Parse Modelfiles as Ollama does; exit 1 if any would be refused or silently misread."""
+    """Parse Modelfiles as Ollama does; exit 1 if any would be refused, silently misread, or have its
+    TEMPLATE set aside for the base's own chat template."""
     failed = False
     for f in files:
         problems = grammar.check_file(f)
+        problems += selection.check_file(f)  # would Ollama use this TEMPLATE at all?
         errors = [p for p in problems if p.severity == "error"]
         failed |= bool(errors)
         status = "[red]FAIL[/red]" if errors else "[green]ok[/green]"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline import atomic, chat_formats
 from pipeline.chat_formats import ChatFormat
-from pipeline.modelfile import grammar, inspect
+from pipeline.modelfile import grammar, inspect, selection
 
 #: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
 DEFAULT_NUM_CTX = 8192
@@ -85,7 +85,7 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
     path = Path(base).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if path.exists():
-        template, bos = _local_chat_template(path)
+        template, bos = local_chat_template(path)
         if template is None:
             raise chat_formats.UnknownFormatError(
                 f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
@@ -94,7 +94,7 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
     return chat_formats.for_ollama_name(base)
 
 
-def _local_chat_template(path: Path) -> tuple[str | None, str]:
+def local_chat_template(path: Path) -> tuple[str | None, str]:
     """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
     if not path.is_dir():
         fields = inspect.gguf_fields(path)
@@ -137,6 +137,7 @@ def write(
     if errors:
         raise ModelfileRenderError("the Modelfile would not work:\n" + "\n".join(map(str, errors)))
     parsed = grammar.parse(text)
+    problems += selection.check(parsed, out_dir)  # a base whose chat template Ollama would prefer
     if parsed.first("template") != fmt.ollama_template():  # the writer's own round trip
         raise ModelfileRenderError("the TEMPLATE did not survive Ollama's parser unchanged")
     return atomic.write_text(out, text), problems
