@@ -90,7 +90,10 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
             raise chat_formats.UnknownFormatError(
                 f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
             )
-        return chat_formats.detect_from_jinja(template, bos_token=bos)
+        from pipeline.serving import served_format
+
+        # our own GGUF exports carry the writer prompt in their chat template (export/merged.py)
+        return served_format(template) or chat_formats.detect_from_jinja(template, bos_token=bos)
     return chat_formats.for_ollama_name(base)
 
 

@@ -8,7 +8,7 @@ model would receive: `raw` generate requests as sent; the others through the tem
 (pipeline/modelfile/selection.py, read from `server/images.go`): the GGUF's own `tokenizer.chat_template`
 (read from the model layer's blob, rendered with Jinja as llama-server does) when Ollama prefers it to
 the TEMPLATE or there is no TEMPLATE, else the Go TEMPLATE (pipeline/modelfile/gotemplate.py).
-`OLLAMA_GO_TEMPLATE` in `environ` (the process environment by default) is honoured as upstream.
+`OLLAMA_GO_TEMPLATE` in `environ` (the server's environment; unset by default) is honoured as upstream.
 
     with FakeOllama() as server:
         server.add_model("writer", template=...)
@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import socket
 import tempfile
@@ -107,6 +106,53 @@ def gguf_chat_template(data: bytes) -> tuple[str | None, str, str]:
     )
 
 
+#: A chat template like Qwen2.5-Instruct's (written here, not copied): ChatML with Qwen's default system
+#: turn, a tools block and a whole tool round trip, so Ollama's rule finds it capable of tools. Without
+#: tools it renders exactly our qwen2.5 format.
+QWEN25_LIKE_CHAT_TEMPLATE = """{%- if messages and messages[0]['role'] == 'system' %}
+{%- set system = messages[0]['content'] %}{%- set rest = messages[1:] %}
+{%- else %}{%- set system = 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' %}
+{%- set rest = messages %}{%- endif %}
+{{- '<|im_start|>system\n' + system }}
+{%- if tools %}
+{{- '\n\n# Tools\n\n<tools>' }}{%- for tool in tools %}{{- '\n' }}{{- tool | tojson }}{%- endfor %}
+{{- '\n</tools>\n\nCall one inside <tool_call></tool_call>.' }}
+{%- endif %}
+{{- '<|im_end|>\n' }}
+{%- for message in rest %}
+{%- if message.role == "tool" %}
+{{- '<|im_start|>user\n<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>\n' }}
+{%- elif message.role == 'assistant' and message.tool_calls %}
+{{- '<|im_start|>assistant\n' }}{%- for call in message.tool_calls %}
+{{- '<tool_call>\n' }}{{- call.function | tojson }}{{- '\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\n' }}
+{%- else %}
+{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""
+
+
+def model_gguf(chat_template: str | None, bos: str = "", eos: str = "<|im_end|>") -> bytes:
+    """The bytes of a tiny GGUF model layer (metadata only) carrying this chat template."""
+    import gguf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.gguf"
+        w = gguf.GGUFWriter(str(path), "qwen2")
+        tokens = [t for t in ("<unk>", bos, eos) if t]
+        w.add_token_list(tokens)
+        if bos:
+            w.add_bos_token_id(tokens.index(bos))
+        w.add_eos_token_id(tokens.index(eos))
+        if chat_template is not None:
+            w.add_chat_template(chat_template)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return path.read_bytes()
+
+
 def render_jinja(template: str, messages: list[dict], tools: list | None, bos: str, eos: str) -> str:
     """A chat template rendered as llama-server renders it (`messages`, `tools`, a generation prompt)."""
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -138,7 +184,8 @@ class FakeOllama(LoopbackServer):
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, environ: Mapping[str, str] | None = None):
         super().__init__(host, port)
-        self.environ = os.environ if environ is None else environ  # the server's: OLLAMA_GO_TEMPLATE
+        # the server's environment (OLLAMA_GO_TEMPLATE); by default one without it, as Ollama ships
+        self.environ: Mapping[str, str] = {} if environ is None else environ
         self.models: dict[str, Model] = {}
         self.blobs: dict[str, bytes] = {}
         self.scripts: dict[str, Script] = {}
