@@ -45,7 +45,8 @@ class WriterModelfile:
             f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
             "# Type or paste the story so far: the model reasons inside <reasoning> and continues the",
             "# story inside <answer>. The TEMPLATE holds the writer prompt the model was trained on",
-            "# (pipeline/prompt.py); edit it only together with a retrain.",
+            "# (pipeline/prompt.py); edit it only together with a retrain. It also handles tools, so",
+            "# Ollama (v0.30+) keeps it rather than the base GGUF's own chat template.",
             f"FROM {self.base}",
         ]
         if self.adapter:
@@ -140,7 +141,9 @@ def write(
     if errors:
         raise ModelfileRenderError("the Modelfile would not work:\n" + "\n".join(map(str, errors)))
     parsed = grammar.parse(text)
-    problems += selection.check(parsed, out_dir)  # a base whose chat template Ollama would prefer
+    # a base whose chat template Ollama would prefer: written all the same (OLLAMA_GO_TEMPLATE=1 on the
+    # server keeps the TEMPLATE), and said
+    problems += [grammar.Problem("warning", p.line, p.message) for p in selection.check(parsed, out_dir)]
     if parsed.first("template") != fmt.ollama_template():  # the writer's own round trip
         raise ModelfileRenderError("the TEMPLATE did not survive Ollama's parser unchanged")
     return atomic.write_text(out, text), problems
