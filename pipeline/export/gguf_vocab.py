@@ -54,7 +54,9 @@ def adds_bos_eos(folder: Path) -> tuple[bool, bool]:
     return extra and full[0] != plain[0], extra and full[-1] != plain[-1]
 
 
-def add_tokenizer(w: gguf.GGUFWriter, folder: Path, vocab_size: int, chat_template: str | None = None) -> None:
+def add_tokenizer(
+    w: gguf.GGUFWriter, folder: Path, vocab_size: int, chat_template: str | None = None
+) -> None:
     """The tokenizer of `folder`; `chat_template` replaces the folder's own as tokenizer.chat_template."""
     path = folder / "tokenizer.json"
     if not path.is_file():
