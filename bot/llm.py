@@ -16,8 +16,7 @@ from typing import TypeVar
 import httpx
 import ollama
 
-from pipeline.modelfile import grammar
-from pipeline.serving import GenerateRequest, resolve_host
+from pipeline.serving import GenerateRequest, resolve_host, system_of
 
 T = TypeVar("T")
 
@@ -117,7 +116,7 @@ class OllamaBackend:
         except Exception as exc:
             raise self._error(exc, model) from None
         return ModelInfo(
-            model, shown.template or "", _system(shown.modelfile or ""), _num_ctx(shown.parameters or "")
+            model, shown.template or "", system_of(shown.modelfile or ""), _num_ctx(shown.parameters or "")
         )
 
     async def check(self, model: str) -> ModelInfo:
@@ -131,9 +130,7 @@ class OllamaBackend:
         stream = None
         guard = _Watchdog(self.timeouts.idle, self.timeouts.total)
         try:
-            stream = await self.client.generate(
-                model, request.prompt, raw=request.raw, options=dict(options), stream=True
-            )
+            stream = await self.client.generate(model, **request.fields(), options=dict(options), stream=True)
             while True:
                 try:
                     part = await guard.next(stream)
@@ -229,14 +226,6 @@ class _Watchdog:
 
     def stop(self) -> None:
         self.handle.cancel()
-
-
-def _system(modelfile: str) -> str:
-    """The model's SYSTEM, read from the Modelfile /api/show returns (the client drops the field)."""
-    try:
-        return grammar.parse(modelfile).first("system") or ""
-    except grammar.ModelfileError:
-        return ""
 
 
 def _num_ctx(parameters: str) -> int | None:

@@ -98,25 +98,59 @@ class ChatFormat:
             + " }}{%- endif %}"
         )
 
-    def ollama_template(self, writer: bool = True) -> str:
-        """The Go TEMPLATE: a system turn if any, then the user's text inside the writer prompt."""
-        body = "{{ .Prompt }}"
-        if writer:
-            suffix = "" if self.trim_content else prompt.PROMPT_SUFFIX
-            body = prompt.PROMPT_PREFIX + body + suffix
-        system = "{{ if .System }}" + self.system_open + "{{ .System }}" + self.turn_close
-        if self.default_system is not None:
-            system += "{{ else }}" + self.system_open + self.default_system + self.turn_close
-        system += "{{ end }}"
+    @property
+    def writer_jinja(self) -> str:
+        """The chat template with the writer prompt applied to every user turn, for our GGUF exports.
+
+        Whoever renders the GGUF's own chat template (llama-server for Ollama, when it prefers that
+        template to the Modelfile's) then gives the model the bytes it was trained on: the user's text
+        inside the writer prompt, in this format. The user turns are rewritten first, then `jinja` runs
+        unchanged, so both stay the same template.
+        """
+        wrapped = f"{_jq(prompt.PROMPT_PREFIX)} + message['content'] + {_jq(prompt.PROMPT_SUFFIX)}"
         return (
-            system
-            + self.user_open
-            + body
-            + self.turn_close
-            + self.assistant_open
-            + "{{ .Response }}"
-            + self.turn_close
+            "{%- set ns = namespace(messages=[]) %}{%- for message in messages %}"
+            "{%- if message['role'] == 'user' %}{%- set ns.messages = ns.messages + [{'role': 'user', "
+            f"'content': {wrapped}}}] %}}"
+            "{%- else %}{%- set ns.messages = ns.messages + [message] %}{%- endif %}{%- endfor %}"
+            "{%- set messages = ns.messages %}" + self.jinja
         )
+
+    def ollama_template(self, writer: bool = True) -> str:
+        """The Go TEMPLATE: a system turn if any, then every user turn inside the writer prompt.
+
+        It renders `.Messages` and handles `.Tools` with a whole tool round trip (calls, `eq .Role
+        "tool"` results), so Ollama (v0.30 on, `server/images.go` `shouldPreferChatTemplate`) finds it
+        no less capable than a base GGUF's chat template that mentions tools (Qwen2.5, Llama 3.1) and
+        keeps it instead of rendering that chat template, which has no writer prompt.
+        """
+        prefix = prompt.PROMPT_PREFIX if writer else ""
+        suffix = prompt.PROMPT_SUFFIX if writer and not self.trim_content else ""
+        default = "" if self.default_system is None else self.default_system
+        default_turn = "" if self.default_system is None else self.system_open + default + self.turn_close
+        return (
+            "{{ if or .System .Tools }}" + self.system_open
+            + "{{ if .System }}{{ .System }}{{ else }}" + default + "{{ end }}"
+            + "{{ if .Tools }}" + _TOOLS + "{{ end }}" + self.turn_close
+            + "{{ else }}" + default_turn + "{{ end }}"
+            + '{{ range .Messages }}{{ if eq .Role "user" }}'
+            + self.user_open + prefix + "{{ .Content }}" + suffix + self.turn_close
+            + '{{ else if eq .Role "assistant" }}' + self.assistant_open + "{{ .Content }}"
+            + "{{ if .ToolCalls }}<tool_call>{{ range .ToolCalls }}\n"
+            + '{"name": "{{ .Function.Name }}", "arguments": {{ json .Function.Arguments }}}'
+            + "{{ end }}\n</tool_call>{{ end }}" + self.turn_close
+            + '{{ else if eq .Role "tool" }}' + self.user_open
+            + "<tool_response>\n{{ .Content }}\n</tool_response>" + self.turn_close
+            + "{{ end }}{{ end }}" + self.assistant_open
+        )  # fmt: skip
+
+
+_TOOLS = (
+    "\n\n# Tools\n\nYou may call functions to help with the request. Their signatures, one JSON object a "
+    "line, are inside <tools></tools>:\n<tools>{{ range .Tools }}\n{{ json . }}{{ end }}\n</tools>\n\n"
+    "To call one, answer with its name and arguments as a JSON object inside <tool_call></tool_call>:\n"
+    '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>'
+)
 
 
 def _jq(text: str) -> str:

@@ -1,17 +1,20 @@
-"""How a story context reaches an Ollama model with the writer prompt applied exactly once.
+"""How a prompt reaches an Ollama model with the writer prompt applied exactly once, byte for byte.
 
-Two kinds of model are served:
-- a model created from our Modelfiles, whose TEMPLATE already wraps the user's text in the writer prompt:
-  it gets the bare context (or, when a direction or length is asked for, the whole chat text in `raw`
-  mode, rendered by the same chat format the TEMPLATE came from);
+Every generate request is built by :func:`request_for`, whatever asks (the bot's passages and summaries,
+`eval compare`, the teacher). Two kinds of model are served:
+- a model made from our Modelfiles or our GGUF exports, whose template (the TEMPLATE, or the GGUF chat
+  template Ollama shows when it prefers that one) renders the writer prompt in one of our chat formats:
+  it gets the whole chat text in `raw` mode, rendered by that format exactly as training rendered it, so
+  what the model reads does not depend on which template Ollama picks (pipeline/modelfile/selection.py);
 - any other model (a plain instruct model): it gets the writer prompt as the user's text, and its own
   template does the chat wrapping.
-Either way `user_text` is the writer prompt exactly as the model reads it, which is what generation
-records and the feedback export keep.
+`prompt` and `raw` are the exact bytes sent, which the generation record keeps; `user_text` is the user
+turn inside them (the writer prompt exactly as the model reads it), which the feedback export keeps.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 
@@ -22,6 +25,7 @@ DEFAULT_HOST = "http://127.0.0.1:11434"
 #: Tokens for the reasoning before the answer starts, on top of the answer's own budget.
 REASONING_TOKENS = 400
 TOKENS_PER_WORD = 1.4
+_PROBE_CONTEXT, _PROBE_SYSTEM = "PROBE \u2014 the story so far.", "PROBE-SYSTEM"
 
 
 class ServingError(ValueError):
@@ -30,24 +34,79 @@ class ServingError(ValueError):
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """The `prompt` and `raw` fields of an /api/generate call, and the writer prompt behind them."""
+    """The `prompt`, `raw` and `system` fields of an /api/generate call, and the user turn inside them."""
 
     prompt: str
     raw: bool
     user_text: str
+    system: str | None = None  # only for a plain model asked with its own system turn
+
+    def fields(self) -> dict:
+        """Keyword arguments for `ollama` `generate`."""
+        return {"prompt": self.prompt, "raw": self.raw, **({"system": self.system} if self.system else {})}
 
 
 def holds_writer_prompt(template: str) -> bool:
-    """Whether a model's TEMPLATE already contains the writer prompt (ours, or one built like it)."""
+    """Whether a model's template already contains the writer prompt (ours, or one built like it)."""
     return prompt.TASK_LINE in template and prompt.CONTEXT_HEADER in template
 
 
-def format_of_template(template: str) -> ChatFormat | None:
-    """Which of our chat formats produced this TEMPLATE, if it is one of ours byte for byte."""
+@functools.lru_cache(maxsize=64)
+def served_format(template: str) -> ChatFormat | None:
+    """The chat format whose writer prompt this template renders byte for byte, if any.
+
+    `template` is what /api/show returns: the Go TEMPLATE, or the GGUF's Jinja chat template when
+    Ollama renders with that one. It is recognised by what it renders (a probe turn with and without a
+    system turn), not by its spelling, so older TEMPLATEs of ours and our GGUF chat templates count.
+    """
+    if not holds_writer_prompt(template):
+        return None
+    user = prompt.render_prompt(_PROBE_CONTEXT)
+    probes = ([], [{"role": "system", "content": _PROBE_SYSTEM}])
     for fmt in chat_formats.FORMATS.values():
-        if template.strip() == fmt.ollama_template().strip():
-            return fmt
+        try:
+            if all(_renders(template, fmt, [*s, {"role": "user", "content": _PROBE_CONTEXT}])
+                   == fmt.render([*s, {"role": "user", "content": user}], add_generation_prompt=True)
+                   for s in probes):  # fmt: skip
+                return fmt
+        except Exception:  # noqa: BLE001 - a template we cannot render is simply not one of ours
+            continue
     return None
+
+
+def _renders(template: str, fmt: ChatFormat, messages: list[dict]) -> str:
+    """What Ollama gives the model for these messages: the Go TEMPLATE's text after the runtime's BOS,
+    or the Jinja chat template's as llama-server renders it."""
+    if "{%" in template:
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        return env.from_string(template).render(
+            messages=messages, add_generation_prompt=True, bos_token=fmt.bos, eos_token=""
+        )
+    from pipeline.modelfile import gotemplate
+
+    return fmt.bos + gotemplate.execute(template, messages)
+
+
+def request_for(
+    template: str, user_text: str, system: str | None = None, model_system: str = ""
+) -> GenerateRequest:
+    """The one place a generate request is built, from the model's template (from /api/show).
+
+    `user_text` is the whole user turn (a rendered writer prompt, or a summary's instructions);
+    `system` a system turn of the caller's own, else the model's SYSTEM (`model_system`) applies.
+    """
+    fmt = served_format(template)
+    if fmt is not None:
+        turn = system or model_system or None
+        return GenerateRequest(fmt.generation_prompt(user_text, turn), raw=True, user_text=user_text)
+    if holds_writer_prompt(template):
+        raise ServingError(
+            "this model's TEMPLATE holds a writer prompt that is not one of ours, so the exact text it was "
+            "trained on cannot be sent: recreate the model with `story-pipeline modelfile`"
+        )
+    return GenerateRequest(user_text, raw=False, user_text=user_text, system=system or None)
 
 
 def build_request(
@@ -57,22 +116,26 @@ def build_request(
     length: prompt.Length | str | int | None = None,
     system: str | None = None,
 ) -> GenerateRequest:
-    """The generate request for a context, given the model's TEMPLATE (from /api/show)."""
+    """The generate request for a story context (`system`: the model's SYSTEM, from /api/show)."""
     user_text = prompt.render_prompt(context, guidance, length)
-    if not holds_writer_prompt(template):
-        return GenerateRequest(prompt=user_text, raw=False, user_text=user_text)
-    if user_text == prompt.render_prompt(context):  # no direction, no length: the TEMPLATE does it all
-        return GenerateRequest(prompt=prompt.clean_context(context), raw=False, user_text=user_text)
-    fmt = format_of_template(template)
-    if fmt is None:
-        raise ServingError(
-            "this model's TEMPLATE holds a writer prompt that is not one of ours, so a direction or a "
-            "length cannot be added to it: recreate the model with `story-pipeline modelfile`, or "
-            "continue without a direction"
-        )
-    return GenerateRequest(
-        prompt=fmt.generation_prompt(user_text, system or None), raw=True, user_text=user_text
-    )
+    if (
+        user_text == prompt.render_prompt(context)
+        and holds_writer_prompt(template)
+        and not served_format(template)
+    ):
+        # A writer prompt of someone else's: let its TEMPLATE wrap the bare context, the best we can do.
+        return GenerateRequest(prompt.clean_context(context), raw=False, user_text=user_text)
+    return request_for(template, user_text, model_system=system or "")
+
+
+def system_of(modelfile: str) -> str:
+    """A model's SYSTEM, read from the Modelfile /api/show returns (the `ollama` client drops the field)."""
+    from pipeline.modelfile import grammar
+
+    try:
+        return grammar.parse(modelfile).first("system") or ""
+    except grammar.ModelfileError:
+        return ""
 
 
 def num_predict(length: prompt.Length | str | int | None, default_words: int = 250) -> int:

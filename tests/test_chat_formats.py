@@ -13,6 +13,10 @@ CONTEXTS = [
 ]
 
 
+def user_turn(text: str) -> dict:
+    return {"role": "user", "content": text}
+
+
 @pytest.mark.parametrize("name", list(chat_formats.FORMATS))
 @pytest.mark.parametrize("context", CONTEXTS)
 def test_template_matches_the_jinja_training_text(name, context):
@@ -25,7 +29,7 @@ def test_template_matches_the_jinja_training_text(name, context):
     trained = jinja.render(
         messages=[{"role": "user", "content": user}], add_generation_prompt=True, bos_token=fmt.bos
     )
-    served = gotemplate.render(fmt.ollama_template(), {"Prompt": prompt.clean_context(context), "System": ""})
+    served = gotemplate.execute(fmt.ollama_template(), [user_turn(prompt.clean_context(context))])
     assert trained == fmt.bos + served
     assert trained == fmt.render([{"role": "user", "content": user}], add_generation_prompt=True)
     # A full training example starts with exactly the served prompt.
@@ -52,7 +56,7 @@ def test_trained_tokenizer_renders_like_the_template(tiny_model, arch):
         tokenize=False,
         add_generation_prompt=True,
     )
-    served = gotemplate.render(fmt.ollama_template(), {"Prompt": prompt.clean_context(context)})
+    served = gotemplate.execute(fmt.ollama_template(), [user_turn(prompt.clean_context(context))])
     assert hf == fmt.bos + served
 
 
@@ -62,7 +66,9 @@ def test_system_override_is_rendered_the_same_way():
     trained = fmt.render(
         [{"role": "system", "content": "Be terse."}, {"role": "user", "content": user}], True
     )
-    served = gotemplate.render(fmt.ollama_template(), {"Prompt": "x", "System": "Be terse."})
+    served = gotemplate.execute(
+        fmt.ollama_template(), [{"role": "system", "content": "Be terse."}, user_turn("x")]
+    )
     assert trained == served
     assert "You are Qwen" not in served
 
@@ -90,7 +96,7 @@ def test_go_template_subset():
     assert gotemplate.render("a  {{- .X -}}  b", {"X": "x"}) == "axb"
     assert gotemplate.render("p{{ .Response }}tail", {}) == "p"
     assert gotemplate.render("p{{ .Response }}tail", {"Response": "r"}, generate=False) == "prtail"
-    for bad in ("{{ range .Messages }}x{{ end }}", "{{ if .X }}", "{{ end }}", "{{ .X"):
+    for bad in ("{{ with .Messages }}x{{ end }}", "{{ if .X }}", "{{ end }}", "{{ .X", "{{ printf .X }}"):
         with pytest.raises(gotemplate.TemplateError):
             gotemplate.render(bad, {})
 
@@ -102,11 +108,10 @@ class TestServing:
         "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
     )
 
-    def test_writer_template_gets_the_bare_context(self):
+    def test_writer_template_gets_the_whole_chat_text_raw(self):
         req = serving.build_request("  She ran. ", self.writer_template)
-        assert (req.prompt, req.raw) == ("She ran.", False)
-        rendered = gotemplate.render(self.writer_template, {"Prompt": req.prompt})
-        assert rendered.count(prompt.TASK_LINE) == 1
+        assert req.raw and req.prompt == gotemplate.execute(self.writer_template, [user_turn("She ran.")])
+        assert req.prompt.count(prompt.TASK_LINE) == 1
         assert req.user_text == prompt.render_prompt("She ran.")
 
     def test_plain_model_gets_the_writer_prompt_once(self):

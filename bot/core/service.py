@@ -652,7 +652,7 @@ class StoryService:
             todo = self._summary_input(todo, previous, window - num_predict - TEMPLATE_MARGIN)
             text = summaries.summary_prompt(previous and previous.text, [p.text for p in todo],
                                             self.limits.summary_words)  # fmt: skip
-            request = summaries.summary_request(text, info.template)
+            request = summaries.summary_request(text, info.template, info.system)
             summary_id = self._begin_summary(story_id, passages, todo, previous, model)
             options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict}
             timeout = self.limits.summary_timeout

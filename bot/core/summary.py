@@ -15,7 +15,7 @@ import hashlib
 from collections.abc import Iterable, Sequence
 
 from pipeline import prompt as writer_prompt
-from pipeline.serving import GenerateRequest, format_of_template, holds_writer_prompt
+from pipeline.serving import GenerateRequest, ServingError, request_for
 
 from .story import Passage, Summary
 
@@ -48,21 +48,20 @@ def summary_prompt(previous: str | None, passages: Sequence[str], words: int = S
     return "\n\n".join(parts) + "\n"
 
 
-def summary_request(text: str, template: str) -> GenerateRequest:
-    """The generate request for a summary prompt, given the model's TEMPLATE.
+def summary_request(text: str, template: str, system: str = "") -> GenerateRequest:
+    """The generate request for a summary prompt, given the model's template and SYSTEM.
 
     A plain model gets the instructions as its user text. A model made from our Modelfiles wraps every
-    prompt in the writer prompt, so it gets them raw in its own chat format instead.
+    user turn in the writer prompt, so it gets them raw in its own chat format instead
+    (`pipeline.serving.request_for`, the one builder of requests).
     """
-    if not holds_writer_prompt(template):
-        return GenerateRequest(prompt=text, raw=False, user_text=text)
-    fmt = format_of_template(template)
-    if fmt is None:
+    try:
+        return request_for(template, text, model_system=system)
+    except ServingError:
         raise SummaryUnavailable(
             "this model's TEMPLATE holds a writer prompt that is not one of ours, so it cannot be asked "
             "for a summary: set summary_model (STORY_BOT_SUMMARY_MODEL) to a plain instruct model"
-        )
-    return GenerateRequest(prompt=fmt.generation_prompt(text, None), raw=True, user_text=text)
+        ) from None
 
 
 def clean_summary(output: str) -> str:

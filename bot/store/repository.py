@@ -41,6 +41,8 @@ class GenerationRow:
     error: str | None
     message_ref: str | None
     context: dict
+    prompt: str = ""  # the exact `prompt` sent to /api/generate
+    raw: bool = False  # sent with raw=true: `prompt` is the whole chat text
 
 
 @dataclass(frozen=True)
@@ -433,7 +435,7 @@ class Store:
         return GenerationRow(
             r["id"], r["story_id"], r["channel_id"], r["passage_id"], r["requested_by"], r["model"],
             r["direction"], r["length"], r["status"], r["user_text"], r["reasoning"], r["answer"], r["error"],
-            r["message_ref"], json.loads(r["context"]),
+            r["message_ref"], json.loads(r["context"]), r["prompt"], bool(r["raw"]),
         )  # fmt: skip
 
     def recover(self) -> list[Interrupted]:

@@ -59,14 +59,26 @@ class OllamaBackend:
         self.url = resolve_host(s.base_url)
         self.s = s
         self.client = ollama.AsyncClient(host=self.url, timeout=s.timeout)
+        self._shown: tuple[str, str] | None = None  # the model's template and SYSTEM, asked once
 
     async def complete(self, messages: list[dict]) -> Reply:
+        """One system + user exchange, sent as the bot sends its requests (`serving.request_for`): raw
+        in its own chat format to a model made from our Modelfiles, else the turns through its template."""
         import httpx
         import ollama
 
+        from pipeline.serving import request_for, system_of
+
+        system, user = _one_exchange(messages)
         options = {"temperature": self.s.temperature, "num_predict": self.s.max_tokens}
         try:
-            r = await self.client.chat(model=self.s.model, messages=messages, options=options, stream=False)
+            if self._shown is None:
+                shown = await self.client.show(self.s.model)
+                self._shown = (shown.template or "", system_of(shown.modelfile or ""))
+            request = request_for(self._shown[0], user, system, model_system=self._shown[1])
+            r = await self.client.generate(
+                model=self.s.model, **request.fields(), options=options, stream=False
+            )
         except ollama.ResponseError as e:
             if e.status_code == 404:
                 raise Fatal(f"the teacher model {self.s.model!r} is not on {self.url}: "
@@ -78,9 +90,11 @@ class OllamaBackend:
             raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from None
         except (ConnectionError, httpx.TransportError) as e:
             raise Transient(f"cannot reach Ollama at {self.url} ({e})", unreachable=True) from None
-        except ValueError as e:  # a body that is not Ollama's JSON
+        except ValueError as e:  # a body that is not Ollama's JSON, or a writer prompt not of ours
+            if type(e).__name__ == "ServingError":
+                raise Fatal(f"the teacher {self.s.model!r}: {e}") from None
             raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
-        return Reply(r.message.content or "", r.prompt_eval_count or 0, r.eval_count or 0)
+        return Reply(r.response or "", r.prompt_eval_count or 0, r.eval_count or 0)
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -133,6 +147,14 @@ class OpenAIBackend:
 
     async def aclose(self) -> None:
         await self.client.close()
+
+
+def _one_exchange(messages: list[dict]) -> tuple[str | None, str]:
+    """(system, user) of a teacher conversation: system turns, then exactly one user turn."""
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if len(users) != 1 or any(m["role"] not in ("system", "user") for m in messages):
+        raise ValueError("a teacher request is system turns and one user turn")
+    return "\n\n".join(m["content"] for m in messages if m["role"] == "system") or None, users[0]
 
 
 def _message(e) -> str:

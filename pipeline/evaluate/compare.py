@@ -1,10 +1,11 @@
 """Models continue the same held-out contexts through Ollama with fixed seeds; outputs kept, then scored.
 
-Each context reaches each model with the writer prompt applied exactly once (pipeline/serving.py: the
-bare context for models whose TEMPLATE holds the writer prompt, the rendered prompt for plain instruct
-models). Sample k of every context uses seed `seed + k` for every model, so a rerun asks the same
-questions with the same dice. A model that is not on the server, or that fails part-way, keeps the
-outputs it produced and says what went wrong; the other models are still run and reported.
+Each context reaches each model with the writer prompt applied exactly once, through the bot's own
+request builder (pipeline/serving.py: the whole chat text, raw, for models made from our Modelfiles; the
+writer prompt as the user turn for plain instruct models). Sample k of every context uses seed
+`seed + k` for every model, so a rerun asks the same questions with the same dice. A model that is not
+on the server, or that fails part-way, keeps the outputs it produced and says what went wrong; the other
+models are still run and reported.
 """
 
 from __future__ import annotations
@@ -82,14 +83,17 @@ def generate(
 
     run = ModelRun(label, model, expected=len(contexts) * samples)
     try:
-        template = client.show(model).template or ""
+        shown = client.show(model)
+        template, system = shown.template or "", serving.system_of(shown.modelfile or "")
     except ollama.ResponseError as e:
         run.status, run.error = (MISSING if e.status_code == 404 else FAILED), e.error
         return run
     for i, ctx in enumerate(contexts):
         for k in range(samples):
             try:
-                run.outputs.append(_one(client, model, template, i, ctx, k, seed + k, options or {}))
+                run.outputs.append(
+                    _one(client, model, (template, system), i, ctx, k, seed + k, options or {})
+                )
             except (ollama.ResponseError, serving.ServingError) as e:
                 run.status, run.error = FAILED, getattr(e, "error", None) or str(e)
                 return run
@@ -101,13 +105,13 @@ def generate(
     return run
 
 
-def _one(client, model: str, template: str, i: int, ctx: Context, k: int, seed: int, options: dict) -> dict:
-    request = serving.build_request(ctx.text, template, ctx.guidance, ctx.length)
+def _one(
+    client, model: str, shown: tuple[str, str], i, ctx: Context, k: int, seed: int, options: dict
+) -> dict:
+    request = serving.build_request(ctx.text, shown[0], ctx.guidance, ctx.length, shown[1])
     opts = {**options, "seed": seed, "num_predict": serving.num_predict(ctx.length)}
     pieces, final = [], None
-    for chunk in client.generate(
-        model=model, prompt=request.prompt, raw=request.raw, stream=True, options=opts
-    ):
+    for chunk in client.generate(model=model, **request.fields(), stream=True, options=opts):
         pieces.append(chunk.response or "")
         if chunk.done:
             final = chunk

@@ -120,12 +120,37 @@ def export_merged(
     source = (
         StateDictSource(merged_model(Path(adapter_dir), base_dir)) if adapter_dir else TensorSet(base_dir)
     )
+    chat_template, note = writer_chat_template(Path(adapter_dir) if adapter_dir else None, base_dir)
     if not quant:
-        return write_model(base, source, base_dir, out, outtype, overwrite, on_tensor)
+        report = write_model(base, source, base_dir, out, outtype, overwrite, on_tensor, chat_template)
+        report.notes.append(note)
+        return report
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         f16 = Path(tmp) / "unquantized.gguf"  # llama.cpp quantizes from a file, like llama-quantize
-        report = write_model(base, source, base_dir, f16, outtype, True, on_tensor)
+        report = write_model(base, source, base_dir, f16, outtype, True, on_tensor, chat_template)
         q = quantize(f16, out, quant, overwrite)
-    q.notes, q.seconds = report.notes, time.perf_counter() - t0
+    q.notes, q.seconds = [*report.notes, note], time.perf_counter() - t0
     return q
+
+
+def writer_chat_template(adapter_dir: Path | None, base_dir: Path) -> tuple[str | None, str]:
+    """The GGUF's tokenizer.chat_template: the writer prompt in the chat format training used, and a note.
+
+    Ollama renders the GGUF's chat template instead of a Modelfile TEMPLATE when it finds it more
+    capable, and with no TEMPLATE at all; either way this one gives the model the training bytes. The
+    format is the one the adapter's tokenizer carries (training's), else the base's. A base of no
+    format of ours keeps its own template.
+    """
+    from pipeline import chat_formats
+    from pipeline.modelfile.render import local_chat_template
+
+    folder = adapter_dir if adapter_dir and (adapter_dir / "tokenizer_config.json").exists() else base_dir
+    template, bos = local_chat_template(folder)
+    if template is None:
+        return None, "tokenizer.chat_template: none (the tokenizer has no chat template)"
+    try:
+        fmt = chat_formats.detect_from_jinja(template, bos_token=bos)
+    except chat_formats.UnknownFormatError:
+        return None, "tokenizer.chat_template: the base's own (not one of our chat formats)"
+    return fmt.writer_jinja, f"tokenizer.chat_template: the writer prompt in the {fmt.name} chat format"

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from pipeline import chat_formats
-from pipeline.modelfile import grammar, render
+from pipeline.modelfile import grammar, render, selection
 
 console = Console(stderr=True)
 app = typer.Typer(help="Write a writer Modelfile, or check Modelfiles against Ollama's grammar.")
@@ -51,13 +51,16 @@ def modelfile(
 
 @app.command("check")
 def check(files: Annotated[list[Path], typer.Argument(help="Modelfiles to check")]) -> None:
-    """Parse Modelfiles as Ollama does; exit 1 if `ollama create` would refuse any of them.
+    """Parse Modelfiles as Ollama does; exit 1 if `ollama create` would refuse any of them, or Ollama
+    would set its TEMPLATE aside for the base's own chat template.
 
-    Errors make `ollama create` fail; warnings are what it accepts but serves otherwise than written.
+    Errors make `ollama create` fail (or the TEMPLATE go unused); warnings are what it accepts but serves
+    otherwise than written.
     """
     failed = False
     for f in files:
         problems = grammar.check_file(f)
+        problems += selection.check_file(f)  # would Ollama use this TEMPLATE at all?
         errors = sum(p.severity == "error" for p in problems)
         warnings = len(problems) - errors
         failed |= bool(errors)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline import atomic, chat_formats
 from pipeline.chat_formats import ChatFormat
-from pipeline.modelfile import golang, grammar, inspect
+from pipeline.modelfile import golang, grammar, inspect, selection
 
 #: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
 DEFAULT_NUM_CTX = 8192
@@ -42,7 +42,8 @@ class WriterModelfile:
             f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
             "# Type or paste the story so far: the model reasons inside <reasoning> and continues the",
             "# story inside <answer>. The TEMPLATE holds the writer prompt the model was trained on",
-            "# (pipeline/prompt.py); edit it only together with a retrain.",
+            "# (pipeline/prompt.py); edit it only together with a retrain. It also handles tools, so",
+            "# Ollama (v0.30+) keeps it rather than the base GGUF's own chat template.",
             f"FROM {self.base}",
         ]
         if self.adapter:
@@ -107,16 +108,19 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
     path = Path(base).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if path.exists():
-        template, bos = _local_chat_template(path)
+        template, bos = local_chat_template(path)
         if template is None:
             raise chat_formats.UnknownFormatError(
                 f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
             )
-        return chat_formats.detect_from_jinja(template, bos_token=bos)
+        from pipeline.serving import served_format
+
+        # our own GGUF exports carry the writer prompt in their chat template (export/merged.py)
+        return served_format(template) or chat_formats.detect_from_jinja(template, bos_token=bos)
     return chat_formats.for_ollama_name(base)
 
 
-def _local_chat_template(path: Path) -> tuple[str | None, str]:
+def local_chat_template(path: Path) -> tuple[str | None, str]:
     """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
     if not path.is_dir():
         fields = inspect.gguf_fields(path)
@@ -168,6 +172,9 @@ def write(
     for key, values in wanted.parameters.items():
         if parsed.parameters.get(key, [])[-len(values) :] != values:
             raise ModelfileRenderError(f"--param {key}: the value did not survive Ollama's parser unchanged")
+    # A base whose chat template Ollama would prefer: written all the same (OLLAMA_GO_TEMPLATE=1 on the
+    # server keeps the TEMPLATE), and said.
+    problems = [grammar.Problem("warning", p.line, p.message) for p in selection.check(parsed, out_dir)]
     return atomic.write_text(out, text), problems
 
 

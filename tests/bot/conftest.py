@@ -11,9 +11,7 @@ from bot.store import Store
 from pipeline import chat_formats
 
 WRITER = chat_formats.get("qwen2.5").ollama_template()  # TEMPLATE of a model made from our Modelfiles
-PLAIN = chat_formats.get("qwen2.5").ollama_template().split("<|im_start|>user")[0] + (
-    "<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n{{ .Response }}<|im_end|>\n"
-)
+PLAIN = chat_formats.get("qwen2.5").ollama_template(writer=False)  # a plain instruct model's TEMPLATE
 ANSWER = "She stepped out into the rain and did not look back."
 ALICE, BOB = Member("1001", "Alice"), Member("1002", "Bob")
 HERE = Channel("5001", guild_id="9001")

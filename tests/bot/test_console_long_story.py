@@ -97,4 +97,4 @@ def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp
     context = "### Context:\nTold in the first person.\n\nMara: A smuggler.\n\n* * *\n\nMara knocked."
     assert context in run.stdout
     [generate] = ollama_server.calls("/api/generate")
-    assert generate["prompt"].startswith("Told in the first person.\n\nMara: A smuggler.")
+    assert generate["raw"] and f"{context}\n<|im_end|>\n<|im_start|>assistant\n" in generate["prompt"]

@@ -17,7 +17,7 @@ from .conftest import ALICE, ANSWER, BOB, HERE, collect
 REASONING = "The heroine hesitates; the storm makes her decision for her."
 
 
-async def test_continue_with_a_writer_model_sends_the_bare_context_and_keeps_only_the_answer(
+async def test_continue_with_a_writer_model_sends_the_training_text_raw_and_keeps_only_the_answer(
     make_service, ollama_server
 ):
     service = make_service("writer", delta_every=0)  # a Delta for every piece
@@ -30,10 +30,12 @@ async def test_continue_with_a_writer_model_sends_the_bare_context_and_keeps_onl
     done = events[-1]
     assert done.passage.text == ANSWER and done.reasoning == REASONING and done.passage.by_model
     [body] = ollama_server.calls("/api/generate")
-    assert body["prompt"] == "The storm rolled in over the harbour." and not body.get("raw")
-    assert ollama_server.rendered[-1].count(prompt.TASK_LINE) == 1  # the TEMPLATE applied it, once
+    user = prompt.render_prompt("The storm rolled in over the harbour.")
+    # the chat text training rendered, sent raw: the same whichever template Ollama would pick
+    assert body["raw"] is True and body["prompt"] == chat_formats.get("qwen2.5").generation_prompt(user)
+    assert ollama_server.rendered[-1] == body["prompt"]
     gen = service.store.generation(done.generation_id)
-    assert gen.user_text == prompt.render_prompt("The storm rolled in over the harbour.")
+    assert (gen.user_text, gen.prompt, gen.raw) == (user, body["prompt"], True)  # the exact bytes sent
     assert gen.status == "done" and gen.reasoning == REASONING and gen.context["passage_ids"] == [1]
     assert body["options"]["num_ctx"] == 8192 and body["options"]["num_predict"] > 0
     story = service.show(HERE)

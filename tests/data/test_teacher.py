@@ -44,7 +44,7 @@ def make_chunks(path: Path, n: int, poison: set[int] = frozenset()) -> list[dict
 
 
 def reason_reply(body: dict) -> str:
-    user = body["messages"][-1]["content"]
+    user = body["prompt"] if "prompt" in body else body["messages"][-1]["content"]  # Ollama or OpenAI
     if "POISON" in user:
         return "<reasoning>leaky</reasoning><answer>oops</answer>"
     return REASONING
@@ -134,11 +134,12 @@ def test_reason_end_to_end_with_ollama(tmp_path, corpus_dir, fake_ollama):
         P.training_row(r["context"], REASONING, r["continuation"]) for r in records if r["split"] == "train"
     ]
     assert train == expected
-    calls = fake_ollama.calls("/api/chat")
+    calls = fake_ollama.calls("/api/generate")
     assert len(calls) == len(records)
-    # Requests run concurrently, so the first record's request is found by its content, not its place.
-    first = [c for c in calls if records[0]["continuation"] in c["messages"][1]["content"]]
-    assert len(first) == 1 and first[0]["messages"][0]["role"] == "system"
+    # Requests run concurrently, so the first record's request is found by its content, not its place;
+    # a plain teacher: its system turn and the user turn go through its own template, not raw.
+    first = [c for c in calls if records[0]["continuation"] in c["prompt"]]
+    assert len(first) == 1 and first[0]["system"] and not first[0]["raw"]
     assert fake_ollama.max_in_flight <= 3
     assert "tokens:" in output and "0 failed" in output
     import datasets
@@ -330,11 +331,11 @@ def test_killed_run_resumes_without_duplicates(tmp_path):
         assert 3 <= done < 10 and not out.exists()
         with open(journal, "a") as f:
             f.write('{"key": "k009", "id": "book:9", "spl')  # a line cut short by the crash
-        before = len(server.calls("/api/chat"))
+        before = len(server.calls("/api/generate"))
         server.script("teacher", text=REASONING)
         code, output = cli("reason", chunks, "-o", out, "--teacher", "teacher", "--base-url", server.url)
         assert code == 0, output
-        assert len(server.calls("/api/chat")) - before == 10 - done
+        assert len(server.calls("/api/generate")) - before == 10 - done
     train, val = rows(out), rows(tmp_path / "val.jsonl")
     assert len(train) + len(val) == 10
     assert [r["messages"][1]["content"] for r in train] == [
@@ -361,7 +362,7 @@ def test_distill_writes_stories_for_prompts(tmp_path, fake_ollama):
     pairs.write_text("".join(json.dumps(r) + "\n" for r in recs))
 
     def story(body: dict) -> str:
-        user = body["messages"][-1]["content"]
+        user = body["prompt"] if "prompt" in body else body["messages"][-1]["content"]
         if "Bad teacher" in user:
             return "I would rather not write that."
         return f"<reasoning>{REASONING}</reasoning>\n<answer>{STORY_WORDS}</answer>"
@@ -384,18 +385,18 @@ def test_distill_writes_stories_for_prompts(tmp_path, fake_ollama):
         *fast(),
     )
     assert code == 1 and "1 item(s) failed" in output, output
-    assert len(fake_ollama.calls("/api/chat")) == 2 + 2  # one per distinct prompt; the bad one tried twice
+    assert (
+        len(fake_ollama.calls("/api/generate")) == 2 + 2
+    )  # one per distinct prompt; the bad one tried twice
     train, val = rows(out), rows(tmp_path / "val.jsonl")
     assert train == [P.training_row(prompts[0], REASONING, STORY_WORDS, length="short")]
     assert val == [P.training_row(prompts[1], REASONING, STORY_WORDS, length="short")]
     # Requests run concurrently: pick the one for the first prompt, whatever order they arrived in.
-    sent = next(
-        c["messages"] for c in fake_ollama.calls("/api/chat") if prompts[0] in c["messages"][1]["content"]
-    )
-    assert sent[1]["content"] == P.render_prompt(
+    sent = next(c for c in fake_ollama.calls("/api/generate") if prompts[0] in c["prompt"])
+    assert sent["prompt"] == P.render_prompt(
         prompts[0], length="short"
     )  # the teacher sees the student's prompt
-    assert P.REASONING_OPEN in sent[0]["content"] and "about 100 words" in sent[0]["content"]
+    assert P.REASONING_OPEN in sent["system"] and "about 100 words" in sent["system"]
     assert "malformed reply: no_tags" in rows(tmp_path / "train.failed.jsonl")[0]["error"]
 
 

@@ -94,9 +94,11 @@ def test_each_model_gets_the_writer_prompt_exactly_once(server, contexts_file, t
     assert result.exit_code == 0, result.output
     gens = server.calls("/api/generate")
     by_model = {m: [g for g in gens if g["model"].startswith(m)] for m in ("writer", "plain")}
-    # the writer model's TEMPLATE holds the prompt: it gets the bare context; the plain one the whole prompt
-    assert [g["prompt"] for g in by_model["writer"]] == [
-        prompt.clean_context(c["context"]) for c in CONTEXTS[:2]
+    # the writer model gets the chat text training rendered, raw; the plain one the writer prompt as its
+    # user turn, through its own template
+    qwen = chat_formats.get("qwen2.5")
+    assert [(g["prompt"], g["raw"]) for g in by_model["writer"]] == [
+        (qwen.generation_prompt(prompt.render_prompt(c["context"])), True) for c in CONTEXTS[:2]
     ]
     assert [g["prompt"] for g in by_model["plain"]] == [
         prompt.render_prompt(c["context"]) for c in CONTEXTS[:2]

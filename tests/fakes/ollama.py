@@ -3,8 +3,12 @@
 It speaks what `ollama` clients use (docs/api.md): blobs HEAD/POST with a digest check, create, show,
 tags, generate and chat with NDJSON streaming. Tests script it per model: what it answers, how fast it
 streams, an HTTP error, or an `{"error": ...}` line in the middle of a 200 stream. Every request is
-recorded, and non-raw generate requests are rendered through the model's TEMPLATE, so a test can see
-the exact prompt a model would receive.
+recorded, and every prompt is rendered as Ollama (v0.33) renders it, so a test can see the exact text a
+model would receive: `raw` generate requests as sent; the others through the template Ollama selects
+(pipeline/modelfile/selection.py, read from `server/images.go`): the GGUF's own `tokenizer.chat_template`
+(read from the model layer's blob, rendered with Jinja as llama-server does) when Ollama prefers it to
+the TEMPLATE or there is no TEMPLATE, else the Go TEMPLATE (pipeline/modelfile/gotemplate.py).
+`OLLAMA_GO_TEMPLATE` in `environ` (the server's environment; unset by default) is honoured as upstream.
 
     with FakeOllama() as server:
         server.add_model("writer", template=...)
@@ -19,13 +23,15 @@ import hashlib
 import json
 import re
 import socket
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
-from pipeline.modelfile import gotemplate
+from pipeline.modelfile import gotemplate, inspect, selection
 from tests.fakes.server import LoopbackServer
 
 DEFAULT_TEXT = (
@@ -47,16 +53,117 @@ class Script:
     first_token_delay: float = 0.0
 
 
+DEFAULT_TEMPLATE = "{{ .Prompt }}"  # what Ollama shows and renders for a model without a TEMPLATE
+
+
 @dataclass
 class Model:
     name: str
-    template: str = "{{ .Prompt }}"
+    template: str | None = None  # the TEMPLATE layer; None: the model has none
     system: str = ""
     parameters: dict = field(default_factory=dict)
     family: str = "qwen2"
     adapters: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)
     from_: str | None = None
+    chat_template: str | None = None  # tokenizer.chat_template of the model layer's GGUF
+    bos_token: str = ""
+    eos_token: str = ""
+
+    def uses_chat_template(self, environ: Mapping[str, str]) -> bool:
+        """Ollama's choice for non-raw requests: the GGUF chat template (else the Go TEMPLATE)."""
+        return selection.uses_chat_template(self.template, self.chat_template, environ)
+
+    def shown_template(self, environ: Mapping[str, str]) -> str:
+        """/api/show's `template`: the one selected (`selectedModelTemplate`)."""
+        if self.chat_template and self.uses_chat_template(environ):
+            return self.chat_template
+        return self.template or DEFAULT_TEMPLATE
+
+
+def gguf_chat_template(data: bytes) -> tuple[str | None, str, str]:
+    """(tokenizer.chat_template, bos token, eos token) of a GGUF model blob; Nones for anything else."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "blob.gguf"
+        path.write_bytes(data)
+        try:
+            fields = inspect.gguf_fields(path)
+        except ValueError:
+            return None, "", ""
+    tokens = fields.get("tokenizer.ggml.tokens")
+
+    def token(key: str) -> str:
+        i = fields.get(key)
+        return (
+            str(tokens[i]) if isinstance(tokens, list) and isinstance(i, int) and 0 <= i < len(tokens) else ""
+        )
+
+    template = fields.get("tokenizer.chat_template")
+    return (
+        (template if isinstance(template, str) else None),
+        token("tokenizer.ggml.bos_token_id"),
+        token("tokenizer.ggml.eos_token_id"),
+    )
+
+
+#: A chat template like Qwen2.5-Instruct's (written here, not copied): ChatML with Qwen's default system
+#: turn, a tools block and a whole tool round trip, so Ollama's rule finds it capable of tools. Without
+#: tools it renders exactly our qwen2.5 format.
+QWEN25_LIKE_CHAT_TEMPLATE = """{%- if messages and messages[0]['role'] == 'system' %}
+{%- set system = messages[0]['content'] %}{%- set rest = messages[1:] %}
+{%- else %}{%- set system = 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' %}
+{%- set rest = messages %}{%- endif %}
+{{- '<|im_start|>system\n' + system }}
+{%- if tools %}
+{{- '\n\n# Tools\n\n<tools>' }}{%- for tool in tools %}{{- '\n' }}{{- tool | tojson }}{%- endfor %}
+{{- '\n</tools>\n\nCall one inside <tool_call></tool_call>.' }}
+{%- endif %}
+{{- '<|im_end|>\n' }}
+{%- for message in rest %}
+{%- if message.role == "tool" %}
+{{- '<|im_start|>user\n<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>\n' }}
+{%- elif message.role == 'assistant' and message.tool_calls %}
+{{- '<|im_start|>assistant\n' }}{%- for call in message.tool_calls %}
+{{- '<tool_call>\n' }}{{- call.function | tojson }}{{- '\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\n' }}
+{%- else %}
+{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}
+{%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""
+
+
+def model_gguf(chat_template: str | None, bos: str = "", eos: str = "<|im_end|>") -> bytes:
+    """The bytes of a tiny GGUF model layer (metadata only) carrying this chat template."""
+    import gguf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.gguf"
+        w = gguf.GGUFWriter(str(path), "qwen2")
+        tokens = [t for t in ("<unk>", bos, eos) if t]
+        w.add_token_list(tokens)
+        if bos:
+            w.add_bos_token_id(tokens.index(bos))
+        w.add_eos_token_id(tokens.index(eos))
+        if chat_template is not None:
+            w.add_chat_template(chat_template)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return path.read_bytes()
+
+
+def render_jinja(template: str, messages: list[dict], tools: list | None, bos: str, eos: str) -> str:
+    """A chat template rendered as llama-server renders it (`messages`, `tools`, a generation prompt)."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str):
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+    values = {"messages": messages, "add_generation_prompt": True, "bos_token": bos, "eos_token": eos}
+    return env.from_string(template).render(**values, **({"tools": tools} if tools else {}))
 
 
 def refused_url() -> str:
@@ -75,14 +182,16 @@ def tokens(text: str) -> list[str]:
 class FakeOllama(LoopbackServer):
     name = "stand-in Ollama server"
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, environ: Mapping[str, str] | None = None):
         super().__init__(host, port)
+        # the server's environment (OLLAMA_GO_TEMPLATE); by default one without it, as Ollama ships
+        self.environ: Mapping[str, str] = {} if environ is None else environ
         self.models: dict[str, Model] = {}
         self.blobs: dict[str, bytes] = {}
         self.scripts: dict[str, Script] = {}
         self.default_script = Script()
         self.requests: list[tuple[str, str, dict]] = []  # (method, path, json body or {})
-        self.rendered: list[str] = []  # prompts as the model's TEMPLATE rendered them
+        self.rendered: list[str] = []  # prompts as the model would read them (see the module doc)
         self.create_error: str | None = None  # refuse every create with this message (HTTP 400)
         self.in_flight = 0
         self.max_in_flight = 0
@@ -160,15 +269,23 @@ class FakeOllama(LoopbackServer):
         if not base and not body.get("files"):
             return _error(400, "neither 'from' nor 'files' was specified")
         parent = self.models.get(_full(base)) if base else None
+        files = dict(body.get("files") or {})
+        if files:  # the model layer is the GGUF uploaded; its chat template comes with it
+            layer = gguf_chat_template(self.blobs[next(iter(files.values()))])
+        else:
+            layer = (parent.chat_template, parent.bos_token, parent.eos_token) if parent else (None, "", "")
         self.models[_full(name)] = Model(
             name=_full(name),
-            template=body.get("template") or (parent.template if parent else "{{ .Prompt }}"),
+            template=body.get("template") or (parent.template if parent else None),
             system=body.get("system") or (parent.system if parent else ""),
             parameters={**(parent.parameters if parent else {}), **(body.get("parameters") or {})},
             family=parent.family if parent else "qwen2",
             adapters=list((body.get("adapters") or {}).values()),
-            files=dict(body.get("files") or {}),
+            files=files,
             from_=base,
+            chat_template=layer[0],
+            bos_token=layer[1],
+            eos_token=layer[2],
         )
         lines = [{"status": "using existing layer"}, {"status": "writing manifest"}, {"status": "success"}]
         if body.get("stream") is False:
@@ -183,18 +300,19 @@ class FakeOllama(LoopbackServer):
         params = "\n".join(
             f"{k} {x}" for k, v in m.parameters.items() for x in (v if isinstance(v, list) else [v])
         )
-        modelfile = f'FROM {m.from_ or m.name}\nTEMPLATE """{m.template}"""\n'
+        shown = m.shown_template(self.environ)
+        modelfile = f"FROM {m.from_ or m.name}\n" + (f'TEMPLATE """{shown}"""\n' if m.template else "")
         modelfile += f'SYSTEM """{m.system}"""\n' if m.system else ""  # as `ollama show --modelfile`
         modelfile += "".join(f"PARAMETER {line}\n" for line in params.splitlines())
         return web.json_response(
             {
                 "modelfile": modelfile,
-                "template": m.template,
+                "template": shown,
                 "system": m.system,
                 "parameters": params,
                 "details": {"format": "gguf", "family": m.family, "families": [m.family]},
                 "model_info": {"general.architecture": m.family},
-                "capabilities": ["completion"],
+                "capabilities": ["completion", *sorted(self._capabilities(m))],
             }
         )
 
@@ -205,17 +323,34 @@ class FakeOllama(LoopbackServer):
         ]
         return web.json_response({"models": models})
 
+    def _capabilities(self, m: Model) -> set[str]:
+        if m.chat_template and m.uses_chat_template(self.environ):
+            return selection.chat_template_capabilities(m.chat_template)
+        return selection.go_template_capabilities(m.template or DEFAULT_TEMPLATE)
+
+    def _render(self, m: Model, messages: list[dict], tools: list | None = None) -> str:
+        """The prompt Ollama gives the model for chat messages, through the template it selects."""
+        if m.chat_template and m.uses_chat_template(self.environ):
+            return render_jinja(m.chat_template, messages, tools, m.bos_token, m.eos_token)
+        return gotemplate.execute(m.template or DEFAULT_TEMPLATE, messages, tools)
+
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await self._json(request)
         model = self.models.get(_full(body.get("model") or ""))
         if model is None:
             return _error(404, f"model '{body.get('model')}' not found, try pulling it first")
+        if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
+            return _error(400, "raw mode does not support template, system, or context")
         if body.get("raw"):
             rendered = body.get("prompt", "")
         else:
-            values = {"Prompt": body.get("prompt", ""), "System": body.get("system") or model.system,
-                      "Response": ""}  # fmt: skip
-            rendered = gotemplate.render(body.get("template") or model.template, values)
+            system = body.get("system") or model.system
+            messages = [{"role": "system", "content": system}] if system else []
+            messages.append({"role": "user", "content": body.get("prompt", "")})
+            if body.get("template"):  # a request's own TEMPLATE is executed directly
+                rendered = gotemplate.execute(body["template"], messages)
+            else:
+                rendered = self._render(model, messages)
         self.rendered.append(rendered)
         return await self._stream(request, body, model, chat=False)
 
@@ -224,7 +359,10 @@ class FakeOllama(LoopbackServer):
         model = self.models.get(_full(body.get("model") or ""))
         if model is None:
             return _error(404, f"model '{body.get('model')}' not found, try pulling it first")
-        self.rendered.append("\n".join(m.get("content", "") for m in body.get("messages", [])))
+        messages = list(body.get("messages") or [])
+        if model.system and (not messages or messages[0].get("role") != "system"):
+            messages.insert(0, {"role": "system", "content": model.system})
+        self.rendered.append(self._render(model, messages, body.get("tools")))
         return await self._stream(request, body, model, chat=True)
 
     async def _stream(self, request: web.Request, body: dict, model: Model, chat: bool) -> web.StreamResponse:

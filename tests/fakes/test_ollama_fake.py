@@ -104,3 +104,39 @@ def test_blobs_create_show_tags(fake_ollama, tmp_path):
     with pytest.raises(ollama.ResponseError) as err:
         client.create(model="n", adapters={"x.gguf": f"sha256:{'1' * 64}"}, from_="m")
     assert err.value.status_code == 400
+
+
+def test_raw_refuses_template_system_and_context_as_upstream(fake_ollama):
+    fake_ollama.add_model("m")
+    client = ollama.Client(host=fake_ollama.url)
+    for extra in ({"system": "s"}, {"template": "{{ .Prompt }}"}, {"context": [1, 2]}):
+        with pytest.raises(ollama.ResponseError) as err:
+            client.generate(model="m", prompt="x", raw=True, **extra)
+        assert err.value.status_code == 400
+        assert err.value.error == "raw mode does not support template, system, or context"
+    client.generate(model="m", prompt="<|im_start|>user\nx", raw=True)
+    assert fake_ollama.rendered[-1] == "<|im_start|>user\nx"  # past every template
+
+
+def test_template_selection_follows_the_model_layer_and_the_environment(fake_ollama, tmp_path):
+    """A GGUF model layer's chat template is read from the blob and chosen as Ollama chooses it."""
+    from tests.fakes.ollama import QWEN25_LIKE_CHAT_TEMPLATE, model_gguf
+
+    blob = tmp_path / "model.gguf"
+    blob.write_bytes(model_gguf(QWEN25_LIKE_CHAT_TEMPLATE))
+    client = ollama.Client(host=fake_ollama.url)
+    client.create(model="base", files={"model.gguf": client.create_blob(blob)})
+    client.create(model="plain-go", from_="base", template="{{ .Prompt }}")  # fewer capabilities
+    client.create(model="writer", from_="base", template=chat_formats.get("qwen2.5").ollama_template())
+    assert client.show("base").template == QWEN25_LIKE_CHAT_TEMPLATE  # no TEMPLATE: the chat template
+    assert "tools" in client.show("base").capabilities
+    assert client.show("plain-go").template == QWEN25_LIKE_CHAT_TEMPLATE  # set aside for it
+    tools = [{"type": "function", "function": {"name": "roll", "description": "a die", "parameters": {}}}]
+    client.chat(model="plain-go", messages=[{"role": "user", "content": "hi"}], tools=tools)
+    assert "# Tools" in fake_ollama.rendered[-1] and '"name": "roll"' in fake_ollama.rendered[-1]
+    client.chat(model="writer", messages=[{"role": "user", "content": "hi"}], tools=tools)
+    assert '{"function":{"description":"a die","name":"roll"' in fake_ollama.rendered[-1]  # the Go path
+    fake_ollama.environ = {"OLLAMA_GO_TEMPLATE": "true"}
+    assert client.show("plain-go").template == "{{ .Prompt }}"
+    client.generate(model="plain-go", prompt="hi")
+    assert fake_ollama.rendered[-1] == "hi"

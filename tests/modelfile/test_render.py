@@ -25,7 +25,7 @@ def test_writer_modelfile_serves_the_training_prompt(tmp_path, gguf_file):
     assert mf.parameters["temperature"] == ["0.9"]
     assert mf.parameters["num_ctx"] == [str(render.DEFAULT_NUM_CTX)]
     fmt = chat_formats.get("qwen2.5")
-    served = gotemplate.render(mf.first("template"), {"Prompt": "She ran."})
+    served = gotemplate.execute(mf.first("template"), [{"role": "user", "content": "She ran."}])
     assert served == fmt.render([{"role": "user", "content": prompt.render_prompt("She ran.")}], True)
 
 
