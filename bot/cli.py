@@ -39,15 +39,24 @@ def _fail(message: str, code: int = 1):
 
 
 async def _check_ollama(settings) -> None:
-    from bot.llm import LLMError, OllamaBackend
+    from bot.llm import LLMError
 
-    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    backend = _backend(settings)
     try:
         await backend.check(settings.model)
     except LLMError as exc:
         _fail(str(exc))
     finally:
         await backend.close()
+
+
+def _backend(settings):
+    from bot.config import ConfigError
+
+    try:
+        return settings.backend()
+    except ConfigError as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -63,7 +72,6 @@ async def _run(settings, token: str) -> None:
 
     from bot.core.service import StoryService
     from bot.discord.client import StoryBot
-    from bot.llm import OllamaBackend
     from bot.store import SchemaError, Store
 
     await _check_ollama(settings)
@@ -71,7 +79,7 @@ async def _run(settings, token: str) -> None:
         store = Store(settings.db)
     except SchemaError as exc:
         _fail(str(exc))
-    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    backend = _backend(settings)
     service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
     bot = StoryBot(
         service, edit_interval=settings.edit_interval, commands_per_minute=settings.member_commands_per_minute
@@ -137,17 +145,21 @@ def console(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Ollama model [STORY_BOT_MODEL]")] = None,
     host: Annotated[str | None, typer.Option(help="Ollama server [STORY_BOT_OLLAMA_HOST]")] = None,
     db: Annotated[Path | None, typer.Option(help="The story database [STORY_BOT_DB]")] = None,
+    gguf: Annotated[
+        Path | None, typer.Option(help="Run this GGUF in-process with llama.cpp, no server [STORY_BOT_GGUF]")
+    ] = None,
+    lora: Annotated[Path | None, typer.Option(help="With --gguf: a GGUF LoRA adapter [STORY_BOT_LORA]")] = None,
     config: Config = None,
 ) -> None:
     """Grow a story in the terminal: type passages, /continue, /rate, /export (the same core as Discord)."""
-    settings = _settings(config, model=model, ollama_host=host, db=db)
+    engine = "llama.cpp" if gguf else None
+    settings = _settings(config, model=model, ollama_host=host, db=db, engine=engine, gguf=gguf, lora=lora)
     asyncio.run(_console(settings))
 
 
 async def _console(settings) -> None:
     from bot.console import Console, stdin_lines
     from bot.core.service import StoryService
-    from bot.llm import OllamaBackend
     from bot.store import SchemaError, Store
 
     await _check_ollama(settings)
@@ -155,7 +167,7 @@ async def _console(settings) -> None:
         store = Store(settings.db)
     except SchemaError as exc:
         _fail(str(exc))
-    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    backend = _backend(settings)
     try:
         service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
         try:

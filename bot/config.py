@@ -6,6 +6,9 @@
     STORY_BOT_DB              the SQLite file (default story-bot.db)
     STORY_BOT_CONFIG          the TOML file (default ./story-bot.toml when it exists)
     STORY_BOT_SUMMARY_MODEL   the model that writes rolling summaries (default: the story's own model)
+    STORY_BOT_ENGINE          ollama (default) or llama.cpp: a GGUF run in-process, no server
+    STORY_BOT_GGUF            with llama.cpp: the GGUF model file (every model name means this one)
+    STORY_BOT_LORA            with llama.cpp: a GGUF LoRA adapter to apply to it (from export-gguf)
 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -56,6 +60,9 @@ class Settings(BaseSettings):
         None, validation_alias=_alias("ollama_host", "STORY_BOT_OLLAMA_HOST", "OLLAMA_HOST")
     )
     model: str = "writer"
+    engine: Literal["ollama", "llama.cpp"] = "ollama"
+    gguf: Path | None = None  # the llama.cpp engine's model file
+    lora: Path | None = None  # and its adapter
     guild_models: dict[str, str] = Field(default_factory=dict)
     channel_models: dict[str, str] = Field(default_factory=dict)
     db: Path = Path("story-bot.db")
@@ -106,6 +113,18 @@ class Settings(BaseSettings):
             summary_timeout=self.summary_timeout,
             options=dict(self.options),
         )
+
+    def backend(self):
+        """The engine the bot generates with: an Ollama server, or a GGUF in-process (llama.cpp)."""
+        if self.engine == "llama.cpp":
+            from .local import LlamaCppBackend
+
+            if self.gguf is None:
+                raise ConfigError("STORY_BOT_ENGINE=llama.cpp needs STORY_BOT_GGUF: the GGUF model file to run")
+            return LlamaCppBackend(self.gguf, self.lora, self.num_ctx or 4096, self.timeouts())
+        from .llm import OllamaBackend
+
+        return OllamaBackend(self.ollama_host, self.timeouts())
 
     def timeouts(self) -> Timeouts:
         return Timeouts(self.connect_timeout, self.idle_timeout, self.total_timeout)

