@@ -148,7 +148,9 @@ def console(
     gguf: Annotated[
         Path | None, typer.Option(help="Run this GGUF in-process with llama.cpp, no server [STORY_BOT_GGUF]")
     ] = None,
-    lora: Annotated[Path | None, typer.Option(help="With --gguf: a GGUF LoRA adapter [STORY_BOT_LORA]")] = None,
+    lora: Annotated[Path | None, typer.Option(help="With --gguf: a GGUF LoRA adapter [STORY_BOT_LORA]")] = (
+        None
+    ),
     config: Config = None,
 ) -> None:
     """Grow a story in the terminal: type passages, /continue, /rate, /export (the same core as Discord)."""

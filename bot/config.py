@@ -120,7 +120,7 @@ class Settings(BaseSettings):
             from .local import LlamaCppBackend
 
             if self.gguf is None:
-                raise ConfigError("STORY_BOT_ENGINE=llama.cpp needs STORY_BOT_GGUF: the GGUF model file to run")
+                raise ConfigError("STORY_BOT_ENGINE=llama.cpp needs STORY_BOT_GGUF: the GGUF file to run")
             return LlamaCppBackend(self.gguf, self.lora, self.num_ctx or 4096, self.timeouts())
         from .llm import OllamaBackend
 

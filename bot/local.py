@@ -41,7 +41,7 @@ class LlamaCppBackend:
                         local_engine.LocalModel, self.gguf, self.lora, self.n_ctx
                     )
                 except local_engine.EngineError as e:
-                    raise ModelMissing(f"{e} (set STORY_BOT_GGUF, and STORY_BOT_LORA for an adapter)") from None
+                    raise ModelMissing(f"{e} (set STORY_BOT_GGUF)") from None
             return self._model
 
     async def model_info(self, model: str) -> ModelInfo:

@@ -61,7 +61,9 @@ def resolve_gguf(spec: str | Path) -> Path:
             raise ModelNotLoadable(str(e)) from None
     path = Path(spec)
     if not path.is_file():
-        raise ModelNotLoadable(f"{path} is not a file: give a GGUF model (or `smollm2` for the small real model)")
+        raise ModelNotLoadable(
+            f"{path} is not a file: give a GGUF model (or `smollm2`, the small real model)"
+        )
     return path
 
 
@@ -173,7 +175,11 @@ class LocalModel:
         first = None
         reason = "stop"
         for part in self.llm.create_completion(
-            text, stream=True, stop=self.stops(request, options), stopping_criteria=StoppingCriteriaList([stop_when]), **kwargs
+            text,
+            stream=True,
+            stop=self.stops(request, options),
+            stopping_criteria=StoppingCriteriaList([stop_when]),
+            **kwargs,
         ):
             choice = part["choices"][0]
             if first is None:
@@ -253,8 +259,10 @@ class LocalClient:
         request = GenerateRequest(prompt, raw, prompt, system)
         for c in self._model(model).stream(request, options):
             s = c.stats
-            yield GenerateChunk(c.text, c.done, s.get("done_reason"), s.get("prompt_eval_count"),
-                                s.get("eval_count"), s.get("total_duration"), s.get("eval_duration"))  # fmt: skip
+            yield GenerateChunk(
+                c.text, c.done, s.get("done_reason"), s.get("prompt_eval_count"), s.get("eval_count"),
+                s.get("total_duration"), s.get("eval_duration"),
+            )  # fmt: skip
 
     def close(self) -> None:
         for m in self.loaded.values():

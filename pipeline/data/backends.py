@@ -1,5 +1,5 @@
-"""Teacher model backends: Ollama (official `ollama` client) and any OpenAI-compatible endpoint (official
-`openai` client). Both answer one chat request and map their errors onto three kinds the runner acts on:
+"""Teacher model backends: Ollama (official `ollama` client), any OpenAI-compatible endpoint (official
+`openai` client) and a GGUF run in-process by llama.cpp (`pipeline/local_engine.py`, no server). Both answer one chat request and map their errors onto three kinds the runner acts on:
 `Transient` (retry with backoff: 429, 5xx, timeouts, dropped connections), `Fatal` (stop the run: wrong
 model, bad key, bad request) and anything in the reply itself, which the caller validates.
 """
@@ -48,6 +48,8 @@ class Settings:
     timeout: float = 300.0
     temperature: float = 0.7
     max_tokens: int = 2048
+    lora: str | None = None  # llama.cpp: a GGUF adapter on the teacher
+    n_ctx: int = 4096  # llama.cpp: the context the teacher is loaded with
 
 
 class OllamaBackend:
@@ -170,7 +172,47 @@ def _retry_after(e) -> float | None:
         return None
 
 
-BACKENDS = {"ollama": OllamaBackend, "openai": OpenAIBackend}
+class LlamaCppBackend:
+    """The teacher GGUF (`--teacher FILE.gguf`, or `smollm2`) in-process, asked as Ollama would be
+    (`serving.request_for` on the GGUF's chat template); one request at a time, in a worker thread."""
+
+    def __init__(self, s: Settings):
+        import asyncio
+
+        from pipeline import local_engine
+
+        self.s = s
+        self.url = f"{local_engine.ENGINE}:{s.model}"
+        self._model: local_engine.LocalModel | None = None
+        self._lock = asyncio.Lock()
+
+    async def complete(self, messages: list[dict]) -> Reply:
+        import asyncio
+
+        from pipeline import local_engine, serving
+
+        system, user = _one_exchange(messages)
+        async with self._lock:
+            try:
+                if self._model is None:
+                    self._model = await asyncio.to_thread(
+                        local_engine.LocalModel, self.s.model, self.s.lora, self.s.n_ctx
+                    )
+                request = self._model.request_for(user, system)
+                options = {"temperature": self.s.temperature, "num_predict": self.s.max_tokens}
+                # No timeout: a thread cannot be stopped, and a second request must not run beside it.
+                text, stats = await asyncio.to_thread(self._model.complete, request, options)
+            except (local_engine.EngineError, serving.ServingError) as e:
+                raise Fatal(f"the teacher {self.s.model!r}: {e}") from None
+        return Reply(text, stats.get("prompt_eval_count") or 0, stats.get("eval_count") or 0)
+
+    async def aclose(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+
+BACKENDS = {"ollama": OllamaBackend, "openai": OpenAIBackend, "llama.cpp": LlamaCppBackend}
 
 
 def make_backend(s: Settings) -> Backend:

@@ -175,8 +175,12 @@ def writing_prompts(
 
 
 # --- teacher verbs -------------------------------------------------------------------------------
-Teacher = Annotated[str, typer.Option(help="The teacher model's name on the backend")]
-Backend = Annotated[str, typer.Option(help="ollama or openai (any OpenAI-compatible endpoint)")]
+Teacher = Annotated[
+    str, typer.Option(help="The teacher model's name on the backend (llama.cpp: a GGUF file, or smollm2)")
+]
+Backend = Annotated[
+    str, typer.Option(help="ollama, openai (any OpenAI-compatible endpoint) or llama.cpp (a GGUF in-process)")
+]
 BaseUrl = Annotated[
     str | None, typer.Option(help="Server URL (default: OLLAMA_HOST / localhost:11434, or api.openai.com)")
 ]
@@ -236,8 +240,12 @@ def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_e
     )
     for path, n in result.written.items():
         console.print(f"wrote {n} rows to {path}")
+    if result.reasons:
+        console.print(f"failed tries by reason (each with its reply in {t.failed_path_for(output)}):")
+        for reason, n in result.reasons.most_common():
+            console.print(f"  {n:>4}  {reason}")
     if result.failed:
-        raise _fail(f"{len(result.failed)} item(s) failed (reasons in {t.failed_path_for(output)}): "
+        raise _fail(f"{len(result.failed)} item(s) failed (appended to {t.failed_path_for(output)}): "
                     "run the same command again to retry them", 1)  # fmt: skip
 
 

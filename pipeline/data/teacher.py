@@ -6,16 +6,20 @@ to a journal (`train.jsonl.journal`, one JSON line per work item, flushed and fs
 hash of the item; a re-run skips the keys already there, so an interrupted or partly failed run is
 finished by running the same command again, and nothing is written twice. The train and validation
 files are written from the journal, atomically, once every item has been tried. Items that still
-fail after the retries go to `train.failed.jsonl` with the reason and are tried again on the next run.
+fail after the retries are tried again on the next run; each is appended to `train.failed.jsonl`, an
+append-only log that keeps every run's failures (the reason and the reply text of each try) whatever
+later runs do, and the run counts its rejections by reason for the summary it prints.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import os
 import random
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -281,6 +285,8 @@ class RunResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     written: dict[str, int] = field(default_factory=dict)  # path -> rows
+    reasons: Counter = field(default_factory=Counter)  # why tries failed, this run (numbers left out)
+    logged: list[dict] = field(default_factory=list)  # items with failed tries, for the failure log
 
     @property
     def finished(self) -> int:
@@ -334,10 +340,16 @@ async def run_jobs(
     return result
 
 
+def reason_kind(error: str) -> str:
+    """A failure's reason without its figures, to count alike reasons together."""
+    return re.sub(r"\s*\([^)]*\d[^)]*\)", "", error).strip()
+
+
 async def _process(job: Job, backend: Backend, journal: Journal, result: RunResult, opts: RunOptions) -> None:
     error, unreachable = "", True
+    tries: list[dict] = []
     for attempt in range(opts.retries + 1):
-        delay = None
+        delay, reply = None, None
         try:
             reply = await backend.complete(job.messages)
             result.prompt_tokens += reply.prompt_tokens
@@ -353,15 +365,21 @@ async def _process(job: Job, backend: Backend, journal: Journal, result: RunResu
         else:
             journal.add({"key": job.key, "id": job.id, "split": job.split, "row": row})
             result.done += 1
+            if tries:  # the rejected tries before this one are kept in the failure log too
+                result.logged.append({"key": job.key, "id": job.id, "split": job.split, "status": "recovered",
+                                      "attempts": len(tries) + 1, "tries": tries})  # fmt: skip
             return
+        tries.append({"reason": error, "reply": reply.text if reply is not None else None})
+        result.reasons[reason_kind(error)] += 1
         if attempt < opts.retries:
             result.retries += 1
             wait = delay if delay is not None else opts.backoff * 2**attempt * (0.5 + random.random())
             await asyncio.sleep(min(wait, opts.max_backoff))
     if unreachable:
         raise Fatal(f"{error}: is the teacher server running? (finished rows are kept; re-run to resume)")
-    result.failed.append({"key": job.key, "id": job.id, "split": job.split, "error": error,
-                          "attempts": opts.retries + 1})  # fmt: skip
+    result.failed.append({"key": job.key, "id": job.id, "split": job.split, "status": "failed", "error": error,
+                          "attempts": len(tries), "tries": tries})  # fmt: skip
+    result.logged.append(result.failed[-1])
 
 
 def _write_outputs(
@@ -374,8 +392,10 @@ def _write_outputs(
     result.written[str(output)] = write_jsonl(output, rows[TRAIN])
     if rows[VALIDATION]:
         result.written[str(val_output)] = write_jsonl(val_output, rows[VALIDATION])
-    failed = failed_path_for(output)
-    if result.failed:
-        write_jsonl(failed, result.failed)
-    else:
-        failed.unlink(missing_ok=True)
+    if result.logged:  # appended, never rewritten: the history of every run's failures stays
+        run = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+        with open(failed_path_for(output), "a", encoding="utf-8") as f:
+            for entry in result.logged:
+                f.write(json.dumps({"run": run, **entry}, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())

@@ -44,7 +44,7 @@ async def _lines(*lines: str):
 async def test_the_console_writes_with_the_real_model_in_process(service):
     out = io.StringIO()
     await Console(service, out, ME).run(
-        _lines("The lighthouse keeper counted the ships.", "/continue --length short", "/rate +1", "/regenerate", "/quit")
+        _lines("The keeper counted ships.", "/continue --length short", "/rate +1", "/regenerate", "/quit")
     )
     story = service.show(CHANNEL)
     assert len(story.passages) == 2 and story.passages[1].by_model

@@ -180,8 +180,10 @@ def test_reason_openai_retries_then_records_failures_then_resumes(tmp_path, monk
         )
         assert code == 1, output
         assert "1 item(s) failed" in output and "run the same command again" in output
-        failed = rows(tmp_path / "train.failed.jsonl")
+        logged = rows(tmp_path / "train.failed.jsonl")  # every item with a failed try, and its replies
+        failed = [f for f in logged if f["status"] == "failed"]
         assert [f["id"] for f in failed] == ["book:5"] and "tags leak" in failed[0]["error"]
+        assert {f["status"] for f in logged} == {"failed", "recovered"}  # the scripted faults, retried
         assert failed[0]["attempts"] == 3
         assert len(rows(out)) == 5 and len(rows(tmp_path / "val.jsonl")) == 2  # poison (a train item) missing
         assert all("POISON" not in json.dumps(r) for r in rows(out))
@@ -209,7 +211,11 @@ def test_reason_openai_retries_then_records_failures_then_resumes(tmp_path, monk
     train = rows(out)
     assert len(train) == 6 and len({json.dumps(r) for r in train}) == 6
     assert train[5]["messages"][1]["content"] == P.render_target(REASONING, records[6]["continuation"])
-    assert not (tmp_path / "train.failed.jsonl").exists()
+    history = [h for h in rows(tmp_path / "train.failed.jsonl") if h["status"] == "failed"]
+    assert [h["id"] for h in history] == ["book:5"]  # the first run's failure is kept, with its replies
+    assert len(history[0]["tries"]) == 3 and all(
+        t["reply"] and "tags leak" in t["reason"] for t in history[0]["tries"]
+    )
 
 
 def test_timeouts_and_rate_limits_are_retried(tmp_path, fake_ollama):
