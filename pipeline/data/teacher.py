@@ -377,8 +377,8 @@ async def _process(job: Job, backend: Backend, journal: Journal, result: RunResu
             await asyncio.sleep(min(wait, opts.max_backoff))
     if unreachable:
         raise Fatal(f"{error}: is the teacher server running? (finished rows are kept; re-run to resume)")
-    result.failed.append({"key": job.key, "id": job.id, "split": job.split, "status": "failed", "error": error,
-                          "attempts": len(tries), "tries": tries})  # fmt: skip
+    result.failed.append({"key": job.key, "id": job.id, "split": job.split, "status": "failed",
+                          "error": error, "attempts": len(tries), "tries": tries})  # fmt: skip
     result.logged.append(result.failed[-1])
 
 
