@@ -136,6 +136,16 @@ def compare_command(
     temperature: Annotated[
         float | None, typer.Option(help="Sampling temperature (default: the model's)")
     ] = None,
+    num_predict: Annotated[
+        int | None, typer.Option(help="Most tokens per output (default: room for reasoning and the length)")
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="ollama, or llama.cpp: each --model NAME=FILE.gguf runs in-process")
+    ] = "ollama",
+    lora: Annotated[
+        list[str] | None, typer.Option(help="With llama.cpp: NAME=ADAPTER.gguf applied to that model")
+    ] = None,
+    n_ctx: Annotated[int, typer.Option(help="With llama.cpp: the context each model is loaded with")] = 4096,
     workers: Workers = None,
     window: Window = 100,
 ) -> None:
@@ -156,19 +166,30 @@ def compare_command(
             ctxs = [c if c.length is not None else replace(c, length=asked) for c in ctxs]
     except (compare.CompareError, records.InputError, prompt.PromptError) as e:
         raise _fail(str(e)) from None
-    url = resolve_host(host)
+    try:
+        client = _engine_client(engine, models, lora or [], n_ctx)
+    except compare.CompareError as e:
+        raise _fail(str(e)) from None
+    url = resolve_host(host) if client is None else engine
     options = {} if temperature is None else {"temperature": temperature}
+    if num_predict is not None:
+        options["num_predict"] = num_predict
     total = len(models) * len(ctxs) * samples
     try:
         with _progress() as bars:
             task = bars.add_task("generating", total=total)
+            asked = models if client is None else {label: label for label in models}
             runs = compare.run_all(
-                url, models, ctxs, samples, seed, options,
+                url, asked, ctxs, samples, seed, options,
                 on_output=lambda: bars.advance(task),
                 on_model=lambda label: bars.update(task, description=f"generating: {label}"),
+                client=client,
             )  # fmt: skip
     except compare.CompareError as e:
         raise _fail(str(e)) from None
+    finally:
+        if client is not None:
+            client.close()
     console.print("scoring…")
     scorer = metrics.Scorer(window)
     scored = compare.score_runs(runs, workers, scorer)
@@ -182,7 +203,8 @@ def compare_command(
             report.Column("reference", ref["metrics"], "reference", f"human text from `{reference_field}`")
         )
     settings = {"host": url, "contexts": str(contexts_file), "field": field, "samples": samples, "seed": seed,
-                "options": options, "entropy_window": window, "models": models}  # fmt: skip
+                "options": options, "entropy_window": window, "models": models, "engine": engine,
+                "loras": lora or []}  # fmt: skip
     records.write_jsonl(out / "outputs.jsonl", (r for rows_ in scored.values() for r in rows_))
     records.write_json(out / "summary.json", {"settings": settings, "columns": summary})
     table = report.markdown_table(columns, window, len(ctxs) * samples)
@@ -199,6 +221,25 @@ def compare_command(
     if incomplete:
         console.print(f"[yellow]incomplete: {', '.join(incomplete)} (see the notes under the table)[/yellow]")
         raise typer.Exit(1)
+
+
+def _engine_client(engine: str, models: dict[str, str], loras: list[str], n_ctx: int):
+    """None for Ollama; for llama.cpp a LocalClient that knows each model by its --model label."""
+    from pipeline.evaluate import compare
+
+    if engine == "ollama":
+        if loras:
+            raise compare.CompareError("--lora needs --engine llama.cpp (an Ollama model has its ADAPTER)")
+        return None
+    if engine != "llama.cpp":
+        raise compare.CompareError(f"--engine {engine!r}: use ollama or llama.cpp")
+    from pipeline.local_engine import LocalClient
+
+    adapters = compare.parse_models(loras) if loras else {}
+    unknown = set(adapters) - set(models)
+    if unknown:
+        raise compare.CompareError(f"--lora {', '.join(sorted(unknown))}: no --model has that name")
+    return LocalClient({label: (models[label], adapters.get(label)) for label in models}, n_ctx)
 
 
 @app.command("perplexity")

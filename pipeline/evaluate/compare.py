@@ -1,4 +1,5 @@
-"""Models continue the same held-out contexts through Ollama with fixed seeds; outputs kept, then scored.
+"""Models continue the same held-out contexts through Ollama (or the local engine, a GGUF in-process) with
+fixed seeds; outputs kept, then scored.
 
 Each context reaches each model with the writer prompt applied exactly once, through the bot's own
 request builder (pipeline/serving.py: the whole chat text, raw, for models made from our Modelfiles; the
@@ -81,6 +82,8 @@ def generate(
     import httpx
     import ollama
 
+    from pipeline.local_engine import EngineError, ModelNotLoadable
+
     run = ModelRun(label, model, expected=len(contexts) * samples)
     try:
         shown = client.show(model)
@@ -88,13 +91,16 @@ def generate(
     except ollama.ResponseError as e:
         run.status, run.error = (MISSING if e.status_code == 404 else FAILED), e.error
         return run
+    except ModelNotLoadable as e:  # the local engine: a GGUF that is not there or does not load
+        run.status, run.error = MISSING, str(e)
+        return run
     for i, ctx in enumerate(contexts):
         for k in range(samples):
             try:
                 run.outputs.append(
                     _one(client, model, (template, system), i, ctx, k, seed + k, options or {})
                 )
-            except (ollama.ResponseError, serving.ServingError) as e:
+            except (ollama.ResponseError, serving.ServingError, EngineError) as e:
                 run.status, run.error = FAILED, getattr(e, "error", None) or str(e)
                 return run
             except (ConnectionError, OSError, httpx.HTTPError) as e:  # refused, dropped mid-stream, timed out
@@ -109,7 +115,7 @@ def _one(
     client, model: str, shown: tuple[str, str], i, ctx: Context, k: int, seed: int, options: dict
 ) -> dict:
     request = serving.build_request(ctx.text, shown[0], ctx.guidance, ctx.length, shown[1])
-    opts = {**options, "seed": seed, "num_predict": serving.num_predict(ctx.length)}
+    opts = {"num_predict": serving.num_predict(ctx.length), **options, "seed": seed}
     pieces, final = [], None
     for chunk in client.generate(model=model, **request.fields(), stream=True, options=opts):
         pieces.append(chunk.response or "")
@@ -136,17 +142,20 @@ def run_all(
     options: dict | None = None,
     on_output: Callable[[], None] | None = None,
     on_model: Callable[[str], None] | None = None,
+    client=None,
 ) -> list[ModelRun]:
+    """`client`: an `ollama.Client` for `host` by default, or the local engine's LocalClient."""
     import ollama
 
     if samples < 1:
         raise CompareError(f"--samples must be at least 1, not {samples}")
     check_contexts(contexts)
-    client = ollama.Client(host=host)
-    try:
-        client.list()
-    except (ConnectionError, OSError) as e:
-        raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from None
+    if client is None:
+        client = ollama.Client(host=host)
+        try:
+            client.list()
+        except (ConnectionError, OSError) as e:
+            raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from None
     runs = []
     for label, model in models.items():
         if on_model:
