@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline import extras
+from pipeline import demo, extras
 from pipeline.data import commands as data_commands
 from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
@@ -34,6 +34,7 @@ _STEPS = (
 )
 for module in _STEPS:
     module.register(app)
+demo.register(app)  # the whole chain, last
 
 
 def main() -> None:

@@ -103,6 +103,24 @@ _PREAMBLE = re.compile(r"(?i)^(?:sure|okay|ok|certainly|of course|here(?:'s| is|
 _LABELS = re.compile(r"(?i)\b(?:what happens next|story so far)\b")
 MIN_REASONING_WORDS, MAX_REASONING_WORDS = 20, 800
 COPY_NGRAM = 10
+#: Our own instructions, placeholders left out: a reply that repeats a run of ECHO_NGRAM of their words
+#: (or states one of their rules) echoes the request instead of reasoning about the story.
+_INSTRUCTIONS = REASON_SYSTEM + "\n" + re.sub(r"\{\w+\}", " ", REASON_TASK)
+ECHO_NGRAM = 5
+_RULES = re.compile(
+    r"(?i)\b\d+\s*(?:-|–|to)\s*\d+\s*words\b|\bpresent tense\b|\bno (?:headings|tags|preamble)\b"
+    r"|\bthought process\b|\bplain prose\b|\bstep[- ]by[- ]step\b|\bnever (?:mention|quote)\b"
+)
+#: Talk about the text as a text (its passage, author, style, reader) rather than about the people in it.
+_COMMENTARY = re.compile(
+    r"(?i)\b(?:the|this|that|a)\s+(?:(?:next|previous|following|given|above)\s+)?"
+    r"(?:passage|text|excerpt|extract|prose|paragraph|chapter)\b"
+    r"|\b(?:the|this)\s+(?:story|scene|narrative)\s+(?:is|was|describes|depicts|portrays|presents|uses|"
+    r"highlights|explores|conveys|captures|has been|tells)\b"
+    r"|\bthe\s+(?:author|writer|reader)(?:'s|’s)?\b|\bliterary\b|\bimagery\b|\bwriting style\b"
+    r"|\bnarrative\b|\bre-?(?:explained|written|told|phrased)\b|\bedited\b|\bsummar(?:y|i[sz]es?)\b"
+)
+COMMENTARY_HITS = 2
 
 
 def _words(text: str) -> list[str]:
@@ -144,7 +162,29 @@ def clean_reasoning(text: str, continuation: str) -> str:
         raise BadReply("it copies the continuation word for word")
     if _LABELS.search(text):
         raise BadReply("it talks about the instructions (STORY SO FAR / WHAT HAPPENS NEXT)")
+    if echo := echoes(text):
+        raise BadReply(f"it echoes our instructions ({echo!r}) instead of reasoning about the story")
+    if len(hits := commentary(text)) >= COMMENTARY_HITS:
+        shown = ", ".join(repr(h) for h in hits[:3])
+        raise BadReply(f"it comments on the prose ({shown}) instead of reasoning about the story")
     return text
+
+
+def echoes(text: str) -> str | None:
+    """The first piece of our instructions the reply repeats (a rule, or a run of words), if any."""
+    if m := _RULES.search(text):
+        return m.group(0)
+    a, b = _words(text), _words(_INSTRUCTIONS)
+    grams = {tuple(b[i : i + ECHO_NGRAM]) for i in range(len(b) - ECHO_NGRAM + 1)}
+    for i in range(len(a) - ECHO_NGRAM + 1):
+        if tuple(a[i : i + ECHO_NGRAM]) in grams:
+            return " ".join(a[i : i + ECHO_NGRAM])
+    return None
+
+
+def commentary(text: str) -> list[str]:
+    """The distinct phrases in which the reply talks about the text rather than the story's people."""
+    return list(dict.fromkeys(m.group(0).lower() for m in _COMMENTARY.finditer(text)))
 
 
 def parse_story(text: str, premise: str, min_words: int) -> tuple[str, str]:
@@ -342,7 +382,7 @@ async def run_jobs(
 
 def reason_kind(error: str) -> str:
     """A failure's reason without its figures, to count alike reasons together."""
-    return re.sub(r"\s*\([^)]*\d[^)]*\)", "", error).strip()
+    return re.sub(r"\s*\([^)]*\)", "", error).strip()
 
 
 async def _process(job: Job, backend: Backend, journal: Journal, result: RunResult, opts: RunOptions) -> None:
