@@ -118,8 +118,13 @@ _COMMENTARY = re.compile(
     r"|\b(?:the|this)\s+(?:story|scene|narrative)\s+(?:is|was|describes|depicts|portrays|presents|uses|"
     r"highlights|explores|conveys|captures|has been|tells)\b"
     r"|\bthe\s+(?:author|writer|reader)(?:'s|’s)?\b|\bliterary\b|\bimagery\b|\bwriting style\b"
-    r"|\bnarrative\b|\bre-?(?:explained|written|told|phrased)\b|\bedited\b|\bsummar(?:y|i[sz]es?)\b"
+    r"|\bnarrative\b|\bre-?(?:explained|written|told|phrased)\b|\bedit(?:ed|ing)\b|\bsummar(?:y|i[sz]es?)\b"
+    r"|\bwriting(?: prompts?| process| technique)?\b|\bdraft\b|\breaders?\b|\bgrammar\b|\bclarity\b"
+    r"|\b(?:your|my) (?:story|text|writing)\b|\bthe story (?:explores|is written|you)\b"
 )
+#: Dialogue lines ("…," she said): the reply writes the story on instead of thinking about it.
+_DIALOGUE = re.compile(r"[\"“][^\"“”]{2,}[\"”][^.\n]{0,40}\b(?:said|asked|replied|cried|shouted|whispered)\b")
+_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
 COMMENTARY_HITS = 2
 
 
@@ -153,6 +158,7 @@ def clean_reasoning(text: str, continuation: str) -> str:
         raise BadReply("empty reply")
     if _ANY_TAG.search(text):
         raise BadReply("reasoning/answer/think tags leak into the reasoning")
+    text = whole_sentences(text)
     n = len(text.split())
     if n < MIN_REASONING_WORDS:
         raise BadReply(f"too short ({n} words)")
@@ -164,10 +170,20 @@ def clean_reasoning(text: str, continuation: str) -> str:
         raise BadReply("it talks about the instructions (STORY SO FAR / WHAT HAPPENS NEXT)")
     if echo := echoes(text):
         raise BadReply(f"it echoes our instructions ({echo!r}) instead of reasoning about the story")
+    if len(_DIALOGUE.findall(text)) >= 2:
+        raise BadReply("it writes the story on (dialogue) instead of reasoning about it")
     if len(hits := commentary(text)) >= COMMENTARY_HITS:
         shown = ", ".join(repr(h) for h in hits[:3])
         raise BadReply(f"it comments on the prose ({shown}) instead of reasoning about the story")
     return text
+
+
+def whole_sentences(text: str) -> str:
+    """The reply up to its last finished sentence: a teacher cut off by --max-tokens leaves a torso."""
+    ends = list(_SENTENCE_END.finditer(text))
+    if not ends:
+        return text if not text or text[-1] in ".!?…" else ""
+    return text[: ends[-1].end()].strip()
 
 
 def echoes(text: str) -> str | None:
