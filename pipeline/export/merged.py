@@ -14,6 +14,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,8 +114,11 @@ def export_merged(
         with atomic_dir(out, overwrite) as tmp:
             merged_model(Path(adapter_dir), base_dir).save_pretrained(tmp, safe_serialization=True)
             copy_model_files(base_dir, tmp)
+        written = TensorSet(out)  # the tensors as written, counted from the files' headers
+        names = written.names()
+        types = Counter(written.dtype(n) for n in names)
         size = sum(f.stat().st_size for f in out.iterdir())
-        return WriteReport(out, bytes=size, seconds=time.perf_counter() - t0)
+        return WriteReport(out, len(names), size, time.perf_counter() - t0, types=dict(types))
     if fmt != "gguf":
         raise ValueError(f"unknown format {fmt!r}: use safetensors or gguf")
     source = (

@@ -28,8 +28,9 @@ def plot_losses(entries: list[dict], png: Path, title: str = "") -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     for key, label, style in (("loss", "train", "-"), ("eval_loss", "eval", "o-")):
         points = [(e["step"], e[key]) for e in entries if isinstance(e.get(key), int | float)]
-        if points:
-            ax.plot(*zip(*points, strict=True), style, label=label, markersize=3)
+        if points:  # a single point draws no line: give it a marker so it shows
+            ax.plot(*zip(*points, strict=True), style if len(points) > 1 else "o", label=label,
+                    markersize=3 if len(points) > 1 else 6)  # fmt: skip
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title or "loss")

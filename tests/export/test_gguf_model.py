@@ -97,7 +97,12 @@ def test_merged_safetensors_folder_equals_peft(make_adapter, tiny_model, tmp_pat
     from transformers import AutoModelForCausalLM
 
     hf, adapter = tiny_model("llama"), make_adapter("llama")
-    out = export_merged(adapter, hf, tmp_path / "merged", "safetensors").path
+    report = export_merged(adapter, hf, tmp_path / "merged", "safetensors")
+    out = report.path
+    # The report counts what was written (it said "0 tensors ()" before): every tensor of the base, F32.
+    base_names = AutoModelForCausalLM.from_pretrained(hf).state_dict().keys()
+    assert report.tensors == len([n for n in base_names if "rotary" not in n]) > 0
+    assert report.types == {"F32": report.tensors}
     assert {"config.json", "tokenizer.json", "chat_template.jinja", "model.safetensors"} <= {
         p.name for p in out.iterdir()
     }
