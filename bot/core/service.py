@@ -481,17 +481,12 @@ class StoryService:
         return SummaryState(current, covers, story_id in self._summaries, failed)
 
     async def context_preview(
-        self, channel: Channel, member: Member, may_manage: bool = False, direction: str | None = None,
-        length: str | None = None,
-    ) -> ContextPreview:  # fmt: skip
+        self, channel: Channel, member: Member, direction: str | None = None, length: str | None = None
+    ) -> ContextPreview:
         """Exactly what the model would receive if a passage were asked now (with this direction and
-        length). For the story's starter and members with the Manage Messages permission."""
+        length). Like the memory, note, lore and summary it is built from, any member of the story may
+        see it (they may change all of those)."""
         story_id = self._story_id(channel)
-        if member.id != self.store.story_starter(story_id) and not may_manage:
-            raise StoryError(
-                "the context preview is for the member who started the story and for moderators (Manage "
-                "Messages): it shows the whole prompt, memory and lore included"
-            )
         passages = list(self.store.passages(story_id))
         if not passages:
             raise StoryError("the story is empty: write its opening first")

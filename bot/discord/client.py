@@ -275,12 +275,13 @@ def channel(interaction: discord.Interaction) -> Channel:
 
 
 async def answer(interaction: discord.Interaction, text: str, ephemeral: bool = True) -> None:
-    """A short reply to whoever acted: the interaction's response, or a followup once answered."""
+    """A short reply to whoever acted: the interaction's response, or a followup once answered. Member
+    text it quotes may hold links: they do not unfurl."""
     text = shown(text)[:2000]
     if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=ephemeral)
+        await interaction.followup.send(text, ephemeral=ephemeral, suppress_embeds=True)
     else:
-        await interaction.response.send_message(text, ephemeral=ephemeral)
+        await interaction.response.send_message(text, ephemeral=ephemeral, suppress_embeds=True)
 
 
 async def sync_commands(token: str, guild_id: int | None = None) -> list[str]:

@@ -14,7 +14,12 @@ What a test gets:
   interaction callbacks (`callbacks`), command syncs (`syncs`, `commands`), and protocol `violations`;
 - Discord's limits: 2000-char content, 4096-char embed descriptions, custom_id <= 100, 5 rows of 5 components,
   empty messages, acknowledgement within 3 s and only once, followups only after the acknowledgement; injected
-  429s (`rate_limit`) and an optional edit-rate check (`edit_rate="record"` or `"enforce"`).
+  429s (`rate_limit`: the next N matching requests, with `retry_after`, the `X-RateLimit-*` headers and the
+  `global` flag as Discord sends them; a global one also refuses the bot's other requests, interactions
+  and webhooks excepted, until it is over) and an optional edit-rate check (`edit_rate="record"` or
+  `"enforce"`);
+- message flags as Discord keeps them: an edit changes only SUPPRESS_EMBEDS; links in a message without
+  it unfurl (`Message.unfurled`).
 
     async with FakeDiscord() as fake:
         async with fake.running(MyBot()):
@@ -48,7 +53,8 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 CONTENT_LIMIT = 2000
 EMBED_DESCRIPTION_LIMIT = 4096
 CUSTOM_ID_LIMIT = 100
-EPHEMERAL, LOADING = 1 << 6, 1 << 7
+SUPPRESS_EMBEDS, EPHEMERAL, LOADING = 1 << 2, 1 << 6, 1 << 7
+LINK = re.compile(r"https?://[^\s<>]+")
 MANAGE_MESSAGES = 1 << 13
 # View channel, send messages, embed links, attach files, read history, add reactions, use app commands.
 MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 6) | (1 << 31)
@@ -234,6 +240,11 @@ class Message:
     @property
     def allowed_mentions(self) -> dict | None:
         return self.current.allowed_mentions
+
+    @property
+    def unfurled(self) -> list[str]:
+        """The links Discord would turn into embeds: all of them, unless embeds are suppressed."""
+        return [] if self.flags & SUPPRESS_EMBEDS else LINK.findall(self.content)
 
     @property
     def edits(self) -> list[Revision]:
@@ -441,6 +452,7 @@ class FakeDiscord:
         self.connections: list[GatewayConnection] = []
         self._commands: dict[int | None, dict[str, dict]] = {None: {}}
         self._rate_limits: list[RateLimit] = []
+        self._global_until = 0.0  # a global 429 refuses the bot's requests until then
         self._changed: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._saved: tuple | None = None
@@ -919,10 +931,16 @@ class FakeDiscord:
         return None
 
     def _injected_429(self, call: Call) -> web.Response | None:
+        # Discord's global limit covers the bot's requests, not interaction callbacks and webhooks.
+        exempt = call.path.startswith(("/interactions/", "/webhooks/"))
+        if not exempt and call.t < self._global_until:
+            return _too_many(self._global_until - call.t, True, "global")
         for rule in self._rate_limits:
             if rule.times > 0 and fnmatch.fnmatchcase(f"{call.method} {call.path}", rule.pattern):
                 rule.times -= 1
                 rule.hits.append(call.t)
+                if rule.is_global:
+                    self._global_until = max(self._global_until, call.t + rule.retry_after)
                 return _too_many(rule.retry_after, rule.is_global, rule.bucket)
         return None
 
@@ -1243,6 +1261,8 @@ class FakeDiscord:
         if limited := self._edit_budget(message):
             return limited
         rev = _revision(body, message.current)
+        # An edit may set or clear SUPPRESS_EMBEDS only; every other flag stays as it was.
+        rev.flags = (message.flags & ~SUPPRESS_EMBEDS) | (rev.flags & SUPPRESS_EMBEDS)
         if clear_loading:
             rev.flags &= ~LOADING
         message.revisions.append(rev)
