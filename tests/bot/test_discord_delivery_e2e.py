@@ -33,8 +33,8 @@ def expected_parts(world, gen: int) -> list[str]:
     """What the messages of generation `gen` must show: computed from the store, not from Discord."""
     [(answer, position, author)] = db_rows(
         world,
-        "SELECT g.answer, p.position, p.author_name FROM generations g JOIN passages p ON p.id = g.passage_id "
-        "WHERE g.id = ?",
+        "SELECT g.answer, p.position, p.author_name FROM generations g "
+        "JOIN passages p ON p.id = g.passage_id WHERE g.id = ?",
         gen,
     )
     return split(passage_text(answer, position, author, 1))
