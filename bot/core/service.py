@@ -324,13 +324,25 @@ class StoryService:
         return self.store.delivery(generation_id)
 
     # --- leases --------------------------------------------------------------------------------
+    def hold_gateway(self, shard_id: int = 0, shard_count: int = 1) -> str | None:
+        """Take (and keep renewing) the lease on a shard of the Discord events; None, or the live owner
+        ("host:pid:token") of an overlapping one, in which case nothing is taken."""
+        holder = self.store.claim_gateway(shard_id, shard_count, self.owner, self.limits.lease_s)
+        if holder is None:
+            self._leases.add(f"gateway:{shard_count}:{shard_id}")
+            self._beat()
+        return holder
+
     def _hold(self, key: str) -> bool:
         if self.store.claim(key, self.owner, self.limits.lease_s) is not None:
             return False
         self._leases.add(key)
+        self._beat()
+        return True
+
+    def _beat(self) -> None:
         if self._heartbeat is None or self._heartbeat.done():
             self._heartbeat = asyncio.get_running_loop().create_task(self._renew(), name="lease-heartbeat")
-        return True
 
     def _drop(self, key: str) -> None:
         if key in self._leases:

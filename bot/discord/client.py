@@ -5,6 +5,10 @@ with no mentions allowed (model output never pings), needs no privileged intents
 passage buttons once (they outlive restarts). Slash commands are synced only by `story-bot sync`, never
 on start.
 
+Several processes may share one database, each on its own shard of the bot's Discord events (Discord sends
+a guild's events to one shard): a process whose shard overlaps a live one's refuses to start (:class:`InUse`),
+since Discord would send each interaction to both. The store's leases keep the rest safe between them.
+
 Delivery: a passage whose final render Discord refused (discord.py gives up after five 429s) is rendered
 again in the background with backoff until it lands, and the member who asked is told it is late. On
 start, and every `sweep_every` seconds after, the client fails generations whose owner is gone (a dead
@@ -45,6 +49,21 @@ class StoryTree(app_commands.CommandTree):
             "/%s failed", interaction.command and interaction.command.qualified_name, exc_info=original
         )
         await answer(interaction, "something went wrong on the bot's side; the story is unchanged: try again")
+
+
+class InUse(RuntimeError):
+    """Another live bot process on this database receives the same Discord events."""
+
+
+def in_use_message(holder: str, shard_id: int, shard_count: int, db: str) -> str:
+    host, pid, _ = holder.rsplit(":", 2)
+    what = "its events" if shard_count == 1 else f"shard {shard_id} of {shard_count} of its events"
+    return (
+        f"another story-bot process (pid {pid} on {host}) already receives this bot's Discord events "
+        f"on {db} (the one you start would take {what}): Discord would send every command to both and "
+        "both would act on it. Stop that process first, or run each process on its own shard "
+        "(STORY_BOT_SHARD_ID and STORY_BOT_SHARD_COUNT, the same count for all)"
+    )
 
 
 class StoryBot(discord.Client):
@@ -90,6 +109,13 @@ class StoryBot(discord.Client):
         return self._service
 
     async def setup_hook(self) -> None:
+        """After login, before the gateway: take this process's shard of the events (or refuse), register
+        the buttons, start recovery and the delivery sweep."""
+        if self._service is not None:
+            shard, count = self.shard_id or 0, self.shard_count or 1
+            holder = self.service.hold_gateway(shard, count)
+            if holder is not None:
+                raise InUse(in_use_message(holder, shard, count, self.service.store.path))
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if self.do_recover:
             self.recovery = asyncio.create_task(self._recover())

@@ -236,6 +236,8 @@ class PassageStream:
                         self.failure = failure_text(message)
                         await throttle.close(self.failure)
         except asyncio.CancelledError:  # the bot is shutting down: the service marked it failed
+            if self.final is not None:  # unless it was done already: then it is in the story
+                raise
             self.failure = f"⚠️ {STOPPED}"
             try:
                 await throttle.close(self.failure)

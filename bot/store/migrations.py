@@ -139,7 +139,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- A lease: one process owns `key` until `expires_at` (wall clock, renewed while it works).
     -- 'story:<channel id>': the story's one generation at a time; 'summary:<story id>': its summary being
-    -- written; 'delivery:<generation id>': showing a generation's final state in the driver's messages.
+    -- written; 'delivery:<generation id>': showing a generation's final state in the driver's messages;
+    -- 'gateway:<shard count>:<shard id>': the process receiving that shard of the bot's Discord events.
     -- `owner` is "host:pid:token"; a lease whose owner is gone (expired, or a dead pid on this host) is free.
     CREATE TABLE leases (
         key        TEXT PRIMARY KEY,

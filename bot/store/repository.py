@@ -578,6 +578,24 @@ class Store:
             )
         return None
 
+    def claim_gateway(self, shard_id: int, shard_count: int, owner: str, ttl: float) -> str | None:
+        """Take the lease on shard `shard_id` of `shard_count` of the bot's Discord events (0 of 1: all of
+        them), unless a live owner holds one that overlaps it (any other count, or the same shard): then
+        return that owner. Two processes on overlapping shards would both act on every interaction."""
+        key = f"gateway:{shard_count}:{shard_id}"
+        with self.tx() as c:
+            for row in c.execute("SELECT key, owner, expires_at FROM leases WHERE key LIKE 'gateway:%'"):
+                count = int(row["key"].split(":")[1])
+                overlaps = count != shard_count or row["key"] == key
+                if overlaps and row["owner"] != owner and _live(row["owner"], row["expires_at"]):
+                    return row["owner"]
+            c.execute(
+                "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET owner = excluded.owner, expires_at = excluded.expires_at",
+                (key, owner, time.time() + ttl),
+            )
+        return None
+
     def renew(self, keys: list[str], owner: str, ttl: float) -> list[str]:
         """Extend `owner`'s leases; returns the keys it no longer holds (taken over after expiring)."""
         with self.tx() as c:

@@ -1,7 +1,8 @@
 """A second bot process for the two-process tests: `python -m tests.bot.process_worker MODE DB OLLAMA [...]`.
 
-bot DB OLLAMA API GATEWAY TOKEN: a StoryBot on the stand-in Discord at API/GATEWAY (the test process
-    serves it); prints "ready" once connected and its start-up recovery is over; SIGTERM closes it.
+bot DB OLLAMA API GATEWAY TOKEN [SHARD COUNT]: a StoryBot on the stand-in Discord at API/GATEWAY (the
+    test process serves it); prints "ready" once connected and its start-up recovery is over, or
+    "refused" (exit 3) when another live process holds its shard of the events; SIGTERM closes it.
 continue DB OLLAMA CHANNEL: the story service alone: recovers, then continues the channel's story,
     printing each event as a JSON line ({"event": "queued"|"started"|"done"|"failed", ...}).
 """
@@ -31,15 +32,16 @@ def service(db: str, ollama: str) -> StoryService:
     return StoryService(Store(db), OllamaBackend(ollama), lambda channel: "writer", limits=limits)
 
 
-async def run_bot(db: str, ollama: str, api: str, gateway: str, token: str) -> None:
+async def run_bot(db: str, ollama: str, api: str, gateway: str, token: str, *shard: str) -> None:
     import discord
     import yarl
 
-    from bot.discord.client import StoryBot
+    from bot.discord.client import InUse, StoryBot
 
     discord.http.Route.BASE = api
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
-    bot = StoryBot(service(db, ollama), redeliver_backoff=(0.05, 0.4), **OPTIONS)
+    sharding = {"shard_id": int(shard[0]), "shard_count": int(shard[1])} if shard else {}
+    bot = StoryBot(service(db, ollama), redeliver_backoff=(0.05, 0.4), **OPTIONS, **sharding)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(bot.close()))
 
@@ -50,8 +52,13 @@ async def run_bot(db: str, ollama: str, api: str, gateway: str, token: str) -> N
 
     async with bot:
         task = loop.create_task(announce())
-        await bot.start(token)
-        task.cancel()
+        try:
+            await bot.start(token)
+        except InUse as exc:
+            say(event="refused", message=str(exc))
+            sys.exit(3)
+        finally:
+            task.cancel()
 
 
 async def run_continue(db: str, ollama: str, channel_id: str) -> None:

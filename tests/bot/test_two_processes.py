@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ import pytest
 from bot.core.story import Channel, Member
 from bot.store import Store
 
-from .discord_world import db_rows, final, model_text, write
+from .discord_world import continue_, db_rows, final, model_text, write
 
 pytestmark = [pytest.mark.timeout(60), pytest.mark.usefixtures("no_errors_logged")]
 REPO = Path(__file__).resolve().parents[2]
@@ -97,31 +98,62 @@ async def test_a_process_started_after_a_kill_fails_the_dead_ones_passage_at_onc
     store.close()
 
 
-async def test_a_second_bot_process_on_discord_leaves_the_first_ones_stream_and_queues_behind_it(world):
-    """The issue's case: the second `story-bot` starts while the first streams a passage."""
+async def test_a_second_bot_on_the_same_events_refuses_to_start_and_leaves_the_first_alone(world):
+    """The issue's case: a second `story-bot` started while the first streams a passage. Discord would
+    send it every interaction too, so it refuses, saying which process holds the events, and touches
+    nothing: the first's passage is not failed and lands."""
     fake = world.fake
     world.script(model_text("The rain kept on, and on. " * 10), tokens_per_second=25)
-    async with fake.running(world.bot(limits={"lease_s": 2.0})):
+    async with fake.running(world.bot(limits={"lease_s": 2.0})) as first_bot:
         await write(fake, "The storm rolled in.")
         first = await fake.send_slash_command("continue", {})
         await fake.wait_until(lambda: any("▌" in m.content for m in first.messages), 10, "streaming")
         bot2 = await spawn("bot", world.db, world.ollama.url, fake.api_base, fake.gateway_url, fake.token)
+        refused = await said(bot2)
+        assert refused["event"] == "refused" and await bot2.wait() == 3
+        pid = first_bot.service.owner.split(":")[1]
+        assert f"another story-bot process (pid {pid} on " in refused["message"]
+        assert "STORY_BOT_SHARD_ID and STORY_BOT_SHARD_COUNT" in refused["message"]
+        assert db_rows(world, "SELECT status FROM generations") == [("running",)]
+        await fake.wait_until(lambda: any(m.components for m in first.messages), 20, "passage 2")
+        assert "passage 2" in final(first).content
+    warned = [m.content for m in fake.messages_in(fake.general) if "⚠️" in m.content]
+    assert not warned, warned
+    assert db_rows(world, "SELECT status, delivery FROM generations") == [("done", "done")]
+    assert len(fake.connections) == 1  # the refused one never reached the gateway
+
+
+def other_shard_guild(fake):
+    """A second guild whose events Discord sends to the other of two shards."""
+    while True:
+        guild = fake.add_guild(f"guild {len(fake.guilds)}")
+        if (guild.id >> 22) % 2 != (fake.guild.id >> 22) % 2:
+            return guild
+        time.sleep(0.002)  # the next snowflake's timestamp moves on
+
+
+async def test_two_bot_processes_on_their_own_shards_work_beside_each_other_on_one_database(world):
+    fake = world.fake
+    far = other_shard_guild(fake)
+    shard = (fake.guild.id >> 22) % 2
+    world.script(model_text("The rain kept on, and on. " * 10), tokens_per_second=25)
+    bot = world.bot(limits={"lease_s": 2.0}, shard_id=shard, shard_count=2)
+    async with fake.running(bot):
+        await write(fake, "The storm rolled in.")
+        near_run = await fake.send_slash_command("continue", {})
+        await fake.wait_until(lambda: any("▌" in m.content for m in near_run.messages), 10, "streaming")
+        bot2 = await spawn("bot", world.db, world.ollama.url, fake.api_base, fake.gateway_url, fake.token,
+                           1 - shard, 2)  # fmt: skip
         try:
-            ready = await said(bot2)
-            assert ready["event"] == "ready"  # connected, and its start-up recovery is over
-            assert db_rows(world, "SELECT status FROM generations") == [("running",)]
-            assert not any(m.content.startswith("⚠️") for m in first.messages)
-            second = await fake.send_slash_command("continue", {}, user=fake.mod)  # to the newest bot
-            await fake.wait_until(lambda: any(m.components for m in second.messages), 20, "passage 3")
-            assert any("Queued: 1 ahead (waiting for another passage" in e.content
-                       for e in fake.edits_of(second.messages[0]))  # fmt: skip
-            assert "passage 2" in final(first).content and "passage 3" in final(second).content
+            assert (await said(bot2))["event"] == "ready"  # connected, its start-up recovery over
+            assert db_rows(world, "SELECT status FROM generations") == [("running",)]  # left alone
+            await write(fake, "Far away, the sun.", channel=far.channels["general"])  # to the other bot
+            far_run = await continue_(fake, channel=far.channels["general"])
+            await fake.wait_until(lambda: any(m.components for m in near_run.messages), 20, "near passage")
+            assert "passage 2" in final(near_run).content and "passage 2" in final(far_run).content
         finally:
             bot2.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(bot2.wait(), 10) == 0
     rows = db_rows(world, "SELECT status, owner, delivery FROM generations ORDER BY id")
-    assert [r[0] for r in rows] == ["done", "done"] and rows[0][1] != rows[1][1]
-    assert [r[2] for r in rows] == ["done", "done"]
-    [(ctx,)] = db_rows(world, "SELECT json_extract(context, '$.passage_ids') FROM generations WHERE id = 2")
-    [(p2,)] = db_rows(world, "SELECT passage_id FROM generations WHERE id = 1")
-    assert p2 in json.loads(ctx)
+    assert [(r[0], r[2]) for r in rows] == [("done", "done"), ("done", "done")] and rows[0][1] != rows[1][1]
+    assert not any(m.content.startswith("⚠️") for m in fake.messages_in(fake.general))

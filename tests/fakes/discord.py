@@ -9,7 +9,8 @@ What a test gets:
 - a small world: one guild with #general and #stories, roles @everyone and Moderator (Manage Messages), users
   alice (writer) and mod (Moderator), and the bot's own user; `add_user`, `add_channel`, `add_guild` for more;
 - injection: `send_slash_command("story new", {"title": "x"})`, `press_button(message_id, custom_id)`,
-  `choose(message_id, custom_id, values)`, `post_message(channel, content)`; each returns a handle;
+  `choose(message_id, custom_id, values)`, `post_message(channel, content)`; each returns a handle; the
+  event goes to the newest live connection on the guild's shard (identify's `shard`, as Discord routes);
 - records: every REST call (`calls`), messages with every revision and timestamp (`messages_in`, `edits_of`),
   interaction callbacks (`callbacks`), command syncs (`syncs`, `commands`), and protocol `violations`;
 - Discord's limits: 2000-char content, 4096-char embed descriptions, custom_id <= 100, 5 rows of 5 components,
@@ -666,6 +667,13 @@ class FakeDiscord:
             )
         return live[-1]
 
+    def connection_for(self, guild: Guild) -> GatewayConnection:
+        """The newest live connection whose shard holds the guild (Discord: (guild_id >> 22) % count)."""
+        live = [c for c in self.connections if c.ready and not c.ws.closed and c.serves(guild)]
+        if not live:
+            raise RuntimeError(f"no bot connected to the fake gateway serves guild {guild.name!r}'s shard")
+        return live[-1]
+
     async def send_slash_command(
         self,
         name: str,
@@ -676,7 +684,7 @@ class FakeDiscord:
         guild: Guild | None = None,
     ) -> Interaction:
         """A user runs `/name` ("story new" for a subcommand): INTERACTION_CREATE type 2 to the bot."""
-        guild = guild or self.guild
+        guild = guild or (self._find_channel(channel.id)[0] if channel else self.guild)  # type: ignore[index]
         channel = channel or guild.channels["general"]
         root, *path = name.split()
         command = self.commands(guild).get(root) or self.commands(None).get(root)
@@ -758,7 +766,7 @@ class FakeDiscord:
         guild = self._find_channel(channel.id)[0]  # type: ignore[index]
         payload = msg.payload(self.app_id)
         payload["member"] = {k: v for k, v in guild.member_payload(user).items() if k != "user"}
-        await self.connection.dispatch("MESSAGE_CREATE", payload)
+        await self.connection_for(guild).dispatch("MESSAGE_CREATE", payload)
         return msg
 
     async def _component(
@@ -789,7 +797,7 @@ class FakeDiscord:
         guild: Guild,
         source: Message | None = None,
     ) -> Interaction:
-        conn = self.connection
+        conn = self.connection_for(guild)
         iid, token = self.snowflake(), "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         payload = {
             "id": str(iid),
@@ -1346,7 +1354,9 @@ class FakeDiscord:
         return {
             "v": 10,
             "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in self.guilds.values()],
+            "guilds": [
+                {"id": str(g.id), "unavailable": True} for g in self.guilds.values() if conn.serves(g)
+            ],
             "session_id": conn.session_id,
             "resume_gateway_url": self.gateway_url.rstrip("/"),
             "shard": conn.identify.get("shard", [0, 1]),
@@ -1465,8 +1475,14 @@ class GatewayConnection:
         self.identify = data
         await self.dispatch("READY", self.fake._ready_payload(self))
         for guild in self.fake.guilds.values():
-            await self.dispatch("GUILD_CREATE", self.fake._guild_payload(guild))
+            if self.serves(guild):
+                await self.dispatch("GUILD_CREATE", self.fake._guild_payload(guild))
         self.ready = True
+
+    def serves(self, guild: Guild) -> bool:
+        """Whether the guild is on this connection's shard (identify's [shard_id, shard_count])."""
+        shard, count = self.identify.get("shard") or [0, 1]
+        return (guild.id >> 22) % count == shard
 
     async def _resume(self, data: dict) -> None:
         previous = next((c for c in self.fake.connections if c.session_id == data.get("session_id")), None)
