@@ -161,6 +161,9 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
     where = f" (environment or {path})" if path else " (environment)"
     lines = []
     for err in exc.errors():
+        if not err["loc"]:  # a rule across settings: its message names them
+            lines.append(err["msg"].removeprefix("Value error, "))
+            continue
         field = ".".join(str(x) for x in err["loc"])
         hint = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"{field} / STORY_BOT_{field.split('.')[0].upper()}: {hint}")

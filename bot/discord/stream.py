@@ -93,7 +93,7 @@ class Part:
 
 class Poster:
     """Sends and edits the messages of one interaction: its webhook while the token lives, else the
-    channel. `deferred_id` is the "thinking…" message of a type-5 defer, which the first send fills.
+    channel. `deferred_id` is the "thinking…" message of a type-5 defer (the stream's first part).
     Without an interaction (a restart delivering what the last run could not), only the channel."""
 
     def __init__(
@@ -130,7 +130,7 @@ class Poster:
         self.requests += 1
 
     async def send(self, content: str, view: discord.ui.View | None = None, spare: int = 0) -> int:
-        """A new message (or the deferred one filled in); returns its id."""
+        """A new message (the interaction's response, if not answered yet); returns its id."""
         kw: dict[str, Any] = {"view": view} if view is not None else {}
         kw["suppress_embeds"] = True
         it = self.interaction
@@ -140,10 +140,6 @@ class Poster:
             self.requests += 1
             sent = await it.response.send_message(content, ephemeral=self.ephemeral, **kw)
             return sent.message_id
-        if self.deferred_id is not None:
-            mid, self.deferred_id = self.deferred_id, None
-            await self.edit(mid, content, KEEP if view is None else view, spare, suppress=True)  # "thinking…"
-            return mid
         await self._slot(spare)
         if self.expired or it is None:
             return (await self._channel().send(content, **kw)).id

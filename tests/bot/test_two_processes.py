@@ -157,3 +157,19 @@ async def test_two_bot_processes_on_their_own_shards_work_beside_each_other_on_o
     rows = db_rows(world, "SELECT status, owner, delivery FROM generations ORDER BY id")
     assert [(r[0], r[2]) for r in rows] == [("done", "done"), ("done", "done")] and rows[0][1] != rows[1][1]
     assert not any(m.content.startswith("⚠️") for m in fake.messages_in(fake.general))
+
+
+async def test_story_bot_run_says_plainly_that_another_process_has_the_events(world, capsys):
+    import typer
+
+    from bot.cli import _run
+    from bot.config import load_settings
+
+    fake = world.fake
+    async with fake.running(world.bot()) as running:
+        settings = load_settings(None, ollama_host=world.ollama.url, db=world.db, model="writer")
+        with pytest.raises(typer.Exit):
+            await _run(settings, fake.token)
+        err = capsys.readouterr().err
+        assert err.startswith("story-bot: another story-bot process (pid ") and str(world.db) in err
+        assert running.service.owner.split(":")[1] in err and len(fake.connections) == 1
