@@ -309,8 +309,8 @@ class StoryService:
 
     def delivered(self, generation_id: int, state: str = "done") -> None:
         """The messages show the final state ('done'), or never can ('lost'); the delivery lease goes."""
-        self.store.set_delivery(generation_id, state)
-        self.release_delivery(generation_id)
+        self._leases.discard(f"delivery:{generation_id}")
+        self.store.set_delivery(generation_id, state, self.owner)
 
     def release_delivery(self, generation_id: int) -> None:
         """Stop delivering without finishing (shutting down): whoever starts next takes it over."""

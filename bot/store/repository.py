@@ -491,9 +491,13 @@ class Store:
                 (ref, generation_id),
             )
 
-    def set_delivery(self, generation_id: int, state: str) -> None:
+    def set_delivery(self, generation_id: int, state: str, owner: str | None = None) -> None:
+        """Record how a delivery ended; `owner` gives up its delivery lease in the same transaction."""
         with self.tx() as c:
             c.execute("UPDATE generations SET delivery = ? WHERE id = ?", (state, generation_id))
+            if owner is not None:
+                key = f"delivery:{generation_id}"
+                c.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
 
     def undelivered(self) -> list[int]:
         """Finished generations whose messages do not show their final state, and whom no live owner is
