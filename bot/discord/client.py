@@ -55,14 +55,15 @@ class InUse(RuntimeError):
     """Another live bot process on this database receives the same Discord events."""
 
 
-def in_use_message(holder: str, shard_id: int, shard_count: int, db: str) -> str:
+def in_use_message(holder: str, shard_id: int, shard_count: int, db: str, lease_s: float) -> str:
     host, pid, _ = holder.rsplit(":", 2)
     what = "its events" if shard_count == 1 else f"shard {shard_id} of {shard_count} of its events"
     return (
-        f"another story-bot process (pid {pid} on {host}) already receives this bot's Discord events "
-        f"on {db} (the one you start would take {what}): Discord would send every command to both and "
-        "both would act on it. Stop that process first, or run each process on its own shard "
-        "(STORY_BOT_SHARD_ID and STORY_BOT_SHARD_COUNT, the same count for all)"
+        f"another story-bot process (pid {pid} on {host.split('/')[0]}) already receives this bot's "
+        f"Discord events on {db} (the one you start would take {what}): Discord would send every command "
+        "to both and both would act on it. Stop that process first (one that died on another machine "
+        f"lets go within {lease_s:g} s), or run each process on its own shard (STORY_BOT_SHARD_ID and "
+        "STORY_BOT_SHARD_COUNT, the same count for all)"
     )
 
 
@@ -115,7 +116,8 @@ class StoryBot(discord.Client):
             shard, count = self.shard_id or 0, self.shard_count or 1
             holder = self.service.hold_gateway(shard, count)
             if holder is not None:
-                raise InUse(in_use_message(holder, shard, count, self.service.store.path))
+                path, lease_s = self.service.store.path, self.service.limits.lease_s
+                raise InUse(in_use_message(holder, shard, count, path, lease_s))
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if self.do_recover:
             self.recovery = asyncio.create_task(self._recover())

@@ -27,7 +27,18 @@ from bot.store.migrations import migrate
 
 INTERRUPTED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
 CANCELLED = "cancelled before the model finished"  # the error kept when the driver went away
-HOST = socket.gethostname()
+
+
+def _machine() -> str:
+    """This host's name, and its pid namespace where Linux tells it: containers sharing a hostname do not
+    share pids, so a pid is only checked within its own namespace."""
+    try:
+        return f"{socket.gethostname()}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
+HOST = _machine()
 _LIVE: set[str] = set()  # the owners alive in this process (several services may share one process)
 
 
