@@ -51,7 +51,6 @@ TOKEN_LIFETIME = 14 * 60.0  # Discord's 15 minutes, less a margin
 STOPPED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
 REPLACED = "\n-# replaced by a regeneration (kept as an alternative)"
 KEEP: Any = discord.utils.MISSING  # an edit that leaves the message's buttons as they are
-SUPPRESSED = discord.MessageFlags(suppress_embeds=True)
 
 
 def shown(text: str) -> str:
@@ -154,8 +153,9 @@ class Poster:
         which only the channel's edit can (a webhook edit carries no flags)."""
         await self._slot(spare)
         if self.expired or self.interaction is None or (suppress and not self.ephemeral):
+            flags = discord.MessageFlags(suppress_embeds=True)  # fresh: the helper may add to it
             params = handle_message_parameters(
-                content=content, view=view, flags=SUPPRESSED, allowed_mentions=self.bot.allowed_mentions
+                content=content, view=view, flags=flags, allowed_mentions=self.bot.allowed_mentions
             )
             with params:
                 await self.bot.http.edit_message(self.channel_id, message_id, params=params)

@@ -6,6 +6,7 @@ part, the exact text, the buttons, nothing twice."""
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 
@@ -165,3 +166,27 @@ async def test_a_regeneration_under_a_burst_leaves_the_old_take_marked_and_the_n
         assert first.components == [] and "replaced by a regeneration" in first.content
         new = [m for m in regen.messages if not m.ephemeral]
         assert "take 2" in new[-1].content and new[-1].components and len(new) == 4
+
+
+async def test_a_running_bot_takes_over_a_delivery_once_the_other_machines_lease_lapses(world):
+    fake = world.fake
+    world.script(model_text(LONG), tokens_per_second=1000)
+    async with fake.running(world.bot(**FAST)):
+        await write(fake, "The storm rolled in.")
+        run = await fake.send_slash_command("continue", {"length": "long"})
+        await streaming(fake, run)
+        burst = fake.rate_limit("*", times=10_000, retry_after=0.01)
+        await fake.wait_until(
+            lambda: db_rows(world, "SELECT id FROM generations WHERE status = 'done'"), 30, "the passage"
+        )
+    burst.times = 0
+    with sqlite3.connect(world.db) as c:  # a process on another machine is delivering it, for 1 s more
+        c.execute("INSERT INTO leases VALUES ('delivery:1', 'elsewhere:4242:f00d', ?)", (time.time() + 1,))
+    bot = world.bot(sweep_every=0.2, **FAST)
+    async with fake.running(bot):
+        await bot.recovery
+        assert db_rows(world, "SELECT delivery FROM generations") == [("pending",)]  # not ours yet
+        await fake.wait_until(
+            lambda: db_rows(world, "SELECT id FROM generations WHERE delivery = 'done'"), 10, "the takeover"
+        )
+        assert_converged(world, fake, 1)
