@@ -247,7 +247,7 @@ class StoryBot(discord.Client):
             if gen is not None and not shower.owed:
                 self.service.delivered(gen)
             elif gen is not None and (shower.final or shower.failure) and not task.cancelling():
-                known = {p.id: p.content for p in shower.parts}
+                known = {p.id: p.content for p in shower.parts if not p.has_view}
                 self._redeliver(gen, poster, known, interaction, self.redeliver_backoff[0])
             elif gen is not None:  # shutting down: the next start delivers it
                 self.service.release_delivery(gen)
