@@ -58,9 +58,10 @@ def owner_alive(owner: str | None) -> bool:
     owner) says no at once; elsewhere only the lease's expiry can tell."""
     if not owner:
         return False
-    host, pid, _ = ([None, None, None] + owner.rsplit(":", 2))[-3:]
-    if host != HOST or not (pid or "").isdigit():
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != HOST or not parts[1].isdigit():
         return True
+    pid = parts[1]
     if int(pid) == os.getpid():
         return owner in _LIVE
     try:
