@@ -263,3 +263,43 @@ async def test_opt_out_is_recorded(make_service):
     assert service.opted_out(ALICE) and not service.opted_out(BOB)
     service.set_opt_out(ALICE, False)
     assert not service.opted_out(ALICE)
+
+
+async def test_two_services_on_one_database_take_turns_in_a_story_under_its_lease(ollama_server, tmp_path):
+    """Two services with their own store connections on one SQLite file, as two processes would be: the
+    second neither fails the first's running passage nor writes beside it; it waits (Queued), then
+    continues from the first's passage. A third story is not held back."""
+    from bot.core.service import Limits, StoryService
+    from bot.llm import OllamaBackend
+    from bot.store import Store
+
+    def service() -> StoryService:
+        store, backend = Store(tmp_path / "shared.db"), OllamaBackend(ollama_server.url)
+        return StoryService(store, backend, lambda c: "writer", limits=Limits(lease_s=1.5))
+
+    one, two = service(), service()
+    one.write(HERE, ALICE, "The bell rang.")
+    two.write(Channel("elsewhere", "g"), BOB, "Far away.")
+    ollama_server.script("writer", text=f"<answer>{ANSWER}</answer>", tokens_per_second=40)
+    first = one.continue_story(HERE, ALICE)
+    assert isinstance(await anext(first), Started)
+    assert two.recover() == []  # a live owner's passage: left alone
+    events = []
+
+    async def second() -> None:
+        events.extend([e async for e in two.continue_story(HERE, BOB)])
+
+    waiting = asyncio.create_task(second())
+    elsewhere = await collect(two.continue_story(Channel("elsewhere", "g"), BOB))
+    assert isinstance(elsewhere[-1], Done)  # another story of the same process is not held back
+    rest = await collect(first)
+    await waiting
+    assert isinstance(rest[-1], Done) and rest[-1].passage.position == 2
+    assert events[0] == Queued(1, "story") and isinstance(events[-1], Done)
+    assert events[-1].passage.position == 3
+    later = two.store.generation(events[-1].generation_id)
+    assert rest[-1].passage.id in later.context["passage_ids"]
+    for s in (one, two):
+        await s.aclose()
+        await s.backend.close()
+        s.store.close()
