@@ -44,10 +44,7 @@ def holds_writer_prompt(template: str) -> bool:
 
 def format_of_template(template: str) -> ChatFormat | None:
     """Which of our chat formats produced this TEMPLATE, if it is one of ours byte for byte."""
-    for fmt in chat_formats.FORMATS.values():
-        if template.strip() == fmt.ollama_template().strip():
-            return fmt
-    return None
+    return chat_formats.from_ollama_template(template)
 
 
 def build_request(

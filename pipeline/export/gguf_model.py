@@ -125,12 +125,14 @@ def write_model(
     outtype: str = "f16",
     overwrite: bool = False,
     on_tensor: Callable[[str], None] | None = None,
+    chat_template: str | None = None,
 ) -> WriteReport:
+    """A full GGUF model; `chat_template` (a merged adapter's) replaces the tokenizer folder's."""
     plan, notes = plan_model(base, source, outtype)
 
     def metadata(w: gguf.GGUFWriter) -> None:
         add_hparams(w, base, outtype)
-        add_tokenizer(w, tokenizer_dir, base.vocab_size)
+        add_tokenizer(w, tokenizer_dir, base.vocab_size, chat_template)
 
     report = write_gguf(out, base.arch, metadata, plan, overwrite, on_tensor)
     report.notes = notes

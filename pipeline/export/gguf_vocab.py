@@ -54,7 +54,9 @@ def adds_bos_eos(folder: Path) -> tuple[bool, bool]:
     return extra and full[0] != plain[0], extra and full[-1] != plain[-1]
 
 
-def add_tokenizer(w: gguf.GGUFWriter, folder: Path, vocab_size: int) -> None:
+def add_tokenizer(
+    w: gguf.GGUFWriter, folder: Path, vocab_size: int, chat_template: str | None = None
+) -> None:
     path = folder / "tokenizer.json"
     if not path.is_file():
         raise TokenizerExportError(f"{folder} has no tokenizer.json: the GGUF model needs the tokenizer")
@@ -78,4 +80,6 @@ def add_tokenizer(w: gguf.GGUFWriter, folder: Path, vocab_size: int) -> None:
     w.add_token_types([types.get(i, gguf.TokenType.UNUSED) for i in range(vocab_size)])
     special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
     special.add_special_token["bos"], special.add_special_token["eos"] = adds_bos_eos(folder)
+    if chat_template is not None:
+        special.chat_template = chat_template
     special.add_to_gguf(w, quiet=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,18 +95,20 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
 
 def _local_chat_template(path: Path) -> tuple[str | None, str]:
     """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
-    if not path.is_dir():
-        fields = inspect.gguf_fields(path)
-        tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
-        has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
-        return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]
-    config_path = path / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
-    bos = config.get("bos_token") or ""
-    bos = bos if isinstance(bos, str) else bos.get("content", "")
-    jinja = path / "chat_template.jinja"  # where recent transformers save it
-    template = jinja.read_text(encoding="utf-8") if jinja.exists() else config.get("chat_template")
-    return template, bos
+    if path.is_dir():
+        return chat_formats.folder_chat_template(path)
+    fields = inspect.gguf_fields(path)
+    tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
+    has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
+    return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]
+
+
+def adapter_format(adapter: Path) -> ChatFormat | None:
+    """The chat format an adapter from our export was trained with (it carries it), if it says."""
+    try:
+        return chat_formats.from_gguf_fields(inspect.gguf_fields(adapter))
+    except ValueError:  # not a GGUF: the grammar check says so by name
+        return None
 
 
 def write(
@@ -122,7 +123,11 @@ def write(
     """Render, check and atomically write a writer Modelfile; refuse if the check finds an error."""
     out = Path(out)
     out_dir = out.resolve().parent
-    fmt = chat_formats.get(format_name) if format_name else detect_format(base, Path.cwd())
+    if format_name:
+        fmt = chat_formats.get(format_name)
+    else:  # the format the adapter was trained with, else the base's own
+        trained = adapter_format(Path(adapter)) if adapter is not None and Path(adapter).is_file() else None
+        fmt = trained or detect_format(base, Path.cwd())
     from_value = _relative(Path(base).expanduser(), out_dir) if Path(base).expanduser().exists() else base
     adapter_value = None
     if adapter is not None:

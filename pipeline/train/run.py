@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import chat_formats
 from pipeline.train import base, outputs
 from pipeline.train.callbacks import GracefulStop, LossLog
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
@@ -49,7 +50,8 @@ def train(
     tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_format)
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
     kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
-    say(f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}", printer)
+    head = f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}"
+    say(head + _system_note(fmt), printer)
 
     method = _method_module(opts.method)
     train_rows, eval_rows, stats = method.load_data(opts, tokenizer)
@@ -76,7 +78,7 @@ def train(
     metadata = {
         "method": opts.method,
         "base": opts.base,
-        "chat_format": fmt.name,
+        **chat_formats.record(fmt),  # the format and default system turn, for export and Modelfile
         "qlora": opts.qlora,
         "precision": precision,
         "device": hw.name,
@@ -114,6 +116,10 @@ def train(
     if status == "stopped":
         say(f"stopped by Ctrl-C at step {state.global_step}: {_resume_hint(opts)}", printer)
     return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
+
+
+def _system_note(fmt) -> str:
+    return f" (default system turn {fmt.default_system!r})" if fmt.default_system else ""
 
 
 def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulStop) -> None:
