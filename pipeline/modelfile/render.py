@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import atomic, chat_formats
+from pipeline import atomic, chat_formats, prompt
 from pipeline.chat_formats import ChatFormat
 from pipeline.modelfile import grammar, inspect
 
@@ -38,7 +38,9 @@ class WriterModelfile:
         if self.num_ctx <= 0:
             raise ModelfileRenderError(f"--num-ctx must be a positive number of tokens, not {self.num_ctx}")
         params = {**DEFAULT_PARAMETERS, **self.parameters, "num_ctx": [str(self.num_ctx)]}
-        params["stop"] = list(dict.fromkeys([*self.format.stop, *params.get("stop", [])]))
+        # </answer> first: the passage is complete there, and what a model writes after it is not used.
+        stops = [prompt.ANSWER_CLOSE, *self.format.stop, *params.get("stop", [])]
+        params["stop"] = list(dict.fromkeys(stops))
         lines = [
             f"# The writer's assistant on {self.base} ({self.format.description}).",
             f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
