@@ -287,6 +287,11 @@ def _strip_markup(answer: str, issues: list[Issue]) -> str:
     return defuse_control(answer).strip()
 
 
+def has_markup(text: str) -> bool:
+    """Whether text holds one of our tags or its defused form (what never enters a story)."""
+    return bool(_STRAY_TAG_RE.search(text) or _DEFUSED_TAG_RE.search(text))
+
+
 def _gap(m: re.Match) -> str:
     before, after = m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1]
     return " " if before and not before.isspace() and after.isalnum() else ""
