@@ -234,6 +234,7 @@ class FakeOllama(LoopbackServer):
                 script.http_status_times -= 1
             return _error(script.http_status, script.error_message)
         text = script.text(body) if callable(script.text) else script.text
+        text = _cut_at_stop(text, _stops(body, model))
         pieces = tokens(text)
         num_predict = (body.get("options") or {}).get("num_predict")
         done_reason = "stop"
@@ -262,6 +263,20 @@ class FakeOllama(LoopbackServer):
             return resp
         finally:
             self.in_flight -= 1
+
+
+def _stops(body: dict, model: Model) -> list[str]:
+    """The request's stop list, else the model's PARAMETER stop values (Ollama: the request's replaces)."""
+    stop = (body.get("options") or {}).get("stop")
+    if stop is None:
+        stop = model.parameters.get("stop") or []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    """As Ollama's runner does: the output ends before the first stop string, which is not returned."""
+    found = [at for at in (text.find(s) for s in stops if s) if at >= 0]
+    return text[: min(found)] if found else text
 
 
 def _full(name: str) -> str:
