@@ -264,9 +264,9 @@ def with_default_system(fmt: ChatFormat, default_system: str | None) -> ChatForm
     )
 
 
-def from_record(name: str, default_system: str | None = None) -> ChatFormat:
-    """The format an adapter was trained with, as `training.json` records it (name, default system)."""
-    fmt = get(name)
+def from_record(chat_format: str, default_system: str | None = None) -> ChatFormat:
+    """The format an adapter was trained with, as `training.json` records it (`record`'s keys)."""
+    fmt = get(chat_format)
     return fmt if fmt.default_system == default_system else with_default_system(fmt, default_system)
 
 

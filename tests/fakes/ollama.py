@@ -45,6 +45,7 @@ class Script:
     http_status: int | None = None  # answer the request with this status and an error body
     http_status_times: int | None = None  # only the first N requests get http_status (None: all)
     first_token_delay: float = 0.0
+    honour_stop: bool = True  # False: a server that ignores the stop option (the client must stop reading)
 
 
 @dataclass
@@ -234,7 +235,8 @@ class FakeOllama(LoopbackServer):
                 script.http_status_times -= 1
             return _error(script.http_status, script.error_message)
         text = script.text(body) if callable(script.text) else script.text
-        text = _cut_at_stop(text, _stops(body, model))
+        if script.honour_stop:
+            text = _cut_at_stop(text, _stops(body, model))
         pieces = tokens(text)
         num_predict = (body.get("options") or {}).get("num_predict")
         done_reason = "stop"

@@ -3,7 +3,7 @@
 our own `train`, exported by our own exporter, and run by llama.cpp (llama-cpp-python).
 
 Everything is session-scoped and built once: loading the GGUF into transformers (~16 s), a handful of
-LoRA steps at 128 tokens, the export, and llama.cpp loading the base with the adapter.
+LoRA steps at 192 tokens, the export, and llama.cpp loading the base with the adapter.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def smollm2_hf(smollm2_gguf, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_adapter(smollm2_hf, tmp_path_factory, tiny_texts) -> Path:
-    """A LoRA trained with our `train` on writer-prompt rows from the corpus (4 steps, 128 tokens)."""
+    """A LoRA trained with our `train` on writer-prompt rows from the corpus (4 steps, 192 tokens)."""
     from pipeline.train.options import TrainOptions
     from pipeline.train.run import train
     from tests.train.helpers import sft_rows, write_jsonl
@@ -82,7 +82,7 @@ def smollm2_adapter(smollm2_hf, tmp_path_factory, tiny_texts) -> Path:
     data = write_jsonl(work / "train.jsonl", sft_rows(tiny_texts, 8, context_words=30, answer_words=16))
     opts = TrainOptions(
         base=str(smollm2_hf), out_dir=work / "adapter", data=data, qlora=False, rank=8, alpha=16,
-        max_length=128, batch_size=2, grad_accum=1, lr=2e-3, warmup=0, scheduler="constant",
+        max_length=192, batch_size=2, grad_accum=1, lr=2e-3, warmup=0, scheduler="constant",
         max_steps=4, log_steps=2, eval_steps=100, seed=0, gradient_checkpointing=False,
     )  # fmt: skip
     train(opts, printer=lambda _: None)

@@ -126,6 +126,7 @@ async def test_real_fine_tuned_output_through_the_bot_core(
     rows = store.conn.execute("SELECT status, output, answer, parse_issues FROM generations").fetchall()
     assert len(rows) == 2
     for status, output, answer, issues in rows:
+        print(f"{status} {issues}: {output!r}")  # what the real model wrote (shown with -s or on failure)
         assert issues is not None  # stored for every generation that was read, landed or not
         parsed = prompt.parse_output(output)
         assert json.loads(issues) == [i.value for i in parsed.issues]
