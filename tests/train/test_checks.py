@@ -103,3 +103,19 @@ def test_options_are_checked(tmp_path):
         TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", early_stopping=2)
     with pytest.raises(TrainError, match="--rank must be positive"):
         TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", rank=0)
+
+
+def test_a_chatml_base_with_its_own_default_system_turn_is_accepted(tokenizer_copy):
+    """SmolLM2's kind of template: ChatML whose default system turn is its own; kept and recorded."""
+    own = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    template = (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\n" + own + "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
+        "'\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    (tokenizer_copy / "chat_template.jinja").write_text(template)
+    tok, fmt = base.load_tokenizer(tokenizer_copy, None)
+    assert (fmt.name, fmt.default_system) == ("chatml", own)
+    assert tok.chat_template == template  # trained with the base's own template: the same bytes
+    assert chat_formats.record(fmt) == {"chat_format": "chatml", "default_system": own}
