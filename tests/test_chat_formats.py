@@ -141,7 +141,8 @@ SMOLLM2 = (
 # Plain ChatML as many bases write it: the role inside the marker, no default system turn.
 PLAIN_CHATML = (
     "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
-    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
 
@@ -154,8 +155,10 @@ def test_each_format_is_told_apart_exactly(name):
 
 def test_plain_chatml_and_a_default_system_turn_of_its_own():
     assert chat_formats.detect_from_jinja(PLAIN_CHATML) == chat_formats.get("chatml")
-    qwen2 = PLAIN_CHATML.replace("{% for", "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\n"
-                                 "You are a helpful assistant.<|im_end|>\n' }}{% endif %}{% for", 1)  # fmt: skip
+    default = "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    qwen2 = PLAIN_CHATML.replace(
+        "{% for", "{% if messages[0]['role'] != 'system' %}" + default + "{% endif %}{% for", 1
+    )
     assert chat_formats.detect_from_jinja(qwen2).name == "qwen2"
     smol = chat_formats.detect_from_jinja(SMOLLM2)
     assert (smol.name, smol.default_system) == ("chatml", SMOL_SYSTEM)
@@ -176,8 +179,11 @@ def test_plain_chatml_and_a_default_system_turn_of_its_own():
     ("template", "family"),
     [
         ("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", "Mistral"),
-        ("{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
-         "{% endfor %}", "Gemma"),  # fmt: skip
+        (
+            "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+            "{% endfor %}",
+            "Gemma",
+        ),  # fmt: skip
         (SMOLLM2.replace("'\n' + message['content']", "'\n' + message['content'] | trim"), "ChatML written"),
         ("{{ raise_exception('no') }}", "cannot be rendered"),
     ],

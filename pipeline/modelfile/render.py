@@ -91,7 +91,13 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
             raise chat_formats.UnknownFormatError(
                 f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
             )
-        return chat_formats.detect_from_jinja(template, bos_token=bos)
+        try:
+            return chat_formats.detect_from_jinja(template, bos_token=bos)
+        except chat_formats.UnknownFormatError as e:
+            raise chat_formats.UnknownFormatError(
+                f"{base}: {e}; pass --format NAME ({chat_formats.supported()}) only if the model was "
+                "trained with that format (train --chat-format NAME)"
+            ) from None
     return chat_formats.for_ollama_name(base)
 
 

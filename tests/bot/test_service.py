@@ -293,9 +293,7 @@ async def test_generation_stops_at_the_answer_close_and_keeps_no_markup(make_ser
     assert issues == ["stray_tag", "defused_tag"]
 
 
-async def test_the_stream_is_closed_when_the_answer_closes_even_without_the_stop(
-    make_service, ollama_server
-):
+async def test_the_stream_is_closed_when_the_answer_closes_even_without_the_stop(make_service, ollama_server):
     """A server that ignores the stop option: the bot closes the stream itself at </answer>."""
     tail = " more" * 400
     ollama_server.script(

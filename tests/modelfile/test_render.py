@@ -92,7 +92,7 @@ def test_local_base_format_is_read_from_its_chat_template(tmp_path, tiny_model):
     config = json.loads((base / "tokenizer_config.json").read_text())
     config["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     (odd / "tokenizer_config.json").write_text(json.dumps(config))
-    with pytest.raises(chat_formats.UnknownFormatError, match="matches none"):
+    with pytest.raises(chat_formats.UnknownFormatError, match="matches none.*pass --format NAME"):
         render.write(tmp_path / "N.Modelfile", str(odd))
     path, _ = render.write(tmp_path / "N.Modelfile", str(odd), format_name="chatml")
     assert grammar.parse(path.read_text()).first("model") == "./odd"
