@@ -673,7 +673,8 @@ class StoryService:
                                             self.limits.summary_words)  # fmt: skip
             request = summaries.summary_request(text, info.template)
             summary_id = self._begin_summary(story_id, passages, todo, previous, model)
-            options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict}
+            stop = stop_sequences(info.stop, self.limits.options.get("stop"))
+            options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict, "stop": stop}
             timeout = self.limits.summary_timeout
             output = await asyncio.wait_for(self._collect(model, request, options), timeout)
             result = summaries.clean_summary(output)
