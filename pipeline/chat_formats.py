@@ -319,7 +319,7 @@ def from_ollama_template(template: str) -> ChatFormat | None:
             return fmt
     for family in _FAMILIES:  # a default system turn of the base's own sits between two fixed parts
         head, _, tail = with_default_system(family, "\x00").ollama_template().strip().partition("\x00")
-        if template.startswith(head) and template.endswith(tail) and len(template) > len(head) + len(tail):
+        if template.startswith(head) and template.endswith(tail) and len(template) >= len(head) + len(tail):
             fmt = with_default_system(family, template[len(head) : len(template) - len(tail)])
             if fmt.ollama_template().strip() == template:
                 return fmt
