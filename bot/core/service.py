@@ -35,8 +35,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+from pipeline import chat_formats, serving
 from pipeline import prompt as writer_prompt
-from pipeline import serving
 
 from ..llm import EmptyAnswer, LLMError, OllamaBackend
 from ..store import Delivery, Interrupted, Store
@@ -155,6 +155,7 @@ class _Prepared:
     ctx: Context
     request: serving.GenerateRequest
     record: dict
+    stop: list[str]
 
 
 class _Slots:
@@ -569,6 +570,7 @@ class StoryService:
         return self._run(channel, member, None, None, regenerate=generation_id or 0)
 
     async def _run(self, channel, member, direction, length, regenerate: int | None) -> AsyncIterator[Event]:
+        direction = writer_prompt.defuse_control(direction) if direction else direction
         try:
             length = writer_prompt.Length(str(length).lower()).value if length else None
         except ValueError:
@@ -620,7 +622,12 @@ class StoryService:
         model, request = prepared.model, prepared.request
         if prepared.ctx.summarise_upto is not None:
             self._schedule_summary(channel, story_id, prepared.ctx.summarise_upto)
-        options = {**self.limits.options, "num_ctx": prepared.window, "num_predict": prepared.num_predict}
+        options = {
+            **self.limits.options,
+            "num_ctx": prepared.window,
+            "num_predict": prepared.num_predict,
+            "stop": prepared.stop,
+        }
         gen_id = self.store.begin_generation(
             story_id, member, model, user_text=request.user_text, prompt=request.prompt, raw=request.raw,
             options=options, context=prepared.record, direction=direction, length=length, slot=slot,
@@ -629,6 +636,7 @@ class StoryService:
         yield Started(gen_id, model)
         output, stats, shown = "", {}, ("", "")
         clock, last = asyncio.get_running_loop().time, -float("inf")
+        parsed = None
         try:
             async with aclosing(self.backend.generate(model, request, options)) as pieces:
                 async for piece in pieces:
@@ -636,18 +644,28 @@ class StoryService:
                     if piece.done:
                         stats = piece.stats
                         break
-                    if clock() - last < self.limits.delta_every:
+                    closed = writer_prompt.cut_at_answer_close(output)
+                    if closed is not None:
+                        # The answer is complete: close the stream (the server stops the model) even
+                        # where the stop option was not honoured; what follows would not be used.
+                        output, stats = closed, {**piece.stats, "done_reason": "stop"}
+                    elif clock() - last < self.limits.delta_every:
                         continue  # coalesce: the next Delta (or Done) carries this text too
                     last = clock()
                     parsed = writer_prompt.parse_output(output, partial=True)
                     if (parsed.answer, parsed.reasoning) != shown:
                         shown = (parsed.answer, parsed.reasoning)
                         yield Delta(*shown)
+                    if closed is not None:
+                        break
+            if stats.get("done_reason") == "stop":  # Ollama strips the </answer> stop: put it back
+                output = writer_prompt.restore_stop(output)
             parsed = writer_prompt.parse_output(output)
             if not parsed.answer:
-                raise EmptyAnswer(_empty_message(model, stats))
+                raise EmptyAnswer(_empty_message(model, stats, parsed))
         except LLMError as exc:
-            self.store.fail_generation(gen_id, str(exc), output)
+            issues = [i.value for i in parsed.issues] if isinstance(exc, EmptyAnswer) and parsed else None
+            self.store.fail_generation(gen_id, str(exc), output, issues)
             yield Failed(str(exc), gen_id)
             return
         except BaseException:  # the driver went away (cancelled, or closed the iterator)
@@ -688,7 +706,8 @@ class StoryService:
         )  # fmt: skip
         request = serving.build_request(ctx.text, info.template, guidance, length, info.system)
         record = {**ctx.record(), "guidance": source, "note_id": note.id if source == "note" else None}
-        return _Prepared(model, window, num_predict, ctx, request, record)
+        stop = stop_sequences(info.stop, self.limits.options.get("stop"))
+        return _Prepared(model, window, num_predict, ctx, request, record, stop)
 
     # --- rolling summaries (background) -----------------------------------------------------------
     def _schedule_summary(self, channel: Channel, story_id: int, upto: int) -> None:
@@ -743,7 +762,8 @@ class StoryService:
                                             self.limits.summary_words)  # fmt: skip
             request = summaries.summary_request(text, info.template, info.system)
             summary_id = self._begin_summary(story_id, passages, todo, previous, model)
-            options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict}
+            stop = stop_sequences(info.stop, self.limits.options.get("stop"))
+            options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict, "stop": stop}
             timeout = self.limits.summary_timeout
             output = await asyncio.wait_for(self._collect(model, request, options), timeout)
             result = summaries.clean_summary(output)
@@ -814,6 +834,17 @@ class StoryService:
         return story.id, passages[:-1], last.id, direction, length
 
 
+def stop_sequences(
+    model_stop: Sequence[str] = (), configured: Sequence[str] | str | None = None
+) -> list[str]:
+    """The `stop` option of a passage request: `</answer>` (the passage is complete there), the model's
+    own stops and every supported chat format's (a request's stop list replaces the model's in Ollama,
+    and a raw request must stop at the end of the turn whatever the model's parameters say)."""
+    configured = [configured] if isinstance(configured, str) else list(configured or ())
+    formats = [t for f in chat_formats.FORMATS.values() for t in f.stop]
+    return list(dict.fromkeys([writer_prompt.ANSWER_CLOSE, *model_stop, *configured, *formats]))
+
+
 def _block(text: str) -> str:
     """Member text that stands as one paragraph of the context: blank lines dropped."""
     return "\n".join(line for line in texts.clean_input(text or "").split("\n") if line.strip())
@@ -828,10 +859,16 @@ def _summary_error(exc: BaseException, timeout: float) -> str:
     return f"the summary failed ({type(exc).__name__}: {exc}); it is tried again later"
 
 
-def _empty_message(model: str, stats: dict) -> str:
+def _empty_message(model: str, stats: dict, parsed: writer_prompt.ParsedOutput) -> str:
     if stats.get("done_reason") == "length":
         return (
             f"the model {model!r} spent its whole token budget before writing a passage (nothing was "
             "added): try again, or ask for a longer length"
+        )
+    marks = {writer_prompt.Issue.STRAY_TAG, writer_prompt.Issue.DEFUSED_TAG}
+    if marks & set(parsed.issues):
+        return (
+            f"the model {model!r} answered with tags only, no story text (nothing was added): "
+            "try again (regenerate)"
         )
     return f"the model {model!r} answered with no passage (nothing was added): try again"

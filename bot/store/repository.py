@@ -488,12 +488,16 @@ class Store:
             ).fetchone()[0]
             return Passage(**{**passage.__dict__, "alternatives": n})
 
-    def fail_generation(self, generation_id: int, error: str, output: str = "") -> None:
+    def fail_generation(
+        self, generation_id: int, error: str, output: str = "", issues: list[str] | None = None
+    ) -> None:
+        """Mark a running generation failed; `issues` are the parse issues of an output that was read
+        (an answer that was only markup, say)."""
         with self.tx() as c:
             c.execute(
-                "UPDATE generations SET status = 'failed', error = ?, output = ?, finished_at = ? "
-                "WHERE id = ? AND status = 'running'",
-                (error, output, time.time(), generation_id),
+                "UPDATE generations SET status = 'failed', error = ?, output = ?, finished_at = ?, "
+                "parse_issues = ? WHERE id = ? AND status = 'running'",
+                (error, output, time.time(), None if issues is None else json.dumps(issues), generation_id),
             )
 
     def set_message_ref(self, generation_id: int, ref: str) -> None:
