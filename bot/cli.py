@@ -71,7 +71,7 @@ async def _run(settings, token: str) -> None:
     import discord
 
     from bot.core.service import StoryService
-    from bot.discord.client import StoryBot
+    from bot.discord.client import InUse, StoryBot
     from bot.store import SchemaError, Store
 
     await _check_ollama(settings)
@@ -82,13 +82,17 @@ async def _run(settings, token: str) -> None:
     backend = _backend(settings)
     service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
     bot = StoryBot(
-        service, edit_interval=settings.edit_interval, commands_per_minute=settings.member_commands_per_minute
-    )
+        service, edit_interval=settings.edit_interval,
+        commands_per_minute=settings.member_commands_per_minute, shard_id=settings.shard_id,
+        shard_count=settings.shard_count,
+    )  # fmt: skip
     try:
         async with bot:
             await bot.start(token)
     except discord.LoginFailure:
         _fail(BAD_TOKEN)
+    except InUse as exc:
+        _fail(str(exc))
     finally:
         await backend.close()
         store.close()

@@ -9,6 +9,8 @@
     STORY_BOT_ENGINE          ollama (default) or llama.cpp: a GGUF run in-process, no server
     STORY_BOT_GGUF            with llama.cpp: the GGUF model file (every model name means this one)
     STORY_BOT_LORA            with llama.cpp: a GGUF LoRA adapter to apply to it (from export-gguf)
+    STORY_BOT_SHARD_ID, STORY_BOT_SHARD_COUNT   this process's shard of the Discord events (several
+                              processes on one database: one shard each, the same count for all)
 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
 
@@ -28,7 +30,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -87,6 +89,19 @@ class Settings(BaseSettings):
     edit_interval: float = Field(1.0, ge=0.2)  # seconds between edits of a streaming message
     member_commands_per_minute: int = Field(10, ge=1)
 
+    # Several processes on one database: each its own shard of the Discord events.
+    shard_id: int | None = Field(None, ge=0)
+    shard_count: int | None = Field(None, ge=1)
+    lease_seconds: float = Field(30.0, ge=3)  # a dead process's work is taken over this long after
+
+    @model_validator(mode="after")
+    def _one_shard(self) -> Settings:
+        if (self.shard_id is None) != (self.shard_count is None):
+            raise ValueError("set both STORY_BOT_SHARD_ID and STORY_BOT_SHARD_COUNT, or neither")
+        if self.shard_id is not None and self.shard_id >= self.shard_count:  # type: ignore[operator]
+            raise ValueError(f"STORY_BOT_SHARD_ID must be below STORY_BOT_SHARD_COUNT ({self.shard_count})")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings
@@ -112,6 +127,7 @@ class Settings(BaseSettings):
             summary_model=self.summary_model,
             summary_timeout=self.summary_timeout,
             options=dict(self.options),
+            lease_s=self.lease_seconds,
         )
 
     def backend(self):
@@ -164,6 +180,9 @@ def _explain(exc: ValidationError, path: Path | None) -> str:
     where = f" (environment or {path})" if path else " (environment)"
     lines = []
     for err in exc.errors():
+        if not err["loc"]:  # a rule across settings: its message names them
+            lines.append(err["msg"].removeprefix("Value error, "))
+            continue
         field = ".".join(str(x) for x in err["loc"])
         hint = "unknown setting" if err["type"] == "extra_forbidden" else err["msg"]
         lines.append(f"{field} / STORY_BOT_{field.split('.')[0].upper()}: {hint}")

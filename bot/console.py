@@ -229,9 +229,8 @@ class Console:
     async def _context(self, arg: str) -> None:
         length = _LENGTH.search(arg)
         direction = _LENGTH.sub(" ", arg).strip() or None
-        # The console's one writer is the story's moderator.
         preview = await self.service.context_preview(
-            CHANNEL, self.member, may_manage=True, direction=direction, length=length and length.group(1)
+            CHANNEL, self.member, direction=direction, length=length and length.group(1)
         )
         r = preview.record
         lore = ", ".join(e["name"] for e in r["lore"]) or "none"

@@ -55,6 +55,7 @@ class ModelInfo:
     template: str
     system: str
     num_ctx: int | None  # the model's own PARAMETER num_ctx, if it sets one
+    stop: tuple[str, ...] = ()  # the model's own PARAMETER stop values
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,9 @@ class OllamaBackend:
                 shown = await self.client.show(model)
         except Exception as exc:
             raise self._error(exc, model) from None
+        params = shown.parameters or ""
         return ModelInfo(
-            model, shown.template or "", system_of(shown.modelfile or ""), _num_ctx(shown.parameters or "")
+            model, shown.template or "", system_of(shown.modelfile or ""), _num_ctx(params), _stops(params)
         )
 
     async def check(self, model: str) -> ModelInfo:
@@ -231,6 +233,12 @@ class _Watchdog:
 def _num_ctx(parameters: str) -> int | None:
     m = re.search(r"(?m)^\s*num_ctx\s+(\d+)", parameters)
     return int(m.group(1)) if m else None
+
+
+def _stops(parameters: str) -> tuple[str, ...]:
+    """The stop values in /api/show's parameters text (`stop   "<|im_end|>"`, one a line)."""
+    values = re.findall(r"(?m)^\s*stop\s+(.+?)\s*$", parameters)
+    return tuple(v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v for v in values)
 
 
 def _stats(part, first: float | None) -> dict:

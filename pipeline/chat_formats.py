@@ -9,7 +9,9 @@ refused by name rather than served with a guessed format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 from pipeline import prompt
 
@@ -234,39 +236,194 @@ def for_ollama_name(model: str) -> ChatFormat:
     )
 
 
-_PROBE = [
-    {"role": "user", "content": "PROBE-USER \n"},
-    {"role": "assistant", "content": "PROBE-ANSWER"},
-    {"role": "user", "content": "PROBE-NEXT"},
+# Probe conversations (messages, add_generation_prompt): without a system turn (where a default system
+# turn shows), with one, a single turn, and a finished training example. Trailing whitespace in the
+# contents tells a trimming template from one that keeps each message as it is.
+_PROBES: list[tuple[list[dict], bool]] = [
+    (
+        [
+            {"role": "user", "content": "PROBE-USER \n"},
+            {"role": "assistant", "content": "PROBE-ANSWER"},
+            {"role": "user", "content": "PROBE-NEXT"},
+        ],
+        True,
+    ),
+    (
+        [
+            {"role": "system", "content": "PROBE-SYSTEM \n"},
+            {"role": "user", "content": "PROBE-USER"},
+            {"role": "assistant", "content": "PROBE-ANSWER \n"},
+            {"role": "user", "content": "PROBE-NEXT"},
+        ],
+        True,
+    ),
+    ([{"role": "user", "content": "PROBE-ONLY"}], True),
+    ([{"role": "user", "content": "PROBE-ROW"}, {"role": "assistant", "content": "PROBE-TARGET"}], False),
 ]
+
+# Families: formats that differ only in their default system turn (the first of each has none).
+_FAMILIES = (FORMATS["chatml"], FORMATS["llama3"])
+_LABELS = {"chatml": "ChatML", "llama3": "Llama 3 instruct headers"}
+
+# Marks of chat templates we do not serve, to name what a refused template is.
+_OTHER_FAMILIES = (
+    ("[INST]", "Mistral / Llama 2 ([INST] ... [/INST])"),
+    ("<start_of_turn>", "Gemma (<start_of_turn>)"),
+    ("<|user|>", "Phi-3 / Zephyr (<|user|>)"),
+    ("<|START_OF_TURN_TOKEN|>", "Command-R (<|START_OF_TURN_TOKEN|>)"),
+    ("<|im_start|>", "ChatML written differently from ours (tools, reasoning blocks or other wrapping)"),
+    ("<|start_header_id|>", "Llama 3 written differently from ours (e.g. Llama 3.1's dated system turn)"),
+)
+
+
+def family_of(fmt: ChatFormat) -> ChatFormat:
+    """The format of fmt's family without a default system turn (chatml for qwen2.5, say)."""
+    for family in _FAMILIES:
+        if replace(fmt, name=family.name, description=family.description, default_system=None) == family:
+            return family
+    return fmt
+
+
+def with_default_system(fmt: ChatFormat, default_system: str | None) -> ChatFormat:
+    """fmt's family with this default system turn: a named format where one has it, else ChatML (or
+    Llama 3) carrying the base's own default system turn."""
+    family = family_of(fmt)
+    for known in FORMATS.values():
+        if family_of(known) == family and known.default_system == default_system:
+            return known
+    return replace(
+        family,
+        description=f"{_LABELS[family.name]} with the base's own default system turn",
+        default_system=default_system,
+    )
+
+
+def from_record(chat_format: str, default_system: str | None = None) -> ChatFormat:
+    """The format an adapter was trained with, as `training.json` records it (`record`'s keys)."""
+    fmt = get(chat_format)
+    return fmt if fmt.default_system == default_system else with_default_system(fmt, default_system)
+
+
+def record(fmt: ChatFormat) -> dict:
+    """What `from_record` takes back: stored in training.json beside the adapter."""
+    return {"chat_format": fmt.name, "default_system": fmt.default_system}
 
 
 def detect_from_jinja(template: str, bos_token: str = "", eos_token: str = "") -> ChatFormat:
     """Which of our formats a Hugging Face chat template renders exactly like.
 
-    Rendering a probe conversation both ways and comparing bytes catches any difference (a default
-    system turn, trimming, newlines) that names alone would miss.
+    Probe conversations are rendered both ways and compared byte for byte, so any difference (a default
+    system turn, trimming, newlines) that names alone would miss shows. Without a system turn the
+    template's own default system turn (if any) appears: a ChatML or Llama 3 template with a default
+    system turn of its own is that family with that system turn (Qwen2.5's and Qwen2's have names).
     """
+    from jinja2 import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.globals["raise_exception"] = _raise
-    compiled = env.from_string(template)
-    for probe in (_PROBE, [{"role": "system", "content": "PROBE-SYSTEM"}, *_PROBE]):
-        got = compiled.render(
-            messages=probe, add_generation_prompt=True, bos_token=bos_token, eos_token=eos_token
-        )
-        matches = [f for f in FORMATS.values() if f.render(probe, add_generation_prompt=True) == got]
-        if not matches:
-            break
-    else:
-        return matches[0]
+    try:
+        compiled = env.from_string(template)
+        rendered = [
+            compiled.render(messages=m, add_generation_prompt=g, bos_token=bos_token, eos_token=eos_token)
+            for m, g in _PROBES
+        ]
+    except (TemplateError, UnknownFormatError, TypeError, ValueError) as e:
+        raise UnknownFormatError(
+            f"the model's chat template cannot be rendered ({e}), so it matches none of the supported "
+            f"formats ({supported()})"
+        ) from None
+    for family in _FAMILIES:
+        fmt = with_default_system(family, _default_system(family, rendered[0]))
+        expected = [fmt.render(m, add_generation_prompt=g) for m, g in _PROBES]
+        if expected == rendered:
+            return fmt
+    kind = next((name for mark, name in _OTHER_FAMILIES if mark in template), "a format of its own")
     raise UnknownFormatError(
-        "the model's chat template matches none of the supported formats "
-        f"({supported()}): serving it through our Modelfiles would differ from training; "
-        "set the format explicitly (it replaces the tokenizer's template at training time)"
+        f"the model's chat template is {kind} and matches none of the supported formats ({supported()}): "
+        "served through our Modelfiles it would differ from training"
     )
+
+
+def from_ollama_template(template: str) -> ChatFormat | None:
+    """Which of our formats (with whatever default system turn) wrote this Go TEMPLATE, byte for byte."""
+    template = template.strip()
+    for fmt in FORMATS.values():
+        if template == fmt.ollama_template().strip():
+            return fmt
+    for family in _FAMILIES:  # a default system turn of the base's own: read it off what the TEMPLATE renders
+        from pipeline.modelfile import gotemplate
+
+        try:
+            got = gotemplate.execute(template, [{"role": "user", "content": "x"}])
+        except gotemplate.TemplateError:
+            continue
+        if got.startswith(family.system_open) and family.turn_close in got:
+            own = got[len(family.system_open) : got.index(family.turn_close)]
+            fmt = with_default_system(family, own)
+            if fmt.ollama_template().strip() == template:
+                return fmt
+    return None
+
+
+def _default_system(family: ChatFormat, got: str) -> str | None:
+    """The default system turn a template wrote before the first probe's turns, if it is of family."""
+    messages, generation = _PROBES[0]
+    rest = family.render(messages, add_generation_prompt=generation)[len(family.bos) :]
+    head = family.bos + family.system_open
+    tail = family.turn_close + rest
+    if got.startswith(head) and got.endswith(tail) and len(got) >= len(head) + len(tail):
+        return got[len(head) : len(got) - len(tail)]
+    return None
 
 
 def _raise(message: str):
     raise UnknownFormatError(message)
+
+
+# --- the format an output was trained with, wherever it travels ------------------------------------
+#: GGUF keys our adapter export writes, so `modelfile --adapter` needs no --format. llama.cpp reads
+#: only the general.* and adapter.* keys of an adapter, and Ollama only the model layer's chat template.
+GGUF_FORMAT_KEY = "writer.chat_format"
+GGUF_SYSTEM_KEY = "writer.chat_format.default_system"
+
+
+def folder_chat_template(folder: Path) -> tuple[str | None, str]:
+    """(chat template, bos token) of a Hugging Face model, tokenizer or adapter folder."""
+    config_path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    bos = config.get("bos_token") or ""
+    bos = bos if isinstance(bos, str) else bos.get("content", "")
+    jinja = Path(folder) / "chat_template.jinja"  # where recent transformers save it
+    template = jinja.read_text(encoding="utf-8") if jinja.is_file() else config.get("chat_template")
+    return (template if isinstance(template, str) else None), bos
+
+
+def of_adapter(folder: Path) -> ChatFormat | None:
+    """The format a PEFT adapter folder from `train` was trained with: what training.json records,
+    else what its saved tokenizer's chat template renders like; None when it holds neither."""
+    meta_path = Path(folder) / "training.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
+    if isinstance(meta.get("chat_format"), str):
+        if "default_system" not in meta:  # recorded before the default system turn was
+            return get(meta["chat_format"])
+        return from_record(meta["chat_format"], meta["default_system"])
+    template, bos = folder_chat_template(folder)
+    return detect_from_jinja(template, bos) if template else None
+
+
+def gguf_record(fmt: ChatFormat) -> dict[str, str]:
+    """The GGUF keys that carry fmt inside an exported adapter."""
+    out = {GGUF_FORMAT_KEY: fmt.name}
+    if fmt.default_system is not None:
+        out[GGUF_SYSTEM_KEY] = fmt.default_system
+    return out
+
+
+def from_gguf_fields(fields: dict) -> ChatFormat | None:
+    """The format an exported adapter's GGUF keys carry, if any."""
+    name = fields.get(GGUF_FORMAT_KEY)
+    if not isinstance(name, str):
+        return None
+    system = fields.get(GGUF_SYSTEM_KEY)
+    return from_record(name, system if isinstance(system, str) else None)

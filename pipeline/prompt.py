@@ -12,6 +12,7 @@ the context, where a standing direction weighs most, and are absent from the bas
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -60,13 +61,64 @@ _LENGTH_WORDS = {Length.SHORT: 100, Length.MEDIUM: 250, Length.LONG: 500}
 # loses one '#'; a tag gets square brackets. Both stay readable and the change is deterministic, so
 # training and serving neutralise the same text the same way.
 _HEADER_RE = re.compile(r"(?im)^([ \t]*)###([ \t]*(?:system|task|context|guidance|length)[ \t]*:)")
-_TAG_RE = re.compile(r"(?i)<(/?)(reasoning|answer|think)>")
+_TAG_RE = re.compile(r"(?i)<(/?)(reasoning|answer|think|response)>")
+
+#: Written after the first character of a control token found in text. U+2060 WORD JOINER is invisible
+#: (the text reads the same), opens no line break (unlike U+200B, so message splitting and wrapping are
+#: unchanged), and is an ordinary character to every tokenizer we serve: llama.cpp (and so Ollama) and
+#: Hugging Face tokenizers take a special token only where its exact text stands in the prompt
+#: (llama.cpp's `tokenizer_st_partition` searches the raw text for each special token's bytes), and a
+#: byte-level BPE does not normalise the joiner away. `<\u2060|im_end|>` is therefore plain text.
+DEFUSE_MARK = "\u2060"
+#: The control tokens of every chat format we support (`pipeline.chat_formats`, tested to cover them).
+CONTROL_TOKENS = (
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|python_tag|>",
+)
+# Any `<|name|>`: besides the tokens above, Qwen's and Llama 3's other added tokens (<|fim_prefix|>,
+# <|reserved_special_token_3|>, ...) all have this shape.
+_CONTROL_RE = re.compile(r"<\|[^\s<>|]{1,64}\|>")
+_OUR_TAGS = frozenset(f"<{c}{t}>" for c in ("", "/") for t in ("reasoning", "answer", "think", "response"))
 
 
-def neutralize(text: str) -> str:
-    """Defuse prompt section headers and output tags inside user-supplied text."""
+def _break(m: re.Match) -> str:
+    return m.group(0)[0] + DEFUSE_MARK + m.group(0)[1:]
+
+
+def defuse_control(text: str, special_tokens: Iterable[str] = ()) -> str:
+    """Text with every chat-template control token made plain text (see DEFUSE_MARK), deterministically.
+
+    Defused are all `<|...|>` tokens (every supported format's) and, where a tokenizer is at hand (the
+    training rows), its own added special tokens given as `special_tokens` (SmolLM2's `<filename>`, say).
+    Applying it again changes nothing, so text defused once (stored member text) and defused again in
+    the prompt gives the same bytes at training and at serving.
+    """
+    text = _CONTROL_RE.sub(_break, text)
+    extra = sorted({t for t in special_tokens if len(t) > 1 and t in text and t not in _OUR_TAGS}, key=len)
+    if extra:
+        text = re.compile("|".join(map(re.escape, reversed(extra)))).sub(_break, text)
+    return text
+
+
+def special_tokens_of(tokenizer) -> list[str]:
+    """A Hugging Face tokenizer's added special tokens (the ones it reads as control tokens)."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    return [t.content for t in decoder.values() if getattr(t, "special", False)]
+
+
+def neutralize(text: str, special_tokens: Iterable[str] = ()) -> str:
+    """Defuse prompt section headers, output tags and control tokens inside user-supplied text."""
     text = _HEADER_RE.sub(r"\1##\2", text)
-    return _TAG_RE.sub(lambda m: f"[{m.group(1)}{m.group(2)}]", text)
+    text = _TAG_RE.sub(lambda m: f"[{m.group(1)}{m.group(2)}]", text)
+    return defuse_control(text, special_tokens)
 
 
 def clean_context(context: str) -> str:
@@ -191,7 +243,9 @@ class Issue(StrEnum):
     UNCLOSED_ANSWER = "unclosed_answer"  # cut off, usually by num_predict
     THINK_BLOCK = "think_block"  # an R1-style <think> block, used as reasoning when there is no other
     TEXT_OUTSIDE_TAGS = "text_outside_tags"
-    EMPTY_ANSWER = "empty_answer"
+    STRAY_TAG = "stray_tag"  # one of our tags (<answer>, </reasoning>, <response>...) inside the answer
+    DEFUSED_TAG = "defused_tag"  # a tag's defused form ([answer], copied from the context) in the answer
+    EMPTY_ANSWER = "empty_answer"  # no answer, or one that was only markup
 
 
 @dataclass
@@ -216,7 +270,31 @@ _CLOSE_RE = {
     "reasoning": re.compile(r"(?i)</reasoning>"),
     "answer": re.compile(r"(?i)</answer>"),
 }
-_PARTIAL_TAG_RE = re.compile(r"<(/?[a-zA-Z]{0,9})?$")
+_PARTIAL_TAG_RE = re.compile(r"(?:<(/?[a-zA-Z]{0,9})?|\[/?[a-zA-Z]{0,9})$")
+_MARKUP = "reasoning|answer|think|response"
+_STRAY_TAG_RE = re.compile(rf"(?i)<\s*/?\s*(?:{_MARKUP})\s*>")
+_DEFUSED_TAG_RE = re.compile(rf"(?i)\[/?(?:{_MARKUP})\]")
+
+
+def _strip_markup(answer: str, issues: list[Issue]) -> str:
+    """The answer without our tags or their defused forms (each kind found is reported), control
+    tokens defused: what is left is story text only. A tag between two words leaves one space."""
+    for pattern, issue in ((_STRAY_TAG_RE, Issue.STRAY_TAG), (_DEFUSED_TAG_RE, Issue.DEFUSED_TAG)):
+        answer, n = pattern.subn(_gap, answer)
+        if n:
+            issues.append(issue)
+            answer = re.sub(r"(?<=\S)[ \t]{2,}(?=\S)", " ", answer)  # the tag's own spacing
+    return defuse_control(answer).strip()
+
+
+def has_markup(text: str) -> bool:
+    """Whether text holds one of our tags or its defused form (what never enters a story)."""
+    return bool(_STRAY_TAG_RE.search(text) or _DEFUSED_TAG_RE.search(text))
+
+
+def _gap(m: re.Match) -> str:
+    before, after = m.string[m.start() - 1 : m.start()], m.string[m.end() : m.end() + 1]
+    return " " if before and not before.isspace() and after.isalnum() else ""
 
 
 def _take_block(text: str, tag: str, stop_at: re.Pattern | None = None) -> tuple[str | None, str, bool]:
@@ -272,7 +350,28 @@ def parse_output(text: str, *, partial: bool = False) -> ParsedOutput:
     return _finish(reasoning.strip(), answer.strip(), issues, partial)
 
 
+def restore_stop(output: str) -> str:
+    """A finished generation's output with `</answer>` put back where the answer was left open.
+
+    Ollama strips a stop string from what it returns, and `</answer>` is one of ours: an output that
+    ended (done_reason "stop", not "length") inside an open answer ended at that stop, or at the
+    model's end-of-turn, which closes the answer as well. Call it only for such outputs.
+    """
+    lower = output.lower()
+    opened = lower.rfind(ANSWER_OPEN)
+    if opened >= 0 and ANSWER_CLOSE not in lower[opened:]:
+        return output + ANSWER_CLOSE
+    return output
+
+
+def cut_at_answer_close(output: str) -> str | None:
+    """The output up to and with its first `</answer>` (where generation stops), or None before it."""
+    at = output.find(ANSWER_CLOSE)
+    return None if at < 0 else output[: at + len(ANSWER_CLOSE)]
+
+
 def _finish(reasoning: str, answer: str, issues: list[Issue], partial: bool) -> ParsedOutput:
+    answer = _strip_markup(answer, issues)
     if partial:  # still streaming: what has not arrived yet is not a fault
         unfinished = (Issue.UNCLOSED_ANSWER, Issue.UNCLOSED_REASONING)
         return ParsedOutput(reasoning, answer, [i for i in issues if i not in unfinished])

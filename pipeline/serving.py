@@ -61,9 +61,12 @@ def served_format(template: str) -> ChatFormat | None:
     """
     if not holds_writer_prompt(template):
         return None
+    exact = chat_formats.from_ollama_template(template)  # our TEMPLATE as written, any default system turn
+    if exact is not None:
+        return exact
     user = prompt.render_prompt(_PROBE_CONTEXT)
     probes = ([], [{"role": "system", "content": _PROBE_SYSTEM}])
-    for fmt in chat_formats.FORMATS.values():
+    for fmt in [*chat_formats.FORMATS.values(), *_with_own_system_turns(template, user)]:
         try:
             if all(_renders(template, fmt, [*s, {"role": "user", "content": _PROBE_CONTEXT}])
                    == fmt.render([*s, {"role": "user", "content": user}], add_generation_prompt=True)
@@ -72,6 +75,28 @@ def served_format(template: str) -> ChatFormat | None:
         except Exception:  # noqa: BLE001 - a template we cannot render is simply not one of ours
             continue
     return None
+
+
+def _with_own_system_turns(template: str, user: str) -> list[ChatFormat]:
+    """Formats with a default system turn of the base's own (SmolLM2's), read off what the template
+    renders for a turn with no system turn of the caller's."""
+    found = []
+    for family in (chat_formats.FORMATS["chatml"], chat_formats.FORMATS["llama3"]):
+        try:
+            got = _renders(template, family, [{"role": "user", "content": _PROBE_CONTEXT}])
+        except Exception:  # noqa: BLE001 - a template we cannot render is simply not one of ours
+            continue
+        marked = chat_formats.with_default_system(family, "\x00")
+        rendered = marked.render([{"role": "user", "content": user}], add_generation_prompt=True)
+        head, _, tail = rendered.partition("\x00")
+        if got.startswith(head) and got.endswith(tail) and len(got) >= len(head) + len(tail):
+            found.append(chat_formats.with_default_system(family, got[len(head) : len(got) - len(tail)]))
+    return found
+
+
+def format_of_template(template: str) -> ChatFormat | None:
+    """Which of our chat formats produced this TEMPLATE, if it is one of ours byte for byte."""
+    return chat_formats.from_ollama_template(template)
 
 
 def _renders(template: str, fmt: ChatFormat, messages: list[dict]) -> str:

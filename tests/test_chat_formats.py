@@ -133,3 +133,89 @@ class TestServing:
 
     def test_num_predict_grows_with_length(self):
         assert serving.num_predict("short") < serving.num_predict("medium") < serving.num_predict("long")
+
+
+SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+# SmolLM2-135M-Instruct's chat template, as its tokenizer_config.json and GGUF carry it.
+SMOLLM2 = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\n" + SMOL_SYSTEM + "<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Plain ChatML as many bases write it: the role inside the marker, no default system turn.
+PLAIN_CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+@pytest.mark.parametrize("name", list(chat_formats.FORMATS))
+def test_each_format_is_told_apart_exactly(name):
+    """ChatML, Qwen2 and Qwen2.5 render the same with a system turn; without one they differ."""
+    fmt = chat_formats.get(name)
+    assert chat_formats.detect_from_jinja(fmt.jinja, fmt.bos) == fmt
+
+
+def test_plain_chatml_and_a_default_system_turn_of_its_own():
+    assert chat_formats.detect_from_jinja(PLAIN_CHATML) == chat_formats.get("chatml")
+    default = "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}"
+    qwen2 = PLAIN_CHATML.replace(
+        "{% for", "{% if messages[0]['role'] != 'system' %}" + default + "{% endif %}{% for", 1
+    )
+    assert chat_formats.detect_from_jinja(qwen2).name == "qwen2"
+    smol = chat_formats.detect_from_jinja(SMOLLM2)
+    assert (smol.name, smol.default_system) == ("chatml", SMOL_SYSTEM)
+    assert "own default system turn" in smol.description
+    # that system turn is used wherever the format is: raw text, the Go TEMPLATE, the Jinja
+    user = prompt.render_prompt("It rained.")
+    raw = smol.generation_prompt(user)
+    assert raw.startswith(f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n<|im_start|>user\n")
+    ollama_run = gotemplate.execute(smol.ollama_template(), [{"role": "user", "content": "It rained."}])
+    assert smol.bos + ollama_run == raw
+    assert serving.served_format(smol.writer_jinja) == smol  # our GGUF chat template, recognised
+    assert chat_formats.detect_from_jinja(smol.jinja) == smol
+    assert chat_formats.from_ollama_template(smol.ollama_template()) == smol
+    assert serving.format_of_template(smol.ollama_template()) == smol
+    assert chat_formats.from_record(**chat_formats.record(smol)) == smol
+    assert chat_formats.from_record("qwen2.5", chat_formats.get("qwen2.5").default_system).name == "qwen2.5"
+
+
+@pytest.mark.parametrize(
+    ("template", "family"),
+    [
+        ("{{ bos_token }}{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}", "Mistral"),
+        (
+            "{% for m in messages %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n"
+            "{% endfor %}",
+            "Gemma",
+        ),  # fmt: skip
+        (SMOLLM2.replace("'\n' + message['content']", "'\n' + message['content'] | trim"), "ChatML written"),
+        ("{{ raise_exception('no') }}", "cannot be rendered"),
+    ],
+)
+def test_another_family_is_refused_by_name(template, family):
+    with pytest.raises(UnknownFormatError, match=family):
+        chat_formats.detect_from_jinja(template)
+
+
+def test_a_smollm2_like_base_gets_a_modelfile_with_its_own_system_turn(tmp_path):
+    from pipeline.modelfile import grammar, render
+
+    base = tmp_path / "smol"
+    base.mkdir()
+    (base / "tokenizer_config.json").write_text('{"bos_token": null}')
+    (base / "chat_template.jinja").write_text(SMOLLM2)
+    (base / "model.safetensors").write_bytes(b"")  # Ollama refuses a FROM folder without weights
+    path, problems = render.write(tmp_path / "M.Modelfile", str(base))
+    template = grammar.parse(path.read_text(encoding="utf-8")).first("template")
+    ollama_run = gotemplate.execute(template, [{"role": "user", "content": "It rained."}])
+    assert ollama_run.startswith(f"<|im_start|>system\n{SMOL_SYSTEM}<|im_end|>\n<|im_start|>user\n")
+    assert "You are Qwen" not in template and not [p for p in problems if p.severity == "error"]
+    (base / "chat_template.jinja").write_text(PLAIN_CHATML)
+    path, _ = render.write(tmp_path / "N.Modelfile", str(base))
+    plain = grammar.parse(path.read_text(encoding="utf-8")).first("template")
+    assert gotemplate.execute(plain, [{"role": "user", "content": "It rained."}]).startswith(
+        "<|im_start|>user\n"
+    )  # plain ChatML: no system turn of its own

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from pipeline.prompt import defuse_control
+
 MAX_NAME_CHARS = 60
 MAX_KEYWORDS = 20
 MAX_KEYWORD_CHARS = 40
@@ -51,7 +53,7 @@ def name_key(name: str) -> str:
 
 
 def clean_name(name: str) -> str:
-    name = " ".join((name or "").split())
+    name = defuse_control(" ".join((name or "").split()))  # it stands in the context before the text
     if not name:
         raise BadLore("the entry needs a name (a character, a place, an object)")
     if len(name) > MAX_NAME_CHARS:

@@ -11,8 +11,11 @@ message is meant for the channel. A generation (continue, regenerate) is an asyn
             case Done(passage): ...               # in the story now
             case Failed(message): ...             # the story is unchanged
 
-One generation runs at a time per story; a global cap (`Limits.parallel`, the Ollama server's
-parallelism) bounds generations in flight across all stories. Drivers never touch SQLite or Ollama.
+One generation runs at a time per story, across processes too: the story's lease in the store
+(`story:<channel id>`, owner "host:pid:token", renewed every third of `Limits.lease_s` while it runs) is
+taken before the model is asked, and a process that finds another live owner holding it waits (Queued).
+A global cap (`Limits.parallel`, the Ollama server's parallelism) bounds generations in flight across all
+stories of one process. Drivers never touch SQLite or Ollama.
 
 Long stories: each story has a memory (pinned at the start of the context), an author's note (the
 prompt's guidance; a one-off direction replaces it for its request), a lorebook (entries brought in by
@@ -32,11 +35,12 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
+from pipeline import chat_formats, serving
 from pipeline import prompt as writer_prompt
-from pipeline import serving
 
 from ..llm import EmptyAnswer, LLMError, OllamaBackend
-from ..store import Interrupted, Store
+from ..store import Delivery, Interrupted, Store
+from ..store.repository import CANCELLED, new_owner, retire
 from . import lore as lorebook
 from . import summary as summaries
 from . import text as texts
@@ -119,6 +123,7 @@ class Limits:
     summary_words: int = summaries.SUMMARY_WORDS
     summary_timeout: float = 180.0  # seconds for a whole summary
     summary_retry_s: float = 60.0  # after a failed summary, wait this long before trying again
+    lease_s: float = 30.0  # a lease (story, summary, delivery) lapses this long after its last renewal
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,7 @@ class _Prepared:
     ctx: Context
     request: serving.GenerateRequest
     record: dict
+    stop: list[str]
 
 
 class _Slots:
@@ -216,10 +222,14 @@ class StoryService:
         self._summaries: dict[int, asyncio.Task] = {}  # story id -> its summary being written
         self._holding: set[asyncio.Task] = set()  # summaries holding a server slot
         self._retry_at: dict[int, float] = {}  # story id -> no new summary before this (after a failure)
+        self.owner = new_owner()  # this service's name on its leases
+        self._leases: set[str] = set()
+        self._heartbeat: asyncio.Task | None = None
 
     # --- quick operations ------------------------------------------------------------------------
     def recover(self) -> list[Interrupted]:
-        """On start: generations a dead process left running, now failed; drivers edit their messages."""
+        """Generations whose owner is gone (a dead process, or one whose lease lapsed), now failed; a
+        driver calls it on start and now and then after. Generations a live process runs are left alone."""
         return self.store.recover()
 
     def show(self, channel: Channel) -> Story:
@@ -289,8 +299,78 @@ class StoryService:
         return gen.reasoning or "(the model wrote no reasoning for this passage)"
 
     def attach_message(self, generation_id: int, ref: str) -> None:
-        """Remember the driver's message for a generation, so a restart can mark it failed."""
+        """Remember the driver's messages for a generation: until :meth:`delivered`, they are owed its
+        final state (a restart, or another process once this one's lease lapses, shows it)."""
         self.store.set_message_ref(generation_id, ref)
+
+    # --- delivery: the driver's messages catch up with the store ---------------------------------
+    def claim_delivery(self, generation_id: int) -> bool:
+        """Take the delivery of a generation's final state (False: a live process is delivering it)."""
+        return self._hold(f"delivery:{generation_id}")
+
+    def delivered(self, generation_id: int, state: str = "done") -> None:
+        """The messages show the final state ('done'), or never can ('lost'); the delivery lease goes."""
+        self._leases.discard(f"delivery:{generation_id}")
+        self.store.set_delivery(generation_id, state, self.owner)
+
+    def release_delivery(self, generation_id: int) -> None:
+        """Stop delivering without finishing (shutting down): whoever starts next takes it over."""
+        self._drop(f"delivery:{generation_id}")
+
+    def undelivered(self) -> list[int]:
+        """Finished generations owed their final state that no live process is delivering."""
+        return self.store.undelivered()
+
+    def delivery(self, generation_id: int) -> Delivery | None:
+        return self.store.delivery(generation_id)
+
+    # --- leases --------------------------------------------------------------------------------
+    def hold_gateway(self, shard_id: int = 0, shard_count: int = 1) -> str | None:
+        """Take (and keep renewing) the lease on a shard of the Discord events; None, or the live owner
+        ("host:pid:token") of an overlapping one, in which case nothing is taken."""
+        holder = self.store.claim_gateway(shard_id, shard_count, self.owner, self.limits.lease_s)
+        if holder is None:
+            self._leases.add(f"gateway:{shard_count}:{shard_id}")
+            self._beat()
+        return holder
+
+    def _hold(self, key: str) -> bool:
+        if self.store.claim(key, self.owner, self.limits.lease_s) is not None:
+            return False
+        self._leases.add(key)
+        self._beat()
+        return True
+
+    def _beat(self) -> None:
+        if self._heartbeat is None or self._heartbeat.done():
+            self._heartbeat = asyncio.get_running_loop().create_task(self._renew(), name="lease-heartbeat")
+
+    def _drop(self, key: str) -> None:
+        if key in self._leases:
+            self._leases.discard(key)
+            self.store.release(key, self.owner)
+
+    async def _renew(self) -> None:
+        """Renew this service's leases every third of their life while it holds any."""
+        while self._leases:
+            await asyncio.sleep(self.limits.lease_s / 3)
+            try:
+                lost = self.store.renew(sorted(self._leases), self.owner, self.limits.lease_s)
+            except Exception as exc:  # a locked or unreachable database: try again next beat
+                log.warning("could not renew leases: %s", exc)
+                continue
+            for key in lost:  # stalled past the expiry and taken over: stop claiming it
+                log.warning("lease %s was taken over by another process", key)
+                self._leases.discard(key)
+
+    async def _story_lease(self, channel: Channel) -> AsyncIterator[Event]:
+        """Take the story's lease, waiting (Queued) while another live process holds it."""
+        key, told = f"story:{channel.id}", False
+        while not self._hold(key):
+            if not told:
+                told = True
+                yield Queued(1, "story")
+            await asyncio.sleep(min(1.0, max(0.05, self.limits.lease_s / 30)))
 
     def set_opt_out(self, member: Member, opted_out: bool) -> None:
         """Keep (or stop keeping) a member's passages and ratings out of the feedback export."""
@@ -414,17 +494,12 @@ class StoryService:
         return SummaryState(current, covers, story_id in self._summaries, failed)
 
     async def context_preview(
-        self, channel: Channel, member: Member, may_manage: bool = False, direction: str | None = None,
-        length: str | None = None,
-    ) -> ContextPreview:  # fmt: skip
+        self, channel: Channel, member: Member, direction: str | None = None, length: str | None = None
+    ) -> ContextPreview:
         """Exactly what the model would receive if a passage were asked now (with this direction and
-        length). For the story's starter and members with the Manage Messages permission."""
+        length). Like the memory, note, lore and summary it is built from, any member of the story may
+        see it (they may change all of those)."""
         story_id = self._story_id(channel)
-        if member.id != self.store.story_starter(story_id) and not may_manage:
-            raise StoryError(
-                "the context preview is for the member who started the story and for moderators (Manage "
-                "Messages): it shows the whole prompt, memory and lore included"
-            )
         passages = list(self.store.passages(story_id))
         if not passages:
             raise StoryError("the story is empty: write its opening first")
@@ -451,10 +526,16 @@ class StoryService:
             await asyncio.gather(*list(self._summaries.values()), return_exceptions=True)
 
     async def aclose(self) -> None:
-        """Stop the background summaries (each is retried on the next start, when the story overflows)."""
+        """Stop the background summaries (each is retried on the next start, when the story overflows),
+        give up this service's leases and retire its owner name."""
         for task in list(self._summaries.values()):
             task.cancel()
         await self.idle()
+        for key in list(self._leases):
+            self._drop(key)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        retire(self.owner)
 
     def _generation(self, generation_id: int, channel_id: str | None):
         gen = self.store.generation(generation_id)
@@ -489,6 +570,7 @@ class StoryService:
         return self._run(channel, member, None, None, regenerate=generation_id or 0)
 
     async def _run(self, channel, member, direction, length, regenerate: int | None) -> AsyncIterator[Event]:
+        direction = writer_prompt.defuse_control(direction) if direction else direction
         try:
             length = writer_prompt.Length(str(length).lower()).value if length else None
         except ValueError:
@@ -503,6 +585,9 @@ class StoryService:
         finally:
             gate.waiting -= 1
         try:
+            async with aclosing(self._story_lease(channel)) as waiting:  # another process's passage first
+                async for event in waiting:
+                    yield event
             if self._slots.locked() and not self._preempt():
                 yield Queued(self._waiting_for_slot + 1, "server")
             self._waiting_for_slot += 1
@@ -518,6 +603,7 @@ class StoryService:
             finally:
                 self._slots.release()
         finally:
+            self._drop(f"story:{channel.id}")
             gate.lock.release()
             if gate.waiting == 0 and not gate.lock.locked():
                 self._gates.pop(channel.id, None)
@@ -536,14 +622,21 @@ class StoryService:
         model, request = prepared.model, prepared.request
         if prepared.ctx.summarise_upto is not None:
             self._schedule_summary(channel, story_id, prepared.ctx.summarise_upto)
-        options = {**self.limits.options, "num_ctx": prepared.window, "num_predict": prepared.num_predict}
+        options = {
+            **self.limits.options,
+            "num_ctx": prepared.window,
+            "num_predict": prepared.num_predict,
+            "stop": prepared.stop,
+        }
         gen_id = self.store.begin_generation(
             story_id, member, model, user_text=request.user_text, prompt=request.prompt, raw=request.raw,
             options=options, context=prepared.record, direction=direction, length=length, slot=slot,
+            owner=self.owner,
         )  # fmt: skip
         yield Started(gen_id, model)
         output, stats, shown = "", {}, ("", "")
         clock, last = asyncio.get_running_loop().time, -float("inf")
+        parsed = None
         try:
             async with aclosing(self.backend.generate(model, request, options)) as pieces:
                 async for piece in pieces:
@@ -551,22 +644,32 @@ class StoryService:
                     if piece.done:
                         stats = piece.stats
                         break
-                    if clock() - last < self.limits.delta_every:
+                    closed = writer_prompt.cut_at_answer_close(output)
+                    if closed is not None:
+                        # The answer is complete: close the stream (the server stops the model) even
+                        # where the stop option was not honoured; what follows would not be used.
+                        output, stats = closed, {**piece.stats, "done_reason": "stop"}
+                    elif clock() - last < self.limits.delta_every:
                         continue  # coalesce: the next Delta (or Done) carries this text too
                     last = clock()
                     parsed = writer_prompt.parse_output(output, partial=True)
                     if (parsed.answer, parsed.reasoning) != shown:
                         shown = (parsed.answer, parsed.reasoning)
                         yield Delta(*shown)
+                    if closed is not None:
+                        break
+            if stats.get("done_reason") == "stop":  # Ollama strips the </answer> stop: put it back
+                output = writer_prompt.restore_stop(output)
             parsed = writer_prompt.parse_output(output)
             if not parsed.answer:
-                raise EmptyAnswer(_empty_message(model, stats))
+                raise EmptyAnswer(_empty_message(model, stats, parsed))
         except LLMError as exc:
-            self.store.fail_generation(gen_id, str(exc), output)
+            issues = [i.value for i in parsed.issues] if isinstance(exc, EmptyAnswer) and parsed else None
+            self.store.fail_generation(gen_id, str(exc), output, issues)
             yield Failed(str(exc), gen_id)
             return
         except BaseException:  # the driver went away (cancelled, or closed the iterator)
-            self.store.fail_generation(gen_id, "cancelled before the model finished", output)
+            self.store.fail_generation(gen_id, CANCELLED, output)
             raise
         issues = [i.value for i in parsed.issues]
         passage = self.store.finish_generation(
@@ -603,7 +706,8 @@ class StoryService:
         )  # fmt: skip
         request = serving.build_request(ctx.text, info.template, guidance, length, info.system)
         record = {**ctx.record(), "guidance": source, "note_id": note.id if source == "note" else None}
-        return _Prepared(model, window, num_predict, ctx, request, record)
+        stop = stop_sequences(info.stop, self.limits.options.get("stop"))
+        return _Prepared(model, window, num_predict, ctx, request, record, stop)
 
     # --- rolling summaries (background) -----------------------------------------------------------
     def _schedule_summary(self, channel: Channel, story_id: int, upto: int) -> None:
@@ -622,16 +726,20 @@ class StoryService:
         return False
 
     async def _summarise(self, channel: Channel, story_id: int, upto: int) -> None:
-        """Fold the passages up to position `upto` into the story's rolling summary, a request at a time."""
+        """Fold the passages up to position `upto` into the story's rolling summary, a request at a time
+        (unless another process is writing this story's summary)."""
         await self._slots.acquire(background=True)
         me = asyncio.current_task()
         self._holding.add(me)
         try:
+            if not self._hold(f"summary:{story_id}"):
+                return
             for _ in range(8):  # a story far over its window is caught up in a few rounds
                 done = await self._summary_round(channel, story_id, upto)
                 if done is None or done >= upto:
                     return
         finally:
+            self._drop(f"summary:{story_id}")
             self._holding.discard(me)
             self._slots.release()
 
@@ -654,7 +762,8 @@ class StoryService:
                                             self.limits.summary_words)  # fmt: skip
             request = summaries.summary_request(text, info.template, info.system)
             summary_id = self._begin_summary(story_id, passages, todo, previous, model)
-            options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict}
+            stop = stop_sequences(info.stop, self.limits.options.get("stop"))
+            options = {**self.limits.options, "num_ctx": window, "num_predict": num_predict, "stop": stop}
             timeout = self.limits.summary_timeout
             output = await asyncio.wait_for(self._collect(model, request, options), timeout)
             result = summaries.clean_summary(output)
@@ -689,7 +798,7 @@ class StoryService:
     def _begin_summary(self, story_id, passages, todo, previous, model) -> int:
         upto = todo[-1].position
         covered = [p for p in passages if p.position <= upto]
-        return self.store.begin_summary(story_id, upto, covered, previous and previous.id, model)
+        return self.store.begin_summary(story_id, upto, covered, previous and previous.id, model, self.owner)
 
     async def _collect(self, model: str, request: serving.GenerateRequest, options: dict) -> str:
         output = ""
@@ -725,6 +834,17 @@ class StoryService:
         return story.id, passages[:-1], last.id, direction, length
 
 
+def stop_sequences(
+    model_stop: Sequence[str] = (), configured: Sequence[str] | str | None = None
+) -> list[str]:
+    """The `stop` option of a passage request: `</answer>` (the passage is complete there), the model's
+    own stops and every supported chat format's (a request's stop list replaces the model's in Ollama,
+    and a raw request must stop at the end of the turn whatever the model's parameters say)."""
+    configured = [configured] if isinstance(configured, str) else list(configured or ())
+    formats = [t for f in chat_formats.FORMATS.values() for t in f.stop]
+    return list(dict.fromkeys([writer_prompt.ANSWER_CLOSE, *model_stop, *configured, *formats]))
+
+
 def _block(text: str) -> str:
     """Member text that stands as one paragraph of the context: blank lines dropped."""
     return "\n".join(line for line in texts.clean_input(text or "").split("\n") if line.strip())
@@ -739,10 +859,16 @@ def _summary_error(exc: BaseException, timeout: float) -> str:
     return f"the summary failed ({type(exc).__name__}: {exc}); it is tried again later"
 
 
-def _empty_message(model: str, stats: dict) -> str:
+def _empty_message(model: str, stats: dict, parsed: writer_prompt.ParsedOutput) -> str:
     if stats.get("done_reason") == "length":
         return (
             f"the model {model!r} spent its whole token budget before writing a passage (nothing was "
             "added): try again, or ask for a longer length"
+        )
+    marks = {writer_prompt.Issue.STRAY_TAG, writer_prompt.Issue.DEFUSED_TAG}
+    if marks & set(parsed.issues):
+        return (
+            f"the model {model!r} answered with tags only, no story text (nothing was added): "
+            "try again (regenerate)"
         )
     return f"the model {model!r} answered with no passage (nothing was added): try again"

@@ -68,7 +68,7 @@ def clean_summary(output: str) -> str:
     """The summary in a model's output: the answer if it wrote tags (a writer model), one paragraph."""
     parsed = writer_prompt.parse_output(output)
     text = parsed.answer or ("" if parsed.reasoning else output)
-    text = " ".join(text.split())
+    text = writer_prompt.defuse_control(" ".join(text.split()))  # it is fed back into every context
     for lead in (PREVIOUS_LEAD, "Summary:"):
         if text.startswith(lead):
             text = text[len(lead) :].lstrip()

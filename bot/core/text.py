@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from pipeline.prompt import defuse_control
+
 #: Discord's message limit; parts are kept a little under it by default.
 MESSAGE_LIMIT = 2000
 
@@ -16,13 +18,14 @@ _MENTION = re.compile(r"@(everyone|here)|<(@[!&]?|#)(\d+)>")
 
 def clean_input(text: str) -> str:
     """A member's text as the story keeps it: line ends normalised, control and invisible characters
-    removed (tabs and newlines stay), runs of blank lines shortened, ends stripped."""
+    removed (tabs and newlines stay), runs of blank lines shortened, ends stripped, and chat-template
+    control tokens defused (kept and shown, but plain text to the model: `pipeline.prompt`)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _INVISIBLE.sub("", text)
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs", "Co"))
     text = re.sub(r"[ \t]+\n", "\n", text)
     text = re.sub(r"\n{3,}", "\n\n", text)
-    return text.strip()
+    return defuse_control(text.strip())
 
 
 def one_line(text: str, limit: int) -> str:

@@ -2,29 +2,44 @@
 
 Everything Discord-specific lives in this folder; the story rules live in `bot/core`. The client sends
 with no mentions allowed (model output never pings), needs no privileged intents, registers the
-passage buttons once (they outlive restarts), and on start marks the messages of generations a dead
-process left running as failed. Slash commands are synced only by `story-bot sync`, never on start.
+passage buttons once (they outlive restarts). Slash commands are synced only by `story-bot sync`, never
+on start.
+
+Several processes may share one database, each on its own shard of the bot's Discord events (Discord sends
+a guild's events to one shard): a process whose shard overlaps a live one's refuses to start (:class:`InUse`),
+since Discord would send each interaction to both. The store's leases keep the rest safe between them.
+
+Delivery: a passage whose final render Discord refused (discord.py gives up after five 429s) is rendered
+again in the background with backoff until it lands, and the member who asked is told it is late. On
+start, and every `sweep_every` seconds after, the client fails generations whose owner is gone (a dead
+process, or one whose lease lapsed; never a live process's) and delivers every finished generation whose
+messages are still owed their final state and that no live process is delivering, from the store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 
 from ..core.ratelimit import MemberRateLimit, SlidingWindow
 from ..core.service import StoryError, StoryService
 from ..core.story import Channel, Member
-from ..store.repository import INTERRUPTED
 from . import stream
-from .stream import PassageStream, Poster, send_text, shown
+from .stream import PassageStream, Poster, deliver, parse_ref, send_text, shown
 from .views import DYNAMIC_ITEMS, passage_view
 
 _log = logging.getLogger(__name__)
+LATE = (
+    "⏳ Discord is holding back the bot's messages: your passage is saved, and it will show here in full "
+    "as soon as Discord lets it through."
+)
 
 
 class StoryTree(app_commands.CommandTree):
@@ -34,6 +49,22 @@ class StoryTree(app_commands.CommandTree):
             "/%s failed", interaction.command and interaction.command.qualified_name, exc_info=original
         )
         await answer(interaction, "something went wrong on the bot's side; the story is unchanged: try again")
+
+
+class InUse(RuntimeError):
+    """Another live bot process on this database receives the same Discord events."""
+
+
+def in_use_message(holder: str, shard_id: int, shard_count: int, db: str, lease_s: float) -> str:
+    host, pid, _ = holder.rsplit(":", 2)
+    what = "its events" if shard_count == 1 else f"shard {shard_id} of {shard_count} of its events"
+    return (
+        f"another story-bot process (pid {pid} on {host.split('/')[0]}) already receives this bot's "
+        f"Discord events on {db} (the one you start would take {what}): Discord would send every command "
+        "to both and both would act on it. Stop that process first (one that died on another machine "
+        f"lets go within {lease_s:g} s), or run each process on its own shard (STORY_BOT_SHARD_ID and "
+        "STORY_BOT_SHARD_COUNT, the same count for all)"
+    )
 
 
 class StoryBot(discord.Client):
@@ -46,6 +77,8 @@ class StoryBot(discord.Client):
         recover: bool = True,
         token_lifetime: float = stream.TOKEN_LIFETIME,
         channel_budget: tuple[int, float] = (5, 5.25),
+        redeliver_backoff: tuple[float, float] = (1.0, 60.0),
+        sweep_every: float | None = None,
         **client_options: Any,
     ):
         intents = discord.Intents.none()
@@ -59,7 +92,12 @@ class StoryBot(discord.Client):
         self._windows: dict[int, SlidingWindow] = {}
         self.do_recover = recover
         self.recovery: asyncio.Task | None = None
+        self.redeliver_backoff = redeliver_backoff  # first and longest wait between delivery attempts
+        self.sweep_every = sweep_every  # default: the service's lease length
+        self._sweeper: asyncio.Task | None = None
         self._active: set[asyncio.Task] = set()
+        self._showing: dict[asyncio.Task, PassageStream] = {}
+        self._deliveries: dict[int, asyncio.Task] = {}  # generation id -> its delivery in the background
         self.tree = StoryTree(self)
         from .commands import add_commands
 
@@ -72,9 +110,18 @@ class StoryBot(discord.Client):
         return self._service
 
     async def setup_hook(self) -> None:
+        """After login, before the gateway: take this process's shard of the events (or refuse), register
+        the buttons, start recovery and the delivery sweep."""
+        if self._service is not None:
+            shard, count = self.shard_id or 0, self.shard_count or 1
+            holder = self.service.hold_gateway(shard, count)
+            if holder is not None:
+                path, lease_s = self.service.store.path, self.service.limits.lease_s
+                raise InUse(in_use_message(holder, shard, count, path, lease_s))
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if self.do_recover:
             self.recovery = asyncio.create_task(self._recover())
+            self._sweeper = asyncio.create_task(self._sweep())
 
     async def close(self) -> None:
         """Passages still being written are stopped and their messages say so before we disconnect;
@@ -83,24 +130,87 @@ class StoryBot(discord.Client):
             task.cancel()
         if self._active:
             await asyncio.wait(self._active, timeout=5)
+        background = [t for t in (self._sweeper, self.recovery, *self._deliveries.values()) if t]
+        for task in background:  # an unfinished delivery is taken over by the next start
+            task.cancel()
+        if background:
+            await asyncio.wait(background, timeout=5)
         if self._service is not None:
             await self._service.aclose()
         await super().close()
 
+    # --- delivery and recovery -----------------------------------------------------------------------
     async def _recover(self) -> None:
-        """Generations left running by a dead process are failed now; say so where they were shown."""
-        for lost in self.service.recover():
-            if not lost.message_ref:
-                continue
-            channel_id, _, ids = lost.message_ref.partition(":")
-            first, *rest = (int(i) for i in ids.split(","))
-            channel = self.get_partial_messageable(int(channel_id))
+        """On start: finish what the last run could not (its deliveries run to their end here)."""
+        started = self._catch_up()
+        if started:
+            await asyncio.wait(started)
+
+    async def _sweep(self) -> None:
+        every = self.sweep_every or self.service.limits.lease_s
+        while True:
+            await asyncio.sleep(every)
             try:
-                await channel.get_partial_message(first).edit(content=f"⚠️ {INTERRUPTED}", view=None)
-                for mid in rest:
-                    await channel.get_partial_message(mid).delete()
-            except discord.HTTPException as exc:  # deleted meanwhile, or no access any more
-                _log.warning("could not mark message %s as failed: %s", lost.message_ref, exc)
+                self._catch_up()
+            except Exception:  # a locked database, say: the next sweep tries again
+                _log.exception("the delivery sweep failed")
+
+    def _catch_up(self) -> list[asyncio.Task]:
+        """Fail generations whose owner is gone, then deliver every owed one nobody is delivering."""
+        self.service.recover()
+        busy = set(self._deliveries) | {s.generation_id for s in self._showing.values()}
+        started = []
+        for gen in self.service.undelivered():
+            if gen in busy or not self.service.claim_delivery(gen):
+                continue
+            d = self.service.delivery(gen)
+            poster = Poster(self, None, None, channel_id=parse_ref(d.message_ref if d else None)[0])
+            started.append(self._redeliver(gen, poster, {}, None, first_wait=0.0))
+        return started
+
+    def _redeliver(
+        self, gen: int, poster: Poster, known: dict[int, str], late: discord.Interaction | None,
+        first_wait: float,
+    ) -> asyncio.Task:  # fmt: skip
+        work = self._delivery(gen, poster, known, late, first_wait)
+        task = asyncio.create_task(work, name=f"deliver-{gen}")
+        self._deliveries[gen] = task
+        task.add_done_callback(lambda _: self._deliveries.pop(gen, None))
+        return task
+
+    async def _delivery(
+        self, gen: int, poster: Poster, known: dict[int, str], late: discord.Interaction | None,
+        wait: float,
+    ) -> None:  # fmt: skip
+        """Deliver a generation's final state until Discord takes it, backing off between attempts; the
+        member in `late` is told once (privately) that the passage is late."""
+        first, longest = self.redeliver_backoff
+        for attempt in itertools.count(1):
+            if late is not None and not poster.expired:
+                late = None if await self._tell_late(late) else late
+            await asyncio.sleep(wait)
+            try:
+                await deliver(self, gen, poster, known)
+            except discord.HTTPException as exc:
+                if exc.status != 429 and exc.status < 500:  # deleted, no access: it never will land
+                    _log.warning("generation %s cannot be shown (%s): giving up", gen, exc)
+                    self.service.delivered(gen, "lost")
+                    return
+                _log.warning("delivery %s of generation %s refused: %s", attempt, gen, exc)
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                _log.warning("delivery %s of generation %s failed: %s", attempt, gen, exc)
+            else:
+                self.service.delivered(gen)
+                return
+            wait = min(longest, max(first, wait * 2))
+
+    async def _tell_late(self, interaction: discord.Interaction) -> bool:
+        try:
+            await interaction.followup.send(LATE, ephemeral=True)
+        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
+            _log.warning("could not tell the member their passage is late: %s", exc)
+            return False
+        return True
 
     # --- helpers -------------------------------------------------------------------------------------
     def window(self, channel_id: int) -> SlidingWindow:
@@ -127,10 +237,20 @@ class StoryBot(discord.Client):
         shower = PassageStream(self, poster, self.edit_interval)
         task = asyncio.current_task()
         self._active.add(task)  # type: ignore[arg-type]
+        self._showing[task] = shower  # type: ignore[index]
         try:
             await shower.run(events)
         finally:
             self._active.discard(task)  # type: ignore[arg-type]
+            self._showing.pop(task, None)  # type: ignore[arg-type]
+            gen = shower.generation_id
+            if gen is not None and not shower.owed:
+                self.service.delivered(gen)
+            elif gen is not None and (shower.final or shower.failure) and not task.cancelling():
+                known = {p.id: p.content for p in shower.parts if not p.has_view}
+                self._redeliver(gen, poster, known, interaction, self.redeliver_backoff[0])
+            elif gen is not None:  # shutting down: the next start delivers it
+                self.service.release_delivery(gen)
         return shower
 
     # --- button actions (called by views.py) ----------------------------------------------------------
@@ -151,20 +271,12 @@ class StoryBot(discord.Client):
             return
         await interaction.response.defer()  # no "thinking" message: the new take is a new message
         events = self.service.regenerate(channel(interaction), member(interaction), generation_id)
-        shower = await self.stream(interaction, events, None)
-        if shower.shown_at is None or interaction.message is None:
-            return
-        # The old take stays in the database as an alternative; its message loses the buttons.
-        body = interaction.message.content.rsplit("\n-# ", 1)[0]
-        content = body[:1900] + "\n-# replaced by a regeneration (kept as an alternative)"
-        try:
-            await self.window(interaction.channel_id or 0).acquire()
-            if shower.poster.expired:
-                await interaction.message.edit(content=content, view=None)
-            else:  # after a deferred update, the original response is the message the button is on
-                await interaction.edit_original_response(content=content, view=None)
-        except discord.HTTPException as exc:
-            _log.warning("could not mark the replaced passage: %s", exc)
+        await self.stream(interaction, events, None)
+        # The old take stays in the database as an alternative; the store now owes its messages the
+        # "replaced" state (no buttons), delivered like any other.
+        if generation_id in self.service.undelivered() and self.service.claim_delivery(generation_id):
+            poster = Poster(self, None, None, channel_id=interaction.channel_id)
+            self._redeliver(generation_id, poster, {}, None, first_wait=0.0)
 
     async def show_reasoning(self, interaction: discord.Interaction, generation_id: int) -> None:
         if not await self.admit(interaction):
@@ -191,12 +303,13 @@ def channel(interaction: discord.Interaction) -> Channel:
 
 
 async def answer(interaction: discord.Interaction, text: str, ephemeral: bool = True) -> None:
-    """A short reply to whoever acted: the interaction's response, or a followup once answered."""
+    """A short reply to whoever acted: the interaction's response, or a followup once answered. Member
+    text it quotes may hold links: they do not unfurl."""
     text = shown(text)[:2000]
     if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=ephemeral)
+        await interaction.followup.send(text, ephemeral=ephemeral, suppress_embeds=True)
     else:
-        await interaction.response.send_message(text, ephemeral=ephemeral)
+        await interaction.response.send_message(text, ephemeral=ephemeral, suppress_embeds=True)
 
 
 async def sync_commands(token: str, guild_id: int | None = None) -> list[str]:

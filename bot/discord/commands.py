@@ -3,6 +3,11 @@
 
 Each one: the member's flood guard, one call to the story service, one answer. A refusal (StoryError)
 is told only to the member who asked; what changes the story is said in the channel.
+
+Who sees a story's inputs (its memory, author's note, lorebook, rolling summary and the context preview
+built from them): one rule, in :func:`show_inputs`, for every command that shows them. Any member who
+can use the story's commands in the channel may see them, since any such member may change them and the
+changes are said in the channel; each is shown only to the member who asked (ephemeral), never posted.
 """
 
 from __future__ import annotations
@@ -164,15 +169,32 @@ def _private(interaction: Interaction) -> Poster:
     return Poster(_bot(interaction), interaction, None, ephemeral=True)
 
 
+async def show_inputs(
+    interaction: Interaction, text: str, footer: str = "", file: tuple[str, str] | None = None
+) -> None:
+    """Show a story's inputs to the member who asked, and only to them (the rule: module docstring).
+    Text past one message is split; `file` (name, contents) goes along as an attachment."""
+    if file is not None:
+        attachment = discord.File(io.BytesIO(file[1].encode()), filename=file[0])
+        if interaction.response.is_done():
+            await interaction.followup.send(text + footer, ephemeral=True, file=attachment)
+        else:
+            await interaction.response.send_message(text + footer, ephemeral=True, file=attachment)
+    elif len(text) + len(footer) <= MESSAGE_LIMIT:
+        await _private(interaction).send(text + footer)
+    else:
+        await send_text(_private(interaction), text, footer)
+
+
 async def _pinned(interaction: Interaction, label: str, command: str, get, put, text, clear: bool) -> None:
     """Show (no option), set (`text`) or clear (`clear`) the memory or the author's note."""
     where = channel(interaction)
     if text is None and not clear:
         note = get(where)
         if note is None or not note.text:
-            await answer(interaction, f"This story has no {label}: `/story {command} text:…` sets it.")
+            await show_inputs(interaction, f"This story has no {label}: `/story {command} text:…` sets it.")
         else:
-            await send_text(_private(interaction), f"📌 **The story's {label}**\n{shown(note.text)}")
+            await show_inputs(interaction, f"📌 **The story's {label}**\n{shown(note.text)}")
         return
     if text is not None and clear:
         raise StoryError(f"give the new {label} as `text`, or `clear: True` to clear it, not both")
@@ -213,7 +235,7 @@ async def note(
     await _pinned(interaction, "author's note", "note", service.note, service.set_note, text, clear)
 
 
-@story.command(name="context", description="Exactly what the model receives next (starter and moderators)")
+@story.command(name="context", description="Exactly what the model receives next (only to you)")
 @app_commands.describe(
     direction="Preview with this /continue direction", length="Preview with this /continue length"
 )
@@ -225,7 +247,7 @@ async def context(
 ) -> None:
     await interaction.response.defer(ephemeral=True, thinking=True)  # it asks Ollama about the model
     preview = await _bot(interaction).service.context_preview(
-        channel(interaction), member(interaction), interaction.permissions.manage_messages, direction, length
+        channel(interaction), member(interaction), direction, length
     )
     r, text = preview.record, preview.user_text
     unit = "tokens" if r["unit"] == "tokens" else "tokens (estimated)"
@@ -238,12 +260,10 @@ async def context(
     )[:1500]
     inline = f"{header}\n```text\n{text}\n```"
     if len(inline) <= MESSAGE_LIMIT and "```" not in text:  # in a code block: shown exactly as written
-        await interaction.followup.send(inline, ephemeral=True)
+        await show_inputs(interaction, inline)
         return
-    await interaction.followup.send(
-        header + "\n-# the prompt, exactly as the model reads it, is in the file",
-        ephemeral=True, file=discord.File(io.BytesIO(text.encode()), filename="context.txt"),
-    )  # fmt: skip
+    note = "\n-# the prompt, exactly as the model reads it, is in the file"
+    await show_inputs(interaction, header, note, file=("context.txt", text))
 
 
 async def _show_summary(interaction: Interaction) -> None:
@@ -257,7 +277,7 @@ async def _show_summary(interaction: Interaction) -> None:
     footer = "\n-# a new summary is being written" if state.writing else ""
     if state.last_error:
         footer += f"\n-# the last attempt failed: {shown(state.last_error)}"
-    await send_text(_private(interaction), text, footer)
+    await show_inputs(interaction, text, footer)
 
 
 # --- the lorebook -----------------------------------------------------------------------------------
@@ -380,17 +400,15 @@ async def lore_remove(interaction: Interaction, name: Name) -> None:
 async def lore_list(interaction: Interaction) -> None:
     entries = _bot(interaction).service.lore(channel(interaction))
     if not entries:
-        await answer(interaction, "The lorebook is empty: `/lore add name keywords text` adds an entry.")
+        await show_inputs(interaction, "The lorebook is empty: `/lore add name keywords text` adds one.")
         return
     body = "\n\n".join(f"{_named(e)} · {_keys(e)} · v{e.version}\n{e.text}" for e in entries)
     title = f"📚 {len(entries)} lore entries"
     if len(title) + len(body) + 2 <= MESSAGE_LIMIT:
-        await answer(interaction, f"{title}\n\n{body}")
+        await show_inputs(interaction, shown(f"{title}\n\n{body}"))
         return
-    await interaction.response.send_message(
-        f"{title}: the whole lorebook is in the file", ephemeral=True,
-        file=discord.File(io.BytesIO(f"# Lorebook\n\n{body}\n".encode()), filename="lorebook.md"),
-    )  # fmt: skip
+    await show_inputs(interaction, f"{title}: the whole lorebook is in the file",
+                      file=("lorebook.md", f"# Lorebook\n\n{body}\n"))  # fmt: skip
 
 
 @app_commands.command(name="privacy", description="Keep your passages and ratings out of training data")

@@ -135,6 +135,28 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX summaries_story ON summaries(story_id, status);
     """,
+    # 3: ownership across processes (leases) and delivery of a generation's final state to its driver.
+    """
+    -- A lease: one process owns `key` until `expires_at` (wall clock, renewed while it works).
+    -- 'story:<channel id>': the story's one generation at a time; 'summary:<story id>': its summary being
+    -- written; 'delivery:<generation id>': showing a generation's final state in the driver's messages;
+    -- 'gateway:<shard count>:<shard id>': the process receiving that shard of the bot's Discord events.
+    -- `owner` is "host:pid:token"; a lease whose owner is gone (expired, or a dead pid on this host) is free.
+    CREATE TABLE leases (
+        key        TEXT PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        expires_at REAL NOT NULL
+    );
+    -- Who ran a generation (or summary): it is running only while that owner holds the story's lease.
+    ALTER TABLE generations ADD COLUMN owner TEXT;
+    ALTER TABLE summaries ADD COLUMN owner TEXT;
+    -- NULL: no driver messages to keep up to date (the console, rows from before); 'pending': the
+    -- messages in message_ref do not show the final state yet; 'done': they do; 'lost': they cannot
+    -- (deleted, no access).
+    ALTER TABLE generations ADD COLUMN delivery TEXT CHECK (delivery IN ('pending', 'done', 'lost'));
+    CREATE INDEX generations_undelivered ON generations(delivery) WHERE delivery = 'pending';
+    UPDATE generations SET delivery = 'pending' WHERE status = 'running' AND message_ref IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

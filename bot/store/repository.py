@@ -1,13 +1,17 @@
 """The story store: SQLite in WAL mode behind a few operations, each one transaction.
 
-A process killed at any moment leaves the file consistent (SQLite's atomic commit); a generation that
-was running when it died is found by :meth:`Store.recover` on the next start. Calls are short and
-local, so the async service makes them directly from the event loop.
+A process killed at any moment leaves the file consistent (SQLite's atomic commit). Several processes may
+share the file: what one of them is doing (a story's generation, a summary, a delivery) is a lease with an
+owner and an expiry (:meth:`Store.claim`), and :meth:`Store.recover` fails only the generations whose
+owner is gone. Calls are short and local, so the async service makes them directly from the event loop.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -22,6 +26,51 @@ from bot.core.summary import digest
 from bot.store.migrations import migrate
 
 INTERRUPTED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
+CANCELLED = "cancelled before the model finished"  # the error kept when the driver went away
+
+
+def _machine() -> str:
+    """This host's name, and its pid namespace where Linux tells it: containers sharing a hostname do not
+    share pids, so a pid is only checked within its own namespace."""
+    try:
+        return f"{socket.gethostname()}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return socket.gethostname()
+
+
+HOST = _machine()
+_LIVE: set[str] = set()  # the owners alive in this process (several services may share one process)
+
+
+def new_owner() -> str:
+    """A lease owner for one service: "host:pid:token", alive until :func:`retire`."""
+    owner = f"{HOST}:{os.getpid()}:{secrets.token_hex(6)}"
+    _LIVE.add(owner)
+    return owner
+
+
+def retire(owner: str) -> None:
+    _LIVE.discard(owner)
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the owner may still be at work. On this host a dead pid (or, in this process, a retired
+    owner) says no at once; elsewhere only the lease's expiry can tell."""
+    if not owner:
+        return False
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != HOST or not parts[1].isdigit():
+        return True
+    pid = parts[1]
+    if int(pid) == os.getpid():
+        return owner in _LIVE
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -43,6 +92,23 @@ class GenerationRow:
     context: dict
     prompt: str = ""  # the exact `prompt` sent to /api/generate
     raw: bool = False  # sent with raw=true: `prompt` is the whole chat text
+    delivery: str | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a generation's messages must show: its passage (with the footer's facts) or its failure."""
+
+    generation_id: int
+    channel_id: str
+    message_ref: str | None
+    status: str
+    text: str  # the passage as stored (status 'done'), else the error
+    position: int | None = None
+    asked_by: str | None = None
+    alternatives: int = 1
+    current: bool = True  # still the version the story shows (not replaced by a regeneration)
 
 
 @dataclass(frozen=True)
@@ -258,14 +324,15 @@ class Store:
         return [_summary(r) for r in rows]
 
     def begin_summary(
-        self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str
-    ) -> int:
+        self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str,
+        owner: str | None = None,
+    ) -> int:  # fmt: skip
         with self.tx() as c:
             return c.execute(
                 "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
-                "status, created_at) VALUES (?, ?, ?, ?, ?, ?, 'running', ?)",
+                "status, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                 (story_id, previous_id, upto_position, json.dumps([p.id for p in covered]), digest(covered),
-                 model, time.time()),
+                 model, time.time(), owner),
             ).lastrowid  # fmt: skip
 
     def finish_summary(self, summary_id: int, text: str) -> bool:
@@ -350,14 +417,16 @@ class Store:
         direction: str | None,
         length: str | None,
         slot: int | None,
+        owner: str | None = None,
     ) -> int:
+        """A running generation; `owner` holds the story's lease while it runs (else recover fails it)."""
         with self.tx() as c:
             return c.execute(
                 "INSERT INTO generations (story_id, passage_id, requested_by, model, direction, length, "
-                "user_text, prompt, raw, options, context, status, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                "user_text, prompt, raw, options, context, status, created_at, owner) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
                 (story_id, slot, requested_by.id, model, direction, length, user_text, prompt, int(raw),
-                 json.dumps(options), json.dumps(context), time.time()),
+                 json.dumps(options), json.dumps(context), time.time(), owner),
             ).lastrowid  # fmt: skip
 
     def finish_generation(
@@ -397,6 +466,12 @@ class Store:
             if not landed:
                 return None
             if g["passage_id"]:  # a regeneration: the slot now shows this alternative
+                # The take it replaces: its messages are owed the "replaced" state (no buttons).
+                c.execute(
+                    "UPDATE generations SET delivery = 'pending' WHERE delivery IS NOT NULL AND id = "
+                    "(SELECT generation_id FROM passages WHERE id = ?)",
+                    (g["passage_id"],),
+                )
                 c.execute(
                     "UPDATE passages SET text = ?, generation_id = ? WHERE id = ?",
                     (answer, generation_id, g["passage_id"]),
@@ -413,17 +488,61 @@ class Store:
             ).fetchone()[0]
             return Passage(**{**passage.__dict__, "alternatives": n})
 
-    def fail_generation(self, generation_id: int, error: str, output: str = "") -> None:
+    def fail_generation(
+        self, generation_id: int, error: str, output: str = "", issues: list[str] | None = None
+    ) -> None:
+        """Mark a running generation failed; `issues` are the parse issues of an output that was read
+        (an answer that was only markup, say)."""
         with self.tx() as c:
             c.execute(
-                "UPDATE generations SET status = 'failed', error = ?, output = ?, finished_at = ? "
-                "WHERE id = ? AND status = 'running'",
-                (error, output, time.time(), generation_id),
+                "UPDATE generations SET status = 'failed', error = ?, output = ?, finished_at = ?, "
+                "parse_issues = ? WHERE id = ? AND status = 'running'",
+                (error, output, time.time(), None if issues is None else json.dumps(issues), generation_id),
             )
 
     def set_message_ref(self, generation_id: int, ref: str) -> None:
+        """The driver's messages for a generation; they are to show its final state ('pending' delivery)."""
         with self.tx() as c:
-            c.execute("UPDATE generations SET message_ref = ? WHERE id = ?", (ref, generation_id))
+            c.execute(
+                "UPDATE generations SET message_ref = ?, delivery = coalesce(delivery, 'pending') "
+                "WHERE id = ?",
+                (ref, generation_id),
+            )
+
+    def set_delivery(self, generation_id: int, state: str, owner: str | None = None) -> None:
+        """Record how a delivery ended; `owner` gives up its delivery lease in the same transaction."""
+        with self.tx() as c:
+            c.execute("UPDATE generations SET delivery = ? WHERE id = ?", (state, generation_id))
+            if owner is not None:
+                key = f"delivery:{generation_id}"
+                c.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    def undelivered(self) -> list[int]:
+        """Finished generations whose messages do not show their final state, and whom no live owner is
+        delivering: oldest first."""
+        rows = self.conn.execute(
+            "SELECT g.id, l.owner, l.expires_at FROM generations g LEFT JOIN leases l "
+            "ON l.key = 'delivery:' || g.id WHERE g.delivery = 'pending' AND g.status != 'running' "
+            "ORDER BY g.id"
+        ).fetchall()
+        return [r["id"] for r in rows if not _live(r["owner"], r["expires_at"])]
+
+    def delivery(self, generation_id: int) -> Delivery | None:
+        g = self.generation(generation_id)
+        if g is None:
+            return None
+        if g.status != "done" or g.passage_id is None:
+            error = INTERRUPTED if g.error in (None, CANCELLED) else g.error
+            return Delivery(g.id, g.channel_id, g.message_ref, g.status, error)
+        p = self.conn.execute("SELECT * FROM passages WHERE id = ?", (g.passage_id,)).fetchone()
+        n = self.conn.execute(
+            "SELECT count(*) FROM generations WHERE passage_id = ? AND status = 'done' AND id <= ?",
+            (g.passage_id, g.id),
+        ).fetchone()[0]
+        return Delivery(
+            g.id, g.channel_id, g.message_ref, g.status, g.answer or "", p["position"], p["author_name"], n,
+            p["generation_id"] == g.id,
+        )  # fmt: skip
 
     def generation(self, generation_id: int) -> GenerationRow | None:
         r = self.conn.execute(
@@ -435,26 +554,88 @@ class Store:
         return GenerationRow(
             r["id"], r["story_id"], r["channel_id"], r["passage_id"], r["requested_by"], r["model"],
             r["direction"], r["length"], r["status"], r["user_text"], r["reasoning"], r["answer"], r["error"],
-            r["message_ref"], json.loads(r["context"]), r["prompt"], bool(r["raw"]),
+            r["message_ref"], json.loads(r["context"]), r["prompt"], bool(r["raw"]), r["delivery"],
+            r["owner"],
         )  # fmt: skip
 
     def recover(self) -> list[Interrupted]:
-        """Mark every generation left running by a dead process as failed; return them for the driver."""
+        """Mark failed every generation (and summary) left running by an owner that is gone: it no longer
+        holds the story's lease (expired, or its process is dead). Returns the generations for the driver;
+        those another live process is writing are left alone."""
         with self.tx() as c:
             rows = c.execute(
-                "SELECT g.id, s.channel_id, g.message_ref FROM generations g JOIN stories s "
-                "ON s.id = g.story_id WHERE g.status = 'running'"
+                "SELECT g.id, s.channel_id, g.message_ref, g.owner, l.owner AS holder, l.expires_at "
+                "FROM generations g JOIN stories s ON s.id = g.story_id "
+                "LEFT JOIN leases l ON l.key = 'story:' || s.channel_id WHERE g.status = 'running'"
             ).fetchall()
-            c.execute(
+            lost = [r for r in rows if r["holder"] != r["owner"] or not _live(r["holder"], r["expires_at"])]
+            now = time.time()
+            c.executemany(
                 "UPDATE generations SET status = 'failed', error = ?, finished_at = ? "
-                "WHERE status = 'running'",
-                (INTERRUPTED, time.time()),
+                "WHERE id = ? AND status = 'running'",
+                [(INTERRUPTED, now, r["id"]) for r in lost],
             )
+            summaries = c.execute(
+                "SELECT m.id, m.owner, l.owner AS holder, l.expires_at FROM summaries m LEFT JOIN leases l "
+                "ON l.key = 'summary:' || m.story_id WHERE m.status = 'running'"
+            ).fetchall()
+            c.executemany(
+                "UPDATE summaries SET status = 'failed', error = ?, finished_at = ? WHERE id = ?",
+                [("the bot stopped while the summary was written", now, r["id"]) for r in summaries
+                 if r["holder"] != r["owner"] or not _live(r["holder"], r["expires_at"])],
+            )  # fmt: skip
+        return [Interrupted(r["id"], r["channel_id"], r["message_ref"]) for r in lost]
+
+    # --- leases: who is doing what, across processes ------------------------------------------------
+    def claim(self, key: str, owner: str, ttl: float) -> str | None:
+        """Take the lease `key` for `owner` for `ttl` seconds, unless another live owner holds it: then
+        return that owner (and take nothing). Claiming a lease one already holds renews it."""
+        with self.tx() as c:
+            row = c.execute("SELECT owner, expires_at FROM leases WHERE key = ?", (key,)).fetchone()
+            if row and row["owner"] != owner and _live(row["owner"], row["expires_at"]):
+                return row["owner"]
             c.execute(
-                "UPDATE summaries SET status = 'failed', error = ?, finished_at = ? WHERE status = 'running'",
-                ("the bot stopped while the summary was written", time.time()),
+                "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET owner = excluded.owner, expires_at = excluded.expires_at",
+                (key, owner, time.time() + ttl),
             )
-        return [Interrupted(r["id"], r["channel_id"], r["message_ref"]) for r in rows]
+        return None
+
+    def claim_gateway(self, shard_id: int, shard_count: int, owner: str, ttl: float) -> str | None:
+        """Take the lease on shard `shard_id` of `shard_count` of the bot's Discord events (0 of 1: all of
+        them), unless a live owner holds one that overlaps it (any other count, or the same shard): then
+        return that owner. Two processes on overlapping shards would both act on every interaction."""
+        key = f"gateway:{shard_count}:{shard_id}"
+        with self.tx() as c:
+            for row in c.execute("SELECT key, owner, expires_at FROM leases WHERE key LIKE 'gateway:%'"):
+                count = int(row["key"].split(":")[1])
+                overlaps = count != shard_count or row["key"] == key
+                if overlaps and row["owner"] != owner and _live(row["owner"], row["expires_at"]):
+                    return row["owner"]
+            c.execute(
+                "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET owner = excluded.owner, expires_at = excluded.expires_at",
+                (key, owner, time.time() + ttl),
+            )
+        return None
+
+    def renew(self, keys: list[str], owner: str, ttl: float) -> list[str]:
+        """Extend `owner`'s leases; returns the keys it no longer holds (taken over after expiring)."""
+        with self.tx() as c:
+            c.executemany(
+                "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
+                [(time.time() + ttl, k, owner) for k in keys],
+            )
+            held = {r[0] for r in c.execute("SELECT key FROM leases WHERE owner = ?", (owner,))}
+        return [k for k in keys if k not in held]
+
+    def release(self, key: str, owner: str) -> None:
+        with self.tx() as c:
+            c.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    def lease_holder(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT owner, expires_at FROM leases WHERE key = ?", (key,)).fetchone()
+        return row["owner"] if row and _live(row["owner"], row["expires_at"]) else None
 
     # --- ratings and privacy -------------------------------------------------------------------
     def rate(self, generation_id: int, member_id: str, value: int) -> None:
@@ -488,6 +669,10 @@ class Store:
     def opted_out(self, member_id: str) -> bool:
         row = self.conn.execute("SELECT 1 FROM opt_outs WHERE member_id = ?", (member_id,)).fetchone()
         return row is not None
+
+
+def _live(owner: str | None, expires_at: float | None) -> bool:
+    return owner is not None and (expires_at or 0) > time.time() and owner_alive(owner)
 
 
 def _passage(r: sqlite3.Row) -> Passage:

@@ -18,6 +18,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
+from pipeline import chat_formats
 from pipeline.export.arch import BaseModel, load_base, permute_rows
 from pipeline.export.gguf_write import PlannedTensor, WriteReport, choose_type, plan_notes, write_gguf
 from pipeline.export.peft_adapter import MERGE_HINT, Adapter, AdapterError, LoraModule, load_adapter
@@ -112,6 +113,13 @@ def _loader(adapter: Adapter, tensor: str, transform) -> Callable[[], np.ndarray
     return load
 
 
+def _trained_format(adapter_dir: Path) -> chat_formats.ChatFormat | None:
+    try:
+        return chat_formats.of_adapter(adapter_dir)
+    except chat_formats.UnknownFormatError:  # trained elsewhere with a template of its own
+        return None
+
+
 def export_adapter(
     adapter_dir: str | Path,
     base_dir: str | Path,
@@ -125,9 +133,12 @@ def export_adapter(
     check_against_base(adapter, base)
     plan, notes = plan_adapter(adapter, base, outtype)
     alpha = adapter.gguf_alpha
+    fmt = _trained_format(Path(adapter_dir))
 
     def metadata(w: gguf.GGUFWriter) -> None:
         w.add_type(gguf.GGUFType.ADAPTER)
+        for key, value in (chat_formats.gguf_record(fmt) if fmt else {}).items():
+            w.add_string(key, value)  # the chat format travels with the adapter into `modelfile`
         w.add_string(gguf.Keys.Adapter.TYPE, "lora")
         w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
         w.add_name(f"{Path(adapter_dir).resolve().name} (LoRA for {Path(base_dir).resolve().name})")

@@ -127,6 +127,7 @@ def write_model(
     on_tensor: Callable[[str], None] | None = None,
     chat_template: str | None = None,
 ) -> WriteReport:
+    """A full GGUF model; `chat_template` (a merged adapter's) replaces the tokenizer folder's."""
     plan, notes = plan_model(base, source, outtype)
 
     def metadata(w: gguf.GGUFWriter) -> None:

@@ -10,6 +10,7 @@ biases, modules_to_save) is merged the way training meant it. The safetensors fo
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import chat_formats
 from pipeline.atomic import OutputExistsError
 from pipeline.export.arch import load_base
 from pipeline.export.gguf_adapter import check_against_base
@@ -84,6 +86,19 @@ def copy_model_files(base_dir: Path, out_dir: Path) -> None:
             shutil.copy2(f, out_dir / f.name)
 
 
+def set_chat_template(folder: Path, template: str | None) -> None:
+    """Make the folder's tokenizer carry this chat template (the adapter's: the one it was trained
+    with), in chat_template.jinja, where transformers looks first, and nowhere else."""
+    if template is None:
+        return
+    (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+    config_path = folder / "tokenizer_config.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        if config.pop("chat_template", None) is not None:
+            config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def export_merged(
     adapter_dir: str | Path | None,
     base_dir: str | Path,
@@ -99,8 +114,10 @@ def export_merged(
     base = load_base(base_dir)
     if not overwrite and out.exists():
         raise OutputExistsError(f"{out} already exists: choose another output path or remove it first")
+    adapter_template = None
     if adapter_dir is not None:
         check_against_base(load_adapter(adapter_dir, strict=False), base)
+        adapter_template = chat_formats.folder_chat_template(Path(adapter_dir))[0]
     t0 = time.perf_counter()
     if fmt == "safetensors":
         if quant:
@@ -114,6 +131,7 @@ def export_merged(
         with atomic_dir(out, overwrite) as tmp:
             merged_model(Path(adapter_dir), base_dir).save_pretrained(tmp, safe_serialization=True)
             copy_model_files(base_dir, tmp)
+            set_chat_template(tmp, adapter_template)
         written = TensorSet(out)  # the tensors as written, counted from the files' headers
         names = written.names()
         types = Counter(written.dtype(n) for n in names)

@@ -148,8 +148,10 @@ def candidates(snap: Snapshot, filters: Filters, report: Report) -> list[Candida
             reason = "asked for by a member who opted out"
         elif private(g):
             reason = "its prompt holds text by a member who opted out"
-        elif g.issues:
-            reason = "output broke the reasoning/answer format"
+        elif g.issues:  # counted by what was wrong: stray tags, an unclosed answer, ...
+            reason = f"output broke the reasoning/answer format ({', '.join(sorted(g.issues))})"
+        elif prompt.has_markup(g.answer):  # stored before the parser stripped tags from answers
+            reason = "its answer holds reasoning/answer tags"
         elif not up + down:
             reason = "not rated"
         if reason:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import atomic, chat_formats
+from pipeline import atomic, chat_formats, prompt
 from pipeline.chat_formats import ChatFormat
 from pipeline.modelfile import golang, grammar, inspect, selection
 
@@ -36,7 +35,9 @@ class WriterModelfile:
         if self.num_ctx <= 0:
             raise ModelfileRenderError(f"--num-ctx must be a positive number of tokens, not {self.num_ctx}")
         params = {**DEFAULT_PARAMETERS, **self.parameters, "num_ctx": [str(self.num_ctx)]}
-        params["stop"] = list(dict.fromkeys([*self.format.stop, *params.get("stop", [])]))
+        # </answer> first: the passage is complete there, and what a model writes after it is not used.
+        stops = [prompt.ANSWER_CLOSE, *self.format.stop, *params.get("stop", [])]
+        params["stop"] = list(dict.fromkeys(stops))
         lines = [
             f"# The writer's assistant on {self.base} ({self.format.description}).",
             f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
@@ -116,24 +117,34 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
         from pipeline.serving import served_format
 
         # our own GGUF exports carry the writer prompt in their chat template (export/merged.py)
-        return served_format(template) or chat_formats.detect_from_jinja(template, bos_token=bos)
+        if (ours := served_format(template)) is not None:
+            return ours
+        try:
+            return chat_formats.detect_from_jinja(template, bos_token=bos)
+        except chat_formats.UnknownFormatError as e:
+            raise chat_formats.UnknownFormatError(
+                f"{base}: {e}; pass --format NAME ({chat_formats.supported()}) only if the model was "
+                "trained with that format (train --chat-format NAME)"
+            ) from None
     return chat_formats.for_ollama_name(base)
 
 
 def local_chat_template(path: Path) -> tuple[str | None, str]:
     """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
-    if not path.is_dir():
-        fields = inspect.gguf_fields(path)
-        tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
-        has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
-        return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]
-    config_path = path / "tokenizer_config.json"
-    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.exists() else {}
-    bos = config.get("bos_token") or ""
-    bos = bos if isinstance(bos, str) else bos.get("content", "")
-    jinja = path / "chat_template.jinja"  # where recent transformers save it
-    template = jinja.read_text(encoding="utf-8") if jinja.exists() else config.get("chat_template")
-    return template, bos
+    if path.is_dir():
+        return chat_formats.folder_chat_template(path)
+    fields = inspect.gguf_fields(path)
+    tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
+    has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
+    return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]
+
+
+def adapter_format(adapter: Path) -> ChatFormat | None:
+    """The chat format an adapter from our export was trained with (it carries it), if it says."""
+    try:
+        return chat_formats.from_gguf_fields(inspect.gguf_fields(adapter))
+    except ValueError:  # not a GGUF: the grammar check says so by name
+        return None
 
 
 def write(
@@ -148,7 +159,11 @@ def write(
     """Render, check and atomically write a writer Modelfile; refuse if the check finds an error."""
     out = Path(out)
     out_dir = out.resolve().parent
-    fmt = chat_formats.get(format_name) if format_name else detect_format(base, Path.cwd())
+    if format_name:
+        fmt = chat_formats.get(format_name)
+    else:  # the format the adapter was trained with, else the base's own
+        trained = adapter_format(Path(adapter)) if adapter is not None and Path(adapter).is_file() else None
+        fmt = trained or detect_format(base, Path.cwd())
     from_value = _relative(Path(base).expanduser(), out_dir) if Path(base).expanduser().exists() else base
     adapter_value = None
     if adapter is not None:

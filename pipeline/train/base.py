@@ -136,14 +136,14 @@ def load_tokenizer(source: str | Path, chat_format: str | None, local_files_only
     except (OSError, ValueError) as e:
         raise TrainError(f"cannot load the tokenizer of {source}: {e}") from None
     own = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    detected = None
+    detected, refusal = None, None
     if own:
         try:
             detected = chat_formats.detect_from_jinja(
                 own, tokenizer.bos_token or "", tokenizer.eos_token or ""
             )
-        except chat_formats.UnknownFormatError:
-            detected = None
+        except chat_formats.UnknownFormatError as e:
+            refusal = str(e)
     if chat_format:
         try:
             fmt = chat_formats.get(chat_format)
@@ -165,9 +165,8 @@ def load_tokenizer(source: str | Path, chat_format: str | None, local_files_only
             "with one; the adapter keeps it, and the Modelfile must then use the same format"
         )
     raise TrainError(
-        f"the chat template of {source} matches none of the supported formats ({chat_formats.supported()}), "
-        "so a Modelfile could not serve the model the bytes it was trained on: pass --chat-format NAME to "
-        "train with one of them instead"
+        f"{source}: {refusal}, so a Modelfile could not serve the model the bytes it was trained on: pass "
+        "--chat-format NAME to train with one of them instead (it replaces the tokenizer's template)"
     )
 
 

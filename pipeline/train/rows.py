@@ -170,9 +170,17 @@ def _sft_turns(obj: dict) -> tuple[list[dict], str]:
     return head, target
 
 
+def defused(tokenizer, head: list[dict], *replies: str) -> tuple[list[dict], list[str]]:
+    """The turns and replies with control tokens defused as at serving (`prompt.defuse_control`), and
+    the base tokenizer's own added special tokens too: no row text can open or close a turn."""
+    specials = prompt.special_tokens_of(tokenizer)
+    head = [{**m, "content": prompt.defuse_control(m["content"], specials)} for m in head]
+    return head, [prompt.defuse_control(r, specials) for r in replies]
+
+
 def encode_sft(tokenizer, obj: dict, max_length: int) -> Encoded:
     """One SFT row as input_ids and labels (-100 on the prompt), fitted to max_length tokens."""
-    head, target = _sft_turns(obj)
+    head, (target,) = defused(tokenizer, *_sft_turns(obj))
     _, reply_ids = encode_turns(tokenizer, head, target)
     head, cut = fit_head(tokenizer, head, len(reply_ids), max_length)
     prompt_ids, reply_ids = encode_turns(tokenizer, head, target)
@@ -235,8 +243,9 @@ def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tup
     missing = [k for k in PREFERENCE_FIELDS[method] if k not in obj]
     if missing:
         raise SkipRow(f"missing field {', '.join(missing)}")
-    head = _as_head(obj["prompt"])
-    replies = {k: _as_reply(obj[k], k) for k in PREFERENCE_FIELDS[method] if k not in ("prompt", "label")}
+    names = [k for k in PREFERENCE_FIELDS[method] if k not in ("prompt", "label")]
+    head, texts = defused(tokenizer, _as_head(obj["prompt"]), *(_as_reply(obj[k], k) for k in names))
+    replies = dict(zip(names, texts, strict=True))
     longest = max(len(encode_turns(tokenizer, head, r)[1]) for r in replies.values())
     head, cut = fit_head(tokenizer, head, longest, max_length)
     row = {"prompt": head} | {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}

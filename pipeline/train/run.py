@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pipeline import chat_formats
 from pipeline.train import base, outputs
 from pipeline.train.callbacks import GracefulStop, LossLog
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
@@ -60,7 +61,8 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     from transformers import EarlyStoppingCallback, set_seed
 
     kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
-    say(f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}", printer)
+    head = f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}"
+    say(head + _system_note(fmt), printer)
 
     method = _method_module(opts.method)
     train_rows, eval_rows, stats = method.load_data(opts, tokenizer)
@@ -87,7 +89,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     metadata = {
         "method": opts.method,
         "base": opts.base,
-        "chat_format": fmt.name,
+        **chat_formats.record(fmt),  # the format and default system turn, for export and Modelfile
         "qlora": opts.qlora,
         "precision": precision,
         "device": hw.name,
@@ -125,6 +127,10 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     if status == "stopped":
         say(f"stopped by Ctrl-C at step {state.global_step}: {_resume_hint(opts)}", printer)
     return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
+
+
+def _system_note(fmt) -> str:
+    return f" (default system turn {fmt.default_system!r})" if fmt.default_system else ""
 
 
 def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulStop) -> None:

@@ -26,7 +26,8 @@ temperature = 0.7
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for name in ("STORY_BOT_DISCORD_TOKEN", "STORY_BOT_MODEL", "STORY_BOT_CONFIG", "STORY_BOT_OLLAMA_HOST",
-                 "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "STORY_BOT_PARALLEL", "STORY_BOT_DB"):  # fmt: skip
+                 "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "STORY_BOT_PARALLEL", "STORY_BOT_DB",
+                 "STORY_BOT_SHARD_ID", "STORY_BOT_SHARD_COUNT", "STORY_BOT_LEASE_SECONDS"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
 
@@ -57,6 +58,19 @@ def test_bad_settings_name_the_variable(tmp_path, monkeypatch):
         load_settings(bad)
     with pytest.raises(ConfigError, match="no config file at"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_shards_come_as_a_pair_and_the_lease_length_reaches_the_service(monkeypatch):
+    monkeypatch.setenv("STORY_BOT_SHARD_ID", "1")
+    with pytest.raises(ConfigError, match="set both STORY_BOT_SHARD_ID and STORY_BOT_SHARD_COUNT"):
+        load_settings()
+    monkeypatch.setenv("STORY_BOT_SHARD_COUNT", "1")
+    with pytest.raises(ConfigError, match="must be below STORY_BOT_SHARD_COUNT"):
+        load_settings()
+    monkeypatch.setenv("STORY_BOT_SHARD_COUNT", "2")
+    monkeypatch.setenv("STORY_BOT_LEASE_SECONDS", "12")
+    s = load_settings()
+    assert (s.shard_id, s.shard_count, s.limits().lease_s) == (1, 2, 12.0)
 
 
 def test_run_without_a_token_or_without_ollama_says_what_to_set(tmp_path, monkeypatch):

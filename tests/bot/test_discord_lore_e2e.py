@@ -180,23 +180,20 @@ async def test_the_lore_edit_form_keeps_the_version_so_an_edit_made_meanwhile_is
     assert db_rows(world, "SELECT text FROM lore_entries WHERE name = 'Mara'") == [("Alice's text.",)]
 
 
-async def test_story_context_is_for_the_starter_and_moderators_and_is_exactly_the_next_prompt(world):
+async def test_story_context_is_only_to_the_asker_and_is_exactly_the_next_prompt(world):
     fake = world.fake
     bob = fake.add_user("bob")
     async with fake.running(new_bot(world)):
         await write(fake, "The lamp went out.")  # Alice starts the story
         await said(fake, "story memory", {"text": "A grim tale."}, user=bob)
-        ack, run = await command(fake, "story context", user=bob)
-        [refusal] = await run.wait_messages(1)
-        assert ack.type == 5 and ack.ephemeral and refusal.ephemeral
-        assert "started the story and for moderators" in refusal.content
-
         ack, run = await command(fake, "story context", {"length": "short"})
         [preview] = await run.wait_messages(1)
-        assert preview.ephemeral and "parts: memory, passages" in preview.content
+        assert ack.type == 5 and ack.ephemeral and preview.ephemeral
+        assert "parts: memory, passages" in preview.content
         shown = preview.content.split("```text\n", 1)[1].rsplit("\n```", 1)[0]
-        text, _ = await said(fake, "story context", {"length": "short"}, user=fake.mod)
-        assert text == preview.content  # a moderator sees the same
+        for other in (bob, fake.mod):  # a plain member and a moderator see the same
+            text, private = await said(fake, "story context", {"length": "short"}, user=other)
+            assert private and text == preview.content
         await continue_(fake, length="short")
         [(user_text,)] = db_rows(world, "SELECT user_text FROM generations")
         assert shown == user_text
@@ -253,3 +250,23 @@ async def test_a_failed_summary_is_shown_and_a_shutdown_stops_the_one_being_writ
     await asyncio.wait_for(bot.service.idle(), 1)  # closing the bot stopped it
     statuses = db_rows(world, "SELECT status FROM summaries ORDER BY id")
     assert statuses[0] == ("failed",) and statuses[-1] == ("failed",)
+
+
+async def test_one_rule_for_seeing_a_storys_inputs_any_member_privately(world):
+    """Memory, lore list, summary and context: a member who neither started the story nor moderates sees
+    each of them, and only they do (ephemeral); links in them do not unfurl."""
+    fake = world.fake
+    bob = fake.add_user("bob")
+    async with fake.running(new_bot(world)):
+        await write(fake, "The lamp went out.")  # Alice starts the story
+        await said(fake, "story memory", {"text": "A grim tale; see https://example.com/map."})
+        await said(fake, "lore add", {"name": "Mara", "keywords": "Mara", "text": "A smuggler."})
+        seen = {}
+        for name, options in (("story memory", {}), ("lore list", {}), ("story show", {"summary": True}),
+                              ("story context", {})):  # fmt: skip
+            seen[name] = await said(fake, name, options, user=bob)
+        assert all(private for _, private in seen.values())
+        assert "A grim tale" in seen["story memory"][0] and "A smuggler." in seen["lore list"][0]
+        assert "No summary" in seen["story show"][0] and "parts: memory" in seen["story context"][0]
+        bot_messages = [m for m in fake.messages_in(fake.general) if m.author.id == fake.bot_user.id]
+        assert bot_messages and all(m.unfurled == [] for m in bot_messages)

@@ -14,7 +14,7 @@ import pytest
 
 from bot.core.story import Channel, Member
 from bot.store import SCHEMA_VERSION, SchemaError, Store, schema_version
-from bot.store.repository import INTERRUPTED
+from bot.store.repository import HOST, INTERRUPTED, new_owner, owner_alive, retire
 
 ALICE = Member("1", "Alice")
 ROOM = Channel("c1", "g1")
@@ -89,6 +89,60 @@ def test_recover_marks_running_generations_failed(store):
     assert (lost.generation_id, lost.channel_id, lost.message_ref) == (gen, "c1", "chan/msg")
     assert store.generation(gen).status == "failed" and store.generation(gen).error == INTERRUPTED
     assert store.recover() == []
+    assert store.undelivered() == [gen]  # its message is owed the failure
+
+
+def test_a_lease_is_held_until_released_or_expired_and_renewing_keeps_it(store):
+    mine, theirs = new_owner(), new_owner()
+    assert store.claim("story:c1", mine, 0.3) is None
+    assert store.claim("story:c1", theirs, 0.3) == mine  # held by a live owner: refused, holder named
+    assert store.claim("story:c1", mine, 0.3) is None  # the holder may claim again (renews)
+    time.sleep(0.2)
+    assert store.renew(["story:c1"], mine, 0.3) == []
+    time.sleep(0.2)
+    assert store.lease_holder("story:c1") == mine  # renewed: 0.4 s after the claim, still held
+    store.release("story:c1", theirs)  # only the holder releases
+    assert store.lease_holder("story:c1") == mine
+    time.sleep(0.35)
+    assert store.lease_holder("story:c1") is None  # expired
+    assert store.claim("story:c1", theirs, 5) is None
+    assert store.renew(["story:c1"], mine, 5) == ["story:c1"]  # taken over: the old holder is told
+    retire(theirs)
+    assert store.claim("story:c1", mine, 5) is None  # a retired owner (this process) is gone at once
+
+
+def test_owners_on_this_host_are_gone_with_their_process_elsewhere_only_by_expiry(store):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    assert not owner_alive(f"{HOST}:{dead.pid}:abc") and owner_alive(f"{HOST}:{os.getppid()}:abc")
+    assert owner_alive("elsewhere:1:abc") and not owner_alive(None)
+    sid = store.ensure_story(ROOM, ALICE)
+    gen = store.begin_generation(
+        sid, ALICE, "writer", user_text="u", prompt="p", raw=False, options={}, direction=None,
+        length=None, context={"passage_ids": []}, slot=None, owner="elsewhere:1:abc",
+    )  # fmt: skip
+    assert store.claim("story:c1", "elsewhere:1:abc", 0.3) is None
+    assert store.recover() == []  # another host's live lease: its generation is left alone
+    time.sleep(0.35)
+    assert [lost.generation_id for lost in store.recover()] == [gen]  # expired: its owner is gone
+
+
+def test_a_regeneration_makes_the_replaced_take_owed_its_new_state(store):
+    sid = store.ensure_story(ROOM, ALICE)
+    p = store.add_passage(sid, ALICE, "Once.")
+    first = _begin(store, sid, {"passage_ids": [p.id]})
+    store.set_message_ref(first, "c:1")
+    done = store.finish_generation(first, requested_by=ALICE, output="o", reasoning="r", answer="A.",
+                                   issues=[], stats={})  # fmt: skip
+    store.set_delivery(first, "done")
+    second = _begin(store, sid, {"passage_ids": [p.id]}, slot=done.id)
+    store.finish_generation(second, requested_by=ALICE, output="o", reasoning="r", answer="B.",
+                            issues=[], stats={})  # fmt: skip
+    assert store.undelivered() == [first]
+    old = store.delivery(first)
+    assert (old.text, old.current, old.alternatives, old.position) == ("A.", False, 1, 2)
+    new = store.delivery(second)
+    assert (new.text, new.current, new.alternatives) == ("B.", True, 2)
 
 
 WRITER_LOOP = """

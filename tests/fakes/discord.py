@@ -9,12 +9,18 @@ What a test gets:
 - a small world: one guild with #general and #stories, roles @everyone and Moderator (Manage Messages), users
   alice (writer) and mod (Moderator), and the bot's own user; `add_user`, `add_channel`, `add_guild` for more;
 - injection: `send_slash_command("story new", {"title": "x"})`, `press_button(message_id, custom_id)`,
-  `choose(message_id, custom_id, values)`, `post_message(channel, content)`; each returns a handle;
+  `choose(message_id, custom_id, values)`, `post_message(channel, content)`; each returns a handle; the
+  event goes to the newest live connection on the guild's shard (identify's `shard`, as Discord routes);
 - records: every REST call (`calls`), messages with every revision and timestamp (`messages_in`, `edits_of`),
   interaction callbacks (`callbacks`), command syncs (`syncs`, `commands`), and protocol `violations`;
 - Discord's limits: 2000-char content, 4096-char embed descriptions, custom_id <= 100, 5 rows of 5 components,
   empty messages, acknowledgement within 3 s and only once, followups only after the acknowledgement; injected
-  429s (`rate_limit`) and an optional edit-rate check (`edit_rate="record"` or `"enforce"`).
+  429s (`rate_limit`: the next N matching requests, with `retry_after`, the `X-RateLimit-*` headers and the
+  `global` flag as Discord sends them; a global one also refuses the bot's other requests, interactions
+  and webhooks excepted, until it is over) and an optional edit-rate check (`edit_rate="record"` or
+  `"enforce"`);
+- message flags as Discord keeps them: an edit changes only SUPPRESS_EMBEDS; links in a message without
+  it unfurl (`Message.unfurled`).
 
     async with FakeDiscord() as fake:
         async with fake.running(MyBot()):
@@ -48,7 +54,8 @@ DISCORD_EPOCH_MS = 1_420_070_400_000
 CONTENT_LIMIT = 2000
 EMBED_DESCRIPTION_LIMIT = 4096
 CUSTOM_ID_LIMIT = 100
-EPHEMERAL, LOADING = 1 << 6, 1 << 7
+SUPPRESS_EMBEDS, EPHEMERAL, LOADING = 1 << 2, 1 << 6, 1 << 7
+LINK = re.compile(r"https?://[^\s<>]+")
 MANAGE_MESSAGES = 1 << 13
 # View channel, send messages, embed links, attach files, read history, add reactions, use app commands.
 MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 6) | (1 << 31)
@@ -234,6 +241,11 @@ class Message:
     @property
     def allowed_mentions(self) -> dict | None:
         return self.current.allowed_mentions
+
+    @property
+    def unfurled(self) -> list[str]:
+        """The links Discord would turn into embeds: all of them, unless embeds are suppressed."""
+        return [] if self.flags & SUPPRESS_EMBEDS else LINK.findall(self.content)
 
     @property
     def edits(self) -> list[Revision]:
@@ -441,6 +453,7 @@ class FakeDiscord:
         self.connections: list[GatewayConnection] = []
         self._commands: dict[int | None, dict[str, dict]] = {None: {}}
         self._rate_limits: list[RateLimit] = []
+        self._global_until = 0.0  # a global 429 refuses the bot's requests until then
         self._changed: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self._saved: tuple | None = None
@@ -654,6 +667,13 @@ class FakeDiscord:
             )
         return live[-1]
 
+    def connection_for(self, guild: Guild) -> GatewayConnection:
+        """The newest live connection whose shard holds the guild (Discord: (guild_id >> 22) % count)."""
+        live = [c for c in self.connections if c.ready and not c.ws.closed and c.serves(guild)]
+        if not live:
+            raise RuntimeError(f"no bot connected to the fake gateway serves guild {guild.name!r}'s shard")
+        return live[-1]
+
     async def send_slash_command(
         self,
         name: str,
@@ -664,7 +684,7 @@ class FakeDiscord:
         guild: Guild | None = None,
     ) -> Interaction:
         """A user runs `/name` ("story new" for a subcommand): INTERACTION_CREATE type 2 to the bot."""
-        guild = guild or self.guild
+        guild = guild or (self._find_channel(channel.id)[0] if channel else self.guild)  # type: ignore[index]
         channel = channel or guild.channels["general"]
         root, *path = name.split()
         command = self.commands(guild).get(root) or self.commands(None).get(root)
@@ -746,7 +766,7 @@ class FakeDiscord:
         guild = self._find_channel(channel.id)[0]  # type: ignore[index]
         payload = msg.payload(self.app_id)
         payload["member"] = {k: v for k, v in guild.member_payload(user).items() if k != "user"}
-        await self.connection.dispatch("MESSAGE_CREATE", payload)
+        await self.connection_for(guild).dispatch("MESSAGE_CREATE", payload)
         return msg
 
     async def _component(
@@ -777,7 +797,7 @@ class FakeDiscord:
         guild: Guild,
         source: Message | None = None,
     ) -> Interaction:
-        conn = self.connection
+        conn = self.connection_for(guild)
         iid, token = self.snowflake(), "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
         payload = {
             "id": str(iid),
@@ -919,10 +939,16 @@ class FakeDiscord:
         return None
 
     def _injected_429(self, call: Call) -> web.Response | None:
+        # Discord's global limit covers the bot's requests, not interaction callbacks and webhooks.
+        exempt = call.path.startswith(("/interactions/", "/webhooks/"))
+        if not exempt and call.t < self._global_until:
+            return _too_many(self._global_until - call.t, True, "global")
         for rule in self._rate_limits:
             if rule.times > 0 and fnmatch.fnmatchcase(f"{call.method} {call.path}", rule.pattern):
                 rule.times -= 1
                 rule.hits.append(call.t)
+                if rule.is_global:
+                    self._global_until = max(self._global_until, call.t + rule.retry_after)
                 return _too_many(rule.retry_after, rule.is_global, rule.bucket)
         return None
 
@@ -1243,6 +1269,8 @@ class FakeDiscord:
         if limited := self._edit_budget(message):
             return limited
         rev = _revision(body, message.current)
+        # An edit may set or clear SUPPRESS_EMBEDS only; every other flag stays as it was.
+        rev.flags = (message.flags & ~SUPPRESS_EMBEDS) | (rev.flags & SUPPRESS_EMBEDS)
         if clear_loading:
             rev.flags &= ~LOADING
         message.revisions.append(rev)
@@ -1326,7 +1354,9 @@ class FakeDiscord:
         return {
             "v": 10,
             "user": {**self.bot_user.payload(), "verified": True, "mfa_enabled": False},
-            "guilds": [{"id": str(g.id), "unavailable": True} for g in self.guilds.values()],
+            "guilds": [
+                {"id": str(g.id), "unavailable": True} for g in self.guilds.values() if conn.serves(g)
+            ],
             "session_id": conn.session_id,
             "resume_gateway_url": self.gateway_url.rstrip("/"),
             "shard": conn.identify.get("shard", [0, 1]),
@@ -1445,8 +1475,14 @@ class GatewayConnection:
         self.identify = data
         await self.dispatch("READY", self.fake._ready_payload(self))
         for guild in self.fake.guilds.values():
-            await self.dispatch("GUILD_CREATE", self.fake._guild_payload(guild))
+            if self.serves(guild):
+                await self.dispatch("GUILD_CREATE", self.fake._guild_payload(guild))
         self.ready = True
+
+    def serves(self, guild: Guild) -> bool:
+        """Whether the guild is on this connection's shard (identify's [shard_id, shard_count])."""
+        shard, count = self.identify.get("shard") or [0, 1]
+        return (guild.id >> 22) % count == shard
 
     async def _resume(self, data: dict) -> None:
         previous = next((c for c in self.fake.connections if c.session_id == data.get("session_id")), None)

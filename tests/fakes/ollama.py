@@ -51,6 +51,7 @@ class Script:
     http_status: int | None = None  # answer the request with this status and an error body
     http_status_times: int | None = None  # only the first N requests get http_status (None: all)
     first_token_delay: float = 0.0
+    honour_stop: bool = True  # False: a server that ignores the stop option (the client must stop reading)
 
 
 DEFAULT_TEMPLATE = "{{ .Prompt }}"  # what Ollama shows and renders for a model without a TEMPLATE
@@ -372,6 +373,8 @@ class FakeOllama(LoopbackServer):
                 script.http_status_times -= 1
             return _error(script.http_status, script.error_message)
         text = script.text(body) if callable(script.text) else script.text
+        if script.honour_stop:
+            text = _cut_at_stop(text, _stops(body, model))
         pieces = tokens(text)
         num_predict = (body.get("options") or {}).get("num_predict")
         done_reason = "stop"
@@ -400,6 +403,20 @@ class FakeOllama(LoopbackServer):
             return resp
         finally:
             self.in_flight -= 1
+
+
+def _stops(body: dict, model: Model) -> list[str]:
+    """The request's stop list, else the model's PARAMETER stop values (Ollama: the request's replaces)."""
+    stop = (body.get("options") or {}).get("stop")
+    if stop is None:
+        stop = model.parameters.get("stop") or []
+    return [stop] if isinstance(stop, str) else list(stop)
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> str:
+    """As Ollama's runner does: the output ends before the first stop string, which is not returned."""
+    found = [at for at in (text.find(s) for s in stops if s) if at >= 0]
+    return text[: min(found)] if found else text
 
 
 def _full(name: str) -> str:

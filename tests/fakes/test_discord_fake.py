@@ -309,3 +309,53 @@ async def test_a_button_can_update_the_message_it_sits_on():
         assert press.messages == [] and press.original is message
         with pytest.raises(LookupError, match="no component"):
             await fake.press_button(message, "close:3")
+
+
+async def test_five_429s_make_discord_py_give_up_and_four_do_not():
+    """discord.py tries a request five times, waiting each 429's retry_after, then raises."""
+    async with FakeDiscord() as fake, fake.running(MiniBot(fake.guild.id)) as bot:
+        channel = bot.get_partial_messageable(fake.general.id)
+        fake.rate_limit("POST /channels/*/messages", times=4, retry_after=0.02)
+        sent = await channel.send("made it")
+        assert fake.message(sent.id).content == "made it"
+        fake.rate_limit("POST /channels/*/messages", times=5, retry_after=0.02)
+        with pytest.raises(discord.HTTPException) as refused:
+            await channel.send("lost")
+        assert refused.value.status == 429
+        posts = fake.calls_to("POST /channels/*/messages")
+        assert [c.status for c in posts] == [429] * 4 + [200] + [429] * 5
+        assert not any(m.content == "lost" for m in fake.messages_in(fake.general))
+
+
+async def test_a_global_429_holds_back_the_bots_other_requests_but_not_webhooks():
+    async with FakeDiscord() as fake, aiohttp.ClientSession() as http:
+        auth = {"Authorization": f"Bot {fake.token}"}
+        channel = f"{fake.api_base}/channels/{fake.general.id}"
+        fake.rate_limit("POST /channels/*/messages", retry_after=0.3, is_global=True)
+        async with http.post(f"{channel}/messages", json={"content": "hi"}, headers=auth) as r:
+            body = await r.json()
+            assert r.status == 429 and body["global"] is True and body["retry_after"] == 0.3
+            assert r.headers["X-RateLimit-Global"] == "true" and r.headers["X-RateLimit-Scope"] == "global"
+            assert float(r.headers["X-RateLimit-Reset-After"]) == 0.3 and r.headers["Via"]
+        async with http.get(channel, headers=auth) as r:  # another route, no rule of its own
+            assert r.status == 429 and (await r.json())["global"] is True
+        async with http.post(f"{fake.api_base}/webhooks/{fake.app_id}/nope", json={"content": "x"}) as r:
+            assert r.status == 404  # webhooks are not under the global limit: answered as usual
+        await asyncio.sleep(0.3)
+        async with http.get(channel, headers=auth) as r:
+            assert r.status == 200
+
+
+async def test_links_unfurl_unless_embeds_are_suppressed_and_an_edit_changes_only_that_flag():
+    async with FakeDiscord() as fake, fake.running(MiniBot(fake.guild.id)) as bot:
+        channel = bot.get_partial_messageable(fake.general.id)
+        plain = fake.message((await channel.send("see https://example.com/a")).id)
+        quiet = await channel.send("see https://example.com/b", suppress_embeds=True)
+        assert plain.unfurled == ["https://example.com/a"] and fake.message(quiet.id).unfurled == []
+        await channel.get_partial_message(quiet.id).edit(content="now https://example.com/c")
+        assert fake.message(quiet.id).unfurled == []  # an edit without flags keeps them
+        full = await channel.fetch_message(quiet.id)
+        await full.edit(content="again https://example.com/d")  # Message.edit sends suppress=False
+        assert fake.message(quiet.id).unfurled == ["https://example.com/d"]
+        await full.edit(suppress=True)
+        assert fake.message(quiet.id).unfurled == [] and not fake.message(quiet.id).ephemeral

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import time
 
@@ -181,7 +182,7 @@ def test_duplicates_broken_outputs_and_filters(bot, db):
 
     rows, report = rows_of(db, "sft")
     assert len(rows) == 2 and report.duplicates == 1 and report.written == {"positive": 2}
-    assert report.left_out == {"output broke the reasoning/answer format": 1}
+    assert report.left_out == {"output broke the reasoning/answer format (unclosed_answer)": 1}
     rows, report = rows_of(db, "sft", model="writer")  # = writer:latest
     assert len(rows) == 1 and report.left_out["another model than writer"] == 1
     assert rows_of(db, "sft", model="other:7b")[0][0]["messages"][1]["content"] == _target(bot, other)
@@ -220,3 +221,24 @@ def test_the_fast_text_match_finds_exactly_what_a_plain_search_finds():
         assert matcher.found_in(prompt_text) == expected, prompt_text
         found += expected
     assert 20 < found < 380  # both outcomes were exercised
+
+
+def test_generations_with_markup_are_left_out_counted_by_reason(bot, db):
+    """Stray tags reported by the parser, and tags stored in an answer before the parser stripped
+    them, keep a generation out of every format, each counted under its own reason."""
+    bot.write(ALICE, OPENING)
+    good = bot.generate(answer="Clean prose at last.")
+    stray = bot.generate(answer="Tags were stripped here.", issues=("stray_tag",))
+    both = bot.generate(answer="And here.", issues=("stray_tag", "defused_tag"))
+    old = bot.generate(answer="An old row <answer>with a tag</reasoning> inside.")
+    copied = bot.generate(answer="It copied [answer] from the context.")
+    for gid in (good, stray, both, old, copied):
+        bot.rate(gid, (ALICE, 1))
+    for fmt in ("sft", "kto"):
+        rows, report = rows_of(db, fmt)
+        assert len(rows) == 1 and "Clean prose at last." in json.dumps(rows[0])
+        assert report.left_out == {
+            "output broke the reasoning/answer format (stray_tag)": 1,
+            "output broke the reasoning/answer format (defused_tag, stray_tag)": 1,
+            "its answer holds reasoning/answer tags": 2,
+        }

@@ -35,7 +35,7 @@ def test_publish_uploads_the_adapter_then_creates(fake_ollama, writer_modelfile)
     assert create["system"] == "You write sea stories."
     assert create["parameters"]["num_ctx"] == render.DEFAULT_NUM_CTX
     assert create["parameters"]["temperature"] == 0.7
-    assert create["parameters"]["stop"] == ["<|im_start|>", "<|im_end|>"]
+    assert create["parameters"]["stop"] == ["</answer>", "<|im_start|>", "<|im_end|>"]
     assert statuses[-1] == "success" and any("uploaded adapter.gguf" in s for s in statuses)
     assert fake_ollama.models["writer:latest"].adapters == [digest]
 

@@ -21,7 +21,7 @@ def test_writer_modelfile_serves_the_training_prompt(tmp_path, gguf_file):
     mf = grammar.parse(path.read_text(encoding="utf-8"))
     assert mf.first("model") == "qwen2.5:7b-instruct"
     assert mf.first("adapter") == "./adapter.gguf"  # relative to the Modelfile, as Ollama resolves it
-    assert mf.parameters["stop"] == ["<|im_start|>", "<|im_end|>"]
+    assert mf.parameters["stop"] == ["</answer>", "<|im_start|>", "<|im_end|>"]
     assert mf.parameters["temperature"] == ["0.9"]
     assert mf.parameters["num_ctx"] == [str(render.DEFAULT_NUM_CTX)]
     fmt = chat_formats.get("qwen2.5")
@@ -36,7 +36,8 @@ def test_cli_writes_and_checks(tmp_path):
     )
     assert r.returncode == 0, r.stderr
     mf = grammar.parse(out.read_text(encoding="utf-8"))
-    assert mf.parameters["stop"] == ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "THE END"]
+    stops = ["</answer>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>", "THE END"]
+    assert mf.parameters["stop"] == stops
     assert mf.first("num_ctx") == "4096"
     r = cli("modelfile", "check", str(out))
     assert r.returncode == 0 and "ok" in r.stderr
@@ -92,7 +93,7 @@ def test_local_base_format_is_read_from_its_chat_template(tmp_path, tiny_model):
     config["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
     (odd / "tokenizer_config.json").write_text(json.dumps(config))
     (odd / "model.safetensors").write_bytes(b"")  # Ollama refuses a folder without weights
-    with pytest.raises(chat_formats.UnknownFormatError, match="matches none"):
+    with pytest.raises(chat_formats.UnknownFormatError, match="matches none.*pass --format NAME"):
         render.write(tmp_path / "N.Modelfile", str(odd))
     path, _ = render.write(tmp_path / "N.Modelfile", str(odd), format_name="chatml")
     assert grammar.parse(path.read_text()).first("model") == "./odd"

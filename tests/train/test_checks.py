@@ -144,3 +144,19 @@ def test_train_refused_by_the_probe_writes_nothing(monkeypatch, tmp_path):
     with pytest.raises(TrainError, match="matmul_4bit broke.*--no-qlora"):
         train(TrainOptions(base=str(tmp_path / "no-base"), out_dir=out, data=rows))
     assert not out.exists()
+
+
+def test_a_chatml_base_with_its_own_default_system_turn_is_accepted(tokenizer_copy):
+    """SmolLM2's kind of template: ChatML whose default system turn is its own; kept and recorded."""
+    own = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    template = (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\n" + own + "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + "
+        "'\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )
+    (tokenizer_copy / "chat_template.jinja").write_text(template)
+    tok, fmt = base.load_tokenizer(tokenizer_copy, None)
+    assert (fmt.name, fmt.default_system) == ("chatml", own)
+    assert tok.chat_template == template  # trained with the base's own template: the same bytes
+    assert chat_formats.record(fmt) == {"chat_format": "chatml", "default_system": own}
