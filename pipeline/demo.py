@@ -171,7 +171,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     if _rows(p("feedback", "kto.jsonl")):
         verb(run, "KTO from the ratings, on the SFT adapter", "train", "--method", "kto", "--base", base,
              "--adapter", p("adapter"), "--data", p("feedback", "kto.jsonl"), "-o", p("adapter-kto"),
-             "--max-steps", s.kto_steps, *train_args[:-2])  # fmt: skip
+             "--max-steps", s.kto_steps, *train_args[:-2], "--batch-size", 2)  # fmt: skip
         verb(run, "the KTO model merged and quantized to Q4", "export-merged", p("adapter-kto"), "--base",
              base, "--format", "gguf", "--quantize", "q4_k_m", "-o", p("writer-kto-q4.gguf"))  # fmt: skip
         models["tuned+kto"] = p("writer-kto-q4.gguf")
