@@ -52,7 +52,7 @@ class Sizes:
     kto_steps: int
 
 
-FULL = Sizes("smollm2", 8, 3, 14, 200, 2, 40, 320, 5, 256, 3, 10)
+FULL = Sizes("smollm2", 8, 3, 10, 160, 1, 40, 320, 4, 192, 2, 8)
 QUICK = Sizes("tiny", 3, 1, 5, 90, 1, 3, 512, 2, 24, 1, 2)
 
 
