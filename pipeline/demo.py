@@ -320,6 +320,7 @@ story-pipeline export-merged work/adapter --base models/Qwen2.5-7B-Instruct --fo
     --quantize q4_k_m -o work/writer-q4.gguf
 story-pipeline modelfile --from work/writer-q4.gguf -o work/Writer.Modelfile
 ollama create writer -f work/Writer.Modelfile
+grep '"split": "validation"' work/chunks.jsonl | head -50 > work/contexts.jsonl    # held-out windows
 story-pipeline eval compare --model base=qwen2.5:7b-instruct --model tuned=writer \\
     --contexts work/contexts.jsonl --reference-field continuation -o work/eval/compare
 story-bot console --model writer --db work/story-bot.db      # or the Discord bot: story-bot run
