@@ -52,7 +52,7 @@ class Sizes:
     kto_steps: int
 
 
-FULL = Sizes("smollm2", 8, 3, 10, 160, 1, 40, 320, 4, 192, 2, 8)
+FULL = Sizes("smollm2", 8, 3, 14, 160, 2, 40, 512, 4, 192, 2, 8)
 QUICK = Sizes("tiny", 3, 1, 5, 90, 1, 3, 512, 2, 24, 1, 2)
 
 
@@ -119,9 +119,17 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     teacher_gguf = smollm2.gguf_path()
     s, p = sizes, run.path
 
+    base = p("base")
+    if s.student == "tiny":
+        verb(run, "the student: a tiny random model", "models", "tiny", "--books", BOOKS, "--arch", "llama",
+             "-o", base)  # fmt: skip
+    else:
+        verb(run, "the student: SmolLM2-135M as a Hugging Face folder", "models", "smollm2", "-o", base)
+    # Windows sized in the student's tokens, so every training row fits --max-length whole.
     verb(run, "books to windows", "data", "gutenberg", BOOKS, "-o", p("chunks.jsonl"),
          "--context-sentences", s.context_sentences, "--continuation-sentences", s.continuation_sentences,
-         "--max-context-chars", 1500, "--max-continuation-chars", 600)  # fmt: skip
+         "--tokenizer", base, "--max-length", s.max_length,
+         "--reasoning-tokens", s.teacher_tokens)  # fmt: skip
     contexts = held_out(p("chunks.jsonl"), p("contexts.jsonl"), s.eval_contexts)
     verb(run, "a real local teacher writes the reasoning", "reason", p("chunks.jsonl"),
          "-o", p("data", "train.jsonl"), "--teacher", "smollm2", "--backend", "llama.cpp",
@@ -129,12 +137,6 @@ def run_demo(out: Path, quick: bool = False) -> Path:
          "--concurrency", 1, "--backoff", 0, allow=(0, 1))  # fmt: skip
     balance_splits(run)
 
-    base = p("base")
-    if s.student == "tiny":
-        verb(run, "the student: a tiny random model", "models", "tiny", "--books", BOOKS, "--arch", "llama",
-             "-o", base)  # fmt: skip
-    else:
-        verb(run, "the student: SmolLM2-135M as a Hugging Face folder", "models", "smollm2", "-o", base)
     lr = 1e-3 if s.student == "tiny" else 4e-4
     train_args = ("--no-qlora", "--no-gradient-checkpointing", "--batch-size", 1, "--grad-accum", 1,
                   "--max-length", s.max_length, "--log-steps", 1, "--lr", lr)  # fmt: skip
