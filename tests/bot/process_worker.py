@@ -1,9 +1,9 @@
 """A second bot process for the two-process tests: `python -m tests.bot.process_worker MODE DB OLLAMA [...]`.
 
 bot DB OLLAMA API GATEWAY TOKEN [SHARDS COUNT] (SHARDS: "1", "0,2" or "0-3"): a StoryBot on the stand-in
-    Discord at API/GATEWAY (the
-    test process serves it); prints "ready" once connected and its start-up recovery is over, or
-    "refused" (exit 3) when another live process holds its shard of the events; SIGTERM closes it.
+    Discord at API/GATEWAY (the test process serves it); prints "ready" once connected and its start-up
+    recovery is over, or "refused" (exit 3) when another live process holds one of its shards of the
+    events; SIGTERM closes it.
 continue DB OLLAMA CHANNEL: the story service alone: recovers, then continues the channel's story,
     printing each event as a JSON line ({"event": "queued"|"started"|"done"|"failed", ...}).
 """

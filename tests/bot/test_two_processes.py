@@ -170,7 +170,8 @@ async def test_a_process_whose_shard_range_overlaps_a_live_ones_refuses_and_a_di
         overlapping = await spawn("bot", *args, f"{rest[0]},{first[1]}", 4)
         refused = await said(overlapping)
         assert refused["event"] == "refused" and await overlapping.wait() == 3
-        assert f"shards {rest[0]},{first[1]} of 4" in refused["message"]
+        ids = gateway_key([rest[0], first[1]], 4).rsplit(":", 1)[1]  # "1-2" or "0,3"
+        assert f"(the one you start would take shards {ids} of 4 of its events)" in refused["message"]
         disjoint = await spawn("bot", *args, ",".join(map(str, rest)), 4)
         try:
             assert (await said(disjoint))["event"] == "ready"
