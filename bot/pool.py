@@ -206,6 +206,9 @@ class OllamaPool:
 
     def _nowhere(self, model: str, errors: list[str]) -> LLMError:
         hosts = ", ".join(h.url for h in self.hosts)
+        now = time.monotonic()
+        if not errors and all(h.down(now) for h in self.hosts):  # none could even list its models
+            errors = [h.last_error or "" for h in self.hosts]
         if errors and all("not reachable" in e for e in errors):
             return Unreachable(
                 f"no Ollama server of the pool ({hosts}) is reachable: start them, or fix "
