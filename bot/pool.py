@@ -99,7 +99,7 @@ class OllamaPool:
 
     # --- the backend interface -------------------------------------------------------------------
     async def check(self, model: str) -> ModelInfo:
-        """At start: at least one host answers and holds the model; the others are named in the log."""
+        """At start: a host of the pool answers and holds the model (those that do not are logged)."""
         return await self.model_info(model)
 
     async def model_info(self, model: str) -> ModelInfo:
@@ -128,9 +128,11 @@ class OllamaPool:
                 async with aclosing(host.backend.generate(model, request, options)) as pieces:
                     async for piece in pieces:
                         came = came or bool(piece.text)
+                        if piece.done:  # counted first: the caller may stop listening at this piece
+                            self._served(host, story)
                         yield piece
                         if piece.done:
-                            break
+                            return
             except (Unreachable, HostFailed, ModelMissing) as exc:
                 self._failed(host, exc)
                 if came:
@@ -144,8 +146,9 @@ class OllamaPool:
                 continue
             finally:
                 host.in_flight -= 1
-            self._served(host, story)
-            return
+            raise HostFailed(
+                f"the stream from Ollama at {host.url} ended without its final record: try again"
+            )
 
     # --- choosing a host ---------------------------------------------------------------------------
     async def _candidates(self, model: str, tried: set[Host]) -> list[Host]:

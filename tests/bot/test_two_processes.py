@@ -104,7 +104,9 @@ async def test_a_second_bot_on_the_same_events_refuses_to_start_and_leaves_the_f
     send it every interaction too, so it refuses, saying which process holds the events, and touches
     nothing: the first's passage is not failed and lands."""
     fake = world.fake
-    world.script(model_text("The rain kept on, and on. " * 10), tokens_per_second=25)
+    world.script(
+        model_text("The rain kept on, and on. " * 30), tokens_per_second=25
+    )  # ~7 s: a loaded machine starts the second process slowly
     async with fake.running(world.bot(limits={"lease_s": 2.0})) as first_bot:
         await write(fake, "The storm rolled in.")
         first = await fake.send_slash_command("continue", {})
