@@ -60,7 +60,7 @@ def _open_store(settings):
     except SchemaError as exc:
         _fail(str(exc))
     except ImportError:
-        _fail("STORY_BOT_DB is a PostgreSQL URL, which needs psycopg: pip install 'story-bot[postgres]'")
+        _fail("STORY_BOT_DB is a PostgreSQL URL, which needs psycopg: pip install 'psycopg[binary]'")
     except Exception as exc:
         if not is_url(settings.db):
             raise
