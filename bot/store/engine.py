@@ -63,21 +63,33 @@ class PgConnection:
     dialect = "postgresql"
 
     def __init__(self, url: str):
+        self.url, self.closed = url, False
+        self.raw = self._connect()
+
+    def _connect(self):
         import psycopg
 
-        self.raw = psycopg.connect(url, autocommit=True, row_factory=_row_factory)
+        return psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
+
+    def _live(self):
+        """The connection, opened again if the last one broke (the server restarted, a network cut): the
+        call that met the break failed, its transaction rolled back by the server; the next one works."""
+        if self.raw.broken and not self.closed:
+            self.raw = self._connect()
+        return self.raw
 
     def execute(self, query: str, params: Sequence[Any] | None = None):
         if params is None:
-            return self.raw.execute(query)
-        return self.raw.execute(_sql(query), params)
+            return self._live().execute(query)
+        return self._live().execute(_sql(query), params)
 
     def executemany(self, query: str, rows: Iterable[Sequence[Any]]):
-        cursor = self.raw.cursor()
+        cursor = self._live().cursor()
         cursor.executemany(_sql(query), list(rows))
         return cursor
 
     def close(self) -> None:
+        self.closed = True
         self.raw.close()
 
 

@@ -137,3 +137,11 @@ def test_run_without_a_token_or_without_ollama_says_what_to_set(tmp_path, monkey
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 1 and "STORY_BOT_OLLAMA_HOST" in result.output
     assert "secret-token-value" not in result.output
+
+
+def test_story_bot_run_refuses_a_bad_shard_range_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STORY_BOT_DISCORD_TOKEN", "secret-token-value")
+    result = CliRunner().invoke(app, ["run", "--shards", "4-8", "--shard-count", "8"])
+    assert result.exit_code == 1
+    assert "shard 8 is not below STORY_BOT_SHARD_COUNT (8): shards are numbered 0 to 7" in result.output

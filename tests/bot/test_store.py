@@ -267,3 +267,21 @@ def test_gateway_leases_cover_shard_ranges_and_refuse_any_overlap(store):
     assert store.claim_gateway([2, 3], 8, c, 5) is None  # its holder is gone: free
     for owner in (b, c):
         retire(owner)
+
+
+def test_a_postgresql_store_reconnects_after_the_server_drops_its_connection(postgres_url):
+    from bot.store.engine import PgConnection
+
+    store = Store(postgres_url)
+    sid = store.ensure_story(ROOM, ALICE)
+    admin = PgConnection(postgres_url)
+    pid = store.conn.raw.info.backend_pid
+    admin.execute("SELECT pg_terminate_backend(?)", (pid,))  # as a server restart or a network cut
+    admin.close()
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError):  # the call that meets the break fails, changing nothing
+        store.add_passage(sid, ALICE, "Lost in the break.")
+    store.add_passage(sid, ALICE, "Once.")  # the next one works, on a new connection
+    assert [p.text for p in store.passages(sid)] == ["Once."]
+    store.close()
