@@ -1,9 +1,13 @@
-"""The story store: SQLite in WAL mode behind a few operations, each one transaction.
+"""The story store: a few operations, each one transaction, on SQLite in WAL mode (a file, the default) or
+PostgreSQL (a `postgresql://` URL; bot/store/engine.py), with the same SQL and the same guarantees.
 
-A process killed at any moment leaves the file consistent (SQLite's atomic commit). Several processes may
-share the file: what one of them is doing (a story's generation, a summary, a delivery) is a lease with an
-owner and an expiry (:meth:`Store.claim`), and :meth:`Store.recover` fails only the generations whose
-owner is gone. Calls are short and local, so the async service makes them directly from the event loop.
+A process killed at any moment leaves the database consistent (SQLite's atomic commit; PostgreSQL rolls
+back the transaction of a client that went away). Writers take turns (SQLite's BEGIN IMMEDIATE; one
+advisory lock per schema on PostgreSQL), so an operation that reads, decides and writes is never raced.
+Several processes may share the database: what one of them is doing (a story's generation, a summary, a
+delivery, its shards of the Discord events) is a lease with an owner and an expiry (:meth:`Store.claim`),
+and :meth:`Store.recover` fails only the generations whose owner is gone. Calls are short, so the async
+service makes them directly from the event loop.
 """
 
 from __future__ import annotations

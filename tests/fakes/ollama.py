@@ -356,11 +356,17 @@ class FakeOllama(LoopbackServer):
         last request), as Ollama's /api/ps lists them."""
         self.requests.append(("GET", request.path, {}))
         now = time.time()
-        models = [
-            {"name": name, "model": name, "size": 1, "digest": "0" * 64, "size_vram": 1,
-             "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(until))}
-            for name, until in sorted(self._loaded.items()) if until > now
-        ]  # fmt: skip
+        models = []
+        for name, until in sorted(self._loaded.items()):
+            m = self.models.get(name)
+            if until <= now or m is None:
+                continue
+            models.append({
+                "name": name, "model": name, "size": 1, "digest": "0" * 64, "size_vram": 1,
+                "details": {"parent_model": "", "format": "gguf", "family": m.family, "families": [m.family]},
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(until, 4e9))),
+                "context_length": int(m.parameters.get("num_ctx", 4096)),
+            })  # fmt: skip
         return web.json_response({"models": models})
 
     def _capabilities(self, m: Model) -> set[str]:
@@ -420,7 +426,7 @@ class FakeOllama(LoopbackServer):
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         started = time.monotonic_ns()
-        self._loaded[model.name] = time.time() + 300
+        self._loaded[model.name] = time.time() + _keep_alive(body.get("keep_alive"))
         if request.transport is not None:
             self._streams.add(request.transport)
         try:
@@ -444,6 +450,21 @@ class FakeOllama(LoopbackServer):
         finally:
             self.in_flight -= 1
             self._streams.discard(request.transport)
+
+
+def _keep_alive(value) -> float:
+    """Seconds a model stays loaded after a request: Ollama's keep_alive (a number of seconds or a
+    duration such as "10m"; negative: for ever; 0: unloaded at once), default 5 minutes."""
+    if value is None:
+        return 300.0
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)?", str(value).strip())
+        if not m:
+            return 300.0
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return float("inf") if seconds < 0 else seconds
 
 
 def _full(name: str) -> str:
