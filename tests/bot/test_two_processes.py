@@ -45,18 +45,24 @@ async def until(proc, event: str) -> dict:
     return said_now
 
 
-def opening(db: Path) -> None:
+def opening(db: Path | str) -> None:
     store = Store(db)
     store.add_passage(store.ensure_story(HERE, Member("1", "Alice")), Member("1", "Alice"), "The bell rang.")
     store.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_db(request, tmp_path):
+    """The database both processes open: a SQLite file, or a schema on the test PostgreSQL server."""
+    return tmp_path / "story.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 async def test_a_second_process_waits_its_turn_in_the_story_and_leaves_the_first_ones_passage(
-    ollama_server, tmp_path
+    ollama_server, shared_db
 ):
-    db = tmp_path / "story.db"
+    db = shared_db
     opening(db)
-    ollama_server.script("writer", text=model_text("Slowly the tide came in. " * 8), tokens_per_second=25)
+    ollama_server.script("writer", text=model_text("Slowly the tide came in. " * 20), tokens_per_second=25)
     first = await spawn("continue", db, ollama_server.url, HERE.id)
     assert (await said(first))["lost"] == []
     started = await until(first, "started")
@@ -79,8 +85,8 @@ async def test_a_second_process_waits_its_turn_in_the_story_and_leaves_the_first
     store.close()
 
 
-async def test_a_process_started_after_a_kill_fails_the_dead_ones_passage_at_once(ollama_server, tmp_path):
-    db = tmp_path / "story.db"
+async def test_a_process_started_after_a_kill_fails_the_dead_ones_passage_at_once(ollama_server, shared_db):
+    db = shared_db
     opening(db)
     ollama_server.script("writer", text=model_text("Slowly. " * 200), tokens_per_second=5)
     doomed = await spawn("continue", db, ollama_server.url, HERE.id)
