@@ -3,11 +3,12 @@
 A generation goes to a host that has the model (its `/api/tags`, asked again every `tags_ttl` seconds),
 the least busy first (requests in flight from this process); a story's next passage goes back to the host
 that served its last one while that host has a free slot, or is no busier than the others, since that
-host's KV cache holds the story's prompt (REFERENCE §8). A host that fails (refused connection, a 5xx, a
-stream cut off) is set aside for `retry` seconds, doubling up to `max_retry` while it keeps failing; when
-every host is set aside they are tried anyway, soonest back first. A request that failed before any text
-came is tried on the next host; once text has come the passage cannot be continued elsewhere (the
-service has shown it), so the error says plainly that nothing was added.
+host's KV cache holds the story's prompt (it evaluates again only the tokens after the first change).
+A host that fails (refused connection, a 5xx, a stream cut off) is set aside for `retry` seconds,
+doubling up to `max_retry` while it keeps failing; when every host is set aside they are tried anyway,
+soonest back first. A request that failed before any text came is tried on the next host; once text has
+come the passage cannot be continued elsewhere (the service has shown it), so the error says plainly
+that nothing was added. A timeout is not a failed host (it may be loading the model): it is reported.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -82,11 +83,10 @@ class OllamaPool:
         retry: float = 5.0,
         max_retry: float = 300.0,
         tags_ttl: float = 30.0,
-        make: Callable[[str, Timeouts | None], OllamaBackend] = OllamaBackend,
     ):
         if not hosts:
             raise ValueError("a pool needs at least one Ollama host")
-        self.hosts = [Host(make(h, timeouts)) for h in dict.fromkeys(hosts)]
+        self.hosts = [Host(OllamaBackend(h, timeouts)) for h in dict.fromkeys(hosts)]
         self.host = self.hosts[0].url  # the default host, named in messages
         self.timeouts = self.hosts[0].backend.timeouts
         self.per_host, self.retry, self.max_retry, self.tags_ttl = per_host, retry, max_retry, tags_ttl
