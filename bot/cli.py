@@ -7,6 +7,7 @@ given here win over both.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -190,22 +191,21 @@ async def _console(settings) -> None:
 
 @app.command()
 def status(config: Config = None) -> None:
-    """Each Ollama host of the settings: reachable or not, its models, those loaded now, and its load."""
+    """Each Ollama host of the settings: reachable or not, its models, those loaded now, and its load
+    (generations running there and written there in the last 10 minutes, by every bot on STORY_BOT_DB)."""
     settings = _settings(config)
     rows = asyncio.run(_status(settings))
+    load, note = _host_load(settings.db, time.time() - 600)
     for row in rows:
+        running, recent = load.get(row["host"], (0, 0))
+        busy = f"running {running}, {recent} in the last 10 min" if note is None else note
         if not row["up"]:
-            typer.echo(f"{row['host']}  DOWN  {row['error']}")
+            typer.echo(f"{row['host']}  DOWN  {row['error']}  ({busy})")
             continue
-        has = (
-            "has"
-            if settings.model in {m.removesuffix(":latest") for m in row["models"]} | set(row["models"])
-            else "lacks"
-        )
-        typer.echo(
-            f"{row['host']}  up  {has} {settings.model}  loaded: {', '.join(row['loaded']) or 'none'}  "
-            f"in flight: {row['in_flight']}"
-        )
+        names = set(row["models"]) | {m.removesuffix(":latest") for m in row["models"]}
+        has = "has" if settings.model in names else "lacks"
+        loaded = ", ".join(row["loaded"]) or "none"
+        typer.echo(f"{row['host']}  up  {has} {settings.model}  loaded: {loaded}  load: {busy}")
         typer.echo(f"    models: {', '.join(row['models']) or 'none'}")
     if not any(r["up"] for r in rows):
         raise typer.Exit(1)
@@ -219,6 +219,32 @@ async def _status(settings) -> list[dict]:
         return await pool.status()
     finally:
         await pool.close()
+
+
+def _host_load(db: str, since: float) -> tuple[dict, str | None]:
+    """The hosts' load from the store, read-only (it is never migrated or written here); or why not."""
+    import sqlite3
+
+    from bot.store import migrations
+    from bot.store.engine import PgConnection, is_url
+    from bot.store.repository import host_load
+
+    try:
+        if is_url(db):
+            conn = PgConnection(db)
+            conn.execute("BEGIN READ ONLY")
+        elif Path(db).is_file():
+            conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            return {}, f"no store at {db}"
+        try:
+            if migrations.schema_version(conn) < migrations.SCHEMA_VERSION:
+                return {}, "not recorded: the store is older than this bot (start the bot once on it)"
+            return host_load(conn, since), None
+        finally:
+            conn.close()
+    except Exception as exc:  # a status line, not a failure: the hosts are still listed
+        return {}, f"store unreadable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
 
 
 @app.command()

@@ -81,6 +81,7 @@ class Piece:
     text: str
     done: bool = False
     stats: dict = field(default_factory=dict)
+    host: str | None = None  # the server writing it (a pool has several)
 
 
 class OllamaBackend:
@@ -149,9 +150,9 @@ class OllamaBackend:
                 if first is None:
                     first = time.monotonic() - started
                 if part.done:
-                    yield Piece(part.response or "", True, _stats(part, first))
+                    yield Piece(part.response or "", True, _stats(part, first), self.host)
                     return
-                yield Piece(part.response or "")
+                yield Piece(part.response or "", host=self.host)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:

@@ -627,12 +627,15 @@ class StoryService:
             owner=self.owner,
         )  # fmt: skip
         yield Started(gen_id, model)
-        output, stats, shown = "", {}, ("", "")
+        output, stats, shown, host = "", {}, ("", ""), None
         clock, last = asyncio.get_running_loop().time, -float("inf")
         STORY.set(channel.id)  # a pool of hosts sends the story where its prompt is cached
         try:
             async with aclosing(self.backend.generate(model, request, options)) as pieces:
                 async for piece in pieces:
+                    if host is None and piece.host:  # which server writes it: `story-bot status`
+                        host = piece.host
+                        self.store.set_generation_host(gen_id, host)
                     output += piece.text
                     if piece.done:
                         stats = piece.stats

@@ -164,6 +164,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX generations_undelivered ON generations(delivery) WHERE delivery = 'pending';
     UPDATE generations SET delivery = 'pending' WHERE status = 'running' AND message_ref IS NOT NULL;
     """,
+    # 4: which Ollama server wrote a generation (several in a pool): each server's load across processes.
+    """
+    ALTER TABLE generations ADD COLUMN host TEXT;
+    CREATE INDEX generations_host ON generations(host, finished_at);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

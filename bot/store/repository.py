@@ -514,6 +514,10 @@ class Store:
             ).fetchone()[0]
             return Passage(**{**passage.__dict__, "alternatives": n})
 
+    def set_generation_host(self, generation_id: int, host: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE generations SET host = ? WHERE id = ?", (host, generation_id))
+
     def fail_generation(self, generation_id: int, error: str, output: str = "") -> None:
         with self.tx() as c:
             c.execute(
@@ -691,6 +695,18 @@ class Store:
     def opted_out(self, member_id: str) -> bool:
         row = self.conn.execute("SELECT 1 FROM opt_outs WHERE member_id = ?", (member_id,)).fetchone()
         return row is not None
+
+
+def host_load(conn, since: float) -> dict[str, tuple[int, int]]:
+    """Per Ollama server, from every process on the database: (generations running there now, those
+    finished there since `since`). `conn` may be a read-only connection (`story-bot status`)."""
+    rows = conn.execute(
+        "SELECT host, count(*) FILTER (WHERE status = 'running'), "
+        "count(*) FILTER (WHERE finished_at >= ?) FROM generations "
+        "WHERE host IS NOT NULL AND (status = 'running' OR finished_at >= ?) GROUP BY host",
+        (since, since),
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
 
 
 def gateway_key(shards: Sequence[int], shard_count: int) -> str:

@@ -155,6 +155,8 @@ async def test_a_host_dying_before_the_first_piece_costs_nothing_the_passage_is_
         assert isinstance(events[-1], Done) and "did not look back" in events[-1].passage.text
         assert [p.text for p in service.show(HERE).passages][-1] == events[-1].passage.text
         assert generations(b) == 1 and pool.stats.retried == 1
+        rows = store.conn.execute("SELECT host FROM generations WHERE id = ?", (events[-1].generation_id,))
+        assert [r[0] for r in rows] == [b.url]  # the server that wrote it, for each server's load
     finally:
         await service.aclose()
         await pool.close()
@@ -208,22 +210,42 @@ async def test_a_mid_stream_model_error_is_not_a_dead_host(hosts):
         await pool.close()
 
 
-def test_story_bot_status_shows_each_host_its_models_and_load(hosts, monkeypatch):
+def test_story_bot_status_shows_each_host_its_models_and_load(hosts, monkeypatch, tmp_path):
     from bot.cli import app
+    from bot.store import Store
 
     a, b, c = hosts
     b.add_model("summariser")
     c.die()
     time.sleep(0.05)
-    a.script("writer")
-    asyncio.run(passage(OllamaPool([a.url])))  # a has served: the model is loaded there
+    db = tmp_path / "story.db"
+
+    async def two_passages_on_a() -> None:  # a bot process: its pool, the shared store
+        store = Store(db)
+        pool = OllamaPool([a.url])
+        service = StoryService(store, pool, lambda channel: "writer")
+        service.write(HERE, ALICE, "The storm rolled in.")
+        for _ in range(2):
+            assert isinstance((await _events(service))[-1], Done)
+        await service.aclose()
+        await pool.close()
+        store.close()
+
+    asyncio.run(two_passages_on_a())
     monkeypatch.setenv("STORY_BOT_OLLAMA_HOSTS", f"{a.url},{b.url},{c.url}")
+    monkeypatch.setenv("STORY_BOT_DB", str(db))
     for name in ("STORY_BOT_OLLAMA_HOST", "OLLAMA_HOST", "STORY_BOT_MODEL", "STORY_BOT_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].startswith(f"{a.url}  up  has writer  loaded: writer:latest")
-    assert f"{b.url}  up  has writer  loaded: none" in result.output
-    assert "models: summariser:latest, writer:latest" in result.output
+    assert lines[0] == (
+        f"{a.url}  up  has writer  loaded: writer:latest  load: running 0, 2 in the last 10 min"
+    )  # fmt: skip
+    assert f"{b.url}  up  has writer  loaded: none  load: running 0, 0 in the last 10 min" in lines
+    assert "    models: summariser:latest, writer:latest" in lines
     assert any(line.startswith(f"{c.url}  DOWN  Ollama is not reachable") for line in lines)
+    monkeypatch.setenv("STORY_BOT_DB", str(tmp_path / "absent.db"))  # no store: the hosts all the same
+    result = CliRunner().invoke(app, ["status"])
+    assert result.exit_code == 0 and f"load: no store at {tmp_path / 'absent.db'}" in result.output
+    assert not (tmp_path / "absent.db").exists()  # status never creates or migrates a store
