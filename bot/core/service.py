@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pipeline import chat_formats, serving
 from pipeline import prompt as writer_prompt
 
-from ..llm import EmptyAnswer, LLMError, OllamaBackend
+from ..llm import STORY, EmptyAnswer, LLMError, OllamaBackend
 from ..store import Delivery, Interrupted, Store
-from ..store.repository import CANCELLED, new_owner, retire
+from ..store.repository import CANCELLED, gateway_key, new_owner, retire
 from . import lore as lorebook
 from . import summary as summaries
 from . import text as texts
@@ -325,12 +325,12 @@ class StoryService:
         return self.store.delivery(generation_id)
 
     # --- leases --------------------------------------------------------------------------------
-    def hold_gateway(self, shard_id: int = 0, shard_count: int = 1) -> str | None:
-        """Take (and keep renewing) the lease on a shard of the Discord events; None, or the live owner
+    def hold_gateway(self, shards: Sequence[int] = (0,), shard_count: int = 1) -> str | None:
+        """Take (and keep renewing) the lease on shards of the Discord events; None, or the live owner
         ("host:pid:token") of an overlapping one, in which case nothing is taken."""
-        holder = self.store.claim_gateway(shard_id, shard_count, self.owner, self.limits.lease_s)
+        holder = self.store.claim_gateway(shards, shard_count, self.owner, self.limits.lease_s)
         if holder is None:
-            self._leases.add(f"gateway:{shard_count}:{shard_id}")
+            self._leases.add(gateway_key(shards, shard_count))
             self._beat()
         return holder
 
@@ -634,12 +634,16 @@ class StoryService:
             owner=self.owner,
         )  # fmt: skip
         yield Started(gen_id, model)
-        output, stats, shown = "", {}, ("", "")
+        output, stats, shown, host = "", {}, ("", ""), None
         clock, last = asyncio.get_running_loop().time, -float("inf")
         parsed = None
+        STORY.set(channel.id)  # a pool of hosts sends the story where its prompt is cached
         try:
             async with aclosing(self.backend.generate(model, request, options)) as pieces:
                 async for piece in pieces:
+                    if host is None and piece.host:  # which server writes it: `story-bot status`
+                        host = piece.host
+                        self.store.set_generation_host(gen_id, host)
                     output += piece.text
                     if piece.done:
                         stats = piece.stats

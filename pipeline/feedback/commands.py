@@ -16,7 +16,11 @@ console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on
 app = typer.Typer(help="Turn the bot's ratings into training rows (sft, kto, dpo) and figures.")
 
 DbOption = Annotated[
-    Path, typer.Option("--db", help="The bot's SQLite file (STORY_BOT_DB); read-only, safe while it runs")
+    str,
+    typer.Option(
+        "--db",
+        help="The bot's SQLite file or postgresql:// URL (STORY_BOT_DB); read-only, safe while it runs",
+    ),
 ]
 
 
