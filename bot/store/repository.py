@@ -19,6 +19,7 @@ from bot.core import lore as lorebook
 from bot.core.lore import LoreConflict, LoreEntry
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
 from bot.core.summary import digest
+from bot.store import opening
 from bot.store.migrations import migrate
 
 INTERRUPTED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
@@ -58,6 +59,7 @@ class Store:
     def __init__(self, path: str | Path):
         self.path = str(path)
         if self.path != ":memory:":
+            opening.check(self.path)  # before SQLite may write: new, or the bot's; else said, untouched
             Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, so each operation is exactly one.
         self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -67,6 +69,7 @@ class Store:
         self.conn.execute("PRAGMA foreign_keys=ON")
         self.conn.execute("PRAGMA busy_timeout=5000")
         migrate(self.conn)
+        opening.claim(self.conn)
 
     def close(self) -> None:
         self.conn.close()
