@@ -32,6 +32,7 @@ app = typer.Typer(
 def _root(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
     """Collaborative story continuation on Discord and in a terminal."""
 
+
 Config = Annotated[
     Path | None, typer.Option("--config", help="A TOML settings file (default: ./story-bot.toml if present)")
 ]
@@ -96,7 +97,10 @@ async def _run(settings, token: str) -> None:
     except discord.LoginFailure:
         _fail(BAD_TOKEN)
     except (aiohttp.ClientError, OSError) as exc:
-        _fail(f"cannot reach Discord ({type(exc).__name__}: {exc}): check the network connection, then start again")
+        _fail(
+            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
+            "check the network connection, then start again"
+        )
     finally:
         await backend.close()
         store.close()
@@ -148,7 +152,10 @@ async def _sync(token: str, guild: int | None) -> list[str]:
     except discord.HTTPException as exc:
         _fail(f"Discord refused the command sync ({exc.status}): {exc.text}")
     except (aiohttp.ClientError, OSError) as exc:
-        _fail(f"cannot reach Discord ({type(exc).__name__}: {exc}): check the network connection, then sync again")
+        _fail(
+            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
+            "check the network connection, then sync again"
+        )
 
 
 @app.command()

@@ -32,7 +32,9 @@ def check_output(path: str | os.PathLike, force: bool = True, folder: bool = Fal
     reverse), a path under a file, a folder we may not write in, or an existing file without --force."""
     path = Path(path)
     if path.is_dir() and not folder:
-        raise OutputError(f"{path} is a folder: the output is a file, give its path (e.g. {path / 'out.jsonl'})")
+        raise OutputError(
+            f"{path} is a folder: the output is a file, give its path (e.g. {path / 'out.jsonl'})"
+        )
     if path.exists() and folder and not path.is_dir():
         raise OutputError(f"{path} is a file: the output is a folder, give a folder path")
     if path.exists() and not folder and not force:

@@ -30,7 +30,9 @@ def check(path: str | os.PathLike) -> None:
     """Raise NotTheBotsDatabase unless `path` is new (or empty) or holds the bot's schema."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise NotTheBotsDatabase(f"{path} is a folder, not a database file: {_POINT} (e.g. {path}/story-bot.db)")
+        raise NotTheBotsDatabase(
+            f"{path} is a folder, not a database file: {_POINT} (e.g. {path}/story-bot.db)"
+        )
     above = next(p for p in path.parents if p.exists() or p == p.parent)
     if not above.is_dir():
         raise NotTheBotsDatabase(f"{path} lies under {above}, which is a file, not a folder: {_POINT}")
@@ -42,7 +44,9 @@ def check(path: str | os.PathLike) -> None:
         raise NotTheBotsDatabase(f"{path} is not a regular file: {_POINT}")
     mode = path.stat().st_mode
     if not mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) or not os.access(path, os.W_OK):
-        raise NotTheBotsDatabase(f"{path} is read-only: the bot writes to its database; make it writable or {_POINT}")
+        raise NotTheBotsDatabase(
+            f"{path} is read-only: the bot writes to its database; make it writable or {_POINT}"
+        )
     try:
         with open(path, "rb") as f:
             header = f.read(100)
@@ -63,10 +67,12 @@ def _check_schema(path: Path) -> None:
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             c.execute("PRAGMA quick_check(1)").fetchone()
     except sqlite3.DatabaseError as e:
-        raise NotTheBotsDatabase(f"{path} is damaged or not a database SQLite can read ({e}): {_POINT}") from None
+        raise NotTheBotsDatabase(
+            f"{path} is damaged or not a database SQLite can read ({e}): {_POINT}"
+        ) from None
     if app_id == APPLICATION_ID or (app_id == 0 and not tables and version == 0):
         return
-    if app_id == 0 and 0 < version and _CORE_TABLES <= tables:
+    if app_id == 0 and version > 0 and tables >= _CORE_TABLES:
         return  # the bot's, from before the application id: claimed after the migrations
     if app_id == 0 and version > SCHEMA_VERSION and not tables:
         return  # the migrations refuse it (a newer bot's) without writing

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from pipeline.extras import needs
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Readability, diversity and tone of texts and models; held-out perplexity.")
 
 OutDir = Annotated[Path, typer.Option("-o", "--output", help="Folder to write the results into")]

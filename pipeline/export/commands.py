@@ -12,7 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from pipeline.extras import needs
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class OutType(StrEnum):

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from pipeline.extras import fail, needs
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Base models without a hub: a tiny random model, or the small real SmolLM2-135M.")
 
 Output = Annotated[Path, typer.Option("-o", "--output", help="The model folder to write (must not exist)")]
