@@ -96,7 +96,7 @@ class TrainOptions:
             problems.append(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.method != "sft" and self.adapter is None:
+        if self.method in ("dpo", "kto") and self.adapter is None:
             problems.append(f"--method {self.method} starts from an SFT adapter: pass --adapter SFT_OUT_DIR")
         if self.early_stopping and self.eval_data is None:
             problems.append("--early-stopping needs held-out rows to watch: pass --eval-data val.jsonl")
