@@ -59,6 +59,8 @@ class Snapshot:
 def read(path: str | Path) -> Snapshot:
     """A consistent snapshot of the bot's database at `path` (see the module doc)."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise FeedbackError(f"{path} is a folder: give the bot's database file (STORY_BOT_DB)")
     if not path.is_file():
         raise FeedbackError(f"no database at {path}: give the bot's database file (STORY_BOT_DB)")
     conn = _connect_ro(path)
