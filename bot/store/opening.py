@@ -60,8 +60,12 @@ def check(path: str | os.PathLike) -> None:
 
 
 def _check_schema(path: Path) -> None:
+    # Without a -wal file beside it nothing is pending, and immutable=1 reads without making one (a
+    # plain read-only open of a WAL-mode file would leave -wal and -shm files behind).
+    pending = path.with_name(path.name + "-wal").exists()
+    uri = f"{path.resolve().as_uri()}?mode=ro" + ("" if pending else "&immutable=1")
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as c:
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as c:
             app_id = c.execute("PRAGMA application_id").fetchone()[0]
             version = c.execute("PRAGMA user_version").fetchone()[0]
             tables = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
