@@ -191,3 +191,30 @@ def test_the_boundary_keeps_failures_to_one_line_and_debug_shows_them(env, monke
     )
     result = CliRunner().invoke(app, ["--debug", "sync"])
     assert isinstance(result.exception, IsADirectoryError)
+
+
+async def test_console_export_refuses_an_existing_file_without_force(make_service, tmp_path):
+    import io
+
+    from bot.console import Console
+    from bot.core.story import Member
+
+    existing = tmp_path / "mine.md"
+    existing.write_text("my notes\n")
+
+    async def lines(*items):
+        for item in items:
+            yield item
+
+    out = io.StringIO()
+    console = Console(make_service("writer"), out, Member("console:me", "me"))
+    await console.run(lines("A line of story.", f"/export {existing}", f"/export {tmp_path}", "/quit"))
+    text = out.getvalue()
+    assert f"{existing} already exists: /export --force {existing} replaces it" in text
+    assert f"{tmp_path} is a folder: the output is a file" in text
+    assert existing.read_text() == "my notes\n"
+    out = io.StringIO()
+    await Console(make_service("writer"), out, Member("console:me", "me")).run(
+        lines("A line of story.", f"/export --force {existing}", "/quit")
+    )
+    assert "(exported to" in out.getvalue() and existing.read_text().startswith("# ")
