@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 from pathlib import Path
 
@@ -323,3 +324,26 @@ def test_an_output_folder_without_write_permission(world):
         refused(world, ["data", "gutenberg", "book.txt", "-o", "locked/out.jsonl"], "cannot write in locked")
     finally:
         locked.chmod(0o755)
+
+
+def test_a_run_with_nothing_to_write_keeps_the_old_output_even_with_force(world):
+    wp = world / "wp"
+    wp.mkdir()
+    (wp / "train.wp_source").write_text("[ WP ] A door opens .\n")
+    (wp / "train.wp_target").write_text("Too short a story .\n")
+    argv = ["data", "writing-prompts", "--source", "wp", "-o", "exists.jsonl", "--force"]
+    refused(world, argv, "no pair of 1 read passed the filters", 2)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['FROM x\nTEMPLATE """abc\n', "FROM x\nPARAMETER num_ctx\n", "FROM x\nPARAMETER\n", "FROM x\nFROM",
+     'FROM x\nSYSTEM """a\n', "FROM x\nMESSAGE bob hi\n", "FROM x\nPARAMETER num_ctx abc\r\n"],
+)  # fmt: skip
+def test_modelfile_check_names_lines_the_file_has(world, text):
+    (world / "two.Modelfile").write_text(text, newline="")
+    result = CliRunner().invoke(app, ["modelfile", "check", "two.Modelfile"])
+    assert result.exit_code == 1 and "error" in result.output
+    lines = [int(m) for m in re.findall(r"two\.Modelfile:(\d+)", result.output)]
+    assert lines and max(lines) <= 2, result.output
+    assert "unexpected a line end" not in result.output and ":0:" not in result.output

@@ -179,14 +179,22 @@ def writing_prompts(
         raise _fail(f"--min-words {min_words} is above --max-words {max_words}: no story could pass")
 
     stats = wp.PairStats()
+
+    def some_pairs():  # none at all fails inside the atomic write: an earlier output stays as it was
+        empty = True
+        for pair in wp.pairs(source, stats, min_words, max_words, val_ratio, limit):
+            empty = False
+            yield pair
+        if empty:
+            raise wp.WritingPromptsError(
+                f"no pair of {stats.read} read passed the filters ({min_words}-{max_words} words)"
+            )
+
     try:
         with console.status("reading Writing Prompts"):
-            n = g.write_jsonl(output, wp.pairs(source, stats, min_words, max_words, val_ratio, limit))
+            n = g.write_jsonl(output, some_pairs())
     except wp.WritingPromptsError as e:
         raise _fail(str(e)) from None
-    if not n:
-        output.unlink(missing_ok=True)
-        raise _fail(f"no pair of {stats.read} read passed the filters ({min_words}-{max_words} words)")
     console.print(
         f"wrote {n} pairs ({len(stats.prompts)} prompts) to {output}: {stats.kept[g.TRAIN]} train, "
         f"{stats.kept[g.VALIDATION]} validation; dropped {stats.too_short} too short, "

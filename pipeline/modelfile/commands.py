@@ -75,7 +75,7 @@ def check(files: Annotated[list[Path], typer.Argument(help="Modelfiles to check"
             summary += f"; {warnings} warning(s): Ollama serves something other than the file says"
         console.print(f"{status} {escape(str(f))}: {summary}", highlight=False, soft_wrap=True)
         for p in problems:
-            where = f"{f}:{p.line}:{p.column}" if p.line else str(f)
+            where = f"{f}:{p.line}" + (f":{p.column}" if p.column else "") if p.line else str(f)
             colour = "red" if p.severity == "error" else "yellow"
             line = f"  {escape(where)}: [{colour}]{p.severity}[/{colour}]: {escape(p.message)}"
             console.print(line, highlight=False, soft_wrap=True)
