@@ -97,6 +97,9 @@ def publish(
     host: Annotated[
         str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model of this name on the server")
+    ] = False,
 ) -> None:
     """Register the Modelfile's model with an Ollama server: upload local files as blobs, then create."""
     from pipeline.modelfile import publish as pub
@@ -104,6 +107,11 @@ def publish(
     try:
         plan = pub.plan(modelfile, name)
         publisher = pub.Publisher(host)
+        if not force and publisher.has_model(name):
+            raise pub.PublishError(
+                f"the server at {publisher.host} already has a model named {name!r}: pass --force to "
+                "replace it, or choose another --name"
+            )
         with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=console) as bars:  # fmt: skip
 
