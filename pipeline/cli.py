@@ -28,6 +28,7 @@ app = typer.Typer(
 def _root(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
     """Books and prompts to training rows, fine-tuning, GGUF export, Modelfiles, publishing, evaluation."""
 
+
 # In the order of the pipeline: base models, data, training, export, Modelfile + publish, evaluation,
 # feedback.
 _STEPS = (

@@ -52,9 +52,7 @@ class TrainOptions:
         ATTENTION_MODULES, "Module names to adapt (comma-separated on the command line), or all-linear"
     )
     epochs: float = option(2.0, "Passes over the training rows", above=0)
-    max_steps: int = option(
-        -1, "Stop after this many optimizer steps (-1: epochs decide)", min=-1, not_=0
-    )
+    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: epochs decide)", min=-1, not_=0)
     lr: float | None = option(
         None,
         f"Learning rate (default {DEFAULT_LR['sft']} for sft, {DEFAULT_LR['dpo']} for dpo/kto)",
@@ -74,9 +72,7 @@ class TrainOptions:
     save_total_limit: int = option(2, "Checkpoints to keep (the best is kept too)", min=1)
     log_steps: int = option(10, "Log the train loss every N steps", min=1)
     early_stopping: int = option(0, "Stop after N evaluations without improvement (0: off)", min=0)
-    early_stopping_threshold: float = option(
-        0.0, "Smallest eval-loss drop that counts as improvement", min=0
-    )
+    early_stopping_threshold: float = option(0.0, "Smallest eval-loss drop that counts as improvement", min=0)
     seed: int = option(42, "Random seed", min=0, max=2**32 - 1)
     resume: bool = option(False, "Continue from the last checkpoint in the output folder")
     overwrite: bool = option(
