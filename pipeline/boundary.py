@@ -84,6 +84,8 @@ def explain(e: BaseException) -> str | None:
         return f"an input is not UTF-8 text ({e}): give a text file, not a binary one"
     if isinstance(e, json.JSONDecodeError):
         return f"an input is not valid JSON ({e}): check the file"
+    if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+        return f"SQLite: {e}: another process is writing the database; try again when it is done"
     if isinstance(e, sqlite3.DatabaseError):
         return f"SQLite: {e}: check that the database path names the right file, and that it is intact"
     if isinstance(e, sqlite3.Error):
