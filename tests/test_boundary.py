@@ -41,3 +41,12 @@ def test_http_failures_name_the_server():
 
 def test_a_bug_is_not_passed_off_as_bad_input():
     assert explain(ZeroDivisionError("division by zero")) is None
+
+
+@pytest.mark.parametrize("tool", ["pipeline", "bot"])
+def test_both_tools_take_debug(tool):
+    from typer.testing import CliRunner
+
+    app = __import__(f"{tool}.cli", fromlist=["app"]).app
+    result = CliRunner().invoke(app, ["--help"])
+    assert result.exit_code == 0 and "--debug" in result.output
