@@ -23,13 +23,9 @@ DEBUG_HELP = "Show the full traceback of an error (for a bug report)"
 _PASS = (_click.exceptions.ClickException, typer.Exit, typer.Abort)
 
 
-def _path(e: OSError) -> str:
-    return str(e.filename2 or e.filename or "a path")
-
-
 def explain_os(e: OSError) -> str:
     """What went wrong with a path, and what to do about it."""
-    path = _path(e) if e.filename2 is None else str(e.filename)
+    path = "a path" if e.filename is None else str(e.filename)
     if isinstance(e, IsADirectoryError):
         return f"{path} is a folder, not a file: give the path of a file"
     if isinstance(e, NotADirectoryError):
