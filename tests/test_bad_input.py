@@ -345,3 +345,25 @@ def test_modelfile_check_names_lines_the_file_has(world, text):
     lines = [int(m) for m in re.findall(r"two\.Modelfile:(\d+)", result.output)]
     assert lines and max(lines) <= 2, result.output
     assert "unexpected a line end" not in result.output and ":0:" not in result.output
+
+
+def test_a_config_file_obeys_the_same_ranges(world):
+    (world / "run.toml").write_text("lr = -1\nepochs = 0\n")
+    argv = ["train", "--config", "run.toml", "--base", "adir", "--data", "texts.jsonl", "-o", "new"]
+    text = refused(world, argv, "--epochs 0 is not in the valid range x>0", 2)
+    assert "--lr -1 is not in the valid range x>0 and x<=1" in text
+
+
+def test_an_existing_teacher_output_with_its_journal_is_resumed_without_force(world):
+    from pipeline.data.gutenberg import text_key
+
+    (world / "chunks.jsonl").write_text(json.dumps({**CONTEXT_ROW, "split": "train"}) + "\n")
+    row = {"messages": [{"role": "user", "content": "u"}, {"role": "assistant", "content": "a"}]}
+    key = text_key(CONTEXT_ROW["context"], CONTEXT_ROW["continuation"])
+    (world / "train.jsonl").write_text("{}\n")
+    (world / "train.jsonl.journal").write_text(
+        json.dumps({"key": key, "id": "1", "split": "train", "row": row}) + "\n"
+    )
+    result = CliRunner().invoke(app, ["reason", "chunks.jsonl", "-o", "train.jsonl", *TEACHER])
+    assert result.exit_code == 0, result.output  # every row is in the journal: the teacher is not asked
+    assert json.loads((world / "train.jsonl").read_text()) == row
