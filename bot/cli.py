@@ -13,12 +13,26 @@ from typing import Annotated
 
 import typer
 
+from pipeline.boundary import DEBUG_HELP, boundary_group
+
+
+def _error_line(message: str) -> None:
+    typer.echo(f"story-bot: {message}", err=True)
+
+
 app = typer.Typer(
     name="story-bot",
     help="Collaborative story continuation on Discord and in a terminal.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=boundary_group("story-bot", _error_line),
 )
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
+    """Collaborative story continuation on Discord and in a terminal."""
+
 
 Config = Annotated[
     Path | None, typer.Option("--config", help="A TOML settings file (default: ./story-bot.toml if present)")
@@ -35,7 +49,7 @@ def _settings(config: Path | None, **overrides):
 
 
 def _fail(message: str, code: int = 1):
-    typer.echo(f"story-bot: {message}", err=True)
+    _error_line(message)
     raise typer.Exit(code)
 
 
@@ -87,6 +101,7 @@ def run(
 
 
 async def _run(settings, token: str) -> None:
+    import aiohttp
     import discord
 
     from bot.core.service import StoryService
@@ -108,6 +123,11 @@ async def _run(settings, token: str) -> None:
         _fail(BAD_TOKEN)
     except InUse as exc:
         _fail(str(exc))
+    except (aiohttp.ClientError, OSError) as exc:
+        _fail(
+            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
+            "check the network connection, then start again"
+        )
     finally:
         await backend.close()
         store.close()
@@ -147,6 +167,7 @@ def sync(
 
 
 async def _sync(token: str, guild: int | None) -> list[str]:
+    import aiohttp
     import discord
 
     from bot.discord.client import sync_commands
@@ -157,6 +178,11 @@ async def _sync(token: str, guild: int | None) -> list[str]:
         _fail(BAD_TOKEN)
     except discord.HTTPException as exc:
         _fail(f"Discord refused the command sync ({exc.status}): {exc.text}")
+    except (aiohttp.ClientError, OSError) as exc:
+        _fail(
+            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
+            "check the network connection, then sync again"
+        )
 
 
 @app.command()
@@ -250,9 +276,12 @@ def _host_load(db: str, since: float) -> tuple[dict, str | None]:
 @app.command()
 def prompt(context: Annotated[str, typer.Argument(help="The story so far")]) -> None:
     """Print the writer prompt the model receives for a context (the shared contract)."""
-    from pipeline.prompt import render_prompt
+    from pipeline.prompt import PromptError, render_prompt
 
-    typer.echo(render_prompt(context), nl=False)
+    try:
+        typer.echo(render_prompt(context), nl=False)
+    except PromptError as exc:
+        _fail(str(exc), 2)
 
 
 def main() -> None:

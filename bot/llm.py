@@ -125,6 +125,13 @@ class OllamaBackend:
         try:
             async with asyncio.timeout(self.timeouts.idle):
                 shown = await self.client.show(model)
+        except ValueError as exc:  # pydantic's ValidationError: the answer is not Ollama's
+            fields = sorted({str(e["loc"][0]) for e in getattr(exc, "errors", list)() if e.get("loc")})
+            missing = f" (missing or wrong: {', '.join(fields)})" if fields else ""
+            raise StreamFailed(
+                f"the server at {self.host} answered /api/show for {model!r} not as Ollama does{missing}: "
+                "point STORY_BOT_OLLAMA_HOST at an Ollama server (or upgrade it)"
+            ) from None
         except Exception as exc:
             raise self._error(exc, model) from None
         params = shown.parameters or ""

@@ -27,6 +27,7 @@ from bot.core import lore as lorebook
 from bot.core.lore import LoreConflict, LoreEntry
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
 from bot.core.summary import digest
+from bot.store import opening
 from bot.store.engine import PgConnection, is_url, shown, write_lock
 from bot.store.migrations import migrate
 
@@ -138,10 +139,13 @@ class Store:
             self.conn = self._open_sqlite(self.target)
             self.dialect = "sqlite"
         migrate(self.conn)
+        if self.dialect == "sqlite":
+            opening.claim(self.conn)
 
     @staticmethod
     def _open_sqlite(path: str) -> sqlite3.Connection:
         if path != ":memory:":
+            opening.check(path)  # before SQLite may write: new, or the bot's; else said, untouched
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, so each operation is exactly one.
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)

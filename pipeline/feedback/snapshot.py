@@ -65,6 +65,8 @@ def read(path: str | Path) -> Snapshot:
     if engine.is_url(path):
         return _read_postgres(str(path))
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise FeedbackError(f"{path} is a folder: give the bot's database file (STORY_BOT_DB)")
     if not path.is_file():
         raise FeedbackError(f"no database at {path}: give the bot's database file (STORY_BOT_DB)")
     conn = _connect_ro(path)

@@ -39,7 +39,7 @@ def test_export_with_filters_and_stats(bot, db, tmp_path):
     assert read_jsonl(out)[0]["messages"][0]["content"] == bot.store.generation(gid).user_text
     result = _run("export", "--db", db, "--format", "kto", "-o", tmp_path / "kto.jsonl")
     assert "1 kto rows (1 desirable)" in result.output and "has only one kind" in result.output
-    result = _run("export", "--db", db, "--format", "sft", "-o", out, "--since", "2999-01-01")
+    result = _run("export", "--db", db, "--format", "sft", "-o", out, "--since", "2999-01-01", "--force")
     assert "1  written before --since" in result.output and read_jsonl(out) == []
     result = _run("stats", "--db", db, "-o", tmp_path / "stats")
     assert result.exit_code == 0, result.output
