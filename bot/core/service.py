@@ -597,7 +597,7 @@ class StoryService:
         summary = summaries.current(self.store.summaries(story_id), passages)
         after = [p for p in passages if summary is None or p.position > summary.upto_position]
         ctx = build_context(
-            after, self.counter, Budget(window, num_predict), guidance, length,
+            after, self.counter, Budget(window, num_predict, serving.num_predict(None)), guidance, length,
             memory=self.store.note(story_id, "memory"), summary=summary,
             lore=self.store.lore_entries(story_id), mentions=direction, shares=self.limits.shares,
         )  # fmt: skip

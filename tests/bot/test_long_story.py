@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.core.context import BREAK, SUMMARY_LEAD
+from bot.core.context import BREAK, LORE_LEAD, SUMMARY_LEAD
 from bot.core.service import Done, StoryError
 from bot.core.summary import INSTRUCTIONS
 from pipeline import chat_formats, prompt
@@ -47,9 +47,10 @@ async def test_memory_lore_and_note_reach_the_prompt_in_order(make_service, olla
     service.lore_add(HERE, BOB, "The lamp", ["lamp"], "It never goes out.")
     service.write(HERE, ALICE, "Mara knocked at the door.")
     done = (await collect(service.continue_story(HERE, ALICE)))[-1]
-    context = "\n\n".join(
-        ["A grim tale.\nTold in the first person.", "Mara: " + mara.text, BREAK, "Mara knocked at the door."]
-    )
+    context = "\n\n".join(  # triggered lore after the passages: the long stable part comes first
+        ["A grim tale.\nTold in the first person.", BREAK, "Mara knocked at the door.", BREAK, LORE_LEAD,
+         "Mara: " + mara.text]
+    )  # fmt: skip
     [body] = ollama_server.calls("/api/generate")
     assert body["prompt"] == prompt.render_prompt(context, "Keep it tense.")  # the note is the guidance
     gen = service.store.generation(done.generation_id)
