@@ -41,7 +41,7 @@ def _fail(message: str, code: int = 1):
 async def _check_ollama(settings) -> None:
     from bot.llm import LLMError, OllamaBackend
 
-    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    backend = OllamaBackend(settings.ollama_host, settings.timeouts(), settings.keep_alive)
     try:
         await backend.check(settings.model)
     except LLMError as exc:
@@ -71,7 +71,7 @@ async def _run(settings, token: str) -> None:
         store = Store(settings.db)
     except SchemaError as exc:
         _fail(str(exc))
-    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    backend = OllamaBackend(settings.ollama_host, settings.timeouts(), settings.keep_alive)
     service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
     bot = StoryBot(
         service, edit_interval=settings.edit_interval, commands_per_minute=settings.member_commands_per_minute
@@ -155,7 +155,7 @@ async def _console(settings) -> None:
         store = Store(settings.db)
     except SchemaError as exc:
         _fail(str(exc))
-    backend = OllamaBackend(settings.ollama_host, settings.timeouts())
+    backend = OllamaBackend(settings.ollama_host, settings.timeouts(), settings.keep_alive)
     try:
         service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
         try:

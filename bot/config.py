@@ -6,6 +6,7 @@
     STORY_BOT_DB              the SQLite file (default story-bot.db)
     STORY_BOT_CONFIG          the TOML file (default ./story-bot.toml when it exists)
     STORY_BOT_SUMMARY_MODEL   the model that writes rolling summaries (default: the story's own model)
+    STORY_BOT_KEEP_ALIVE      how long Ollama keeps the model loaded after a request (default 30m)
 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
 
@@ -22,9 +23,10 @@ Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in t
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,9 +37,11 @@ from pydantic_settings import (
 from .core.context import CharCounter, Counter, TokenizerCounter
 from .core.service import Limits
 from .core.story import Channel
-from .llm import Timeouts
+from .llm import DEFAULT_KEEP_ALIVE, Timeouts
 
 DEFAULT_CONFIG = Path("story-bot.toml")
+_SECONDS = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
+_GO_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|[-+]?0")
 
 
 class ConfigError(ValueError):
@@ -70,6 +74,9 @@ class Settings(BaseSettings):
     max_memory_chars: int = Field(2000, ge=100)
     summary_model: str | None = None  # writes the rolling summaries; default: the story's own model
     summary_timeout: float = Field(180.0, gt=0)
+    #: How long Ollama keeps the model loaded after each request: a Go duration ("30m", "2h"), or seconds;
+    #: negative keeps it loaded, 0 unloads it at once.
+    keep_alive: float | str = DEFAULT_KEEP_ALIVE
     options: dict[str, float | int | str | bool | list[str]] = Field(default_factory=dict)
 
     connect_timeout: float = Field(5.0, gt=0)
@@ -79,6 +86,17 @@ class Settings(BaseSettings):
     # The Discord adapter's pacing.
     edit_interval: float = Field(1.0, ge=0.2)  # seconds between edits of a streaming message
     member_commands_per_minute: int = Field(10, ge=1)
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value):
+        """Seconds as a number (Ollama reads a string without a unit as an error), else a Go duration."""
+        text = str(value).strip()
+        if (isinstance(value, int | float) and not isinstance(value, bool)) or _SECONDS.fullmatch(text):
+            return float(text)
+        if _GO_DURATION.fullmatch(text):
+            return text
+        raise ValueError(f"{value!r} is not a duration: write it like 30m, 1h30m or 90s, or in seconds")
 
     @classmethod
     def settings_customise_sources(

@@ -80,7 +80,8 @@ async def test_a_long_story_session_in_the_console(make_service, ollama_server):
 
 
 def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STORY_BOT_DB": str(tmp_path / "c.db")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STORY_BOT_DB": str(tmp_path / "c.db"),
+           "STORY_BOT_KEEP_ALIVE": "2h"}  # fmt: skip
     env.pop("STORY_BOT_CONFIG", None)
     session = (
         "/story memory Told in the first person.\n"
@@ -100,3 +101,4 @@ def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp
     assert "### Context:\n" + stable + "\n\n" + ANSWER + lore in run.stdout  # the next prompt
     [generate] = ollama_server.calls("/api/generate")
     assert generate["prompt"].startswith(stable + lore)  # ... began like the one before
+    assert generate["keep_alive"] == "2h"  # the setting reaches the server

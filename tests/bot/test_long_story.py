@@ -140,6 +140,17 @@ async def test_a_rolling_summary_replaces_the_oldest_passages(make_service, olla
     assert gen.context["dropped"] == 0  # the summary made room: everything after it fits
 
 
+async def test_every_request_asks_ollama_to_keep_the_model_loaded(make_service, ollama_server):
+    _answers(ollama_server)
+    service = make_service("writer", num_ctx=1400)
+    _fill(service, 12)
+    await collect(service.continue_story(HERE, ALICE))
+    await service.idle()
+    calls = ollama_server.calls("/api/generate")
+    assert _summary_calls(ollama_server) and len(calls) > len(_summary_calls(ollama_server))
+    assert {c.get("keep_alive") for c in calls} == {"30m"}  # passages and summaries alike
+
+
 async def test_the_next_summary_rolls_the_previous_one_in(make_service, ollama_server):
     _answers(ollama_server)
     service = make_service("writer", num_ctx=1400)
