@@ -33,8 +33,8 @@ put passage after passage while the window fills, then jumps a whole step (to ab
 Room is kept for the whole lorebook (up to its share) whether or not its entries are triggered, so an
 entry coming or going never moves the start. Only when even the newest step does not fit (a tiny window,
 a very long passage) are the newest passages fitted one by one, the oldest kept cut at a sentence.
-A rolling summary is asked for the passages that left, and, when the next passage like the newest would
-overflow, for the oldest step still shown too: it then lands as the next step, so a new summary and a
+A rolling summary is asked for the passages that left, and, when the next passage could overflow (one as
+long as the longest of the newest four), for the oldest step still shown too: it then lands as the next step, so a new summary and a
 step break the server's cache once, together.
 
 Sizes are counted in tokens when the model's tokenizer is known (a local `tokenizer.json`), else
@@ -313,17 +313,18 @@ def _step_passages(passages: Sequence[Passage], counter: Counter, room: int, ste
 
 def _summary_upto(passages: Sequence[Passage], fit: _Fit, counter: Counter, room: int) -> int | None:
     """Where a new rolling summary should reach, if one is due: the passages that left, and when the
-    next passage like the newest would overflow, the oldest step shown too (a summary landing changes
-    everything after it anyway, so it takes the next step with it). The newest KEEP_RECENT never."""
+    next passage could overflow (one as long as the longest of the newest few), the oldest step shown too
+    (a summary landing changes everything after it anyway, so it takes the next step with it). The
+    newest KEEP_RECENT never."""
     if len(passages) <= KEEP_RECENT:
         return None
     if fit.cut:  # space is short: as far as leaves the passages about half their room
         upto = _summary_reach(passages, counter, room)
     else:
         upto = passages[fit.start - 1].position if fit.start else None
-        newest = counter.count(passages[-1].text) + counter.count(SEPARATOR)
+        longest = max(counter.count(p.text) for p in passages[-4:]) + counter.count(SEPARATOR)
         later = [s for s in fit.steps if s > fit.start]
-        if later and fit.size + newest > room:
+        if later and fit.size + longest > room:
             upto = passages[later[0] - 1].position
     return None if upto is None else min(upto, passages[-KEEP_RECENT - 1].position)
 
