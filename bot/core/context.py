@@ -34,8 +34,9 @@ Room is kept for the whole lorebook (up to its share) whether or not its entries
 entry coming or going never moves the start. Only when even the newest step does not fit (a tiny window,
 a very long passage) are the newest passages fitted one by one, the oldest kept cut at a sentence.
 A rolling summary is asked for the passages that left, and, when the next passage could overflow (one as
-long as the longest of the newest four), for the oldest step still shown too: it then lands as the next step, so a new summary and a
-step break the server's cache once, together.
+long as the longest of the newest four), for the oldest step still shown too: written ahead of time, it
+waits until the passages overflow and then comes in with that step (:func:`build_story_context`), so a
+new summary and a step break the server's cache once, together.
 
 Sizes are counted in tokens when the model's tokenizer is known (a local `tokenizer.json`), else
 estimated from characters (`chars_per_token`).
@@ -153,7 +154,7 @@ class Context:
     lore: list[LoreEntry] = field(default_factory=list)
     lore_left_out: list[str] = field(default_factory=list)  # triggered but over the lore budget
     #: The position up to which a new rolling summary should reach: the passages that left, or when
-    #: the window is about full the oldest step still shown (so the summary lands as the next step).
+    #: the window is about full the oldest step still shown (ready for the next step).
     summarise_upto: int | None = None
 
     @property
@@ -249,6 +250,25 @@ def build_context(
     ctx.size = used + fit.size + _cost(tail, counter)
     ctx.summarise_upto = _summary_upto(passages, fit, counter, room - used - tail_room)
     return ctx
+
+
+def build_story_context(
+    passages: Sequence[Passage], summaries: Sequence[Summary], *args, **kwargs
+) -> Context:
+    """:func:`build_context` for a whole story and its valid summaries (newest first, see
+    :func:`bot.core.summary.valid`): the older of the newest two (or none) while the passages after it
+    still fit whole, else the newest. So a summary written ahead of time (when the window is about full)
+    waits for the step that needs it: a new summary and a step break the server's cache once, together.
+    Other arguments are build_context's."""
+
+    def build(summary: Summary | None) -> Context:
+        after = [p for p in passages if summary is None or p.position > summary.upto_position]
+        return build_context(after, *args, summary=summary, **kwargs)
+
+    if not summaries:
+        return build(None)
+    ctx = build(summaries[1] if len(summaries) > 1 else None)
+    return ctx if not (ctx.dropped or ctx.cut) else build(summaries[0])
 
 
 def _cost(paragraphs: Sequence[str], counter: Counter) -> int:

@@ -7,7 +7,7 @@ import os
 import random
 import statistics
 
-from bot.core.context import LORE_LEAD, Budget, CharCounter, Shares, build_context
+from bot.core.context import LORE_LEAD, Budget, CharCounter, Shares, build_context, build_story_context
 from bot.core.lore import LoreEntry, parse_keywords
 from bot.core.story import AuthorKind, Note, Passage, Summary
 from pipeline import prompt
@@ -16,7 +16,10 @@ CHARS = CharCounter(chars_per_token=1.0)  # one "token" per character: easy arit
 BUDGET = Budget(3000, 600, usual_predict=600)
 MEMORY = Note(7, "memory", "A grim tale told by the lighthouse keeper, in the first person.")
 NAMES = ("Mara", "Jon", "Ines")
-LORE = [LoreEntry(i, n, parse_keywords(n), f"{n} has a secret worth a boat.", version=1) for i, n in enumerate(NAMES)]
+LORE = [
+    LoreEntry(i, n, parse_keywords(n), f"{n} has a secret worth a boat.", version=1)
+    for i, n in enumerate(NAMES)
+]
 
 
 def _story(n: int, seed: int = 7) -> list[Passage]:
@@ -92,23 +95,26 @@ def test_a_request_of_another_length_keeps_the_steps_and_space_short_keeps_the_p
     assert build_context(story, CHARS, BUDGET, memory=MEMORY, lore=LORE).passage_ids == usual.passage_ids
 
 
-def test_the_summary_lands_as_the_next_step_and_keeps_the_prefix_byte_stable_until_then():
+def test_a_summary_written_ahead_comes_in_with_the_next_step_and_the_prefix_is_stable_until_then():
     story = _story(120)
-    summary, landed, before, lost = None, 0, None, 0
+    written: list[Summary] = []  # newest first, as summary.valid gives them
+    previous, breaks, rolls, lost = None, 0, 0, 0
     for i in range(1, len(story) + 1):
-        after = [p for p in story[:i] if summary is None or p.position > summary.upto_position]
-        ctx = build_context(after, CHARS, BUDGET, memory=MEMORY, summary=summary)
-        head = ctx.text.split("* * *")[0]
-        if before is not None and summary is not None and summary.id == before[0]:
-            assert head == before[1]  # memory and summary byte-stable until the summary rolls
-        before = (summary and summary.id, head)
+        ctx = build_story_context(story[:i], written[:2], CHARS, BUDGET, memory=MEMORY)
+        user = prompt.render_prompt(ctx.text)
+        if previous is not None:
+            prev_ctx, prev_user = previous
+            if ctx.summary_id != prev_ctx.summary_id:  # a new summary comes in only with a step
+                rolls += 1
+                assert ctx.passage_ids[0] > prev_ctx.passage_ids[0]
+            elif ctx.passage_ids[0] == prev_ctx.passage_ids[0]:  # no step: memory and summary byte-stable
+                assert _shared(prev_user, user) >= len(prev_user) - len(prompt.PROMPT_SUFFIX)
+            breaks += _shared(prev_user, user) < 0.5 * len(user)
         lost += bool(ctx.dropped)  # passages left before a summary told them
-        if ctx.dropped:
-            assert ctx.summarise_upto == ctx.passage_ids[0] - 1  # ... and one is asked for at once
-        if ctx.summarise_upto is not None:  # the summary lands before the next request
+        previous = (ctx, user)
+        if ctx.summarise_upto is not None and (not written or ctx.summarise_upto > written[0].upto_position):
             assert ctx.summarise_upto < story[i - 1].position - 1  # never the two newest
             text = f"Everything up to passage {ctx.summarise_upto}, in brief."
-            summary = Summary(landed + 1, 1, ctx.summarise_upto, (), "d", "done", "m", text)
-            landed += 1
-    assert 4 <= landed <= 30  # it rolls with the steps, not with every passage
-    assert lost <= 2  # summaries asked ahead land as the next step
+            written.insert(0, Summary(len(written) + 1, 1, ctx.summarise_upto, (), "d", "done", "m", text))
+    assert 4 <= rolls <= 30 and lost <= 1  # summaries ready before their step: nothing is just lost
+    assert breaks <= rolls + 1  # the cache breaks once per step, a new summary with it
