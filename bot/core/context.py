@@ -29,7 +29,7 @@ outgrows the window the oldest passages leave in large steps, not one per passag
 summary are grouped, oldest first, into steps of at least `Shares.step` of their room (measured at the
 usual answer length, so a request asking another length keeps the same steps), and the context starts at
 the oldest step from which the newest passages fit. The start is a function of the story alone: it stays
-put passage after passage while the window fills, then jumps a whole step (to about two thirds full).
+put passage after passage while the window fills, then jumps a whole step (to about half full).
 Room is kept for the whole lorebook (up to its share) whether or not its entries are triggered, so an
 entry coming or going never moves the start. Only when even the newest step does not fit (a tiny window,
 a very long passage) are the newest passages fitted one by one, the oldest kept cut at a sentence.
@@ -135,8 +135,9 @@ class Shares:
     summary: float = 0.2
     lore: float = 0.25
     scan: int = 4  # the newest passages scanned for lore keywords
-    #: Once the passages overflow, the oldest leave in steps of at least this share of their room.
-    step: float = 0.35
+    #: Once the passages overflow, the oldest leave in steps of at least this share of their room (a
+    #: half: at a 2,048-token window a passage is a fifth of the room, and smaller steps come too often).
+    step: float = 0.5
 
 
 @dataclass
@@ -256,19 +257,22 @@ def build_story_context(
     passages: Sequence[Passage], summaries: Sequence[Summary], *args, **kwargs
 ) -> Context:
     """:func:`build_context` for a whole story and its valid summaries (newest first, see
-    :func:`bot.core.summary.valid`): the older of the newest two (or none) while the passages after it
-    still fit whole, else the newest. So a summary written ahead of time (when the window is about full)
-    waits for the step that needs it: a new summary and a step break the server's cache once, together.
+    :func:`bot.core.summary.valid`): the oldest of them (or none) after which the passages still fit
+    whole, else the newest. So a summary written ahead of time (when the window is about full) waits for
+    the step that needs it: a new summary and a step break the server's cache once, together.
     Other arguments are build_context's."""
 
     def build(summary: Summary | None) -> Context:
         after = [p for p in passages if summary is None or p.position > summary.upto_position]
         return build_context(after, *args, summary=summary, **kwargs)
 
-    if not summaries:
-        return build(None)
-    ctx = build(summaries[1] if len(summaries) > 1 else None)
-    return ctx if not (ctx.dropped or ctx.cut) else build(summaries[0])
+    best = build(summaries[0] if summaries else None)
+    for older in [*summaries[1:], None] if summaries else []:  # fewer passages told: more of them shown
+        ctx = build(older)
+        if ctx.dropped or ctx.cut:
+            break
+        best = ctx
+    return best
 
 
 def _cost(paragraphs: Sequence[str], counter: Counter) -> int:
@@ -344,8 +348,8 @@ def _summary_upto(passages: Sequence[Passage], fit: _Fit, counter: Counter, room
         upto = passages[fit.start - 1].position if fit.start else None
         longest = max(counter.count(p.text) for p in passages[-4:]) + counter.count(SEPARATOR)
         later = [s for s in fit.steps if s > fit.start]
-        if later and fit.size + longest > room:
-            upto = passages[later[0] - 1].position
+        if later and fit.size + longest > room and later[0] <= len(passages) - KEEP_RECENT:
+            upto = passages[later[0] - 1].position  # a whole step or nothing: it waits for that step
     return None if upto is None else min(upto, passages[-KEEP_RECENT - 1].position)
 
 

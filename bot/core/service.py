@@ -594,7 +594,7 @@ class StoryService:
         note = self.store.note(story_id, "note")
         source = "direction" if direction else ("note" if note and note.text else None)
         guidance = direction if direction else (note.text if source else None)
-        valid = summaries.valid(self.store.summaries(story_id), passages)
+        valid = summaries.valid(self.store.summaries(story_id), passages, limit=4)
         ctx = build_story_context(
             passages, valid, self.counter, Budget(window, num_predict, serving.num_predict(None)), guidance,
             length, memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),

@@ -106,7 +106,7 @@ def test_a_summary_written_ahead_comes_in_with_the_next_step_and_the_prefix_is_s
             prev_ctx, prev_user = previous
             if ctx.summary_id != prev_ctx.summary_id:  # a new summary comes in only with a step
                 rolls += 1
-                assert ctx.passage_ids[0] > prev_ctx.passage_ids[0]
+                assert ctx.passage_ids[0] > prev_ctx.passage_ids[0] or prev_ctx.dropped  # or one was late
             elif ctx.passage_ids[0] == prev_ctx.passage_ids[0]:  # no step: memory and summary byte-stable
                 assert _shared(prev_user, user) >= len(prev_user) - len(prompt.PROMPT_SUFFIX)
             breaks += _shared(prev_user, user) < 0.5 * len(user)
