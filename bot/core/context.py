@@ -338,8 +338,7 @@ def _step_passages(passages: Sequence[Passage], counter: Counter, room: int, ste
 def _summary_upto(passages: Sequence[Passage], fit: _Fit, counter: Counter, room: int) -> int | None:
     """Where a new rolling summary should reach, if one is due: the passages that left, and when the
     next passage could overflow (one as long as the longest of the newest few), the oldest step shown too
-    (a summary landing changes everything after it anyway, so it takes the next step with it). The
-    newest KEEP_RECENT never."""
+    (written ahead, it waits for that step: see build_story_context). The newest KEEP_RECENT never."""
     if len(passages) <= KEEP_RECENT:
         return None
     if fit.cut:  # space is short: as far as leaves the passages about half their room

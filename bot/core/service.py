@@ -125,7 +125,7 @@ class Limits:
 class SummaryState:
     """What `/story show --summary` shows."""
 
-    current: Summary | None  # the summary the next context starts from
+    current: Summary | None  # the newest summary (one written ahead comes into the context with a step)
     covers: int  # how many of the story's passages it tells
     writing: bool  # a new one is being written now
     last_error: str | None  # why the newest attempt failed, when it did
@@ -594,7 +594,7 @@ class StoryService:
         note = self.store.note(story_id, "note")
         source = "direction" if direction else ("note" if note and note.text else None)
         guidance = direction if direction else (note.text if source else None)
-        valid = summaries.valid(self.store.summaries(story_id), passages, limit=4)
+        valid = summaries.valid(self.store.summaries(story_id), passages, limit=3)
         ctx = build_story_context(
             passages, valid, self.counter, Budget(window, num_predict, serving.num_predict(None)), guidance,
             length, memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),
