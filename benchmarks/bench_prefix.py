@@ -221,7 +221,7 @@ def main() -> None:
             evaluated, common, first = _evaluate(policy.llm, tokens)
             shared = len(os.path.commonprefix([policy.previous, tokens])) if policy.previous else 0
             full = ctx.dropped > 0 or ctx.summary_id is not None
-            if evaluated != len(tokens) - min(common, len(tokens) - 1):
+            if policy.previous and evaluated != len(tokens) - min(common, len(tokens) - 1):
                 print(f"    note: the engine evaluated {evaluated}, the common prefix predicts "
                       f"{len(tokens) - common}")  # fmt: skip
             policy.rows.append({"i": i, "prompt": len(tokens), "evaluated": evaluated, "new": new,
