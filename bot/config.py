@@ -10,6 +10,7 @@
     STORY_BOT_SHARDS, STORY_BOT_SHARD_COUNT   this process's shards of the Discord events ("0-3" of 8;
                               several processes on one database: their own shards each, the same count
                               for all); STORY_BOT_SHARD_ID names a single shard
+    STORY_BOT_KEEP_ALIVE      how long Ollama keeps the model loaded after a request (default 30m)
 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
 
@@ -27,6 +28,7 @@ Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in t
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -42,9 +44,11 @@ from pydantic_settings import (
 from .core.context import CharCounter, Counter, TokenizerCounter
 from .core.service import Limits
 from .core.story import Channel
-from .llm import OllamaBackend, Timeouts
+from .llm import DEFAULT_KEEP_ALIVE, OllamaBackend, Timeouts
 
 DEFAULT_CONFIG = Path("story-bot.toml")
+_SECONDS = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
+_GO_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|[-+]?0")
 
 
 class ConfigError(ValueError):
@@ -79,6 +83,9 @@ class Settings(BaseSettings):
     max_memory_chars: int = Field(2000, ge=100)
     summary_model: str | None = None  # writes the rolling summaries; default: the story's own model
     summary_timeout: float = Field(180.0, gt=0)
+    #: How long Ollama keeps the model loaded after each request: a Go duration ("30m", "2h"), or seconds;
+    #: negative keeps it loaded, 0 unloads it at once.
+    keep_alive: float | str = DEFAULT_KEEP_ALIVE
     options: dict[str, float | int | str | bool | list[str]] = Field(default_factory=dict)
 
     connect_timeout: float = Field(5.0, gt=0)
@@ -88,6 +95,17 @@ class Settings(BaseSettings):
     # The Discord adapter's pacing.
     edit_interval: float = Field(1.0, ge=0.2)  # seconds between edits of a streaming message
     member_commands_per_minute: int = Field(10, ge=1)
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _keep_alive(cls, value):
+        """Seconds as a number (Ollama reads a string without a unit as an error), else a Go duration."""
+        text = str(value).strip()
+        if (isinstance(value, int | float) and not isinstance(value, bool)) or _SECONDS.fullmatch(text):
+            return float(text)
+        if _GO_DURATION.fullmatch(text):
+            return text
+        raise ValueError(f"{value!r} is not a duration: write it like 30m, 1h30m or 90s, or in seconds")
 
     # Several processes on one database: each its own shard of the Discord events.
     shard_id: int | None = Field(None, ge=0)
@@ -140,10 +158,13 @@ class Settings(BaseSettings):
         """One host: its backend, as ever; several: a pool of them (the same interface)."""
         hosts = self.hosts()
         if len(hosts) == 1:
-            return OllamaBackend(hosts[0], self.timeouts())
+            return OllamaBackend(hosts[0], self.timeouts(), self.keep_alive)
         from .pool import OllamaPool
 
-        return OllamaPool(hosts, self.timeouts(), per_host=self.parallel, retry=self.host_retry)  # type: ignore[return-value]
+        pool = OllamaPool(
+            hosts, self.timeouts(), per_host=self.parallel, retry=self.host_retry, keep_alive=self.keep_alive
+        )
+        return pool  # type: ignore[return-value]
 
     @classmethod
     def settings_customise_sources(

@@ -57,6 +57,9 @@ class EmptyAnswer(LLMError):
 
 #: Seconds a model's TEMPLATE and parameters are trusted before /api/show is asked again.
 MODEL_INFO_TTL = 300.0
+#: How long Ollama keeps the model loaded after a request (its own default is 5 minutes): longer than a
+#: writer's pause between passages, so the next one neither reloads the model nor loses its prompt cache.
+DEFAULT_KEEP_ALIVE = "30m"
 
 
 @dataclass(frozen=True)
@@ -86,9 +89,13 @@ class Piece:
 
 
 class OllamaBackend:
-    def __init__(self, host: str | None = None, timeouts: Timeouts | None = None):
+    def __init__(
+        self, host: str | None = None, timeouts: Timeouts | None = None,
+        keep_alive: float | str | None = DEFAULT_KEEP_ALIVE,
+    ):  # fmt: skip
         self.host = resolve_host(host)  # the argument, else OLLAMA_HOST, else the default
         self.timeouts = timeouts or Timeouts()
+        self.keep_alive = keep_alive  # sent with every request (a Go duration or seconds; None: the server's)
         t = self.timeouts
         # No httpx read timeout: it arms and cancels a timer around every socket read, a quarter of the
         # client's CPU with 100 streams; _Watchdog keeps the idle and total limits with one timer a stream.
@@ -150,7 +157,9 @@ class OllamaBackend:
         stream = None
         guard = _Watchdog(self.timeouts.idle, self.timeouts.total)
         try:
-            stream = await self.client.generate(model, **request.fields(), options=dict(options), stream=True)
+            stream = await self.client.generate(
+                model, **request.fields(), options=dict(options), stream=True, keep_alive=self.keep_alive
+            )
             while True:
                 try:
                     part = await guard.next(stream)

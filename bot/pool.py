@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pipeline.serving import GenerateRequest
 
 from .llm import (
+    DEFAULT_KEEP_ALIVE,
     STORY,
     HostFailed,
     LLMError,
@@ -83,10 +84,11 @@ class OllamaPool:
         retry: float = 5.0,
         max_retry: float = 300.0,
         tags_ttl: float = 30.0,
+        keep_alive: float | str | None = DEFAULT_KEEP_ALIVE,
     ):
         if not hosts:
             raise ValueError("a pool needs at least one Ollama host")
-        self.hosts = [Host(OllamaBackend(h, timeouts)) for h in dict.fromkeys(hosts)]
+        self.hosts = [Host(OllamaBackend(h, timeouts, keep_alive)) for h in dict.fromkeys(hosts)]
         self.host = self.hosts[0].url  # the default host, named in messages
         self.timeouts = self.hosts[0].backend.timeouts
         self.per_host, self.retry, self.max_retry, self.tags_ttl = per_host, retry, max_retry, tags_ttl

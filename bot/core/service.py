@@ -52,7 +52,7 @@ from .context import (
     ContextTooSmall,
     Counter,
     Shares,
-    build_context,
+    build_story_context,
 )
 from .lore import BadLore, LoreEntry
 from .story import Channel, Member, Note, Passage, Story, Summary, to_markdown
@@ -130,7 +130,7 @@ class Limits:
 class SummaryState:
     """What `/story show --summary` shows."""
 
-    current: Summary | None  # the summary the next context starts from
+    current: Summary | None  # the newest summary (one written ahead comes into the context with a step)
     covers: int  # how many of the story's passages it tells
     writing: bool  # a new one is being written now
     last_error: str | None  # why the newest attempt failed, when it did
@@ -701,13 +701,14 @@ class StoryService:
         note = self.store.note(story_id, "note")
         source = "direction" if direction else ("note" if note and note.text else None)
         guidance = direction if direction else (note.text if source else None)
-        summary = summaries.current(self.store.summaries(story_id), passages)
-        after = [p for p in passages if summary is None or p.position > summary.upto_position]
-        ctx = build_context(
-            after, self.counter, Budget(window, num_predict), guidance, length,
-            memory=self.store.note(story_id, "memory"), summary=summary,
-            lore=self.store.lore_entries(story_id), mentions=direction, shares=self.limits.shares,
+        valid = summaries.valid(self.store.summaries(story_id), passages, limit=3)
+        ctx = build_story_context(
+            passages, valid, self.counter, Budget(window, num_predict, serving.num_predict(None)), guidance,
+            length, memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),
+            mentions=direction, shares=self.limits.shares,
         )  # fmt: skip
+        if valid and ctx.summarise_upto is not None and ctx.summarise_upto <= valid[0].upto_position:
+            ctx.summarise_upto = None  # written already, waiting for its step
         request = serving.build_request(ctx.text, info.template, guidance, length, info.system)
         record = {**ctx.record(), "guidance": source, "note_id": note.id if source == "note" else None}
         stop = stop_sequences(info.stop, self.limits.options.get("stop"))

@@ -28,7 +28,8 @@ def clean_env(monkeypatch):
     for name in ("STORY_BOT_DISCORD_TOKEN", "STORY_BOT_MODEL", "STORY_BOT_CONFIG", "STORY_BOT_OLLAMA_HOST",
                  "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "STORY_BOT_PARALLEL", "STORY_BOT_DB",
                  "STORY_BOT_SHARD_ID", "STORY_BOT_SHARD_COUNT", "STORY_BOT_LEASE_SECONDS",
-                 "STORY_BOT_SHARDS", "STORY_BOT_OLLAMA_HOSTS"):  # fmt: skip
+                 "STORY_BOT_SHARDS", "STORY_BOT_OLLAMA_HOSTS",
+                 "STORY_BOT_KEEP_ALIVE"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
 
@@ -46,6 +47,21 @@ def test_environment_wins_over_the_file(tmp_path, monkeypatch):
     assert s.model_for(Channel("222", "999")) == "guild-model"
     assert s.model_for(Channel("222", "000")) == "env-model"
     assert load_settings(path, model="flag-model").model == "flag-model"  # a flag wins over all
+
+
+def test_keep_alive_is_a_duration_or_seconds(tmp_path, monkeypatch):
+    assert load_settings().keep_alive == "30m"  # longer than a writer's pause between passages
+    monkeypatch.setenv("STORY_BOT_KEEP_ALIVE", "3600")  # Ollama refuses a string without a unit: a number
+    assert load_settings().keep_alive == 3600.0
+    monkeypatch.setenv("STORY_BOT_KEEP_ALIVE", "1h30m")
+    assert load_settings().keep_alive == "1h30m"
+    monkeypatch.setenv("STORY_BOT_KEEP_ALIVE", "soon")
+    with pytest.raises(ConfigError, match="STORY_BOT_KEEP_ALIVE: .*write it like 30m"):
+        load_settings()
+    monkeypatch.delenv("STORY_BOT_KEEP_ALIVE")
+    path = tmp_path / "bot.toml"
+    path.write_text("keep_alive = -1\n")  # negative: keep it loaded
+    assert load_settings(path).keep_alive == -1.0
 
 
 def test_bad_settings_name_the_variable(tmp_path, monkeypatch):

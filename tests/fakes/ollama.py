@@ -388,6 +388,8 @@ class FakeOllama(LoopbackServer):
             return _error(404, f"model '{body.get('model')}' not found, try pulling it first")
         if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
             return _error(400, "raw mode does not support template, system, or context")
+        if bad := _bad_keep_alive(body):
+            return _error(400, bad)
         if body.get("raw"):
             rendered = body.get("prompt", "")
         else:
@@ -406,6 +408,8 @@ class FakeOllama(LoopbackServer):
         model = self.models.get(_full(body.get("model") or ""))
         if model is None:
             return _error(404, f"model '{body.get('model')}' not found, try pulling it first")
+        if bad := _bad_keep_alive(body):
+            return _error(400, bad)
         messages = list(body.get("messages") or [])
         if model.system and (not messages or messages[0].get("role") != "system"):
             messages.insert(0, {"role": "system", "content": model.system})
@@ -494,6 +498,24 @@ def _delay(script: Script) -> float:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+_GO_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|[-+]?0")
+
+
+def _bad_keep_alive(body: dict) -> str | None:
+    """Why Ollama would refuse the request's keep_alive (api.Duration: a number of seconds, or a string
+    Go's time.ParseDuration reads), else None."""
+    value = body.get("keep_alive")
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None
+    if not isinstance(value, str):
+        return f"Unsupported type: '{type(value).__name__}'"
+    if _GO_DURATION.fullmatch(value):
+        return None
+    if re.fullmatch(r"[-+]?[\d.]+", value):
+        return f'time: missing unit in duration "{value}"'
+    return f'time: invalid duration "{value}"'
 
 
 def _now() -> str:

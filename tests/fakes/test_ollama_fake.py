@@ -40,6 +40,19 @@ async def test_chat_and_num_predict_cut(fake_ollama):
     assert fake_ollama.calls("/api/chat")[-1]["messages"] == [{"role": "user", "content": "hi"}]
 
 
+async def test_keep_alive_is_read_as_ollama_reads_it(fake_ollama):
+    fake_ollama.add_model("plain")
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    good = ["30m", "1h30m", "0", "-1m", 600, -1]
+    for value in good:
+        await client.generate(model="plain", prompt="x", keep_alive=value)
+    assert [c["keep_alive"] for c in fake_ollama.calls("/api/generate")] == good
+    for bad, why in (("3600", "missing unit"), ("soon", "invalid duration")):
+        with pytest.raises(ollama.ResponseError) as err:
+            await client.chat(model="plain", messages=[{"role": "user", "content": "hi"}], keep_alive=bad)
+        assert err.value.status_code == 400 and why in err.value.error
+
+
 async def test_error_in_the_middle_of_a_stream(fake_ollama):
     fake_ollama.add_model("flaky")
     fake_ollama.script("flaky", error_after=2, error_message="model runner crashed")
