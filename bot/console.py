@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.atomic import write_text
+from pipeline.atomic import OutputError, OutputExistsError, write_text
 
 from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
 from .core.story import Channel, Member
@@ -26,7 +26,7 @@ Type a line to add it to the story. Commands:
   /regenerate            another take on the model's newest passage (the old one is kept)
   /rate +1|-1            rate the model's newest passage
   /reasoning             what the model thought before writing it
-  /undo   /reset   /show   /new [title]   /export [file.md]   /help   /quit
+  /undo   /reset   /show   /new [title]   /export [--force] [file.md]   /help   /quit
 Long stories:
   /story memory [text | --clear]      the premise, tone and rules pinned at the start of the context
   /story note [text | --clear]        the author's note: a standing direction (a /continue direction
@@ -103,8 +103,10 @@ class Console:
             action()
         except StoryError as exc:
             self.say(f"! {exc}")
-        except OSError as exc:  # an export to a path that cannot be written
-            self.say(f"! could not write the file: {exc}")
+        except OSError as exc:  # an export to a path that cannot be written, or that exists
+            from pipeline.boundary import explain_os
+
+            self.say(f"! {exc if isinstance(exc, OutputError) else explain_os(exc)}")
         return True
 
     def _wrote(self, passage) -> None:
@@ -248,7 +250,11 @@ class Console:
         if not arg:
             self.say(markdown)
             return
-        path = Path(arg).expanduser()
+        force = arg.startswith("--force ")
+        name = arg.removeprefix("--force ").strip()
+        path = Path(name).expanduser()
+        if path.exists() and not path.is_dir() and not force:
+            raise OutputExistsError(f"{path} already exists: /export --force {name} replaces it")
         write_text(path, markdown)
         self.say(f"(exported to {path})")
 

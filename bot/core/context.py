@@ -1,22 +1,42 @@
 """The model's context, built in one place and one order, within the model's window.
 
-The context text is what goes into the writer prompt's `### Context:` section, laid out as plain text:
+The context text is what goes into the writer prompt's `### Context:` section, laid out as plain text,
+what stays the same from one passage to the next first and what changes often last:
 
     <memory>                                 the story's pinned premise, tone, rules (always first)
 
     Earlier: <rolling summary>               the oldest passages, told in brief, when they no longer fit
 
-    <Name>: <lore entry>                     lore entries whose keywords the recent passages mention,
-                                             newest mention first (always-on entries before them)
+    <Name>: <lore entry>                     always-on lore entries
     * * *                                    a scene break between this background and the story
 
-    <passage> ... <passage>                  the newest passages that fit, oldest first
+    <passage> ... <passage>                  the newest passages that fit, oldest first, from a step
+
+    * * *                                    only when lore is triggered:
+    Background:
+    <Name>: <lore entry>                     entries whose keywords the recent passages (or the
+                                             direction) mention, newest mention first
 
 The author's note is not part of this text: it is the prompt's guidance section, placed after the
 context (a one-off direction replaces it for that request; see StoryService). Without memory, summary or
 lore, the context is the bare passages, as before. Each background part may take at most its share of
-the room (:class:`Shares`); the passages get the rest, the newest first, and the oldest kept one is cut
-at a sentence if needed. :meth:`Context.record` is what the generation record keeps about it.
+the room (:class:`Shares`); the passages get the rest. :meth:`Context.record` is what the generation
+record keeps about it.
+
+**Steps, so the model server can reuse its cache.** llama.cpp (under Ollama too) keeps the previous
+prompt's evaluated tokens and evaluates again only from the first token that differs. So once the story
+outgrows the window the oldest passages leave in large steps, not one per passage: the passages after the
+summary are grouped, oldest first, into steps of at least `Shares.step` of their room (measured at the
+usual answer length, so a request asking another length keeps the same steps), and the context starts at
+the oldest step from which the newest passages fit. The start is a function of the story alone: it stays
+put passage after passage while the window fills, then jumps a whole step (to about half full).
+Room is kept for the whole lorebook (up to its share) whether or not its entries are triggered, so an
+entry coming or going never moves the start. Only when even the newest step does not fit (a tiny window,
+a very long passage) are the newest passages fitted one by one, the oldest kept cut at a sentence.
+A rolling summary is asked for the passages that left, and, when the next passage could overflow (one as
+long as the longest of the newest four), for the oldest step still shown too: written ahead of time, it
+waits until the passages overflow and then comes in with that step (:func:`build_story_context`), so a
+new summary and a step break the server's cache once, together.
 
 Sizes are counted in tokens when the model's tokenizer is known (a local `tokenizer.json`), else
 estimated from characters (`chars_per_token`).
@@ -39,6 +59,7 @@ from .story import Note, Passage, Summary
 SEPARATOR = "\n\n"
 SUMMARY_LEAD = "Earlier: "
 BREAK = "* * *"  # between the background (memory, summary, lore) and the passages
+LORE_LEAD = "Background:"  # after the passages and a break: the triggered lore entries follow
 #: Passages the rolling summary always leaves out, so the newest ones (which undo and regenerate
 #: change) stay in full.
 KEEP_RECENT = 2
@@ -93,10 +114,17 @@ class Budget:
 
     window: int  # num_ctx, in tokens
     num_predict: int  # the answer's (and reasoning's) token budget
+    #: The answer budget of a request that asks no length: steps are measured at it, so requests of
+    #: other lengths keep the same steps. Default: this request's.
+    usual_predict: int | None = None
 
     def for_context(self, counter: Counter, direction: str | None, length: str | None) -> int:
         frame = writer_prompt.render_prompt("x", direction, length)  # the prompt around the context
         return self.window - self.num_predict - counter.count(frame) - TEMPLATE_MARGIN
+
+    def usual(self) -> Budget:
+        """The budget of a request with no direction and no length (what steps are measured at)."""
+        return Budget(self.window, self.usual_predict if self.usual_predict is not None else self.num_predict)
 
 
 @dataclass(frozen=True)
@@ -107,6 +135,9 @@ class Shares:
     summary: float = 0.2
     lore: float = 0.25
     scan: int = 4  # the newest passages scanned for lore keywords
+    #: Once the passages overflow, the oldest leave in steps of at least this share of their room (a
+    #: half: at a 2,048-token window a passage is a fifth of the room, and smaller steps come too often).
+    step: float = 0.5
 
 
 @dataclass
@@ -114,7 +145,7 @@ class Context:
     text: str
     passage_ids: list[int] = field(default_factory=list)
     dropped: int = 0  # older passages left out (beyond those the summary covers)
-    cut: bool = False  # the oldest passage kept was cut at its start
+    cut: bool = False  # the oldest passage kept was cut at its start (only when a step does not fit)
     size: int = 0
     budget: int = 0
     unit: str = "chars"
@@ -123,8 +154,8 @@ class Context:
     summary_cut: bool = False  # the summary was over its share and only its end was kept
     lore: list[LoreEntry] = field(default_factory=list)
     lore_left_out: list[str] = field(default_factory=list)  # triggered but over the lore budget
-    #: When passages were dropped or cut: the position up to which a new rolling summary should reach
-    #: so that the passages after it take about half of their room again.
+    #: The position up to which a new rolling summary should reach: the passages that left, or when
+    #: the window is about full the oldest step still shown (ready for the next step).
     summarise_upto: int | None = None
 
     @property
@@ -202,18 +233,62 @@ def build_context(
             lore_room -= cost
         else:
             ctx.lore_left_out.append(entry.name)
-    head += [e.paragraph() for e in ctx.lore]
+    head += [e.paragraph() for e in ctx.lore if e.always_on]  # never changes: in the stable part
     if head:
         head.append(BREAK)
-    used = sum(counter.count(t) for t in head) + sep * len(head)
-    kept, texts, size, ctx.cut = _fit_passages(passages, counter, room - used)
-    ctx.text = SEPARATOR.join([*head, *texts])
+    later = [e.paragraph() for e in ctx.lore if not e.always_on]
+    tail = [BREAK, LORE_LEAD, *later] if later else []
+    used = _cost(head, counter)
+    tail_room = max(_cost(tail, counter), _lore_reserve(lore, counter, room, shares))
+    usual = budget.usual().for_context(counter, None, None)
+    step = shares.step * ((usual if usual > 0 else room) - used - _lore_reserve(lore, counter, usual, shares))
+    fit = _step_passages(passages, counter, room - used - tail_room, step)
+    kept, texts = fit.kept, fit.texts
+    ctx.text = SEPARATOR.join([*head, *texts, *tail])
     ctx.passage_ids = [p.id for p in kept]
     ctx.dropped = len(passages) - len(kept)
-    ctx.size = used + size
-    if ctx.dropped or ctx.cut:
-        ctx.summarise_upto = _summary_reach(passages, counter, room - used)
+    ctx.cut = fit.cut
+    ctx.size = used + fit.size + _cost(tail, counter)
+    ctx.summarise_upto = _summary_upto(passages, fit, counter, room - used - tail_room)
     return ctx
+
+
+def build_story_context(
+    passages: Sequence[Passage], summaries: Sequence[Summary], *args, **kwargs
+) -> Context:
+    """:func:`build_context` for a whole story and its valid summaries (newest first, see
+    :func:`bot.core.summary.valid`): the oldest of them (or none) after which the passages still fit
+    whole, else the newest. So a summary written ahead of time (when the window is about full) waits for
+    the step that needs it: a new summary and a step break the server's cache once, together.
+    Other arguments are build_context's."""
+
+    def build(summary: Summary | None) -> Context:
+        after = [p for p in passages if summary is None or p.position > summary.upto_position]
+        return build_context(after, *args, summary=summary, **kwargs)
+
+    best = build(summaries[0] if summaries else None)
+    for older in [*summaries[1:], None] if summaries else []:  # fewer passages told: more of them shown
+        ctx = build(older)
+        if ctx.dropped or ctx.cut:
+            break
+        best = ctx
+    return best
+
+
+def _cost(paragraphs: Sequence[str], counter: Counter) -> int:
+    """What paragraphs take in the context, each with the separator that joins it to the next."""
+    return sum(counter.count(t) for t in paragraphs) + counter.count(SEPARATOR) * len(paragraphs)
+
+
+def _lore_reserve(lore: Sequence[LoreEntry], counter: Counter, room: int, shares: Shares) -> int:
+    """The room kept after the passages for triggered lore: all the keyword entries, within the lore
+    share (after the always-on ones), so that an entry coming or going does not move the passages."""
+    entries = [e.paragraph() for e in lore if not e.always_on]
+    if not entries:
+        return 0
+    always = _cost([e.paragraph() for e in lore if e.always_on], counter)
+    overhead = _cost([BREAK, LORE_LEAD], counter)
+    return overhead + max(0, min(int(room * shares.lore) - always, _cost(entries, counter)))
 
 
 def _memory_text(memory: Note, counter: Counter, room: int, shares: Shares) -> str:
@@ -226,6 +301,55 @@ def _memory_text(memory: Note, counter: Counter, room: int, shares: Shares) -> s
             "or raise num_ctx"
         )
     return text
+
+
+@dataclass
+class _Fit:
+    kept: list[Passage]
+    texts: list[str]
+    size: int
+    cut: bool = False
+    steps: list[int] = field(default_factory=list)  # where each step starts (indexes into passages)
+    start: int = 0  # the index of the first kept passage
+
+
+def _step_passages(passages: Sequence[Passage], counter: Counter, room: int, step: float) -> _Fit:
+    """The passages from the oldest step from which they fit in `room` (see the module's docstring)."""
+    sep = counter.count(SEPARATOR)
+    costs = [counter.count(p.text) + sep for p in passages]
+    steps, run = [0], 0
+    for i, cost in enumerate(costs[:-1]):  # greedy from the oldest: a step closes once it holds `step`
+        run += cost
+        if run >= step:
+            steps.append(i + 1)
+            run = 0
+    size = sum(costs) - sep if costs else 0
+    at = 0
+    for start in steps:
+        size -= sum(costs[at:start])
+        at = start
+        if size <= room:
+            kept = list(passages[start:])
+            return _Fit(kept, [p.text for p in kept], size, False, steps, start)
+    kept, texts, size, cut = _fit_passages(passages, counter, room)  # not even the newest step fits
+    return _Fit(kept, texts, size, cut, steps, len(passages) - len(kept))
+
+
+def _summary_upto(passages: Sequence[Passage], fit: _Fit, counter: Counter, room: int) -> int | None:
+    """Where a new rolling summary should reach, if one is due: the passages that left, and when the
+    next passage could overflow (one as long as the longest of the newest few), the oldest step shown too
+    (written ahead, it waits for that step: see build_story_context). The newest KEEP_RECENT never."""
+    if len(passages) <= KEEP_RECENT:
+        return None
+    if fit.cut:  # space is short: as far as leaves the passages about half their room
+        upto = _summary_reach(passages, counter, room)
+    else:
+        upto = passages[fit.start - 1].position if fit.start else None
+        longest = max(counter.count(p.text) for p in passages[-4:]) + counter.count(SEPARATOR)
+        later = [s for s in fit.steps if s > fit.start]
+        if later and fit.size + longest > room and later[0] <= len(passages) - KEEP_RECENT:
+            upto = passages[later[0] - 1].position  # a whole step or nothing: it waits for that step
+    return None if upto is None else min(upto, passages[-KEEP_RECENT - 1].position)
 
 
 def _fit_passages(passages: Sequence[Passage], counter: Counter, room: int):

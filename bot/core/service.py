@@ -38,9 +38,9 @@ from dataclasses import dataclass, field
 from pipeline import chat_formats, serving
 from pipeline import prompt as writer_prompt
 
-from ..llm import EmptyAnswer, LLMError, OllamaBackend
+from ..llm import STORY, EmptyAnswer, LLMError, OllamaBackend
 from ..store import Delivery, Interrupted, Store
-from ..store.repository import CANCELLED, new_owner, retire
+from ..store.repository import CANCELLED, gateway_key, new_owner, retire
 from . import lore as lorebook
 from . import summary as summaries
 from . import text as texts
@@ -52,7 +52,7 @@ from .context import (
     ContextTooSmall,
     Counter,
     Shares,
-    build_context,
+    build_story_context,
 )
 from .lore import BadLore, LoreEntry
 from .story import Channel, Member, Note, Passage, Story, Summary, to_markdown
@@ -130,7 +130,7 @@ class Limits:
 class SummaryState:
     """What `/story show --summary` shows."""
 
-    current: Summary | None  # the summary the next context starts from
+    current: Summary | None  # the newest summary (one written ahead comes into the context with a step)
     covers: int  # how many of the story's passages it tells
     writing: bool  # a new one is being written now
     last_error: str | None  # why the newest attempt failed, when it did
@@ -325,12 +325,12 @@ class StoryService:
         return self.store.delivery(generation_id)
 
     # --- leases --------------------------------------------------------------------------------
-    def hold_gateway(self, shard_id: int = 0, shard_count: int = 1) -> str | None:
-        """Take (and keep renewing) the lease on a shard of the Discord events; None, or the live owner
+    def hold_gateway(self, shards: Sequence[int] = (0,), shard_count: int = 1) -> str | None:
+        """Take (and keep renewing) the lease on shards of the Discord events; None, or the live owner
         ("host:pid:token") of an overlapping one, in which case nothing is taken."""
-        holder = self.store.claim_gateway(shard_id, shard_count, self.owner, self.limits.lease_s)
+        holder = self.store.claim_gateway(shards, shard_count, self.owner, self.limits.lease_s)
         if holder is None:
-            self._leases.add(f"gateway:{shard_count}:{shard_id}")
+            self._leases.add(gateway_key(shards, shard_count))
             self._beat()
         return holder
 
@@ -634,12 +634,16 @@ class StoryService:
             owner=self.owner,
         )  # fmt: skip
         yield Started(gen_id, model)
-        output, stats, shown = "", {}, ("", "")
+        output, stats, shown, host = "", {}, ("", ""), None
         clock, last = asyncio.get_running_loop().time, -float("inf")
         parsed = None
+        STORY.set(channel.id)  # a pool of hosts sends the story where its prompt is cached
         try:
             async with aclosing(self.backend.generate(model, request, options)) as pieces:
                 async for piece in pieces:
+                    if host is None and piece.host:  # which server writes it: `story-bot status`
+                        host = piece.host
+                        self.store.set_generation_host(gen_id, host)
                     output += piece.text
                     if piece.done:
                         stats = piece.stats
@@ -697,13 +701,14 @@ class StoryService:
         note = self.store.note(story_id, "note")
         source = "direction" if direction else ("note" if note and note.text else None)
         guidance = direction if direction else (note.text if source else None)
-        summary = summaries.current(self.store.summaries(story_id), passages)
-        after = [p for p in passages if summary is None or p.position > summary.upto_position]
-        ctx = build_context(
-            after, self.counter, Budget(window, num_predict), guidance, length,
-            memory=self.store.note(story_id, "memory"), summary=summary,
-            lore=self.store.lore_entries(story_id), mentions=direction, shares=self.limits.shares,
+        valid = summaries.valid(self.store.summaries(story_id), passages, limit=3)
+        ctx = build_story_context(
+            passages, valid, self.counter, Budget(window, num_predict, serving.num_predict(None)), guidance,
+            length, memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),
+            mentions=direction, shares=self.limits.shares,
         )  # fmt: skip
+        if valid and ctx.summarise_upto is not None and ctx.summarise_upto <= valid[0].upto_position:
+            ctx.summarise_upto = None  # written already, waiting for its step
         request = serving.build_request(ctx.text, info.template, guidance, length, info.system)
         record = {**ctx.record(), "guidance": source, "note_id": note.id if source == "note" else None}
         stop = stop_sequences(info.stop, self.limits.options.get("stop"))

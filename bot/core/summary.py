@@ -85,14 +85,24 @@ def digest(passages: Iterable[Passage]) -> str:
 
 def current(summaries: Iterable[Summary], passages: Sequence[Passage]) -> Summary | None:
     """The newest finished summary whose covered passages are all still in the story, unchanged."""
+    return next(iter(valid(summaries, passages, 1)), None)
+
+
+def valid(summaries: Iterable[Summary], passages: Sequence[Passage], limit: int = 2) -> list[Summary]:
+    """The newest `limit` finished summaries (newest first) whose covered passages are all still in the
+    story, unchanged. The context builder takes the newer one with the next step (see
+    :func:`bot.core.context.build_story_context`)."""
     present = {p.id: p for p in passages}
     ids = present.keys()
     digests: dict[tuple[int, ...], str] = {}  # summaries covering the same passages share one digest
+    out: list[Summary] = []
     for s in summaries:
         if s.status != "done" or not (s.text or "").strip() or not ids >= set(s.passage_ids):
             continue
         if s.passage_ids not in digests:
             digests[s.passage_ids] = digest(present[i] for i in s.passage_ids)
         if digests[s.passage_ids] == s.digest:
-            return s
-    return None
+            out.append(s)
+            if len(out) >= limit:
+                break
+    return out

@@ -5,9 +5,11 @@ with no mentions allowed (model output never pings), needs no privileged intents
 passage buttons once (they outlive restarts). Slash commands are synced only by `story-bot sync`, never
 on start.
 
-Several processes may share one database, each on its own shard of the bot's Discord events (Discord sends
-a guild's events to one shard): a process whose shard overlaps a live one's refuses to start (:class:`InUse`),
-since Discord would send each interaction to both. The store's leases keep the rest safe between them.
+The client is discord.py's AutoShardedClient: by default one process runs every shard Discord recommends.
+Several processes may share one database (PostgreSQL across machines), each on its own range of shards
+(`shard_ids` of `shard_count`; Discord sends a guild's events to one shard): a process whose shards overlap
+a live one's refuses to start (:class:`InUse`), since Discord would send each interaction to both. The
+store's leases keep the rest safe between them.
 
 Delivery: a passage whose final render Discord refused (discord.py gives up after five 429s) is rendered
 again in the background with backoff until it lands, and the member who asked is told it is late. On
@@ -22,6 +24,7 @@ import asyncio
 import itertools
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
@@ -31,6 +34,7 @@ from discord import app_commands
 from ..core.ratelimit import MemberRateLimit, SlidingWindow
 from ..core.service import StoryError, StoryService
 from ..core.story import Channel, Member
+from ..store.repository import gateway_key
 from . import stream
 from .stream import PassageStream, Poster, deliver, parse_ref, send_text, shown
 from .views import DYNAMIC_ITEMS, passage_view
@@ -55,23 +59,27 @@ class InUse(RuntimeError):
     """Another live bot process on this database receives the same Discord events."""
 
 
-def in_use_message(holder: str, shard_id: int, shard_count: int, db: str, lease_s: float) -> str:
+def in_use_message(holder: str, shards: Sequence[int], shard_count: int, db: str, lease_s: float) -> str:
     host, pid, _ = holder.rsplit(":", 2)
-    what = "its events" if shard_count == 1 else f"shard {shard_id} of {shard_count} of its events"
+    ids = gateway_key(shards, shard_count).rsplit(":", 1)[1]
+    what = "its events" if shard_count == 1 else f"shards {ids} of {shard_count} of its events"
     return (
         f"another story-bot process (pid {pid} on {host.split('/')[0]}) already receives this bot's "
         f"Discord events on {db} (the one you start would take {what}): Discord would send every command "
         "to both and both would act on it. Stop that process first (one that died on another machine "
-        f"lets go within {lease_s:g} s), or run each process on its own shard (STORY_BOT_SHARD_ID and "
-        "STORY_BOT_SHARD_COUNT, the same count for all)"
+        f"lets go within {lease_s:g} s), or run each process on its own shards (STORY_BOT_SHARDS, or "
+        "STORY_BOT_SHARD_ID, and STORY_BOT_SHARD_COUNT, the same count for all)"
     )
 
 
-class StoryBot(discord.Client):
+class StoryBot(discord.AutoShardedClient):
     def __init__(
         self,
         service: StoryService | None,
         *,
+        shard_ids: Sequence[int] | None = None,
+        shard_count: int | None = None,
+        shard_id: int | None = None,  # one shard: shard_ids=[shard_id]
         edit_interval: float = 1.0,
         commands_per_minute: int = 10,
         recover: bool = True,
@@ -83,7 +91,14 @@ class StoryBot(discord.Client):
     ):
         intents = discord.Intents.none()
         intents.guilds = True  # channels and threads (a thread's parent picks its model); no message content
-        super().__init__(intents=intents, allowed_mentions=discord.AllowedMentions.none(), **client_options)
+        if shard_id is not None:
+            shard_ids = [shard_id]
+        if shard_ids is not None:
+            client_options["shard_ids"] = list(shard_ids)
+        super().__init__(
+            intents=intents, allowed_mentions=discord.AllowedMentions.none(), shard_count=shard_count,
+            **client_options,
+        )  # fmt: skip
         self._service = service
         self.edit_interval = edit_interval
         self.token_lifetime = token_lifetime
@@ -113,15 +128,22 @@ class StoryBot(discord.Client):
         """After login, before the gateway: take this process's shard of the events (or refuse), register
         the buttons, start recovery and the delivery sweep."""
         if self._service is not None:
-            shard, count = self.shard_id or 0, self.shard_count or 1
-            holder = self.service.hold_gateway(shard, count)
+            shards, count = self.shards_held()
+            holder = self.service.hold_gateway(shards, count)
             if holder is not None:
                 path, lease_s = self.service.store.path, self.service.limits.lease_s
-                raise InUse(in_use_message(holder, shard, count, path, lease_s))
+                raise InUse(in_use_message(holder, shards, count, path, lease_s))
         self.add_dynamic_items(*DYNAMIC_ITEMS)
         if self.do_recover:
             self.recovery = asyncio.create_task(self._recover())
             self._sweeper = asyncio.create_task(self._sweep())
+
+    def shards_held(self) -> tuple[list[int], int]:
+        """(this process's shards, the shard count); ([0], 1) stands for all of them when Discord picks
+        the count (it may pick another one on the next start)."""
+        if self.shard_count is None:
+            return [0], 1
+        return list(self.shard_ids or range(self.shard_count)), self.shard_count
 
     async def close(self) -> None:
         """Passages still being written are stopped and their messages say so before we disconnect;

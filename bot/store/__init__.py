@@ -1,4 +1,5 @@
-"""SQLite storage for stories, passages, generations, ratings and opt-outs (schema in migrations.py)."""
+"""Storage for stories, passages, generations, ratings and opt-outs on SQLite or PostgreSQL (schema in
+migrations.py)."""
 
 from bot.store.migrations import SCHEMA_VERSION, SchemaError, schema_version
 from bot.store.repository import Delivery, GenerationRow, Interrupted, Store

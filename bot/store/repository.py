@@ -1,9 +1,13 @@
-"""The story store: SQLite in WAL mode behind a few operations, each one transaction.
+"""The story store: a few operations, each one transaction, on SQLite in WAL mode (a file, the default) or
+PostgreSQL (a `postgresql://` URL; bot/store/engine.py), with the same SQL and the same guarantees.
 
-A process killed at any moment leaves the file consistent (SQLite's atomic commit). Several processes may
-share the file: what one of them is doing (a story's generation, a summary, a delivery) is a lease with an
-owner and an expiry (:meth:`Store.claim`), and :meth:`Store.recover` fails only the generations whose
-owner is gone. Calls are short and local, so the async service makes them directly from the event loop.
+A process killed at any moment leaves the database consistent (SQLite's atomic commit; PostgreSQL rolls
+back the transaction of a client that went away). Writers take turns (SQLite's BEGIN IMMEDIATE; one
+advisory lock per schema on PostgreSQL), so an operation that reads, decides and writes is never raced.
+Several processes may share the database: what one of them is doing (a story's generation, a summary, a
+delivery, its shards of the Discord events) is a lease with an owner and an expiry (:meth:`Store.claim`),
+and :meth:`Store.recover` fails only the generations whose owner is gone. Calls are short, so the async
+service makes them directly from the event loop.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,8 @@ from bot.core import lore as lorebook
 from bot.core.lore import LoreConflict, LoreEntry
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
 from bot.core.summary import digest
+from bot.store import opening
+from bot.store.engine import PgConnection, is_url, shown, write_lock
 from bot.store.migrations import migrate
 
 INTERRUPTED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
@@ -121,26 +127,48 @@ class Interrupted:
 
 
 class Store:
+    """The store on a SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL)."""
+
     def __init__(self, path: str | Path):
-        self.path = str(path)
-        if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        # isolation_level=None: we open transactions ourselves, so each operation is exactly one.
-        self.conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.conn.row_factory = sqlite3.Row
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: consistent after a crash
-        self.conn.execute("PRAGMA foreign_keys=ON")
-        self.conn.execute("PRAGMA busy_timeout=5000")
+        self.target = str(path)
+        self.path = shown(self.target)  # for messages: a URL without its password
+        if is_url(self.target):
+            self.conn = PgConnection(self.target)
+            self.dialect = "postgresql"
+        else:
+            self.conn = self._open_sqlite(self.target)
+            self.dialect = "sqlite"
         migrate(self.conn)
+        if self.dialect == "sqlite":
+            opening.claim(self.conn)
+
+    @staticmethod
+    def _open_sqlite(path: str) -> sqlite3.Connection:
+        if path != ":memory:":
+            opening.check(path)  # before SQLite may write: new, or the bot's; else said, untouched
+            Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we open transactions ourselves, so each operation is exactly one.
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: consistent after a crash
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
 
     def close(self) -> None:
         self.conn.close()
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One transaction, one writer at a time on either engine (the leases' checks rely on it)."""
+        if self.dialect == "sqlite":
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            self.conn.execute("BEGIN")
         try:
+            if self.dialect != "sqlite":
+                write_lock(self.conn)
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -162,9 +190,10 @@ class Store:
         story_id = self.active_story_id(channel.id)
         if story_id is None:
             story_id = c.execute(
-                "INSERT INTO stories (channel_id, guild_id, created_by, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO stories (channel_id, guild_id, created_by, created_at) VALUES (?, ?, ?, ?) "
+                "RETURNING id",
                 (channel.id, channel.guild_id, by.id, time.time()),
-            ).lastrowid
+            ).fetchone()[0]
         return story_id
 
     def start_story(self, channel: Channel, by: Member, title: str | None) -> int:
@@ -177,9 +206,9 @@ class Store:
             )
             return c.execute(
                 "INSERT INTO stories (channel_id, guild_id, title, created_by, created_at) "
-                "VALUES (?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?) RETURNING id",
                 (channel.id, channel.guild_id, title, by.id, now),
-            ).lastrowid
+            ).fetchone()[0]
 
     def story(self, story_id: int) -> Story:
         row = self.conn.execute("SELECT * FROM stories WHERE id = ?", (story_id,)).fetchone()
@@ -210,9 +239,10 @@ class Store:
         with self.tx() as c:
             now = time.time()
             nid = c.execute(
-                "INSERT INTO story_notes (story_id, kind, text, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO story_notes (story_id, kind, text, set_by, set_at) VALUES (?, ?, ?, ?, ?) "
+                "RETURNING id",
                 (story_id, kind, text, by.id, now),
-            ).lastrowid
+            ).fetchone()[0]
         return Note(nid, kind, text, by.id, now)
 
     # --- lorebook ------------------------------------------------------------------------------
@@ -237,10 +267,10 @@ class Store:
             now = time.time()
             eid = c.execute(
                 "INSERT INTO lore_entries (story_id, name, name_key, keywords, text, always_on, created_by, "
-                "created_at, updated_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "created_at, updated_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 (story_id, name, lorebook.name_key(name), json.dumps(keywords), text, int(always_on),
                  by.id, now, by.id, now),
-            ).lastrowid  # fmt: skip
+            ).fetchone()[0]  # fmt: skip
         return LoreEntry(eid, name, keywords, text, always_on, 1, by.id, by.id)
 
     def edit_lore(
@@ -330,10 +360,10 @@ class Store:
         with self.tx() as c:
             return c.execute(
                 "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
-                "status, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                "status, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
                 (story_id, previous_id, upto_position, json.dumps([p.id for p in covered]), digest(covered),
                  model, time.time(), owner),
-            ).lastrowid  # fmt: skip
+            ).fetchone()[0]  # fmt: skip
 
     def finish_summary(self, summary_id: int, text: str) -> bool:
         """Store a summary's text, if the passages it covers are still the story's (else 'discarded')."""
@@ -390,9 +420,9 @@ class Store:
         ).fetchone()[0]
         pid = c.execute(
             "INSERT INTO passages (story_id, position, author_kind, author_id, author_name, text, "
-            "generation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "generation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             (story_id, position, kind.value, author.id, author.name, text, generation_id, time.time()),
-        ).lastrowid
+        ).fetchone()[0]
         return Passage(pid, story_id, position, kind, author.id, author.name, text, generation_id)
 
     def remove_passages(self, passage_ids: list[int]) -> None:
@@ -424,10 +454,10 @@ class Store:
             return c.execute(
                 "INSERT INTO generations (story_id, passage_id, requested_by, model, direction, length, "
                 "user_text, prompt, raw, options, context, status, created_at, owner) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?) RETURNING id",
                 (story_id, slot, requested_by.id, model, direction, length, user_text, prompt, int(raw),
                  json.dumps(options), json.dumps(context), time.time(), owner),
-            ).lastrowid  # fmt: skip
+            ).fetchone()[0]  # fmt: skip
 
     def finish_generation(
         self,
@@ -487,6 +517,10 @@ class Store:
                 "SELECT count(*) FROM generations WHERE passage_id = ? AND status = 'done'", (passage.id,)
             ).fetchone()[0]
             return Passage(**{**passage.__dict__, "alternatives": n})
+
+    def set_generation_host(self, generation_id: int, host: str) -> None:
+        with self.tx() as c:
+            c.execute("UPDATE generations SET host = ? WHERE id = ?", (host, generation_id))
 
     def fail_generation(
         self, generation_id: int, error: str, output: str = "", issues: list[str] | None = None
@@ -601,15 +635,15 @@ class Store:
             )
         return None
 
-    def claim_gateway(self, shard_id: int, shard_count: int, owner: str, ttl: float) -> str | None:
-        """Take the lease on shard `shard_id` of `shard_count` of the bot's Discord events (0 of 1: all of
-        them), unless a live owner holds one that overlaps it (any other count, or the same shard): then
-        return that owner. Two processes on overlapping shards would both act on every interaction."""
-        key = f"gateway:{shard_count}:{shard_id}"
+    def claim_gateway(self, shards: Sequence[int], shard_count: int, owner: str, ttl: float) -> str | None:
+        """Take the lease on shards `shards` of `shard_count` of the bot's Discord events ([0] of 1: all of
+        them), unless a live owner holds shards that overlap them (any other count, or a shared shard):
+        then return that owner. Two processes on overlapping shards would both act on every interaction."""
+        key = gateway_key(shards, shard_count)
         with self.tx() as c:
             for row in c.execute("SELECT key, owner, expires_at FROM leases WHERE key LIKE 'gateway:%'"):
-                count = int(row["key"].split(":")[1])
-                overlaps = count != shard_count or row["key"] == key
+                count, held = parse_gateway_key(row["key"])
+                overlaps = count != shard_count or not held.isdisjoint(shards)
                 if overlaps and row["owner"] != owner and _live(row["owner"], row["expires_at"]):
                     return row["owner"]
             c.execute(
@@ -650,7 +684,7 @@ class Store:
     def tally(self, generation_id: int) -> tuple[int, int]:
         """(thumbs up, thumbs down) for a generation."""
         row = self.conn.execute(
-            "SELECT coalesce(sum(value = 1), 0), coalesce(sum(value = -1), 0) FROM ratings "
+            "SELECT count(*) FILTER (WHERE value = 1), count(*) FILTER (WHERE value = -1) FROM ratings "
             "WHERE generation_id = ?",
             (generation_id,),
         ).fetchone()
@@ -660,7 +694,7 @@ class Store:
         with self.tx() as c:
             if opted_out:
                 c.execute(
-                    "INSERT OR IGNORE INTO opt_outs (member_id, opted_out_at) VALUES (?, ?)",
+                    "INSERT INTO opt_outs (member_id, opted_out_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
                     (member_id, time.time()),
                 )
             else:
@@ -669,6 +703,39 @@ class Store:
     def opted_out(self, member_id: str) -> bool:
         row = self.conn.execute("SELECT 1 FROM opt_outs WHERE member_id = ?", (member_id,)).fetchone()
         return row is not None
+
+
+def host_load(conn, since: float) -> dict[str, tuple[int, int]]:
+    """Per Ollama server, from every process on the database: (generations running there now, those
+    finished there since `since`). `conn` may be a read-only connection (`story-bot status`)."""
+    rows = conn.execute(
+        "SELECT host, count(*) FILTER (WHERE status = 'running'), "
+        "count(*) FILTER (WHERE finished_at >= ?) FROM generations "
+        "WHERE host IS NOT NULL AND (status = 'running' OR finished_at >= ?) GROUP BY host",
+        (since, since),
+    ).fetchall()
+    return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def gateway_key(shards: Sequence[int], shard_count: int) -> str:
+    """'gateway:<count>:<ids>', the ids as runs ("0-3,6"): one lease for a process's shards."""
+    ids = sorted(set(shards))
+    runs = []
+    for i in ids:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return f"gateway:{shard_count}:" + ",".join(f"{a}-{b}" if a != b else str(a) for a, b in runs)
+
+
+def parse_gateway_key(key: str) -> tuple[int, set[int]]:
+    _, count, ids = key.split(":", 2)
+    shards: set[int] = set()
+    for run in ids.split(","):
+        a, _, b = run.partition("-")
+        shards.update(range(int(a), int(b or a) + 1))
+    return int(count), shards
 
 
 def _live(owner: str | None, expires_at: float | None) -> bool:

@@ -9,7 +9,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline.atomic import check_output
 from pipeline.extras import needs, require
+from pipeline.ranges import ranged
 
 console = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line
 app = typer.Typer(
@@ -17,6 +19,7 @@ app = typer.Typer(
 )
 
 Output = Annotated[Path, typer.Option("-o", "--output", help="JSON-lines file to write")]
+Force = Annotated[bool, typer.Option("--force", help="Replace the output file(s) if they exist")]
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -44,41 +47,53 @@ GUTENBERG_HELP = (
 def gutenberg(
     paths: Annotated[list[str], typer.Argument(help="Book files, folders of .txt files, or glob patterns")],
     output: Output,
-    context_sentences: Annotated[int, typer.Option(help="Most sentences of context per window")] = 80,
+    context_sentences: Annotated[
+        int, typer.Option(**ranged("Most sentences of context per window", min=1))
+    ] = 80,
     continuation_sentences: Annotated[
-        int, typer.Option(help="Most sentences of continuation per window")
+        int, typer.Option(**ranged("Most sentences of continuation per window", min=1))
     ] = 20,
     chunk_chars: Annotated[
-        int | None, typer.Option(help="Cut ~N-character chunks instead of sentence windows (e.g. 6500)")
+        int | None,
+        typer.Option(**ranged("Cut ~N-character chunks instead of sentence windows (e.g. 6500)", min=2)),
     ] = None,
     split_ratio: Annotated[
-        float, typer.Option(help="With --chunk-chars: share of a chunk used as context")
+        float,
+        typer.Option(**ranged("With --chunk-chars: share of a chunk used as context", above=0, below=1)),
     ] = 0.6,
     max_context_chars: Annotated[
-        int, typer.Option(help="Cap: a context stops before the sentence that would pass it")
+        int, typer.Option(**ranged("Cap: a context stops before the sentence that would pass it", min=1))
     ] = 12_000,
     max_continuation_chars: Annotated[
-        int, typer.Option(help="Cap: a continuation stops before the sentence that would pass it")
+        int, typer.Option(**ranged("Cap: a continuation stops before the sentence that would pass it", min=1))
     ] = 4_000,
     tokenizer: Annotated[
         Path | None,
         typer.Option(help="Size windows in tokens with this local tokenizer (or base model) folder"),
     ] = None,
     max_length: Annotated[
-        int | None, typer.Option(help="With --tokenizer: tokens per row, as `train --max-length` (2048)")
+        int | None,
+        typer.Option(**ranged("With --tokenizer: tokens per row, as `train --max-length` (2048)", min=64)),
     ] = None,
     reasoning_tokens: Annotated[
-        int, typer.Option(help="With --tokenizer: tokens left in each row for the teacher's reasoning")
+        int,
+        typer.Option(
+            **ranged("With --tokenizer: tokens left in each row for the teacher's reasoning", min=0)
+        ),
     ] = 400,
     chat_format: Annotated[
         str | None,
         typer.Option(help="With --tokenizer: the chat format train will use, as `train --chat-format`"),
     ] = None,
-    val_ratio: Annotated[float, typer.Option(help="Share of books held out for validation")] = 0.1,
+    val_ratio: Annotated[
+        float, typer.Option(**ranged("Share of books held out for validation", min=0, below=1))
+    ] = 0.1,
     encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
+    force: Force = False,
 ) -> None:
     from pipeline.data import gutenberg as g
 
+    check_output(output, force)
     if tokenizer is None and (max_length is not None or chat_format is not None):
         raise _fail("--max-length and --chat-format need --tokenizer (the base model's folder)")
     try:
@@ -91,8 +106,6 @@ def gutenberg(
                 budget = g.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_format)
     except (ValueError, g.BookError) as e:
         raise _fail(str(e)) from None
-    if not 0 <= val_ratio < 1:
-        raise _fail(f"--val-ratio {val_ratio} must lie in [0, 1)")
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
     ) as bars:
@@ -149,24 +162,39 @@ def writing_prompts(
         str, typer.Option(help="Folder of {train,valid,test}.wp_source/.wp_target, or a Hugging Face dataset")
     ],
     output: Output,
-    min_words: Annotated[int, typer.Option(help="Drop stories shorter than this")] = 100,
-    max_words: Annotated[int, typer.Option(help="Drop stories longer than this")] = 1500,
-    val_ratio: Annotated[float, typer.Option(help="Share of prompts held out for validation")] = 0.05,
-    limit: Annotated[int | None, typer.Option(help="Stop after this many pairs")] = None,
+    min_words: Annotated[int, typer.Option(**ranged("Drop stories shorter than this", min=0))] = 100,
+    max_words: Annotated[int, typer.Option(**ranged("Drop stories longer than this", min=1))] = 1500,
+    val_ratio: Annotated[
+        float, typer.Option(**ranged("Share of prompts held out for validation", min=0, below=1))
+    ] = 0.05,
+    limit: Annotated[int | None, typer.Option(**ranged("Stop after this many pairs", min=1))] = None,
+    force: Force = False,
 ) -> None:
     """Clean Writing Prompts pairs: undo the tokenization, strip [ WP ] tags, filter, split by prompt."""
     from pipeline.data import gutenberg as g
     from pipeline.data import writing_prompts as wp
 
+    check_output(output, force)
+    if min_words > max_words:
+        raise _fail(f"--min-words {min_words} is above --max-words {max_words}: no story could pass")
+
     stats = wp.PairStats()
+
+    def some_pairs():  # none at all fails inside the atomic write: an earlier output stays as it was
+        empty = True
+        for pair in wp.pairs(source, stats, min_words, max_words, val_ratio, limit):
+            empty = False
+            yield pair
+        if empty:
+            raise wp.WritingPromptsError(
+                f"no pair of {stats.read} read passed the filters ({min_words}-{max_words} words)"
+            )
+
     try:
         with console.status("reading Writing Prompts"):
-            n = g.write_jsonl(output, wp.pairs(source, stats, min_words, max_words, val_ratio, limit))
+            n = g.write_jsonl(output, some_pairs())
     except wp.WritingPromptsError as e:
         raise _fail(str(e)) from None
-    if not n:
-        output.unlink(missing_ok=True)
-        raise _fail(f"no pair of {stats.read} read passed the filters ({min_words}-{max_words} words)")
     console.print(
         f"wrote {n} pairs ({len(stats.prompts)} prompts) to {output}: {stats.kept[g.TRAIN]} train, "
         f"{stats.kept[g.VALIDATION]} validation; dropped {stats.too_short} too short, "
@@ -188,12 +216,27 @@ ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the A
 ValOutput = Annotated[
     Path | None, typer.Option(help="Validation rows (default: train.jsonl -> val.jsonl beside the output)")
 ]
-Concurrency = Annotated[int, typer.Option(help="Requests in flight at once")]
-Retries = Annotated[int, typer.Option(help="Retries per item on 429/5xx/timeouts/unusable replies")]
-Timeout = Annotated[float, typer.Option(help="Seconds to wait for one teacher reply")]
-Limit = Annotated[
-    int | None, typer.Option(help="A trial run on N items: the first of each split, in proportion")
+Concurrency = Annotated[int, typer.Option(**ranged("Requests in flight at once", min=1, max=64))]
+Retries = Annotated[
+    int, typer.Option(**ranged("Retries per item on 429/5xx/timeouts/unusable replies", min=0, max=100))
 ]
+Timeout = Annotated[float, typer.Option(**ranged("Seconds to wait for one teacher reply", above=0))]
+Limit = Annotated[
+    int | None,
+    typer.Option(**ranged("A trial run on N items: the first of each split, in proportion", min=1)),
+]
+Temperature = "Teacher sampling temperature"
+MaxTokens = "Most tokens the teacher may write per item"
+Backoff = "Seconds before the first retry, doubling"
+
+
+def _check_outputs(output: Path, val_output: Path | None, force: bool) -> None:
+    """An existing output is replaced with --force, or when its journal is there: that run is resumed."""
+    from pipeline.data import teacher as t
+
+    resuming = t.journal_path_for(output).is_file()
+    check_output(output, force or resuming)
+    check_output(val_output or t.val_path_for(output), force or resuming)
 
 
 def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
@@ -207,7 +250,7 @@ def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_e
     from pipeline.data import teacher as t
 
     settings = b.Settings(teacher, backend, base_url, api_key_env, timeout, temperature, max_tokens)
-    opts = t.RunOptions(concurrency=max(1, concurrency), retries=max(0, retries), backoff=backoff)
+    opts = t.RunOptions(concurrency=concurrency, retries=retries, backoff=backoff)
     journal = t.journal_path_for(output)
 
     async def go(bars: Progress, task) -> t.RunResult:
@@ -270,11 +313,12 @@ def _trial(jobs: list, limit: int) -> list:
 
 
 def _load(path: Path, make_jobs, limit: int | None):
+    from pipeline import jsonl
     from pipeline.data import gutenberg as g
     from pipeline.data import teacher as t
 
-    if not path.is_file():
-        raise _fail(f"{path} does not exist")
+    if (problem := jsonl.file_problem(path)) is not None:
+        raise _fail(problem)
     try:
         jobs = make_jobs(g.read_jsonl(path))
     except (g.BookError, t.InputError) as e:
@@ -296,16 +340,19 @@ def reason(
     concurrency: Concurrency = 4,
     retries: Retries = 3,
     timeout: Timeout = 300.0,
-    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature")] = 0.7,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens the teacher may write per item")] = 1024,
-    backoff: Annotated[
-        float, typer.Option(help="Seconds before the first retry, doubling", hidden=True)
-    ] = 2.0,
+    temperature: Annotated[float, typer.Option(**ranged(Temperature, min=0, max=100))] = 0.7,
+    max_tokens: Annotated[int, typer.Option(**ranged(MaxTokens, min=1))] = 1024,
+    backoff: Annotated[float, typer.Option(**ranged(Backoff, min=0, hidden=True))] = 2.0,
     limit: Limit = None,
+    force: Force = False,
 ) -> None:
-    """A teacher writes the reasoning behind each chunk's real continuation; rows go to train/val files."""
+    """A teacher writes the reasoning behind each chunk's real continuation; rows go to train/val files.
+
+    An existing output is refused without --force, unless its .journal is beside it: then the run goes
+    on from there (finished rows are not asked again)."""
     from pipeline.data import teacher as t
 
+    _check_outputs(output, val_output, force)
     jobs = _load(chunks, lambda recs: t.reason_jobs(recs, str(chunks)), limit)
     _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
                  timeout, temperature, max_tokens, backoff)  # fmt: skip
@@ -324,20 +371,23 @@ def distill(
     length: Annotated[
         str | None, typer.Option(help="Ask for short/medium/long stories (or N words); adds a Length line")
     ] = None,
-    min_words: Annotated[int, typer.Option(help="Refuse teacher stories shorter than this")] = 50,
+    min_words: Annotated[int, typer.Option(**ranged("Refuse teacher stories shorter than this", min=0))] = 50,
     concurrency: Concurrency = 4,
     retries: Retries = 3,
     timeout: Timeout = 300.0,
-    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature")] = 0.8,
-    max_tokens: Annotated[int, typer.Option(help="Most tokens the teacher may write per item")] = 2048,
-    backoff: Annotated[
-        float, typer.Option(help="Seconds before the first retry, doubling", hidden=True)
-    ] = 2.0,
+    temperature: Annotated[float, typer.Option(**ranged(Temperature, min=0, max=100))] = 0.8,
+    max_tokens: Annotated[int, typer.Option(**ranged(MaxTokens, min=1))] = 2048,
+    backoff: Annotated[float, typer.Option(**ranged(Backoff, min=0, hidden=True))] = 2.0,
     limit: Limit = None,
+    force: Force = False,
 ) -> None:
-    """Sequence-level distillation: a teacher reasons and writes a story per prompt, the targets."""
+    """Sequence-level distillation: a teacher reasons and writes a story per prompt, the targets.
+
+    An existing output is refused without --force, unless its .journal is beside it (a resume)."""
     from pipeline import prompt as P
     from pipeline.data import teacher as t
+
+    _check_outputs(output, val_output, force)
 
     size: str | int | None = int(length) if length and length.isdigit() else length
     try:

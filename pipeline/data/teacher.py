@@ -302,10 +302,9 @@ class Journal:
     def __init__(self, path: Path):
         self.path = path
         self.entries: dict[str, dict] = {}
+        self._f = None  # opened on the first row: a run that finishes nothing leaves no journal or folder
         if path.exists():
             self._load()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", encoding="utf-8")  # noqa: SIM115 (open for the whole run; close() ends it)
 
     def _load(self) -> None:
         data = self.path.read_bytes()
@@ -321,13 +320,17 @@ class Journal:
                 continue
 
     def add(self, entry: dict) -> None:
+        if self._f is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the run; close() ends it)
         self._f.write(json.dumps(entry, ensure_ascii=False) + "\n")
         self._f.flush()
         os.fsync(self._f.fileno())
         self.entries[entry["key"]] = entry
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()
 
 
 # --- the runner ----------------------------------------------------------------------------------

@@ -128,6 +128,12 @@ def source_pairs(source: str) -> Iterator[tuple[str, str]]:
         raise WritingPromptsError(
             f"{source} is a file: give the folder holding the .wp_source/.wp_target files"
         )
+    looks_local = source.startswith((".", "/", "~")) or source.count("/") > 1
+    if not path.exists() and looks_local:
+        raise WritingPromptsError(
+            f"{source} does not exist: give the folder of .wp_source/.wp_target files, or a Hugging Face "
+            "dataset id like euclaise/writingprompts"
+        )
     return _hf_pairs(source)
 
 

@@ -10,14 +10,21 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from pipeline.atomic import check_outputs
 from pipeline.extras import needs
+from pipeline.ranges import ranged
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Readability, diversity and tone of texts and models; held-out perplexity.")
 
 OutDir = Annotated[Path, typer.Option("-o", "--output", help="Folder to write the results into")]
-Workers = Annotated[int | None, typer.Option(help="Scoring processes (default: the cores available)")]
-Window = Annotated[int, typer.Option(help="Words per window for the length-independent entropy")]
+Workers = Annotated[
+    int | None, typer.Option(**ranged("Scoring processes (default: the cores available)", min=1, max=256))
+]
+Window = Annotated[int, typer.Option(**ranged("Words per window for the length-independent entropy", min=1))]
+Force = Annotated[bool, typer.Option("--force", help="Replace the files this writes in the output folder")]
+METRICS_FILES = ("scores.jsonl", "summary.json")
+COMPARE_FILES = ("outputs.jsonl", "summary.json", "table.md", "chart.png")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -73,11 +80,13 @@ def metrics_command(
     ] = False,
     workers: Workers = None,
     window: Window = 100,
+    force: Force = False,
 ) -> None:
     """Per text and in aggregate: Flesch, Fog, entropy, sentiment, distinct-n, repetition, length."""
     from pipeline import prompt
     from pipeline.evaluate import metrics, records
 
+    check_outputs(out, METRICS_FILES, force)
     try:
         rows = records.read_jsonl(file)
         texts = records.field_values(rows, field, file)
@@ -127,14 +136,19 @@ def compare_command(
     host: Annotated[
         str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")
     ] = None,
-    samples: Annotated[int, typer.Option(help="Outputs per context and model (seeds SEED, SEED+1, ...)")] = 1,
-    seed: Annotated[int, typer.Option(help="Seed of the first sample of every context")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Use only the first N contexts")] = None,
+    samples: Annotated[
+        int,
+        typer.Option(**ranged("Outputs per context and model (seeds SEED, SEED+1, ...)", min=1, max=1000)),
+    ] = 1,
+    seed: Annotated[
+        int, typer.Option(**ranged("Seed of the first sample of every context", min=0, max=2**31 - 1))
+    ] = 0,
+    limit: Annotated[int | None, typer.Option(**ranged("Use only the first N contexts", min=1))] = None,
     length: Annotated[
         str | None, typer.Option(help="Length to ask for where a row has none: short, medium, long or words")
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option(help="Sampling temperature (default: the model's)")
+        float | None, typer.Option(**ranged("Sampling temperature (default: the model's)", min=0, max=100))
     ] = None,
     num_predict: Annotated[
         int | None, typer.Option(help="Most tokens per output (default: room for reasoning and the length)")
@@ -148,6 +162,7 @@ def compare_command(
     n_ctx: Annotated[int, typer.Option(help="With llama.cpp: the context each model is loaded with")] = 4096,
     workers: Workers = None,
     window: Window = 100,
+    force: Force = False,
 ) -> None:
     """Each model continues the same contexts with fixed seeds; outputs scored into a table, JSON and PNG."""
     from dataclasses import replace
@@ -156,6 +171,7 @@ def compare_command(
     from pipeline.evaluate import compare, metrics, records, report
     from pipeline.serving import resolve_host
 
+    check_outputs(out, COMPARE_FILES, force)
     try:
         models = compare.parse_models(model)
         rows = records.read_jsonl(contexts_file)[:limit]
@@ -250,13 +266,18 @@ def perplexity_command(
     adapter: Annotated[
         Path | None, typer.Option(help="A PEFT adapter folder: compared with the base")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows per forward pass")] = 4,
-    max_tokens: Annotated[int, typer.Option(help="Skip rows longer than this many tokens")] = 4096,
+    batch_size: Annotated[int, typer.Option(**ranged("Rows per forward pass", min=1, max=4096))] = 4,
+    max_tokens: Annotated[
+        int, typer.Option(**ranged("Skip rows longer than this many tokens", min=1))
+    ] = 4096,
     out: Annotated[Path | None, typer.Option("-o", "--output", help="Folder for perplexity.json")] = None,
+    force: Force = False,
 ) -> None:
     """Held-out loss and perplexity on the continuation (the answer), base against fine-tuned."""
     from pipeline.evaluate import perplexity, records
 
+    if out is not None:
+        check_outputs(out, ("perplexity.json",), force)
     try:
         rows = records.read_jsonl(data)
         with _progress() as bars:

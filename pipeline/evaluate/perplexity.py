@@ -124,6 +124,9 @@ def load(base: str, adapter: str | Path | None):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    if not Path(base).is_dir():
+        what = "is a file" if Path(base).exists() else "does not exist"
+        raise PerplexityError(f"--base {base} {what}: give a local model folder (with config.json)")
     if adapter is not None and not (Path(adapter) / "adapter_config.json").is_file():
         raise PerplexityError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
     tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
@@ -141,10 +144,30 @@ def load(base: str, adapter: str | Path | None):
     if adapter is not None:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, str(adapter))
+        try:
+            model = PeftModel.from_pretrained(model, str(adapter))
+        except RuntimeError as e:  # a state-dict size mismatch: dozens of lines, one per tensor
+            if "size mismatch" not in str(e):
+                raise
+            trained_on = _trained_on(Path(adapter))
+            raise PerplexityError(
+                f"{adapter} was trained on a model of another size than {base}: give the base it was "
+                f"trained on{f' ({trained_on})' if trained_on else ''} as --base"
+            ) from None
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model, tokenizer
+
+
+def _trained_on(adapter: Path) -> str | None:
+    import json
+
+    try:
+        return json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def run(

@@ -25,14 +25,17 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return rows
 
 
-def field_values(rows: list[dict], field: str, path: str | Path = "input") -> list[str]:
-    """The text in `field` of every row; a missing or non-text field is an error naming the row."""
+def field_values(
+    rows: list[dict], field: str, path: str | Path = "input", flag: str = "--field"
+) -> list[str]:
+    """The text in `field` of every row; a missing or non-text field is an error naming the row (and
+    the option, `flag`, that chose the field)."""
     out = []
     for n, row in enumerate(rows, 1):
         value = row.get(field)
         if value is None:
             keys = ", ".join(sorted(row)) or "none"
-            raise InputError(f"{path} row {n} has no {field!r} field (it has: {keys}): pick one with --field")
+            raise InputError(f"{path} row {n} has no {field!r} field (it has: {keys}): pick one with {flag}")
         if not isinstance(value, str):
             raise InputError(f"{path} row {n}: {field!r} is a {type(value).__name__}, not text")
         out.append(value)
@@ -52,7 +55,11 @@ class Context:
 def contexts(rows: list[dict], field: str, reference_field: str | None, path: str | Path) -> list[Context]:
     """Contexts from the data step's records: `field` (default `context`), optional `length`, `guidance`."""
     texts = field_values(rows, field, path)
-    refs = field_values(rows, reference_field, path) if reference_field else [None] * len(rows)
+    refs = (
+        field_values(rows, reference_field, path, "--reference-field")
+        if reference_field
+        else [None] * len(rows)
+    )
     out = []
     for n, (text, ref, row) in enumerate(zip(texts, refs, rows, strict=True), 1):
         if not isinstance(row.get("guidance"), str | None):

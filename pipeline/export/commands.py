@@ -10,9 +10,11 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
+from pipeline import atomic
 from pipeline.extras import needs
+from pipeline.ranges import ranged
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 
 class OutType(StrEnum):
@@ -46,6 +48,15 @@ def _errors():
 
     return (AdapterError, BaseModelError, SafetensorsError, TokenizerExportError, OutputExistsError,
             ValueError, RuntimeError, OSError)  # fmt: skip
+
+
+def check_output(output: Path, force: bool, folder: bool = False) -> None:
+    """The output checked before the export reads anything; a refusal is exit 2 like other bad input."""
+    try:
+        atomic.check_output(output, force, folder)
+    except atomic.OutputError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
 
 
 def _run(fn, *args, **kwargs):
@@ -100,6 +111,7 @@ def export_gguf(
     """Convert a PEFT LoRA adapter to a GGUF adapter for llama.cpp and Ollama (ADAPTER in a Modelfile)."""
     from pipeline.export.gguf_adapter import export_adapter
 
+    check_output(output, force)
     _show(_run(export_adapter, adapter, base, output, outtype.value, force))
     if verify_on:
         _verify(base, verify_on, adapter, output)
@@ -123,6 +135,7 @@ def export_merged(
     from pipeline.export import merged
 
     q = quantize.value if quantize else None
+    check_output(output, force, folder=fmt is Format.safetensors)
     _show(_run(merged.export_merged, adapter, base, output, fmt.value, outtype.value, q, force))
     if verify:
         if fmt is not Format.gguf:
@@ -143,6 +156,7 @@ def export_base(
     from pipeline.export import merged
 
     q = quantize.value if quantize else None
+    check_output(output, force)
     _show(_run(merged.export_merged, None, base, output, "gguf", outtype.value, q, force))
     if verify:
         _verify(base, output)
@@ -154,7 +168,7 @@ def verify_gguf(
     adapter: Annotated[Path | None, typer.Option(help="PEFT adapter folder (reference side)")] = None,
     lora: Annotated[Path | None, typer.Option(help="GGUF adapter to apply in llama.cpp")] = None,
     text: Annotated[str | None, typer.Option(help="Text to evaluate (default: a writer prompt)")] = None,
-    tolerance: Annotated[float | None, typer.Option(help="Max relative difference")] = None,
+    tolerance: Annotated[float | None, typer.Option(**ranged("Max relative difference", above=0))] = None,
 ) -> None:
     """Evaluate the same tokens in llama.cpp and transformers (+PEFT); exit 1 if the logits differ."""
     if lora and not adapter:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import chat_formats
-from pipeline.atomic import OutputExistsError
+from pipeline.atomic import OutputExistsError, exists_message
 from pipeline.export.arch import load_base
 from pipeline.export.gguf_adapter import check_against_base
 from pipeline.export.gguf_model import quantize, write_model
@@ -67,7 +67,7 @@ def atomic_dir(path: Path, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder beside path, moved onto it only if the block succeeds."""
     path = Path(path)
     if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists: choose another output path or remove it first")
+        raise OutputExistsError(exists_message(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent))
     try:
@@ -113,7 +113,7 @@ def export_merged(
     base_dir, out = Path(base_dir), Path(out)
     base = load_base(base_dir)
     if not overwrite and out.exists():
-        raise OutputExistsError(f"{out} already exists: choose another output path or remove it first")
+        raise OutputExistsError(exists_message(out))
     adapter_template = None
     if adapter_dir is not None:
         check_against_base(load_adapter(adapter_dir, strict=False), base)

@@ -10,14 +10,22 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pipeline.atomic import check_output, check_outputs
 from pipeline.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
 app = typer.Typer(help="Turn the bot's ratings into training rows (sft, kto, dpo) and figures.")
 
 DbOption = Annotated[
-    Path, typer.Option("--db", help="The bot's SQLite file (STORY_BOT_DB); read-only, safe while it runs")
+    str,
+    typer.Option(
+        "--db",
+        help="The bot's SQLite file or postgresql:// URL (STORY_BOT_DB); read-only, safe while it runs",
+    ),
 ]
+
+
+MAX_VOTES = 1_000_000  # a net rating is a count of members' votes; far more than any server has
 
 
 class Format(StrEnum):
@@ -54,14 +62,19 @@ def export_cmd(
         ),
     ],  # fmt: skip
     out: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write")],
-    min_votes: Annotated[int, typer.Option(min=1, help="Net rating that counts as a clear signal")] = 1,
+    min_votes: Annotated[
+        int, typer.Option(min=1, max=MAX_VOTES, help="Net rating that counts as a clear signal")
+    ] = 1,
     since: Annotated[str | None, typer.Option(help="Only passages written on or after this date")] = None,
     model: Annotated[str | None, typer.Option(help="Only passages by this model (writer: writer:latest)")] = (
         None
     ),
+    force: Annotated[bool, typer.Option("--force", help="Replace the output file if it exists")] = False,
 ) -> None:
     """Write training rows from the bot's ratings; print how many, and why the others were left out."""
     from pipeline.feedback import export, snapshot
+
+    check_output(out, force)
 
     filters = export.Filters(min_votes=min_votes, since=_since(since), model=model)
     try:
@@ -90,9 +103,14 @@ def export_cmd(
 def stats_cmd(
     db: DbOption,
     out_dir: Annotated[Path, typer.Option("-o", "--output", help="Folder for the summary and the chart")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace the summary and chart if they exist")
+    ] = False,
 ) -> None:
     """Votes, share of thumbs up and regeneration rate per model and week: Markdown and PNG."""
     from pipeline.feedback import snapshot, stats
+
+    check_outputs(out_dir, (stats.MARKDOWN_NAME, stats.CHART_NAME), force)
 
     try:
         snap = snapshot.read(db)

@@ -4,6 +4,10 @@ The file is opened with SQLite's `mode=ro`, so nothing here can write to it, and
 inside one read transaction: under the bot's WAL journal that is a consistent snapshot, taken while the
 bot keeps writing. The schema belongs to `bot.store.migrations`; a file from an older schema is copied
 into memory and migrated there (the bot's file is never touched), a newer one is refused.
+
+A PostgreSQL store (a `postgresql://` URL, as in STORY_BOT_DB) is read in one READ ONLY, REPEATABLE READ
+transaction: the same consistent snapshot, and the server refuses any write. Its schema must be the
+current one (start the current bot once on it to migrate it).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.store import migrations
+from bot.store import engine, migrations
 
 
 class FeedbackError(RuntimeError):
@@ -57,8 +61,12 @@ class Snapshot:
 
 
 def read(path: str | Path) -> Snapshot:
-    """A consistent snapshot of the bot's database at `path` (see the module doc)."""
+    """A consistent snapshot of the bot's database at `path`, a file or a PostgreSQL URL (module doc)."""
+    if engine.is_url(path):
+        return _read_postgres(str(path))
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise FeedbackError(f"{path} is a folder: give the bot's database file (STORY_BOT_DB)")
     if not path.is_file():
         raise FeedbackError(f"no database at {path}: give the bot's database file (STORY_BOT_DB)")
     conn = _connect_ro(path)
@@ -80,6 +88,41 @@ def read(path: str | Path) -> Snapshot:
         return _load(copy, path, migrations.SCHEMA_VERSION, version)
     finally:
         copy.close()
+
+
+def _read_postgres(url: str) -> Snapshot:
+    where = engine.shown(url)
+    try:
+        conn = engine.PgConnection(url)
+    except ImportError:
+        raise FeedbackError(
+            "reading a PostgreSQL store needs psycopg: pip install 'psycopg[binary]'"
+        ) from None
+    except Exception as e:  # psycopg.OperationalError: no server, refused, no such database
+        raise FeedbackError(
+            f"cannot connect to {where} ({str(e).strip()}): check the URL and the server"
+        ) from e
+    try:
+        conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        version = migrations.schema_version(conn)
+        if version == 0:
+            raise FeedbackError(
+                f"{where} holds no story-bot tables: give the database the bot uses (STORY_BOT_DB)"
+            )
+        if version > migrations.SCHEMA_VERSION:
+            raise FeedbackError(
+                f"{where} has schema version {version}, newer than this pipeline knows "
+                f"({migrations.SCHEMA_VERSION}): update the pipeline to the bot's version, then export again"
+            )
+        if version < migrations.SCHEMA_VERSION:
+            raise FeedbackError(
+                f"{where} has schema version {version}, older than this pipeline's "
+                f"{migrations.SCHEMA_VERSION}: start the current bot once on it to migrate it"
+            )
+        return _load(conn, where, version, None)
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
 
 
 def _connect_ro(path: Path) -> sqlite3.Connection:
@@ -136,7 +179,7 @@ ORDER BY id
 """
 
 
-def _load(conn: sqlite3.Connection, path: Path, version: int, migrated_from: int | None) -> Snapshot:
+def _load(conn: sqlite3.Connection, path: Path | str, version: int, migrated_from: int | None) -> Snapshot:
     return Snapshot(
         path=str(path),
         schema_version=version,

@@ -11,9 +11,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
 from pipeline import chat_formats
+from pipeline.atomic import check_output
 from pipeline.modelfile import grammar, render, selection
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Write a writer Modelfile, or check Modelfiles against Ollama's grammar.")
 
 
@@ -28,17 +29,21 @@ def modelfile(
         str | None, typer.Option(help="Text of the chat system turn (default: the base's own)")
     ] = None,
     param: Annotated[list[str] | None, typer.Option("--param", help="key=value, repeatable")] = None,
-    num_ctx: Annotated[int, typer.Option(help="Context window in tokens")] = render.DEFAULT_NUM_CTX,
+    num_ctx: Annotated[
+        int, typer.Option(min=render.MIN_NUM_CTX, max=render.MAX_NUM_CTX, help="Context window in tokens")
+    ] = render.DEFAULT_NUM_CTX,
     fmt: Annotated[
         str | None, typer.Option("--format", help=f"Chat format: {chat_formats.supported()}")
     ] = None,
     out: Annotated[Path | None, typer.Option("-o", "--output", help="Modelfile to write")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the Modelfile if it exists")] = False,
 ) -> None:
     """Write a Modelfile whose TEMPLATE wraps what the user types in the writer prompt."""
     if ctx.invoked_subcommand is not None:
         return
     if not base or not out:
         raise typer.BadParameter("give --from BASE and -o FILE (or use `modelfile check FILE...`)")
+    check_output(out, force)
     try:
         path, problems = render.write(out, base, adapter, system, param, num_ctx, fmt)
     except (render.ModelfileRenderError, chat_formats.UnknownFormatError, ValueError) as e:
@@ -70,19 +75,31 @@ def check(files: Annotated[list[Path], typer.Argument(help="Modelfiles to check"
             summary += f"; {warnings} warning(s): Ollama serves something other than the file says"
         console.print(f"{status} {escape(str(f))}: {summary}", highlight=False, soft_wrap=True)
         for p in problems:
-            where = f"{f}:{p.line}:{p.column}" if p.line else str(f)
+            where = f"{f}:{p.line}" + (f":{p.column}" if p.column else "") if p.line else str(f)
             colour = "red" if p.severity == "error" else "yellow"
             line = f"  {escape(where)}: [{colour}]{p.severity}[/{colour}]: {escape(p.message)}"
             console.print(line, highlight=False, soft_wrap=True)
     raise typer.Exit(1 if failed else 0)
 
 
+def _model_name(value: str) -> str:
+    """--name as Ollama's create takes it (the rule its FROM check follows), refused before any upload."""
+    if value is not None and (problem := grammar.model_name_error(value)) is not None:
+        raise typer.BadParameter(f"{value!r} is not a model name Ollama takes: {problem}")
+    return value
+
+
 def publish(
     modelfile: Annotated[Path, typer.Option(help="The Modelfile to publish", exists=True, dir_okay=False)],
-    name: Annotated[str, typer.Option(help="Model name on the server, e.g. writer:latest")],
+    name: Annotated[
+        str, typer.Option(help="Model name on the server, e.g. writer:latest", callback=_model_name)
+    ],
     host: Annotated[
         str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")
     ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model of this name on the server")
+    ] = False,
 ) -> None:
     """Register the Modelfile's model with an Ollama server: upload local files as blobs, then create."""
     from pipeline.modelfile import publish as pub
@@ -90,6 +107,11 @@ def publish(
     try:
         plan = pub.plan(modelfile, name)
         publisher = pub.Publisher(host)
+        if not force and publisher.has_model(name):
+            raise pub.PublishError(
+                f"the server at {publisher.host} already has a model named {name!r}: pass --force to "
+                "replace it, or choose another --name"
+            )
         with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=console) as bars:  # fmt: skip
 

@@ -240,9 +240,13 @@ class _Scanner:
                     self.role = word
                 self.state, self.buf, self.pos, self.dropped = "value", [], [], []
             else:
-                what = "a line end" if newline else repr(ch)
                 kind = "a parameter name" if state == "parameter" else "a message role"
-                self.fail(line, col, f"unexpected {what} in {kind}: write {_usage(state)}")
+                what = (
+                    f"the line ends after {kind}, with no value"
+                    if newline
+                    else f"unexpected {ch!r} in {kind}"
+                )
+                self.fail(line, col, f"{what}: write {_usage(state)}")
                 if newline:
                     self.state = "nil"
             return

@@ -129,6 +129,18 @@ class Publisher:
             raise PublishError(f"{path} changed while it was being uploaded: publish again")
         return digest, True
 
+    def has_model(self, model: str) -> bool:
+        """Whether the server already holds a model by this name (create would replace it)."""
+        try:
+            self.client.show(model)
+        except (ConnectionError, httpx.TransportError) as e:
+            raise self._unreachable(e) from e
+        except ollama.ResponseError as e:
+            if e.status_code == 404:
+                return False
+            raise PublishError(f"the server could not show {model!r}: {e.error}") from e
+        return True
+
     def check_base(self, model: str) -> None:
         try:
             self.client.show(model)

@@ -12,6 +12,9 @@ from pipeline.modelfile import golang, grammar, inspect, selection
 
 #: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
 DEFAULT_NUM_CTX = 8192
+# llama.cpp (which Ollama runs) holds n_ctx in 32 bits and needs a few tokens; beyond 2^20 no model
+# trains, and the KV cache alone would not fit in memory.
+MIN_NUM_CTX, MAX_NUM_CTX = 4, 1 << 20
 DEFAULT_PARAMETERS = {"temperature": ["0.7"], "top_p": ["0.9"], "num_predict": ["2048"]}
 
 

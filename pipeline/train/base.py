@@ -7,6 +7,7 @@ the tokenizer's template and is saved with the adapter so export and Modelfile u
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,10 +128,29 @@ def _format_tokens_present(tokenizer, fmt: chat_formats.ChatFormat) -> list[str]
     return [t for t in (*fmt.stop, fmt.bos) if t and t not in vocab]
 
 
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def check_source(source: str | Path, flag: str = "--base") -> None:
+    """A model given as a path must be a folder that exists; only what looks like a hub id goes to the
+    Hub (whose own answer to a missing folder is a puzzle about repo-id characters)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return
+    if path.exists():
+        raise TrainError(f"{flag} {source} is a file: give the model's folder (with config.json)")
+    if not _HUB_ID.fullmatch(str(source)) or str(source).startswith((".", "~")):
+        raise TrainError(
+            f"{flag} {source} does not exist: give a local model folder (e.g. from `story-pipeline models "
+            "tiny`) or a Hugging Face hub id like Qwen/Qwen2.5-7B-Instruct"
+        )
+
+
 def load_tokenizer(source: str | Path, chat_format: str | None, local_files_only: bool = False):
     """(tokenizer, chat format) of a base model or adapter folder, with the format checked or set."""
     from transformers import AutoTokenizer
 
+    check_source(source)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local_files_only)
     except (OSError, ValueError) as e:
@@ -196,6 +216,29 @@ def load_model(opts: TrainOptions, precision: str, hw: Hardware):
             "to GGUF; drop lm_head from --target-modules"
         )
     return model
+
+
+def check_target_modules(opts: TrainOptions) -> None:
+    """--target-modules names that match no linear layer of the base: said before anything loads (the
+    layers are read from the config, on the meta device, without the weights)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if opts.target_modules == ("all-linear",):
+        return
+    try:
+        config = AutoConfig.from_pretrained(opts.base)
+    except (OSError, ValueError) as e:
+        raise TrainError(f"cannot read the config of the base model {opts.base}: {e}") from None
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    unknown = [t for t in opts.target_modules if t not in linear]
+    if unknown:
+        raise TrainError(
+            f"--target-modules {','.join(unknown)}: {opts.base} has no such linear layer; its layers are "
+            f"{','.join(sorted(linear))} (or give all-linear)"
+        )
 
 
 def lora_config(opts: TrainOptions):

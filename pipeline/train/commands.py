@@ -18,9 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.extras import needs
+from pipeline.ranges import ranged
 from pipeline.train.options import TrainError, TrainOptions, build_options, read_config
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 _CONFIG_HELP = "A TOML file of options (names as below, _ or -), or a run's training.json to repeat it"
 
@@ -48,7 +49,7 @@ def _parameters() -> list[inspect.Parameter]:
             default = ",".join(default)
         cli_type = _cli_type(hints[f.name])
         help_text = f.metadata["help"] + (" (required: here or in --config)" if required else "")
-        option = typer.Option(*f.metadata["flags"], help=help_text)
+        option = typer.Option(*f.metadata["flags"], **ranged(help_text, **f.metadata["range"]))
         annotation = Annotated[cli_type | None if required else cli_type, option]
         kind = inspect.Parameter.KEYWORD_ONLY
         params.append(inspect.Parameter(f.name, kind, default=default, annotation=annotation))

@@ -7,6 +7,8 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from pipeline.ranges import out_of_range
+
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 METHODS = ("sft", "dpo", "kto")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -17,13 +19,15 @@ class TrainError(RuntimeError):
     """A run that cannot start or go on; the message names the problem and the fix."""
 
 
-def option(default, help: str, *flags: str):
-    """A TrainOptions field with its command-line help (and flags, when not just --field-name)."""
-    return field(default=default, metadata={"help": help, "flags": flags})
+def option(default, help: str, *flags: str, **bounds: float):
+    """A TrainOptions field with its command-line help (and flags, when not just --field-name), and its
+    valid range (min=, max= inclusive; above=, below= exclusive; not_=, a value refused), which the
+    flag, its --help and a --config file's value all obey."""
+    return field(default=default, metadata={"help": help, "flags": flags, "range": bounds})
 
 
 def required(help: str, *flags: str):
-    return field(metadata={"help": help, "flags": flags})
+    return field(metadata={"help": help, "flags": flags, "range": {}})
 
 
 @dataclass
@@ -41,36 +45,43 @@ class TrainOptions:
         None, "Chat format to train with, replacing the base's template (qwen2.5, qwen2, chatml, llama3)"
     )
     qlora: bool = option(True, "Load the base in 4-bit NF4 (bitsandbytes); --no-qlora trains plain LoRA")
-    rank: int = option(16, "LoRA rank")
-    alpha: int = option(32, "LoRA alpha (scale = alpha / rank)")
-    dropout: float = option(0.05, "LoRA dropout")
+    rank: int = option(16, "LoRA rank", min=1, max=4096)
+    alpha: int = option(32, "LoRA alpha (scale = alpha / rank)", min=1)
+    dropout: float = option(0.05, "LoRA dropout", min=0, below=1)
     target_modules: tuple[str, ...] = option(
         ATTENTION_MODULES, "Module names to adapt (comma-separated on the command line), or all-linear"
     )
-    epochs: float = option(2.0, "Passes over the training rows")
-    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: epochs decide)")
+    epochs: float = option(2.0, "Passes over the training rows", above=0)
+    max_steps: int = option(-1, "Stop after this many optimizer steps (-1: epochs decide)", min=-1, not_=0)
     lr: float | None = option(
-        None, f"Learning rate (default {DEFAULT_LR['sft']} for sft, {DEFAULT_LR['dpo']} for dpo/kto)"
+        None,
+        f"Learning rate (default {DEFAULT_LR['sft']} for sft, {DEFAULT_LR['dpo']} for dpo/kto)",
+        above=0,
+        max=1,
     )
     scheduler: str = option("cosine", "Learning-rate schedule: linear, cosine, constant_with_warmup, ...")
-    warmup: float = option(0.03, "Warmup: a fraction of the steps (<1) or a step count")
-    batch_size: int = option(2, "Sequences per device per step")
-    grad_accum: int = option(8, "Gradient accumulation steps")
-    max_length: int = option(2048, "Tokens per sequence; longer contexts lose their oldest part")
+    warmup: float = option(0.03, "Warmup: a fraction of the steps (<1) or a step count", min=0)
+    batch_size: int = option(2, "Sequences per device per step", min=1)
+    grad_accum: int = option(8, "Gradient accumulation steps", min=1)
+    max_length: int = option(
+        2048, "Tokens per sequence; longer contexts lose their oldest part", min=64, max=1_048_576
+    )
     packing: bool = option(True, "Pack rows into max-length sequences (--no-packing: group by length)")
-    eval_steps: int = option(50, "Evaluate every N steps")
-    save_steps: int | None = option(None, "Checkpoint every N steps (default: the eval steps)")
-    save_total_limit: int = option(2, "Checkpoints to keep (the best is kept too)")
-    log_steps: int = option(10, "Log the train loss every N steps")
-    early_stopping: int = option(0, "Stop after N evaluations without improvement (0: off)")
-    early_stopping_threshold: float = option(0.0, "Smallest eval-loss drop that counts as improvement")
-    seed: int = option(42, "Random seed")
+    eval_steps: int = option(50, "Evaluate every N steps", min=1)
+    save_steps: int | None = option(None, "Checkpoint every N steps (default: the eval steps)", min=1)
+    save_total_limit: int = option(2, "Checkpoints to keep (the best is kept too)", min=1)
+    log_steps: int = option(10, "Log the train loss every N steps", min=1)
+    early_stopping: int = option(0, "Stop after N evaluations without improvement (0: off)", min=0)
+    early_stopping_threshold: float = option(0.0, "Smallest eval-loss drop that counts as improvement", min=0)
+    seed: int = option(42, "Random seed", min=0, max=2**32 - 1)
     resume: bool = option(False, "Continue from the last checkpoint in the output folder")
-    overwrite: bool = option(False, "Start over in an output folder that holds a run")
+    overwrite: bool = option(
+        False, "Start over in an output folder that holds a run (--force: the same)", "--overwrite", "--force"
+    )
     precision: str = option("auto", "auto (bf16 GPU, else fp16 GPU, else fp32), bf16, fp16, fp32")
     gradient_checkpointing: bool = option(True, "Recompute activations to save memory")
     optim: str = option("adamw_torch", "Optimizer (adamw_torch, paged_adamw_8bit, ...)")
-    beta: float = option(0.1, "DPO/KTO beta: how close to stay to the SFT adapter")
+    beta: float = option(0.1, "DPO/KTO beta: how close to stay to the SFT adapter", above=0)
 
     def __post_init__(self) -> None:
         self.out_dir, self.data = Path(self.out_dir), Path(self.data)
@@ -81,17 +92,13 @@ class TrainOptions:
             problems.append(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
-        if self.method != "sft" and self.adapter is None:
+        if self.method in ("dpo", "kto") and self.adapter is None:
             problems.append(f"--method {self.method} starts from an SFT adapter: pass --adapter SFT_OUT_DIR")
         if self.early_stopping and self.eval_data is None:
             problems.append("--early-stopping needs held-out rows to watch: pass --eval-data val.jsonl")
-        for name in ("rank", "alpha", "batch_size", "grad_accum", "max_length", "eval_steps", "log_steps"):
-            if getattr(self, name) <= 0:
-                problems.append(f"--{name.replace('_', '-')} must be positive")
-        if not 0 <= self.dropout < 1:
-            problems.append("--dropout must be in [0, 1)")
-        if self.max_length < 64:
-            problems.append("--max-length below 64 tokens cannot hold the writer prompt and a reply")
+        for f in fields(self):  # a --config file's values obey the flags' ranges too
+            if (bad := out_of_range(getattr(self, f.name), **f.metadata["range"])) is not None:
+                problems.append(f"--{f.name.replace('_', '-')} {getattr(self, f.name)!r} is not {bad}")
         if self.save_steps is not None and self.early_stopping and self.save_steps % self.eval_steps:
             problems.append("with --early-stopping, --save-steps must be a multiple of --eval-steps")
         if problems:

@@ -68,8 +68,8 @@ def prepare(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
     earlier = last is not None or (out_dir / "adapter_config.json").exists()
     if earlier and not overwrite:
         raise TrainError(
-            f"{out_dir} holds an earlier run: pass --resume to continue it, --overwrite to start over, "
-            "or choose another -o folder"
+            f"{out_dir} holds an earlier run: pass --resume to continue it, --overwrite (or --force) "
+            "to start over, or choose another -o folder"
         )
     if earlier and is_main_process():
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)

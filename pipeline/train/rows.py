@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import prompt
+from pipeline import jsonl, prompt
 from pipeline.train.options import TrainError
 
 
@@ -60,13 +60,8 @@ class RowStats:
 
 def read_jsonl(path: str | Path, stats: RowStats) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each JSON object line; blank lines are ignored, bad ones counted."""
-    path = Path(path)
-    if not path.is_file():
-        raise RowsError(
-            f"{path} does not exist: give the JSONL file the data step (or feedback export) wrote"
-        )
-    with path.open(encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
+    try:
+        for n, line in jsonl.lines(path, "the JSONL file the data step (or feedback export) wrote"):
             if not line.strip():
                 continue
             stats.total += 1
@@ -79,6 +74,8 @@ def read_jsonl(path: str | Path, stats: RowStats) -> Iterator[tuple[int, dict]]:
                 stats.skip("not a JSON object", n)
                 continue
             yield n, obj
+    except jsonl.JsonlError as e:
+        raise RowsError(str(e)) from None
 
 
 def require_rows(stats: RowStats, what: str) -> None:

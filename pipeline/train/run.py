@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import chat_formats
+from pipeline.atomic import check_output
 from pipeline.train import base, outputs
 from pipeline.train.callbacks import GracefulStop, LossLog
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
@@ -41,11 +42,14 @@ def train(
     opts: TrainOptions, callbacks: Sequence = (), printer: Callable[[str], None] = print
 ) -> TrainResult:
     """Train as opts say; progress and problems go to printer (rank 0 only). Raises TrainError."""
+    check_output(opts.out_dir, folder=True)
     hw = base.detect_hardware()
     precision = base.choose_precision(opts.precision, hw)
     if opts.qlora:
         base.check_qlora(hw.device)
+    base.check_source(opts.base)
     tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_format)
+    base.check_target_modules(opts)
     created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
     try:

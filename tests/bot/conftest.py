@@ -24,6 +24,16 @@ def store(tmp_path):
     s.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine_store(request, tmp_path):
+    """The store on each engine: a SQLite file, then a fresh schema on a real PostgreSQL server. The
+    store suites (test_store.py, test_lorebook_store.py) run on both through it."""
+    target = tmp_path / "story.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+    s = Store(target)
+    yield s
+    s.close()
+
+
 @pytest.fixture
 def ollama_server(fake_ollama):
     fake_ollama.add_model("writer", template=WRITER)

@@ -1,8 +1,9 @@
 """A second bot process for the two-process tests: `python -m tests.bot.process_worker MODE DB OLLAMA [...]`.
 
-bot DB OLLAMA API GATEWAY TOKEN [SHARD COUNT]: a StoryBot on the stand-in Discord at API/GATEWAY (the
-    test process serves it); prints "ready" once connected and its start-up recovery is over, or
-    "refused" (exit 3) when another live process holds its shard of the events; SIGTERM closes it.
+bot DB OLLAMA API GATEWAY TOKEN [SHARDS COUNT] (SHARDS: "1", "0,2" or "0-3"): a StoryBot on the stand-in
+    Discord at API/GATEWAY (the test process serves it); prints "ready" once connected and its start-up
+    recovery is over, or "refused" (exit 3) when another live process holds one of its shards of the
+    events; SIGTERM closes it.
 continue DB OLLAMA CHANNEL: the story service alone: recovers, then continues the channel's story,
     printing each event as a JSON line ({"event": "queued"|"started"|"done"|"failed", ...}).
 """
@@ -40,7 +41,11 @@ async def run_bot(db: str, ollama: str, api: str, gateway: str, token: str, *sha
 
     discord.http.Route.BASE = api
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
-    sharding = {"shard_id": int(shard[0]), "shard_count": int(shard[1])} if shard else {}
+    from bot.config import parse_shards
+
+    sharding = (
+        {"shard_ids": parse_shards(shard[0], int(shard[1])), "shard_count": int(shard[1])} if shard else {}
+    )
     bot = StoryBot(service(db, ollama), redeliver_backoff=(0.05, 0.4), **OPTIONS, **sharding)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: loop.create_task(bot.close()))

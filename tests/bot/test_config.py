@@ -27,7 +27,9 @@ temperature = 0.7
 def clean_env(monkeypatch):
     for name in ("STORY_BOT_DISCORD_TOKEN", "STORY_BOT_MODEL", "STORY_BOT_CONFIG", "STORY_BOT_OLLAMA_HOST",
                  "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "STORY_BOT_PARALLEL", "STORY_BOT_DB",
-                 "STORY_BOT_SHARD_ID", "STORY_BOT_SHARD_COUNT", "STORY_BOT_LEASE_SECONDS"):  # fmt: skip
+                 "STORY_BOT_SHARD_ID", "STORY_BOT_SHARD_COUNT", "STORY_BOT_LEASE_SECONDS",
+                 "STORY_BOT_SHARDS", "STORY_BOT_OLLAMA_HOSTS",
+                 "STORY_BOT_KEEP_ALIVE"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
 
 
@@ -47,6 +49,21 @@ def test_environment_wins_over_the_file(tmp_path, monkeypatch):
     assert load_settings(path, model="flag-model").model == "flag-model"  # a flag wins over all
 
 
+def test_keep_alive_is_a_duration_or_seconds(tmp_path, monkeypatch):
+    assert load_settings().keep_alive == "30m"  # longer than a writer's pause between passages
+    monkeypatch.setenv("STORY_BOT_KEEP_ALIVE", "3600")  # Ollama refuses a string without a unit: a number
+    assert load_settings().keep_alive == 3600.0
+    monkeypatch.setenv("STORY_BOT_KEEP_ALIVE", "1h30m")
+    assert load_settings().keep_alive == "1h30m"
+    monkeypatch.setenv("STORY_BOT_KEEP_ALIVE", "soon")
+    with pytest.raises(ConfigError, match="STORY_BOT_KEEP_ALIVE: .*write it like 30m"):
+        load_settings()
+    monkeypatch.delenv("STORY_BOT_KEEP_ALIVE")
+    path = tmp_path / "bot.toml"
+    path.write_text("keep_alive = -1\n")  # negative: keep it loaded
+    assert load_settings(path).keep_alive == -1.0
+
+
 def test_bad_settings_name_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("STORY_BOT_PARALLEL", "0")
     with pytest.raises(ConfigError, match="STORY_BOT_PARALLEL: Input should be greater"):
@@ -62,15 +79,68 @@ def test_bad_settings_name_the_variable(tmp_path, monkeypatch):
 
 def test_shards_come_as_a_pair_and_the_lease_length_reaches_the_service(monkeypatch):
     monkeypatch.setenv("STORY_BOT_SHARD_ID", "1")
-    with pytest.raises(ConfigError, match="set both STORY_BOT_SHARD_ID and STORY_BOT_SHARD_COUNT"):
+    with pytest.raises(ConfigError, match="set STORY_BOT_SHARD_COUNT together with STORY_BOT_SHARDS"):
         load_settings()
     monkeypatch.setenv("STORY_BOT_SHARD_COUNT", "1")
-    with pytest.raises(ConfigError, match="must be below STORY_BOT_SHARD_COUNT"):
+    with pytest.raises(ConfigError, match=r"shard 1 is not below STORY_BOT_SHARD_COUNT \(1\)"):
         load_settings()
     monkeypatch.setenv("STORY_BOT_SHARD_COUNT", "2")
     monkeypatch.setenv("STORY_BOT_LEASE_SECONDS", "12")
     s = load_settings()
     assert (s.shard_id, s.shard_count, s.limits().lease_s) == (1, 2, 12.0)
+    assert s.shard_ids() == [1]
+
+
+@pytest.mark.parametrize(
+    ("shards", "count", "ids"),
+    [("0-3", 8, [0, 1, 2, 3]), ("4-7", 8, [4, 5, 6, 7]), ("0-1,6", 8, [0, 1, 6]), ("3", 4, [3]),
+     (" 2 - 3 ", 4, [2, 3])],
+)  # fmt: skip
+def test_a_shard_range_is_read_from_flags_or_settings(shards, count, ids):
+    assert load_settings(None, shards=shards, shard_count=count).shard_ids() == ids
+
+
+@pytest.mark.parametrize(
+    ("shards", "count", "message"),
+    [("0-8", 8, r"shard 8 is not below STORY_BOT_SHARD_COUNT \(8\): shards are numbered 0 to 7"),
+     ("3-1", 8, "runs backwards: write 1-3"), ("a-b", 8, "is not a shard range: write it like 0-3"),
+     ("0-3", None, "set STORY_BOT_SHARD_COUNT together with STORY_BOT_SHARDS")],
+)  # fmt: skip
+def test_a_bad_shard_range_is_refused_with_the_fix(shards, count, message, monkeypatch):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(None, shards=shards, shard_count=count)
+    monkeypatch.setenv("STORY_BOT_SHARD_ID", "1")
+    with pytest.raises(ConfigError, match="STORY_BOT_SHARDS or STORY_BOT_SHARD_ID, not both"):
+        load_settings(None, shards="0-3", shard_count=8)
+
+
+def test_one_host_stays_the_plain_backend_and_several_make_a_pool(monkeypatch):
+    from bot.llm import OllamaBackend
+    from bot.pool import OllamaPool
+
+    monkeypatch.setenv("STORY_BOT_OLLAMA_HOST", "http://gpu0:11434")
+    one = load_settings()
+    assert type(one.backend()) is OllamaBackend and one.backend().host == "http://gpu0:11434"
+    assert one.limits().parallel == 1
+    monkeypatch.setenv("STORY_BOT_OLLAMA_HOSTS", "http://gpu1:11434, http://gpu2:11434")
+    monkeypatch.setenv("STORY_BOT_PARALLEL", "2")
+    pool = load_settings().backend()
+    assert isinstance(pool, OllamaPool) and [h.url for h in pool.hosts] == [
+        "http://gpu1:11434",
+        "http://gpu2:11434",
+    ]
+    assert pool.per_host == 2 and load_settings().limits().parallel == 4  # `parallel` is per host
+    monkeypatch.setenv("STORY_BOT_OLLAMA_HOSTS", '["http://gpu3:11434"]')  # a JSON list too
+    assert load_settings().hosts() == ["http://gpu3:11434"]
+
+
+def test_the_toml_file_takes_a_host_list_and_a_database_url(tmp_path):
+    path = tmp_path / "bot.toml"
+    path.write_text(
+        'ollama_hosts = ["http://a:11434", "http://b:11434"]\ndb = "postgresql://bot@db/stories"\n'
+    )
+    s = load_settings(path)
+    assert s.hosts() == ["http://a:11434", "http://b:11434"] and s.db == "postgresql://bot@db/stories"
 
 
 def test_run_without_a_token_or_without_ollama_says_what_to_set(tmp_path, monkeypatch):
@@ -83,3 +153,11 @@ def test_run_without_a_token_or_without_ollama_says_what_to_set(tmp_path, monkey
     result = runner.invoke(app, ["run"])
     assert result.exit_code == 1 and "STORY_BOT_OLLAMA_HOST" in result.output
     assert "secret-token-value" not in result.output
+
+
+def test_story_bot_run_refuses_a_bad_shard_range_in_one_line(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STORY_BOT_DISCORD_TOKEN", "secret-token-value")
+    result = CliRunner().invoke(app, ["run", "--shards", "4-8", "--shard-count", "8"])
+    assert result.exit_code == 1
+    assert "shard 8 is not below STORY_BOT_SHARD_COUNT (8): shards are numbered 0 to 7" in result.output

@@ -59,7 +59,8 @@ async def test_a_long_story_session_in_the_console(make_service, ollama_server):
     assert "parts: memory, lore, passages; lore: The sea, Mara; 1 passages; guidance: note" in preview
     assert (
         "### Context:\nA grim tale, told by the lighthouse keeper.\n\nThe sea: Always cold here.\n\n"
-        "Mara: She owes the harbour master a boat.\n\n* * *\n\nMara rowed out past the lighthouse.\n"
+        "* * *\n\nMara rowed out past the lighthouse.\n\n* * *\n\nBackground:\n\n"
+        "Mara: She owes the harbour master a boat.\n"
         "\n### Guidance: Keep it tense.\n"
     ) in preview
 
@@ -79,7 +80,8 @@ async def test_a_long_story_session_in_the_console(make_service, ollama_server):
 
 
 def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STORY_BOT_DB": str(tmp_path / "c.db")}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "STORY_BOT_DB": str(tmp_path / "c.db"),
+           "STORY_BOT_KEEP_ALIVE": "2h"}  # fmt: skip
     env.pop("STORY_BOT_CONFIG", None)
     session = (
         "/story memory Told in the first person.\n"
@@ -94,7 +96,12 @@ def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert ANSWER in run.stdout
-    context = "### Context:\nTold in the first person.\n\nMara: A smuggler.\n\n* * *\n\nMara knocked."
-    assert context in run.stdout
+    stable = "Told in the first person.\n\n* * *\n\nMara knocked."
+    lore = "\n\n* * *\n\nBackground:\n\nMara: A smuggler."
+    assert "### Context:\n" + stable + "\n\n" + ANSWER + lore in run.stdout  # the next prompt
     [generate] = ollama_server.calls("/api/generate")
-    assert generate["raw"] and f"{context}\n<|im_end|>\n<|im_start|>assistant\n" in generate["prompt"]
+    # the first prompt, sent raw in the model's chat format: memory and passage, then the lore
+    assert generate["raw"] and f"### Context:\n{stable}{lore}\n<|im_end|>\n<|im_start|>assistant\n" in (
+        generate["prompt"]
+    )
+    assert generate["keep_alive"] == "2h"  # the setting reaches the server

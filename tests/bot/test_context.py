@@ -26,15 +26,23 @@ def test_everything_fits_oldest_first():
     assert ctx.record()["passage_ids"] == [1, 2] and ctx.record()["unit"] == "chars"
 
 
-def test_the_newest_passages_win_and_the_oldest_kept_is_cut_at_a_sentence():
+def test_the_newest_passages_win_whole_from_a_step():
     old = "First sentence here. Second sentence here. Third one."
     passages = _passages("Ancient history.", old, "B" * 40)
     frame = 400 - _room(400)  # what the prompt around the context takes
     window = frame + 40 + 2 + len("Third one.") + 5  # room for the newest and a bit of the middle one
     ctx = build_context(passages, CHARS, Budget(window, 0))
-    assert ctx.passage_ids == [2, 3] and ctx.dropped == 1 and ctx.cut
-    assert ctx.text == "Third one.\n\n" + "B" * 40
-    assert ctx.size <= ctx.budget
+    assert ctx.passage_ids == [3] and ctx.dropped == 2 and not ctx.cut  # no passage is cut to fill
+    assert ctx.text == "B" * 40 and ctx.size <= ctx.budget
+
+
+def test_when_not_even_the_newest_step_fits_the_oldest_kept_is_cut_at_a_sentence():
+    old = "First sentence here. Second sentence here. Third one."
+    passages = _passages("Ancient history.", "B" * 40, old)
+    frame = 400 - _room(400)
+    ctx = build_context(passages, CHARS, Budget(frame + len("Third one.") + 10, 0))
+    assert ctx.passage_ids == [3] and ctx.dropped == 2 and ctx.cut
+    assert ctx.text == "Third one." and ctx.size <= ctx.budget
 
 
 def test_the_answer_budget_is_kept_free():

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from bot.core.context import BREAK, SUMMARY_LEAD, Budget, CharCounter, ContextTooSmall, Shares, build_context
+from bot.core.context import (
+    BREAK,
+    LORE_LEAD,
+    SUMMARY_LEAD,
+    Budget,
+    CharCounter,
+    ContextTooSmall,
+    Shares,
+    build_context,
+)
 from bot.core.lore import BadLore, LoreEntry, check_keywords, parse_keywords, triggered
 from bot.core.story import AuthorKind, Note, Passage, Summary
 from pipeline import prompt
@@ -35,11 +44,13 @@ def test_the_parts_come_in_the_documented_order_and_are_recorded():
     assert paragraphs == [
         MEMORY.text,
         SUMMARY_LEAD + SUMMARY.text,
-        SEA.text,  # always on: first; its text starts with its name, so no "Name:" lead
-        "Mara: " + MARA.text,  # mentioned in the newest passage
-        "The lamp: " + LAMP.text,  # mentioned ("lantern") one passage earlier
+        SEA.text,  # always on: in the stable part; its text starts with its name, so no "Name:" lead
         BREAK,
         *(p.text for p in passages),
+        BREAK,  # what changes often comes after the passages, clearly marked
+        LORE_LEAD,
+        "Mara: " + MARA.text,  # mentioned in the newest passage
+        "The lamp: " + LAMP.text,  # mentioned ("lantern") one passage earlier
     ]
     record = ctx.record()
     assert record["parts"] == ["memory", "summary", "lore", "passages"]
@@ -82,8 +93,12 @@ def test_the_oldest_passages_give_way_first_and_a_summary_is_asked_for():
     assert ctx.text.startswith(MEMORY.text) and ctx.text.endswith("Passage number 40 ends here.")
     assert ctx.dropped > 0 and ctx.passage_ids[-1] == 40 and ctx.passage_ids == sorted(ctx.passage_ids)
     assert ctx.passage_ids[0] > 1 and ctx.size <= ctx.budget
-    # The summary should reach far enough that the rest takes about half the room for passages.
-    assert ctx.summarise_upto is not None and ctx.passage_ids[0] <= ctx.summarise_upto < 39
+    # The summary is asked for exactly the passages that left, so when it lands the cut stays put.
+    assert ctx.summarise_upto == ctx.passage_ids[0] - 1
+    after = passages[ctx.summarise_upto :]
+    summary = Summary(9, 1, ctx.summarise_upto, (), "d", "done", "m", "Passages came and went.")
+    landed = build_context(after, CHARS, Budget(1200, 300), memory=MEMORY, lore=[SEA], summary=summary)
+    assert landed.passage_ids == ctx.passage_ids and landed.dropped == 0
     assert build_context(passages[:3], CHARS, BIG).summarise_upto is None  # everything fits
 
 

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from bot.core.context import BREAK, SUMMARY_LEAD
+from bot.core.context import BREAK, LORE_LEAD, SUMMARY_LEAD
 from bot.core.service import Done, StoryError
 from bot.core.summary import INSTRUCTIONS
 from pipeline import chat_formats, prompt
@@ -47,9 +47,10 @@ async def test_memory_lore_and_note_reach_the_prompt_in_order(make_service, olla
     service.lore_add(HERE, BOB, "The lamp", ["lamp"], "It never goes out.")
     service.write(HERE, ALICE, "Mara knocked at the door.")
     done = (await collect(service.continue_story(HERE, ALICE)))[-1]
-    context = "\n\n".join(
-        ["A grim tale.\nTold in the first person.", "Mara: " + mara.text, BREAK, "Mara knocked at the door."]
-    )
+    context = "\n\n".join(  # triggered lore after the passages: the long stable part comes first
+        ["A grim tale.\nTold in the first person.", BREAK, "Mara knocked at the door.", BREAK, LORE_LEAD,
+         "Mara: " + mara.text]
+    )  # fmt: skip
     [body] = ollama_server.calls("/api/generate")
     assert body["prompt"] == prompt.render_prompt(context, "Keep it tense.")  # the note is the guidance
     gen = service.store.generation(done.generation_id)
@@ -130,11 +131,26 @@ async def test_a_rolling_summary_replaces_the_oldest_passages(make_service, olla
     assert ollama_server.rendered[-1].count(prompt.TASK_LINE) == 0
     second = (await collect(service.continue_story(HERE, BOB)))[-1]
     gen = service.store.generation(second.generation_id)
-    assert SUMMARY_LEAD + SUMMARY in gen.user_text and gen.context["summary_id"] == state.current.id
-    covered = set(state.current.passage_ids)
+    used = {s.id: s for s in service.store.summaries(service.show(HERE).id)}[gen.context["summary_id"]]
+    assert SUMMARY_LEAD + SUMMARY in gen.user_text and used.status == "done"
+    # The newest summary, or an older one while the passages after it still fit: a summary written
+    # ahead of time waits for the step that needs it.
+    assert used.id == state.current.id or used.upto_position < state.current.upto_position
+    covered = set(used.passage_ids)
     assert covered and not covered & set(gen.context["passage_ids"])
     assert max(covered) < min(gen.context["passage_ids"])
     assert gen.context["dropped"] == 0  # the summary made room: everything after it fits
+
+
+async def test_every_request_asks_ollama_to_keep_the_model_loaded(make_service, ollama_server):
+    _answers(ollama_server)
+    service = make_service("writer", num_ctx=1400)
+    _fill(service, 12)
+    await collect(service.continue_story(HERE, ALICE))
+    await service.idle()
+    calls = ollama_server.calls("/api/generate")
+    assert _summary_calls(ollama_server) and len(calls) > len(_summary_calls(ollama_server))
+    assert {c.get("keep_alive") for c in calls} == {"30m"}  # passages and summaries alike
 
 
 async def test_the_next_summary_rolls_the_previous_one_in(make_service, ollama_server):

@@ -16,6 +16,11 @@ ALICE, BOB = Member("1", "Alice"), Member("2", "Bob")
 ROOM = Channel("c1", "g1")
 
 
+@pytest.fixture
+def store(engine_store):
+    return engine_store
+
+
 def test_a_version_1_database_is_migrated_and_keeps_its_stories(tmp_path):
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path)

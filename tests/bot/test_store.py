@@ -21,6 +21,11 @@ ROOM = Channel("c1", "g1")
 REPO = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def store(engine_store):
+    return engine_store
+
+
 def _begin(store: Store, story_id: int, context: dict | None = None, slot=None) -> int:
     return store.begin_generation(
         story_id, ALICE, "writer", user_text="u", prompt="p", raw=False, options={}, direction=None,
@@ -187,3 +192,96 @@ def test_a_process_killed_mid_write_leaves_a_consistent_database(tmp_path):
     assert bad == 0
     store.recover()
     assert store.conn.execute("SELECT count(*) FROM generations WHERE status = 'running'").fetchone()[0] == 0
+
+
+def test_a_process_killed_mid_write_leaves_a_consistent_postgresql_store(postgres_url):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER_LOOP, postgres_url], stdout=subprocess.PIPE, env=env
+    )
+    assert proc.stdout.readline().strip() == b"ready"
+    time.sleep(0.6)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store(postgres_url)
+    assert store.conn.execute("SELECT count(*) FROM passages").fetchone()[0] > 3
+    bad = store.conn.execute(
+        "SELECT count(*) FROM passages p JOIN generations g ON g.id = p.generation_id "
+        "WHERE p.author_kind = 'model' AND (g.status != 'done' OR g.passage_id != p.id)"
+    ).fetchone()[0]
+    assert bad == 0
+    store.recover()  # the killed writer's pid is dead: its running generation fails at once
+    assert store.conn.execute("SELECT count(*) FROM generations WHERE status = 'running'").fetchone()[0] == 0
+    store.close()
+
+
+def test_processes_starting_at_once_on_postgresql_migrate_once(postgres_url):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = "import sys; from bot.store import Store; Store(sys.argv[1]).close(); print('ok')"
+    procs = [subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env) for _ in range(3)]  # fmt: skip
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        assert out.strip() == b"ok", err.decode()
+    store = Store(postgres_url)
+    assert schema_version(store.conn) == SCHEMA_VERSION
+    assert store.conn.execute("SELECT count(*) FROM story_bot_schema").fetchone()[0] == 1
+    store.close()
+
+
+def test_a_newer_postgresql_schema_is_refused_with_what_to_do(postgres_url):
+    Store(postgres_url).close()
+    from bot.store.engine import PgConnection
+
+    conn = PgConnection(postgres_url)
+    conn.execute("UPDATE story_bot_schema SET version = version + 1")
+    conn.close()
+    with pytest.raises(SchemaError, match="upgrade the bot"):
+        Store(postgres_url)
+
+
+def test_the_store_names_a_postgresql_database_without_its_password(postgres_url):
+    from bot.store.engine import shown
+
+    assert shown("postgresql://bot:s3cret@db.example:5433/stories?sslmode=require") == (
+        "postgresql://bot@db.example:5433/stories"
+    )
+    store = Store(postgres_url)
+    assert store.path.startswith("postgresql://postgres@127.0.0.1:") and "options" not in store.path
+    store.close()
+
+
+def test_gateway_leases_cover_shard_ranges_and_refuse_any_overlap(store):
+    from bot.store.repository import gateway_key, parse_gateway_key
+
+    assert gateway_key([0, 1, 2, 3, 6], 8) == "gateway:8:0-3,6"
+    assert parse_gateway_key("gateway:8:0-3,6") == (8, {0, 1, 2, 3, 6})
+    assert parse_gateway_key("gateway:4:2") == (4, {2})  # issue 18's one-shard keys read the same
+    a, b, c = new_owner(), new_owner(), new_owner()
+    assert store.claim_gateway(range(0, 4), 8, a, 5) is None
+    assert store.claim_gateway(range(4, 8), 8, b, 5) is None  # disjoint: both run
+    assert store.claim_gateway([3, 4], 8, c, 5) == a  # overlaps the first range
+    assert store.claim_gateway([0], 1, c, 5) == a  # the whole bot overlaps everything
+    assert store.claim_gateway(range(0, 4), 16, c, 5) == a  # another count: Discord routes differently
+    retire(a)
+    assert store.claim_gateway([2, 3], 8, c, 5) is None  # its holder is gone: free
+    for owner in (b, c):
+        retire(owner)
+
+
+def test_a_postgresql_store_reconnects_after_the_server_drops_its_connection(postgres_url):
+    from bot.store.engine import PgConnection
+
+    store = Store(postgres_url)
+    sid = store.ensure_story(ROOM, ALICE)
+    admin = PgConnection(postgres_url)
+    pid = store.conn.raw.info.backend_pid
+    admin.execute("SELECT pg_terminate_backend(?)", (pid,))  # as a server restart or a network cut
+    admin.close()
+    import psycopg
+
+    with pytest.raises(psycopg.OperationalError):  # the call that meets the break fails, changing nothing
+        store.add_passage(sid, ALICE, "Lost in the break.")
+    store.add_passage(sid, ALICE, "Once.")  # the next one works, on a new connection
+    assert [p.text for p in store.passages(sid)] == ["Once."]
+    store.close()

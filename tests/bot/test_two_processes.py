@@ -16,6 +16,7 @@ import pytest
 
 from bot.core.story import Channel, Member
 from bot.store import Store
+from bot.store.repository import gateway_key
 
 from .discord_world import continue_, db_rows, final, model_text, write
 
@@ -44,18 +45,24 @@ async def until(proc, event: str) -> dict:
     return said_now
 
 
-def opening(db: Path) -> None:
+def opening(db: Path | str) -> None:
     store = Store(db)
     store.add_passage(store.ensure_story(HERE, Member("1", "Alice")), Member("1", "Alice"), "The bell rang.")
     store.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_db(request, tmp_path):
+    """The database both processes open: a SQLite file, or a schema on the test PostgreSQL server."""
+    return tmp_path / "story.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 async def test_a_second_process_waits_its_turn_in_the_story_and_leaves_the_first_ones_passage(
-    ollama_server, tmp_path
+    ollama_server, shared_db
 ):
-    db = tmp_path / "story.db"
+    db = shared_db
     opening(db)
-    ollama_server.script("writer", text=model_text("Slowly the tide came in. " * 8), tokens_per_second=25)
+    ollama_server.script("writer", text=model_text("Slowly the tide came in. " * 20), tokens_per_second=25)
     first = await spawn("continue", db, ollama_server.url, HERE.id)
     assert (await said(first))["lost"] == []
     started = await until(first, "started")
@@ -78,8 +85,8 @@ async def test_a_second_process_waits_its_turn_in_the_story_and_leaves_the_first
     store.close()
 
 
-async def test_a_process_started_after_a_kill_fails_the_dead_ones_passage_at_once(ollama_server, tmp_path):
-    db = tmp_path / "story.db"
+async def test_a_process_started_after_a_kill_fails_the_dead_ones_passage_at_once(ollama_server, shared_db):
+    db = shared_db
     opening(db)
     ollama_server.script("writer", text=model_text("Slowly. " * 200), tokens_per_second=5)
     doomed = await spawn("continue", db, ollama_server.url, HERE.id)
@@ -103,7 +110,9 @@ async def test_a_second_bot_on_the_same_events_refuses_to_start_and_leaves_the_f
     send it every interaction too, so it refuses, saying which process holds the events, and touches
     nothing: the first's passage is not failed and lands."""
     fake = world.fake
-    world.script(model_text("The rain kept on, and on. " * 10), tokens_per_second=25)
+    world.script(
+        model_text("The rain kept on, and on. " * 30), tokens_per_second=25
+    )  # ~7 s: a loaded machine starts the second process slowly
     async with fake.running(world.bot(limits={"lease_s": 2.0})) as first_bot:
         await write(fake, "The storm rolled in.")
         first = await fake.send_slash_command("continue", {})
@@ -113,7 +122,7 @@ async def test_a_second_bot_on_the_same_events_refuses_to_start_and_leaves_the_f
         assert refused["event"] == "refused" and await bot2.wait() == 3
         pid = first_bot.service.owner.split(":")[1]
         assert f"another story-bot process (pid {pid} on " in refused["message"]
-        assert "STORY_BOT_SHARD_ID and STORY_BOT_SHARD_COUNT" in refused["message"]
+        assert "STORY_BOT_SHARDS, or STORY_BOT_SHARD_ID, and STORY_BOT_SHARD_COUNT" in refused["message"]
         assert db_rows(world, "SELECT status FROM generations") == [("running",)]
         await fake.wait_until(lambda: any(m.components for m in first.messages), 20, "passage 2")
         assert "passage 2" in final(first).content
@@ -157,6 +166,30 @@ async def test_two_bot_processes_on_their_own_shards_work_beside_each_other_on_o
     rows = db_rows(world, "SELECT status, owner, delivery FROM generations ORDER BY id")
     assert [(r[0], r[2]) for r in rows] == [("done", "done"), ("done", "done")] and rows[0][1] != rows[1][1]
     assert not any(m.content.startswith("⚠️") for m in fake.messages_in(fake.general))
+
+
+async def test_a_process_whose_shard_range_overlaps_a_live_ones_refuses_and_a_disjoint_one_runs(world):
+    fake = world.fake
+    mine = (fake.guild.id >> 22) % 4  # the shard the test guild's events go to, of 4
+    first = sorted({mine, (mine + 1) % 4})
+    rest = [s for s in range(4) if s not in first]
+    async with fake.running(world.bot(limits={"lease_s": 2.0}, shard_ids=first, shard_count=4)):
+        args = (world.db, world.ollama.url, fake.api_base, fake.gateway_url, fake.token)
+        overlapping = await spawn("bot", *args, f"{rest[0]},{first[1]}", 4)
+        refused = await said(overlapping)
+        assert refused["event"] == "refused" and await overlapping.wait() == 3
+        ids = gateway_key([rest[0], first[1]], 4).rsplit(":", 1)[1]  # "1-2" or "0,3"
+        assert f"(the one you start would take shards {ids} of 4 of its events)" in refused["message"]
+        disjoint = await spawn("bot", *args, ",".join(map(str, rest)), 4)
+        try:
+            assert (await said(disjoint))["event"] == "ready"
+            holders = db_rows(world, "SELECT key FROM leases WHERE key LIKE 'gateway:%' ORDER BY key")
+            assert sorted(k for (k,) in holders) == sorted([gateway_key(first, 4), gateway_key(rest, 4)])
+            await write(fake, "The storm rolled in.")  # the first process still serves its guild
+            assert "passage 2" in final(await continue_(fake)).content
+        finally:
+            disjoint.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(disjoint.wait(), 10) == 0
 
 
 async def test_story_bot_run_says_plainly_that_another_process_has_the_events(world, capsys):

@@ -123,5 +123,5 @@ def test_bad_sources_are_refused(tmp_path, wp_dir):
     result = runner.invoke(
         app, ["data", "writing-prompts", "--source", str(tmp_path / "nope"), "-o", str(tmp_path / "p.jsonl")]
     )
-    assert result.exit_code == 2 and "could not load the dataset" in result.output
+    assert result.exit_code == 2 and "nope does not exist: give the folder of .wp_source" in result.output
     assert not (tmp_path / "p.jsonl").exists()

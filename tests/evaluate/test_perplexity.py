@@ -152,3 +152,23 @@ def test_adapter_folder_must_be_peft(tiny_model, data, tmp_path):
               "--data", str(data)],
     )  # fmt: skip
     assert result.exit_code == 2 and "not a PEFT adapter folder" in " ".join(result.output.split())
+
+
+def test_an_adapter_of_another_size_is_one_line(tiny_model, adapter, data, tmp_path):
+    import shutil
+
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    bigger = tmp_path / "bigger"
+    shutil.copytree(tiny_model("qwen2"), bigger)
+    config = AutoConfig.from_pretrained(bigger)
+    config.hidden_size *= 2
+    AutoModelForCausalLM.from_config(config).save_pretrained(bigger)
+    out = tmp_path / "ppl"
+    result = CliRunner().invoke(
+        app, ["eval", "perplexity", "--base", str(bigger), "--adapter", str(adapter), "--data", str(data),
+              "-o", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "was trained on a model of another size" in result.output and "as --base" in result.output
+    assert "Traceback" not in result.output and "size mismatch" not in result.output and not out.exists()

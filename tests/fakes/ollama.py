@@ -196,6 +196,9 @@ class FakeOllama(LoopbackServer):
         self.create_error: str | None = None  # refuse every create with this message (HTTP 400)
         self.in_flight = 0
         self.max_in_flight = 0
+        self.dead = False  # die(): the machine went away
+        self._streams: set = set()  # the transports of the streams being written
+        self._loaded: dict[str, float] = {}  # model -> when its keep_alive ends (for /api/ps)
 
     # --- scripting -----------------------------------------------------------------------------
     def add_model(self, name: str, **kw) -> Model:
@@ -210,6 +213,30 @@ class FakeOllama(LoopbackServer):
         else:
             self.scripts[_full(model)] = s
         return s
+
+    def die(self) -> None:
+        """The machine goes away: it stops listening and every stream being written is cut off (the
+        TCP connection reset), as when an Ollama host crashes or loses power mid-passage."""
+
+        def now() -> None:
+            self.dead = True
+            if self._site is not None and self._site._server is not None:
+                self._site._server.close()  # type: ignore[union-attr]
+            for transport in list(self._streams):
+                transport.abort()
+
+        self._loop.call_soon_threadsafe(now)  # type: ignore[union-attr]
+
+    def revive(self) -> None:
+        """The machine is back, on the same port."""
+        from aiohttp import web as _web
+
+        async def listen() -> None:
+            self._site = _web.TCPSite(self._runner, self.host, self.port)  # type: ignore[arg-type]
+            await self._site.start()
+            self.dead = False
+
+        asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)  # type: ignore[arg-type]
 
     def calls(self, path: str) -> list[dict]:
         return [body for _, p, body in self.requests if p == path]
@@ -228,6 +255,7 @@ class FakeOllama(LoopbackServer):
             web.post("/api/create", self._create),
             web.post("/api/show", self._show),
             web.get("/api/tags", self._tags),
+            web.get("/api/ps", self._ps),
             web.post("/api/generate", self._generate),
             web.post("/api/chat", self._chat),
         ]
@@ -324,6 +352,24 @@ class FakeOllama(LoopbackServer):
         ]
         return web.json_response({"models": models})
 
+    async def _ps(self, request: web.Request) -> web.Response:
+        """The models in memory (a model stays loaded for its keep_alive, 5 minutes by default, after its
+        last request), as Ollama's /api/ps lists them."""
+        self.requests.append(("GET", request.path, {}))
+        now = time.time()
+        models = []
+        for name, until in sorted(self._loaded.items()):
+            m = self.models.get(name)
+            if until <= now or m is None:
+                continue
+            models.append({
+                "name": name, "model": name, "size": 1, "digest": "0" * 64, "size_vram": 1,
+                "details": {"parent_model": "", "format": "gguf", "family": m.family, "families": [m.family]},
+                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(until, 4e9))),
+                "context_length": int(m.parameters.get("num_ctx", 4096)),
+            })  # fmt: skip
+        return web.json_response({"models": models})
+
     def _capabilities(self, m: Model) -> set[str]:
         if m.chat_template and m.uses_chat_template(self.environ):
             return selection.chat_template_capabilities(m.chat_template)
@@ -342,6 +388,8 @@ class FakeOllama(LoopbackServer):
             return _error(404, f"model '{body.get('model')}' not found, try pulling it first")
         if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
             return _error(400, "raw mode does not support template, system, or context")
+        if bad := _bad_keep_alive(body):
+            return _error(400, bad)
         if body.get("raw"):
             rendered = body.get("prompt", "")
         else:
@@ -360,6 +408,8 @@ class FakeOllama(LoopbackServer):
         model = self.models.get(_full(body.get("model") or ""))
         if model is None:
             return _error(404, f"model '{body.get('model')}' not found, try pulling it first")
+        if bad := _bad_keep_alive(body):
+            return _error(400, bad)
         messages = list(body.get("messages") or [])
         if model.system and (not messages or messages[0].get("role") != "system"):
             messages.insert(0, {"role": "system", "content": model.system})
@@ -383,6 +433,9 @@ class FakeOllama(LoopbackServer):
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         started = time.monotonic_ns()
+        self._loaded[model.name] = time.time() + _keep_alive(body.get("keep_alive"))
+        if request.transport is not None:
+            self._streams.add(request.transport)
         try:
             if body.get("stream") is False:
                 await asyncio.sleep(script.first_token_delay + _delay(script) * len(pieces))
@@ -403,6 +456,22 @@ class FakeOllama(LoopbackServer):
             return resp
         finally:
             self.in_flight -= 1
+            self._streams.discard(request.transport)
+
+
+def _keep_alive(value) -> float:
+    """Seconds a model stays loaded after a request: Ollama's keep_alive (a number of seconds or a
+    duration such as "10m"; negative: for ever; 0: unloaded at once), default 5 minutes."""
+    if value is None:
+        return 300.0
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = re.fullmatch(r"(-?\d+(?:\.\d+)?)(ms|s|m|h)?", str(value).strip())
+        if not m:
+            return 300.0
+        seconds = float(m.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    return float("inf") if seconds < 0 else seconds
 
 
 def _stops(body: dict, model: Model) -> list[str]:
@@ -429,6 +498,24 @@ def _delay(script: Script) -> float:
 
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
+
+
+_GO_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|[-+]?0")
+
+
+def _bad_keep_alive(body: dict) -> str | None:
+    """Why Ollama would refuse the request's keep_alive (api.Duration: a number of seconds, or a string
+    Go's time.ParseDuration reads), else None."""
+    value = body.get("keep_alive")
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None
+    if not isinstance(value, str):
+        return f"Unsupported type: '{type(value).__name__}'"
+    if _GO_DURATION.fullmatch(value):
+        return None
+    if re.fullmatch(r"[-+]?[\d.]+", value):
+        return f'time: missing unit in duration "{value}"'
+    return f'time: invalid duration "{value}"'
 
 
 def _now() -> str:

@@ -19,6 +19,7 @@ class LoopbackServer:
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._site: web.TCPSite | None = None
 
     def routes(self) -> list[web.RouteDef]:
         raise NotImplementedError
@@ -60,7 +61,7 @@ class LoopbackServer:
         asyncio.set_event_loop(self._loop)
         self._runner = web.AppRunner(self.app(), handle_signals=False)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, self.host, self.port)
+        site = self._site = web.TCPSite(self._runner, self.host, self.port)
         self._loop.run_until_complete(site.start())
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self._ready.set()

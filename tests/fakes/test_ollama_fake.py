@@ -40,6 +40,19 @@ async def test_chat_and_num_predict_cut(fake_ollama):
     assert fake_ollama.calls("/api/chat")[-1]["messages"] == [{"role": "user", "content": "hi"}]
 
 
+async def test_keep_alive_is_read_as_ollama_reads_it(fake_ollama):
+    fake_ollama.add_model("plain")
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    good = ["30m", "1h30m", "0", "-1m", 600, -1]
+    for value in good:
+        await client.generate(model="plain", prompt="x", keep_alive=value)
+    assert [c["keep_alive"] for c in fake_ollama.calls("/api/generate")] == good
+    for bad, why in (("3600", "missing unit"), ("soon", "invalid duration")):
+        with pytest.raises(ollama.ResponseError) as err:
+            await client.chat(model="plain", messages=[{"role": "user", "content": "hi"}], keep_alive=bad)
+        assert err.value.status_code == 400 and why in err.value.error
+
+
 async def test_error_in_the_middle_of_a_stream(fake_ollama):
     fake_ollama.add_model("flaky")
     fake_ollama.script("flaky", error_after=2, error_message="model runner crashed")
@@ -140,3 +153,26 @@ def test_template_selection_follows_the_model_layer_and_the_environment(fake_oll
     assert client.show("plain-go").template == "{{ .Prompt }}"
     client.generate(model="plain-go", prompt="hi")
     assert fake_ollama.rendered[-1] == "hi"
+
+
+async def test_ps_lists_loaded_models_by_keep_alive_and_a_host_can_die_and_come_back(fake_ollama):
+    fake_ollama.add_model("writer", parameters={"num_ctx": 8192})
+    fake_ollama.add_model("brief")
+    client = ollama.AsyncClient(host=fake_ollama.url)
+    assert (await client.ps()).models == []
+    await client.generate(model="writer", prompt="a")  # loaded for the default 5 minutes
+    await client.generate(model="brief", prompt="b", keep_alive=0)  # unloaded at once
+    [loaded] = (await client.ps()).models
+    assert (loaded.model, loaded.context_length) == ("writer:latest", 8192)
+    fake_ollama.script("writer", tokens_per_second=20)
+    stream = await client.generate(model="writer", prompt="a", stream=True)
+    await anext(stream)
+    fake_ollama.die()  # mid-stream: the connection is cut and nothing listens any more
+    with pytest.raises(Exception, match="peer closed connection|incomplete"):
+        await collect(stream)
+    with pytest.raises(ConnectionError):
+        await ollama.AsyncClient(host=fake_ollama.url).list()
+    fake_ollama.revive()
+    assert [m.model for m in (await ollama.AsyncClient(host=fake_ollama.url).list()).models] == [
+        "writer:latest", "brief:latest",
+    ]  # fmt: skip

