@@ -171,7 +171,8 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     transcript = console_session(run, p("writer-q4.gguf"), p("story-bot.db"), contexts)
     verb(run, "feedback export (KTO rows from the ratings)", "feedback", "export", "--db", p("story-bot.db"),
          "--format", "kto", "-o", p("feedback", "kto.jsonl"))  # fmt: skip
-    if _rows(p("feedback", "kto.jsonl")):
+    labels = _labels(p("feedback", "kto.jsonl"))
+    if labels == {True, False}:  # KTO weighs the liked against the disliked: it needs both
         verb(run, "KTO from the ratings, on the SFT adapter", "train", "--method", "kto", "--base", base,
              "--adapter", p("adapter"), "--data", p("feedback", "kto.jsonl"), "-o", p("adapter-kto"),
              "--max-steps", s.kto_steps, *train_args[:-2], "--batch-size", 2)  # fmt: skip
@@ -179,10 +180,11 @@ def run_demo(out: Path, quick: bool = False) -> Path:
              base, "--format", "gguf", "--quantize", "q4_k_m", "-o", p("writer-kto-q4.gguf"))  # fmt: skip
         models["tuned+kto"] = p("writer-kto-q4.gguf")
     else:
+        found = {True: "only liked", False: "only disliked"}.get(next(iter(labels)), "") if labels else "no"
         run.notes.append(
-            "No rated passage of the console session was in the trained format (the feedback export "
-            "keeps only those), so there was nothing for KTO to learn from and that step was skipped; "
-            "the second table compares the same models with new seeds."
+            f"The feedback export found {found} rated passages in the trained format (it keeps only "
+            "those), and KTO needs both liked and disliked ones, so that step was skipped; the second "
+            "table compares the same models with new seeds."
         )
     compare(run, "eval compare again: " + ", ".join(models), models, p("eval", "compare-2"), seed=2)
 
@@ -233,6 +235,11 @@ def held_out(chunks: Path, out: Path, n: int) -> list[dict]:
     atomic.write_text(out, "".join(json.dumps({"context": r["context"], "continuation": r["continuation"]},
                                               ensure_ascii=False) + "\n" for r in chosen))  # fmt: skip
     return chosen
+
+
+def _labels(path: Path) -> set[bool]:
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    return {bool(json.loads(line)["label"]) for line in lines if line.strip()}
 
 
 def _rows(path: Path) -> int:
