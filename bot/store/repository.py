@@ -628,11 +628,7 @@ class Store:
             row = c.execute("SELECT owner, expires_at FROM leases WHERE key = ?", (key,)).fetchone()
             if row and row["owner"] != owner and _live(row["owner"], row["expires_at"]):
                 return row["owner"]
-            c.execute(
-                "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
-                "SET owner = excluded.owner, expires_at = excluded.expires_at",
-                (key, owner, time.time() + ttl),
-            )
+            _take(c, key, owner, ttl)
         return None
 
     def claim_gateway(self, shards: Sequence[int], shard_count: int, owner: str, ttl: float) -> str | None:
@@ -646,11 +642,7 @@ class Store:
                 overlaps = count != shard_count or not held.isdisjoint(shards)
                 if overlaps and row["owner"] != owner and _live(row["owner"], row["expires_at"]):
                     return row["owner"]
-            c.execute(
-                "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
-                "SET owner = excluded.owner, expires_at = excluded.expires_at",
-                (key, owner, time.time() + ttl),
-            )
+            _take(c, key, owner, ttl)
         return None
 
     def renew(self, keys: list[str], owner: str, ttl: float) -> list[str]:
@@ -715,6 +707,15 @@ def host_load(conn, since: float) -> dict[str, tuple[int, int]]:
         (since, since),
     ).fetchall()
     return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def _take(c, key: str, owner: str, ttl: float) -> None:
+    """Hold lease `key` for `owner` for `ttl` seconds from now (inside the caller's transaction)."""
+    c.execute(
+        "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+        "SET owner = excluded.owner, expires_at = excluded.expires_at",
+        (key, owner, time.time() + ttl),
+    )
 
 
 def gateway_key(shards: Sequence[int], shard_count: int) -> str:
