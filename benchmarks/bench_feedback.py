@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     args = ap.parse_args()
 
+    from pipeline import jsonl
     from pipeline.feedback import export, snapshot
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,7 +144,7 @@ def main() -> None:
         for fmt in export.FORMATS:
             t = time.perf_counter()
             rows, report = export.export(snap, fmt)
-            export.write_jsonl(rows, Path(tmp) / f"{fmt}.jsonl")
+            jsonl.write(Path(tmp) / f"{fmt}.jsonl", rows)
             s = time.perf_counter() - t
             rate = len(snap.generations) / s
             print(f"export {fmt}: {report.rows:,} rows in {s:.2f} s ({rate:,.0f} generations/s)")

@@ -207,7 +207,8 @@ def compare(run: Run, name: str, models: dict[str, Path], out: Path, seed: int =
 def balance_splits(run: Run) -> None:
     """Training needs a row in each split. A small teacher may leave one split empty: then the last row
     of the other is moved over, and the report says so; with fewer than two rows the demo stops."""
-    from pipeline.data.gutenberg import read_jsonl, write_jsonl
+    from pipeline.data.gutenberg import read_jsonl
+    from pipeline.jsonl import write as write_jsonl
 
     train, val = (run.path("data", f) for f in ("train.jsonl", "val.jsonl"))
     rows = {f: list(read_jsonl(f)) if f.exists() else [] for f in (train, val)}

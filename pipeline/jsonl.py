@@ -1,11 +1,14 @@
-"""Reading JSON-lines inputs strictly: a missing file, a broken line or a line that is not an object is an
-error naming the file, the line and the fix. (The training loader counts and skips bad rows instead.)"""
+"""JSON lines: reading inputs strictly (a missing file, a broken line or a line that is not an object is an
+error naming the file, the line and the fix; the training loader counts and skips bad rows instead), and
+the one writer of .jsonl outputs (atomic, UTF-8, one object a line)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+from pipeline.atomic import atomic_path
 
 
 class JsonlError(ValueError):
@@ -58,3 +61,13 @@ def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
         if not isinstance(obj, dict):
             raise JsonlError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object")
         yield n, obj
+
+
+def write(path: str | Path, rows: Iterable[dict]) -> int:
+    """Write rows as JSON lines, atomically (all or nothing); the number written."""
+    n = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            n += 1
+    return n

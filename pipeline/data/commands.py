@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline import jsonl
 from pipeline.atomic import check_output
 from pipeline.extras import needs, require
 from pipeline.ranges import ranged
@@ -122,7 +123,7 @@ def gutenberg(
         console.print(f"  {cov.summary()}", highlight=False)
     if not records:
         raise _fail(f"no windows from {len(files)} file(s): nothing written")
-    g.write_jsonl(output, records)
+    jsonl.write(output, records)
     sizing = (
         budget.describe()
         if budget
@@ -192,7 +193,7 @@ def writing_prompts(
 
     try:
         with console.status("reading Writing Prompts"):
-            n = g.write_jsonl(output, some_pairs())
+            n = jsonl.write(output, some_pairs())
     except wp.WritingPromptsError as e:
         raise _fail(str(e)) from None
     console.print(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import codecs
 import glob
 import hashlib
-import json
 import math
 import re
 from collections import Counter
@@ -21,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline import jsonl
-from pipeline.atomic import atomic_path
 from pipeline.data.sentences import sentences_of
 
 TRAIN, VALIDATION = "train", "validation"
@@ -820,16 +818,6 @@ def _unique_id(stem: str, used: set[str]) -> str:
     while book_id in used:
         book_id, n = f"{stem}-{n}", n + 1
     return book_id
-
-
-def write_jsonl(path: Path, records: Iterable[dict]) -> int:
-    """Write records as JSON lines atomically; the number written."""
-    n = 0
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            n += 1
-    return n
 
 
 def read_jsonl(path: Path) -> Iterator[dict]:

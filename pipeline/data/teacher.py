@@ -26,8 +26,9 @@ from pathlib import Path
 
 from pipeline import prompt as P
 from pipeline.data.backends import Backend, Fatal, Transient
-from pipeline.data.gutenberg import TRAIN, VALIDATION, text_key, write_jsonl
+from pipeline.data.gutenberg import TRAIN, VALIDATION, text_key
 from pipeline.data.writing_prompts import prompt_id
+from pipeline.jsonl import write as write_jsonl
 
 
 class BadReply(Exception):

@@ -83,9 +83,7 @@ def clean(value):
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
-    with atomic.atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(clean(row), ensure_ascii=False) + "\n")
+    jsonl.write(path, (clean(row) for row in rows))
     return Path(path)
 
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pipeline import jsonl
 from pipeline.atomic import check_output, check_outputs
 from pipeline.extras import needs
 
@@ -83,7 +84,8 @@ def export_cmd(
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None
     rows, report = export.export(snap, fmt.value, filters)
-    path = export.write_jsonl(rows, out)
+    jsonl.write(out, rows)
+    path = Path(out)
     head, *rest = report.lines()
     console.print(f"wrote {path}: {head}")
     for line in rest:

@@ -28,10 +28,8 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
-from pathlib import Path
 
 from pipeline import prompt
-from pipeline.atomic import atomic_path
 from pipeline.feedback.snapshot import Generation, Snapshot
 
 FORMATS = ("sft", "kto", "dpo")
@@ -323,11 +321,3 @@ def _dedupe(rows: Iterable[dict], report: Report) -> list[dict]:
         seen.add(key)
         out.append(r)
     return out
-
-
-def write_jsonl(rows: list[dict], out: str | Path) -> Path:
-    """One JSON object per line, UTF-8, written atomically."""
-    with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8", newline="\n") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    return Path(out)
