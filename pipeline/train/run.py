@@ -53,12 +53,25 @@ def train(
     created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
     try:
-        return _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
+        result = _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     except BaseException:
         # A failed run leaves nothing that looks like a result; resumable checkpoints stay.
         if is_main_process():
             outputs.discard_failed_run(opts.out_dir, created)
         raise
+    _leave_process_group()
+    return result
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, after a good run, close the process group the Trainer opened: left to interpreter
+    exit, gloo's threads can abort a process ("terminate called without an active exception"). The
+    barrier first: rank 0 is still writing the outputs, and destroying the group alone can hang."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()  # rank 0 writes the outputs meanwhile: leave together
+        dist.destroy_process_group()
 
 
 def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer) -> TrainResult:
