@@ -142,17 +142,11 @@ class Publisher:
         return True
 
     def check_base(self, model: str) -> None:
-        try:
-            self.client.show(model)
-        except (ConnectionError, httpx.TransportError) as e:
-            raise self._unreachable(e) from e
-        except ollama.ResponseError as e:
-            if e.status_code == 404:
-                raise PublishError(
-                    f"the base model {model!r} is not on the server at {self.host}: "
-                    f"run `ollama pull {model}` there first"
-                ) from e
-            raise PublishError(f"the server could not show {model!r}: {e.error}") from e
+        if not self.has_model(model):
+            raise PublishError(
+                f"the base model {model!r} is not on the server at {self.host}: "
+                f"run `ollama pull {model}` there first"
+            )
 
     def create(self, p: Plan, digests: dict[str, str], on_status: Callable[[str], None] = print) -> None:
         try:
