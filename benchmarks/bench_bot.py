@@ -55,7 +55,7 @@ TEXT = f"<reasoning>{REASONING}</reasoning><answer>{ANSWER}</answer>"
 
 
 def _serve(conn, tokens_per_second: float) -> None:
-    from pipeline import chat_formats
+    from contract import chat_formats
     from tests.fakes.ollama import FakeOllama
 
     server = FakeOllama()

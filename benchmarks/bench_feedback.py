@@ -49,7 +49,7 @@ def _text(rng: random.Random, words: int) -> str:
 def build(path: Path, generations: int, seed: int = 0) -> None:
     from bot.core.story import Channel, Member
     from bot.store import Store
-    from pipeline import prompt
+    from contract import prompt
 
     rng = random.Random(seed)
     WORDS[:] = _corpus_words()
@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     args = ap.parse_args()
 
-    from pipeline import jsonl
+    from contract import jsonl
     from pipeline.feedback import export, snapshot
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO))
 from bot.core import context as steps  # noqa: E402
 from bot.core.lore import LoreEntry  # noqa: E402
 from bot.core.story import AuthorKind, Note, Passage, Summary  # noqa: E402
-from pipeline import chat_formats, serving  # noqa: E402
-from pipeline import prompt as writer_prompt  # noqa: E402
+from contract import chat_formats, serving  # noqa: E402
+from contract import prompt as writer_prompt  # noqa: E402
 
 BASELINE = "0c6c2f2"  # bot/core/context.py before steps: the oldest passage left one at a time
 BOOK = REPO.parent / "shared" / "corpus" / "gutenberg" / "pg84-frankenstein.txt"

@@ -41,7 +41,7 @@ CUT_OFF = "stopped in the middle of this passage"
 
 def _host(conn, tokens_per_second: float) -> None:
     """One stand-in Ollama host (its own process: killing it is a machine going away)."""
-    from pipeline import chat_formats
+    from contract import chat_formats
     from tests.fakes.ollama import FakeOllama
 
     server = FakeOllama()

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.boundary import DEBUG_HELP, boundary_group
+from contract.boundary import DEBUG_HELP, boundary_group
 
 
 def _error_line(message: str) -> None:
@@ -68,7 +68,7 @@ async def _check_ollama(settings) -> None:
 def _open_store(settings):
     """The store on STORY_BOT_DB (a file, or a postgresql:// URL), or one clear line saying why not."""
     from bot.store import SchemaError, Store
-    from bot.store.engine import is_url, shown
+    from contract.store.engine import is_url, shown
 
     try:
         return Store(settings.db)
@@ -258,9 +258,9 @@ def _host_load(db: str, since: float) -> tuple[dict, str | None]:
     """The hosts' load from the store, read-only (it is never migrated or written here); or why not."""
     import sqlite3
 
-    from bot.store import migrations
-    from bot.store.engine import PgConnection, is_url
     from bot.store.repository import host_load
+    from contract.store import migrations
+    from contract.store.engine import PgConnection, is_url
 
     try:
         if is_url(db):
@@ -283,7 +283,7 @@ def _host_load(db: str, since: float) -> tuple[dict, str | None]:
 @app.command()
 def prompt(context: Annotated[str, typer.Argument(help="The story so far")]) -> None:
     """Print the writer prompt the model receives for a context (the shared contract)."""
-    from pipeline.prompt import PromptError, render_prompt
+    from contract.prompt import PromptError, render_prompt
 
     try:
         typer.echo(render_prompt(context), nl=False)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from pipeline.atomic import OutputError, OutputExistsError, write_text
+from contract.atomic import OutputError, OutputExistsError, write_text
 
 from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
 from .core.story import Channel, Member
@@ -104,7 +104,7 @@ class Console:
         except StoryError as exc:
             self.say(f"! {exc}")
         except OSError as exc:  # an export to a path that cannot be written, or that exists
-            from pipeline.boundary import explain_os
+            from contract.boundary import explain_os
 
             self.say(f"! {exc if isinstance(exc, OutputError) else explain_os(exc)}")
         return True

@@ -17,7 +17,7 @@ from typing import TypeVar
 import httpx
 import ollama
 
-from pipeline.serving import GenerateRequest, resolve_host, system_of
+from contract.serving import GenerateRequest, resolve_host, system_of
 
 T = TypeVar("T")
 

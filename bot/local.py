@@ -13,8 +13,8 @@ import threading
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 
-from pipeline import local_engine
-from pipeline.serving import GenerateRequest
+from contract import local_engine
+from contract.serving import GenerateRequest
 
 from .llm import LLMError, ModelInfo, ModelMissing, Piece, StreamFailed, Timeouts, _Watchdog
 

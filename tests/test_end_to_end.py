@@ -16,9 +16,9 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pipeline import prompt
+from contract import prompt
+from contract.modelfile import grammar
 from pipeline.cli import app
-from pipeline.modelfile import grammar
 
 REPO = Path(__file__).resolve().parents[1]
 REASONING = (

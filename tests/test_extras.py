@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import extras
+from contract import extras
 from pipeline.cli import app
 
 

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bot.core import summary
-from pipeline import chat_formats, prompt, serving
+from contract import chat_formats, prompt, serving
 from pipeline.data import backends
 
 QWEN = chat_formats.get("qwen2.5")

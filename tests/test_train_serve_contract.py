@@ -19,8 +19,9 @@ import pytest
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from transformers import AutoTokenizer
 
-from pipeline import chat_formats, prompt, serving
-from pipeline.modelfile import gotemplate, grammar, render, selection
+from contract import chat_formats, prompt, serving
+from contract.modelfile import gotemplate, grammar
+from pipeline.modelfile import render, selection
 from pipeline.train import rows
 from tests.fakes.ollama import QWEN25_LIKE_CHAT_TEMPLATE, model_gguf
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pipeline import prompt as writer_prompt
+from contract import prompt as writer_prompt
 
 from .lore import LoreEntry, triggered
 from .story import Note, Passage, Summary

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pipeline.prompt import defuse_control
+from contract.prompt import defuse_control
 
 MAX_NAME_CHARS = 60
 MAX_KEYWORDS = 20

@@ -35,8 +35,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from pipeline import chat_formats, serving
-from pipeline import prompt as writer_prompt
+from contract import chat_formats, serving
+from contract import prompt as writer_prompt
 
 from ..llm import STORY, EmptyAnswer, LLMError, OllamaBackend
 from ..store import Delivery, Interrupted, Store

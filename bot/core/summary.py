@@ -14,8 +14,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 
-from pipeline import prompt as writer_prompt
-from pipeline.serving import GenerateRequest, ServingError, request_for
+from contract import prompt as writer_prompt
+from contract.serving import GenerateRequest, ServingError, request_for
 
 from .story import Passage, Summary
 
@@ -53,7 +53,7 @@ def summary_request(text: str, template: str, system: str = "") -> GenerateReque
 
     A plain model gets the instructions as its user text. A model made from our Modelfiles wraps every
     user turn in the writer prompt, so it gets them raw in its own chat format instead
-    (`pipeline.serving.request_for`, the one builder of requests).
+    (`contract.serving.request_for`, the one builder of requests).
     """
     try:
         return request_for(template, text, model_system=system)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from pipeline.prompt import defuse_control
+from contract.prompt import defuse_control
 
 #: Discord's message limit; parts are kept a little under it by default.
 MESSAGE_LIMIT = 2000
@@ -19,7 +19,7 @@ _MENTION = re.compile(r"@(everyone|here)|<(@[!&]?|#)(\d+)>")
 def clean_input(text: str) -> str:
     """A member's text as the story keeps it: line ends normalised, control and invisible characters
     removed (tabs and newlines stay), runs of blank lines shortened, ends stripped, and chat-template
-    control tokens defused (kept and shown, but plain text to the model: `pipeline.prompt`)."""
+    control tokens defused (kept and shown, but plain text to the model: `contract.prompt`)."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
     text = _INVISIBLE.sub("", text)
     text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs", "Co"))

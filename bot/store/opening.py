@@ -14,7 +14,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from bot.store.migrations import SCHEMA_VERSION, SchemaError
+from contract.store.migrations import SCHEMA_VERSION, SchemaError
 
 APPLICATION_ID = 0x53544252  # "STBR": the bot's databases, in the SQLite header at offset 68
 _MAGIC = b"SQLite format 3\x00"

@@ -28,8 +28,8 @@ from bot.core.lore import LoreConflict, LoreEntry
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
 from bot.core.summary import digest
 from bot.store import opening
-from bot.store.engine import PgConnection, is_url, shown, write_lock
-from bot.store.migrations import migrate
+from contract.store.engine import PgConnection, is_url, shown, write_lock
+from contract.store.migrations import migrate
 
 INTERRUPTED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
 CANCELLED = "cancelled before the model finished"  # the error kept when the driver went away

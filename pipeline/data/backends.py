@@ -57,7 +57,7 @@ class OllamaBackend:
     def __init__(self, s: Settings):
         import ollama
 
-        from pipeline.serving import resolve_host
+        from contract.serving import resolve_host
 
         self.url = resolve_host(s.base_url)
         self.s = s
@@ -70,7 +70,7 @@ class OllamaBackend:
         import httpx
         import ollama
 
-        from pipeline.serving import request_for, system_of
+        from contract.serving import request_for, system_of
 
         system, user = _one_exchange(messages)
         options = {"temperature": self.s.temperature, "num_predict": self.s.max_tokens}
@@ -180,7 +180,7 @@ class LlamaCppBackend:
     def __init__(self, s: Settings):
         import asyncio
 
-        from pipeline import local_engine
+        from contract import local_engine
 
         self.s = s
         self.url = f"{local_engine.ENGINE}:{s.model}"
@@ -190,7 +190,7 @@ class LlamaCppBackend:
     async def complete(self, messages: list[dict]) -> Reply:
         import asyncio
 
-        from pipeline import local_engine, serving
+        from contract import local_engine, serving
 
         system, user = _one_exchange(messages)
         async with self._lock:

@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline import jsonl
-from pipeline.atomic import check_output
-from pipeline.extras import needs, require
+from contract import jsonl
+from contract.atomic import check_output
+from contract.extras import needs, require
 from pipeline.ranges import ranged
 
 console = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line
@@ -314,7 +314,7 @@ def _trial(jobs: list, limit: int) -> list:
 
 
 def _load(path: Path, make_jobs, limit: int | None):
-    from pipeline import jsonl
+    from contract import jsonl
     from pipeline.data import gutenberg as g
     from pipeline.data import teacher as t
 
@@ -385,7 +385,7 @@ def distill(
     """Sequence-level distillation: a teacher reasons and writes a story per prompt, the targets.
 
     An existing output is refused without --force, unless its .journal is beside it (a resume)."""
-    from pipeline import prompt as P
+    from contract import prompt as P
     from pipeline.data import teacher as t
 
     _check_outputs(output, val_output, force)

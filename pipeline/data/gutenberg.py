@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import jsonl
+from contract import jsonl
 from pipeline.data.sentences import sentences_of
 
 TRAIN, VALIDATION = "train", "validation"
@@ -512,7 +512,7 @@ class TokenBudget:
         return [len(ids) for ids in self.tokenizer(sents, add_special_tokens=False)["input_ids"]]
 
     def row_tokens(self, context: str, continuation: str) -> int:
-        from pipeline import prompt
+        from contract import prompt
         from pipeline.train.rows import encode_turns
 
         head = [{"role": "user", "content": prompt.render_prompt(context)}]

@@ -24,11 +24,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import prompt as P
+from contract import prompt as P
+from contract.jsonl import write as write_jsonl
 from pipeline.data.backends import Backend, Fatal, Transient
 from pipeline.data.gutenberg import TRAIN, VALIDATION, text_key
 from pipeline.data.writing_prompts import prompt_id
-from pipeline.jsonl import write as write_jsonl
 
 
 class BadReply(Exception):

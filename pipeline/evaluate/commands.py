@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from pipeline.atomic import check_outputs
-from pipeline.extras import needs
+from contract.atomic import check_outputs
+from contract.extras import needs
 from pipeline.ranges import ranged
 
 console = Console(stderr=True, soft_wrap=True)
@@ -83,7 +83,7 @@ def metrics_command(
     force: Force = False,
 ) -> None:
     """Per text and in aggregate: Flesch, Fog, entropy, sentiment, distinct-n, repetition, length."""
-    from pipeline import prompt
+    from contract import prompt
     from pipeline.evaluate import metrics, records
 
     check_outputs(out, METRICS_FILES, force)
@@ -167,9 +167,9 @@ def compare_command(
     """Each model continues the same contexts with fixed seeds; outputs scored into a table, JSON and PNG."""
     from dataclasses import replace
 
-    from pipeline import prompt
+    from contract import prompt
+    from contract.serving import resolve_host
     from pipeline.evaluate import compare, metrics, records, report
-    from pipeline.serving import resolve_host
 
     check_outputs(out, COMPARE_FILES, force)
     try:
@@ -224,7 +224,7 @@ def compare_command(
     records.write_jsonl(out / "outputs.jsonl", (r for rows_ in scored.values() for r in rows_))
     records.write_json(out / "summary.json", {"settings": settings, "columns": summary})
     table = report.markdown_table(columns, window, len(ctxs) * samples)
-    from pipeline import atomic
+    from contract import atomic
 
     atomic.write_text(out / "table.md", table)
     report.write_chart(out / "chart.png", columns, window)
@@ -249,7 +249,7 @@ def _engine_client(engine: str, models: dict[str, str], loras: list[str], n_ctx:
         return None
     if engine != "llama.cpp":
         raise compare.CompareError(f"--engine {engine!r}: use ollama or llama.cpp")
-    from pipeline.local_engine import LocalClient
+    from contract.local_engine import LocalClient
 
     adapters = compare.parse_models(loras) if loras else {}
     unknown = set(adapters) - set(models)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline import prompt, serving
+from contract import prompt, serving
 from pipeline.evaluate import metrics
 from pipeline.evaluate.records import Context
 
@@ -82,7 +82,7 @@ def generate(
     import httpx
     import ollama
 
-    from pipeline.local_engine import EngineError, ModelNotLoadable
+    from contract.local_engine import EngineError, ModelNotLoadable
 
     run = ModelRun(label, model, expected=len(contexts) * samples)
     try:

@@ -199,7 +199,7 @@ OUTPUT_KEYS = ("parsed", "length_ratio")
 
 def split_output(raw: str, length: str | int | None = None) -> dict:
     """A model's raw output split into reasoning and answer (the answer is what gets scored)."""
-    from pipeline import prompt
+    from contract import prompt
 
     parsed = prompt.parse_output(raw or "")
     return {

@@ -1,6 +1,6 @@
 """Held-out loss and perplexity on the continuation, for a base model and the same model with an adapter.
 
-Rows are in the training format (`{"messages": [user, assistant]}`, pipeline.prompt.training_row), and
+Rows are in the training format (`{"messages": [user, assistant]}`, contract.prompt.training_row), and
 are rendered with the tokenizer's own chat template, exactly as training renders them. The loss counts
 only the tokens of the answer, the story continuation between the answer tags: the reasoning is the
 model's own planning and has no single right wording, so it is conditioned on but not scored. (A token
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import prompt
+from contract import prompt
 
 
 class PerplexityError(ValueError):

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import atomic, jsonl
+from contract import atomic, jsonl
 
 
 class InputError(ValueError):

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.modelfile.inspect import HF_TO_GGUF_ARCH
+from contract.modelfile.inspect import HF_TO_GGUF_ARCH
 
 # Architectures whose llama.cpp converter permutes q/k rows (LlamaModel.undo_permute in convert_hf_to_gguf).
 PERMUTED_ARCHS = {"llama"}

@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from pipeline import atomic
-from pipeline.extras import needs
+from contract import atomic
+from contract.extras import needs
 from pipeline.ranges import ranged
 
 console = Console(stderr=True, soft_wrap=True)
@@ -40,7 +40,7 @@ Output = Annotated[Path, typer.Option("-o", "--output", help="File (or folder) t
 
 
 def _errors():
-    from pipeline.atomic import OutputExistsError
+    from contract.atomic import OutputExistsError
     from pipeline.export.arch import BaseModelError
     from pipeline.export.gguf_vocab import TokenizerExportError
     from pipeline.export.peft_adapter import AdapterError

@@ -18,7 +18,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from pipeline import chat_formats
+from contract import chat_formats
 from pipeline.export.arch import BaseModel, load_base, permute_rows
 from pipeline.export.gguf_write import PlannedTensor, WriteReport, choose_type, plan_notes, write_gguf
 from pipeline.export.peft_adapter import MERGE_HINT, Adapter, AdapterError, LoraModule, load_adapter

@@ -18,7 +18,7 @@ from typing import Protocol
 import gguf
 import numpy as np
 
-from pipeline.atomic import atomic_path
+from contract.atomic import atomic_path
 from pipeline.export.arch import BaseModel, BaseModelError, permute_rows
 from pipeline.export.gguf_vocab import add_tokenizer
 from pipeline.export.gguf_write import (

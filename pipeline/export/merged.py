@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import chat_formats
-from pipeline.atomic import OutputExistsError, exists_message
+from contract import chat_formats
+from contract.atomic import OutputExistsError, exists_message
 from pipeline.export.arch import load_base
 from pipeline.export.gguf_adapter import check_against_base
 from pipeline.export.gguf_model import quantize, write_model
@@ -164,7 +164,7 @@ def writer_chat_template(adapter_dir: Path | None, base_dir: Path) -> tuple[str 
     format is the one the adapter's tokenizer carries (training's), else the base's. A base of no
     format of ours keeps its own template.
     """
-    from pipeline import chat_formats
+    from contract import chat_formats
     from pipeline.modelfile.render import local_chat_template
 
     folder = adapter_dir if adapter_dir and (adapter_dir / "tokenizer_config.json").exists() else base_dir

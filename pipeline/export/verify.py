@@ -83,7 +83,7 @@ def sample_text(hf_dir: Path) -> str:
     """A writer prompt in the model's chat template, plus the first target tag: special and added tokens."""
     from transformers import AutoTokenizer
 
-    from pipeline.prompt import render_prompt
+    from contract.prompt import render_prompt
 
     tok = AutoTokenizer.from_pretrained(hf_dir)
     prompt = render_prompt(SAMPLE_CONTEXT)

@@ -10,9 +10,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline import jsonl
-from pipeline.atomic import check_output, check_outputs
-from pipeline.extras import needs
+from contract import jsonl
+from contract.atomic import check_output, check_outputs
+from contract.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
 app = typer.Typer(help="Turn the bot's ratings into training rows (sft, kto, dpo) and figures.")

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import combinations
 
-from pipeline import prompt
+from contract import prompt
 from pipeline.feedback.snapshot import Generation, Snapshot
 
 FORMATS = ("sft", "kto", "dpo")
@@ -50,7 +50,7 @@ class Candidate:
     gen: Generation
     up: int
     down: int
-    target: str  # the assistant text: pipeline.prompt.render_target(reasoning, answer)
+    target: str  # the assistant text: contract.prompt.render_target(reasoning, answer)
 
     @property
     def net(self) -> int:

@@ -2,7 +2,7 @@
 
 The file is opened with SQLite's `mode=ro`, so nothing here can write to it, and every table is read
 inside one read transaction: under the bot's WAL journal that is a consistent snapshot, taken while the
-bot keeps writing. The schema belongs to `bot.store.migrations`; a file from an older schema is copied
+bot keeps writing. The schema belongs to `contract.store.migrations`; a file from an older schema is copied
 into memory and migrated there (the bot's file is never touched), a newer one is refused.
 
 A PostgreSQL store (a `postgresql://` URL, as in STORY_BOT_DB) is read in one READ ONLY, REPEATABLE READ
@@ -17,7 +17,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot.store import engine, migrations
+from contract.store import engine, migrations
 
 
 class FeedbackError(RuntimeError):
@@ -35,7 +35,7 @@ class Generation:
     user_text: str  # the writer prompt exactly as the model read it
     reasoning: str
     answer: str
-    issues: tuple[str, ...]  # pipeline.prompt.Issue values found when parsing the output
+    issues: tuple[str, ...]  # contract.prompt.Issue values found when parsing the output
     created_at: float
     context_passages: tuple[int, ...]  # passage ids the context was built from
     removed: bool  # its passage was undone or the story reset

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contract.atomic import write_text
 from pipeline import plots
-from pipeline.atomic import write_text
 from pipeline.feedback.export import counted_votes
 from pipeline.feedback.snapshot import Snapshot
 

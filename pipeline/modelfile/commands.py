@@ -10,9 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from pipeline import chat_formats
-from pipeline.atomic import check_output
-from pipeline.modelfile import grammar, render, selection
+from contract import chat_formats
+from contract.atomic import check_output
+from contract.modelfile import grammar
+from pipeline.modelfile import render, selection
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Write a writer Modelfile, or check Modelfiles against Ollama's grammar.")

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import ollama
 
-from pipeline.modelfile import grammar
-from pipeline.serving import resolve_host
+from contract.modelfile import grammar
+from contract.serving import resolve_host
 
 _MODEL_GLOBS = ("*.safetensors", "*.gguf", "*.json", "tokenizer.model", "chat_template.jinja")
 

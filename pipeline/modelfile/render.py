@@ -6,9 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import atomic, chat_formats, prompt
-from pipeline.chat_formats import ChatFormat
-from pipeline.modelfile import golang, grammar, inspect, selection
+from contract import atomic, chat_formats, prompt
+from contract.chat_formats import ChatFormat
+from contract.modelfile import golang, grammar, inspect
+from pipeline.modelfile import selection
 
 #: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
 DEFAULT_NUM_CTX = 8192
@@ -117,7 +118,7 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
             raise chat_formats.UnknownFormatError(
                 f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
             )
-        from pipeline.serving import served_format
+        from contract.serving import served_format
 
         # our own GGUF exports carry the writer prompt in their chat template (export/merged.py)
         if (ours := served_format(template)) is not None:

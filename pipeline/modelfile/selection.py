@@ -27,8 +27,8 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from pipeline.modelfile import gotemplate
-from pipeline.modelfile.grammar import Modelfile, Problem
+from contract.modelfile import gotemplate
+from contract.modelfile.grammar import Modelfile, Problem
 
 TOOLS, THINKING, INSERT = "tools", "thinking", "insert"
 _TOOL_CHAT = "{# tools, tool_calls and tool_response: a chat template with a tool round trip #}"
@@ -174,7 +174,7 @@ def check(mf: Modelfile, base_dir: Path, environ: Mapping[str, str] | None = Non
 
 def check_file(path: Path) -> list[Problem]:
     """`check` for a Modelfile on disk (nothing to say if it cannot be read or parsed: grammar says why)."""
-    from pipeline.modelfile import grammar
+    from contract.modelfile import grammar
 
     try:
         mf = grammar.parse(Path(path).read_text(encoding="utf-8"))

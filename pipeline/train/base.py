@@ -1,7 +1,7 @@
 """The base model: the hardware it trains on, its tokenizer and chat format, and loading it (4-bit or not).
 
 The chat format is the contract between training and serving: the base's own chat template must be one
-of ours (`pipeline.chat_formats`), or `--chat-format` must name the one to train with, which then replaces
+of ours (`contract.chat_formats`), or `--chat-format` must name the one to train with, which then replaces
 the tokenizer's template and is saved with the adapter so export and Modelfile use the same.
 """
 
@@ -12,7 +12,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import chat_formats
+from contract import chat_formats
 from pipeline.train.options import TrainError, TrainOptions, local_rank
 
 

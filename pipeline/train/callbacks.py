@@ -10,8 +10,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from contract.atomic import write_text
 from pipeline import plots
-from pipeline.atomic import write_text
 
 
 def read_log(path: Path) -> list[dict]:

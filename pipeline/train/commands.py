@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from pipeline.extras import needs
+from contract.extras import needs
 from pipeline.ranges import ranged
 from pipeline.train.options import TrainError, TrainOptions, build_options, read_config
 

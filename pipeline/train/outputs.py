@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.atomic import write_text
+from contract.atomic import write_text
 from pipeline.train.options import TrainError, is_main_process
 
 METADATA = "training.json"

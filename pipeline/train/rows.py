@@ -1,6 +1,6 @@
 """Training rows: read, check, fit to the window and tokenize them with the base's chat template.
 
-An SFT row is what `pipeline.prompt.training_row` makes: `{"messages": [user, assistant]}` (an optional
+An SFT row is what `contract.prompt.training_row` makes: `{"messages": [user, assistant]}` (an optional
 system turn first). The prompt is tokenized on its own, ending with the chat template's generation
 prompt, and the reply after it: exactly the tokens a served model sees before it writes, so training and
 serving agree even where a tokenizer would merge across the boundary. Prompt tokens get label -100.
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import jsonl, prompt
+from contract import jsonl, prompt
 from pipeline.train.options import TrainError
 
 

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import chat_formats
-from pipeline.atomic import check_output
+from contract import chat_formats
+from contract.atomic import check_output
 from pipeline.train import base, outputs
 from pipeline.train.callbacks import GracefulStop, LossLog
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments

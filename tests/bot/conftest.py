@@ -8,7 +8,7 @@ from bot.core.service import Limits, StoryService
 from bot.core.story import Channel, Member
 from bot.llm import OllamaBackend, Timeouts
 from bot.store import Store
-from pipeline import chat_formats
+from contract import chat_formats
 
 WRITER = chat_formats.get("qwen2.5").ollama_template()  # TEMPLATE of a model made from our Modelfiles
 PLAIN = chat_formats.get("qwen2.5").ollama_template(writer=False)  # a plain instruct model's TEMPLATE

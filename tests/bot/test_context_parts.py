@@ -16,7 +16,7 @@ from bot.core.context import (
 )
 from bot.core.lore import BadLore, LoreEntry, check_keywords, parse_keywords, triggered
 from bot.core.story import AuthorKind, Note, Passage, Summary
-from pipeline import prompt
+from contract import prompt
 
 CHARS = CharCounter(chars_per_token=1.0)  # one "token" per character: easy arithmetic
 BIG = Budget(100_000, 0)

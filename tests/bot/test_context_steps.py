@@ -10,7 +10,7 @@ import statistics
 from bot.core.context import LORE_LEAD, Budget, CharCounter, Shares, build_context, build_story_context
 from bot.core.lore import LoreEntry, parse_keywords
 from bot.core.story import AuthorKind, Note, Passage, Summary
-from pipeline import prompt
+from contract import prompt
 
 CHARS = CharCounter(chars_per_token=1.0)  # one "token" per character: easy arithmetic
 BUDGET = Budget(3000, 600, usual_predict=600)

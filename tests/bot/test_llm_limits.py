@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from bot.llm import OllamaBackend, TimedOut, Timeouts
-from pipeline.serving import GenerateRequest
+from contract.serving import GenerateRequest
 
 REQUEST = GenerateRequest(prompt="Once.", raw=False, user_text="Once.")
 

@@ -11,10 +11,10 @@ from bot.console import CHANNEL, Console
 from bot.core.service import Done, Failed, Limits, StoryService
 from bot.core.story import Member
 from bot.llm import ModelMissing
-from pipeline import prompt
+from contract import prompt
 
 pytest.importorskip("llama_cpp")
-smollm2 = pytest.importorskip("pipeline.models.smollm2")
+smollm2 = pytest.importorskip("contract.smollm2")
 try:
     GGUF = smollm2.gguf_path()
 except smollm2.ModelMissing:

@@ -10,7 +10,7 @@ import pytest
 from bot.core.context import BREAK, LORE_LEAD, SUMMARY_LEAD
 from bot.core.service import Done, StoryError
 from bot.core.summary import INSTRUCTIONS
-from pipeline import chat_formats, prompt
+from contract import chat_formats, prompt
 
 from .conftest import ALICE, ANSWER, BOB, HERE, collect
 

@@ -10,7 +10,7 @@ import pytest
 from bot.core.lore import LoreConflict
 from bot.core.story import Channel, Member
 from bot.store import SCHEMA_VERSION, Store, schema_version
-from bot.store.migrations import MIGRATIONS, _statements
+from contract.store.migrations import MIGRATIONS, _statements
 
 ALICE, BOB = Member("1", "Alice"), Member("2", "Bob")
 ROOM = Channel("c1", "g1")

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from bot.core.service import Delta, Done, Failed, Limits, StoryService
 from bot.llm import STORY, HostFailed, ModelMissing, Unreachable
 from bot.pool import OllamaPool
-from pipeline.serving import GenerateRequest
+from contract.serving import GenerateRequest
 from tests.fakes.ollama import FakeOllama, refused_url
 
 from .conftest import ALICE, HERE, WRITER

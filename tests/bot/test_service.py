@@ -9,7 +9,7 @@ import pytest
 from bot.core.service import Delta, Done, Failed, Queued, Started, StoryError
 from bot.core.story import Channel
 from bot.llm import Timeouts
-from pipeline import chat_formats, prompt
+from contract import chat_formats, prompt
 from tests.fakes.ollama import refused_url
 
 from .conftest import ALICE, ANSWER, BOB, HERE, collect

@@ -231,7 +231,7 @@ def test_processes_starting_at_once_on_postgresql_migrate_once(postgres_url):
 
 def test_a_newer_postgresql_schema_is_refused_with_what_to_do(postgres_url):
     Store(postgres_url).close()
-    from bot.store.engine import PgConnection
+    from contract.store.engine import PgConnection
 
     conn = PgConnection(postgres_url)
     conn.execute("UPDATE story_bot_schema SET version = version + 1")
@@ -241,7 +241,7 @@ def test_a_newer_postgresql_schema_is_refused_with_what_to_do(postgres_url):
 
 
 def test_the_store_names_a_postgresql_database_without_its_password(postgres_url):
-    from bot.store.engine import shown
+    from contract.store.engine import shown
 
     assert shown("postgresql://bot:s3cret@db.example:5433/stories?sslmode=require") == (
         "postgresql://bot@db.example:5433/stories"
@@ -270,7 +270,7 @@ def test_gateway_leases_cover_shard_ranges_and_refuse_any_overlap(store):
 
 
 def test_a_postgresql_store_reconnects_after_the_server_drops_its_connection(postgres_url):
-    from bot.store.engine import PgConnection
+    from contract.store.engine import PgConnection
 
     store = Store(postgres_url)
     sid = store.ensure_story(ROOM, ALICE)

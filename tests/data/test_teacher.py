@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import prompt as P
+from contract import prompt as P
 from pipeline.cli import app
 from pipeline.data import teacher as t
 from tests.fakes.ollama import FakeOllama

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import prompt as P
+from contract import prompt as P
 from pipeline.cli import app
 from pipeline.data import gutenberg as g
 from pipeline.train import rows

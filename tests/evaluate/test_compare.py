@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from pipeline import chat_formats, prompt, serving
+from contract import chat_formats, prompt, serving
 from pipeline.cli import app
 from pipeline.evaluate import report
 from tests.fakes.ollama import refused_url

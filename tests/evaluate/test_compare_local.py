@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 pytest.importorskip("llama_cpp")
-smollm2 = pytest.importorskip("pipeline.models.smollm2")
+smollm2 = pytest.importorskip("contract.smollm2")
 try:
     GGUF = smollm2.gguf_path()
 except smollm2.ModelMissing:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from pipeline import prompt
+from contract import prompt
 from pipeline.cli import app
 
 ROWS = [

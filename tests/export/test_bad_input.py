@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from pipeline.atomic import OutputExistsError
+from contract.atomic import OutputExistsError
 from pipeline.export.arch import BaseModelError
 from pipeline.export.gguf_adapter import export_adapter
 from pipeline.export.peft_adapter import AdapterError

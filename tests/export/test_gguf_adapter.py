@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
+from contract.modelfile.inspect import adapter_architecture, gguf_fields
 from pipeline.export.arch import load_base, permute_rows
 from pipeline.export.gguf_adapter import export_adapter
-from pipeline.modelfile.inspect import adapter_architecture, gguf_fields
 from tests.export.conftest import ALPHA, PROJECTIONS, RANK, gguf_tensors
 
 GGUF_NAMES = {

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from pipeline import chat_formats
-from pipeline.atomic import OutputExistsError
+from contract import chat_formats
+from contract.atomic import OutputExistsError
+from contract.modelfile.inspect import gguf_fields
 from pipeline.export.gguf_vocab import TokenizerExportError, pre_tokenizer_name
 from pipeline.export.merged import export_merged
-from pipeline.modelfile.inspect import gguf_fields
 from tests.export.conftest import gguf_tensors, leftovers
 
 

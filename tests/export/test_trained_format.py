@@ -8,10 +8,11 @@ import shutil
 
 import pytest
 
-from pipeline import chat_formats
+from contract import chat_formats
+from contract.modelfile import grammar, inspect
 from pipeline.export.gguf_adapter import export_adapter
 from pipeline.export.merged import export_merged
-from pipeline.modelfile import grammar, inspect, render
+from pipeline.modelfile import render
 
 SYSTEM = "You write sea stories, and only sea stories."
 OWN = chat_formats.with_default_system(chat_formats.get("chatml"), SYSTEM)

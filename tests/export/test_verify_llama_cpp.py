@@ -131,7 +131,7 @@ def test_gguf_chat_template_gives_llama_cpp_the_training_text(arch, name, base_g
     llama_cpp = pytest.importorskip("llama_cpp")
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    from pipeline import chat_formats, prompt
+    from contract import chat_formats, prompt
 
     fmt = chat_formats.get(name)
     llm = llama_cpp.Llama(str(base_gguf(arch)), vocab_only=True, verbose=False)

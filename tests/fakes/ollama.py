@@ -31,7 +31,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pipeline.modelfile import gotemplate, inspect, selection
+from contract.modelfile import gotemplate, inspect
+from pipeline.modelfile import selection
 from tests.fakes.server import LoopbackServer
 
 DEFAULT_TEXT = (

@@ -5,7 +5,7 @@ import time
 import ollama
 import pytest
 
-from pipeline import chat_formats
+from contract import chat_formats
 from tests.fakes.ollama import refused_url
 
 

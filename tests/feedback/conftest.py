@@ -8,7 +8,7 @@ import pytest
 
 from bot.core.story import Channel, Member
 from bot.store import Store
-from pipeline import prompt
+from contract import prompt
 from pipeline.feedback import export, snapshot
 
 ALICE, BOB, CAROL, DAN = (Member(str(1000 + i), n) for i, n in enumerate(("Alice", "Bob", "Carol", "Dan"), 1))

@@ -7,7 +7,8 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from bot.store import Store, migrations
+from bot.store import Store
+from contract.store import migrations
 from pipeline.cli import app
 
 from .conftest import ALICE, read_jsonl
@@ -85,7 +86,7 @@ def test_export_and_stats_read_a_postgresql_store(postgres_url, tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "stats" / "feedback-stats.md").is_file()
     # The reader's transaction is read-only: the server itself refuses a write through it.
-    from bot.store.engine import PgConnection
+    from contract.store.engine import PgConnection
 
     conn = PgConnection(postgres_url)
     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")

@@ -7,7 +7,7 @@ import random
 import time
 
 from bot.core.story import Channel
-from pipeline import prompt
+from contract import prompt
 from pipeline.feedback import export
 
 from .conftest import ALICE, BOB, CAROL, DAN, Bot, rows_of

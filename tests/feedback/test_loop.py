@@ -15,7 +15,7 @@ from bot.core.service import Done, Limits, StoryService
 from bot.core.story import Member
 from bot.llm import OllamaBackend
 from bot.store import Store
-from pipeline import chat_formats, prompt
+from contract import chat_formats, prompt
 from pipeline.cli import app
 
 from .conftest import ALICE, BOB, CAROL, HERE, read_jsonl

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from bot.store import Store, migrations
+from bot.store import Store
+from contract.store import migrations
 from pipeline.feedback import export, snapshot
 
 from .conftest import ALICE, BOB, HERE, rows_of

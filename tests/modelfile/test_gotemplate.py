@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.modelfile import gotemplate
+from contract.modelfile import gotemplate
 
 CHAT = (
     '{{ range $i, $m := .Messages }}{{ if eq .Role "user" }}U:{{ .Content }};{{ else if eq .Role "tool" }}'

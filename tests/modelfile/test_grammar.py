@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.modelfile import grammar
-from pipeline.modelfile.grammar import ModelfileError, parse
+from contract.modelfile import grammar
+from contract.modelfile.grammar import ModelfileError, parse
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from pipeline.modelfile import golang, gotemplate, grammar, render
+from contract.modelfile import golang, gotemplate, grammar
+from pipeline.modelfile import render
 from pipeline.modelfile.render import ModelfileRenderError
 
 F32_07 = 0.7  # float32(0.7) travels as JSON "0.7" and is stored as that float64

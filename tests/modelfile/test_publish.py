@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from pipeline import serving
+from contract import serving
 from pipeline.modelfile import publish, render
 from pipeline.modelfile.publish import Publisher, PublishError
 from tests.fakes.ollama import refused_url

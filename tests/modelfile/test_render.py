@@ -4,8 +4,9 @@ import sys
 
 import pytest
 
-from pipeline import chat_formats, prompt
-from pipeline.modelfile import gotemplate, grammar, render
+from contract import chat_formats, prompt
+from contract.modelfile import gotemplate, grammar
+from pipeline.modelfile import render
 from pipeline.modelfile.render import ModelfileRenderError
 
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import chat_formats
-from pipeline.modelfile import grammar, render, selection
+from contract import chat_formats
+from contract.modelfile import grammar
+from pipeline.modelfile import render, selection
 from tests.fakes.ollama import QWEN25_LIKE_CHAT_TEMPLATE, model_gguf
 from tests.test_train_serve_contract import legacy_template
 

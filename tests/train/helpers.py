@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline.prompt import training_row
+from contract.prompt import training_row
 
 
 def corpus_windows(texts: list[str], n: int, context_words: int = 40, answer_words: int = 24, start: int = 0):

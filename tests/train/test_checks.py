@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline import chat_formats
+from contract import chat_formats
 from pipeline.train import base, outputs
 from pipeline.train.options import TrainError, TrainOptions
 

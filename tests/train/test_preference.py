@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from pipeline.prompt import render_prompt, render_target
+from contract.prompt import render_prompt, render_target
 from pipeline.train.callbacks import read_log
 from pipeline.train.options import TrainOptions
 from pipeline.train.run import train

@@ -7,7 +7,7 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from pipeline import prompt
+from contract import prompt
 from pipeline.train import rows
 from tests.train.helpers import sft_rows, write_jsonl
 

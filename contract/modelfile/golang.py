@@ -14,7 +14,7 @@ import re
 from fractions import Fraction
 from functools import cache
 
-from pipeline.modelfile import _go_printable
+from contract.modelfile import _go_printable
 
 UNICODE_VERSION = _go_printable.UNICODE_VERSION
 # unicode.IsSpace: the Latin-1 spaces plus the White_Space runes above U+00FF (stable across versions).

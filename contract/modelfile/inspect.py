@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipeline import chat_formats
+from contract import chat_formats
 
 # Hugging Face model_type -> GGUF general.architecture for the families we export.
 HF_TO_GGUF_ARCH = {"qwen2": "qwen2", "llama": "llama", "mistral": "llama"}

@@ -62,7 +62,7 @@ def _http(e: Exception) -> str | None:
 
 def explain(e: BaseException) -> str | None:
     """One line for an expected failure, None for a bug (which the boundary still keeps to one line)."""
-    from pipeline import atomic, extras
+    from contract import atomic, extras
 
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from pipeline.atomic import atomic_path
+from contract.atomic import atomic_path
 
 
 class JsonlError(ValueError):

@@ -18,8 +18,8 @@ import functools
 import os
 from dataclasses import dataclass
 
-from pipeline import chat_formats, prompt
-from pipeline.chat_formats import ChatFormat
+from contract import chat_formats, prompt
+from contract.chat_formats import ChatFormat
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 #: Tokens for the reasoning before the answer starts, on top of the answer's own budget.
@@ -109,7 +109,7 @@ def _renders(template: str, fmt: ChatFormat, messages: list[dict]) -> str:
         return env.from_string(template).render(
             messages=messages, add_generation_prompt=True, bos_token=fmt.bos, eos_token=""
         )
-    from pipeline.modelfile import gotemplate
+    from contract.modelfile import gotemplate
 
     return fmt.bos + gotemplate.execute(template, messages)
 
@@ -155,7 +155,7 @@ def build_request(
 
 def system_of(modelfile: str) -> str:
     """A model's SYSTEM, read from the Modelfile /api/show returns (the `ollama` client drops the field)."""
-    from pipeline.modelfile import grammar
+    from contract.modelfile import grammar
 
     try:
         return grammar.parse(modelfile).first("system") or ""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from bot.store.engine import dialect, write_lock
+from contract.store.engine import dialect, write_lock
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: stories, passages, generations, ratings, opt-outs.
@@ -50,7 +50,7 @@ MIGRATIONS: tuple[str, ...] = (
         output        TEXT,                  -- the model's whole output
         reasoning     TEXT,
         answer        TEXT,
-        parse_issues  TEXT,                  -- JSON list of pipeline.prompt.Issue values
+        parse_issues  TEXT,                  -- JSON list of contract.prompt.Issue values
         error         TEXT,
         message_ref   TEXT,                  -- the driver's handle on the message showing it
         created_at    REAL NOT NULL,

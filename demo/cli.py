@@ -1,0 +1,38 @@
+"""`story-demo -o DIR [--quick]`: the command line of the whole-chain demo, behind the same error
+boundary as the other two tools."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from contract import extras
+from contract.boundary import DEBUG_HELP, boundary_group
+from demo.chain import demo_command
+
+app = typer.Typer(
+    name="story-demo",
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    cls=boundary_group("story-demo", extras.error_line),
+)
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    out: Annotated[
+        Path, typer.Option("-o", "--output", help="Folder for every file of the run and report.md")
+    ],
+    quick: Annotated[
+        bool, typer.Option("--quick", help="A tiny random student and tiny sizes: the chain in minutes")
+    ] = False,
+    debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
+) -> None:
+    """The whole chain on a CPU with the small real model, into one folder, ending with report.md."""
+    demo_command(out, quick)
+
+
+def main() -> None:
+    app()
