@@ -1,5 +1,8 @@
 """The lorebook: entries about characters, places and objects that enter the context when mentioned. Pure.
 
+The rules a change must keep (room left, one entry per name, a keyword brings in one entry, no edit over
+a newer version) are checked here against the story's live entries, inside the store's transaction.
+
 An entry has a name, keywords and a text. It is *triggered* when one of its keywords appears, as a whole
 word and in any case, in the recent passages (or in the one-off direction); an always-on entry is in
 every context. Triggered entries are ranked newest mention first, so when the lore budget runs out it is
@@ -99,6 +102,67 @@ def check_keywords(keywords: tuple[str, ...], always_on: bool) -> None:
             "the entry has no keywords, so nothing would ever bring it into the story: give keywords "
             "separated by commas (e.g. `Mara, the smuggler`), or make it always on"
         )
+
+
+def check_add(entries: Sequence[LoreEntry], name: str, keywords: tuple[str, ...]) -> None:
+    """Whether an entry may join the story's live `entries`: room left, its name and keywords free."""
+    if len(entries) >= MAX_ENTRIES:
+        raise LoreConflict(
+            f"the lorebook holds {len(entries)} entries, the limit: remove ones the story left behind"
+        )
+    check_unique(entries, name, keywords)
+
+
+def edit(
+    entries: Sequence[LoreEntry],
+    by: str,
+    name: str,
+    *,
+    new_name: str | None = None,
+    keywords: tuple[str, ...] | None = None,
+    text: str | None = None,
+    always_on: bool | None = None,
+    version: int | None = None,
+) -> LoreEntry:
+    """The entry named `name` among the live `entries` with the given fields changed (None keeps one), at
+    its next version. With `version` (the one the member saw), an entry changed since is refused."""
+    old = find(entries, name, version)
+    new = LoreEntry(
+        old.id, new_name or old.name, old.keywords if keywords is None else keywords,
+        old.text if text is None else text, old.always_on if always_on is None else always_on,
+        old.version + 1, old.created_by, by,
+    )  # fmt: skip
+    check_keywords(new.keywords, new.always_on)
+    check_unique([e for e in entries if e.id != old.id], new.name, new.keywords)
+    return new
+
+
+def find(entries: Sequence[LoreEntry], name: str, version: int | None = None) -> LoreEntry:
+    """The entry named `name` (any case); with `version`, LoreConflict unless it is still at it."""
+    key = name_key(name)
+    entry = next((e for e in entries if name_key(e.name) == key), None)
+    if entry is None:
+        known = ", ".join(sorted(e.name for e in entries)) or "none yet"
+        raise LoreConflict(f"there is no lore entry named {name!r} in this story (entries: {known})")
+    if version is not None and version != entry.version:
+        raise LoreConflict(
+            f"the entry {entry.name!r} was changed meanwhile (by member {entry.updated_by}; it is at "
+            f"version {entry.version}, you edited version {version}): nothing was overwritten; look "
+            "at it again with `/lore list` and make your change to the new text"
+        )
+    return entry
+
+
+def check_unique(others: Sequence[LoreEntry], name: str, keywords: tuple[str, ...]) -> None:
+    """One live entry per name (any case), and no keyword that already brings in another entry."""
+    key = name_key(name)
+    if any(name_key(e.name) == key for e in others):
+        raise LoreConflict(
+            f"the story already has a lore entry named {name!r}: edit it (`/lore edit`), or pick another name"
+        )
+    clash = clashes(keywords, others)
+    if clash:
+        raise LoreConflict(clash)
 
 
 def clashes(keywords: Sequence[str], others: Iterable[LoreEntry]) -> str | None:

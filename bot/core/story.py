@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
-
-class AuthorKind(StrEnum):
-    MEMBER = "member"
-    MODEL = "model"
+from contract.store.status import AuthorKind, Status  # stored values: named with the schema
 
 
 @dataclass(frozen=True)
@@ -84,7 +80,7 @@ class Summary:
     upto_position: int
     passage_ids: tuple[int, ...]
     digest: str  # fingerprint of the covered passages when it was written
-    status: str  # running, done, failed, discarded
+    status: Status
     model: str
     text: str | None = None
     error: str | None = None

@@ -1,7 +1,8 @@
 """Storage for stories, passages, generations, ratings and opt-outs on SQLite or PostgreSQL (schema in
-migrations.py)."""
+contract/store/migrations.py): the Store's operations (repository.py), each a unit of work (unit.py)."""
 
-from bot.store.repository import Delivery, GenerationRow, Interrupted, Store
+from bot.store.repository import Delivery, Interrupted, Store
+from bot.store.unit import GenerationRow
 from contract.store.migrations import SCHEMA_VERSION, SchemaError, schema_version
 
 __all__ = [

@@ -10,7 +10,7 @@ transactions rely.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -32,12 +32,22 @@ def shown(target: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
+class Connection(Protocol):
+    """What the store's SQL runs on: a `sqlite3.Connection`, or a :class:`PgConnection` answering like one."""
+
+    def execute(self, query: str, params: Any = ..., /) -> Any: ...
+
+    def executemany(self, query: str, rows: Any, /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
 class Row(tuple):
     """A result row: by position (`row[0]`) or by column name (`row["id"]`), like sqlite3.Row."""
 
     names: dict[str, int]
 
-    def __getitem__(self, key):  # type: ignore[override]
+    def __getitem__(self, key):
         if isinstance(key, str):
             return tuple.__getitem__(self, self.names[key])
         return tuple.__getitem__(self, key)

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 
 from bot.core.text import MESSAGE_LIMIT
-from bot.store.repository import INTERRUPTED
+from bot.core.messages import STOPPED
 from tests.fakes.discord import EPHEMERAL, FakeDiscord
 
 from .discord_world import ANSWER, continue_, db_rows, final, make_world, model_text, write
@@ -230,7 +230,7 @@ async def test_an_interrupted_passage_is_marked_failed_after_a_restart(world, tm
     bot = world.bot()
     async with fake.running(bot):
         await bot.recovery
-        assert message.content == f"⚠️ {INTERRUPTED}" and message.components == []
+        assert message.content == f"⚠️ {STOPPED}" and message.components == []
     assert db_rows(world, "SELECT status FROM generations") == [("failed",)]
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from bot.core.story import Channel, Member
 from bot.store import SCHEMA_VERSION, SchemaError, Store, schema_version
-from bot.store.repository import HOST, INTERRUPTED, new_owner, owner_alive, retire
+from bot.core.messages import STOPPED
+from bot.store.leases import HOST, new_owner, owner_alive, retire
 
 ALICE = Member("1", "Alice")
 ROOM = Channel("c1", "g1")
@@ -57,7 +58,7 @@ def test_new_story_archives_the_old_one(store):
     second = store.start_story(ROOM, ALICE, "Two")
     assert second != first and store.active_story_id(ROOM.id) == second
     assert store.story(second).passages == () and store.story(first).passages[0].text == "Once."
-    assert not store.story_active(first)
+    assert not store.reads.story_active(first)
 
 
 def test_finish_lands_only_if_the_context_is_still_there(store):
@@ -92,7 +93,7 @@ def test_recover_marks_running_generations_failed(store):
     store.set_message_ref(gen, "chan/msg")
     [lost] = store.recover()
     assert (lost.generation_id, lost.channel_id, lost.message_ref) == (gen, "c1", "chan/msg")
-    assert store.generation(gen).status == "failed" and store.generation(gen).error == INTERRUPTED
+    assert store.generation(gen).status == "failed" and store.generation(gen).error == STOPPED
     assert store.recover() == []
     assert store.undelivered() == [gen]  # its message is owed the failure
 
@@ -105,12 +106,11 @@ def test_a_lease_is_held_until_released_or_expired_and_renewing_keeps_it(store):
     time.sleep(0.2)
     assert store.renew(["story:c1"], mine, 0.3) == []
     time.sleep(0.2)
-    assert store.lease_holder("story:c1") == mine  # renewed: 0.4 s after the claim, still held
+    assert store.claim("story:c1", theirs, 0.3) == mine  # renewed: 0.4 s after the claim, still held
     store.release("story:c1", theirs)  # only the holder releases
-    assert store.lease_holder("story:c1") == mine
+    assert store.claim("story:c1", theirs, 0.3) == mine
     time.sleep(0.35)
-    assert store.lease_holder("story:c1") is None  # expired
-    assert store.claim("story:c1", theirs, 5) is None
+    assert store.claim("story:c1", theirs, 5) is None  # expired: free to take
     assert store.renew(["story:c1"], mine, 5) == ["story:c1"]  # taken over: the old holder is told
     retire(theirs)
     assert store.claim("story:c1", mine, 5) is None  # a retired owner (this process) is gone at once
@@ -252,7 +252,7 @@ def test_the_store_names_a_postgresql_database_without_its_password(postgres_url
 
 
 def test_gateway_leases_cover_shard_ranges_and_refuse_any_overlap(store):
-    from bot.store.repository import gateway_key, parse_gateway_key
+    from bot.store.leases import gateway_key, parse_gateway_key
 
     assert gateway_key([0, 1, 2, 3, 6], 8) == "gateway:8:0-3,6"
     assert parse_gateway_key("gateway:8:0-3,6") == (8, {0, 1, 2, 3, 6})

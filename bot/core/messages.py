@@ -1,0 +1,19 @@
+"""The sentences members read about work the model did not finish, each written once. Pure.
+
+The store keeps some of them as a generation's or a summary's error, and the drivers show that error;
+a driver that sees the bot stop shows the same sentence the store records for it.
+"""
+
+from __future__ import annotations
+
+STOPPED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
+SUMMARY_STOPPED = "the bot stopped while the summary was written"
+CANCELLED = "cancelled before the model finished"  # the error kept when the driver went away
+STORY_CHANGED = "the story changed while the model was writing"
+SUMMARY_STORY_CHANGED = "the story changed while the summary was written"
+
+
+def failure_shown(error: str | None) -> str:
+    """What a failed generation's messages say: its error, or, when it has none to tell (the bot stopped,
+    the driver went away), that the bot stopped and the member may ask again."""
+    return STOPPED if error is None or error == CANCELLED else error

@@ -1,0 +1,439 @@
+"""The store's SQL, as typed reads and writes on one connection: the rows become the core's records.
+
+:class:`Reads` answer on the store's own connection (each statement its own snapshot) or inside a
+transaction; :class:`Unit` adds the writes and exists only inside one (`Store.unit()`), so whatever a
+unit reads, decides (the core's rules) and writes commits together or not at all. The SQL is written once
+for both engines (contract/store/engine.py); a status stands in SQL text as its literal (the partial
+indexes are written against 'running' and 'pending').
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.core.lore import LoreEntry, name_key
+from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
+from bot.core.summary import digest
+from contract.store.engine import Connection
+from contract.store.status import DeliveryState, Status
+
+RUNNING, DONE, PENDING = f"'{Status.RUNNING}'", f"'{Status.DONE}'", f"'{DeliveryState.PENDING}'"
+
+
+@dataclass(frozen=True)
+class GenerationRow:
+    id: int
+    story_id: int
+    channel_id: str
+    passage_id: int | None
+    requested_by: str
+    model: str
+    direction: str | None
+    length: str | None
+    status: Status
+    user_text: str
+    reasoning: str | None
+    answer: str | None
+    error: str | None
+    message_ref: str | None
+    context: dict
+    prompt: str = ""  # the exact `prompt` sent to /api/generate
+    raw: bool = False  # sent with raw=true: `prompt` is the whole chat text
+    delivery: DeliveryState | None = None
+    owner: str | None = None
+
+
+@dataclass(frozen=True)
+class Running:
+    """Work left running (a generation or a summary) and who holds the lease it runs under."""
+
+    id: int
+    owner: str | None
+    holder: str | None
+    expires_at: float | None
+    channel_id: str = ""  # generations: where their messages are
+    message_ref: str | None = None
+
+
+class Reads:
+    """Typed reads on `conn`: inside a unit they see its own writes."""
+
+    def __init__(self, conn: Connection):
+        self.c = conn
+
+    def _one(self, query: str, params: Sequence[Any]) -> Any:
+        return self.c.execute(query, params).fetchone()
+
+    # --- stories, notes, lore -------------------------------------------------------------------
+    def active_story_id(self, channel_id: str) -> int | None:
+        row = self._one("SELECT id FROM stories WHERE channel_id = ? AND archived_at IS NULL", (channel_id,))
+        return row["id"] if row else None
+
+    def story(self, story_id: int) -> Story:
+        row = self._one("SELECT * FROM stories WHERE id = ?", (story_id,))
+        return Story(row["id"], row["channel_id"], row["title"], tuple(self.passages(story_id)))
+
+    def story_active(self, story_id: int) -> bool:
+        row = self._one("SELECT archived_at FROM stories WHERE id = ?", (story_id,))
+        return row is not None and row["archived_at"] is None
+
+    def note(self, story_id: int, kind: str) -> Note | None:
+        """The story's current memory or note (None if never set; text "" once cleared)."""
+        row = self._one(
+            "SELECT * FROM story_notes WHERE story_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+            (story_id, kind),
+        )
+        return Note(row["id"], row["kind"], row["text"], row["set_by"], row["set_at"]) if row else None
+
+    def lore_entries(self, story_id: int) -> list[LoreEntry]:
+        rows = self.c.execute(
+            "SELECT * FROM lore_entries WHERE story_id = ? AND removed_at IS NULL ORDER BY name_key",
+            (story_id,),
+        ).fetchall()
+        return [_lore(r) for r in rows]
+
+    # --- summaries ----------------------------------------------------------------------------------
+    def summaries(self, story_id: int) -> list[Summary]:
+        """Every summary of a story, newest first (all statuses)."""
+        rows = self.c.execute("SELECT * FROM summaries WHERE story_id = ? ORDER BY id DESC", (story_id,))
+        return [_summary(r) for r in rows.fetchall()]
+
+    def summary(self, summary_id: int) -> Summary:
+        return _summary(self._one("SELECT * FROM summaries WHERE id = ?", (summary_id,)))
+
+    def running_summaries(self) -> list[Running]:
+        rows = self.c.execute(
+            "SELECT m.id, m.owner, l.owner AS holder, l.expires_at FROM summaries m LEFT JOIN leases l "
+            f"ON l.key = 'summary:' || m.story_id WHERE m.status = {RUNNING}"
+        ).fetchall()
+        return [Running(r["id"], r["owner"], r["holder"], r["expires_at"]) for r in rows]
+
+    # --- passages -----------------------------------------------------------------------------------
+    def passages(self, story_id: int) -> list[Passage]:
+        rows = self.c.execute(
+            "SELECT p.*, (SELECT count(*) FROM generations g WHERE g.passage_id = p.id AND "
+            f"g.status = {DONE}) AS alternatives FROM passages p WHERE story_id = ? AND removed_at IS NULL "
+            "ORDER BY position",
+            (story_id,),
+        ).fetchall()
+        return [_passage(r) for r in rows]
+
+    def passage(self, passage_id: int) -> tuple[Passage, bool]:
+        """A passage and whether it is still in the story (not undone or reset)."""
+        row = self._one(
+            "SELECT p.*, 0 AS alternatives, s.archived_at FROM passages p JOIN stories s ON s.id = p.story_id"
+            " WHERE p.id = ?",
+            (passage_id,),
+        )
+        return _passage(row), row["removed_at"] is None and row["archived_at"] is None
+
+    def present(self, passage_ids: Sequence[int]) -> list[Passage]:
+        """Those of the passages still in the story (not undone or reset), in story order."""
+        if not passage_ids:
+            return []
+        marks = ",".join("?" * len(passage_ids))
+        rows = self.c.execute(
+            f"SELECT p.*, 0 AS alternatives FROM passages p WHERE removed_at IS NULL AND id IN ({marks}) "
+            "ORDER BY position",
+            passage_ids,
+        ).fetchall()
+        return [_passage(r) for r in rows]
+
+    def alternatives(self, passage_id: int, upto: int | None = None) -> int:
+        """How many finished attempts a slot holds (those up to generation `upto`, if given)."""
+        query = f"SELECT count(*) FROM generations WHERE passage_id = ? AND status = {DONE}"
+        if upto is None:
+            return self._one(query, (passage_id,))[0]
+        return self._one(query + " AND id <= ?", (passage_id, upto))[0]
+
+    # --- generations --------------------------------------------------------------------------------
+    def generation(self, generation_id: int) -> GenerationRow | None:
+        r = self._one(
+            "SELECT g.*, s.channel_id FROM generations g JOIN stories s ON s.id = g.story_id WHERE g.id = ?",
+            (generation_id,),
+        )
+        if r is None:
+            return None
+        return GenerationRow(
+            r["id"], r["story_id"], r["channel_id"], r["passage_id"], r["requested_by"], r["model"],
+            r["direction"], r["length"], Status(r["status"]), r["user_text"], r["reasoning"], r["answer"],
+            r["error"], r["message_ref"], json.loads(r["context"]), r["prompt"], bool(r["raw"]),
+            None if r["delivery"] is None else DeliveryState(r["delivery"]), r["owner"],
+        )  # fmt: skip
+
+    def running_generations(self) -> list[Running]:
+        rows = self.c.execute(
+            "SELECT g.id, s.channel_id, g.message_ref, g.owner, l.owner AS holder, l.expires_at "
+            "FROM generations g JOIN stories s ON s.id = g.story_id "
+            f"LEFT JOIN leases l ON l.key = 'story:' || s.channel_id WHERE g.status = {RUNNING}"
+        ).fetchall()
+        return [
+            Running(r["id"], r["owner"], r["holder"], r["expires_at"], r["channel_id"], r["message_ref"])
+            for r in rows
+        ]
+
+    def owed_delivery(self) -> list[tuple[int, str | None, float | None]]:
+        """Finished generations whose messages do not show their final state, with the holder and expiry
+        of their delivery lease: oldest first."""
+        rows = self.c.execute(
+            "SELECT g.id, l.owner, l.expires_at FROM generations g LEFT JOIN leases l "
+            f"ON l.key = 'delivery:' || g.id WHERE g.delivery = {PENDING} AND g.status != {RUNNING} "
+            "ORDER BY g.id"
+        ).fetchall()
+        return [(r["id"], r["owner"], r["expires_at"]) for r in rows]
+
+    # --- leases, ratings, opt-outs --------------------------------------------------------------------
+    def lease(self, key: str) -> tuple[str, float] | None:
+        """(owner, expires_at) of the lease `key`, live or not."""
+        row = self._one("SELECT owner, expires_at FROM leases WHERE key = ?", (key,))
+        return (row["owner"], row["expires_at"]) if row else None
+
+    def gateway_leases(self) -> list[tuple[str, str, float]]:
+        rows = self.c.execute("SELECT key, owner, expires_at FROM leases WHERE key LIKE 'gateway:%'")
+        return [(r["key"], r["owner"], r["expires_at"]) for r in rows]
+
+    def held(self, owner: str) -> set[str]:
+        return {r[0] for r in self.c.execute("SELECT key FROM leases WHERE owner = ?", (owner,))}
+
+    def tally(self, generation_id: int) -> tuple[int, int]:
+        """(thumbs up, thumbs down) for a generation."""
+        row = self._one(
+            "SELECT count(*) FILTER (WHERE value = 1), count(*) FILTER (WHERE value = -1) FROM ratings "
+            "WHERE generation_id = ?",
+            (generation_id,),
+        )
+        return row[0], row[1]
+
+    def opted_out(self, member_id: str) -> bool:
+        return self._one("SELECT 1 FROM opt_outs WHERE member_id = ?", (member_id,)) is not None
+
+
+class Unit(Reads):
+    """Reads and writes inside one transaction (made by `Store.unit()`, never directly)."""
+
+    # --- stories, notes, lore -------------------------------------------------------------------
+    def new_story(self, channel: Channel, by: Member, title: str | None = None) -> int:
+        return self._one(
+            "INSERT INTO stories (channel_id, guild_id, title, created_by, created_at) "
+            "VALUES (?, ?, ?, ?, ?) RETURNING id",
+            (channel.id, channel.guild_id, title, by.id, time.time()),
+        )[0]
+
+    def archive_story(self, channel_id: str) -> None:
+        self.c.execute(
+            "UPDATE stories SET archived_at = ? WHERE channel_id = ? AND archived_at IS NULL",
+            (time.time(), channel_id),
+        )
+
+    def add_note(self, story_id: int, kind: str, text: str, by: Member) -> Note:
+        now = time.time()
+        nid = self._one(
+            "INSERT INTO story_notes (story_id, kind, text, set_by, set_at) VALUES (?, ?, ?, ?, ?) "
+            "RETURNING id",
+            (story_id, kind, text, by.id, now),
+        )[0]
+        return Note(nid, kind, text, by.id, now)
+
+    def add_lore(
+        self, story_id: int, by: Member, name: str, keywords: tuple[str, ...], text: str, always_on: bool
+    ) -> LoreEntry:
+        now = time.time()
+        eid = self._one(
+            "INSERT INTO lore_entries (story_id, name, name_key, keywords, text, always_on, created_by, "
+            "created_at, updated_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (story_id, name, name_key(name), json.dumps(keywords), text, int(always_on), by.id, now, by.id,
+             now),
+        )[0]  # fmt: skip
+        return LoreEntry(eid, name, keywords, text, always_on, 1, by.id, by.id)
+
+    def save_lore(self, new: LoreEntry) -> None:
+        """Write an entry's next version over the one before it (`new.version` - 1)."""
+        self.c.execute(
+            "UPDATE lore_entries SET name = ?, name_key = ?, keywords = ?, text = ?, always_on = ?, "
+            "version = version + 1, updated_by = ?, updated_at = ? WHERE id = ? AND version = ?",
+            (new.name, name_key(new.name), json.dumps(new.keywords), new.text, int(new.always_on),
+             new.updated_by, time.time(), new.id, new.version - 1),
+        )  # fmt: skip
+
+    def remove_lore(self, entry_id: int) -> None:
+        self.c.execute("UPDATE lore_entries SET removed_at = ? WHERE id = ?", (time.time(), entry_id))
+
+    # --- summaries ----------------------------------------------------------------------------------
+    def add_summary(
+        self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str,
+        owner: str | None,
+    ) -> int:  # fmt: skip
+        return self._one(
+            "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
+            f"status, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, {RUNNING}, ?, ?) RETURNING id",
+            (story_id, previous_id, upto_position, json.dumps([p.id for p in covered]), digest(covered),
+             model, time.time(), owner),
+        )[0]  # fmt: skip
+
+    def end_summary(self, summary_id: int, status: Status, text: str, error: str | None) -> None:
+        self.c.execute(
+            "UPDATE summaries SET status = ?, text = ?, error = ?, finished_at = ? WHERE id = ?",
+            (status, text, error, time.time(), summary_id),
+        )
+
+    def fail_summary(self, summary_id: int, error: str) -> None:
+        self.c.execute(
+            f"UPDATE summaries SET status = '{Status.FAILED}', error = ?, finished_at = ? "
+            f"WHERE id = ? AND status = {RUNNING}",
+            (error, time.time(), summary_id),
+        )
+
+    # --- passages -----------------------------------------------------------------------------------
+    def add_passage(
+        self, story_id: int, kind: AuthorKind, author: Member, text: str, generation_id: int | None = None
+    ) -> Passage:
+        position = self._one(
+            "SELECT coalesce(max(position), 0) + 1 FROM passages WHERE story_id = ?", (story_id,)
+        )[0]
+        pid = self._one(
+            "INSERT INTO passages (story_id, position, author_kind, author_id, author_name, text, "
+            "generation_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (story_id, position, kind, author.id, author.name, text, generation_id, time.time()),
+        )[0]
+        return Passage(pid, story_id, position, kind, author.id, author.name, text, generation_id)
+
+    def remove_passages(self, passage_ids: Sequence[int]) -> None:
+        self.c.executemany(
+            "UPDATE passages SET removed_at = ? WHERE id = ? AND removed_at IS NULL",
+            [(time.time(), pid) for pid in passage_ids],
+        )
+
+    def show_alternative(self, passage_id: int, text: str, generation_id: int) -> Passage:
+        """A regeneration lands: the slot shows its text, and the take it replaces is owed the "replaced"
+        state in its messages (no buttons)."""
+        self.c.execute(
+            f"UPDATE generations SET delivery = {PENDING} WHERE delivery IS NOT NULL AND id = "
+            "(SELECT generation_id FROM passages WHERE id = ?)",
+            (passage_id,),
+        )
+        self.c.execute(
+            "UPDATE passages SET text = ?, generation_id = ? WHERE id = ?", (text, generation_id, passage_id)
+        )
+        return _passage(self._one("SELECT *, 0 AS alternatives FROM passages WHERE id = ?", (passage_id,)))
+
+    # --- generations --------------------------------------------------------------------------------
+    def add_generation(
+        self, story_id: int, requested_by: Member, model: str, *, user_text: str, prompt: str, raw: bool,
+        options: dict, context: dict, direction: str | None, length: str | None, slot: int | None,
+        owner: str | None,
+    ) -> int:  # fmt: skip
+        return self._one(
+            "INSERT INTO generations (story_id, passage_id, requested_by, model, direction, length, "
+            "user_text, prompt, raw, options, context, status, created_at, owner) "
+            f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {RUNNING}, ?, ?) RETURNING id",
+            (story_id, slot, requested_by.id, model, direction, length, user_text, prompt, int(raw),
+             json.dumps(options), json.dumps(context), time.time(), owner),
+        )[0]  # fmt: skip
+
+    def end_generation(
+        self, generation_id: int, status: Status, error: str | None, *, output: str, reasoning: str,
+        answer: str, issues: list[str], stats: dict,
+    ) -> None:  # fmt: skip
+        self.c.execute(
+            "UPDATE generations SET status = ?, output = ?, reasoning = ?, answer = ?, parse_issues = ?, "
+            "error = ?, finished_at = ?, first_token_s = ?, prompt_tokens = ?, output_tokens = ?, "
+            "model_ns = ? WHERE id = ?",
+            (status, output, reasoning, answer, json.dumps(issues), error, time.time(),
+             stats.get("first_token_s"), stats.get("prompt_tokens"), stats.get("output_tokens"),
+             stats.get("model_ns"), generation_id),
+        )  # fmt: skip
+
+    def set_slot(self, generation_id: int, passage_id: int) -> None:
+        self.c.execute("UPDATE generations SET passage_id = ? WHERE id = ?", (passage_id, generation_id))
+
+    def set_host(self, generation_id: int, host: str) -> None:
+        self.c.execute("UPDATE generations SET host = ? WHERE id = ?", (host, generation_id))
+
+    def fail_generation(
+        self, generation_id: int, error: str, output: str = "", issues: list[str] | None = None
+    ) -> None:
+        """Mark a generation failed if it is still running; `issues` are the parse issues of an output
+        that was read."""
+        self.c.execute(
+            f"UPDATE generations SET status = '{Status.FAILED}', error = ?, output = ?, finished_at = ?, "
+            f"parse_issues = ? WHERE id = ? AND status = {RUNNING}",
+            (error, output, time.time(), None if issues is None else json.dumps(issues), generation_id),
+        )
+
+    def abandon_generation(self, generation_id: int, error: str) -> None:
+        """Mark failed a generation left running by an owner that is gone (what it wrote is unknown)."""
+        self.c.execute(
+            f"UPDATE generations SET status = '{Status.FAILED}', error = ?, finished_at = ? "
+            f"WHERE id = ? AND status = {RUNNING}",
+            (error, time.time(), generation_id),
+        )
+
+    def set_message_ref(self, generation_id: int, ref: str) -> None:
+        """The driver's messages for a generation; they are owed its final state (a pending delivery)."""
+        self.c.execute(
+            f"UPDATE generations SET message_ref = ?, delivery = coalesce(delivery, {PENDING}) WHERE id = ?",
+            (ref, generation_id),
+        )
+
+    def set_delivery(self, generation_id: int, state: DeliveryState) -> None:
+        self.c.execute("UPDATE generations SET delivery = ? WHERE id = ?", (state, generation_id))
+
+    # --- leases, ratings, opt-outs --------------------------------------------------------------------
+    def take_lease(self, key: str, owner: str, ttl: float) -> None:
+        """Hold lease `key` for `owner` for `ttl` seconds from now."""
+        self.c.execute(
+            "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
+            "SET owner = excluded.owner, expires_at = excluded.expires_at",
+            (key, owner, time.time() + ttl),
+        )
+
+    def extend_leases(self, keys: Sequence[str], owner: str, ttl: float) -> None:
+        self.c.executemany(
+            "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
+            [(time.time() + ttl, k, owner) for k in keys],
+        )
+
+    def drop_lease(self, key: str, owner: str) -> None:
+        self.c.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    def rate(self, generation_id: int, member_id: str, value: int) -> None:
+        self.c.execute(
+            "INSERT INTO ratings (generation_id, member_id, value, rated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (generation_id, member_id) DO UPDATE SET value = excluded.value, "
+            "rated_at = excluded.rated_at",
+            (generation_id, member_id, value, time.time()),
+        )
+
+    def set_opt_out(self, member_id: str, opted_out: bool) -> None:
+        if opted_out:
+            self.c.execute(
+                "INSERT INTO opt_outs (member_id, opted_out_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (member_id, time.time()),
+            )
+        else:
+            self.c.execute("DELETE FROM opt_outs WHERE member_id = ?", (member_id,))
+
+
+def _passage(r: Any) -> Passage:
+    return Passage(
+        r["id"], r["story_id"], r["position"], AuthorKind(r["author_kind"]), r["author_id"], r["author_name"],
+        r["text"], r["generation_id"], r["alternatives"] or 1,
+    )  # fmt: skip
+
+
+def _lore(r: Any) -> LoreEntry:
+    return LoreEntry(
+        r["id"], r["name"], tuple(json.loads(r["keywords"])), r["text"], bool(r["always_on"]), r["version"],
+        r["created_by"], r["updated_by"],
+    )  # fmt: skip
+
+
+def _summary(r: Any) -> Summary:
+    return Summary(
+        r["id"], r["story_id"], r["upto_position"], tuple(json.loads(r["passage_ids"])), r["digest"],
+        Status(r["status"]), r["model"], r["text"], r["error"], r["previous_id"], r["created_at"],
+    )  # fmt: skip
