@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from contract import chat_formats, serving
 from contract import prompt as writer_prompt
+from contract.store.status import DeliveryState, Status
 
 from ..llm import STORY, EmptyAnswer, LLMError, OllamaBackend
 from ..store import Delivery, Interrupted, Store
@@ -294,7 +295,7 @@ class StoryService:
 
     def reasoning(self, generation_id: int, channel_id: str | None = None) -> str:
         gen = self._generation(generation_id, channel_id)
-        if gen.status != "done":
+        if gen.status != Status.DONE:
             raise StoryError("that passage did not finish, so there is no reasoning to show")
         return gen.reasoning or "(the model wrote no reasoning for this passage)"
 
@@ -308,7 +309,7 @@ class StoryService:
         """Take the delivery of a generation's final state (False: a live process is delivering it)."""
         return self._hold(f"delivery:{generation_id}")
 
-    def delivered(self, generation_id: int, state: str = "done") -> None:
+    def delivered(self, generation_id: int, state: DeliveryState = DeliveryState.DONE) -> None:
         """The messages show the final state ('done'), or never can ('lost'); the delivery lease goes."""
         self._leases.discard(f"delivery:{generation_id}")
         self.store.set_delivery(generation_id, state, self.owner)
@@ -490,7 +491,7 @@ class StoryService:
         passages = self.store.passages(story_id)
         current = summaries.current(rows, passages)
         covers = sum(p.position <= current.upto_position for p in passages) if current else 0
-        failed = rows[0].error if rows and rows[0].status == "failed" else None
+        failed = rows[0].error if rows and rows[0].status == Status.FAILED else None
         return SummaryState(current, covers, story_id in self._summaries, failed)
 
     async def context_preview(
@@ -545,7 +546,7 @@ class StoryService:
 
     def _check_rateable(self, generation_id: int, channel_id: str | None) -> None:
         gen = self._generation(generation_id, channel_id)
-        if gen.status != "done" or gen.passage_id is None:
+        if gen.status != Status.DONE or gen.passage_id is None:
             raise StoryError("that passage did not make it into the story, so there is nothing to rate")
         passage, present = self.store.passage(gen.passage_id)
         if not present:

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from contract import prompt as writer_prompt
 from contract.serving import GenerateRequest, ServingError, request_for
 
-from .story import Passage, Summary
+from .story import Passage, Status, Summary
 
 #: How long a summary is asked to be; the context builder keeps it within its share of the window.
 SUMMARY_WORDS = 200
@@ -97,7 +97,7 @@ def valid(summaries: Iterable[Summary], passages: Sequence[Passage], limit: int 
     digests: dict[tuple[int, ...], str] = {}  # summaries covering the same passages share one digest
     out: list[Summary] = []
     for s in summaries:
-        if s.status != "done" or not (s.text or "").strip() or not ids >= set(s.passage_ids):
+        if s.status != Status.DONE or not (s.text or "").strip() or not ids >= set(s.passage_ids):
             continue
         if s.passage_ids not in digests:
             digests[s.passage_ids] = digest(present[i] for i in s.passage_ids)

@@ -31,6 +31,8 @@ import aiohttp
 import discord
 from discord import app_commands
 
+from contract.store.status import DeliveryState
+
 from ..core.ratelimit import MemberRateLimit, SlidingWindow
 from ..core.service import StoryError, StoryService
 from ..core.story import Channel, Member
@@ -216,7 +218,7 @@ class StoryBot(discord.AutoShardedClient):
             except discord.HTTPException as exc:
                 if exc.status != 429 and exc.status < 500:  # deleted, no access: it never will land
                     _log.warning("generation %s cannot be shown (%s): giving up", gen, exc)
-                    self.service.delivered(gen, "lost")
+                    self.service.delivered(gen, DeliveryState.LOST)
                     return
                 _log.warning("delivery %s of generation %s refused: %s", attempt, gen, exc)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:

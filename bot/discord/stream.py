@@ -31,7 +31,10 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord.http import handle_message_parameters
 
+from contract.store.status import Status
+
 from ..core import text as texts
+from ..core.messages import STOPPED
 from ..core.ratelimit import SlidingWindow
 from ..core.service import Delta, Done, Event, Failed, Queued, Started
 from ..core.throttle import EditThrottle
@@ -48,7 +51,6 @@ _log = logging.getLogger(__name__)
 PART_LIMIT = 1900  # a part of a passage, leaving room for the footer line and the cursor
 CURSOR = " ▌"
 TOKEN_LIFETIME = 14 * 60.0  # Discord's 15 minutes, less a margin
-STOPPED = "the bot stopped while the model was writing this passage; nothing was added: ask again"
 REPLACED = "\n-# replaced by a regeneration (kept as an alternative)"
 KEEP: Any = discord.utils.MISSING  # an edit that leaves the message's buttons as they are
 
@@ -299,7 +301,7 @@ class PassageStream:
 
 def final_pieces(d: Delivery, tally: tuple[int, int]) -> tuple[list[str], discord.ui.View | None]:
     """What a generation's messages show once it is over: the parts, and the buttons of the last one."""
-    if d.status != "done":
+    if d.status != Status.DONE:
         return [failure_text(d.text)], None
     if not d.current:  # a regeneration replaced it: the text stays, the buttons go
         return split(shown(d.text) + REPLACED), None

@@ -8,6 +8,8 @@ The number of migrations applied is `PRAGMA user_version` on SQLite, the one row
 on PostgreSQL; readers (the feedback export) check it against :data:`SCHEMA_VERSION`. Each migration runs
 in one transaction with the version bump, so a process killed mid-migration leaves the previous version
 intact, and two processes starting at once migrate once. Never edit a shipped migration: append a new one.
+The values of the enumerated columns are named in status.py; the migrations keep them as literals (a test
+holds the two together).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract.store import engine, migrations
+from contract.store.status import AuthorKind, Status
 
 
 class FeedbackError(RuntimeError):
@@ -26,7 +27,7 @@ class FeedbackError(RuntimeError):
 
 @dataclass(frozen=True)
 class Generation:
-    """A finished model passage (status 'done'): the exact prompt and what the model wrote."""
+    """A finished model passage (Status.DONE): the exact prompt and what the model wrote."""
 
     id: int
     slot: int | None  # passages.id shared by regenerations of the same prompt
@@ -163,18 +164,18 @@ def _migrated_copy(conn: sqlite3.Connection, path: Path, version: int) -> sqlite
     return copy
 
 
-_GENERATIONS = """
+_GENERATIONS = f"""
 SELECT g.id, g.passage_id, g.requested_by, g.model, g.user_text, g.reasoning, g.answer, g.parse_issues,
        g.created_at, g.context, p.removed_at IS NOT NULL AS removed
 FROM generations g LEFT JOIN passages p ON p.id = g.passage_id
-WHERE g.status = 'done'
+WHERE g.status = '{Status.DONE}'
 ORDER BY g.id
 """
 _RATINGS = "SELECT generation_id, member_id, value, rated_at FROM ratings ORDER BY generation_id, member_id"
 _OPTED_OUT = "SELECT member_id FROM opt_outs"
-_OPTED_OUT_PASSAGES = """
+_OPTED_OUT_PASSAGES = f"""
 SELECT id, text FROM passages
-WHERE author_kind = 'member' AND author_id IN (SELECT member_id FROM opt_outs)
+WHERE author_kind = '{AuthorKind.MEMBER}' AND author_id IN (SELECT member_id FROM opt_outs)
 ORDER BY id
 """
 

@@ -8,8 +8,8 @@ import sqlite3
 
 import pytest
 
-from bot.core.text import MESSAGE_LIMIT
 from bot.core.messages import STOPPED
+from bot.core.text import MESSAGE_LIMIT
 from tests.fakes.discord import EPHEMERAL, FakeDiscord
 
 from .discord_world import ANSWER, continue_, db_rows, final, make_world, model_text, write

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from bot.core.messages import STOPPED
 from bot.core.story import Channel, Member
 from bot.store import SCHEMA_VERSION, SchemaError, Store, schema_version
-from bot.core.messages import STOPPED
 from bot.store.leases import HOST, new_owner, owner_alive, retire
 
 ALICE = Member("1", "Alice")
@@ -50,6 +51,19 @@ def test_a_newer_schema_is_refused_with_what_to_do(tmp_path):
     conn.close()
     with pytest.raises(SchemaError, match="upgrade the bot"):
         Store(path)
+
+
+def test_the_status_enums_are_the_values_the_schema_allows():
+    from contract.store.migrations import MIGRATIONS
+    from contract.store.status import AuthorKind, DeliveryState, Status
+
+    def allowed(column: str) -> list[list[str]]:
+        found = re.findall(rf"\b{column}\s+TEXT[^,]*CHECK \({column} IN \(([^)]*)\)\)", "".join(MIGRATIONS))
+        return [re.findall(r"'([^']*)'", values) for values in found]
+
+    assert allowed("status") == [list(Status), list(Status)]  # generations, summaries
+    assert allowed("delivery") == [list(DeliveryState)]
+    assert allowed("author_kind") == [list(AuthorKind)]
 
 
 def test_new_story_archives_the_old_one(store):
