@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from bot.core.lore import LoreConflict
+from bot.core import lore as lorebook
+from bot.core.lore import LoreConflict, LoreEntry
 from bot.core.story import Channel, Member
 from bot.store import SCHEMA_VERSION, Store, schema_version
 from contract.store.migrations import MIGRATIONS, _statements
@@ -65,6 +66,19 @@ def test_names_and_keywords_are_unique_and_stale_edits_are_refused(store):
     assert store.add_lore(sid, BOB, "Mara", ("Mara",), "Back.", False).version == 1  # the name is free
     with pytest.raises(LoreConflict, match="no lore entry named 'Nobody'.*entries: Mara"):
         store.remove_lore(sid, "Nobody")
+
+
+def test_the_lore_rules_hold_without_a_store():
+    entries = [LoreEntry(i, f"Entry {i}", (f"word{i}",), "x", version=3) for i in range(lorebook.MAX_ENTRIES)]
+    with pytest.raises(LoreConflict, match="holds 100 entries, the limit"):
+        lorebook.check_add(entries, "One more", ("new",))
+    lorebook.check_add(entries[:-1], "One more", ("new",))  # room for one
+    edited = lorebook.edit(entries, BOB.id, "entry 7", keywords=("word7", "seven"), version=3)
+    assert (edited.id, edited.name, edited.version, edited.updated_by) == (7, "Entry 7", 4, BOB.id)
+    with pytest.raises(LoreConflict, match="'word8' already brings in the entry 'Entry 8'"):
+        lorebook.edit(entries, BOB.id, "Entry 7", keywords=("word8",))
+    with pytest.raises(LoreConflict, match="changed meanwhile"):
+        lorebook.find(entries, "Entry 7", version=2)
 
 
 def test_two_members_editing_at_once_lose_nothing(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bot.core.messages import STOPPED
-from bot.core.story import Channel, Member
+from bot.core.story import AuthorKind, Channel, Member
 from bot.store import SCHEMA_VERSION, SchemaError, Store, schema_version
 from bot.store.leases import HOST, new_owner, owner_alive, retire
 
@@ -73,6 +73,20 @@ def test_new_story_archives_the_old_one(store):
     assert second != first and store.active_story_id(ROOM.id) == second
     assert store.story(second).passages == () and store.story(first).passages[0].text == "Once."
     assert not store.reads.story_active(first)
+
+
+def test_a_unit_commits_together_or_not_at_all(store):
+    sid = store.ensure_story(ROOM, ALICE)
+    with pytest.raises(RuntimeError), store.unit() as u:
+        u.add_passage(sid, AuthorKind.MEMBER, ALICE, "Half.")
+        assert [p.text for p in u.passages(sid)] == ["Half."]  # a unit reads its own writes
+        raise RuntimeError("the process died here")
+    assert store.passages(sid) == []  # rolled back: nothing of it was written
+    with store.unit() as u:
+        first = u.add_passage(sid, AuthorKind.MEMBER, ALICE, "Once.")
+        u.remove_passages([first.id])
+        u.add_passage(sid, AuthorKind.MEMBER, ALICE, "Twice.")
+    assert [p.text for p in store.passages(sid)] == ["Twice."]
 
 
 def test_finish_lands_only_if_the_context_is_still_there(store):
@@ -166,7 +180,7 @@ def test_a_regeneration_makes_the_replaced_take_owed_its_new_state(store):
 
 WRITER_LOOP = """
 import sys
-from bot.core.story import Channel, Member
+from bot.core.story import AuthorKind, Channel, Member
 from bot.store import Store
 store, who, room = Store(sys.argv[1]), Member("1", "A"), Channel("c")
 sid = store.ensure_story(room, who)
