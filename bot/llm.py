@@ -19,6 +19,8 @@ import ollama
 
 from contract.serving import GenerateRequest, resolve_host, system_of
 
+from .core import messages
+
 T = TypeVar("T")
 
 
@@ -200,17 +202,15 @@ class OllamaBackend:
             if exc.status_code == 404:
                 return ModelMissing(
                     f"the model {model!r} is not on the Ollama server at {self.host}: create or pull it "
-                    f"(`ollama create {model} -f <Modelfile>` or `ollama pull {model}`), "
-                    "or set STORY_BOT_MODEL"
+                    + messages.get_the_model(model)
                 )
             if exc.status_code == -1:
                 return StreamFailed(f"the model {model!r} stopped with an error mid-passage: {exc.error}")
             failed = HostFailed if exc.status_code >= 500 else StreamFailed
             return failed(f"Ollama answered {exc.status_code} for {model!r}: {exc.error}")
-        if isinstance(exc, httpx.HTTPError):
-            return HostFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
-        if isinstance(exc, ValueError):
-            return StreamFailed(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
+        if isinstance(exc, httpx.HTTPError | ValueError):  # the connection (the host), or what it sent
+            broke = HostFailed if isinstance(exc, httpx.HTTPError) else StreamFailed
+            return broke(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
         raise exc
 
 

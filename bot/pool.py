@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from contract.serving import GenerateRequest
 
+from .core import messages
 from .llm import (
     DEFAULT_KEEP_ALIVE,
     STORY,
@@ -223,7 +224,7 @@ class OllamaPool:
             return HostFailed(f"every Ollama server that holds {model!r} failed ({errors[-1]}): try again")
         return ModelMissing(
             f"no Ollama server of the pool ({hosts}) holds the model {model!r}: create or pull it there "
-            f"(`ollama create {model} -f <Modelfile>` or `ollama pull {model}`), or set STORY_BOT_MODEL"
+            + messages.get_the_model(model)
         )
 
     # --- status ----------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The sentences members read about work the model did not finish, each written once. Pure.
+"""Sentences members read that more than one module says, each written once. Pure.
 
 The store keeps some of them as a generation's or a summary's error, and the drivers show that error;
 a driver that sees the bot stop shows the same sentence the store records for it.
@@ -17,3 +17,8 @@ def failure_shown(error: str | None) -> str:
     """What a failed generation's messages say: its error, or, when it has none to tell (the bot stopped,
     the driver went away), that the bot stopped and the member may ask again."""
     return STOPPED if error is None or error == CANCELLED else error
+
+
+def get_the_model(model: str) -> str:
+    """How to give a server the model it lacks (a single Ollama server, or every one of a pool)."""
+    return f"(`ollama create {model} -f <Modelfile>` or `ollama pull {model}`), or set STORY_BOT_MODEL"
