@@ -2,15 +2,15 @@
 file, the default) or PostgreSQL (a `postgresql://` URL; contract/store/engine.py), with the same SQL and
 the same guarantees.
 
-Each write opens a :class:`~bot.store.unit.Unit`, reads what the core's rules need, asks them (bot.core:
-lore, landing, messages) and writes, all in one transaction. A process killed at any moment leaves the
-database consistent (SQLite's atomic commit; PostgreSQL rolls back the transaction of a client that went
-away). Writers take turns (SQLite's BEGIN IMMEDIATE; one advisory lock per schema on PostgreSQL), so an
-operation that reads, decides and writes is never raced. Several processes may share the database: what
-one of them is doing (a story's generation, a summary, a delivery, its shards of the Discord events) is a
-lease with an owner and an expiry (:meth:`Store.claim`, bot/store/leases.py), and :meth:`Store.recover`
-fails only the generations whose owner is gone. Calls are short, so the async service makes them directly
-from the event loop.
+Each write opens a :class:`~bot.store.unit.Unit`, reads what the core's rules need, asks them
+(bot/core/lore.py, bot/core/landing.py) and writes, all in one transaction. A process killed at any
+moment leaves the database consistent (SQLite's atomic commit; PostgreSQL rolls back the transaction of a
+client that went away). Writers take turns (SQLite's BEGIN IMMEDIATE; one advisory lock per schema on
+PostgreSQL), so an operation that reads, decides and writes is never raced. Several processes may share
+the database: what one of them is doing (a story's generation, a summary, a delivery, its shards of the
+Discord events) is a lease with an owner and an expiry (:meth:`Store.claim`, bot/store/leases.py), and
+:meth:`Store.recover` fails only the generations whose owner is gone. Calls are short, so the async
+service makes them directly from the event loop.
 """
 
 from __future__ import annotations
