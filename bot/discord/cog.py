@@ -79,7 +79,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
             await self._deliveries.service.aclose()
 
     # --- the guard: every command, button and form ---------------------------------------------------
-    async def interaction_check(self, interaction: Interaction) -> bool:  # type: ignore[override]
+    async def interaction_check(self, interaction: Interaction) -> bool:
         """The per-member flood guard; refuses with SlowDown (told by `failed`) when they must wait."""
         wait = self.limiter.take(str(interaction.user.id))
         if wait > 0:
@@ -153,7 +153,9 @@ class StoryCog(commands.Cog, name=STORY_COG):
 
     @story.command(name="new", description="Start a new story in this channel (the old one is archived)")
     @app_commands.describe(title="A title (optional)")
-    async def new(self, interaction: Interaction, title: app_commands.Range[str, 1, 100] | None = None) -> None:
+    async def new(
+        self, interaction: Interaction, title: app_commands.Range[str, 1, 100] | None = None
+    ) -> None:
         started = self.service.start(channel(interaction), member(interaction), title)
         await answer(
             interaction,
@@ -226,12 +228,17 @@ class StoryCog(commands.Cog, name=STORY_COG):
         clear="Clear the memory",
     )
     async def memory(
-        self, interaction: Interaction, text: app_commands.Range[str, 1, 6000] | None = None, clear: bool = False
+        self,
+        interaction: Interaction,
+        text: app_commands.Range[str, 1, 6000] | None = None,
+        clear: bool = False,
     ) -> None:
         service = self.service  # its limit is a setting: the core says when a memory is over it
         await self._pinned(interaction, "memory", "memory", service.memory, service.set_memory, text, clear)
 
-    @story.command(name="note", description="Show or set the author's note: a standing direction for the story")
+    @story.command(
+        name="note", description="Show or set the author's note: a standing direction for the story"
+    )
     @app_commands.describe(
         text="Where the story should go and how it should read (a /continue direction replaces it once)",
         clear="Clear the author's note",
@@ -256,15 +263,17 @@ class StoryCog(commands.Cog, name=STORY_COG):
         length: Length | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # it asks Ollama about the model
-        preview = await self.service.context_preview(channel(interaction), member(interaction), direction, length)
+        preview = await self.service.context_preview(
+            channel(interaction), member(interaction), direction, length
+        )
         r, text = preview.record, preview.user_text
         unit = "tokens" if r["unit"] == "tokens" else "tokens (estimated)"
         older = f", {r['dropped']} older left out" if r["dropped"] else ""
         header = shown(
             f"🔎 Next for **{preview.model}** (window {preview.window} tokens, {preview.num_predict} for the "
             f"answer): context {r['size']} of {r['budget']} {unit} · parts: {', '.join(r['parts'])} · lore: "
-            f"{', '.join(e['name'] for e in r['lore']) or 'none'} · {len(r['passage_ids'])} passages{older} · "
-            f"guidance: {r['guidance'] or 'none'}"
+            f"{', '.join(e['name'] for e in r['lore']) or 'none'} · {len(r['passage_ids'])} passages{older}"
+            f" · guidance: {r['guidance'] or 'none'}"
         )[:1500]
         inline = f"{header}\n```text\n{text}\n```"
         if len(inline) <= MESSAGE_LIMIT and "```" not in text:  # in a code block: shown exactly as written
@@ -300,7 +309,9 @@ class StoryCog(commands.Cog, name=STORY_COG):
         if text is None and not clear:
             note = get(where)
             if note is None or not note.text:
-                await self.show_inputs(interaction, f"This story has no {label}: `/story {command} text:…` sets it.")
+                await self.show_inputs(
+                    interaction, f"This story has no {label}: `/story {command} text:…` sets it."
+                )
             else:
                 await self.show_inputs(interaction, f"📌 **The story's {label}**\n{shown(note.text)}")
             return
@@ -311,13 +322,15 @@ class StoryCog(commands.Cog, name=STORY_COG):
         if not note.text:
             said = f"🧹 {who} cleared the story's {label}."
         else:
-            said = f"📌 {who} set the story's {label} ({len(note.text):,} characters): “{_preview(note.text)}”"
+            said = (
+                f"📌 {who} set the story's {label} ({len(note.text):,} characters): “{_preview(note.text)}”"
+            )
         await answer(interaction, said, ephemeral=False)
 
     async def _show_summary(self, interaction: Interaction) -> None:
         state = self.service.summary_state(channel(interaction))
         if state.current is not None:
-            text = f"📜 **Summary of the first {state.covers} passages**\n{shown(state.current.text)}"
+            text = f"📜 **Summary of the first {state.covers} passages**\n{shown(state.current.text or '')}"
         elif state.last_error:
             text = "📜 No summary yet."
         else:
@@ -333,7 +346,9 @@ class StoryCog(commands.Cog, name=STORY_COG):
         guild_only=True,
     )  # fmt: skip
 
-    @lore.command(name="add", description="Add an entry the model is told about when a keyword of it comes up")
+    @lore.command(
+        name="add", description="Add an entry the model is told about when a keyword of it comes up"
+    )
     @app_commands.describe(
         name="What it is about: a character, a place, an object",
         keywords="Words that bring it in, separated by commas (e.g. Mara, the smuggler)",
@@ -386,7 +401,9 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def lore_list(self, interaction: Interaction) -> None:
         entries = self.service.lore(channel(interaction))
         if not entries:
-            await self.show_inputs(interaction, "The lorebook is empty: `/lore add name keywords text` adds one.")
+            await self.show_inputs(
+                interaction, "The lorebook is empty: `/lore add name keywords text` adds one."
+            )
             return
         body = "\n\n".join(f"{_named(e)} · {_keys(e)} · v{e.version}\n{e.text}" for e in entries)
         title = f"📚 {len(entries)} lore entries"
@@ -408,9 +425,13 @@ class StoryCog(commands.Cog, name=STORY_COG):
         if feedback is not None:
             self.service.set_opt_out(who, feedback == "exclude")
         if self.service.opted_out(who):
-            state = "excluded: nothing you write or rate goes into training data (`/privacy include` to allow)"
+            state = (
+                "excluded: nothing you write or rate goes into training data (`/privacy include` to allow)"
+            )
         else:
-            state = "included: your passages and ratings may help train the model (`/privacy exclude` to opt out)"
+            state = (
+                "included: your passages and ratings may help train the model (`/privacy exclude` to opt out)"
+            )
         await answer(interaction, f"🔒 Your feedback is {state}.")
 
 
@@ -473,7 +494,7 @@ def _what(interaction: Interaction) -> str:
     """The command, button or form an interaction is, for the log."""
     if interaction.command is not None:
         return f"/{interaction.command.qualified_name}"
-    return str((interaction.data or {}).get("custom_id", "an interaction"))
+    return str(dict(interaction.data or {}).get("custom_id", "an interaction"))
 
 
 def _preview(text: str, n: int = 300) -> str:

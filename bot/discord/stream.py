@@ -156,8 +156,9 @@ class Poster:
             if self.window is not None:
                 self.window.note()
             self.requests += 1
-            sent = await it.response.send_message(content, ephemeral=self.ephemeral, **kw)
-            return sent.message_id
+            response = await it.response.send_message(content, ephemeral=self.ephemeral, **kw)
+            assert response.message_id is not None  # a message response always names its message
+            return response.message_id
         await self._slot(spare)
         if self.expired or it is None:
             return (await self._channel().send(content, **kw)).id
@@ -273,7 +274,8 @@ class PassageStream:
 
     async def _render(self, text: str) -> None:
         """Make the messages show `text` (split into parts); the final text gets the buttons."""
-        final = self.final is not None and text == self.final[0]
+        final_view = self.final[1] if self.final is not None and text == self.final[0] else None
+        final = final_view is not None
         failure = text == self.failure
         if failure and not self.parts:
             self.poster.ephemeral, self.poster.window = True, None  # nothing shown yet: tell only them
@@ -283,7 +285,7 @@ class PassageStream:
             return  # the channel is busy: skip this passing text (newer text will come, or the final)
         in_requests, paced = 0.0, self.poster.paced
         for i, content in enumerate(pieces):
-            view = self.final[1] if final and i == len(pieces) - 1 else None
+            view = final_view if i == len(pieces) - 1 else None
             if i < len(self.parts):
                 part = self.parts[i]
                 if part.content == content and view is None and not part.has_view:

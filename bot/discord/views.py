@@ -22,7 +22,9 @@ VALUES = {"up": 1, "down": -1}
 class ButtonActions(Protocol):
     """What the buttons ask of the story cog."""
 
-    async def guarded(self, interaction: discord.Interaction, action: Callable[[], Awaitable[None]]) -> None: ...
+    async def guarded(
+        self, interaction: discord.Interaction, action: Callable[[], Awaitable[None]]
+    ) -> None: ...
 
     async def rate(self, interaction: discord.Interaction, generation_id: int, value: int) -> None: ...
 

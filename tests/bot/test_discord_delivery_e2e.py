@@ -144,7 +144,8 @@ async def test_a_passage_stored_by_a_crashed_process_is_delivered_on_start(world
     fake._rate_limits.clear()
     bot = world.bot(**FAST)
     async with fake.running(bot):
-        await bot.story.deliveries.recovery  # the owner is retired (gone): its lease does not hold the delivery back
+        # The owner is retired (gone): its lease does not hold the delivery back.
+        await bot.story.deliveries.recovery
         assert_converged(world, fake, 1)
 
 
