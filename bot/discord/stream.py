@@ -87,7 +87,7 @@ class Pacing:
     edit_interval: float = 1.0
     token_lifetime: float = TOKEN_LIFETIME
     budget: tuple[int, float] = (5, 5.25)
-    _windows: dict[int, SlidingWindow] = field(default_factory=dict)
+    _windows: dict[int, SlidingWindow] = field(default_factory=dict, init=False, repr=False)
 
     def window(self, channel_id: int) -> SlidingWindow:
         """The channel's shared budget of public sends and edits."""
