@@ -84,7 +84,9 @@ class StoryBot(commands.AutoShardedBot):
             allowed_mentions=discord.AllowedMentions.none(), shard_count=shard_count, **client_options,
         )  # fmt: skip
         pacing = Pacing(edit_interval, token_lifetime, channel_budget)
-        deliveries = Deliveries(self, service, pacing, redeliver_backoff, sweep_every) if service else None
+        deliveries = None
+        if service is not None:
+            deliveries = Deliveries(self, service, pacing, redeliver_backoff, sweep_every)
         self.story = StoryCog(deliveries, commands_per_minute)
         self._service, self.do_recover = service, recover
 
