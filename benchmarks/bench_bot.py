@@ -166,7 +166,7 @@ async def bot(url: str, n: int, db: Path) -> dict[str, list[float]]:
     rooms = [Channel(f"room{i}") for i in range(n)]
     for room in rooms:
         service.write(room, writer, "It was a dark night. The sea was loud against the harbour wall.")
-    await backend.check("writer")  # as `story-bot run` does at start: the model's template is cached
+    await backend.model_info("writer")  # as `story-bot run` does at start: the model's template is cached
     out: dict[str, list[float]] = {"own": [], "beyond_model": [], "deltas": []}
 
     async def one(room: Channel, start: float) -> None:
@@ -210,15 +210,6 @@ async def discord_bot(url: str, conn, db: Path) -> dict[str, list[float]]:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
     seen: dict[int, tuple] = {}
 
-    class TimedBot(StoryBot):
-        async def stream(self, interaction, events, deferred_id):
-            shower = await super().stream(interaction, events, deferred_id)
-            seen[interaction.channel_id] = (
-                spans.pop(asyncio.current_task()), shower.done_at, shower.shown_at,
-                shower.pacing_wait, shower.poster.requests,
-            )  # fmt: skip
-            return shower
-
     store, backend = Store(db), OllamaBackend(url)
     timer = StreamTimer(backend)
     spans = timer.spans
@@ -226,9 +217,20 @@ async def discord_bot(url: str, conn, db: Path) -> dict[str, list[float]]:
     writer = Member("1", "Writer")
     for cid in channel_ids:
         service.write(Channel(str(cid), str(guild_id)), writer, "It was a dark night. The sea was loud.")
-    await backend.check("writer")
+    await backend.model_info("writer")
     await sync_commands(token)
-    bot = TimedBot(service, guild_ready_timeout=0.05)
+    bot = StoryBot(service, guild_ready_timeout=0.05)
+    show = bot.story.deliveries.show
+
+    async def timed_show(interaction, events, deferred_id):
+        shower = await show(interaction, events, deferred_id)
+        seen[interaction.channel_id] = (
+            spans.pop(asyncio.current_task()), shower.done_at, shower.shown_at,
+            shower.pacing_wait, shower.poster.requests,
+        )  # fmt: skip
+        return shower
+
+    bot.story.deliveries.show = timed_show  # a passage's own timings, as the cog shows it
     runner = asyncio.create_task(bot.start(token))
     try:
         await asyncio.wait_for(bot.wait_until_ready(), 30)

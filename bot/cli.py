@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -48,39 +48,9 @@ def _settings(config: Path | None, **overrides):
         _fail(str(exc))
 
 
-def _fail(message: str, code: int = 1):
+def _fail(message: str, code: int = 1) -> NoReturn:
     _error_line(message)
     raise typer.Exit(code)
-
-
-async def _check_ollama(settings) -> None:
-    from bot.llm import LLMError
-
-    backend = settings.backend()
-    try:
-        await backend.check(settings.model)
-    except LLMError as exc:
-        _fail(str(exc))
-    finally:
-        await backend.close()
-
-
-def _open_store(settings):
-    """The store on STORY_BOT_DB (a file, or a postgresql:// URL), or one clear line saying why not."""
-    from bot.store import SchemaError, Store
-    from contract.store.engine import is_url, shown
-
-    try:
-        return Store(settings.db)
-    except SchemaError as exc:
-        _fail(str(exc))
-    except ImportError:
-        _fail("STORY_BOT_DB is a PostgreSQL URL, which needs psycopg: pip install 'psycopg[binary]'")
-    except Exception as exc:
-        if not is_url(settings.db):
-            raise
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        _fail(f"cannot open the PostgreSQL store at {shown(settings.db)} ({first}): check STORY_BOT_DB")
 
 
 @app.command()
@@ -101,16 +71,21 @@ def run(
 
 
 async def _run(settings, token: str) -> None:
+    from bot.app import CannotStart, build_service
+
+    try:
+        async with build_service(settings) as service:
+            await _serve(service, settings, token)
+    except CannotStart as exc:
+        _fail(str(exc))
+
+
+async def _serve(service, settings, token: str) -> None:
     import aiohttp
     import discord
 
-    from bot.core.service import StoryService
     from bot.discord.client import InUse, StoryBot
 
-    await _check_ollama(settings)
-    store = _open_store(settings)
-    backend = settings.backend()
-    service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
     bot = StoryBot(
         service, edit_interval=settings.edit_interval,
         commands_per_minute=settings.member_commands_per_minute, shard_ids=settings.shard_ids(),
@@ -128,9 +103,6 @@ async def _run(settings, token: str) -> None:
             f"cannot reach Discord ({type(exc).__name__}: {exc}): "
             "check the network connection, then start again"
         )
-    finally:
-        await backend.close()
-        store.close()
 
 
 BAD_TOKEN = (
@@ -205,21 +177,14 @@ def console(
 
 
 async def _console(settings) -> None:
+    from bot.app import CannotStart, build_service
     from bot.console import Console, stdin_lines
-    from bot.core.service import StoryService
 
-    await _check_ollama(settings)
-    store = _open_store(settings)
-    backend = settings.backend()
     try:
-        service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
-        try:
+        async with build_service(settings) as service:
             await Console(service).run(stdin_lines())
-        finally:
-            await service.aclose()  # a summary still being written is tried again next time
-    finally:
-        await backend.close()
-        store.close()
+    except CannotStart as exc:
+        _fail(str(exc))
 
 
 @app.command()
@@ -264,7 +229,7 @@ def _host_load(db: str, since: float) -> tuple[dict, str | None]:
 
     try:
         if is_url(db):
-            conn = PgConnection(db)
+            conn: PgConnection | sqlite3.Connection = PgConnection(db)
             conn.execute("BEGIN READ ONLY")
         elif Path(db).is_file():
             conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)

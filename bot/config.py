@@ -214,7 +214,10 @@ class Settings(BaseSettings):
         return Timeouts(self.connect_timeout, self.idle_timeout, self.total_timeout)
 
     def counter(self) -> Counter:
-        return TokenizerCounter(self.tokenizer) if self.tokenizer else CharCounter(self.chars_per_token)
+        if self.tokenizer:
+            return TokenizerCounter(self.tokenizer)
+        # CharCounter is frozen (its `unit` read-only), Counter's `unit` a plain attribute: a Counter still.
+        return CharCounter(self.chars_per_token)  # type: ignore[return-value]
 
     def token(self) -> str:
         if self.discord_token is None or not self.discord_token.get_secret_value().strip():

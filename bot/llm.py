@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import httpx
 import ollama
@@ -148,11 +148,9 @@ class OllamaBackend:
             model, shown.template or "", system_of(shown.modelfile or ""), _num_ctx(params), _stops(params)
         )
 
-    async def check(self, model: str) -> ModelInfo:
-        """At start: is the server there and does it hold the model? Raises with what to set."""
-        return await self.model_info(model)
-
-    async def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncIterator[Piece]:
+    async def generate(
+        self, model: str, request: GenerateRequest, options: Mapping
+    ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the server's figures."""
         started = time.monotonic()
         first: float | None = None
@@ -180,7 +178,8 @@ class OllamaBackend:
         finally:
             guard.stop()
             if stream is not None:
-                await stream.aclose()  # release the HTTP connection however the stream ended
+                # Release the HTTP connection however the stream ended (it is a generator, typed an iterator).
+                await cast(AsyncGenerator, stream).aclose()
         raise HostFailed(
             f"the connection to Ollama at {self.host} closed before the model finished: try again"
         )
@@ -235,11 +234,12 @@ class _Watchdog:
         self.read_at = self.loop.time()
         if self.read_at >= self.deadline:
             raise TimeoutError
-        self.reader = asyncio.current_task()
+        reader = self.reader = asyncio.current_task()
+        assert reader is not None  # always awaited in a task
         try:
             return await anext(stream)
         except asyncio.CancelledError:
-            if self.tripped and self.reader.uncancel() == 0:
+            if self.tripped and reader.uncancel() == 0:
                 raise TimeoutError from None
             raise
         finally:

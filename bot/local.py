@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from pathlib import Path
 
 from contract import local_engine
@@ -48,10 +48,9 @@ class LlamaCppBackend:
         m = await self.model()
         return ModelInfo(m.name, m.template, "", m.n_ctx, tuple(m.format.stop) if m.format else (m.eos,))
 
-    async def check(self, model: str) -> ModelInfo:
-        return await self.model_info(model)
-
-    async def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncIterator[Piece]:
+    async def generate(
+        self, model: str, request: GenerateRequest, options: Mapping
+    ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the figures."""
         m = await self.model()
         loop = asyncio.get_running_loop()

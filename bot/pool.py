@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
@@ -101,10 +101,6 @@ class OllamaPool:
             await h.backend.close()
 
     # --- the backend interface -------------------------------------------------------------------
-    async def check(self, model: str) -> ModelInfo:
-        """At start: a host of the pool answers and holds the model (those that do not are logged)."""
-        return await self.model_info(model)
-
     async def model_info(self, model: str) -> ModelInfo:
         errors: list[str] = []
         for host in await self._candidates(model, set()):
@@ -115,7 +111,9 @@ class OllamaPool:
                 errors.append(str(exc))
         raise self._nowhere(model, errors)
 
-    async def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncIterator[Piece]:
+    async def generate(
+        self, model: str, request: GenerateRequest, options: Mapping
+    ) -> AsyncGenerator[Piece, None]:
         story = STORY.get()
         tried: set[Host] = set()
         errors: list[str] = []

@@ -1,1 +1,1 @@
-"""The Discord adapter: a thin driver of the story service (client, commands, buttons, streaming)."""
+"""The Discord adapter: a thin driver of the story service (client -> cog -> delivery -> stream -> views)."""

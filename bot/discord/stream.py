@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -36,15 +36,13 @@ from contract.store.status import Status
 from ..core import text as texts
 from ..core.messages import STOPPED
 from ..core.ratelimit import SlidingWindow
-from ..core.service import Delta, Done, Event, Failed, Queued, Started
+from ..core.service import Delta, Done, Event, Failed, Queued, Started, StoryService
 from ..core.throttle import EditThrottle
 from ..store import Delivery
 from .views import passage_view
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
-
-    from .client import StoryBot
 
 _log = logging.getLogger(__name__)
 
@@ -84,6 +82,26 @@ def parse_ref(ref: str | None) -> tuple[int, list[int]]:
 
 
 @dataclass
+class Pacing:
+    """How fast this bot talks to Discord: seconds between edits of a message, an interaction token's
+    usable life, and each channel's shared budget of public sends and edits (`budget`: n per s)."""
+
+    edit_interval: float = 1.0
+    token_lifetime: float = TOKEN_LIFETIME
+    budget: tuple[int, float] = (5, 5.25)
+    _windows: dict[int, SlidingWindow] = field(default_factory=dict, init=False, repr=False)
+
+    def window(self, channel_id: int) -> SlidingWindow:
+        """The channel's shared budget of public sends and edits."""
+        win = self._windows.get(channel_id)
+        if win is None:
+            if len(self._windows) > 1000:
+                self._windows = {k: w for k, w in self._windows.items() if not w.idle()}
+            win = self._windows[channel_id] = SlidingWindow(*self.budget)
+        return win
+
+
+@dataclass
 class Part:
     id: int
     content: str
@@ -99,20 +117,21 @@ class Poster:
 
     def __init__(
         self,
-        bot: StoryBot,
+        client: discord.Client,
+        pacing: Pacing,
         interaction: discord.Interaction | None,
         deferred_id: int | None,
         ephemeral: bool = False,
         channel_id: int | None = None,
     ):
-        self.bot, self.interaction = bot, interaction
+        self.client, self.pacing, self.interaction = client, pacing, interaction
         self.deferred_id, self.ephemeral = deferred_id, ephemeral
         self.channel_id = channel_id or (interaction and interaction.channel_id) or 0
-        self.window: SlidingWindow | None = None if ephemeral else bot.window(self.channel_id)
+        self.window: SlidingWindow | None = None if ephemeral else pacing.window(self.channel_id)
         self.expires = -float("inf")
         if interaction is not None:
             age = (discord.utils.utcnow() - interaction.created_at).total_seconds()
-            self.expires = time.monotonic() + bot.token_lifetime - max(0.0, age)
+            self.expires = time.monotonic() + pacing.token_lifetime - max(0.0, age)
         self.requests = 0
         self.paced = 0.0  # seconds spent waiting for the channel's window
         if deferred_id is not None and self.window is not None:
@@ -139,8 +158,9 @@ class Poster:
             if self.window is not None:
                 self.window.note()
             self.requests += 1
-            sent = await it.response.send_message(content, ephemeral=self.ephemeral, **kw)
-            return sent.message_id
+            response = await it.response.send_message(content, ephemeral=self.ephemeral, **kw)
+            assert response.message_id is not None  # a message response always names its message
+            return response.message_id
         await self._slot(spare)
         if self.expired or it is None:
             return (await self._channel().send(content, **kw)).id
@@ -157,10 +177,10 @@ class Poster:
         if self.expired or self.interaction is None or (suppress and not self.ephemeral):
             flags = discord.MessageFlags(suppress_embeds=True)  # fresh: the helper may add to it
             params = handle_message_parameters(
-                content=content, view=view, flags=flags, allowed_mentions=self.bot.allowed_mentions
+                content=content, view=view, flags=flags, allowed_mentions=self.client.allowed_mentions
             )
             with params:
-                await self.bot.http.edit_message(self.channel_id, message_id, params=params)
+                await self.client.http.edit_message(self.channel_id, message_id, params=params)
             return
         await self.interaction.followup.edit_message(message_id, content=content, view=view)
 
@@ -175,17 +195,17 @@ class Poster:
             pass
 
     def _channel(self) -> discord.PartialMessageable:
-        return self.bot.get_partial_messageable(self.channel_id)
+        return self.client.get_partial_messageable(self.channel_id)
 
 
 class PassageStream:
     """Shows one generation. `run(events)` returns the finished generation id, or None.
 
-    Afterwards `owed` says whether its messages still lack the final state (a failed render): the client
-    then delivers it again in the background."""
+    Afterwards `owed` says whether its messages still lack the final state (a failed render): the
+    deliveries (delivery.py) then deliver it again in the background."""
 
-    def __init__(self, bot: StoryBot, poster: Poster, interval: float):
-        self.bot, self.poster, self.interval = bot, poster, interval
+    def __init__(self, service: StoryService, poster: Poster):
+        self.service, self.poster, self.interval = service, poster, poster.pacing.edit_interval
         self.parts: list[Part] = []
         if poster.deferred_id is not None:  # the "thinking…" message is the first part, from the start
             self.parts.append(Part(poster.deferred_id, "", suppressed=False))
@@ -215,7 +235,7 @@ class PassageStream:
                         throttle.update(f"⏳ Queued: {position} ahead (waiting for {what}).")
                     case Started(generation_id, model):
                         self.generation_id = generation_id
-                        self.bot.service.claim_delivery(generation_id)  # a new generation: always ours
+                        self.service.claim_delivery(generation_id)  # a new generation: always ours
                         throttle.update(f"✍️ *{shown(model)} is writing…*")
                         self._attach()
                     case Delta(answer):
@@ -252,11 +272,12 @@ class PassageStream:
         """Store the messages' ids with the generation (none yet is fine: a delivery sends them all)."""
         if self.generation_id is not None and not self.poster.ephemeral:
             ref = message_ref(self.poster.channel_id, [p.id for p in self.parts])
-            self.bot.service.attach_message(self.generation_id, ref)
+            self.service.attach_message(self.generation_id, ref)
 
     async def _render(self, text: str) -> None:
         """Make the messages show `text` (split into parts); the final text gets the buttons."""
-        final = self.final is not None and text == self.final[0]
+        final_view = self.final[1] if self.final is not None and text == self.final[0] else None
+        final = final_view is not None
         failure = text == self.failure
         if failure and not self.parts:
             self.poster.ephemeral, self.poster.window = True, None  # nothing shown yet: tell only them
@@ -266,7 +287,7 @@ class PassageStream:
             return  # the channel is busy: skip this passing text (newer text will come, or the final)
         in_requests, paced = 0.0, self.poster.paced
         for i, content in enumerate(pieces):
-            view = self.final[1] if final and i == len(pieces) - 1 else None
+            view = final_view if i == len(pieces) - 1 else None
             if i < len(self.parts):
                 part = self.parts[i]
                 if part.content == content and view is None and not part.has_view:
@@ -310,12 +331,11 @@ def final_pieces(d: Delivery, tally: tuple[int, int]) -> tuple[list[str], discor
     )
 
 
-async def deliver(bot: StoryBot, generation_id: int, poster: Poster, known: dict[int, str]) -> None:
+async def deliver(service: StoryService, generation_id: int, poster: Poster, known: dict[int, str]) -> None:
     """Make a finished generation's messages show its final state, from the store: edit the messages
     that exist, send the missing ones (their ids stored at once, so a retry never sends one twice),
     delete extra ones. `known` (message id -> content shown) skips edits that would change nothing;
     it is kept up to date. Raises discord's HTTPException when Discord refuses; calling again resumes."""
-    service = bot.service
     d = service.delivery(generation_id)
     if d is None or not d.message_ref:
         return

@@ -2,83 +2,90 @@
 
 They are `DynamicItem`s: the generation id lives in the custom_id (`story:rate:<id>:up`), the classes
 are registered once in `setup_hook`, so buttons keep working after a restart and no view is kept per
-message. The callbacks only decode the custom_id and hand over to the bot.
+message. A press only decodes the custom_id and hands over to the story cog (cog.py), through the cog's
+guard, as every command goes. This module sits below the cog, so it finds the cog by name.
 """
 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, cast
 
 import discord
+from discord.ui import Button, DynamicItem, Item
 
-if TYPE_CHECKING:
-    from .client import StoryBot
-
+STORY_COG = "Story"  # the story cog's name (StoryCog in cog.py)
 VALUES = {"up": 1, "down": -1}
 
 
-class RateButton(
-    discord.ui.DynamicItem[discord.ui.Button], template=r"story:rate:(?P<gen>\d+):(?P<v>up|down)"
-):
+class ButtonActions(Protocol):
+    """What the buttons ask of the story cog."""
+
+    async def guarded(
+        self, interaction: discord.Interaction, action: Callable[[], Awaitable[None]]
+    ) -> None: ...
+
+    async def rate(self, interaction: discord.Interaction, generation_id: int, value: int) -> None: ...
+
+    async def regenerate(self, interaction: discord.Interaction, generation_id: int) -> None: ...
+
+    async def show_reasoning(self, interaction: discord.Interaction, generation_id: int) -> None: ...
+
+
+class PassageButton(DynamicItem[Button], template=r"story:(rate|regen|why):\d+.*"):
+    """A button of one passage: its look, and `press`, the cog's action for it. (This base is never
+    registered; each subclass matches its own custom_ids.)"""
+
+    def __init__(self, generation_id: int, custom_id: str, emoji: str, label: str):
+        style = discord.ButtonStyle.secondary
+        super().__init__(Button(emoji=emoji, label=label, style=style, custom_id=custom_id))
+        self.generation_id = generation_id
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        story = cast(ButtonActions, interaction.client.get_cog(STORY_COG))
+        await story.guarded(interaction, lambda: self.press(story, interaction))
+
+    async def press(self, story: ButtonActions, interaction: discord.Interaction) -> None:
+        raise NotImplementedError
+
+
+class RateButton(PassageButton, template=r"story:rate:(?P<gen>\d+):(?P<v>up|down)"):
     def __init__(self, generation_id: int, value: int, count: int = 0):
-        word = "up" if value > 0 else "down"
-        super().__init__(
-            discord.ui.Button(
-                emoji="👍" if value > 0 else "👎",
-                label=str(count),
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"story:rate:{generation_id}:{word}",
-            )
-        )
-        self.generation_id, self.value = generation_id, value
+        word, emoji = ("up", "👍") if value > 0 else ("down", "👎")
+        super().__init__(generation_id, f"story:rate:{generation_id}:{word}", emoji, str(count))
+        self.value = value
 
     @classmethod
-    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Item, match: re.Match[str]):
         return cls(int(match["gen"]), VALUES[match["v"]])
 
-    async def callback(self, interaction: discord.Interaction[StoryBot]) -> None:
-        await interaction.client.rate(interaction, self.generation_id, self.value)
+    async def press(self, story: ButtonActions, interaction: discord.Interaction) -> None:
+        await story.rate(interaction, self.generation_id, self.value)
 
 
-class RegenerateButton(discord.ui.DynamicItem[discord.ui.Button], template=r"story:regen:(?P<gen>\d+)"):
+class RegenerateButton(PassageButton, template=r"story:regen:(?P<gen>\d+)"):
     def __init__(self, generation_id: int):
-        super().__init__(
-            discord.ui.Button(
-                emoji="🔄",
-                label="Regenerate",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"story:regen:{generation_id}",
-            )  # fmt: skip
-        )
-        self.generation_id = generation_id
+        super().__init__(generation_id, f"story:regen:{generation_id}", "🔄", "Regenerate")
 
     @classmethod
-    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Item, match: re.Match[str]):
         return cls(int(match["gen"]))
 
-    async def callback(self, interaction: discord.Interaction[StoryBot]) -> None:
-        await interaction.client.regenerate(interaction, self.generation_id)
+    async def press(self, story: ButtonActions, interaction: discord.Interaction) -> None:
+        await story.regenerate(interaction, self.generation_id)
 
 
-class ReasoningButton(discord.ui.DynamicItem[discord.ui.Button], template=r"story:why:(?P<gen>\d+)"):
+class ReasoningButton(PassageButton, template=r"story:why:(?P<gen>\d+)"):
     def __init__(self, generation_id: int):
-        super().__init__(
-            discord.ui.Button(
-                emoji="💭",
-                label="Show reasoning",
-                style=discord.ButtonStyle.secondary,
-                custom_id=f"story:why:{generation_id}",
-            )  # fmt: skip
-        )
-        self.generation_id = generation_id
+        super().__init__(generation_id, f"story:why:{generation_id}", "💭", "Show reasoning")
 
     @classmethod
-    async def from_custom_id(cls, interaction, item, match: re.Match[str]):
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Item, match: re.Match[str]):
         return cls(int(match["gen"]))
 
-    async def callback(self, interaction: discord.Interaction[StoryBot]) -> None:
-        await interaction.client.show_reasoning(interaction, self.generation_id)
+    async def press(self, story: ButtonActions, interaction: discord.Interaction) -> None:
+        await story.show_reasoning(interaction, self.generation_id)
 
 
 DYNAMIC_ITEMS = (RateButton, RegenerateButton, ReasoningButton)

@@ -52,8 +52,8 @@ async def run_bot(db: str, ollama: str, api: str, gateway: str, token: str, *sha
 
     async def announce() -> None:
         await bot.wait_until_ready()
-        await bot.recovery
-        say(event="ready", owner=bot.service.owner)
+        await bot.story.deliveries.recovery
+        say(event="ready", owner=bot.story.service.owner)
 
     async with bot:
         task = loop.create_task(announce())

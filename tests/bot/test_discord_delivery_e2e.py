@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from bot.discord.client import LATE
+from bot.discord.delivery import LATE
 from bot.discord.stream import passage_text, split
 
 from .discord_world import continue_, db_rows, model_text, write
@@ -118,7 +118,7 @@ async def test_a_restart_delivers_what_the_last_run_could_not(world):
     burst.times = 0  # Discord accepts requests again
     bot = world.bot(**FAST)
     async with fake.running(bot):
-        await bot.recovery
+        await bot.story.deliveries.recovery
         assert_converged(world, fake, gen)
 
 
@@ -144,7 +144,8 @@ async def test_a_passage_stored_by_a_crashed_process_is_delivered_on_start(world
     fake._rate_limits.clear()
     bot = world.bot(**FAST)
     async with fake.running(bot):
-        await bot.recovery  # the owner is retired (gone): its lease does not hold the delivery back
+        # The owner is retired (gone): its lease does not hold the delivery back.
+        await bot.story.deliveries.recovery
         assert_converged(world, fake, 1)
 
 
@@ -184,7 +185,7 @@ async def test_a_running_bot_takes_over_a_delivery_once_the_other_machines_lease
         c.execute("INSERT INTO leases VALUES ('delivery:1', 'elsewhere:4242:f00d', ?)", (time.time() + 1,))
     bot = world.bot(sweep_every=0.2, **FAST)
     async with fake.running(bot):
-        await bot.recovery
+        await bot.story.deliveries.recovery
         assert db_rows(world, "SELECT delivery FROM generations") == [("pending",)]  # not ours yet
         await fake.wait_until(
             lambda: db_rows(world, "SELECT id FROM generations WHERE delivery = 'done'"), 10, "the takeover"

@@ -229,7 +229,7 @@ async def test_an_interrupted_passage_is_marked_failed_after_a_restart(world, tm
     world.db = crashed
     bot = world.bot()
     async with fake.running(bot):
-        await bot.recovery
+        await bot.story.deliveries.recovery
         assert message.content == f"⚠️ {STOPPED}" and message.components == []
     assert db_rows(world, "SELECT status FROM generations") == [("failed",)]
 

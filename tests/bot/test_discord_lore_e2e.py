@@ -218,9 +218,9 @@ async def test_story_show_summary_before_and_after_the_story_outgrows_the_window
         assert private and "No summary: the whole story still fits" in text
         alice = Member(str(fake.alice.id), "Alice")
         for i in range(12):  # quicker than twelve /write commands
-            bot.service.write(here(fake), alice, f"Passage {i}. " + "The keeper counted ships. " * 8)
+            bot.story.service.write(here(fake), alice, f"Passage {i}. " + "The keeper counted ships. " * 8)
         await continue_(fake)
-        await bot.service.idle()
+        await bot.story.service.idle()
         text, private = await said(fake, "story show", {"summary": True})
         assert private and text.startswith("📜 **Summary of the first") and SUMMARY in text
         covers = int(text.split("first ")[1].split()[0])
@@ -235,19 +235,19 @@ async def test_a_failed_summary_is_shown_and_a_shutdown_stops_the_one_being_writ
     async with fake.running(bot):
         alice = Member(str(fake.alice.id), "Alice")
         for i in range(12):
-            bot.service.write(here(fake), alice, f"Passage {i}. " + "The keeper counted ships. " * 8)
+            bot.story.service.write(here(fake), alice, f"Passage {i}. " + "The keeper counted ships. " * 8)
         await continue_(fake)
-        await bot.service.idle()
+        await bot.story.service.idle()
         text, private = await said(fake, "story show", {"summary": True})
         assert (
             private and "No summary yet." in text and "the last attempt failed: Ollama answered 500" in text
         )
         world.ollama.script("sum", text=SUMMARY, first_token_delay=10)  # the next one takes its time
         await continue_(fake)
-        await fake.wait_until(lambda: bot.service.summary_state(here(fake)).writing)
+        await fake.wait_until(lambda: bot.story.service.summary_state(here(fake)).writing)
         text, _ = await said(fake, "story show", {"summary": True})
         assert "a new summary is being written" in text
-    await asyncio.wait_for(bot.service.idle(), 1)  # closing the bot stopped it
+    await asyncio.wait_for(bot.story.service.idle(), 1)  # closing the bot stopped it
     statuses = db_rows(world, "SELECT status FROM summaries ORDER BY id")
     assert statuses[0] == ("failed",) and statuses[-1] == ("failed",)
 

@@ -95,11 +95,11 @@ async def test_a_stream_closed_early_stops_the_model_and_the_next_one_runs():
 async def test_errors_are_the_bots_domain_errors(store, tmp_path):
     missing = LlamaCppBackend(tmp_path / "nope.gguf")
     with pytest.raises(ModelMissing, match="STORY_BOT_GGUF"):
-        await missing.check("writer")
+        await missing.model_info("writer")
     not_gguf = tmp_path / "bad.gguf"
     not_gguf.write_bytes(b"not a model")
     with pytest.raises(ModelMissing, match="could not load"):
-        await LlamaCppBackend(not_gguf).check("writer")
+        await LlamaCppBackend(not_gguf).model_info("writer")
     # A context larger than the loaded model's n_ctx fails that passage with a clear message.
     backend = LlamaCppBackend(GGUF, n_ctx=64)
     s = StoryService(store, backend, lambda c: "w", limits=Limits(options=SHORT, num_ctx=4096))

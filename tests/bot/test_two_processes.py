@@ -120,7 +120,7 @@ async def test_a_second_bot_on_the_same_events_refuses_to_start_and_leaves_the_f
         bot2 = await spawn("bot", world.db, world.ollama.url, fake.api_base, fake.gateway_url, fake.token)
         refused = await said(bot2)
         assert refused["event"] == "refused" and await bot2.wait() == 3
-        pid = first_bot.service.owner.split(":")[1]
+        pid = first_bot.story.service.owner.split(":")[1]
         assert f"another story-bot process (pid {pid} on " in refused["message"]
         assert "STORY_BOT_SHARDS, or STORY_BOT_SHARD_ID, and STORY_BOT_SHARD_COUNT" in refused["message"]
         assert db_rows(world, "SELECT status FROM generations") == [("running",)]
@@ -205,4 +205,4 @@ async def test_story_bot_run_says_plainly_that_another_process_has_the_events(wo
             await _run(settings, fake.token)
         err = capsys.readouterr().err
         assert err.startswith("story-bot: another story-bot process (pid ") and str(world.db) in err
-        assert running.service.owner.split(":")[1] in err and len(fake.connections) == 1
+        assert running.story.service.owner.split(":")[1] in err and len(fake.connections) == 1

@@ -1,0 +1,516 @@
+"""The story cog: the slash commands /continue, /write, /story new|show|undo|reset|export|memory|note|
+context, /lore add|edit|remove|list, /privacy, and what the passage buttons and the lore form do.
+
+Each one: the member's flood guard, one call to the story service, one answer. The guard is one pair
+for all of them: `interaction_check` (the flood guard, which discord.py runs before every command) and
+`failed` (the reply to what did not go through: the tree's on_error hands every command's failure to
+it); the buttons and the lore form go through both by `guarded`. A refusal (StoryError, or the flood
+guard) is told only to the member who asked; what changes the story is said in the channel.
+
+Who sees a story's inputs (its memory, author's note, lorebook, rolling summary and the context preview
+built from them): one rule, in :meth:`StoryCog.show_inputs`, for every command that shows them. Any member
+who can use the story's commands in the channel may see them, since any such member may change them and
+the changes are said in the channel; each is shown only to the member who asked (ephemeral), never posted.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable
+from typing import Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from ..core import lore as lorebook
+from ..core.lore import LoreEntry
+from ..core.ratelimit import MemberRateLimit
+from ..core.service import MAX_NOTE_CHARS, StoryError, StoryService
+from ..core.story import Channel, Member
+from ..core.text import MESSAGE_LIMIT
+from .delivery import Deliveries
+from .stream import Poster, send_text, shown
+from .views import STORY_COG, passage_view
+
+_log = logging.getLogger(__name__)
+
+Interaction = discord.Interaction
+Length = Literal["short", "medium", "long"]
+KEYWORDS_CHARS = lorebook.MAX_KEYWORDS * (lorebook.MAX_KEYWORD_CHARS + 2)
+Name = app_commands.Range[str, 1, lorebook.MAX_NAME_CHARS]
+Keywords = app_commands.Range[str, 1, KEYWORDS_CHARS]
+LoreText = app_commands.Range[str, 1, lorebook.MAX_TEXT_CHARS]
+
+
+class SlowDown(app_commands.CheckFailure):
+    """The member's flood guard: they must wait (the message says how long)."""
+
+
+class StoryCog(commands.Cog, name=STORY_COG):
+    """The story service, driven from Discord. `StoryCog(None)` only lends its commands' shapes (for
+    `story-bot sync`)."""
+
+    def __init__(self, deliveries: Deliveries | None, commands_per_minute: int = 10):
+        self._deliveries = deliveries
+        self.limiter = MemberRateLimit(commands_per_minute)
+        for command in (self.continue_, self.write, self.privacy):
+            command.guild_only = True  # stories live in server channels (the groups say so themselves)
+
+    @property
+    def deliveries(self) -> Deliveries:
+        if self._deliveries is None:
+            raise RuntimeError("this bot was made to sync commands only")
+        return self._deliveries
+
+    @property
+    def service(self) -> StoryService:
+        return self.deliveries.service
+
+    async def cog_unload(self) -> None:
+        """The bot is closing: passages being written are stopped (their messages say so), deliveries
+        left to the next start, and the summaries being written stopped (retried when the story next
+        overflows)."""
+        if self._deliveries is not None:
+            await self._deliveries.close()
+            await self._deliveries.service.aclose()
+
+    # --- the guard: every command, button and form ---------------------------------------------------
+    async def interaction_check(self, interaction: Interaction) -> bool:
+        """The per-member flood guard; refuses with SlowDown (told by `failed`) when they must wait."""
+        wait = self.limiter.take(str(interaction.user.id))
+        if wait > 0:
+            raise SlowDown(f"slow down: try again in {math.ceil(wait)} s")
+        return True
+
+    async def failed(self, interaction: Interaction, error: Exception) -> None:
+        """The one reply to a command, button or form that did not go through: a refusal told only to
+        the member who acted; anything else logged, and the member told it was the bot."""
+        error = getattr(error, "original", error)  # what a command raised, wrapped by discord.py
+        if isinstance(error, StoryError | SlowDown):
+            await answer(interaction, str(error))
+            return
+        _log.error("%s failed", _what(interaction), exc_info=error)
+        await answer(interaction, "something went wrong on the bot's side; the story is unchanged: try again")
+
+    async def guarded(self, interaction: Interaction, action: Callable[[], Awaitable[None]]) -> None:
+        """A button's or the lore form's action, through the commands' own check and reply."""
+        try:
+            await self.interaction_check(interaction)
+            await action()
+        except Exception as exc:
+            await self.failed(interaction, exc)
+
+    # --- writing ---------------------------------------------------------------------------------------
+    @app_commands.command(name="continue", description="The model writes the next passage of the story")
+    @app_commands.describe(
+        direction="What should happen next, in a sentence (optional)",
+        length="How long a passage (default: the model's usual)",
+    )
+    async def continue_(
+        self,
+        interaction: Interaction,
+        direction: app_commands.Range[str, 1, 300] | None = None,
+        length: Length | None = None,
+    ) -> None:
+        deferred = await interaction.response.defer(thinking=True)  # first, well within Discord's 3 s
+        events = self.service.continue_story(channel(interaction), member(interaction), direction, length)
+        await self.deliveries.show(interaction, events, deferred.message_id if deferred else None)
+
+    @app_commands.command(name="write", description="Add your own passage to the story")
+    @app_commands.describe(text="The passage (up to 6000 characters)")
+    async def write(self, interaction: Interaction, text: app_commands.Range[str, 1, 6000]) -> None:
+        passage = self.service.write(channel(interaction), member(interaction), text)
+        footer = f"\n-# passage {passage.position} by {shown(passage.author_name)}"
+        await send_text(self.deliveries.poster(interaction), shown(passage.text), footer)
+
+    # --- the passage buttons (views.py) --------------------------------------------------------------
+    async def rate(self, interaction: Interaction, generation_id: int, value: int) -> None:
+        tally = self.service.rate(generation_id, member(interaction), value, str(interaction.channel_id))
+        # Update the counts on the message itself: the rater sees them change, so no extra message.
+        self.deliveries.pacing.window(interaction.channel_id or 0).note()
+        await interaction.response.edit_message(view=passage_view(generation_id, tally.up, tally.down))
+
+    async def regenerate(self, interaction: Interaction, generation_id: int) -> None:
+        await interaction.response.defer()  # no "thinking" message: the new take is a new message
+        events = self.service.regenerate(channel(interaction), member(interaction), generation_id)
+        await self.deliveries.show(interaction, events, None)
+        # The old take stays in the database as an alternative; the store now owes its messages the
+        # "replaced" state (no buttons), delivered like any other.
+        if generation_id in self.service.undelivered() and self.service.claim_delivery(generation_id):
+            poster = self.deliveries.poster(None, channel_id=interaction.channel_id)
+            self.deliveries.redeliver(generation_id, poster)
+
+    async def show_reasoning(self, interaction: Interaction, generation_id: int) -> None:
+        reasoning = self.service.reasoning(generation_id, str(interaction.channel_id))
+        await send_text(self._private(interaction), f"💭 {shown(reasoning)}")
+
+    # --- /story ------------------------------------------------------------------------------------------
+    story = app_commands.Group(name="story", description="The channel's story", guild_only=True)
+
+    @story.command(name="new", description="Start a new story in this channel (the old one is archived)")
+    @app_commands.describe(title="A title (optional)")
+    async def new(
+        self, interaction: Interaction, title: app_commands.Range[str, 1, 100] | None = None
+    ) -> None:
+        started = self.service.start(channel(interaction), member(interaction), title)
+        await answer(
+            interaction,
+            f"📖 New story: **{discord.utils.escape_markdown(started.title or 'Untitled')}**. "
+            "Write its opening with `/write`, then ask the model to `/continue`.",
+            ephemeral=False,
+        )
+
+    @story.command(name="show", description="Show the story so far, or its rolling summary (only to you)")
+    @app_commands.describe(summary="Show the rolling summary standing in for the oldest passages instead")
+    async def show(self, interaction: Interaction, summary: bool = False) -> None:
+        if summary:
+            await self._show_summary(interaction)
+            return
+        current = self.service.show(channel(interaction))
+        title = f"📖 **{discord.utils.escape_markdown(current.title or 'Untitled')}**"
+        if not current.passages:
+            await answer(interaction, f"{title}: no passages yet. Write the opening with `/write`.")
+            return
+        lines: list[str] = []
+        budget = 2000 - len(title) - 80
+        for p in reversed(current.passages):  # the newest passages that fit
+            line = f"**{p.position}** · {'model' if p.by_model else p.author_name}: {p.text}"
+            if len(line) > budget:
+                if not lines:
+                    lines.append(line[: budget - 1] + "…")
+                break
+            lines.append(line)
+            budget -= len(line) + 2
+        earlier = len(current.passages) - len(lines)
+        note = f"\n-# {earlier} earlier passages: `/story export` for the whole story" if earlier else ""
+        await answer(interaction, title + "\n\n" + "\n\n".join(reversed(lines)) + note)
+
+    @story.command(
+        name="undo", description="Take the newest passage out (another member's needs Manage Messages)"
+    )
+    async def undo(self, interaction: Interaction) -> None:
+        may_manage = interaction.permissions.manage_messages
+        passage = self.service.undo(channel(interaction), member(interaction), may_manage)
+        preview = passage.text if len(passage.text) <= 80 else passage.text[:79] + "…"
+        await answer(
+            interaction,
+            f"↩️ {interaction.user.display_name} took out passage {passage.position}: “{preview}”",
+            ephemeral=False,
+        )
+
+    @story.command(name="reset", description="Empty the story (other members' passages need Manage Messages)")
+    async def reset(self, interaction: Interaction) -> None:
+        may_manage = interaction.permissions.manage_messages
+        n = self.service.reset(channel(interaction), member(interaction), may_manage)
+        said = f"🧹 {interaction.user.display_name} reset the story: {n} passages taken out."
+        await answer(interaction, said, ephemeral=False)
+
+    @story.command(name="export", description="The story as a Markdown file (only to you)")
+    async def export(self, interaction: Interaction) -> None:
+        current = self.service.show(channel(interaction))
+        markdown = self.service.export(channel(interaction))
+        name = re.sub(r"[^\w-]+", "-", (current.title or "story").lower()).strip("-")[:60] or "story"
+        await interaction.response.send_message(
+            f"📄 {len(current.passages)} passages", ephemeral=True,
+            file=discord.File(io.BytesIO(markdown.encode()), filename=f"{name}.md"),
+        )  # fmt: skip
+
+    # --- long stories: memory, author's note, context, summary --------------------------------------
+    @story.command(
+        name="memory", description="Show or set what the model must not forget (premise, tone, rules)"
+    )
+    @app_commands.describe(
+        text="The new memory, pinned at the start of every context (no option: show it)",
+        clear="Clear the memory",
+    )
+    async def memory(
+        self,
+        interaction: Interaction,
+        text: app_commands.Range[str, 1, 6000] | None = None,
+        clear: bool = False,
+    ) -> None:
+        service = self.service  # its limit is a setting: the core says when a memory is over it
+        await self._pinned(interaction, "memory", "memory", service.memory, service.set_memory, text, clear)
+
+    @story.command(
+        name="note", description="Show or set the author's note: a standing direction for the story"
+    )
+    @app_commands.describe(
+        text="Where the story should go and how it should read (a /continue direction replaces it once)",
+        clear="Clear the author's note",
+    )
+    async def note(
+        self,
+        interaction: Interaction,
+        text: app_commands.Range[str, 1, MAX_NOTE_CHARS] | None = None,
+        clear: bool = False,
+    ) -> None:
+        service = self.service
+        await self._pinned(interaction, "author's note", "note", service.note, service.set_note, text, clear)
+
+    @story.command(name="context", description="Exactly what the model receives next (only to you)")
+    @app_commands.describe(
+        direction="Preview with this /continue direction", length="Preview with this /continue length"
+    )
+    async def context(
+        self,
+        interaction: Interaction,
+        direction: app_commands.Range[str, 1, 300] | None = None,
+        length: Length | None = None,
+    ) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # it asks Ollama about the model
+        preview = await self.service.context_preview(
+            channel(interaction), member(interaction), direction, length
+        )
+        r, text = preview.record, preview.user_text
+        unit = "tokens" if r["unit"] == "tokens" else "tokens (estimated)"
+        older = f", {r['dropped']} older left out" if r["dropped"] else ""
+        header = shown(
+            f"🔎 Next for **{preview.model}** (window {preview.window} tokens, {preview.num_predict} for the "
+            f"answer): context {r['size']} of {r['budget']} {unit} · parts: {', '.join(r['parts'])} · lore: "
+            f"{', '.join(e['name'] for e in r['lore']) or 'none'} · {len(r['passage_ids'])} passages{older}"
+            f" · guidance: {r['guidance'] or 'none'}"
+        )[:1500]
+        inline = f"{header}\n```text\n{text}\n```"
+        if len(inline) <= MESSAGE_LIMIT and "```" not in text:  # in a code block: shown exactly as written
+            await self.show_inputs(interaction, inline)
+            return
+        note = "\n-# the prompt, exactly as the model reads it, is in the file"
+        await self.show_inputs(interaction, header, note, file=("context.txt", text))
+
+    async def show_inputs(
+        self, interaction: Interaction, text: str, footer: str = "", file: tuple[str, str] | None = None
+    ) -> None:
+        """Show a story's inputs to the member who asked, and only to them (the rule: module docstring).
+        Text past one message is split; `file` (name, contents) goes along as an attachment."""
+        if file is not None:
+            attachment = discord.File(io.BytesIO(file[1].encode()), filename=file[0])
+            if interaction.response.is_done():
+                await interaction.followup.send(text + footer, ephemeral=True, file=attachment)
+            else:
+                await interaction.response.send_message(text + footer, ephemeral=True, file=attachment)
+        elif len(text) + len(footer) <= MESSAGE_LIMIT:
+            await self._private(interaction).send(text + footer)
+        else:
+            await send_text(self._private(interaction), text, footer)
+
+    def _private(self, interaction: Interaction) -> Poster:
+        return self.deliveries.poster(interaction, ephemeral=True)
+
+    async def _pinned(
+        self, interaction: Interaction, label: str, command: str, get, put, text: str | None, clear: bool
+    ) -> None:
+        """Show (no option), set (`text`) or clear (`clear`) the memory or the author's note."""
+        where = channel(interaction)
+        if text is None and not clear:
+            note = get(where)
+            if note is None or not note.text:
+                await self.show_inputs(
+                    interaction, f"This story has no {label}: `/story {command} text:…` sets it."
+                )
+            else:
+                await self.show_inputs(interaction, f"📌 **The story's {label}**\n{shown(note.text)}")
+            return
+        if text is not None and clear:
+            raise StoryError(f"give the new {label} as `text`, or `clear: True` to clear it, not both")
+        note = put(where, member(interaction), "" if clear else text)
+        who = interaction.user.display_name
+        if not note.text:
+            said = f"🧹 {who} cleared the story's {label}."
+        else:
+            said = (
+                f"📌 {who} set the story's {label} ({len(note.text):,} characters): “{_preview(note.text)}”"
+            )
+        await answer(interaction, said, ephemeral=False)
+
+    async def _show_summary(self, interaction: Interaction) -> None:
+        state = self.service.summary_state(channel(interaction))
+        if state.current is not None:
+            text = f"📜 **Summary of the first {state.covers} passages**\n{shown(state.current.text or '')}"
+        elif state.last_error:
+            text = "📜 No summary yet."
+        else:
+            text = "📜 No summary: the whole story still fits the model's window."
+        footer = "\n-# a new summary is being written" if state.writing else ""
+        if state.last_error:
+            footer += f"\n-# the last attempt failed: {shown(state.last_error)}"
+        await self.show_inputs(interaction, text, footer)
+
+    # --- the lorebook --------------------------------------------------------------------------------
+    lore = app_commands.Group(
+        name="lore", description="The story's lorebook: what the model is told when a keyword comes up",
+        guild_only=True,
+    )  # fmt: skip
+
+    @lore.command(
+        name="add", description="Add an entry the model is told about when a keyword of it comes up"
+    )
+    @app_commands.describe(
+        name="What it is about: a character, a place, an object",
+        keywords="Words that bring it in, separated by commas (e.g. Mara, the smuggler)",
+        text="What the model should know, in a sentence or two",
+        always="Bring it into every passage, mentioned or not",
+    )
+    async def lore_add(
+        self, interaction: Interaction, name: Name, keywords: Keywords, text: LoreText, always: bool = False
+    ) -> None:
+        entry = self.service.lore_add(channel(interaction), member(interaction), name, keywords, text, always)
+        said = f"📚 {interaction.user.display_name} added {_named(entry)} to the lorebook ({_keys(entry)})."
+        await answer(interaction, said, ephemeral=False)
+
+    @lore.command(name="edit", description="Change an entry: the options you give (none: edit it in a form)")
+    @app_commands.describe(
+        name="The entry's name",
+        keywords="Its new keywords, separated by commas",
+        text="Its new text",
+        new_name="A new name for it",
+        always="Bring it into every passage (True) or only when mentioned (False)",
+    )
+    async def lore_edit(
+        self,
+        interaction: Interaction,
+        name: Name,
+        keywords: Keywords | None = None,
+        text: LoreText | None = None,
+        new_name: Name | None = None,
+        always: bool | None = None,
+    ) -> None:
+        where = channel(interaction)
+        if keywords is None and text is None and new_name is None and always is None:
+            entry = self.service.lore_entry(where, name)
+            await interaction.response.send_modal(LoreEditForm(self, entry))
+            return
+        entry = self.service.lore_edit(where, member(interaction), name, text=text, keywords=keywords,
+                                       always_on=always, new_name=new_name)  # fmt: skip
+        await _edited(interaction, entry)
+
+    @lore.command(name="remove", description="Take an entry out (another member's needs Manage Messages)")
+    @app_commands.describe(name="The entry's name")
+    async def lore_remove(self, interaction: Interaction, name: Name) -> None:
+        entry = self.service.lore_remove(
+            channel(interaction), member(interaction), name, interaction.permissions.manage_messages
+        )
+        said = f"📚 {interaction.user.display_name} took {_named(entry)} out of the lorebook."
+        await answer(interaction, said, ephemeral=False)
+
+    @lore.command(name="list", description="The lorebook's entries (only to you)")
+    async def lore_list(self, interaction: Interaction) -> None:
+        entries = self.service.lore(channel(interaction))
+        if not entries:
+            await self.show_inputs(
+                interaction, "The lorebook is empty: `/lore add name keywords text` adds one."
+            )
+            return
+        body = "\n\n".join(f"{_named(e)} · {_keys(e)} · v{e.version}\n{e.text}" for e in entries)
+        title = f"📚 {len(entries)} lore entries"
+        if len(title) + len(body) + 2 <= MESSAGE_LIMIT:
+            await self.show_inputs(interaction, shown(f"{title}\n\n{body}"))
+            return
+        await self.show_inputs(interaction, f"{title}: the whole lorebook is in the file",
+                               file=("lorebook.md", f"# Lorebook\n\n{body}\n"))  # fmt: skip
+
+    # --- /privacy ------------------------------------------------------------------------------------
+    @app_commands.command(name="privacy", description="Keep your passages and ratings out of training data")
+    @app_commands.describe(
+        feedback="exclude: keep your passages and ratings out of training data; include: allow"
+    )
+    async def privacy(
+        self, interaction: Interaction, feedback: Literal["exclude", "include"] | None = None
+    ) -> None:
+        who = member(interaction)
+        if feedback is not None:
+            self.service.set_opt_out(who, feedback == "exclude")
+        if self.service.opted_out(who):
+            state = (
+                "excluded: nothing you write or rate goes into training data (`/privacy include` to allow)"
+            )
+        else:
+            state = (
+                "included: your passages and ratings may help train the model (`/privacy exclude` to opt out)"
+            )
+        await answer(interaction, f"🔒 Your feedback is {state}.")
+
+
+class LoreEditForm(discord.ui.Modal):
+    """`/lore edit name` alone: the entry's keywords and text, prefilled. It keeps the version the member
+    saw, so an edit someone made while the form was open is not overwritten (the core refuses it)."""
+
+    def __init__(self, story: StoryCog, entry: LoreEntry):
+        super().__init__(
+            title=f"Edit {entry.name}"[:45], custom_id=f"story:lore:{entry.id}:{entry.version}", timeout=900
+        )
+        self.story, self.entry_name, self.version = story, entry.name, entry.version
+        self.keywords: discord.ui.TextInput = discord.ui.TextInput(
+            label="Keywords, separated by commas", default=", ".join(entry.keywords), required=False,
+            max_length=KEYWORDS_CHARS, custom_id="keywords",
+        )  # fmt: skip
+        self.text: discord.ui.TextInput = discord.ui.TextInput(
+            label="What the model should know", style=discord.TextStyle.paragraph, default=entry.text,
+            max_length=lorebook.MAX_TEXT_CHARS, custom_id="text",
+        )  # fmt: skip
+        self.add_item(self.keywords)
+        self.add_item(self.text)
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        await self.story.guarded(interaction, lambda: self._save(interaction))
+
+    async def _save(self, interaction: Interaction) -> None:
+        entry = self.story.service.lore_edit(
+            channel(interaction), member(interaction), self.entry_name, keywords=self.keywords.value,
+            text=self.text.value, version=self.version,
+        )  # fmt: skip
+        await _edited(interaction, entry)
+
+
+# --- what the commands read from an interaction, and how they answer ---------------------------------
+def member(interaction: Interaction) -> Member:
+    return Member(str(interaction.user.id), interaction.user.display_name)
+
+
+def channel(interaction: Interaction) -> Channel:
+    where = interaction.channel
+    parent = getattr(where, "parent_id", None)  # threads
+    return Channel(
+        str(interaction.channel_id), str(interaction.guild_id) if interaction.guild_id else None,
+        str(parent) if parent else None,
+    )  # fmt: skip
+
+
+async def answer(interaction: Interaction, text: str, ephemeral: bool = True) -> None:
+    """A short reply to whoever acted: the interaction's response, or a followup once answered. Member
+    text it quotes may hold links: they do not unfurl."""
+    text = shown(text)[:2000]
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=ephemeral, suppress_embeds=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=ephemeral, suppress_embeds=True)
+
+
+def _what(interaction: Interaction) -> str:
+    """The command, button or form an interaction is, for the log."""
+    if interaction.command is not None:
+        return f"/{interaction.command.qualified_name}"
+    return str(dict(interaction.data or {}).get("custom_id", "an interaction"))
+
+
+def _preview(text: str, n: int = 300) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _keys(entry: LoreEntry) -> str:
+    keys = ", ".join(entry.keywords)
+    return ("always on" + (f"; also {keys}" if keys else "")) if entry.always_on else f"keywords: {keys}"
+
+
+def _named(entry: LoreEntry) -> str:
+    return f"**{discord.utils.escape_markdown(entry.name)}**"
+
+
+async def _edited(interaction: Interaction, entry: LoreEntry) -> None:
+    who = interaction.user.display_name
+    said = f"📚 {who} edited {_named(entry)} ({_keys(entry)}; version {entry.version})."
+    await answer(interaction, said, ephemeral=False)
