@@ -68,7 +68,8 @@ TEMPLATE_MARGIN = 32
 
 
 class Counter(Protocol):
-    unit: str
+    @property
+    def unit(self) -> str: ...  # what `count` counts: "tokens", or "chars" for an estimate
 
     def count(self, text: str) -> int: ...
 
@@ -216,8 +217,7 @@ def build_context(
     if memory is not None and memory.text.strip():
         head.append(_memory_text(memory, counter, room, shares))
         ctx.memory_id = memory.id
-    if summary is not None and (summary.text or "").strip():
-        text = summary.text.strip()
+    if summary is not None and (text := (summary.text or "").strip()):
         cap = int(room * shares.summary) - counter.count(SUMMARY_LEAD)
         if counter.count(text) > cap:  # keep its end: the events nearest the passages
             text, ctx.summary_cut = _tail_that_fits(text, counter, cap), True
