@@ -43,7 +43,7 @@ from . import text as texts
 from .context import CharCounter, Counter
 from .events import Delta, Done, Event, Failed, Queued, Started, StoryError, Tally
 from .leases import Leases
-from .limits import Limits, stop_sequences
+from .limits import Limits
 from .lore import BadLore, LoreEntry
 from .plan import Assembler, Plan, Source, parse_length
 from .scheduler import Scheduler
@@ -53,7 +53,7 @@ from .summarizer import Summarizer
 
 __all__ = [
     "ContextPreview", "Delta", "Done", "Event", "Failed", "Limits", "Queued", "Started", "StoryError",
-    "StoryService", "SummaryState", "Tally", "stop_sequences",
+    "StoryService", "SummaryState", "Tally",
 ]  # fmt: skip
 
 MAX_TITLE_CHARS = 100
@@ -132,9 +132,8 @@ class StoryService:
             async for queued in turn.wait():
                 yield queued
             try:  # the story as it is now that its turn has come
-                plan = await self.assembler.plan(
-                    channel, self._source(channel, regenerate, direction, length)
-                )
+                source = self._source(channel, regenerate, direction, length)
+                plan = await self.assembler.plan(channel, source)
             except StoryError as exc:
                 yield Failed(str(exc))
                 return
@@ -194,7 +193,7 @@ class StoryService:
                         host = output.host
                         self.store.set_generation_host(gen_id, host)
                     if output.done and not output.cut:
-                        break
+                        break  # the server's last piece: the answer is read whole below
                     if not output.cut and clock() - last < self.limits.delta_every:
                         continue  # coalesce: the next Delta (or Done) carries this text too
                     last = clock()
