@@ -1,10 +1,11 @@
 """Rolling summaries: the summarising prompt and the rules for which summary fits a story. Pure.
 
 When a story's passages no longer fit the model's window, the oldest ones are told in brief by the model
-(:mod:`bot.core.summarizer` asks for it in the background) and that summary takes their place in the context. A summary is
-*rolling*: the next one retells the previous summary plus the passages after it. It stays valid while the
-passages it covers are the story's, unchanged (:func:`digest`); once one is undone it is no longer used,
-an older valid summary (or none) stands in, and a new one is written the next time the story overflows.
+(:mod:`bot.core.summarizer` asks for it in the background) and that summary takes their place in the
+context. A summary is *rolling*: the next one retells the previous summary plus the passages after it.
+It stays valid while the passages it covers are the story's, unchanged (:func:`digest`); once one is
+undone it is no longer used, an older valid summary (or none) stands in, and a new one is written the
+next time the story overflows.
 
 Everything the summariser says to the model is in this module.
 """

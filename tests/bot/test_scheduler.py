@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from contextlib import aclosing
 
 import pytest
 
@@ -76,9 +75,8 @@ async def test_a_driver_leaving_while_it_waits_gives_its_place_back(scheduler):
     entered, leave = asyncio.Event(), asyncio.Event()
     one = asyncio.create_task(_take(scheduler, "c1", [], entered, leave))
     await entered.wait()
-    async with scheduler.turn("c1") as turn:
-        async with aclosing(turn.wait()) as waiting:
-            assert await anext(waiting) == Queued(1, "story")
+    async with scheduler.turn("c1") as turn:  # leaving the turn closes its wait
+        assert await anext(turn.wait()) == Queued(1, "story")
     assert scheduler._gates["c1"].waiting == 0  # it left the queue
     leave.set()
     await one
