@@ -81,12 +81,7 @@ class Assembler:
     async def _plan(self, channel: Channel, source: Source) -> Plan:
         model = self.model_for(channel)
         info = await self.backend.model_info(model)
-        story_id, passages, direction, length = (
-            source.story_id,
-            source.passages,
-            source.direction,
-            source.length,
-        )
+        story_id, direction, length = source.story_id, source.direction, source.length
         num_predict = serving.num_predict(length)
         note = self.store.note(story_id, "note")
         # The guidance: the one-off direction if given, else the story's author's note.
@@ -96,10 +91,10 @@ class Assembler:
             guidance, given_by = note.text, "note"
         else:
             guidance, given_by = None, None
-        valid = summaries.valid(self.store.summaries(story_id), passages, limit=3)
+        valid = summaries.valid(self.store.summaries(story_id), source.passages, limit=3)
         budget = Budget(self.limits.window(info), num_predict, serving.num_predict(None))
         ctx = build_story_context(
-            passages, valid, self.counter, budget, guidance, length,
+            source.passages, valid, self.counter, budget, guidance, length,
             memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),
             mentions=direction, shares=self.limits.shares,
         )  # fmt: skip
