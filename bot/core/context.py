@@ -44,6 +44,7 @@ estimated from characters (`chars_per_token`).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -120,7 +121,7 @@ class Budget:
     usual_predict: int | None = None
 
     def for_context(self, counter: Counter, direction: str | None, length: str | None) -> int:
-        frame = writer_prompt.render_prompt("x", direction, length)  # the prompt around the context
+        frame = _frame(direction, length)
         return self.window - self.num_predict - counter.count(frame) - TEMPLATE_MARGIN
 
     def usual(self) -> Budget:
@@ -184,6 +185,14 @@ class Context:
 
 class ContextTooSmall(ValueError):
     pass
+
+
+@functools.lru_cache(maxsize=256)
+def _frame(direction: str | None, length: str | None) -> str:
+    """The writer prompt around a one-character context: what the prompt itself takes of the window.
+    Rendered once per guidance and length (a context is sized several times while it is fitted); the
+    request's own prompt is rendered once, from the fitted context (bot.core.plan)."""
+    return writer_prompt.render_prompt("x", direction, length)
 
 
 def build_context(
