@@ -208,28 +208,30 @@ class StoryService:
         except BaseException:  # the driver went away (cancelled, or closed the iterator)
             self.store.fail_generation(gen_id, CANCELLED, output.text)
             raise
+        yield self._finish(gen_id, member, plan.model, output)
+
+    def _finish(self, gen_id: int, member: Member, model: str, output: Output) -> Done | Failed:
+        """The answer into the story (Done), or why it added nothing (Failed)."""
         text = output.text
         if output.stats.get("done_reason") == "stop":  # Ollama strips the </answer> stop: put it back
             text = writer_prompt.restore_stop(text)
         parsed = writer_prompt.parse_output(text)
         issues = [i.value for i in parsed.issues]
         if not parsed.answer:
-            message = _empty_message(plan.model, output.stats, parsed)
+            message = _empty_message(model, output.stats, parsed)
             self.store.fail_generation(gen_id, message, text, issues)
-            yield Failed(message, gen_id)
-            return
+            return Failed(message, gen_id)
         passage = self.store.finish_generation(
             gen_id, requested_by=member, output=text, reasoning=parsed.reasoning, answer=parsed.answer,
             issues=issues, stats=output.stats,
         )  # fmt: skip
         if passage is None:
-            yield Failed(
+            return Failed(
                 "the story changed while the model was writing (a passage was undone or the story reset), "
                 "so this passage was not added: ask again",
                 gen_id,
             )
-            return
-        yield Done(passage, gen_id, parsed.reasoning, tuple(issues))
+        return Done(passage, gen_id, parsed.reasoning, tuple(issues))
 
     # --- quick operations ------------------------------------------------------------------------
     def recover(self) -> list[Interrupted]:

@@ -36,10 +36,9 @@ async def stream(
     complete: the stream is closed so the server stops the model, even where the stop option was not
     honoured; what follows would not be used)."""
     out = Output()
-    generated = cast(
-        AsyncGenerator[Piece, None], backend.generate(model, request, options)
-    )  # typed as an iterator
-    async with aclosing(generated) as pieces:
+    # backend.generate is an async generator (typed as an iterator): closing it stops the server's stream
+    pieces = cast(AsyncGenerator[Piece, None], backend.generate(model, request, options))
+    async with aclosing(pieces):
         async for piece in pieces:
             out.host = out.host or piece.host
             out.text += piece.text
