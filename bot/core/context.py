@@ -263,7 +263,17 @@ def build_context(
 
 
 def build_story_context(
-    passages: Sequence[Passage], summaries: Sequence[Summary], *args, **kwargs
+    passages: Sequence[Passage],
+    summaries: Sequence[Summary],
+    counter: Counter,
+    budget: Budget,
+    direction: str | None = None,
+    length: str | None = None,
+    *,
+    memory: Note | None = None,
+    lore: Sequence[LoreEntry] = (),
+    mentions: str | None = None,
+    shares: Shares = Shares(),
 ) -> Context:
     """:func:`build_context` for a whole story and its valid summaries (newest first, see
     :func:`bot.core.summary.valid`): the oldest of them (or none) after which the passages still fit
@@ -273,7 +283,10 @@ def build_story_context(
 
     def build(summary: Summary | None) -> Context:
         after = [p for p in passages if summary is None or p.position > summary.upto_position]
-        return build_context(after, *args, summary=summary, **kwargs)
+        return build_context(
+            after, counter, budget, direction, length,
+            memory=memory, summary=summary, lore=lore, mentions=mentions, shares=shares,
+        )  # fmt: skip
 
     best = build(summaries[0] if summaries else None)
     for older in [*summaries[1:], None] if summaries else []:  # fewer passages told: more of them shown
@@ -361,7 +374,9 @@ def _summary_upto(passages: Sequence[Passage], fit: _Fit, counter: Counter, room
     return None if upto is None else min(upto, passages[-KEEP_RECENT - 1].position)
 
 
-def _fit_passages(passages: Sequence[Passage], counter: Counter, room: int):
+def _fit_passages(
+    passages: Sequence[Passage], counter: Counter, room: int
+) -> tuple[list[Passage], list[str], int, bool]:
     """The newest passages that fit in `room`, oldest first; the oldest kept one is cut at a sentence."""
     sep = counter.count(SEPARATOR)
     kept: list[Passage] = []
