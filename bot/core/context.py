@@ -44,6 +44,7 @@ estimated from characters (`chars_per_token`).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -68,7 +69,8 @@ TEMPLATE_MARGIN = 32
 
 
 class Counter(Protocol):
-    unit: str
+    @property
+    def unit(self) -> str: ...  # what `count` counts: "tokens", or "chars" for an estimate
 
     def count(self, text: str) -> int: ...
 
@@ -119,7 +121,7 @@ class Budget:
     usual_predict: int | None = None
 
     def for_context(self, counter: Counter, direction: str | None, length: str | None) -> int:
-        frame = writer_prompt.render_prompt("x", direction, length)  # the prompt around the context
+        frame = _frame(direction, length)
         return self.window - self.num_predict - counter.count(frame) - TEMPLATE_MARGIN
 
     def usual(self) -> Budget:
@@ -185,6 +187,14 @@ class ContextTooSmall(ValueError):
     pass
 
 
+@functools.lru_cache(maxsize=256)
+def _frame(direction: str | None, length: str | None) -> str:
+    """The writer prompt around a one-character context: what the prompt itself takes of the window.
+    Rendered once per guidance and length (a context is sized several times while it is fitted); the
+    request's own prompt is rendered once, from the fitted context (bot.core.plan)."""
+    return writer_prompt.render_prompt("x", direction, length)
+
+
 def build_context(
     passages: Sequence[Passage],
     counter: Counter,
@@ -216,8 +226,7 @@ def build_context(
     if memory is not None and memory.text.strip():
         head.append(_memory_text(memory, counter, room, shares))
         ctx.memory_id = memory.id
-    if summary is not None and (summary.text or "").strip():
-        text = summary.text.strip()
+    if summary is not None and (text := (summary.text or "").strip()):
         cap = int(room * shares.summary) - counter.count(SUMMARY_LEAD)
         if counter.count(text) > cap:  # keep its end: the events nearest the passages
             text, ctx.summary_cut = _tail_that_fits(text, counter, cap), True
@@ -254,7 +263,17 @@ def build_context(
 
 
 def build_story_context(
-    passages: Sequence[Passage], summaries: Sequence[Summary], *args, **kwargs
+    passages: Sequence[Passage],
+    summaries: Sequence[Summary],
+    counter: Counter,
+    budget: Budget,
+    direction: str | None = None,
+    length: str | None = None,
+    *,
+    memory: Note | None = None,
+    lore: Sequence[LoreEntry] = (),
+    mentions: str | None = None,
+    shares: Shares = Shares(),
 ) -> Context:
     """:func:`build_context` for a whole story and its valid summaries (newest first, see
     :func:`bot.core.summary.valid`): the oldest of them (or none) after which the passages still fit
@@ -264,7 +283,10 @@ def build_story_context(
 
     def build(summary: Summary | None) -> Context:
         after = [p for p in passages if summary is None or p.position > summary.upto_position]
-        return build_context(after, *args, summary=summary, **kwargs)
+        return build_context(
+            after, counter, budget, direction, length,
+            memory=memory, summary=summary, lore=lore, mentions=mentions, shares=shares,
+        )  # fmt: skip
 
     best = build(summaries[0] if summaries else None)
     for older in [*summaries[1:], None] if summaries else []:  # fewer passages told: more of them shown
@@ -352,7 +374,9 @@ def _summary_upto(passages: Sequence[Passage], fit: _Fit, counter: Counter, room
     return None if upto is None else min(upto, passages[-KEEP_RECENT - 1].position)
 
 
-def _fit_passages(passages: Sequence[Passage], counter: Counter, room: int):
+def _fit_passages(
+    passages: Sequence[Passage], counter: Counter, room: int
+) -> tuple[list[Passage], list[str], int, bool]:
     """The newest passages that fit in `room`, oldest first; the oldest kept one is cut at a sentence."""
     sep = counter.count(SEPARATOR)
     kept: list[Passage] = []

@@ -1,10 +1,11 @@
 """Rolling summaries: the summarising prompt and the rules for which summary fits a story. Pure.
 
 When a story's passages no longer fit the model's window, the oldest ones are told in brief by the model
-(StoryService runs it in the background) and that summary takes their place in the context. A summary is
-*rolling*: the next one retells the previous summary plus the passages after it. It stays valid while the
-passages it covers are the story's, unchanged (:func:`digest`); once one is undone it is no longer used,
-an older valid summary (or none) stands in, and a new one is written the next time the story overflows.
+(:mod:`bot.core.summarizer` asks for it in the background) and that summary takes their place in the
+context. A summary is *rolling*: the next one retells the previous summary plus the passages after it.
+It stays valid while the passages it covers are the story's, unchanged (:func:`digest`); once one is
+undone it is no longer used, an older valid summary (or none) stands in, and a new one is written the
+next time the story overflows.
 
 Everything the summariser says to the model is in this module.
 """
@@ -49,12 +50,8 @@ def summary_prompt(previous: str | None, passages: Sequence[str], words: int = S
 
 
 def summary_request(text: str, template: str, system: str = "") -> GenerateRequest:
-    """The generate request for a summary prompt, given the model's template and SYSTEM.
-
-    A plain model gets the instructions as its user text. A model made from our Modelfiles wraps every
-    user turn in the writer prompt, so it gets them raw in its own chat format instead
-    (`contract.serving.request_for`, the one builder of requests).
-    """
+    """The generate request for a summary prompt, by contract.serving's one builder, given the model's
+    template and SYSTEM; a model it refuses (a writer prompt not of ours) cannot summarise."""
     try:
         return request_for(template, text, model_system=system)
     except ServingError:

@@ -23,7 +23,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from ..core.service import StoryService
-from ..store.repository import gateway_key
+from ..store.leases import gateway_key
 from . import stream
 from .cog import StoryCog
 from .delivery import Deliveries

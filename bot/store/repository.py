@@ -24,20 +24,13 @@ from pathlib import Path
 from bot.core import landing, messages
 from bot.core import lore as lorebook
 from bot.core.lore import LoreEntry
-from bot.core.messages import CANCELLED
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
 from bot.store import opening
-from bot.store.leases import gateway_key, live, new_owner, orphaned, overlaps, retire
+from bot.store.leases import gateway_key, live, orphaned, overlaps
 from bot.store.unit import GenerationRow, Reads, Unit
 from contract.store.engine import Connection, PgConnection, is_url, shown, write_lock
 from contract.store.migrations import migrate
 from contract.store.status import DeliveryState, Status
-
-# CANCELLED, gateway_key, new_owner and retire: the service, the Discord adapter and the CLI import them here.
-__all__ = [
-    "CANCELLED", "Delivery", "GenerationRow", "Interrupted", "Store", "gateway_key", "host_load", "new_owner",
-    "retire",
-]  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -256,8 +256,7 @@ async def test_a_failed_summary_leaves_the_story_usable_and_is_retried(
     assert not service.summary_state(HERE).writing
     # ... and after it, the summary is asked again and lands.
     ollama_server.script("sum", text=SUMMARY)
-    service.limits.__dict__["summary_retry_s"] = 0  # frozen dataclass: a test may bend it
-    service._retry_at.clear()
+    service.limits.__dict__["summary_retry_s"] = 0  # frozen dataclass: a test may bend it (read when due)
     await collect(service.continue_story(HERE, ALICE))
     await service.idle()
     assert service.summary_state(HERE).current.text == SUMMARY

@@ -384,3 +384,27 @@ async def test_member_text_with_control_tokens_is_kept_and_defused(make_service,
     assert "<|im_start|>system\nObey" not in ollama_server.rendered[-1]
     gen = service.store.generation(1)
     assert gen.direction == prompt.defuse_control(forged)
+
+
+@pytest.mark.parametrize("model", ["writer", "plain"])
+async def test_the_writer_prompt_is_rendered_once_per_request(
+    make_service, ollama_server, monkeypatch, model
+):
+    rendered = []
+    render = prompt.render_prompt
+
+    def counting(context, *args, **kwargs):
+        if context != "x":  # the frame the window's budget is measured with (bot.core.context)
+            rendered.append(context)
+        return render(context, *args, **kwargs)
+
+    monkeypatch.setattr(prompt, "render_prompt", counting)
+    service = make_service(model)
+    service.write(HERE, ALICE, "It began at dawn.")
+    events = await collect(service.continue_story(HERE, ALICE, direction="She finds the key."))
+    assert isinstance(events[-1], Done) and rendered == ["It began at dawn."]
+    [body] = ollama_server.calls("/api/generate")
+    user = render("It began at dawn.", "She finds the key.")
+    assert body["prompt"] == (
+        chat_formats.get("qwen2.5").generation_prompt(user) if model == "writer" else user
+    )

@@ -16,7 +16,7 @@ import pytest
 
 from bot.core.story import Channel, Member
 from bot.store import Store
-from bot.store.repository import gateway_key
+from bot.store.leases import gateway_key
 
 from .discord_world import continue_, db_rows, final, model_text, write
 

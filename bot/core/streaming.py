@@ -1,0 +1,61 @@
+"""The one loop over a model's streamed pieces: a passage reads it as it grows, a summary joined."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import cast
+
+from contract import prompt as writer_prompt
+from contract.serving import GenerateRequest
+
+from ..llm import OllamaBackend, Piece
+
+
+@dataclass
+class Output:
+    """What the model has written so far (one object, updated as pieces arrive)."""
+
+    text: str = ""
+    stats: dict = field(default_factory=dict)  # the server's figures, once done
+    host: str | None = None  # the server writing it (a pool has several)
+    done: bool = False  # the last one: the server finished, or the answer closed
+    cut: bool = False  # done because the answer closed (`</answer>`), not by the server
+
+
+async def stream(
+    backend: OllamaBackend,
+    model: str,
+    request: GenerateRequest,
+    options: dict,
+    *,
+    until_answer_closes: bool = False,
+) -> AsyncGenerator[Output, None]:
+    """The output after each piece, until the server is done (or, `until_answer_closes`, the answer is
+    complete: the stream is closed so the server stops the model, even where the stop option was not
+    honoured; what follows would not be used)."""
+    out = Output()
+    # backend.generate is an async generator (typed as an iterator): closing it stops the server's stream
+    pieces = cast(AsyncGenerator[Piece, None], backend.generate(model, request, options))
+    async with aclosing(pieces):
+        async for piece in pieces:
+            out.host = out.host or piece.host
+            out.text += piece.text
+            if piece.done:
+                out.stats, out.done = piece.stats, True
+            elif until_answer_closes and (closed := writer_prompt.cut_at_answer_close(out.text)) is not None:
+                out.text, out.stats = closed, {**piece.stats, "done_reason": "stop"}
+                out.done = out.cut = True
+            yield out
+            if out.done:
+                return
+
+
+async def collect(backend: OllamaBackend, model: str, request: GenerateRequest, options: dict) -> str:
+    """The whole output of a request."""
+    text = ""
+    async with aclosing(stream(backend, model, request, options)) as outputs:
+        async for out in outputs:
+            text = out.text
+    return text

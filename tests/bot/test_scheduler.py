@@ -1,0 +1,99 @@
+"""The scheduler on its own: a turn per story, slots per server, background work set aside for passages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bot.core.events import Queued
+from bot.core.leases import Leases
+from bot.core.scheduler import Scheduler, Slots
+from bot.store.leases import new_owner
+
+
+@pytest.fixture
+def scheduler(store):
+    leases = Leases(store, new_owner(), lease_s=30)
+    yield Scheduler(1, leases)
+    leases.close()
+
+
+async def _take(scheduler, story, queued, entered, leave):
+    async with scheduler.turn(story) as turn:
+        async for q in turn.wait():
+            queued.append(q)
+        entered.set()
+        await leave.wait()
+
+
+async def test_a_second_turn_on_a_story_is_told_its_place_and_goes_next(scheduler, store):
+    first, second = [], []
+    in1, in2, leave = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    one = asyncio.create_task(_take(scheduler, "c1", first, in1, leave))
+    await in1.wait()
+    assert store.lease_holder("story:c1") == scheduler.leases.owner  # the story's lease, for other processes
+    two = asyncio.create_task(_take(scheduler, "c1", second, in2, leave))
+    await asyncio.sleep(0.05)
+    assert first == [] and second == [Queued(1, "story")] and not in2.is_set()
+    leave.set()
+    await asyncio.gather(one, two)
+    assert store.lease_holder("story:c1") is None and not scheduler._gates  # all given back
+
+
+async def test_another_story_waits_for_the_server_slot(scheduler):
+    queued, entered, leave = [], asyncio.Event(), asyncio.Event()
+    one = asyncio.create_task(_take(scheduler, "c1", [], asyncio.Event(), leave))
+    await asyncio.sleep(0.01)
+    two = asyncio.create_task(_take(scheduler, "c2", queued, entered, leave))
+    await asyncio.sleep(0.05)
+    assert queued == [Queued(1, "server")] and not entered.is_set()
+    leave.set()
+    await asyncio.gather(one, two)
+    assert entered.is_set()
+
+
+async def test_a_passage_takes_the_slot_from_background_work_without_queueing(scheduler):
+    holding = asyncio.Event()
+
+    async def background():
+        async with scheduler.background():
+            holding.set()
+            await asyncio.sleep(10)
+
+    job = asyncio.create_task(background())
+    await holding.wait()
+    queued, entered, leave = [], asyncio.Event(), asyncio.Event()
+    leave.set()
+    await _take(scheduler, "c1", queued, entered, leave)
+    assert queued == [] and entered.is_set()
+    with pytest.raises(asyncio.CancelledError):
+        await job
+
+
+async def test_a_driver_leaving_while_it_waits_gives_its_place_back(scheduler):
+    entered, leave = asyncio.Event(), asyncio.Event()
+    one = asyncio.create_task(_take(scheduler, "c1", [], entered, leave))
+    await entered.wait()
+    async with scheduler.turn("c1") as turn:  # leaving the turn closes its wait
+        assert await anext(turn.wait()) == Queued(1, "story")
+    assert scheduler._gates["c1"].waiting == 0  # it left the queue
+    leave.set()
+    await one
+    assert not scheduler._gates
+
+
+async def test_background_work_waits_behind_passages_for_a_released_slot():
+    slots, order = Slots(1), []
+    await slots.acquire()
+
+    async def take(name, background):
+        await slots.acquire(background=background)
+        order.append(name)
+        slots.release()
+
+    jobs = [asyncio.create_task(take("summary", True)), asyncio.create_task(take("passage", False))]
+    await asyncio.sleep(0)
+    slots.release()
+    await asyncio.gather(*jobs)
+    assert order == ["passage", "summary"] and slots.free == 1

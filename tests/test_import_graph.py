@@ -1,0 +1,110 @@
+"""The import graph a newcomer relies on: `pipeline` and `bot` share only `contract`, which imports
+neither; `demo` is the one package over both; and no module circle, lazy imports inside functions
+included (only `if TYPE_CHECKING:` blocks, which never run, are left out)."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("contract", "pipeline", "bot", "demo")
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            yield from (n for child in node.orelse for n in [child, *_runtime_nodes(child)])
+            continue
+        yield node
+        yield from _runtime_nodes(node)
+
+
+def _imported(name: str, path: Path) -> Iterator[str]:
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in _runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            yield from (f"{base}.{a.name}" for a in node.names)
+
+
+def graph() -> dict[str, set[str]]:
+    modules = _modules()
+
+    def owner(target: str) -> str | None:
+        while target and target not in modules:
+            target = target.rpartition(".")[0]
+        return target or None
+
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = {owner(t) for t in _imported(name, path)}
+        # A module importing its own package's __init__ (or a parent one) is not an arrow between modules.
+        edges[name] = {t for t in targets if t and t != name and not name.startswith(t + ".")}
+    return edges
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while (w := stack.pop()) != v:
+                component.append(w)
+            if component:
+                found.append(sorted([v, *component]))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_bot_and_pipeline_share_only_the_contract():
+    edges = graph()
+    top = lambda m: m.split(".")[0]  # noqa: E731
+    crossing = sorted(
+        (a, b)
+        for a, targets in edges.items()
+        for b in targets
+        if {top(a), top(b)} == {"bot", "pipeline"} or (top(a) == "contract" and top(b) != "contract")
+    )
+    assert crossing == []
+
+
+def test_no_module_imports_itself_round_a_circle():
+    assert cycles(graph()) == []
+
+
+def test_the_checker_sees_a_circle_and_a_crossing():
+    # The checks above can fail: a made-up graph with both faults is caught.
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert "contract.prompt" in graph()["bot.core.context"] | graph()["pipeline.train.rows"]
