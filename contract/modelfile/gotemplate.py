@@ -38,7 +38,6 @@ _TERM_RE = re.compile(
 _FUNCS = {"eq", "ne", "and", "or", "not", "len", "index", "json"}
 
 
-
 class _Stop(Exception):
     """`{{ .Response }}` reached while rendering a prompt to generate from."""
 
@@ -134,6 +133,7 @@ def _parse_render(template: str) -> list[_Node]:
                 node = _Node("if", _expr(s[3:]))
             else:
                 m = _RANGE_RE.match(s)
+                assert m is not None  # the branch is taken only when it matches
                 names = tuple(n for n in (m.group(1), m.group(2)) if n)
                 node = _Node("range", _expr(m.group(3)), names=names)
             current.append(node)
@@ -215,7 +215,8 @@ def _text(v) -> str:
 
 class _Renderer:
     def __init__(self, root, generate: bool):
-        self.root, self.generate, self.out = root, generate, []
+        self.root, self.generate = root, generate
+        self.out: list[str] = []
 
     def value(self, e, dot, env):
         if e[0] == "lit":

@@ -172,8 +172,11 @@ def _unquote(s: str) -> tuple[str, bool, int]:
 
 class _Scanner:
     def __init__(self) -> None:
-        self.mf, self.problems = Modelfile(), []
-        self.state, self.buf, self.pos = "nil", [], []  # pos: (line, col) of each buffered char
+        self.mf = Modelfile()
+        self.problems: list[Problem] = []
+        self.state = "nil"
+        self.buf: list[str] = []
+        self.pos: list[tuple[int, int]] = []  # (line, col) of each buffered char
         self.name, self.role = "", ""
         self.start = (1, 1)  # where the current instruction starts
         self.dropped: list[tuple[int, int, str]] = []
@@ -605,6 +608,8 @@ def typed_parameters(mf: Modelfile) -> dict[str, object]:
 def request(mf: Modelfile) -> dict[str, object]:
     """What Modelfile.CreateRequest sends (paths instead of digests), for a file `check` passes."""
     out: dict[str, object] = {}
+    licenses: list[str] = []  # each list enters `out` at its first entry, where Ollama's JSON has it
+    messages: list[dict[str, str]] = []
     for c in mf.commands:
         if c.name in ("template", "system", "renderer", "parser", "adapter"):
             out[c.name] = c.args
@@ -615,10 +620,12 @@ def request(mf: Modelfile) -> dict[str, object]:
         elif c.name == "requires":
             out["requires"] = c.args.removeprefix("v")
         elif c.name == "license":
-            out.setdefault("license", []).append(c.args)  # type: ignore[union-attr]
+            out.setdefault("license", licenses)
+            licenses.append(c.args)
         elif c.name == "message":
             role, _, content = c.args.partition(": ")
-            out.setdefault("messages", []).append({"role": role, "content": content})  # type: ignore[union-attr]
+            out.setdefault("messages", messages)
+            messages.append({"role": role, "content": content})
     if params := typed_parameters(mf):
         out["parameters"] = params
     return out
