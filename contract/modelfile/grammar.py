@@ -19,6 +19,7 @@ import math
 import os
 import pwd
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -787,27 +788,12 @@ def _check_paths(mf: Modelfile, base_dir: Path) -> list[Problem]:
             continue
         remote = _is_cloud(c.args)
         base_arch = inspect_mod.architecture_of_name(c.args)
-    for c in mf.get("draft"):
-        try:
-            path = expand_path(c.args, base_dir)
-        except _PathError as e:
-            err(c, f"DRAFT {c.args}: {e}")
-            continue
-        if not path.exists():
-            err(c, f"DRAFT {c.args}: no such file ({path}); a DRAFT must be a local model file or folder")
-        elif path.resolve() in model_paths:
+    for c, path in _local_files(mf, "draft", base_dir, err, "; a DRAFT must be a local model file or folder"):
+        if path.resolve() in model_paths:
             err(c, f"DRAFT {c.args}: the same file as FROM; a DRAFT must be another, smaller model")
         elif remote:
             err(c, f"DRAFT {c.args}: DRAFT cannot be used with a cloud model in FROM")
-    for c in mf.get("adapter"):
-        try:
-            path = expand_path(c.args, base_dir)
-        except _PathError as e:
-            err(c, f"ADAPTER {c.args}: {e}")
-            continue
-        if not path.exists():
-            err(c, f"ADAPTER {c.args}: no such file ({path})")
-            continue
+    for c, path in _local_files(mf, "adapter", base_dir, err):
         if remote:
             problems.append(
                 Problem(
@@ -830,6 +816,23 @@ def _check_paths(mf: Modelfile, base_dir: Path) -> list[Problem]:
                 "the adapter was trained from",
             )
     return problems
+
+
+def _local_files(
+    mf: Modelfile, name: str, base_dir: Path, err: Callable[[Command, str], None], hint: str = ""
+) -> Iterator[tuple[Command, Path]]:
+    """Each DRAFT or ADAPTER with the path it names; one that cannot be expanded or does not exist is
+    reported through err and left out."""
+    for c in mf.get(name):
+        try:
+            path = expand_path(c.args, base_dir)
+        except _PathError as e:
+            err(c, f"{name.upper()} {c.args}: {e}")
+            continue
+        if not path.exists():
+            err(c, f"{name.upper()} {c.args}: no such file ({path}){hint}")
+            continue
+        yield c, path
 
 
 def _has_model_files(path: Path) -> bool:
