@@ -1,6 +1,6 @@
 """A local engine beside Ollama: a GGUF run in-process through llama-cpp-python, no server.
 
-It takes the very requests Ollama gets (`pipeline/serving.py` builds them from the model's template) and
+It takes the very requests Ollama gets (`contract/serving.py` builds them from the model's template) and
 gives Ollama's figures back, so the bot, `eval compare` and the teacher run on one machine unchanged:
 - the template is the GGUF's own `tokenizer.chat_template`. Our exports carry the writer prompt in one of
   our chat formats there, so `serving.served_format` knows them and the request is the whole training

@@ -1,5 +1,5 @@
 """Teacher model backends: Ollama (official `ollama` client), any OpenAI-compatible endpoint (official
-`openai` client) and a GGUF run in-process by llama.cpp (`pipeline/local_engine.py`, no server). Each
+`openai` client) and a GGUF run in-process by llama.cpp (`contract/local_engine.py`, no server). Each
 answers one chat request and maps its errors onto three kinds the runner acts on:
 `Transient` (retry with backoff: 429, 5xx, timeouts, dropped connections), `Fatal` (stop the run: wrong
 model, bad key, bad request) and anything in the reply itself, which the caller validates.
