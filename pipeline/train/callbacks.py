@@ -5,7 +5,10 @@ from __future__ import annotations
 import math
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from transformers import TrainerCallback
 
@@ -83,7 +86,7 @@ class GracefulStop(TrainerCallback):
     def __init__(self, announce=print) -> None:
         self.requested = False
         self.announce = announce
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handler(self, signum, frame):
         if self.requested:

@@ -241,7 +241,8 @@ def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tup
     replies = dict(zip(names, texts, strict=True))
     longest = max(len(encode_turns(tokenizer, head, r)[1]) for r in replies.values())
     head, cut = fit_head(tokenizer, head, longest, max_length)
-    row = {"prompt": head} | {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
+    row: dict[str, object] = {"prompt": head}
+    row |= {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
     if method == "kto":
         if not isinstance(obj["label"], bool):
             raise SkipRow("label is not true or false")
