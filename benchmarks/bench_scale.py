@@ -34,23 +34,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import standins  # noqa: E402  (beside this script; the repository is on the path from the line above)
+
 ANSWER = " ".join(["The harbour lights blurred as she pushed the boat out into the rain."] * 4)
 TEXT = f"<reasoning>She weighs the storm against her promise.</reasoning><answer>{ANSWER}</answer>"
 CUT_OFF = "stopped in the middle of this passage"
-
-
-def _host(conn, tokens_per_second: float) -> None:
-    """One stand-in Ollama host (its own process: killing it is a machine going away)."""
-    from contract import chat_formats
-    from tests.fakes.ollama import FakeOllama
-
-    server = FakeOllama()
-    server.start()
-    server.add_model("writer", template=chat_formats.get("qwen2.5").ollama_template())
-    server.script("writer", text=TEXT, tokens_per_second=tokens_per_second)
-    conn.send(server.url)
-    conn.recv()
-    server.stop()
 
 
 def _bot(conn, db: str, hosts: list[str], shards: list[int], count: int, per_host: int, discord_at) -> None:
@@ -58,17 +46,13 @@ def _bot(conn, db: str, hosts: list[str], shards: list[int], count: int, per_hos
 
 
 async def _bot_main(conn, db, hosts, shards, count, per_host, discord_at) -> None:
-    import discord
-    import yarl
-
     from bot.core.service import Limits, StoryService
     from bot.discord.client import StoryBot
     from bot.pool import OllamaPool
     from bot.store import Store
 
     api, gateway, token = discord_at
-    discord.http.Route.BASE = api
-    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway)
+    standins.use_discord(api, gateway)
     pool = OllamaPool(hosts, per_host=per_host, retry=2.0)
     store = Store(db)
     limits = Limits(parallel=per_host * len(hosts), lease_s=10.0)
@@ -100,7 +84,7 @@ def _guilds_on_every_shard(fake, count: int, n: int) -> list:
     return guilds
 
 
-async def _run(args, db: str, hosts: list[str], host_procs: list) -> dict:
+async def _run(args, db: str, hosts: list[standins.OllamaHost]) -> dict:
     from tests.fakes.discord import FakeDiscord
 
     ctx = mp.get_context("spawn")
@@ -113,7 +97,7 @@ async def _run(args, db: str, hosts: list[str], host_procs: list) -> dict:
         for p in range(args.processes):
             parent, child = ctx.Pipe()
             proc = ctx.Process(target=_bot, daemon=True, args=(
-                child, db, hosts, [2 * p, 2 * p + 1], count, args.per_host,
+                child, db, [h.url for h in hosts], [2 * p, 2 * p + 1], count, args.per_host,
                 (fake.api_base, fake.gateway_url, fake.token)))  # fmt: skip
             proc.start()
             bots.append((proc, parent))
@@ -144,7 +128,7 @@ async def _run(args, db: str, hosts: list[str], host_procs: list) -> dict:
                         landed_at.append(time.monotonic())
                         if not killed and len(landed_at) >= total // 3:
                             killed["at"] = len(landed_at)
-                            host_procs[1].kill()  # SIGKILL: the machine goes away mid-stream
+                            hosts[1].kill()  # the machine goes away mid-stream
                         break
                     warning = _warning(run)
                     outcome["told: cut off" if CUT_OFF in warning else f"told: {warning[:60]}"] += 1
@@ -162,7 +146,7 @@ async def _run(args, db: str, hosts: list[str], host_procs: list) -> dict:
             stats.append(await loop.run_in_executor(None, pipe.recv))
             proc.join(15)
     return {"outcome": outcome, "wall": wall, "stats": stats, "killed_after": killed.get("at"),
-            "asked": total, "hosts": hosts}  # fmt: skip
+            "asked": total, "hosts": [h.url for h in hosts]}  # fmt: skip
 
 
 def _writes_done(fake, channels) -> bool:
@@ -214,26 +198,16 @@ def main() -> None:
     if args.hosts < 2:
         ap.error("--hosts must be at least 2: one of them is killed")
 
-    ctx = mp.get_context("spawn")
-    host_procs, pipes, hosts = [], [], []
-    for _ in range(args.hosts):
-        parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_host, args=(child, args.tokens_per_second), daemon=True)
-        proc.start()
-        host_procs.append(proc)
-        pipes.append(parent)
-        hosts.append(parent.recv())
+    hosts = [standins.OllamaHost(TEXT, args.tokens_per_second) for _ in range(args.hosts)]
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory())
         db, engine = _database(stack, Path(tmp), args.sqlite)
         try:
-            result = asyncio.run(_run(args, db, hosts, host_procs))
+            result = asyncio.run(_run(args, db, hosts))
             check = _check_store(db, 1 + args.rounds)
         finally:
-            for proc, pipe in zip(host_procs, pipes, strict=True):
-                if proc.is_alive():
-                    pipe.send("stop")
-                    proc.join(10)
+            for host in hosts:
+                host.stop()
     _report(args, result, check, engine)
 
 

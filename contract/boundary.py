@@ -45,7 +45,7 @@ def explain_os(e: OSError) -> str:
     return f"{path}: {e.strerror or e}: check the path"
 
 
-def _http(e: Exception) -> str | None:
+def _http(e: BaseException) -> str | None:
     """httpx and aiohttp (discord.py's transport) failures, without importing either."""
     module = type(e).__module__.split(".")[0]
     if module == "httpx":

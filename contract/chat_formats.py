@@ -160,7 +160,9 @@ def _jq(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-_CHATML = dict(
+_CHATML = ChatFormat(
+    name="chatml",
+    description="plain ChatML, no default system turn",
     system_open="<|im_start|>system\n",
     user_open="<|im_start|>user\n",
     assistant_open="<|im_start|>assistant\n",
@@ -171,19 +173,19 @@ _CHATML = dict(
 FORMATS: dict[str, ChatFormat] = {
     f.name: f
     for f in (
-        ChatFormat(
+        replace(
+            _CHATML,
             name="qwen2.5",
             description="ChatML with Qwen2.5's default system turn (Qwen2.5 instruct, CRA-v1)",
             default_system="You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
-            **_CHATML,
         ),
-        ChatFormat(
+        replace(
+            _CHATML,
             name="qwen2",
             description="ChatML with Qwen2's default system turn (Qwen2 instruct)",
             default_system="You are a helpful assistant.",
-            **_CHATML,
         ),
-        ChatFormat(name="chatml", description="plain ChatML, no default system turn", **_CHATML),
+        _CHATML,
         ChatFormat(
             name="llama3",
             description="Llama 3 instruct headers, no default system turn",

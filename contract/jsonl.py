@@ -1,11 +1,12 @@
 """JSON lines: reading inputs strictly (a missing file, a broken line or a line that is not an object is an
 error naming the file, the line and the fix; the training loader counts and skips bad rows instead), and
-the one writer of .jsonl outputs (atomic, UTF-8, one object a line)."""
+the one writer of .jsonl outputs (atomic, UTF-8, one object a line) with its appending twin for logs."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from contract.atomic import atomic_path
@@ -48,19 +49,41 @@ def lines(path: str | Path, what: str = WHAT) -> Iterator[tuple[int, str]]:
         raise JsonlError(f"cannot read {path} ({e.strerror}): give {what}") from None
 
 
-def iter_objects(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """(line number, object) for each non-blank line of a .jsonl file."""
+def iter_objects(
+    path: str | Path, what: str = WHAT, on_bad: Callable[[str, int], None] | None = None
+) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a .jsonl file.
+
+    A line that is not a JSON object is a JsonlError naming it; with `on_bad` it is skipped and reported
+    as on_bad(reason, line number) instead ("not valid JSON" or "not a JSON object"), for readers that
+    count bad rows (the training loader) or that outlive a crash (the teacher's journal).
+    """
     path = Path(path)
-    for n, line in lines(path):
+    for n, line in lines(path, what):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise JsonlError(f"{path} line {n} is not valid JSON ({e.msg}): one JSON object a line") from None
-        if not isinstance(obj, dict):
-            raise JsonlError(f"{path} line {n} is a JSON {type(obj).__name__}, not an object")
-        yield n, obj
+        got = _parse(line)
+        if isinstance(got, dict):
+            yield n, got
+        elif on_bad is None:
+            raise JsonlError(f"{path} line {n} {got[1]}")
+        else:
+            on_bad(got[0], n)
+
+
+def _parse(line: str) -> dict | tuple[str, str]:
+    """The object on a line, or (reason, what is wrong with the line)."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        return "not valid JSON", f"is not valid JSON ({e.msg}): one JSON object a line"
+    if not isinstance(obj, dict):
+        return "not a JSON object", f"is a JSON {type(obj).__name__}, not an object"
+    return obj
+
+
+def _line(row: dict) -> str:
+    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def write(path: str | Path, rows: Iterable[dict]) -> int:
@@ -68,6 +91,23 @@ def write(path: str | Path, rows: Iterable[dict]) -> int:
     n = 0
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="\n") as f:
         for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.write(_line(row))
             n += 1
+    return n
+
+
+def append(path: str | Path, rows: Iterable[dict]) -> int:
+    """Append rows as JSON lines, flushed and fsynced before returning, for logs that grow across runs
+    (a journal, a failure log); the folder is made if missing. The number appended.
+
+    A crash can cut only the last line, which `iter_objects(..., on_bad=...)` skips when read back."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    n = 0
+    with open(path, "a", encoding="utf-8", newline="\n") as f:
+        for row in rows:
+            f.write(_line(row))
+            n += 1
+        f.flush()
+        os.fsync(f.fileno())
     return n

@@ -1,6 +1,6 @@
 """A local engine beside Ollama: a GGUF run in-process through llama-cpp-python, no server.
 
-It takes the very requests Ollama gets (`pipeline/serving.py` builds them from the model's template) and
+It takes the very requests Ollama gets (`contract/serving.py` builds them from the model's template) and
 gives Ollama's figures back, so the bot, `eval compare` and the teacher run on one machine unchanged:
 - the template is the GGUF's own `tokenizer.chat_template`. Our exports carry the writer prompt in one of
   our chat formats there, so `serving.served_format` knows them and the request is the whole training
@@ -19,9 +19,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 from contract import serving
 from contract.serving import GenerateRequest
+
+if TYPE_CHECKING:
+    from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionStreamResponse
 
 ENGINE = "llama.cpp"
 #: Ollama's sampling defaults (api/types.go DefaultOptions), so both engines sample alike.
@@ -133,9 +137,9 @@ class LocalModel:
             )
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-        turns = ([{"role": "system", "content": request.system}] if request.system else []) + [
-            {"role": "user", "content": request.prompt}
-        ]
+        turns: list[ChatCompletionRequestMessage] = [{"role": "user", "content": request.prompt}]
+        if request.system:
+            turns.insert(0, {"role": "system", "content": request.system})
         text = Jinja2ChatFormatter(self.template, self.eos, self.bos)(messages=turns).prompt
         if self.bos and text.startswith(self.bos) and self.llm._model.add_bos_token():
             text = text[len(self.bos) :]  # the runtime adds it: never twice
@@ -174,13 +178,18 @@ class LocalModel:
 
         first = None
         reason = "stop"
-        for part in self.llm.create_completion(
-            text,
-            stream=True,
-            stop=self.stops(request, options),
-            stopping_criteria=StoppingCriteriaList([stop_when]),
-            **kwargs,
-        ):
+        # stream=True returns the iterator side of create_completion's union (llama-cpp has no overload).
+        parts = cast(
+            "Iterator[CreateCompletionStreamResponse]",
+            self.llm.create_completion(
+                text,
+                stream=True,
+                stop=self.stops(request, options),
+                stopping_criteria=StoppingCriteriaList([stop_when]),
+                **kwargs,
+            ),
+        )
+        for part in parts:
             choice = part["choices"][0]
             if first is None:
                 first = time.monotonic_ns()

@@ -65,7 +65,7 @@ def served_format(template: str) -> ChatFormat | None:
     if exact is not None:
         return exact
     user = prompt.render_prompt(_PROBE_CONTEXT)
-    probes = ([], [{"role": "system", "content": _PROBE_SYSTEM}])
+    probes: tuple[list[dict], ...] = ([], [{"role": "system", "content": _PROBE_SYSTEM}])
     for fmt in [*chat_formats.FORMATS.values(), *_with_own_system_turns(template, user)]:
         try:
             if all(_renders(template, fmt, [*s, {"role": "user", "content": _PROBE_CONTEXT}])

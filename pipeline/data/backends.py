@@ -1,5 +1,5 @@
 """Teacher model backends: Ollama (official `ollama` client), any OpenAI-compatible endpoint (official
-`openai` client) and a GGUF run in-process by llama.cpp (`pipeline/local_engine.py`, no server). Each
+`openai` client) and a GGUF run in-process by llama.cpp (`contract/local_engine.py`, no server). Each
 answers one chat request and maps its errors onto three kinds the runner acts on:
 `Transient` (retry with backoff: 429, 5xx, timeouts, dropped connections), `Fatal` (stop the run: wrong
 model, bad key, bad request) and anything in the reply itself, which the caller validates.
@@ -8,8 +8,12 @@ model, bad key, bad request) and anything in the reply itself, which the caller 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 
 class Transient(Exception):
@@ -125,7 +129,7 @@ class OpenAIBackend:
         try:
             r = await self.client.chat.completions.create(
                 model=self.s.model,
-                messages=messages,
+                messages=cast("list[ChatCompletionMessageParam]", messages),  # role/content dicts
                 temperature=self.s.temperature,
                 max_tokens=self.s.max_tokens,
             )
@@ -213,7 +217,11 @@ class LlamaCppBackend:
             self._model = None
 
 
-BACKENDS = {"ollama": OllamaBackend, "openai": OpenAIBackend, "llama.cpp": LlamaCppBackend}
+BACKENDS: dict[str, Callable[[Settings], Backend]] = {
+    "ollama": OllamaBackend,
+    "openai": OpenAIBackend,
+    "llama.cpp": LlamaCppBackend,
+}
 
 
 def make_backend(s: Settings) -> Backend:

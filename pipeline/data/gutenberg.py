@@ -373,7 +373,7 @@ def story_paragraphs(text: str) -> list[str]:
     # Inside the story, headings go; an all-capitals line stays unless it stands with a chapter heading.
     # Lines under a heading ("_To Mrs. Saville._", a date) go only at the start: later they may be
     # story (a stage direction), and the story's first sentence must be its own.
-    drop = set()
+    drop: set[int] = set()
     for a, end, sub in runs:
         drop.update(range(a, sub if a <= start < sub else end))
     keep = [i for i in range(start, len(blocks)) if i not in drop and kinds[i] in (TEXT, CAPS)]

@@ -14,9 +14,8 @@ later runs do, and the run counts its rejections by reason for the summary it pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
-import json
-import os
 import random
 import re
 from collections import Counter
@@ -24,8 +23,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contract import jsonl
 from contract import prompt as P
-from contract.jsonl import write as write_jsonl
 from pipeline.data.backends import Backend, Fatal, Transient
 from pipeline.data.gutenberg import TRAIN, VALIDATION, text_key
 from pipeline.data.writing_prompts import prompt_id
@@ -298,40 +297,27 @@ def failed_path_for(output: Path) -> Path:
 
 
 class Journal:
-    """Finished rows, one JSON line each, appended and fsynced as they come."""
+    """Finished rows, one JSON line each, appended and fsynced as they come (the file and its folder are
+    made on the first row: a run that finishes nothing leaves neither)."""
 
     def __init__(self, path: Path):
         self.path = path
         self.entries: dict[str, dict] = {}
-        self._f = None  # opened on the first row: a run that finishes nothing leaves no journal or folder
         if path.exists():
             self._load()
 
     def _load(self) -> None:
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):  # a line cut by a crash: drop it, its item is redone
-            data = data[: data.rfind(b"\n") + 1]
             with open(self.path, "r+b") as f:
-                f.truncate(len(data))
-        for line in data.decode("utf-8").splitlines():
-            try:
-                entry = json.loads(line)
+                f.truncate(data.rfind(b"\n") + 1)
+        for _, entry in jsonl.iter_objects(self.path, on_bad=lambda reason, n: None):  # redone too
+            with contextlib.suppress(KeyError, TypeError):
                 self.entries[entry["key"]] = entry
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
 
     def add(self, entry: dict) -> None:
-        if self._f is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (open for the run; close() ends it)
-        self._f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-        self._f.flush()
-        os.fsync(self._f.fileno())
+        jsonl.append(self.path, [entry])
         self.entries[entry["key"]] = entry
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
 
 
 # --- the runner ----------------------------------------------------------------------------------
@@ -394,8 +380,6 @@ async def run_jobs(
                 tg.create_task(worker())
     except* Fatal as eg:
         raise eg.exceptions[0] from None
-    finally:
-        journal.close()
     _write_outputs(jobs, journal, output, val_output, result)
     return result
 
@@ -449,13 +433,9 @@ def _write_outputs(
     for job in jobs:  # input order, whatever order the teacher finished in
         if entry := journal.entries.get(job.key):
             rows[job.split].append(entry["row"])
-    result.written[str(output)] = write_jsonl(output, rows[TRAIN])
+    result.written[str(output)] = jsonl.write(output, rows[TRAIN])
     if rows[VALIDATION]:
-        result.written[str(val_output)] = write_jsonl(val_output, rows[VALIDATION])
+        result.written[str(val_output)] = jsonl.write(val_output, rows[VALIDATION])
     if result.logged:  # appended, never rewritten: the history of every run's failures stays
         run = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-        with open(failed_path_for(output), "a", encoding="utf-8") as f:
-            for entry in result.logged:
-                f.write(json.dumps({"run": run, **entry}, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        jsonl.append(failed_path_for(output), ({"run": run, **entry} for entry in result.logged))

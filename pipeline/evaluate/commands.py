@@ -194,9 +194,9 @@ def compare_command(
     try:
         with _progress() as bars:
             task = bars.add_task("generating", total=total)
-            asked = models if client is None else {label: label for label in models}
+            names = models if client is None else {label: label for label in models}
             runs = compare.run_all(
-                url, asked, ctxs, samples, seed, options,
+                url, names, ctxs, samples, seed, options,
                 on_output=lambda: bars.advance(task),
                 on_model=lambda label: bars.update(task, description=f"generating: {label}"),
                 client=client,

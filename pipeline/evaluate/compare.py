@@ -2,7 +2,7 @@
 fixed seeds; outputs kept, then scored.
 
 Each context reaches each model with the writer prompt applied exactly once, through the bot's own
-request builder (pipeline/serving.py: the whole chat text, raw, for models made from our Modelfiles; the
+request builder (contract/serving.py: the whole chat text, raw, for models made from our Modelfiles; the
 writer prompt as the user turn for plain instruct models). Sample k of every context uses seed
 `seed + k` for every model, so a rerun asks the same questions with the same dice. A model that is not
 on the server, or that fails part-way, keeps the outputs it produced and says what went wrong; the other

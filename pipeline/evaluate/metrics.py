@@ -136,7 +136,7 @@ SCORE_KEYS = (
 _worker: Scorer | None = None
 
 
-def _score_chunk(texts: list[str]) -> list[dict]:
+def _score_chunk(texts: Sequence[str]) -> list[dict]:
     assert _worker is not None
     return [_worker.score(t) for t in texts]
 

@@ -15,6 +15,7 @@ import multiprocessing
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
+from typing import cast
 
 
 class WorkerError(RuntimeError):
@@ -58,7 +59,8 @@ def map_chunks(
         finally:
             send.close()
 
-    pipes, procs = [], []
+    pipes: list[Connection] = []
+    procs = []
     gc.freeze()  # the helpers' collectors leave inherited objects alone (no copy of every page they visit)
     try:
         for _ in range(helpers):
@@ -74,7 +76,8 @@ def map_chunks(
         pending = list(pipes)
 
         def collect(block: bool) -> None:
-            for conn in wait(pending, timeout=None if block else 0):
+            # wait gives back the objects it was passed: here, only Connections
+            for conn in cast("list[Connection]", wait(pending, timeout=None if block else 0)):
                 try:
                     message = conn.recv()
                 except EOFError:

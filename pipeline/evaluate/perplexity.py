@@ -132,7 +132,9 @@ def load(base: str, adapter: str | Path | None):
     tok_source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").is_file() else base
     try:
         tokenizer = AutoTokenizer.from_pretrained(tok_source, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(base, local_files_only=True, dtype="auto")
+        model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
+            base, local_files_only=True, dtype="auto"
+        )
     except OSError as e:
         raise PerplexityError(
             f"cannot load {base} from local files ({e}): give a local model folder"

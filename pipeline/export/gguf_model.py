@@ -91,7 +91,8 @@ def llama3_rope_factors(base: BaseModel) -> np.ndarray:
 
 
 def plan_model(base: BaseModel, source: TensorSource, outtype: str) -> tuple[list[PlannedTensor], list[str]]:
-    plan, notes = [], []
+    plan: list[PlannedTensor] = []
+    notes: list[str] = []
     if base.rope["rope_type"] == "llama3":
         factors = llama3_rope_factors(base)
         plan.append(

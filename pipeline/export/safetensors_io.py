@@ -55,9 +55,10 @@ class SafetensorsFile:
         self.metadata: dict = header.pop("__metadata__", None) or {}
         self._data_start = 8 + n
         self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
-        for name, e in header.items():
+        for name, entry in header.items():
             try:
-                dtype, shape, (start, end) = e["dtype"], tuple(int(d) for d in e["shape"]), e["data_offsets"]
+                dtype, shape = entry["dtype"], tuple(int(d) for d in entry["shape"])
+                start, end = entry["data_offsets"]
             except (KeyError, TypeError, ValueError):
                 raise self._bad(f"header entry for {name!r} is malformed") from None
             if dtype not in NP_DTYPES:
@@ -88,10 +89,10 @@ class SafetensorsFile:
         only the tensors in use."""
         dtype, shape, _, _ = self.entries[name]
         offset, n = self.byte_range(name)
-        raw = np.empty(shape, dtype=NP_DTYPES[dtype])
+        raw: np.ndarray = np.empty(shape, dtype=NP_DTYPES[dtype])
         with open(self.path, "rb") as f:
             f.seek(offset)
-            if f.readinto(memoryview(raw).cast("B")) != n:
+            if f.readinto(raw.data.cast("B")) != n:
                 raise self._bad(f"tensor {name!r} was cut short while reading")
         if dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)

@@ -89,7 +89,9 @@ def sample_text(hf_dir: Path) -> str:
     prompt = render_prompt(SAMPLE_CONTEXT)
     if tok.chat_template:
         messages = [{"role": "user", "content": prompt}]
-        prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert isinstance(text, str)  # tokenize=False gives the text, not ids
+        prompt = text
     return prompt + "<reasoning>She"
 
 

@@ -47,7 +47,7 @@ class WriterModelfile:
             f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
             "# Type or paste the story so far: the model reasons inside <reasoning> and continues the",
             "# story inside <answer>. The TEMPLATE holds the writer prompt the model was trained on",
-            "# (pipeline/prompt.py); edit it only together with a retrain. It also handles tools, so",
+            "# (contract/prompt.py); edit it only together with a retrain. It also handles tools, so",
             "# Ollama (v0.30+) keeps it rather than the base GGUF's own chat template.",
             f"FROM {self.base}",
         ]

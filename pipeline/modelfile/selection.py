@@ -121,7 +121,9 @@ def uses_chat_template(
     env = go_template_env(environ)
     if env is not None:
         return not env and bool(chat_template)
-    return bool(chat_template) and prefers_chat_template(chat_template, template)
+    if not chat_template:
+        return False
+    return prefers_chat_template(chat_template, template)
 
 
 def base_chat_template(value: str, base_dir: Path) -> tuple[str, str | None] | None:

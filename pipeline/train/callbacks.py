@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
 
 from transformers import TrainerCallback
 
-from contract.atomic import write_text
+from contract import jsonl
 from pipeline import plots
 
 
 def read_log(path: Path) -> list[dict]:
-    path = Path(path)
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [entry for _, entry in jsonl.iter_objects(path)] if Path(path).is_file() else []
 
 
 def plot_losses(entries: list[dict], png: Path, title: str = "") -> None:
@@ -76,7 +75,7 @@ class LossLog(TrainerCallback):
         plot_losses(self.entries, self.png, self.title)
 
     def _write(self) -> None:
-        write_text(self.log, "".join(json.dumps(e) + "\n" for e in self.entries))
+        jsonl.write(self.log, self.entries)
 
 
 class GracefulStop(TrainerCallback):
@@ -87,7 +86,7 @@ class GracefulStop(TrainerCallback):
     def __init__(self, announce=print) -> None:
         self.requested = False
         self.announce = announce
-        self._previous = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | None = None
 
     def _handler(self, signum, frame):
         if self.requested:

@@ -50,7 +50,7 @@ def _parameters() -> list[inspect.Parameter]:
         cli_type = _cli_type(hints[f.name])
         help_text = f.metadata["help"] + (" (required: here or in --config)" if required else "")
         option = typer.Option(*f.metadata["flags"], **ranged(help_text, **f.metadata["range"]))
-        annotation = Annotated[cli_type | None if required else cli_type, option]
+        annotation: object = Annotated[cli_type | None if required else cli_type, option]  # built at run time
         kind = inspect.Parameter.KEYWORD_ONLY
         params.append(inspect.Parameter(f.name, kind, default=default, annotation=annotation))
     return params

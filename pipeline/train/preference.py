@@ -9,9 +9,14 @@ TRL keeps a frozen copy of the starting adapter (named "ref") beside the one it 
 from __future__ import annotations
 
 import random
+from typing import TYPE_CHECKING
 
 from pipeline.train import rows
 from pipeline.train.options import TrainError, TrainOptions
+
+if TYPE_CHECKING:
+    from transformers import Trainer as BaseTrainer
+    from transformers import TrainingArguments
 
 
 def load_data(opts: TrainOptions, tokenizer) -> tuple[list[dict], list[dict] | None, dict]:
@@ -42,6 +47,8 @@ def build_trainer(opts: TrainOptions, model, tokenizer, train, evaluation, train
     from datasets import Dataset
 
     common = dict(trainer_args, max_length=opts.max_length, beta=opts.beta)
+    Config: type[TrainingArguments]  # DPO's or KTO's, both TRL subclasses of these
+    Trainer: type[BaseTrainer]
     if opts.method == "dpo":
         from trl import DPOConfig as Config
         from trl import DPOTrainer as Trainer

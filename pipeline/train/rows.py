@@ -12,7 +12,6 @@ survives); the target is never cut, and a row whose target alone does not fit is
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -60,19 +59,16 @@ class RowStats:
 
 def read_jsonl(path: str | Path, stats: RowStats) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each JSON object line; blank lines are ignored, bad ones counted."""
+
+    def bad(reason: str, n: int) -> None:
+        stats.total += 1
+        stats.skip(reason, n)
+
     try:
-        for n, line in jsonl.lines(path, "the JSONL file the data step (or feedback export) wrote"):
-            if not line.strip():
-                continue
+        for n, obj in jsonl.iter_objects(
+            path, "the JSONL file the data step (or feedback export) wrote", bad
+        ):
             stats.total += 1
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                stats.skip("not valid JSON", n)
-                continue
-            if not isinstance(obj, dict):
-                stats.skip("not a JSON object", n)
-                continue
             yield n, obj
     except jsonl.JsonlError as e:
         raise RowsError(str(e)) from None
@@ -245,7 +241,8 @@ def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tup
     replies = dict(zip(names, texts, strict=True))
     longest = max(len(encode_turns(tokenizer, head, r)[1]) for r in replies.values())
     head, cut = fit_head(tokenizer, head, longest, max_length)
-    row = {"prompt": head} | {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
+    row: dict[str, object] = {"prompt": head}
+    row |= {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
     if method == "kto":
         if not isinstance(obj["label"], bool):
             raise SkipRow("label is not true or false")

