@@ -47,7 +47,7 @@ from pydantic_settings import (
 from .core.context import CharCounter, Counter, TokenizerCounter
 from .core.service import Limits
 from .core.story import Channel
-from .llm import DEFAULT_KEEP_ALIVE, OllamaBackend, Timeouts
+from .llm import DEFAULT_KEEP_ALIVE, Backend, OllamaBackend, Timeouts
 
 DEFAULT_CONFIG = Path("story-bot.toml")
 _SECONDS = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
@@ -166,22 +166,22 @@ class Settings(BaseSettings):
     def hosts(self) -> list[str]:
         return list(dict.fromkeys(self.ollama_hosts)) or [self.ollama_host]  # type: ignore[list-item]
 
-    def backend(self) -> OllamaBackend:
+    def backend(self) -> Backend:
         """One host: its backend, as ever; several: a pool of them (the same interface); with
         STORY_BOT_ENGINE=llama.cpp, the GGUF in-process (the same interface again, no server)."""
         if self.engine == "llama.cpp":
             from .local import LlamaCppBackend
 
-            return LlamaCppBackend(self.gguf, self.lora, self.num_ctx or 4096, self.timeouts())  # type: ignore
+            assert self.gguf is not None  # the settings' validator refuses llama.cpp without a GGUF
+            return LlamaCppBackend(self.gguf, self.lora, self.num_ctx or 4096, self.timeouts())
         hosts = self.hosts()
         if len(hosts) == 1:
             return OllamaBackend(hosts[0], self.timeouts(), self.keep_alive)
         from .pool import OllamaPool
 
-        pool = OllamaPool(
+        return OllamaPool(
             hosts, self.timeouts(), per_host=self.parallel, retry=self.host_retry, keep_alive=self.keep_alive
         )
-        return pool  # type: ignore[return-value]
 
     @classmethod
     def settings_customise_sources(
@@ -216,8 +216,7 @@ class Settings(BaseSettings):
     def counter(self) -> Counter:
         if self.tokenizer:
             return TokenizerCounter(self.tokenizer)
-        # CharCounter is frozen (its `unit` read-only), Counter's `unit` a plain attribute: a Counter still.
-        return CharCounter(self.chars_per_token)  # type: ignore[return-value]
+        return CharCounter(self.chars_per_token)
 
     def token(self) -> str:
         if self.discord_token is None or not self.discord_token.get_secret_value().strip():

@@ -12,7 +12,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 import httpx
 import ollama
@@ -88,6 +88,19 @@ class Piece:
     done: bool = False
     stats: dict = field(default_factory=dict)
     host: str | None = None  # the server writing it (a pool has several)
+
+
+class Backend(Protocol):
+    """What the story service runs on: one Ollama server (OllamaBackend), a pool of them (bot/pool.py)
+    or the GGUF in-process (bot/local.py); each raises the LLMError kinds above."""
+
+    async def model_info(self, model: str) -> ModelInfo: ...
+
+    def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncGenerator[Piece, None]:
+        """Stream text pieces, then one Piece(done=True) with the figures; closing it stops the model."""
+        ...
+
+    async def close(self) -> None: ...
 
 
 class OllamaBackend:

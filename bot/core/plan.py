@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from contract import prompt as writer_prompt
 from contract import serving
 
-from ..llm import LLMError, ModelInfo, OllamaBackend
+from ..llm import Backend, LLMError, ModelInfo
 from ..store import Store
 from . import summary as summaries
 from .context import Budget, ContextTooSmall, Counter, build_story_context
@@ -60,7 +60,7 @@ class Assembler:
     def __init__(
         self,
         store: Store,
-        backend: OllamaBackend,
+        backend: Backend,
         model_for: Callable[[Channel], str],
         counter: Counter,
         limits: Limits,

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from contract import prompt as writer_prompt
 from contract.store.status import DeliveryState, Status
 
-from ..llm import STORY, LLMError, OllamaBackend
+from ..llm import STORY, Backend, LLMError
 from ..store import Delivery, GenerationRow, Interrupted, Store
 from ..store.leases import new_owner, retire
 from . import lore as lorebook
@@ -87,7 +87,7 @@ class StoryService:
     def __init__(
         self,
         store: Store,
-        backend: OllamaBackend,
+        backend: Backend,
         model_for: Callable[[Channel], str],
         counter: Counter | None = None,
         limits: Limits | None = None,

@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import cast
 
 from contract import prompt as writer_prompt
 from contract.serving import GenerateRequest
 
-from ..llm import OllamaBackend, Piece
+from ..llm import Backend
 
 
 @dataclass
@@ -25,7 +24,7 @@ class Output:
 
 
 async def stream(
-    backend: OllamaBackend,
+    backend: Backend,
     model: str,
     request: GenerateRequest,
     options: dict,
@@ -36,8 +35,7 @@ async def stream(
     complete: the stream is closed so the server stops the model, even where the stop option was not
     honoured; what follows would not be used)."""
     out = Output()
-    # backend.generate is an async generator (typed as an iterator): closing it stops the server's stream
-    pieces = cast(AsyncGenerator[Piece, None], backend.generate(model, request, options))
+    pieces = backend.generate(model, request, options)  # closing this generator stops the server's stream
     async with aclosing(pieces):
         async for piece in pieces:
             out.host = out.host or piece.host
@@ -52,7 +50,7 @@ async def stream(
                 return
 
 
-async def collect(backend: OllamaBackend, model: str, request: GenerateRequest, options: dict) -> str:
+async def collect(backend: Backend, model: str, request: GenerateRequest, options: dict) -> str:
     """The whole output of a request."""
     text = ""
     async with aclosing(stream(backend, model, request, options)) as outputs:

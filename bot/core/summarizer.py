@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from contract import serving
 
-from ..llm import EmptyAnswer, LLMError, OllamaBackend
+from ..llm import Backend, EmptyAnswer, LLMError
 from ..store import Store
 from . import summary as summaries
 from .context import TEMPLATE_MARGIN, Counter
@@ -35,7 +35,7 @@ class Summarizer:
     def __init__(
         self,
         store: Store,
-        backend: OllamaBackend,
+        backend: Backend,
         model_for: Callable[[Channel], str],
         counter: Counter,
         limits: Limits,

@@ -74,3 +74,13 @@ def adapter_architecture(path: Path) -> str | None:
     if fields.get("adapter.type") != "lora":
         raise NotAnAdapterError(f"adapter.type is {fields.get('adapter.type')!r}; only 'lora' is supported")
     return str(fields.get("general.architecture") or "") or None
+
+
+def local_chat_template(path: Path) -> tuple[str | None, str]:
+    """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
+    if path.is_dir():
+        return chat_formats.folder_chat_template(path)
+    fields = gguf_fields(path)
+    tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
+    has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
+    return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]

@@ -165,7 +165,7 @@ def writer_chat_template(adapter_dir: Path | None, base_dir: Path) -> tuple[str 
     format of ours keeps its own template.
     """
     from contract import chat_formats
-    from pipeline.modelfile.render import local_chat_template
+    from contract.modelfile.inspect import local_chat_template
 
     folder = adapter_dir if adapter_dir and (adapter_dir / "tokenizer_config.json").exists() else base_dir
     template, bos = local_chat_template(folder)

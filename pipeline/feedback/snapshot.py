@@ -180,7 +180,7 @@ ORDER BY id
 """
 
 
-def _load(conn: sqlite3.Connection, path: Path | str, version: int, migrated_from: int | None) -> Snapshot:
+def _load(conn: engine.Connection, path: Path | str, version: int, migrated_from: int | None) -> Snapshot:
     return Snapshot(
         path=str(path),
         schema_version=version,

@@ -113,7 +113,7 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
     path = Path(base).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if path.exists():
-        template, bos = local_chat_template(path)
+        template, bos = inspect.local_chat_template(path)
         if template is None:
             raise chat_formats.UnknownFormatError(
                 f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
@@ -131,16 +131,6 @@ def detect_format(base: str, base_dir: Path) -> ChatFormat:
                 "trained with that format (train --chat-format NAME)"
             ) from None
     return chat_formats.for_ollama_name(base)
-
-
-def local_chat_template(path: Path) -> tuple[str | None, str]:
-    """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
-    if path.is_dir():
-        return chat_formats.folder_chat_template(path)
-    fields = inspect.gguf_fields(path)
-    tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
-    has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
-    return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]
 
 
 def adapter_format(adapter: Path) -> ChatFormat | None:

@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from contract.modelfile import gotemplate
+from contract.modelfile import gotemplate, inspect
 from contract.modelfile.grammar import Modelfile, Problem
 
 TOOLS, THINKING, INSERT = "tools", "thinking", "insert"
@@ -128,15 +128,13 @@ def uses_chat_template(
 
 def base_chat_template(value: str, base_dir: Path) -> tuple[str, str | None] | None:
     """(what FROM names, its chat template) for a local GGUF file or Hugging Face folder, else None."""
-    from pipeline.modelfile import render
-
     path = Path(value).expanduser()
     path = path if path.is_absolute() else base_dir / path
     if not path.exists():
         return None
     kind = "Hugging Face folder" if path.is_dir() else "GGUF"
     try:
-        template, _ = render.local_chat_template(path)
+        template, _ = inspect.local_chat_template(path)
     except (ValueError, OSError):
         return None
     return f"{kind} {value}", template

@@ -101,7 +101,8 @@ def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp
     assert "### Context:\n" + stable + "\n\n" + ANSWER + lore in run.stdout  # the next prompt
     [generate] = ollama_server.calls("/api/generate")
     # the first prompt, sent raw in the model's chat format: memory and passage, then the lore
-    assert generate["raw"] and f"### Context:\n{stable}{lore}\n<|im_end|>\n<|im_start|>assistant\n" in (
-        generate["prompt"]
+    assert (
+        generate["raw"]
+        and f"### Context:\n{stable}{lore}\n<|im_end|>\n<|im_start|>assistant\n" in (generate["prompt"])
     )
     assert generate["keep_alive"] == "2h"  # the setting reaches the server

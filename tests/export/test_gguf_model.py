@@ -15,7 +15,7 @@ from tests.export.conftest import gguf_tensors, leftovers
 
 
 def tokenizer_bos(hf) -> str:
-    from pipeline.modelfile.render import local_chat_template
+    from contract.modelfile.inspect import local_chat_template
 
     return local_chat_template(hf)[1]
 
