@@ -99,10 +99,12 @@ async def _serve(service, settings, token: str) -> None:
     except InUse as exc:
         _fail(str(exc))
     except (aiohttp.ClientError, OSError) as exc:
-        _fail(
-            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
-            "check the network connection, then start again"
-        )
+        _fail(_unreachable(exc, "start"))
+
+
+def _unreachable(exc: BaseException, verb: str) -> str:
+    what = f"{type(exc).__name__}: {exc}"
+    return f"cannot reach Discord ({what}): check the network connection, then {verb} again"
 
 
 BAD_TOKEN = (
@@ -151,10 +153,7 @@ async def _sync(token: str, guild: int | None) -> list[str]:
     except discord.HTTPException as exc:
         _fail(f"Discord refused the command sync ({exc.status}): {exc.text}")
     except (aiohttp.ClientError, OSError) as exc:
-        _fail(
-            f"cannot reach Discord ({type(exc).__name__}: {exc}): "
-            "check the network connection, then sync again"
-        )
+        _fail(_unreachable(exc, "sync"))
 
 
 @app.command()

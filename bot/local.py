@@ -1,4 +1,4 @@
-"""The local backend: the bot's model run in-process by llama.cpp (pipeline/local_engine.py), no server.
+"""The local backend: the bot's model run in-process by llama.cpp (contract/local_engine.py), no server.
 
 A bot.llm.Backend like OllamaBackend (model_info, generate streaming Pieces with the
 same final figures, close) and the same errors, so StoryService, the console and Discord run on it

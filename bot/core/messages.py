@@ -10,6 +10,7 @@ STOPPED = "the bot stopped while the model was writing this passage; nothing was
 SUMMARY_STOPPED = "the bot stopped while the summary was written"
 CANCELLED = "cancelled before the model finished"  # the error kept when the driver went away
 STORY_CHANGED = "the story changed while the model was writing"
+NOT_IN_STORY = "that passage is not part of this channel's story"  # a button from another story or channel
 SUMMARY_STORY_CHANGED = "the story changed while the summary was written"
 
 

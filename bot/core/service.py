@@ -46,7 +46,7 @@ from .events import Delta, Done, Event, Failed, Queued, Started, StoryError, Tal
 from .leases import Leases
 from .limits import Limits
 from .lore import BadLore, LoreEntry
-from .messages import CANCELLED
+from .messages import CANCELLED, NOT_IN_STORY, STORY_CHANGED
 from .plan import Assembler, Plan, Source, parse_length
 from .scheduler import Scheduler
 from .story import Channel, Member, Note, Passage, Story, Summary, to_markdown
@@ -163,7 +163,7 @@ class StoryService:
         if regenerate:  # a button names the version it showed
             gen = self.store.generation(regenerate)
             if gen is None or gen.channel_id != channel.id:
-                raise StoryError("that passage is not part of this channel's story")
+                raise StoryError(NOT_IN_STORY)
             if last is None or gen.passage_id != last.id or last.generation_id != regenerate:
                 raise StoryError("only the newest model passage, as shown now, can be regenerated")
         if last is None or not last.by_model:
@@ -229,8 +229,8 @@ class StoryService:
         )  # fmt: skip
         if passage is None:
             return Failed(
-                "the story changed while the model was writing (a passage was undone or the story reset), "
-                "so this passage was not added: ask again",
+                f"{STORY_CHANGED} (a passage was undone or the story reset), so this passage was not added: "
+                "ask again",
                 gen_id,
             )
         return Done(passage, gen_id, parsed.reasoning, tuple(issues))
@@ -494,7 +494,7 @@ class StoryService:
     def _generation(self, generation_id: int, channel_id: str | None) -> GenerationRow:
         gen = self.store.generation(generation_id)
         if gen is None or (channel_id is not None and gen.channel_id != channel_id):
-            raise StoryError("that passage is not part of this channel's story")
+            raise StoryError(NOT_IN_STORY)
         return gen
 
     def _check_rateable(self, generation_id: int, channel_id: str | None) -> None:
