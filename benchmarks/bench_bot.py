@@ -221,6 +221,10 @@ async def discord_bot(url: str, conn, db: Path) -> dict[str, list[float]]:
         await asyncio.wait_for(bot.wait_until_ready(), 30)
         conn.send("go")
         results, n429, violations = await asyncio.get_running_loop().run_in_executor(None, conn.recv)
+        for _ in range(200):  # a passage lands before its show() returns (its last edit, the footer)
+            if len(seen) >= len(results):
+                break
+            await asyncio.sleep(0.05)
     finally:
         await bot.close()
         await asyncio.wait({runner}, timeout=10)
