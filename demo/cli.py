@@ -15,6 +15,7 @@ from demo.chain import demo_command
 app = typer.Typer(
     name="story-demo",
     add_completion=False,
+    subcommand_metavar="",  # one command: no subcommands to name in the usage line
     pretty_exceptions_enable=False,
     cls=boundary_group("story-demo", extras.error_line),
 )
