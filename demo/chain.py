@@ -21,7 +21,6 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -77,7 +76,6 @@ class Run:
 
 def verb(run: Run, name: str, *args: object, allow: tuple[int, ...] = (0,)) -> int:
     """Run `story-pipeline ARGS` in-process (the verb's own code), timed and recorded for the report."""
-    import typer
 
     from pipeline.cli import app
 
@@ -447,21 +445,3 @@ def _samples(contexts: Path, outputs: Path, n: int = 2) -> list[str]:
 
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")[:600] or "(empty)"
-
-
-def demo_command(
-    out: Annotated[
-        Path, typer.Option("-o", "--output", help="Folder for every file of the run and report.md")
-    ],
-    quick: Annotated[
-        bool, typer.Option("--quick", help="A tiny random student and tiny sizes: the chain in minutes")
-    ] = False,
-) -> None:
-    """The whole chain on a CPU with the small real model, into one folder, ending with report.md."""
-    from contract import smollm2
-
-    try:
-        run_demo(out, quick)
-    except (DemoError, smollm2.ModelMissing) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None

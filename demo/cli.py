@@ -10,7 +10,7 @@ import typer
 
 from contract import extras
 from contract.boundary import DEBUG_HELP, boundary_group
-from demo.chain import demo_command
+from demo import chain
 
 app = typer.Typer(
     name="story-demo",
@@ -32,7 +32,13 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """The whole chain on a CPU with the small real model, into one folder, ending with report.md."""
-    demo_command(out, quick)
+    from contract import smollm2
+
+    try:
+        chain.run_demo(out, quick)
+    except (chain.DemoError, smollm2.ModelMissing) as e:
+        chain.console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from None
 
 
 def main() -> None:
