@@ -271,8 +271,7 @@ class Store:
             assert g is not None, f"no generation {generation_id}"
             slot = g.passage_id
             needed = [*g.context.get("passage_ids", []), *([slot] if slot else [])]
-            present = {p.id for p in u.present(needed)}
-            landed = landing.passage_lands(needed, present, u.story_active(g.story_id))
+            landed = landing.passage_lands(needed, u.present_ids(needed), u.story_active(g.story_id))
             status, error = (Status.DONE, None) if landed else (Status.DISCARDED, messages.STORY_CHANGED)
             u.end_generation(
                 generation_id, status, error, output=output, reasoning=reasoning, answer=answer,

@@ -143,6 +143,14 @@ class Reads:
         ).fetchall()
         return [_passage(r) for r in rows]
 
+    def present_ids(self, passage_ids: Sequence[int]) -> set[int]:
+        """Which of the passages are still in the story, by id (their texts are not read)."""
+        if not passage_ids:
+            return set()
+        marks = ",".join("?" * len(passage_ids))
+        query = f"SELECT id FROM passages WHERE removed_at IS NULL AND id IN ({marks})"
+        return {r[0] for r in self.c.execute(query, passage_ids).fetchall()}
+
     def alternatives(self, passage_id: int, upto: int | None = None) -> int:
         """How many finished attempts a slot holds (those up to generation `upto`, if given)."""
         query = f"SELECT count(*) FROM generations WHERE passage_id = ? AND status = {DONE}"
