@@ -1,9 +1,9 @@
 """The local backend: the bot's model run in-process by llama.cpp (contract/local_engine.py), no server.
 
-A bot.llm.Backend like OllamaBackend (model_info, generate streaming Pieces with the
-same final figures, close) and the same errors, so StoryService, the console and Discord run on it
-unchanged. Every model name the bot asks for is the one loaded GGUF. One generation runs at a time, in
-a worker thread; a stream closed early stops the model at its next token.
+A bot.llm.Backend as OllamaBackend is (model_info, generate streaming Pieces with the same final
+figures, close), with the same errors, so StoryService, the console and Discord run on it unchanged.
+Every model name the bot asks for is the one loaded GGUF. One generation runs at a time, in a worker
+thread; a stream closed early stops the model at its next token.
 """
 
 from __future__ import annotations
