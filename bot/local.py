@@ -46,7 +46,7 @@ class LlamaCppBackend:
 
     async def model_info(self, model: str) -> ModelInfo:
         m = await self.model()
-        return ModelInfo(m.name, m.template, "", m.n_ctx, tuple(m.format.stop) if m.format else (m.eos,))
+        return ModelInfo(m.name, m.template, "", m.n_ctx, tuple(m.trained.stops) if m.trained else (m.eos,))
 
     async def generate(
         self, model: str, request: GenerateRequest, options: Mapping

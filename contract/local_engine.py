@@ -2,10 +2,11 @@
 
 It takes the very requests Ollama gets (`contract/serving.py` builds them from the model's template) and
 gives Ollama's figures back, so the bot, `eval compare` and the teacher run on one machine unchanged:
-- the template is the GGUF's own `tokenizer.chat_template`. Our exports carry the writer prompt in one of
-  our chat formats there, so `serving.served_format` knows them and the request is the whole training
-  chat text, sent raw (the runtime adds BOS as Ollama's runner does); any other GGUF is a plain instruct
-  model whose chat template wraps the writer prompt as the user turn (its own default system turn too);
+- the template is the GGUF's own `tokenizer.chat_template`. Our exports carry the writer prompt and the
+  chat template the model was trained with there, so `serving.served_template` reads it and the request
+  is the whole training chat text, sent raw (the runtime adds BOS as Ollama's runner does); any other
+  GGUF is a plain instruct model whose chat template wraps the writer prompt as the user turn (its own
+  default system turn too);
 - options are Ollama's names (num_predict, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop)
   with Ollama's defaults; `num_ctx` is fixed when the model loads (`n_ctx`);
 - the final chunk carries prompt_eval_count, eval_count, durations (ns) and done_reason like Ollama's.
@@ -108,7 +109,7 @@ class LocalModel:
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template", "")
         self.architecture = meta.get("general.architecture", "")
-        self.format = serving.served_format(self.template) if self.template else None
+        self.trained = serving.served_template(self.template) if self.template else None
         m = self.llm._model
         self.bos = m.token_get_text(self.llm.token_bos()) if self.llm.token_bos() != -1 else ""
         self.eos = m.token_get_text(self.llm.token_eos()) if self.llm.token_eos() != -1 else ""
@@ -116,7 +117,7 @@ class LocalModel:
     @property
     def ours(self) -> bool:
         """Whether the GGUF's chat template is one of our writer templates (requests go raw)."""
-        return self.format is not None
+        return self.trained is not None
 
     # --- requests, as Ollama would get them -------------------------------------------------------
     def build_request(self, context: str, guidance=None, length=None) -> GenerateRequest:
@@ -147,7 +148,7 @@ class LocalModel:
 
     def stops(self, request: GenerateRequest, options: Mapping) -> list[str]:
         asked = options.get("stop") or []
-        own = list(self.format.stop) if self.format else ([self.eos] if self.eos else [])
+        own = list(self.trained.stops) if self.trained else ([self.eos] if self.eos else [])
         return list(dict.fromkeys([*([asked] if isinstance(asked, str) else asked), *own]))
 
     # --- generation -------------------------------------------------------------------------------

@@ -70,7 +70,8 @@ _TAG_RE = re.compile(r"(?i)<(/?)(reasoning|answer|think|response)>")
 #: (llama.cpp's `tokenizer_st_partition` searches the raw text for each special token's bytes), and a
 #: byte-level BPE does not normalise the joiner away. `<\u2060|im_end|>` is therefore plain text.
 DEFUSE_MARK = "\u2060"
-#: The control tokens of every chat format we support (`contract.chat_formats`, tested to cover them).
+#: Control tokens of the `<|name|>` shape (ChatML, Llama 3, Phi-3 and many more; every family's are
+#: tested to be defused, `tests/test_chat_template.py`).
 CONTROL_TOKENS = (
     "<|im_start|>",
     "<|im_end|>",
@@ -84,8 +85,13 @@ CONTROL_TOKENS = (
     "<|python_tag|>",
 )
 # Any `<|name|>`: besides the tokens above, Qwen's and Llama 3's other added tokens (<|fim_prefix|>,
-# <|reserved_special_token_3|>, ...) all have this shape.
-_CONTROL_RE = re.compile(r"<\|[^\s<>|]{1,64}\|>")
+# <|reserved_special_token_3|>, ...) all have this shape; then the other families' own.
+_CONTROL_RE = re.compile(
+    r"<\|[^\s<>|]{1,64}\|>"
+    # DeepSeek's full-width bars, Gemma's turns, SentencePiece BOS/EOS, Mistral's bracketed tokens
+    r"|<\uff5c[^\s<>\uff5c]{1,64}\uff5c>|<(?:start|end)_of_turn>|</?s>|<(?:bos|eos)>"
+    r"|\[/?(?:INST|SYSTEM_PROMPT|AVAILABLE_TOOLS|TOOL_CALLS|TOOL_RESULTS|THINK)\]"
+)
 _OUR_TAGS = frozenset(f"<{c}{t}>" for c in ("", "/") for t in ("reasoning", "answer", "think", "response"))
 
 

@@ -2,10 +2,11 @@
 
 Every generate request is built by :func:`request_for`, whatever asks (the bot's passages and summaries,
 `eval compare`, the teacher). Two kinds of model are served:
-- a model made from our Modelfiles or our GGUF exports, whose template (the TEMPLATE, or the GGUF chat
-  template Ollama shows when it prefers that one) renders the writer prompt in one of our chat formats:
-  it gets the whole chat text in `raw` mode, rendered by that format exactly as training rendered it, so
-  what the model reads does not depend on which template Ollama picks (pipeline/modelfile/selection.py);
+- a model made from our Modelfiles or our GGUF exports: its template (the TEMPLATE, or the GGUF chat
+  template Ollama shows when it prefers that one) carries the chat template it was trained with
+  (`contract.chat_template`, a record in a comment). It gets the whole chat text in `raw` mode, rendered
+  by that template exactly as training rendered it, so what the model reads does not depend on which
+  template Ollama picks (pipeline/modelfile/selection.py);
 - any other model (a plain instruct model): it gets the writer prompt as the user's text, and its own
   template does the chat wrapping.
 `prompt` and `raw` are the exact bytes sent, which the generation record keeps; `user_text` is the user
@@ -18,14 +19,13 @@ import functools
 import os
 from dataclasses import dataclass
 
-from contract import chat_formats, prompt
-from contract.chat_formats import ChatFormat
+from contract import chat_template, prompt
+from contract.chat_template import ChatTemplate
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 #: Tokens for the reasoning before the answer starts, on top of the answer's own budget.
 REASONING_TOKENS = 400
 TOKENS_PER_WORD = 1.4
-_PROBE_CONTEXT, _PROBE_SYSTEM = "PROBE \u2014 the story so far.", "PROBE-SYSTEM"
 
 
 class ServingError(ValueError):
@@ -52,66 +52,17 @@ def holds_writer_prompt(template: str) -> bool:
 
 
 @functools.lru_cache(maxsize=64)
-def served_format(template: str) -> ChatFormat | None:
-    """The chat format whose writer prompt this template renders byte for byte, if any.
-
-    `template` is what /api/show returns: the Go TEMPLATE, or the GGUF's Jinja chat template when
-    Ollama renders with that one. It is recognised by what it renders (a probe turn with and without a
-    system turn), not by its spelling, so older TEMPLATEs of ours and our GGUF chat templates count.
-    """
-    if not holds_writer_prompt(template):
+def served_template(template: str) -> ChatTemplate | None:
+    """The chat template a model was trained with, as its template (from /api/show) carries it, when
+    that template still renders what the carried one renders: a TEMPLATE edited by hand is not ours."""
+    trained = chat_template.decode(template) if holds_writer_prompt(template) else None
+    if trained is None:
         return None
-    exact = chat_formats.from_ollama_template(template)  # our TEMPLATE as written, any default system turn
-    if exact is not None:
-        return exact
-    user = prompt.render_prompt(_PROBE_CONTEXT)
-    probes: tuple[list[dict], ...] = ([], [{"role": "system", "content": _PROBE_SYSTEM}])
-    for fmt in [*chat_formats.FORMATS.values(), *_with_own_system_turns(template, user)]:
-        try:
-            if all(_renders(template, fmt, [*s, {"role": "user", "content": _PROBE_CONTEXT}])
-                   == fmt.render([*s, {"role": "user", "content": user}], add_generation_prompt=True)
-                   for s in probes):  # fmt: skip
-                return fmt
-        except Exception:  # noqa: BLE001 - a template we cannot render is simply not one of ours
-            continue
-    return None
+    if "{%" in template:  # our GGUF exports' chat template
+        return trained if template == trained.pinned_jinja(writer=True) else None
+    from contract import go_chat
 
-
-def _with_own_system_turns(template: str, user: str) -> list[ChatFormat]:
-    """Formats with a default system turn of the base's own (SmolLM2's), read off what the template
-    renders for a turn with no system turn of the caller's."""
-    found = []
-    for family in (chat_formats.FORMATS["chatml"], chat_formats.FORMATS["llama3"]):
-        try:
-            got = _renders(template, family, [{"role": "user", "content": _PROBE_CONTEXT}])
-        except Exception:  # noqa: BLE001 - a template we cannot render is simply not one of ours
-            continue
-        marked = chat_formats.with_default_system(family, "\x00")
-        rendered = marked.render([{"role": "user", "content": user}], add_generation_prompt=True)
-        head, _, tail = rendered.partition("\x00")
-        if got.startswith(head) and got.endswith(tail) and len(got) >= len(head) + len(tail):
-            found.append(chat_formats.with_default_system(family, got[len(head) : len(got) - len(tail)]))
-    return found
-
-
-def format_of_template(template: str) -> ChatFormat | None:
-    """Which of our chat formats produced this TEMPLATE, if it is one of ours byte for byte."""
-    return chat_formats.from_ollama_template(template)
-
-
-def _renders(template: str, fmt: ChatFormat, messages: list[dict]) -> str:
-    """What Ollama gives the model for these messages: the Go TEMPLATE's text after the runtime's BOS,
-    or the Jinja chat template's as llama-server renders it."""
-    if "{%" in template:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        return env.from_string(template).render(
-            messages=messages, add_generation_prompt=True, bos_token=fmt.bos, eos_token=""
-        )
-    from contract.modelfile import gotemplate
-
-    return fmt.bos + gotemplate.execute(template, messages)
+    return trained if go_chat.mismatch(trained, template) is None else None
 
 
 def request_for(
@@ -122,14 +73,15 @@ def request_for(
     `user_text` is the whole user turn (a rendered writer prompt, or a summary's instructions);
     `system` a system turn of the caller's own, else the model's SYSTEM (`model_system`) applies.
     """
-    fmt = served_format(template)
-    if fmt is not None:
+    trained = served_template(template)
+    if trained is not None:
         turn = system or model_system or None
-        return GenerateRequest(fmt.generation_prompt(user_text, turn), raw=True, user_text=user_text)
+        return GenerateRequest(trained.prompt(user_text, turn), raw=True, user_text=user_text)
     if holds_writer_prompt(template):
         raise ServingError(
-            "this model's TEMPLATE holds a writer prompt that is not one of ours, so the exact text it was "
-            "trained on cannot be sent: recreate the model with `story-pipeline modelfile`"
+            "this model's TEMPLATE holds a writer prompt but not the chat template it was trained with, "
+            "so the exact text it was trained on cannot be sent: recreate the model with "
+            "`story-pipeline modelfile`"
         )
     return GenerateRequest(user_text, raw=False, user_text=user_text, system=system or None)
 
@@ -146,7 +98,7 @@ def build_request(
     if (
         user_text == prompt.render_prompt(context)
         and holds_writer_prompt(template)
-        and not served_format(template)
+        and not served_template(template)
     ):
         # A writer prompt of someone else's: let its TEMPLATE wrap the bare context, the best we can do.
         return GenerateRequest(prompt.clean_context(context), raw=False, user_text=user_text)

@@ -1,40 +1,74 @@
 """Tiny models built from a config and tokenizers trained on the spot: for tests, benchmarks and smoke runs.
 
-Nothing here downloads anything. A tiny model has real architecture code (Qwen2 or Llama), random
-weights, and a byte-level BPE tokenizer trained on the given texts with the chat template of one of our
-chat formats, so the whole pipeline (train, export, verify, serve) runs on it in seconds on a CPU.
+Nothing here downloads anything. A tiny model has real architecture code, random weights, and a
+byte-level BPE tokenizer trained on the given texts with a chat template: a plain ChatML or Llama 3
+header template of ours by default, or a real family's (the tests pass the templates llama.cpp ships),
+whose control tokens become the tokenizer's special tokens. So the whole pipeline (train, export,
+verify, serve) runs on it in seconds on a CPU.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from contract import chat_formats
+from contract.chat_template import ChatTemplate, _conversations
 
-SPECIAL_TOKENS = {
-    "chatml": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-    "llama3": [
-        "<|begin_of_text|>",
-        "<|end_of_text|>",
-        "<|start_header_id|>",
-        "<|end_header_id|>",
-        "<|eot_id|>",
-    ],
+# Minimal chat templates of our own, for tiny models with no real family's template: ChatML (no default
+# system turn) and Llama 3 instruct headers (each message trimmed).
+CHATML = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+LLAMA3 = (
+    "{{ bos_token }}{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + "
+    "'<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+#: name -> (template, bos token, eos token, pad token)
+TEMPLATES = {
+    "chatml": (CHATML, "", "<|im_end|>", "<|endoftext|>"),
+    "llama3": (LLAMA3, "<|begin_of_text|>", "<|eot_id|>", "<|end_of_text|>"),
 }
-# Tags the writer target uses: single tokens keep tiny vocabularies from spending merges on them.
-TAG_TOKENS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>"]
+# Tags the writer target uses (and thinking families' think tags): single tokens keep tiny vocabularies
+# from spending merges on them; they are text, not control tokens, as in the real tokenizers.
+TAG_TOKENS = ["<reasoning>", "</reasoning>", "<answer>", "</answer>", "<think>", "</think>"]
+_CONTROL_RE = re.compile(r"<[^<>\s]{1,40}>|\[[A-Z_/]{2,30}\]")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, chat_format: str = "qwen2.5"):
-    """A byte-level BPE `PreTrainedTokenizerFast` trained on texts, with the format's chat template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def control_tokens(template: ChatTemplate) -> list[str]:
+    """The control tokens a chat template writes around messages (`<|im_start|>`, `[INST]`, `<｜User｜>`):
+    what its real tokenizer has as special tokens, read off its renders of the probe conversations."""
+    found: dict[str, None] = {}
+    for messages in _conversations():
+        for generation in (True, False):
+            try:
+                text = template.render(messages, add_generation_prompt=generation)
+            except ValueError:
+                continue
+            for t in _CONTROL_RE.findall(text):
+                if t not in TAG_TOKENS and "@@" not in t:
+                    found[t] = None
+    return list(found)
+
+
+def train_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 512,
+    template: str = CHATML,
+    bos_token: str = "",
+    eos_token: str = "<|im_end|>",
+    pad_token: str = "<|endoftext|>",
+):
+    """A byte-level BPE `PreTrainedTokenizerFast` trained on texts, with this chat template; the
+    template's control tokens are its special tokens, and a template that writes BOS gets one added."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    fmt = chat_formats.get(chat_format)
-    family = "llama3" if fmt.name == "llama3" else "chatml"
-    specials = SPECIAL_TOKENS[family]
+    chat = ChatTemplate(template, bos_token, eos_token)
+    specials = list(dict.fromkeys(t for t in (pad_token, bos_token, eos_token, *control_tokens(chat)) if t))
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -46,12 +80,15 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 512, chat_format: st
     )
     tok.train_from_iterator(texts, trainer)
     tok.add_tokens(TAG_TOKENS)
-    if family == "llama3":
-        kw = dict(bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|end_of_text|>")
-    else:
-        kw = dict(eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    if bos_token:  # llama.cpp then adds BOS itself (add_bos_token), as the template writes it
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos_token} $A",
+            pair=f"{bos_token} $A $B",
+            special_tokens=[(bos_token, tok.token_to_id(bos_token))],
+        )
+    kw = {"bos_token": bos_token or None, "eos_token": eos_token, "pad_token": pad_token}
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, **kw)
-    fast.chat_template = fmt.jinja
+    fast.chat_template = template
     return fast
 
 
@@ -84,14 +121,21 @@ def make_tiny_model(
     arch: str = "qwen2",
     vocab_size: int = 512,
     seed: int = 0,
+    template: tuple[str, str, str] | None = None,
     **config_overrides,
 ) -> Path:
-    """Save a random tiny causal LM and its on-the-spot tokenizer as a Hugging Face folder."""
+    """Save a random tiny causal LM and its on-the-spot tokenizer as a Hugging Face folder.
+
+    `template` is (chat template, bos token, eos token); by default Llama 3 headers for Llama-shaped
+    architectures and ChatML for the others."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    chat_format = "llama3" if arch == "llama" else "qwen2.5"
-    tokenizer = train_tokenizer(texts, vocab_size, chat_format)
+    if template is None:
+        source, bos, eos, pad = TEMPLATES["llama3" if arch == "llama" else "chatml"]
+    else:
+        (source, bos, eos), pad = template, "<|pad|>"
+    tokenizer = train_tokenizer(texts, vocab_size, source, bos, eos, pad)
     config = tiny_config(arch, len(tokenizer), **config_overrides)
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id

@@ -7,14 +7,15 @@ import asyncio
 import pytest
 
 from bot.core import summary
-from contract import chat_formats, prompt, serving
+from contract import prompt, serving
 from pipeline.data import backends
+from tests.families import plain_template, qwen, writer_template
 
-QWEN = chat_formats.get("qwen2.5")
+QWEN = qwen()
 
 
 def test_plain_model_gets_the_user_turn_and_its_own_system_field():
-    plain = QWEN.ollama_template(writer=False)
+    plain = plain_template()
     request = serving.request_for(plain, "Write.", system="Be a teacher.", model_system="ignored")
     assert (request.prompt, request.raw, request.system) == ("Write.", False, "Be a teacher.")
     assert request.fields() == {"prompt": "Write.", "raw": False, "system": "Be a teacher."}
@@ -22,12 +23,12 @@ def test_plain_model_gets_the_user_turn_and_its_own_system_field():
 
 
 def test_our_model_gets_the_chat_text_with_the_right_system_turn():
-    ours = QWEN.ollama_template()
-    assert serving.request_for(ours, "U").prompt == QWEN.generation_prompt("U")  # the default system turn
-    assert serving.request_for(ours, "U", model_system="M").prompt == QWEN.generation_prompt("U", "M")
-    assert serving.request_for(ours, "U", "S", "M").prompt == QWEN.generation_prompt("U", "S")
+    ours = writer_template()
+    assert serving.request_for(ours, "U").prompt == QWEN.prompt("U")  # the default system turn
+    assert serving.request_for(ours, "U", model_system="M").prompt == QWEN.prompt("U", "M")
+    assert serving.request_for(ours, "U", "S", "M").prompt == QWEN.prompt("U", "S")
     assert serving.request_for(ours, "U", "S").fields() == {
-        "prompt": QWEN.generation_prompt("U", "S"),
+        "prompt": QWEN.prompt("U", "S"),
         "raw": True,
     }
 
@@ -41,12 +42,12 @@ def test_a_writer_prompt_not_of_ours_is_refused_with_the_fix():
 
 
 def test_summary_on_a_writer_model_keeps_its_system():
-    request = summary.summary_request("Summarise.", QWEN.ollama_template(), "Terse.")
-    assert request.raw and request.prompt == QWEN.generation_prompt("Summarise.", "Terse.")
+    request = summary.summary_request("Summarise.", writer_template(), "Terse.")
+    assert request.raw and request.prompt == QWEN.prompt("Summarise.", "Terse.")
 
 
 def test_teacher_asks_a_model_of_ours_raw_in_its_format(fake_ollama):
-    fake_ollama.add_model("writer", template=QWEN.ollama_template())
+    fake_ollama.add_model("writer", template=writer_template())
     teacher = backends.OllamaBackend(backends.Settings(model="writer", base_url=fake_ollama.url))
     messages = [{"role": "system", "content": "Reason."}, {"role": "user", "content": "The story."}]
 
@@ -57,7 +58,7 @@ def test_teacher_asks_a_model_of_ours_raw_in_its_format(fake_ollama):
             await teacher.aclose()
 
     reply = asyncio.run(ask())
-    assert reply.text and fake_ollama.rendered[-1] == QWEN.generation_prompt("The story.", "Reason.")
+    assert reply.text and fake_ollama.rendered[-1] == QWEN.prompt("The story.", "Reason.")
     [body] = fake_ollama.calls("/api/generate")
     assert body["raw"] is True and "system" not in body
     with pytest.raises(ValueError, match="one user turn"):

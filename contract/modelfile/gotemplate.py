@@ -7,12 +7,12 @@ carries a pipeline: it accepts and refuses exactly what `ollama create` does, an
 
 `render` and `execute` run the subset Ollama TEMPLATEs use: fields (`.A.B`, `.`, `$.A`, `$x.A`), string,
 integer and boolean literals, `if` / `else if` / `else`, `range` (with `$i, $x :=`), parenthesised calls
-of `eq ne and or not len index json`, comments and the `{{-` / `-}}` trim markers. Anything else raises, so a
-TEMPLATE that leans on more is noticed instead of rendered wrongly. :func:`execute` follows Ollama's
-`template.Execute` (template/template.go): a TEMPLATE that uses `.Messages` gets the collated messages
-and tools, an older `.Prompt` one is run once per turn and cut at `.Response`. They prove that what
-Ollama renders equals what training tokenised, recognise our TEMPLATEs by what they render, and serve
-the stand-in Ollama server. Both run on the tree `parse` makes: one reader of templates, Go's.
+of `eq ne and or not len index slice json`, comments and the `{{-` / `-}}` trim markers. Anything else
+raises, so a TEMPLATE that leans on more is noticed instead of rendered wrongly. :func:`execute`
+follows Ollama's `template.Execute` (template/template.go): a TEMPLATE that uses `.Messages` gets the
+collated messages and tools, an older `.Prompt` one is run once per turn and cut at `.Response`. They
+prove that what Ollama renders equals what training tokenised, and serve the stand-in Ollama server.
+Both run on the tree `parse` makes: one reader of templates, Go's.
 """
 
 from __future__ import annotations
@@ -824,7 +824,7 @@ def parse(template: str) -> Tree:
 # --- Rendering the subset our TEMPLATEs use, on the parsed tree -----------------------------------
 
 # The functions the renderer runs; the parser knows all of Go's and Ollama's (FUNCTIONS).
-_FUNCS = frozenset({"eq", "ne", "and", "or", "not", "len", "index", "json"})
+_FUNCS = frozenset({"eq", "ne", "and", "or", "not", "len", "index", "slice", "json"})
 _OPERANDS = frozenset({"field", "variable", "dot", "string", "number", "bool", "identifier", "pipe", "chain"})
 
 
@@ -989,6 +989,8 @@ class _Renderer:
             return not _truthy(vals[0])
         if name == "len":
             return len(vals[0] or ())
+        if name == "slice":  # slice x i [j]: what Ollama's TEMPLATEs use to tell the last message
+            return vals[0][vals[1] if len(vals) > 1 else None : vals[2] if len(vals) > 2 else None]
         if name == "index":
             obj = vals[0]
             for k in vals[1:]:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from contract import chat_formats
+from contract import chat_template
 
 # Hugging Face model_type -> GGUF general.architecture for the families we export.
 HF_TO_GGUF_ARCH = {"qwen2": "qwen2", "llama": "llama", "mistral": "llama"}
-# Our chat formats -> the GGUF architecture of the models that use them.
-FORMAT_ARCH = {"qwen2.5": "qwen2", "qwen2": "qwen2", "llama3": "llama"}
+# Ollama library models (the name before ':') -> their GGUF architecture, for the ADAPTER check. DeepSeek-R1's
+# distills are Qwen2 but for the 8b and 70b tags (Llama); the tag decides there.
+LIBRARY_ARCH = {
+    "qwen2": "qwen2", "qwen2.5": "qwen2", "molbal/cra-v1-7b": "qwen2", "molbal/cra-v1-32b": "qwen2",
+    "qwen3": "qwen3", "qwq": "qwen2", "deepseek-r1": "qwen2", "llama3": "llama", "llama3.1": "llama",
+    "llama3.2": "llama", "llama3.3": "llama", "mistral": "llama", "mistral-nemo": "llama",
+    "gemma2": "gemma2", "gemma3": "gemma3", "phi3": "phi3", "phi3.5": "phi3", "smollm2": "llama",
+}  # fmt: skip
+_LLAMA_TAGS = {"deepseek-r1": ("8b", "70b")}
 
 
 class NotAnAdapterError(ValueError):
@@ -50,10 +57,11 @@ def architecture_of(path: Path) -> str | None:
 
 def architecture_of_name(model: str) -> str | None:
     """The architecture of an Ollama library model we know by name, else None."""
-    try:
-        return FORMAT_ARCH.get(chat_formats.for_ollama_name(model).name)
-    except chat_formats.UnknownFormatError:
-        return None
+    name, _, tag = model.lower().partition(":")
+    name = name.removeprefix("registry.ollama.ai/").removeprefix("library/")
+    if any(tag.startswith(t) for t in _LLAMA_TAGS.get(name, ())):
+        return "llama"
+    return LIBRARY_ARCH.get(name)
 
 
 def adapter_architecture(path: Path) -> str | None:
@@ -76,11 +84,21 @@ def adapter_architecture(path: Path) -> str | None:
     return str(fields.get("general.architecture") or "") or None
 
 
-def local_chat_template(path: Path) -> tuple[str | None, str]:
-    """(chat template, bos token) of a Hugging Face folder or a GGUF file."""
+def local_chat_template(path: Path) -> tuple[str | None, str, str]:
+    """(chat template, bos token, eos token) of a Hugging Face folder or a GGUF file."""
     if path.is_dir():
-        return chat_formats.folder_chat_template(path)
+        return chat_template.folder_chat_template(path)
     fields = gguf_fields(path)
-    tokens, bos_id = fields.get("tokenizer.ggml.tokens"), fields.get("tokenizer.ggml.bos_token_id")
-    has_bos = isinstance(tokens, list) and isinstance(bos_id, int) and 0 <= bos_id < len(tokens)
-    return fields.get("tokenizer.chat_template"), str(tokens[bos_id]) if has_bos else ""  # type: ignore[return-value,index]
+    tokens = fields.get("tokenizer.ggml.tokens")
+
+    def token(key: str) -> str:
+        i = fields.get(key)
+        ok = isinstance(tokens, list) and isinstance(i, int) and 0 <= i < len(tokens)
+        return str(tokens[i]) if ok else ""  # type: ignore[index]
+
+    template = fields.get("tokenizer.chat_template")
+    return (
+        (template if isinstance(template, str) else None),
+        token("tokenizer.ggml.bos_token_id"),
+        token("tokenizer.ggml.eos_token_id"),
+    )

@@ -82,9 +82,9 @@ def gutenberg(
             **ranged("With --tokenizer: tokens left in each row for the teacher's reasoning", min=0)
         ),
     ] = 400,
-    chat_format: Annotated[
-        str | None,
-        typer.Option(help="With --tokenizer: the chat format train will use, as `train --chat-format`"),
+    chat_template: Annotated[
+        Path | None,
+        typer.Option(help="With --tokenizer: the chat template train will use, as `train --chat-template`"),
     ] = None,
     val_ratio: Annotated[
         float, typer.Option(**ranged("Share of books held out for validation", min=0, below=1))
@@ -95,8 +95,8 @@ def gutenberg(
     from pipeline.data import gutenberg as g
 
     check_output(output, force)
-    if tokenizer is None and (max_length is not None or chat_format is not None):
-        raise _fail("--max-length and --chat-format need --tokenizer (the base model's folder)")
+    if tokenizer is None and (max_length is not None or chat_template is not None):
+        raise _fail("--max-length and --chat-template need --tokenizer (the base model's folder)")
     try:
         spec = g.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
                             max_context_chars, max_continuation_chars)  # fmt: skip
@@ -104,7 +104,7 @@ def gutenberg(
         budget = None
         if tokenizer is not None:
             with console.status(f"loading the tokenizer of {tokenizer}"):
-                budget = g.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_format)
+                budget = g.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_template)
     except (ValueError, g.BookError) as e:
         raise _fail(str(e)) from None
     with Progress(

@@ -528,10 +528,10 @@ class TokenBudget:
 
 
 def load_budget(
-    folder: str | Path, max_length: int, reasoning_tokens: int, chat_format: str | None = None
+    folder: str | Path, max_length: int, reasoning_tokens: int, chat_template: Path | None = None
 ) -> TokenBudget:
     """The token budget of a local tokenizer folder (or a base model's folder), with the chat template
-    train would use (its own, or chat_format's); nothing is downloaded."""
+    train would use (its own, or chat_template's); nothing is downloaded."""
     from pipeline.train.base import load_tokenizer
     from pipeline.train.options import TrainError
 
@@ -544,7 +544,7 @@ def load_budget(
     if reasoning_tokens < 0:
         raise BookError(f"--reasoning-tokens {reasoning_tokens} must be 0 or more")
     try:
-        tokenizer, _ = load_tokenizer(folder, chat_format, local_files_only=True)
+        tokenizer, _ = load_tokenizer(folder, chat_template, local_files_only=True)
         return TokenBudget(tokenizer, max_length, reasoning_tokens, str(folder))
     except (TrainError, ValueError) as e:
         raise BookError(str(e)) from None

@@ -52,8 +52,14 @@ def _spans(row: dict, n: int) -> tuple[list[dict], str, str]:
 
 def encode(tokenizer, row: dict, n: int = 1) -> Encoded:
     """Token ids of the rendered conversation and which tokens belong to the answer."""
+    from contract import chat_template
+
     messages, content, answer = _spans(row, n)
-    text = tokenizer.apply_chat_template(messages, tokenize=False)
+    chat = chat_template.of_tokenizer(tokenizer)
+    if chat is None:
+        raise PerplexityError("the tokenizer has no chat template to render the rows with")
+    # as training renders a row (pipeline.train.rows.encode_turns): the served prompt, then the reply
+    text = chat.render(messages[:-1], add_generation_prompt=True) + content + chat.reply_end
     c_start = text.rfind(content)
     if c_start < 0:
         raise PerplexityError(

@@ -18,7 +18,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from contract import chat_formats
+from contract import chat_template
 from pipeline.export.arch import BaseModel, load_base, permute_rows
 from pipeline.export.gguf_write import PlannedTensor, WriteReport, choose_type, plan_notes, write_gguf
 from pipeline.export.peft_adapter import MERGE_HINT, Adapter, AdapterError, LoraModule, load_adapter
@@ -113,10 +113,10 @@ def _loader(adapter: Adapter, tensor: str, transform) -> Callable[[], np.ndarray
     return load
 
 
-def _trained_format(adapter_dir: Path) -> chat_formats.ChatFormat | None:
+def _trained_template(adapter_dir: Path) -> chat_template.ChatTemplate | None:
     try:
-        return chat_formats.of_adapter(adapter_dir)
-    except chat_formats.UnknownFormatError:  # trained elsewhere with a template of its own
+        return chat_template.of_folder(adapter_dir)
+    except (ValueError, OSError):  # a training.json or tokenizer config we cannot read: nothing to carry
         return None
 
 
@@ -133,12 +133,12 @@ def export_adapter(
     check_against_base(adapter, base)
     plan, notes = plan_adapter(adapter, base, outtype)
     alpha = adapter.gguf_alpha
-    fmt = _trained_format(Path(adapter_dir))
+    trained = _trained_template(Path(adapter_dir))
 
     def metadata(w: gguf.GGUFWriter) -> None:
         w.add_type(gguf.GGUFType.ADAPTER)
-        for key, value in (chat_formats.gguf_record(fmt) if fmt else {}).items():
-            w.add_string(key, value)  # the chat format travels with the adapter into `modelfile`
+        if trained is not None:  # the chat template travels with the adapter into `modelfile`
+            w.add_string(chat_template.GGUF_KEY, trained.encoded())
         w.add_string(gguf.Keys.Adapter.TYPE, "lora")
         w.add_float32(gguf.Keys.Adapter.LORA_ALPHA, alpha)
         w.add_name(f"{Path(adapter_dir).resolve().name} (LoRA for {Path(base_dir).resolve().name})")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import chat_formats
+from contract import chat_template
 from contract.atomic import OutputExistsError, exists_message
 from pipeline.export.arch import load_base
 from pipeline.export.gguf_adapter import check_against_base
@@ -117,7 +117,7 @@ def export_merged(
     adapter_template = None
     if adapter_dir is not None:
         check_against_base(load_adapter(adapter_dir, strict=False), base)
-        adapter_template = chat_formats.folder_chat_template(Path(adapter_dir))[0]
+        adapter_template = chat_template.folder_chat_template(Path(adapter_dir))[0]
     t0 = time.perf_counter()
     if fmt == "safetensors":
         if quant:
@@ -142,37 +142,39 @@ def export_merged(
     source = (
         StateDictSource(merged_model(Path(adapter_dir), base_dir)) if adapter_dir else TensorSet(base_dir)
     )
-    chat_template, note = writer_chat_template(Path(adapter_dir) if adapter_dir else None, base_dir)
+    writer_template, note = writer_chat_template(Path(adapter_dir) if adapter_dir else None, base_dir)
     if not quant:
-        report = write_model(base, source, base_dir, out, outtype, overwrite, on_tensor, chat_template)
+        report = write_model(base, source, base_dir, out, outtype, overwrite, on_tensor, writer_template)
         report.notes.append(note)
         return report
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         f16 = Path(tmp) / "unquantized.gguf"  # llama.cpp quantizes from a file, like llama-quantize
-        report = write_model(base, source, base_dir, f16, outtype, True, on_tensor, chat_template)
+        report = write_model(base, source, base_dir, f16, outtype, True, on_tensor, writer_template)
         q = quantize(f16, out, quant, overwrite)
     q.notes, q.seconds = [*report.notes, note], time.perf_counter() - t0
     return q
 
 
 def writer_chat_template(adapter_dir: Path | None, base_dir: Path) -> tuple[str | None, str]:
-    """The GGUF's tokenizer.chat_template: the writer prompt in the chat format training used, and a note.
+    """The GGUF's tokenizer.chat_template: the writer prompt in the chat template training used, and a note.
 
     Ollama renders the GGUF's chat template instead of a Modelfile TEMPLATE when it finds it more
-    capable, and with no TEMPLATE at all; either way this one gives the model the training bytes. The
-    format is the one the adapter's tokenizer carries (training's), else the base's. A base of no
-    format of ours keeps its own template.
+    capable, and with no TEMPLATE at all; either way this one gives the model the training bytes (its
+    date and thinking switch pinned, `ChatTemplate.pinned_jinja`). The template is the one the adapter
+    was trained with, else the base's. A base whose template cannot be served keeps its own.
     """
-    from contract import chat_formats
-    from contract.modelfile.inspect import local_chat_template
+    from contract import go_chat
 
-    folder = adapter_dir if adapter_dir and (adapter_dir / "tokenizer_config.json").exists() else base_dir
-    template, bos = local_chat_template(folder)
-    if template is None:
+    trained = chat_template.of_folder(adapter_dir) if adapter_dir else None
+    trained = trained or chat_template.of_folder(base_dir)
+    if trained is None:
         return None, "tokenizer.chat_template: none (the tokenizer has no chat template)"
     try:
-        fmt = chat_formats.detect_from_jinja(template, bos_token=bos)
-    except chat_formats.UnknownFormatError:
-        return None, "tokenizer.chat_template: the base's own (not one of our chat formats)"
-    return fmt.writer_jinja, f"tokenizer.chat_template: the writer prompt in the {fmt.name} chat format"
+        go_chat.check(trained)
+    except chat_template.UnknownFamilyError as e:
+        return None, f"tokenizer.chat_template: the base's own ({e})"
+    return trained.pinned_jinja(writer=True), (
+        f"tokenizer.chat_template: the writer prompt in the {trained.family} chat template, as trained"
+        f" on {trained.date}"
+    )

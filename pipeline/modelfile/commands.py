@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
 
-from contract import chat_formats
 from contract.atomic import check_output
+from contract.chat_template import UnknownFamilyError
 from contract.modelfile import grammar
 from pipeline.modelfile import render, selection
 
@@ -33,8 +33,18 @@ def modelfile(
     num_ctx: Annotated[
         int, typer.Option(min=render.MIN_NUM_CTX, max=render.MAX_NUM_CTX, help="Context window in tokens")
     ] = render.DEFAULT_NUM_CTX,
-    fmt: Annotated[
-        str | None, typer.Option("--format", help=f"Chat format: {chat_formats.supported()}")
+    chat_template: Annotated[
+        Path | None,
+        typer.Option(
+            help="The chat template the model was trained with, where neither the adapter nor FROM carries "
+            "it: the base's Hugging Face folder, its tokenizer_config.json, or a .jinja file"
+        ),
+    ] = None,
+    bos_token: Annotated[str, typer.Option(help="With a .jinja --chat-template: its BOS token")] = "",
+    eos_token: Annotated[str, typer.Option(help="With a .jinja --chat-template: its EOS token")] = "",
+    date: Annotated[
+        str | None,
+        typer.Option(help="With --chat-template: the date training pinned (YYYY-MM-DD; default today)"),
     ] = None,
     out: Annotated[Path | None, typer.Option("-o", "--output", help="Modelfile to write")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the Modelfile if it exists")] = False,
@@ -46,8 +56,9 @@ def modelfile(
         raise typer.BadParameter("give --from BASE and -o FILE (or use `modelfile check FILE...`)")
     check_output(out, force)
     try:
-        path, problems = render.write(out, base, adapter, system, param, num_ctx, fmt)
-    except (render.ModelfileRenderError, chat_formats.UnknownFormatError, ValueError) as e:
+        given = render.template_file(chat_template, bos_token, eos_token, date) if chat_template else None
+        path, problems = render.write(out, base, adapter, system, param, num_ctx, given)
+    except (render.ModelfileRenderError, UnknownFamilyError, ValueError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     for p in problems:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from contract import atomic, chat_formats, prompt
-from contract.chat_formats import ChatFormat
+from contract import atomic, chat_template, go_chat, prompt
+from contract.chat_template import ChatTemplate, UnknownFamilyError
 from contract.modelfile import golang, grammar, inspect
 from pipeline.modelfile import selection
 
@@ -26,7 +26,7 @@ class ModelfileRenderError(ValueError):
 @dataclass
 class WriterModelfile:
     base: str
-    format: ChatFormat
+    template: ChatTemplate
     adapter: str | None = None
     system: str | None = None
     num_ctx: int = DEFAULT_NUM_CTX
@@ -40,20 +40,23 @@ class WriterModelfile:
             raise ModelfileRenderError(f"--num-ctx must be a positive number of tokens, not {self.num_ctx}")
         params = {**DEFAULT_PARAMETERS, **self.parameters, "num_ctx": [str(self.num_ctx)]}
         # </answer> first: the passage is complete there, and what a model writes after it is not used.
-        stops = [prompt.ANSWER_CLOSE, *self.format.stop, *params.get("stop", [])]
+        stops = [prompt.ANSWER_CLOSE, *self.template.stops, *params.get("stop", [])]
         params["stop"] = list(dict.fromkeys(stops))
         lines = [
-            f"# The writer's assistant on {self.base} ({self.format.description}).",
+            f"# The writer's assistant on {self.base} ({self.template.family} chat template, its dates"
+            f" pinned to {self.template.date}).",
             f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
             "# Type or paste the story so far: the model reasons inside <reasoning> and continues the",
-            "# story inside <answer>. The TEMPLATE holds the writer prompt the model was trained on",
-            "# (contract/prompt.py); edit it only together with a retrain. It also handles tools, so",
-            "# Ollama (v0.30+) keeps it rather than the base GGUF's own chat template.",
+            "# story inside <answer>. The TEMPLATE renders, byte for byte, what training rendered with",
+            "# the base's own chat template around the writer prompt (contract/prompt.py); the comment",
+            "# at its start carries that chat template, which the bot renders raw prompts with. It also",
+            "# handles tools (and thinking, where the base does), so Ollama keeps it rather than the",
+            "# base GGUF's own chat template. Edit it only together with a retrain.",
             f"FROM {self.base}",
         ]
         if self.adapter:
             lines.append(f"ADAPTER {self.adapter}")
-        lines.append(f'TEMPLATE """{self.format.ollama_template()}"""')
+        lines.append(f'TEMPLATE """{self.template.go_template()}"""')
         if self.system is not None:
             lines.append(f'SYSTEM """{self.system}"""')
         for key in sorted(params):
@@ -108,37 +111,53 @@ def parse_params(pairs: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def detect_format(base: str, base_dir: Path) -> ChatFormat:
-    """The chat format of FROM: a library name we know, or the chat template inside a local model."""
+def base_template(base: str, base_dir: Path) -> ChatTemplate | None:
+    """The chat template of FROM when it is a local GGUF file or Hugging Face folder (the one our
+    exports carry, else the model's own); None for an Ollama model name."""
     path = Path(base).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    if path.exists():
-        template, bos = inspect.local_chat_template(path)
-        if template is None:
-            raise chat_formats.UnknownFormatError(
-                f"{base} has no chat template to recognise: pass --format ({chat_formats.supported()})"
-            )
-        from contract.serving import served_format
-
-        # our own GGUF exports carry the writer prompt in their chat template (export/merged.py)
-        if (ours := served_format(template)) is not None:
-            return ours
-        try:
-            return chat_formats.detect_from_jinja(template, bos_token=bos)
-        except chat_formats.UnknownFormatError as e:
-            raise chat_formats.UnknownFormatError(
-                f"{base}: {e}; pass --format NAME ({chat_formats.supported()}) only if the model was "
-                "trained with that format (train --chat-format NAME)"
-            ) from None
-    return chat_formats.for_ollama_name(base)
+    if not path.exists():
+        return None
+    source, bos, eos = inspect.local_chat_template(path)
+    if source is None:
+        raise ModelfileRenderError(
+            f"{base} has no chat template: give the one the model was trained with (--chat-template)"
+        )
+    return chat_template.decode(source) or ChatTemplate(source, bos, eos)
 
 
-def adapter_format(adapter: Path) -> ChatFormat | None:
-    """The chat format an adapter from our export was trained with (it carries it), if it says."""
+def template_file(path: Path, bos: str = "", eos: str = "", date: str | None = None) -> ChatTemplate:
+    """--chat-template: a Hugging Face folder, its tokenizer_config.json, or a .jinja file (tokens given)."""
     try:
-        return chat_formats.from_gguf_fields(inspect.gguf_fields(adapter))
+        found = chat_template.from_path(path, bos, eos)
+    except ValueError as e:
+        raise ModelfileRenderError(f"--chat-template {e}") from None
+    return replace(found, date=date) if date else found
+
+
+def adapter_template(adapter: Path) -> ChatTemplate | None:
+    """The chat template an adapter from our export was trained with (it carries it), if it says."""
+    try:
+        fields = inspect.gguf_fields(adapter)
     except ValueError:  # not a GGUF: the grammar check says so by name
         return None
+    carried = fields.get(chat_template.GGUF_KEY)
+    return chat_template.decode(carried) if isinstance(carried, str) else None
+
+
+def choose_template(base: str, adapter: Path | None, given: ChatTemplate | None) -> ChatTemplate:
+    """The template to serve: the one given, else the one the adapter was trained with, else FROM's own."""
+    if given is not None:
+        return given
+    trained = adapter_template(Path(adapter)) if adapter is not None and Path(adapter).is_file() else None
+    found = trained or base_template(base, Path.cwd())
+    if found is None:
+        raise ModelfileRenderError(
+            f"cannot tell the chat template of {base!r}: give the adapter our export-gguf wrote (it carries "
+            "the template it was trained with), a local GGUF or Hugging Face folder as --from, or "
+            "--chat-template (the base's Hugging Face folder, tokenizer_config.json or .jinja file)"
+        )
+    return found
 
 
 def write(
@@ -148,27 +167,26 @@ def write(
     system: str | None = None,
     params: list[str] | None = None,
     num_ctx: int = DEFAULT_NUM_CTX,
-    format_name: str | None = None,
+    template: ChatTemplate | None = None,
 ) -> tuple[Path, list[grammar.Problem]]:
     """Render, check and atomically write a writer Modelfile; refuse if the check finds an error."""
     out = Path(out)
     out_dir = out.resolve().parent
-    if format_name:
-        fmt = chat_formats.get(format_name)
-    else:  # the format the adapter was trained with, else the base's own
-        trained = adapter_format(Path(adapter)) if adapter is not None and Path(adapter).is_file() else None
-        fmt = trained or detect_format(base, Path.cwd())
+    for _, message in grammar.value_problems("num_ctx", str(num_ctx)):
+        raise ModelfileRenderError(f"--num-ctx {num_ctx}: {message.split(': ', 1)[1]}")
+    wanted_params = parse_params(params or [])  # the flags first: quick to say, before any file is read
+    fmt = choose_template(base, adapter, template)
+    try:
+        go_chat.check(fmt)
+    except UnknownFamilyError as e:
+        raise ModelfileRenderError(f"{e}: this base cannot be served the bytes it is trained on") from None
     from_value = _relative(Path(base).expanduser(), out_dir) if Path(base).expanduser().exists() else base
     adapter_value = None
     if adapter is not None:
         if not Path(adapter).exists():
             raise ModelfileRenderError(f"--adapter {adapter}: no such file")
         adapter_value = _relative(Path(adapter), out_dir)
-    for _, message in grammar.value_problems("num_ctx", str(num_ctx)):
-        raise ModelfileRenderError(f"--num-ctx {num_ctx}: {message.split(': ', 1)[1]}")
-    wanted = WriterModelfile(
-        from_value, fmt, adapter_value, system, num_ctx, parse_params(params or []), str(out)
-    )
+    wanted = WriterModelfile(from_value, fmt, adapter_value, system, num_ctx, wanted_params, str(out))
     text = wanted.render()
     # Refuse anything `modelfile check` finds, warnings too: the writer never writes a file that Ollama
     # refuses or serves otherwise than asked.
@@ -176,7 +194,7 @@ def write(
     if problems:
         raise ModelfileRenderError("the Modelfile would not work:\n" + "\n".join(map(str, problems)))
     parsed = grammar.parse(text)  # the writer's own round trip through Ollama's parser
-    if parsed.first("template") != fmt.ollama_template() or parsed.first("system") != system:
+    if parsed.first("template") != fmt.go_template() or parsed.first("system") != system:
         raise ModelfileRenderError("the TEMPLATE or SYSTEM did not survive Ollama's parser unchanged")
     for key, values in wanted.parameters.items():
         if parsed.parameters.get(key, [])[-len(values) :] != values:

@@ -27,10 +27,16 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from contract.chat_template import decode as decode_template
 from contract.modelfile import gotemplate, inspect
 from contract.modelfile.grammar import Modelfile, Problem
 
 TOOLS, THINKING, INSERT = "tools", "thinking", "insert"
+# Library families Ollama renders with built-in code (model/renderers; server/create.go sets RENDERER for
+# gemma4, laguna and nemotron-3-nano itself): `FROM` one of them inherits its RENDERER and PARSER.
+RENDERER_BASES = frozenset({"gemma4", "laguna", "nemotron-3-nano", "qwen3-coder", "qwen3-vl",
+                            "qwen3.5", "deepseek-v3.1", "glm-4.6", "glm-4.7", "cogito-2.1", "olmo-3",
+                            "lfm2"})  # fmt: skip
 _TOOL_CHAT = "{# tools, tool_calls and tool_response: a chat template with a tool round trip #}"
 _GO_TEMPLATE_FIX = (
     "recreate the Modelfile with `story-pipeline modelfile` (its TEMPLATE handles tools, so Ollama keeps "
@@ -134,7 +140,7 @@ def base_chat_template(value: str, base_dir: Path) -> tuple[str, str | None] | N
         return None
     kind = "Hugging Face folder" if path.is_dir() else "GGUF"
     try:
-        template, _ = inspect.local_chat_template(path)
+        template = inspect.local_chat_template(path)[0]
     except (ValueError, OSError):
         return None
     return f"{kind} {value}", template
@@ -152,6 +158,15 @@ def check(mf: Modelfile, base_dir: Path, environ: Mapping[str, str] | None = Non
         return []
     template = template_cmd.args
     base = base_chat_template(from_cmd.args, base_dir)
+    library = from_cmd.args.split(":", 1)[0].lower().rsplit("/", 1)[-1]
+    if base is None and library in RENDERER_BASES:
+        return [Problem("error", from_cmd.line,
+                        f"FROM {from_cmd.args}: Ollama renders this family with its built-in RENDERER, which "
+                        "a model made FROM it inherits (server/create.go), so the TEMPLATE is never used: "
+                        "build FROM the base's GGUF file (story-pipeline export-base)")]  # fmt: skip
+    trained = decode_template(template)
+    if base is None and trained is not None:  # our TEMPLATE names the chat template the base was trained with
+        base = (f"library model {from_cmd.args} (with the chat template training used)", trained.source)
     if base is None:
         # a library model: its GGUF is not here to read, so ask whether a tool round-trip chat template
         # (what Qwen2.5's and Llama 3.1's GGUFs carry) would win

@@ -1,8 +1,9 @@
 """The base model: the hardware it trains on, its tokenizer and chat format, and loading it (4-bit or not).
 
-The chat format is the contract between training and serving: the base's own chat template must be one
-of ours (`contract.chat_formats`), or `--chat-format` must name the one to train with, which then replaces
-the tokenizer's template and is saved with the adapter so export and Modelfile use the same.
+The chat template is the contract between training and serving: the base's own (or `--chat-template`,
+which replaces it), pinned (date, thinking switch) and checked to be servable byte for byte
+(`contract.chat_template`, `contract.go_chat`) before any work, then saved with the adapter so export,
+Modelfile and the bot render the same bytes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import chat_formats
+from contract import chat_template, go_chat
+from contract.chat_template import ChatTemplate
 from pipeline.train.options import TrainError, TrainOptions, local_rank
 
 
@@ -123,11 +125,6 @@ def _probe_4bit_training(torch, bnb_nn, device: str) -> None:
         raise ValueError("no gradient reaches the LoRA weights through the 4-bit layer")
 
 
-def _format_tokens_present(tokenizer, fmt: chat_formats.ChatFormat) -> list[str]:
-    vocab = tokenizer.get_vocab()
-    return [t for t in (*fmt.stop, fmt.bos) if t and t not in vocab]
-
-
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 
 
@@ -146,8 +143,11 @@ def check_source(source: str | Path, flag: str = "--base") -> None:
         )
 
 
-def load_tokenizer(source: str | Path, chat_format: str | None, local_files_only: bool = False):
-    """(tokenizer, chat format) of a base model or adapter folder, with the format checked or set."""
+def load_tokenizer(
+    source: str | Path, chat_template_path: Path | None = None, local_files_only: bool = False
+) -> tuple[object, ChatTemplate]:
+    """(tokenizer, trained chat template) of a base model or adapter folder, the template checked and
+    pinned: the tokenizer then renders (for TRL too) exactly what training tokenises and serving sends."""
     from transformers import AutoTokenizer
 
     check_source(source)
@@ -155,39 +155,36 @@ def load_tokenizer(source: str | Path, chat_format: str | None, local_files_only
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local_files_only)
     except (OSError, ValueError) as e:
         raise TrainError(f"cannot load the tokenizer of {source}: {e}") from None
-    own = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    detected, refusal = None, None
-    if own:
+    if chat_template_path is not None:
         try:
-            detected = chat_formats.detect_from_jinja(
-                own, tokenizer.bos_token or "", tokenizer.eos_token or ""
+            given = chat_template.from_path(
+                chat_template_path, tokenizer.bos_token or "", tokenizer.eos_token or ""
             )
-        except chat_formats.UnknownFormatError as e:
-            refusal = str(e)
-    if chat_format:
-        try:
-            fmt = chat_formats.get(chat_format)
-        except chat_formats.UnknownFormatError as e:
-            raise TrainError(str(e)) from None
-        missing = _format_tokens_present(tokenizer, fmt)
-        if missing:
-            raise TrainError(
-                f"the tokenizer of {source} has no {', '.join(missing)} token: chat format {fmt.name} cannot "
-                f"be used with it; choose a format whose special tokens it has ({chat_formats.supported()})"
-            )
-        tokenizer.chat_template = fmt.jinja
-        return tokenizer, fmt
-    if detected:
-        return tokenizer, detected
-    if own is None:
+        except ValueError as e:
+            raise TrainError(f"--chat-template {e}") from None
+        tokenizer.chat_template = given.source
+    trained = chat_template.of_tokenizer(tokenizer)
+    if trained is None:
         raise TrainError(
-            f"{source} has no chat template: pass --chat-format NAME ({chat_formats.supported()}) to train "
-            "with one; the adapter keeps it, and the Modelfile must then use the same format"
+            f"{source} has no chat template: pass --chat-template (a Hugging Face folder, its "
+            "tokenizer_config.json or a .jinja file) to train with one; the adapter keeps it"
         )
-    raise TrainError(
-        f"{source}: {refusal}, so a Modelfile could not serve the model the bytes it was trained on: pass "
-        "--chat-format NAME to train with one of them instead (it replaces the tokenizer's template)"
-    )
+    try:
+        go_chat.check(trained)
+    except chat_template.UnknownFamilyError as e:
+        raise TrainError(
+            f"{source}: {e}, so no Modelfile could serve the model the bytes it is trained on: train with "
+            "a chat template that renders a plain system/user/assistant conversation (--chat-template)"
+        ) from None
+    vocab = tokenizer.get_vocab()
+    missing = [t for t in (*trained.stops, trained.bos_token) if t and t not in vocab]
+    if missing:
+        raise TrainError(
+            f"the tokenizer of {source} has no {', '.join(missing)} token, which its chat template writes: "
+            "give the chat template this tokenizer was made for (--chat-template)"
+        )
+    tokenizer.chat_template = trained.pinned_jinja()
+    return tokenizer, trained
 
 
 def load_model(opts: TrainOptions, precision: str, hw: Hardware):

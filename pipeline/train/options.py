@@ -41,8 +41,10 @@ class TrainOptions:
     eval_data: Path | None = option(None, "Held-out rows in the same format")
     method: str = option("sft", f"Training method: {', '.join(METHODS)}")
     adapter: Path | None = option(None, "An SFT adapter folder to start from (required for dpo and kto)")
-    chat_format: str | None = option(
-        None, "Chat format to train with, replacing the base's template (qwen2.5, qwen2, chatml, llama3)"
+    chat_template: Path | None = option(
+        None,
+        "A chat template to train with where the base has none (or to replace its own): a Hugging Face "
+        "folder, its tokenizer_config.json, or a .jinja file",
     )
     qlora: bool = option(True, "Load the base in 4-bit NF4 (bitsandbytes); --no-qlora trains plain LoRA")
     rank: int = option(16, "LoRA rank", min=1, max=4096)

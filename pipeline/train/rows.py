@@ -1,9 +1,12 @@
 """Training rows: read, check, fit to the window and tokenize them with the base's chat template.
 
 An SFT row is what `contract.prompt.training_row` makes: `{"messages": [user, assistant]}` (an optional
-system turn first). The prompt is tokenized on its own, ending with the chat template's generation
-prompt, and the reply after it: exactly the tokens a served model sees before it writes, so training and
-serving agree even where a tokenizer would merge across the boundary. Prompt tokens get label -100.
+system turn first). The prompt is rendered by the base's pinned chat template with its generation prompt
+(`contract.chat_template`: what serving sends) and tokenized on its own, then the reply after it, closed
+as the template closes an assistant turn: exactly the tokens a served model sees before it writes, so
+training and serving agree even where a tokenizer would merge across the boundary, and for templates
+whose generation prompt differs from a finished turn (DeepSeek-R1's closed think block). Prompt tokens
+get label -100.
 
 Rows that cannot train are skipped and counted by reason, never fatal one by one. A row too long for the
 window loses the oldest part of its story context (re-rendered through the writer prompt, so the header
@@ -18,7 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import jsonl, prompt
+from contract import chat_template, jsonl, prompt
 from pipeline.train.options import TrainError
 
 
@@ -93,8 +96,19 @@ def cut_context(tokenizer, context: str, drop_tokens: int) -> str:
 # ---- Rendering through the chat template -----------------------------------------------------------
 
 
-def _render(tokenizer, messages: list[dict], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+def template_of(tokenizer) -> chat_template.ChatTemplate:
+    """The pinned chat template `base.load_tokenizer` gave the tokenizer (its record rides along)."""
+    found = chat_template.of_tokenizer(tokenizer)
+    if found is None:
+        raise TrainError(
+            "the tokenizer has no chat template: load it with pipeline.train.base.load_tokenizer"
+        )
+    return found
+
+
+def _render(tokenizer, messages: list[dict]) -> str:
+    """The prompt for these turns, ready for the reply: what serving sends (BOS written by the template)."""
+    return template_of(tokenizer).render(messages, add_generation_prompt=True)
 
 
 def _ids(tokenizer, text: str) -> list[int]:
@@ -110,18 +124,16 @@ class Encoded:
 
 
 def encode_turns(tokenizer, head: list[dict], reply: str) -> tuple[list[int], list[int]]:
-    """Token ids of the prompt (head turns + generation prompt) and of the reply that follows it."""
-    prompt_text = _render(tokenizer, head, True)
-    full_text = _render(tokenizer, [*head, {"role": "assistant", "content": reply}], False)
-    if not full_text.startswith(prompt_text):
-        raise SkipRow("the chat template renders the prompt differently once a reply follows")
-    return _ids(tokenizer, prompt_text), _ids(tokenizer, full_text[len(prompt_text) :])
+    """Token ids of the prompt (head turns + generation prompt, as served) and of the reply after it,
+    closed as the template closes an assistant turn (`<|im_end|>\n`, `<｜end▁of▁sentence｜>`)."""
+    chat = template_of(tokenizer)
+    return _ids(tokenizer, _render(tokenizer, head)), _ids(tokenizer, reply + chat.reply_end)
 
 
 def fit_head(tokenizer, head: list[dict], reply_tokens: int, max_length: int) -> tuple[list[dict], bool]:
     """The head turns with the user's story context cut from the left until prompt + reply fit."""
     budget = max_length - reply_tokens
-    prompt_ids = _ids(tokenizer, _render(tokenizer, head, True))
+    prompt_ids = _ids(tokenizer, _render(tokenizer, head))
     if len(prompt_ids) <= budget:
         return head, False
     parts = prompt.split_prompt(head[-1]["content"])
@@ -135,7 +147,7 @@ def fit_head(tokenizer, head: list[dict], reply_tokens: int, max_length: int) ->
             break
         user = prompt.render_prompt(context, guidance, words)
         head = [*head[:-1], {"role": "user", "content": user}]
-        prompt_ids = _ids(tokenizer, _render(tokenizer, head, True))
+        prompt_ids = _ids(tokenizer, _render(tokenizer, head))
         if len(prompt_ids) <= budget:
             return head, True
     raise SkipRow("the target (with the prompt's header) alone is longer than --max-length")

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contract import chat_formats
 from contract.atomic import check_output
 from pipeline.train import base, outputs
 from pipeline.train.callbacks import GracefulStop, LossLog
@@ -53,7 +52,7 @@ def train(
     if opts.qlora:
         base.check_qlora(hw.device)
     base.check_source(opts.base)
-    tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_format)
+    tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_template)
     base.check_target_modules(opts)
     created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
@@ -83,8 +82,8 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     from transformers import EarlyStoppingCallback, set_seed
 
     kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
-    head = f"{opts.method.upper()} on {hw.name}, {precision}, {kind}, chat format {fmt.name}"
-    say(head + _system_note(fmt), printer)
+    head = f"{opts.method.upper()} on {hw.name}, {precision}, {kind}"
+    say(f"{head}, {fmt.family} chat template (pinned to {fmt.date})", printer)
 
     method = _method_module(opts.method)
     train_rows, eval_rows, stats = method.load_data(opts, tokenizer)
@@ -111,7 +110,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     metadata = {
         "method": opts.method,
         "base": opts.base,
-        **chat_formats.record(fmt),  # the format and default system turn, for export and Modelfile
+        "chat_template": fmt.record(),  # the template, its tokens and pins, for export and Modelfile
         "qlora": opts.qlora,
         "precision": precision,
         "device": hw.name,
@@ -149,10 +148,6 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     if status == "stopped":
         say(f"stopped by Ctrl-C at step {state.global_step}: {_resume_hint(opts)}", printer)
     return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
-
-
-def _system_note(fmt) -> str:
-    return f" (default system turn {fmt.default_system!r})" if fmt.default_system else ""
 
 
 def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulStop) -> None:

@@ -8,10 +8,10 @@ from bot.core.service import Limits, StoryService
 from bot.core.story import Channel, Member
 from bot.llm import OllamaBackend, Timeouts
 from bot.store import Store
-from contract import chat_formats
+from tests.families import plain_template, writer_template
 
-WRITER = chat_formats.get("qwen2.5").ollama_template()  # TEMPLATE of a model made from our Modelfiles
-PLAIN = chat_formats.get("qwen2.5").ollama_template(writer=False)  # a plain instruct model's TEMPLATE
+WRITER = writer_template()  # TEMPLATE of a model made from our Modelfiles
+PLAIN = plain_template()  # a plain instruct model's TEMPLATE
 ANSWER = "She stepped out into the rain and did not look back."
 ALICE, BOB = Member("1001", "Alice"), Member("1002", "Bob")
 HERE = Channel("5001", guild_id="9001")

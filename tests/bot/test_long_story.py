@@ -10,7 +10,8 @@ import pytest
 from bot.core.context import BREAK, LORE_LEAD, SUMMARY_LEAD
 from bot.core.service import Done, StoryError
 from bot.core.summary import INSTRUCTIONS
-from contract import chat_formats, prompt
+from contract import prompt
+from tests.families import writer_template
 
 from .conftest import ALICE, ANSWER, BOB, HERE, collect
 
@@ -265,7 +266,7 @@ async def test_a_failed_summary_leaves_the_story_usable_and_is_retried(
 async def test_a_model_with_a_foreign_writer_template_cannot_summarise_but_still_writes(
     make_service, ollama_server
 ):
-    foreign = chat_formats.get("qwen2.5").ollama_template().replace("<|im_start|>user", "<|im_start|>user ")
+    foreign = writer_template().replace("<|im_start|>user", "<|im_start|>user ")
     ollama_server.add_model("odd", template=foreign)
     service = make_service("writer", num_ctx=1400, summary_model="odd")
     _fill(service, 12)

@@ -9,8 +9,9 @@ import pytest
 from bot.core.service import Delta, Done, Failed, Queued, Started, StoryError
 from bot.core.story import Channel
 from bot.llm import Timeouts
-from contract import chat_formats, prompt
+from contract import prompt
 from tests.fakes.ollama import refused_url
+from tests.families import qwen
 
 from .conftest import ALICE, ANSWER, BOB, HERE, collect
 
@@ -32,7 +33,7 @@ async def test_continue_with_a_writer_model_sends_the_training_text_raw_and_keep
     [body] = ollama_server.calls("/api/generate")
     user = prompt.render_prompt("The storm rolled in over the harbour.")
     # the chat text training rendered, sent raw: the same whichever template Ollama would pick
-    assert body["raw"] is True and body["prompt"] == chat_formats.get("qwen2.5").generation_prompt(user)
+    assert body["raw"] is True and body["prompt"] == qwen().prompt(user)
     assert ollama_server.rendered[-1] == body["prompt"]
     gen = service.store.generation(done.generation_id)
     assert (gen.user_text, gen.prompt, gen.raw) == (user, body["prompt"], True)  # the exact bytes sent
@@ -68,7 +69,7 @@ async def test_a_direction_on_a_writer_model_goes_raw_in_its_chat_format(make_se
     [body] = ollama_server.calls("/api/generate")
     user = prompt.render_prompt("It began at dawn.", "Rain.", "long")
     assert body["raw"] is True
-    assert body["prompt"] == chat_formats.get("qwen2.5").generation_prompt(user, None)
+    assert body["prompt"] == qwen().prompt(user, None)
     assert ollama_server.rendered[-1].count(prompt.TASK_LINE) == 1
 
 
@@ -329,7 +330,7 @@ async def test_generation_stops_at_the_answer_close_and_keeps_no_markup(make_ser
     assert set(done.issues) == {"stray_tag", "defused_tag"}
     [body] = ollama_server.calls("/api/generate")
     assert body["options"]["stop"][:3] == ["</answer>", "<|im_start|>", "<|im_end|>"]
-    assert "<|eot_id|>" in body["options"]["stop"]  # every supported format's end of turn
+    assert set(qwen().stops) <= set(body["options"]["stop"])  # the trained template's end of turn
     output, issues = _stored(service, done.generation_id)
     assert output.endswith("on.</answer>") and "and on" not in output
     assert issues == ["stray_tag", "defused_tag"]
@@ -405,6 +406,4 @@ async def test_the_writer_prompt_is_rendered_once_per_request(
     assert isinstance(events[-1], Done) and rendered == ["It began at dawn."]
     [body] = ollama_server.calls("/api/generate")
     user = render("It began at dawn.", "She finds the key.")
-    assert body["prompt"] == (
-        chat_formats.get("qwen2.5").generation_prompt(user) if model == "writer" else user
-    )
+    assert body["prompt"] == (qwen().prompt(user) if model == "writer" else user)

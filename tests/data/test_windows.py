@@ -150,7 +150,7 @@ def test_token_options_are_checked(tmp_path, corpus_dir, tiny_model):
         return result.exit_code, " ".join(result.output.split())
 
     code, text = run("--max-length", "512")
-    assert code == 2 and "--max-length and --chat-format need --tokenizer" in text
+    assert code == 2 and "--max-length and --chat-template need --tokenizer" in text
     code, text = run("--tokenizer", str(tmp_path / "nowhere"))
     assert code == 2 and "is not a folder" in text
     code, text = run(
@@ -176,14 +176,14 @@ def test_a_real_tokenizer_too_smollm2(tmp_path, corpus_dir):
     folder = Path(spec.submodule_search_locations[0])
     gguf = AutoTokenizer.from_pretrained(str(folder), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
     gguf.save_pretrained(tmp_path / "smol")
-    tokenizer, _ = load_tokenizer(tmp_path / "smol", "chatml", local_files_only=True)
+    tokenizer, _ = load_tokenizer(tmp_path / "smol", None, local_files_only=True)
     reasoning = reasoning_of(tokenizer, 100)
     book = str(corpus_dir / "pg1661-sherlock-holmes.txt")
     windows = ["--context-sentences", "20", "--continuation-sentences", "5"]
     stats = {}
     for name, extra in {
         "chars": [],
-        "tokens": ["--tokenizer", str(tmp_path / "smol"), "--chat-format", "chatml", "--max-length", "512",
+        "tokens": ["--tokenizer", str(tmp_path / "smol"), "--max-length", "512",
                    "--reasoning-tokens", "100"],
     }.items():  # fmt: skip
         out = tmp_path / f"{name}.jsonl"

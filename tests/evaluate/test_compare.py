@@ -8,10 +8,11 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from contract import chat_formats, prompt, serving
+from contract import prompt, serving
 from pipeline.cli import app
 from pipeline.evaluate import report
 from tests.fakes.ollama import refused_url
+from tests.families import qwen, writer_template
 
 CONTEXTS = [
     {"context": "The storm had raged for three days. Mara watched the harbour from the lighthouse.",
@@ -40,7 +41,7 @@ def contexts_file(tmp_path):
 
 @pytest.fixture
 def server(fake_ollama):
-    fake_ollama.add_model("writer", template=chat_formats.get("qwen2.5").ollama_template())
+    fake_ollama.add_model("writer", template=writer_template())
     fake_ollama.add_model(
         "plain", template="<|im_start|>user\n{{ .Prompt }}<|im_end|>\n<|im_start|>assistant\n"
     )
@@ -96,9 +97,9 @@ def test_each_model_gets_the_writer_prompt_exactly_once(server, contexts_file, t
     by_model = {m: [g for g in gens if g["model"].startswith(m)] for m in ("writer", "plain")}
     # the writer model gets the chat text training rendered, raw; the plain one the writer prompt as its
     # user turn, through its own template
-    qwen = chat_formats.get("qwen2.5")
+    qwen25 = qwen()
     assert [(g["prompt"], g["raw"]) for g in by_model["writer"]] == [
-        (qwen.generation_prompt(prompt.render_prompt(c["context"])), True) for c in CONTEXTS[:2]
+        (qwen25.prompt(prompt.render_prompt(c["context"])), True) for c in CONTEXTS[:2]
     ]
     assert [g["prompt"] for g in by_model["plain"]] == [
         prompt.render_prompt(c["context"]) for c in CONTEXTS[:2]
@@ -124,7 +125,7 @@ def test_missing_and_failing_models_are_reported_beside_the_others(server, conte
             server.scripts["flaky:latest"].error_after = 2  # this stream breaks after two chunks
         return story(body)
 
-    server.add_model("flaky", template=chat_formats.get("qwen2.5").ollama_template())
+    server.add_model("flaky", template=writer_template())
     server.script("flaky", text=fails_on_second_call)
     out = tmp_path / "o"
     result = run("--model", "tuned=writer", "--model", "gone=no-such-model", "--model", "flaky=flaky",

@@ -6,18 +6,12 @@ import json
 
 import pytest
 
-from contract import chat_formats
+from contract import chat_template
 from contract.atomic import OutputExistsError
 from contract.modelfile.inspect import gguf_fields
 from pipeline.export.gguf_vocab import TokenizerExportError, pre_tokenizer_name
 from pipeline.export.merged import export_merged
 from tests.export.conftest import gguf_tensors, leftovers
-
-
-def tokenizer_bos(hf) -> str:
-    from contract.modelfile.inspect import local_chat_template
-
-    return local_chat_template(hf)[1]
 
 
 @pytest.mark.parametrize("arch", ["qwen2", "llama"])
@@ -41,8 +35,8 @@ def test_model_metadata_and_tokenizer(arch, base_gguf, tiny_model):
     assert fields["tokenizer.ggml.eos_token_id"] == config["eos_token_id"]
     assert fields["tokenizer.ggml.add_bos_token"] is False  # the HF tokenizer adds no BOS either
     # the writer prompt in the base's chat format, so Ollama gives it whichever template it picks
-    fmt = chat_formats.detect_from_jinja((hf / "chat_template.jinja").read_text(), tokenizer_bos(hf))
-    assert fields["tokenizer.chat_template"] == fmt.writer_jinja
+    trained = chat_template.of_folder(hf)
+    assert trained is not None and fields["tokenizer.chat_template"] == trained.pinned_jinja(writer=True)
     tensors = gguf_tensors(base_gguf(arch))
     assert tensors["token_embd.weight"][1] == (64, config["vocab_size"])
     assert tensors["blk.0.attn_norm.weight"][0] == "F32"

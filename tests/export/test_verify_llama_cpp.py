@@ -125,16 +125,19 @@ def test_weak_adapter_is_judged_by_its_own_effect(arch, make_adapter, base_gguf,
     assert fine.passed and fine.base_noise < 1e-4, fine.lines()
 
 
-@pytest.mark.parametrize(("arch", "name"), [("qwen2", "qwen2.5"), ("llama", "llama3")])
-def test_gguf_chat_template_gives_llama_cpp_the_training_text(arch, name, base_gguf):
+@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+def test_gguf_chat_template_gives_llama_cpp_the_training_text(arch, base_gguf, tiny_model):
     """llama-cpp-python reads our GGUF's chat template and renders what training rendered for the turn."""
     llama_cpp = pytest.importorskip("llama_cpp")
     from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-    from contract import chat_formats, prompt
+    from contract import chat_template, prompt
 
-    fmt = chat_formats.get(name)
+    trained = chat_template.of_folder(tiny_model(arch))
+    assert trained is not None
     llm = llama_cpp.Llama(str(base_gguf(arch)), vocab_only=True, verbose=False)
-    formatter = Jinja2ChatFormatter(llm.metadata["tokenizer.chat_template"], eos_token="", bos_token=fmt.bos)
+    formatter = Jinja2ChatFormatter(
+        llm.metadata["tokenizer.chat_template"], eos_token="", bos_token=trained.bos_token
+    )
     got = formatter(messages=[{"role": "user", "content": "She ran."}]).prompt
-    assert got == fmt.render([{"role": "user", "content": prompt.render_prompt("She ran.")}], True)
+    assert got == trained.render([{"role": "user", "content": prompt.render_prompt("She ran.")}], True)

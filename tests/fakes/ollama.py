@@ -19,6 +19,7 @@ the TEMPLATE or there is no TEMPLATE, else the Go TEMPLATE (contract/modelfile/g
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import re
@@ -108,32 +109,6 @@ def gguf_chat_template(data: bytes) -> tuple[str | None, str, str]:
     )
 
 
-#: A chat template like Qwen2.5-Instruct's (written here, not copied): ChatML with Qwen's default system
-#: turn, a tools block and a whole tool round trip, so Ollama's rule finds it capable of tools. Without
-#: tools it renders exactly our qwen2.5 format.
-QWEN25_LIKE_CHAT_TEMPLATE = """{%- if messages and messages[0]['role'] == 'system' %}
-{%- set system = messages[0]['content'] %}{%- set rest = messages[1:] %}
-{%- else %}{%- set system = 'You are Qwen, created by Alibaba Cloud. You are a helpful assistant.' %}
-{%- set rest = messages %}{%- endif %}
-{{- '<|im_start|>system\n' + system }}
-{%- if tools %}
-{{- '\n\n# Tools\n\n<tools>' }}{%- for tool in tools %}{{- '\n' }}{{- tool | tojson }}{%- endfor %}
-{{- '\n</tools>\n\nCall one inside <tool_call></tool_call>.' }}
-{%- endif %}
-{{- '<|im_end|>\n' }}
-{%- for message in rest %}
-{%- if message.role == "tool" %}
-{{- '<|im_start|>user\n<tool_response>\n' + message['content'] + '\n</tool_response><|im_end|>\n' }}
-{%- elif message.role == 'assistant' and message.tool_calls %}
-{{- '<|im_start|>assistant\n' }}{%- for call in message.tool_calls %}
-{{- '<tool_call>\n' }}{{- call.function | tojson }}{{- '\n</tool_call>' }}{%- endfor %}{{- '<|im_end|>\n' }}
-{%- else %}
-{{- '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}
-{%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"""
-
-
 def model_gguf(chat_template: str | None, bos: str = "", eos: str = "<|im_end|>") -> bytes:
     """The bytes of a tiny GGUF model layer (metadata only) carrying this chat template."""
     import gguf
@@ -156,16 +131,14 @@ def model_gguf(chat_template: str | None, bos: str = "", eos: str = "<|im_end|>"
 
 
 def render_jinja(template: str, messages: list[dict], tools: list | None, bos: str, eos: str) -> str:
-    """A chat template rendered as llama-server renders it (`messages`, `tools`, a generation prompt)."""
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    """A chat template rendered as llama-server renders it: Hugging Face's environment (its Jinja port
+    has the same globals), `messages`, `tools`, a generation prompt, and today's date for strftime_now."""
+    from contract.chat_template import render_jinja as render
 
-    def raise_exception(message: str):
-        raise ValueError(message)
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.globals["raise_exception"] = raise_exception
-    values = {"messages": messages, "add_generation_prompt": True, "bos_token": bos, "eos_token": eos}
-    return env.from_string(template).render(**values, **({"tools": tools} if tools else {}))
+    extra = {"tools": tools} if tools else {}
+    return render(
+        template, messages, True, dt.date.today().isoformat(), bos_token=bos, eos_token=eos, **extra
+    )
 
 
 def refused_url() -> str:
@@ -411,6 +384,9 @@ class FakeOllama(LoopbackServer):
             return _error(404, f"model '{body.get('model')}' not found, try pulling it first")
         if bad := _bad_keep_alive(body):
             return _error(400, bad)
+        think = body.get("think")
+        if think and "thinking" not in self._capabilities(model):  # server/routes.go ChatHandler
+            return _error(400, f'"{body.get("model")}" does not support thinking')
         messages = list(body.get("messages") or [])
         if model.system and (not messages or messages[0].get("role") != "system"):
             messages.insert(0, {"role": "system", "content": model.system})

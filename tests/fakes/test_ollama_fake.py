@@ -5,8 +5,8 @@ import time
 import ollama
 import pytest
 
-from contract import chat_formats
 from tests.fakes.ollama import refused_url
+from tests.families import qwen, writer_template
 
 
 async def collect(stream):
@@ -14,8 +14,7 @@ async def collect(stream):
 
 
 async def test_generate_streams_ndjson_and_renders_the_template(fake_ollama):
-    fmt = chat_formats.get("qwen2.5")
-    fake_ollama.add_model("writer", template=fmt.ollama_template())
+    fake_ollama.add_model("writer", template=writer_template())
     fake_ollama.script("writer", text="<reasoning>r</reasoning><answer>one two three</answer>")
     client = ollama.AsyncClient(host=fake_ollama.url)
     parts = await collect(await client.generate(model="writer", prompt="She ran.", stream=True))
@@ -133,17 +132,19 @@ def test_raw_refuses_template_system_and_context_as_upstream(fake_ollama):
 
 def test_template_selection_follows_the_model_layer_and_the_environment(fake_ollama, tmp_path):
     """A GGUF model layer's chat template is read from the blob and chosen as Ollama chooses it."""
-    from tests.fakes.ollama import QWEN25_LIKE_CHAT_TEMPLATE, model_gguf
+    from tests.fakes.ollama import model_gguf
+
+    base_template = qwen().source
 
     blob = tmp_path / "model.gguf"
-    blob.write_bytes(model_gguf(QWEN25_LIKE_CHAT_TEMPLATE))
+    blob.write_bytes(model_gguf(base_template))
     client = ollama.Client(host=fake_ollama.url)
     client.create(model="base", files={"model.gguf": client.create_blob(blob)})
     client.create(model="plain-go", from_="base", template="{{ .Prompt }}")  # fewer capabilities
-    client.create(model="writer", from_="base", template=chat_formats.get("qwen2.5").ollama_template())
-    assert client.show("base").template == QWEN25_LIKE_CHAT_TEMPLATE  # no TEMPLATE: the chat template
+    client.create(model="writer", from_="base", template=writer_template())
+    assert client.show("base").template == base_template  # no TEMPLATE: the chat template
     assert "tools" in client.show("base").capabilities
-    assert client.show("plain-go").template == QWEN25_LIKE_CHAT_TEMPLATE  # set aside for it
+    assert client.show("plain-go").template == base_template  # set aside for it
     tools = [{"type": "function", "function": {"name": "roll", "description": "a die", "parameters": {}}}]
     client.chat(model="plain-go", messages=[{"role": "user", "content": "hi"}], tools=tools)
     assert "# Tools" in fake_ollama.rendered[-1] and '"name": "roll"' in fake_ollama.rendered[-1]

@@ -15,13 +15,14 @@ from bot.core.service import Done, Limits, StoryService
 from bot.core.story import Member
 from bot.llm import OllamaBackend
 from bot.store import Store
-from contract import chat_formats, prompt
+from contract import prompt
 from pipeline.cli import app
+from tests.families import qwen, writer_template
 
 from .conftest import ALICE, BOB, CAROL, HERE, read_jsonl
 
 DAN = Member("1004", "Dan")
-FORMAT = chat_formats.get("qwen2.5")
+FORMAT = qwen()
 
 
 @pytest.fixture
@@ -34,7 +35,7 @@ async def service(fake_ollama, db):
             f"<reasoning>Plan {n}: the tide turns.</reasoning><answer>Take {n}: the boat drifted in.</answer>"
         )
 
-    fake_ollama.add_model("writer", template=FORMAT.ollama_template())
+    fake_ollama.add_model("writer", template=writer_template())
     fake_ollama.script("writer", text=reply)
     store = Store(db)
     backend = OllamaBackend(fake_ollama.url)
@@ -124,7 +125,7 @@ async def test_ratings_become_rows_the_trainers_take(service, db, tmp_path, fake
 
     from pipeline.tiny import train_tokenizer
 
-    tokenizer = train_tokenizer([gens["take"].user_text, *target.values()], 300, "qwen2.5")
+    tokenizer = train_tokenizer([gens["take"].user_text, *target.values()], 300, FORMAT.pinned_jinja())
     served = fake_ollama.rendered[0]  # the first take's prompt after the model's TEMPLATE
     for row in loaded["dpo"]:
         conv = _conversational(row)

@@ -19,6 +19,7 @@ import pytest
 from contract.modelfile import golang, gotemplate, grammar
 from pipeline.modelfile import render
 from pipeline.modelfile.render import ModelfileRenderError
+from tests.families import qwen
 
 F32_07 = 0.7  # float32(0.7) travels as JSON "0.7" and is stored as that float64
 
@@ -501,7 +502,7 @@ def test_go_template_syntax(text, ok):
 def test_writer_refuses_what_ollama_refuses_or_misreads(tmp_path, params, system, says):
     out = tmp_path / "W.Modelfile"
     with pytest.raises(ModelfileRenderError) as e:
-        render.write(out, "qwen2.5:7b-instruct", params=params, system=system)
+        render.write(out, "qwen2.5:7b-instruct", params=params, system=system, template=qwen())
     assert says in str(e.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -510,7 +511,7 @@ def test_writer_output_passes_the_checker_untouched(tmp_path):
     params = ["top_p=0x1p-1", "stop=THE END", "stop='quoted'", "seed=42", "use_mmap=false"]
     system = 'He said """hi""" and left.\nA second line with "quotes"'
     path, problems = render.write(
-        tmp_path / "W.Modelfile", "qwen2.5:7b-instruct", params=params, system=system
+        tmp_path / "W.Modelfile", "qwen2.5:7b-instruct", params=params, system=system, template=qwen()
     )
     assert problems == [] and grammar.check_file(path) == []
     stored = grammar.request(grammar.parse(grammar.read(path)))

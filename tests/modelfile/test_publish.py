@@ -8,13 +8,18 @@ from contract import serving
 from pipeline.modelfile import publish, render
 from pipeline.modelfile.publish import Publisher, PublishError
 from tests.fakes.ollama import refused_url
+from tests.families import qwen
 
 
 @pytest.fixture
 def writer_modelfile(tmp_path, gguf_file):
     adapter = gguf_file("adapter.gguf")
     path, _ = render.write(
-        tmp_path / "Writer.Modelfile", "qwen2.5:7b-instruct", adapter=adapter, system="You write sea stories."
+        tmp_path / "Writer.Modelfile",
+        "qwen2.5:7b-instruct",
+        adapter=adapter,
+        system="You write sea stories.",
+        template=qwen(),
     )
     return path, adapter
 
@@ -35,7 +40,7 @@ def test_publish_uploads_the_adapter_then_creates(fake_ollama, writer_modelfile)
     assert create["system"] == "You write sea stories."
     assert create["parameters"]["num_ctx"] == render.DEFAULT_NUM_CTX
     assert create["parameters"]["temperature"] == 0.7
-    assert create["parameters"]["stop"] == ["</answer>", "<|im_start|>", "<|im_end|>"]
+    assert create["parameters"]["stop"] == ["</answer>", "<|im_end|>"]
     assert statuses[-1] == "success" and any("uploaded adapter.gguf" in s for s in statuses)
     assert fake_ollama.models["writer:latest"].adapters == [digest]
 

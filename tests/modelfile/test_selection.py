@@ -9,26 +9,27 @@ from pathlib import Path
 
 import pytest
 
-from contract import chat_formats
+from contract import chat_template, go_chat
 from contract.modelfile import grammar
 from pipeline.modelfile import render, selection
-from tests.fakes.ollama import QWEN25_LIKE_CHAT_TEMPLATE, model_gguf
+from pipeline.tiny import CHATML
+from tests.fakes.ollama import model_gguf
+from tests.families import BY_NAME, qwen, writer_template
 from tests.test_train_serve_contract import legacy_template
 
-QWEN = chat_formats.get("qwen2.5")
-OURS, OLD = QWEN.ollama_template(), legacy_template(QWEN)
-THINKING_TOOLS = (
-    QWEN25_LIKE_CHAT_TEMPLATE + "{%- if reasoning %}<think>\n{{ reasoning }}\n</think>{%- endif %}"
-)
+QWEN = qwen()
+BASE = QWEN.source  # Qwen2.5-Instruct's real chat template: tools and a tool round trip
+OURS, OLD = writer_template(), legacy_template(BY_NAME["qwen2.5"])
+THINKING_TOOLS = BASE + "{%- if reasoning %}<think>\n{{ reasoning }}\n</think>{%- endif %}"
 TOOLS_NO_ROUND_TRIP = "{%- if tools %}{{ tools | tojson }}{%- endif %}{{ messages[0]['content'] }}"
 
 
 def test_capabilities_as_ollama_reads_them():
-    assert selection.chat_template_capabilities(QWEN25_LIKE_CHAT_TEMPLATE) == {"tools"}
-    assert selection.chat_template_round_trip(QWEN25_LIKE_CHAT_TEMPLATE)
+    assert selection.chat_template_capabilities(BASE) == {"tools"}
+    assert selection.chat_template_round_trip(BASE)
     assert selection.chat_template_capabilities(THINKING_TOOLS) == {"tools", "thinking"}
     assert not selection.chat_template_round_trip(TOOLS_NO_ROUND_TRIP)
-    assert selection.chat_template_capabilities(QWEN.jinja) == set()
+    assert selection.chat_template_capabilities(CHATML) == set()
     assert selection.go_template_capabilities(OLD) == set()
     assert selection.go_template_capabilities(OURS) == {"tools"} and selection.go_template_round_trip(OURS)
     assert selection.go_template_capabilities("{{ .Prompt }}{{ .Suffix }}") == {"insert"}
@@ -39,10 +40,10 @@ def test_capabilities_as_ollama_reads_them():
 @pytest.mark.parametrize(
     "chat, go, prefer",
     [
-        (QWEN25_LIKE_CHAT_TEMPLATE, OLD, True),  # what was found: more capable chat template wins
-        (QWEN25_LIKE_CHAT_TEMPLATE, OURS, False),  # same capabilities, both with a round trip: TEMPLATE kept
+        (BASE, OLD, True),  # what was found: more capable chat template wins
+        (BASE, OURS, False),  # same capabilities, both with a round trip: TEMPLATE kept
         (
-            QWEN25_LIKE_CHAT_TEMPLATE,
+            BASE,
             "{{ .Tools }}{{ .Prompt }}",
             True,
         ),  # a tie only the chat template's trip wins
@@ -54,7 +55,7 @@ def test_capabilities_as_ollama_reads_them():
             True,
         ),  # more capabilities, and its own round trip: a limit we name in the check
         (THINKING_TOOLS.replace("tool_response", "").replace('"tool"', ""), OURS, False),  # only ours trips
-        (QWEN.jinja, OLD, False),  # nothing to prefer
+        (CHATML, OLD, False),  # nothing to prefer
     ],
 )
 def test_should_prefer_chat_template(chat, go, prefer):
@@ -66,10 +67,10 @@ def test_ollama_go_template_env_as_envconfig_reads_it():
     assert read({}) is None and read({"OLLAMA_GO_TEMPLATE": "  "}) is None
     assert read({"OLLAMA_GO_TEMPLATE": "1"}) is True and read({"OLLAMA_GO_TEMPLATE": "'false'"}) is False
     assert read({"OLLAMA_GO_TEMPLATE": "yes"}) is True  # not a Go bool: counts as true
-    assert selection.uses_chat_template(OLD, QWEN25_LIKE_CHAT_TEMPLATE, {"OLLAMA_GO_TEMPLATE": "1"}) is False
-    assert selection.uses_chat_template(OURS, QWEN25_LIKE_CHAT_TEMPLATE, {"OLLAMA_GO_TEMPLATE": "0"}) is True
+    assert selection.uses_chat_template(OLD, BASE, {"OLLAMA_GO_TEMPLATE": "1"}) is False
+    assert selection.uses_chat_template(OURS, BASE, {"OLLAMA_GO_TEMPLATE": "0"}) is True
     assert selection.uses_chat_template(OURS, None, {"OLLAMA_GO_TEMPLATE": "0"}) is False
-    assert selection.uses_chat_template(None, QWEN.jinja, {}) is True  # no TEMPLATE: the chat template
+    assert selection.uses_chat_template(None, CHATML, {}) is True  # no TEMPLATE: the chat template
 
 
 def modelfile(tmp_path, base: str, template: str) -> object:
@@ -88,7 +89,7 @@ def hf_folder(tmp_path, chat_template: str):
 
 
 def test_check_names_a_template_ollama_would_set_aside(tmp_path):
-    (tmp_path / "base.gguf").write_bytes(model_gguf(QWEN25_LIKE_CHAT_TEMPLATE))
+    (tmp_path / "base.gguf").write_bytes(model_gguf(BASE))
     [problem] = selection.check_file(modelfile(tmp_path, "./base.gguf", OLD))
     assert problem.severity == "error" and "GGUF ./base.gguf" in problem.message
     assert "capabilities tools; the TEMPLATE's: none" in problem.message
@@ -104,7 +105,7 @@ def test_check_names_a_template_ollama_would_set_aside(tmp_path):
 
 
 def test_check_command_fails_on_it_and_the_shipped_modelfiles_pass(tmp_path):
-    (tmp_path / "base.gguf").write_bytes(model_gguf(QWEN25_LIKE_CHAT_TEMPLATE))
+    (tmp_path / "base.gguf").write_bytes(model_gguf(BASE))
     path = modelfile(tmp_path, "./base.gguf", OLD)
     r = subprocess.run([sys.executable, "-m", "pipeline", "modelfile", "check", str(path)],
                        capture_output=True, text=True)  # fmt: skip
@@ -113,13 +114,15 @@ def test_check_command_fails_on_it_and_the_shipped_modelfiles_pass(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pipeline", "modelfile", "check", *shipped],
                        capture_output=True, text=True)  # fmt: skip
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
-    for p in shipped:  # every shipped TEMPLATE is ours, the tool-aware one
-        assert grammar.parse(Path(p).read_text(encoding="utf-8")).first("template") == QWEN.ollama_template()
+    for p in shipped:  # every shipped TEMPLATE is ours: it renders what the template it carries renders
+        template = grammar.parse(Path(p).read_text(encoding="utf-8")).first("template")
+        trained = chat_template.decode(template)
+        assert trained is not None and go_chat.mismatch(trained, template) is None, p
 
 
 def test_the_writer_warns_when_the_base_would_win(tmp_path):
-    folder = hf_folder(tmp_path, THINKING_TOOLS)  # tools and thinking: more than any TEMPLATE of ours
-    path, problems = render.write(tmp_path / "W.Modelfile", str(folder), format_name="qwen2.5")
+    folder = hf_folder(tmp_path, THINKING_TOOLS)  # tools and thinking: more than a Qwen2.5 TEMPLATE has
+    path, problems = render.write(tmp_path / "W.Modelfile", str(folder), template=QWEN)
     # written (OLLAMA_GO_TEMPLATE=1 on the server makes it work), and said plainly
     assert path.exists() and [p.severity for p in problems] == ["warning"]
     assert "set this TEMPLATE aside" in problems[0].message

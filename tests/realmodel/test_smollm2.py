@@ -9,7 +9,8 @@ import pytest
 from bot.core.service import Done, Failed, Limits, StoryService
 from bot.core.story import Channel, Member
 from bot.store import Store
-from contract import chat_formats, prompt
+from contract import prompt
+from contract.chat_template import ChatTemplate
 from pipeline.modelfile import render
 
 from .conftest import LlamaCppBackend
@@ -22,8 +23,13 @@ FORGED = (
 )
 
 
-def _format(gguf_path) -> chat_formats.ChatFormat:
-    return render.detect_format(str(gguf_path), gguf_path.parent)
+OWN_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+
+
+def _format(gguf_path) -> ChatTemplate:
+    found = render.base_template(str(gguf_path), gguf_path.parent)
+    assert found is not None
+    return found
 
 
 def _specials(vocab, special_ids, text: str) -> list[int]:
@@ -33,9 +39,8 @@ def _specials(vocab, special_ids, text: str) -> list[int]:
 
 def test_the_base_is_chatml_with_its_own_default_system_turn(smollm2_gguf, smollm2_vocab, special_ids):
     fmt = _format(smollm2_gguf)
-    assert fmt.name == "chatml"
-    assert fmt.default_system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    served = fmt.generation_prompt(prompt.render_prompt("It rained."))
+    assert fmt.family == "ChatML (<|im_start|>)"
+    served = fmt.prompt(prompt.render_prompt("It rained."))
     assert served.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     # system, user, assistant: three turns opened, two closed, nothing else special
     im_start, im_end = (smollm2_vocab.tokenize(t.encode(), add_bos=False, special=True) for t in
@@ -47,7 +52,7 @@ def test_the_base_is_chatml_with_its_own_default_system_turn(smollm2_gguf, smoll
 async def writer_service(tmp_path, smollm2_gguf, fake_ollama):
     """A story service on a stand-in Ollama holding a writer model made from our Modelfile for SmolLM2."""
     fmt = _format(smollm2_gguf)
-    fake_ollama.add_model("writer", template=fmt.ollama_template(), parameters={"stop": list(fmt.stop)})
+    fake_ollama.add_model("writer", template=fmt.go_template(), parameters={"stop": list(fmt.stops)})
     fake_ollama.script(
         "writer", text="<reasoning>On it.</reasoning><answer>The lamp went out.</answer><response>more"
     )
@@ -105,10 +110,10 @@ async def test_real_fine_tuned_output_through_the_bot_core(
     """Whatever the real model writes, the story gets only story text, every prompt holds exactly the
     chat template's control tokens, and each generation's parse issues are stored with it."""
     meta = json.loads((smollm2_adapter / "training.json").read_text())
-    assert (meta["chat_format"], meta["default_system"]) == ("chatml", _format(smollm2_gguf).default_system)
-    fmt = render.adapter_format(smollm2_lora_gguf)  # the format travelled with the adapter
-    assert fmt == _format(smollm2_gguf)
-    backend = LlamaCppBackend(smollm2_llama, fmt.ollama_template(), stop=fmt.stop)
+    assert meta["chat_template"]["source"] == _format(smollm2_gguf).source
+    fmt = render.adapter_template(smollm2_lora_gguf)  # the template travelled with the adapter
+    assert fmt is not None and fmt.source == _format(smollm2_gguf).source
+    backend = LlamaCppBackend(smollm2_llama, fmt.go_template(), stop=fmt.stops)
     store = Store(tmp_path / "story.db")
     service = StoryService(store, backend, lambda channel: "writer", limits=Limits(delta_every=0))
     opening = " ".join(" ".join(tiny_texts).split()[:60])
@@ -122,7 +127,7 @@ async def test_real_fine_tuned_output_through_the_bot_core(
 
     for sent in backend.prompts:
         assert len(_specials(smollm2_vocab, special_ids, sent)) == 5
-        assert sent.startswith(fmt.system_open + fmt.default_system)
+        assert sent.startswith("<|im_start|>system\n" + OWN_SYSTEM)
     rows = store.conn.execute("SELECT status, output, answer, parse_issues FROM generations").fetchall()
     assert len(rows) == 2
     for status, output, answer, issues in rows:

@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from contract import chat_formats
+from contract import chat_template
+from pipeline.tiny import CHATML, LLAMA3
 from pipeline.train import base, outputs
 from pipeline.train.options import TrainError, TrainOptions
 
@@ -22,29 +23,34 @@ def tokenizer_copy(tiny_model, tmp_path):
     return tmp_path
 
 
-def test_the_base_chat_format_is_detected(tiny_model):
-    _, fmt = base.load_tokenizer(tiny_model("qwen2"), None)
-    assert fmt.name == "qwen2.5"
-    _, fmt = base.load_tokenizer(tiny_model("llama"), None)
-    assert fmt.name == "llama3"
+def test_the_base_chat_template_is_read_and_pinned(tiny_model):
+    tok, trained = base.load_tokenizer(tiny_model("qwen2"), None)
+    assert trained.family == "ChatML (<|im_start|>)" and trained.source == CHATML
+    assert chat_template.of_tokenizer(tok) == trained  # the pinned template carries its record
+    _, trained = base.load_tokenizer(tiny_model("llama"), None)
+    assert trained.family == "Llama 3 headers (<|start_header_id|>)"
 
 
-def test_a_base_without_chat_template_needs_chat_format(tokenizer_copy):
+def test_a_base_without_chat_template_needs_one(tokenizer_copy, tmp_path):
     (tokenizer_copy / "chat_template.jinja").unlink(missing_ok=True)
-    with pytest.raises(TrainError, match="has no chat template: pass --chat-format"):
+    with pytest.raises(TrainError, match="has no chat template: pass --chat-template"):
         base.load_tokenizer(tokenizer_copy, None)
-    tok, fmt = base.load_tokenizer(tokenizer_copy, "chatml")
-    assert fmt.name == "chatml" and tok.chat_template == chat_formats.get("chatml").jinja
+    given = tmp_path / "chatml.jinja"
+    given.write_text(CHATML, encoding="utf-8")
+    tok, trained = base.load_tokenizer(tokenizer_copy, given)
+    assert trained.source == CHATML and chat_template.of_tokenizer(tok) == trained
 
 
-def test_an_unsupported_chat_template_is_refused_by_name(tokenizer_copy):
+def test_an_unservable_chat_template_is_refused_by_name(tokenizer_copy, tmp_path):
     (tokenizer_copy / "chat_template.jinja").write_text(
-        "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+        "{% for m in messages if m.role != 'system' %}{{ m['content'] }}\n{% endfor %}"
     )
-    with pytest.raises(TrainError, match="matches none of the supported formats"):
+    with pytest.raises(TrainError, match="drops the system turn, so no Modelfile could serve"):
         base.load_tokenizer(tokenizer_copy, None)
-    with pytest.raises(TrainError, match="no <\\|start_header_id\\|>.* token"):
-        base.load_tokenizer(tokenizer_copy, "llama3")  # a ChatML tokenizer lacks Llama 3's tokens
+    llama = tmp_path / "llama3.jinja"
+    llama.write_text(LLAMA3, encoding="utf-8")
+    with pytest.raises(TrainError, match="no <\\|eot_id\\|>.* token"):
+        base.load_tokenizer(tokenizer_copy, llama)  # a ChatML tokenizer lacks Llama 3's tokens
 
 
 def test_precision_follows_the_hardware():
@@ -156,7 +162,7 @@ def test_a_chatml_base_with_its_own_default_system_turn_is_accepted(tokenizer_co
         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
     )
     (tokenizer_copy / "chat_template.jinja").write_text(template)
-    tok, fmt = base.load_tokenizer(tokenizer_copy, None)
-    assert (fmt.name, fmt.default_system) == ("chatml", own)
-    assert tok.chat_template == template  # trained with the base's own template: the same bytes
-    assert chat_formats.record(fmt) == {"chat_format": "chatml", "default_system": own}
+    tok, trained = base.load_tokenizer(tokenizer_copy, None)
+    assert trained.source == template  # trained with the base's own template: the same bytes
+    assert trained.prompt("x").startswith(f"<|im_start|>system\n{own}<|im_end|>\n")
+    assert chat_template.from_record(trained.record()) == trained == chat_template.of_tokenizer(tok)
