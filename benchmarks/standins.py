@@ -8,13 +8,14 @@ import multiprocessing as mp
 
 
 def _serve(conn, text: str, tokens_per_second: float) -> None:
+    from contract import go_chat
     from contract.chat_template import ChatTemplate
     from pipeline.tiny import TEMPLATES
     from tests.fakes.ollama import FakeOllama
 
     server = FakeOllama()
     server.start()
-    server.add_model("writer", template=ChatTemplate(*TEMPLATES["chatml"][:3]).go_template())
+    server.add_model("writer", template=go_chat.writer_template(ChatTemplate(*TEMPLATES["chatml"][:3])))
     server.script("writer", text=text, tokens_per_second=tokens_per_second)
     conn.send(server.url)
     conn.recv()  # until the benchmark is done

@@ -144,8 +144,22 @@ class ChatTemplate:
         return text
 
     def without_bos(self, text: str) -> str:
-        """What is sent raw: the runtime writes BOS itself (llama.cpp adds it, as Ollama does)."""
-        return text[len(self.bos_token) :] if self.bos_token and text.startswith(self.bos_token) else text
+        """What is sent raw: the runtime writes BOS itself (llama.cpp adds it, as Ollama does) where the
+        template writes `bos_token` (SmolLM2's BOS is `<|im_start|>`, which its template writes as a
+        turn opener, not as BOS)."""
+        if self.writes_bos and text.startswith(self.bos_token):
+            return text[len(self.bos_token) :]
+        return text
+
+    @functools.cached_property
+    def writes_bos(self) -> bool:
+        """Whether the template writes `bos_token` itself at the start."""
+        if not self.bos_token:
+            return False
+        probe = [{"role": "user", "content": _U.format(1)}]
+        return render_jinja(
+            self.source, probe, True, self.date, bos_token=_S, eos_token=self.eos_token
+        ).startswith(_S)
 
     def prompt(self, user: str, system: str | None = None) -> str:
         """The raw prompt for one user turn, ready for the reply (Ollama `raw` mode, no BOS)."""
@@ -207,12 +221,6 @@ class ChatTemplate:
         """The record as one line of base64 (zlib JSON), to ride inside a template comment."""
         raw = json.dumps(self.record(), ensure_ascii=False, sort_keys=True).encode()
         return f"{_RECORD_TAG} v1 " + base64.b64encode(zlib.compress(raw, 9)).decode()
-
-    def go_template(self) -> str:
-        """The Go TEMPLATE for `ollama run`: the writer prompt around every user turn, these bytes."""
-        from contract import go_chat
-
-        return go_chat.writer_template(self)
 
     def pinned_jinja(self, writer: bool = False) -> str:
         """This template as one Jinja text that renders what `render` does wherever it is rendered

@@ -63,7 +63,8 @@ def train_tokenizer(
     pad_token: str = "<|endoftext|>",
 ):
     """A byte-level BPE `PreTrainedTokenizerFast` trained on texts, with this chat template; the
-    template's control tokens are its special tokens, and a template that writes BOS gets one added."""
+    template's control tokens are its special tokens, and where the template writes BOS the tokenizer
+    adds it too (so the GGUF says add_bos_token, and the runtime writes it before a raw prompt)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -80,7 +81,7 @@ def train_tokenizer(
     )
     tok.train_from_iterator(texts, trainer)
     tok.add_tokens(TAG_TOKENS)
-    if bos_token:  # llama.cpp then adds BOS itself (add_bos_token), as the template writes it
+    if chat.writes_bos:  # llama.cpp then adds BOS itself (add_bos_token), as the template writes it
         tok.post_processor = processors.TemplateProcessing(
             single=f"{bos_token} $A",
             pair=f"{bos_token} $A $B",

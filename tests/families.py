@@ -83,7 +83,9 @@ def qwen():
 
 def writer_template() -> str:
     """The TEMPLATE of a model made from our Modelfiles on a Qwen2.5 base."""
-    return qwen().go_template()
+    from contract import go_chat
+
+    return go_chat.writer_template(qwen())
 
 
 def plain_template() -> str:

@@ -64,7 +64,7 @@ def test_the_unpinned_render_is_transformers_own(name):
 def test_go_template_gives_ollama_run_the_training_bytes(name):
     f = BY_NAME[name]
     t = f.template()
-    go = t.go_template()
+    go = go_chat.writer_template(t)
     assert chat_template.decode(go) == t  # the template it was made from rides along
     for messages in conversations():
         ollama_turns = [
@@ -97,7 +97,9 @@ def test_dates_are_pinned_where_a_family_writes_them():
 def test_thinking_families_get_a_closed_think_block_and_reason_in_ours(name, tail):
     t = BY_NAME[name].template()
     assert t.prompt(USER).endswith(tail) and t.thinks
-    assert "<think>{{ .Thinking }}</think>" in t.go_template()  # Ollama counts ours thinking-capable too
+    assert "<think>{{ .Thinking }}</think>" in go_chat.writer_template(
+        t
+    )  # Ollama counts ours thinking-capable too
 
 
 def test_a_family_without_a_system_role_gets_it_where_its_template_puts_turns():
@@ -129,7 +131,9 @@ def test_a_new_family_with_a_plain_conversation_works_without_new_code():
     go_chat.check(t)
     assert t.stops == ("</s>",) and t.family == "a chat format of its own"
     want = t.without_bos(t.render([{"role": "user", "content": USER}], add_generation_prompt=True))
-    got = gotemplate.execute(t.go_template(), [{"role": "user", "content": prompt.split_prompt(USER)[0]}])  # type: ignore[index]
+    got = gotemplate.execute(
+        go_chat.writer_template(t), [{"role": "user", "content": prompt.split_prompt(USER)[0]}]
+    )  # type: ignore[index]
     assert want == got == f"### Human: {USER}\n### Bot:"
 
 
@@ -163,7 +167,7 @@ def test_a_real_template_that_needs_more_than_a_conversation_is_refused_by_name(
 def test_a_hand_edited_template_is_not_taken_for_ours():
     from contract import serving
 
-    ours = BY_NAME["qwen2.5"].template().go_template()
+    ours = go_chat.writer_template(BY_NAME["qwen2.5"].template())
     assert serving.served_template(ours) is not None
     edited = ours.replace("<|im_start|>user\n", "<|im_start|>user \n")
     assert serving.served_template(edited) is None

@@ -56,7 +56,7 @@ class WriterModelfile:
         ]
         if self.adapter:
             lines.append(f"ADAPTER {self.adapter}")
-        lines.append(f'TEMPLATE """{self.template.go_template()}"""')
+        lines.append(f'TEMPLATE """{go_chat.writer_template(self.template)}"""')
         if self.system is not None:
             lines.append(f'SYSTEM """{self.system}"""')
         for key in sorted(params):
@@ -194,7 +194,7 @@ def write(
     if problems:
         raise ModelfileRenderError("the Modelfile would not work:\n" + "\n".join(map(str, problems)))
     parsed = grammar.parse(text)  # the writer's own round trip through Ollama's parser
-    if parsed.first("template") != fmt.go_template() or parsed.first("system") != system:
+    if parsed.first("template") != go_chat.writer_template(fmt) or parsed.first("system") != system:
         raise ModelfileRenderError("the TEMPLATE or SYSTEM did not survive Ollama's parser unchanged")
     for key, values in wanted.parameters.items():
         if parsed.parameters.get(key, [])[-len(values) :] != values:

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from contract import chat_template
+from contract import chat_template, go_chat
 from contract.chat_template import ChatTemplate
 from contract.modelfile import grammar, inspect
 from pipeline.export.gguf_adapter import export_adapter
@@ -53,7 +53,7 @@ def test_the_adapter_gguf_carries_the_template_into_the_modelfile(trained, tmp_p
     assert chat_template.decode(fields[chat_template.GGUF_KEY]) == OWN
     path, _ = render.write(tmp_path / "M.Modelfile", "qwen2.5:7b-instruct", adapter=gguf_path)
     template = grammar.parse(path.read_text(encoding="utf-8")).first("template")
-    assert template == OWN.go_template() and SYSTEM in template and "You are Qwen" not in template
+    assert template == go_chat.writer_template(OWN) and SYSTEM in template and "You are Qwen" not in template
 
 
 def test_merged_outputs_carry_the_adapters_chat_template(trained, tmp_path):
@@ -70,4 +70,4 @@ def test_merged_outputs_carry_the_adapters_chat_template(trained, tmp_path):
     export_merged(adapter, base, folder, "safetensors")
     assert chat_template.of_tokenizer(AutoTokenizer.from_pretrained(folder)) == OWN
     path, _ = render.write(tmp_path / "M.Modelfile", str(folder))  # nothing to give by hand
-    assert grammar.parse(path.read_text(encoding="utf-8")).first("template") == OWN.go_template()
+    assert grammar.parse(path.read_text(encoding="utf-8")).first("template") == go_chat.writer_template(OWN)

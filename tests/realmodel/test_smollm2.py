@@ -9,7 +9,7 @@ import pytest
 from bot.core.service import Done, Failed, Limits, StoryService
 from bot.core.story import Channel, Member
 from bot.store import Store
-from contract import prompt
+from contract import go_chat, prompt
 from contract.chat_template import ChatTemplate
 from pipeline.modelfile import render
 
@@ -52,7 +52,9 @@ def test_the_base_is_chatml_with_its_own_default_system_turn(smollm2_gguf, smoll
 async def writer_service(tmp_path, smollm2_gguf, fake_ollama):
     """A story service on a stand-in Ollama holding a writer model made from our Modelfile for SmolLM2."""
     fmt = _format(smollm2_gguf)
-    fake_ollama.add_model("writer", template=fmt.go_template(), parameters={"stop": list(fmt.stops)})
+    fake_ollama.add_model(
+        "writer", template=go_chat.writer_template(fmt), parameters={"stop": list(fmt.stops)}
+    )
     fake_ollama.script(
         "writer", text="<reasoning>On it.</reasoning><answer>The lamp went out.</answer><response>more"
     )
@@ -113,7 +115,7 @@ async def test_real_fine_tuned_output_through_the_bot_core(
     assert meta["chat_template"]["source"] == _format(smollm2_gguf).source
     fmt = render.adapter_template(smollm2_lora_gguf)  # the template travelled with the adapter
     assert fmt is not None and fmt.source == _format(smollm2_gguf).source
-    backend = LlamaCppBackend(smollm2_llama, fmt.go_template(), stop=fmt.stops)
+    backend = LlamaCppBackend(smollm2_llama, go_chat.writer_template(fmt), stop=fmt.stops)
     store = Store(tmp_path / "story.db")
     service = StoryService(store, backend, lambda channel: "writer", limits=Limits(delta_every=0))
     opening = " ".join(" ".join(tiny_texts).split()[:60])
