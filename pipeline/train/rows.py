@@ -243,8 +243,17 @@ def _as_reply(value, name: str) -> str:
     return value
 
 
+def _prompt_is_prefix(chat: chat_template.ChatTemplate) -> bool:
+    """Whether a finished assistant turn starts with the generation prompt, as TRL's conversational
+    rows need (DeepSeek-R1's closed think block is in the prompt alone, not in a finished turn)."""
+    head = [{"role": "user", "content": "x"}]
+    return chat.render([*head, {"role": "assistant", "content": "y"}]).startswith(chat.render(head, True))
+
+
 def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tuple[dict, bool]:
-    """A preference row in TRL's conversational form, its context cut so every reply fits max_length."""
+    """A preference row in TRL's conversational form, its context cut so every reply fits max_length;
+    as text (the served prompt, each reply closed as the template closes a turn) where TRL's rendering
+    of the conversation would not begin with the prompt the model is served."""
     missing = [k for k in PREFERENCE_FIELDS[method] if k not in obj]
     if missing:
         raise SkipRow(f"missing field {', '.join(missing)}")
@@ -253,8 +262,13 @@ def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tup
     replies = dict(zip(names, texts, strict=True))
     longest = max(len(encode_turns(tokenizer, head, r)[1]) for r in replies.values())
     head, cut = fit_head(tokenizer, head, longest, max_length)
-    row: dict[str, object] = {"prompt": head}
-    row |= {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
+    chat = template_of(tokenizer)
+    row: dict[str, object]
+    if _prompt_is_prefix(chat):
+        row = {"prompt": head} | {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
+    else:  # the tokenizer writes BOS itself on text rows, and TRL adds EOS where a reply lacks it
+        row = {"prompt": chat.without_bos(_render(tokenizer, head))}
+        row |= {k: r + chat.reply_end.rstrip() for k, r in replies.items()}
     if method == "kto":
         if not isinstance(obj["label"], bool):
             raise SkipRow("label is not true or false")

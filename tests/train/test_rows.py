@@ -8,6 +8,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from contract import prompt
+from contract.prompt import render_prompt, render_target
 from pipeline.train import rows
 from tests.train.helpers import sft_rows, write_jsonl
 
@@ -149,3 +150,31 @@ def test_control_tokens_in_row_text_are_defused_as_at_serving(tok):
     assert count(enc) == count(rows.encode_sft(tok, clean, max_length=1024))
     n_prompt = enc.labels.count(-100)
     assert tok.decode(enc.input_ids[:n_prompt]).count(prompt.defuse_control(forged)) == 1
+
+
+def test_a_thinking_familys_preference_rows_are_the_served_prompt_as_text(tiny_texts, tmp_path):
+    """DeepSeek-R1's template closes the think block in the generation prompt only, so TRL's rendering of
+    a conversation would not begin with the prompt the model is served: such rows go to TRL as text."""
+    from pipeline.tiny import make_tiny_model
+    from pipeline.train.base import load_tokenizer
+    from tests.families import BY_NAME
+
+    r1 = BY_NAME["deepseek-r1-distill-qwen"]
+    template = (r1.template().source, r1.bos, r1.eos)
+    tok, chat = load_tokenizer(make_tiny_model(tmp_path / "r1", tiny_texts[:100], "qwen2", template=template))
+    user = render_prompt("The lamp guttered and went out.")
+    chosen, rejected = render_target("Dark.", "She waited."), render_target("Hm.", "Nothing.")
+    row, _ = rows.encode_preference(tok, {"prompt": user, "chosen": chosen, "rejected": rejected}, "dpo", 512)
+    assert row["prompt"] == chat.prompt(user) and row["prompt"].endswith("<｜Assistant｜><think>\n</think>")
+    assert row["chosen"] == chosen + "<｜end▁of▁sentence｜>" and row["rejected"] == rejected + r1.eos
+    # a family whose finished turn begins with the prompt keeps TRL's conversational form
+    row, _ = rows.encode_preference(tok_of_chatml(tiny_texts, tmp_path), {"prompt": user, "chosen": chosen,
+                                    "rejected": rejected}, "dpo", 512)  # fmt: skip
+    assert row["prompt"] == [{"role": "user", "content": user}]
+
+
+def tok_of_chatml(tiny_texts, tmp_path):
+    from pipeline.tiny import make_tiny_model
+    from pipeline.train.base import load_tokenizer
+
+    return load_tokenizer(make_tiny_model(tmp_path / "chatml", tiny_texts[:100], "qwen2"))[0]
