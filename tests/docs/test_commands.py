@@ -26,7 +26,7 @@ def test_every_documented_command_names_verbs_and_flags_that_exist():
         checked += 1
         wrong += [f"{where}: {' '.join(argv)}\n    {p}" for p in found]
     assert not wrong, "\n".join(wrong)
-    assert checked >= 100, f"only {checked} commands found: is the block reader broken?"
+    assert checked >= 60, f"only {checked} commands found: is the block reader broken?"
 
 
 def test_every_verb_of_the_pipeline_is_shown_somewhere():

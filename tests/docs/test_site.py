@@ -82,3 +82,29 @@ def test_a_broken_link_fails_the_build(tmp_path):
     run = _build(tmp_path / "site", config)
     assert run.returncode != 0
     assert "nowhere.md" in run.stderr + run.stdout and "no-such-section" in run.stderr + run.stdout
+
+
+def test_the_readme_links_every_page_and_every_link_resolves():
+    import tomllib
+
+    import yaml
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", readme)
+    for page in ("README.md", "CONTRIBUTING.md"):
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", (REPO / page).read_text(encoding="utf-8")):
+            assert target.startswith("http") or (REPO / target).exists(), f"{page}: {target}"
+
+    def pages(nav):
+        for item in nav:
+            for value in item.values() if isinstance(item, dict) else [item]:
+                yield from pages(value) if isinstance(value, list) else [value]
+
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text(encoding="utf-8"))["nav"]
+    for page in pages(nav):
+        if page != "contributing.md":  # CONTRIBUTING.md itself is linked
+            assert f"docs/{page}" in links, f"the README does not link docs/{page}"
+    assert "CONTRIBUTING.md" in links and "LICENSE" in links
+    license_ = (REPO / "LICENSE").read_text(encoding="utf-8")
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]["license"]
+    assert license_.startswith(f"{declared['text']} License")
