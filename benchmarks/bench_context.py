@@ -1,7 +1,7 @@
 """What memory, a summary and a full lorebook add to building a context (pure CPU, no server).
 
-A story of 2,000 passages (Gutenberg text when the shared corpus is there), a window of 8,192 tokens and
-a lorebook of 100 entries with 3 keywords each (a third of them mentioned in the recent passages). It
+A story of 2,000 passages (Gutenberg text from the test corpus, tests/corpus), a window of 8,192 tokens
+and a lorebook of 100 entries with 3 keywords each (a third of them mentioned in the recent passages). It
 times, per context: the plain build (passages only, the baseline) and the full build (memory, rolling
 summary, lore triggering), plus picking the current summary among the 50 a story that long has written
 (rolling, each covering 20 more passages): the newest, or after an undo into it the one before.
@@ -25,7 +25,7 @@ from bot.core.lore import LoreEntry  # noqa: E402
 from bot.core.story import AuthorKind, Note, Passage, Summary  # noqa: E402
 from bot.core.summary import current, digest  # noqa: E402
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "gutenberg"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 
 
 def _texts(n: int) -> list[str]:

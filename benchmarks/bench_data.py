@@ -1,6 +1,6 @@
-"""Training-data step figures: MB/s of `data gutenberg` on the shared corpus (windows sized in characters,
-then in tokens), and our sentence splitter against pysbd (accuracy on the fiction gold set, speed on the
-same unwrapped paragraphs), in one run.
+"""Training-data step figures: MB/s of `data gutenberg` on the test corpus, tests/corpus (windows sized in
+characters, then in tokens), and our sentence splitter against pysbd (accuracy on the fiction gold set,
+speed on the same unwrapped paragraphs), in one run.
 
     PYTHONPATH=. python benchmarks/bench_data.py [--corpus DIR] [--png bench_data.png]
 
@@ -20,7 +20,7 @@ from pipeline.data.sentences import split_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLD = ROOT / "tests" / "data" / "gold_sentences.json"
-CORPUS = ROOT.parent / "shared" / "corpus" / "gutenberg"
+CORPUS = ROOT / "tests" / "corpus"
 
 
 def best_of(n: int, fn) -> float:

@@ -2,8 +2,8 @@
 
     python benchmarks/bench_eval.py [--texts 2000] [--chars 640] [--workers 2]
 
-Passages are cut from the shared Gutenberg corpus. The baseline is what a notebook does: per text,
-textstat.flesch_reading_ease, textstat.gunning_fog and TextBlob(text).sentiment, one process. Both
+Passages are cut from the books of the test corpus (tests/corpus). The baseline is what a notebook does:
+per text, textstat.flesch_reading_ease, textstat.gunning_fog and TextBlob(text).sentiment, one process. Both
 sides load their dictionaries before the clock starts (they share textstat's cached cmudict); ours
 starts with empty per-word caches, includes starting its worker processes, and computes every other
 metric too (entropy, distinct-n, repetition, English share). Every Flesch, Fog, polarity and
@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def passages(n: int, chars: int) -> list[str]:
-    books = sorted((ROOT.parent / "shared" / "corpus" / "gutenberg").glob("*.txt"))
+    books = sorted((ROOT / "tests" / "corpus").glob("*.txt"))
     texts = [b.read_text(encoding="utf-8-sig") for b in books]
     # every book cut into passages that start half a passage apart, then taken round robin
     cuts = [[t[i : i + chars] for i in range(2000, len(t) - chars, chars // 2)] for t in texts]

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "gutenberg"
+CORPUS = Path(__file__).resolve().parents[1] / "tests" / "corpus"
 
 
 def _corpus_words() -> list[str]:
@@ -33,7 +33,7 @@ def _corpus_words() -> list[str]:
     for f in sorted(CORPUS.glob("*.txt")):
         words += f.read_text(encoding="utf-8", errors="replace").split()
     if not words:
-        raise SystemExit(f"no books in {CORPUS}: check out shared/ beside the repo")
+        raise SystemExit(f"no books in {CORPUS}: the test corpus (tests/corpus) is needed")
     return words
 
 

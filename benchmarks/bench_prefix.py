@@ -47,7 +47,7 @@ from contract.chat_template import ChatTemplate  # noqa: E402
 from pipeline.tiny import TEMPLATES  # noqa: E402
 
 BASELINE = "0c6c2f2"  # bot/core/context.py before steps: the oldest passage left one at a time
-BOOK = REPO.parent / "shared" / "corpus" / "gutenberg" / "pg84-frankenstein.txt"
+BOOK = REPO / "tests" / "corpus" / "pg84-frankenstein.txt"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its default system turn
 MEMORY = "Told by Victor Frankenstein, first person, past tense. Gothic, grave, never cheerful."
@@ -91,7 +91,7 @@ def _baseline():
 def _passages(n: int) -> list[str]:
     """n + 1 passages: the book's paragraphs, short ones joined, long ones cut at a sentence."""
     if not BOOK.is_file():
-        _fail(f"no book at {BOOK}: the shared corpus is needed")
+        _fail(f"no book at {BOOK}: the test corpus (tests/corpus) is needed")
     text = BOOK.read_text(errors="replace")
     if "*** START" in text:  # a Project Gutenberg header and licence, when the file has them
         text = text.split("*** START", 1)[1].split("\n", 1)[1].split("*** END")[0]

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus" / "gutenberg"
+CORPUS = REPO / "tests" / "corpus"
 QWEN25_05B = dict(  # Qwen2.5-0.5B's shape (config.json of Qwen/Qwen2.5-0.5B)
     vocab_size=151936,
     hidden_size=896,

@@ -1,19 +1,8 @@
 """The bot's settings: environment variables (prefix STORY_BOT_) over an optional TOML file over defaults.
 
-    STORY_BOT_DISCORD_TOKEN   the bot's token (never logged; shown as **********)
-    STORY_BOT_OLLAMA_HOST     the Ollama server (OLLAMA_HOST is honoured too)
-    STORY_BOT_OLLAMA_HOSTS    several Ollama servers, a pool (comma-separated or a JSON list)
-    STORY_BOT_MODEL           the default model; per-guild and per-channel models in the TOML file
-    STORY_BOT_DB              the SQLite file (default story-bot.db), or a postgresql:// URL
-    STORY_BOT_CONFIG          the TOML file (default ./story-bot.toml when it exists)
-    STORY_BOT_SUMMARY_MODEL   the model that writes rolling summaries (default: the story's own model)
-    STORY_BOT_ENGINE          ollama (default) or llama.cpp: a GGUF run in-process, no server
-    STORY_BOT_GGUF            with llama.cpp: the GGUF model file (every model name means this one)
-    STORY_BOT_LORA            with llama.cpp: a GGUF LoRA adapter to apply to it (from export-gguf)
-    STORY_BOT_SHARDS, STORY_BOT_SHARD_COUNT   this process's shards of the Discord events ("0-3" of 8;
-                              several processes on one database: their own shards each, the same count
-                              for all); STORY_BOT_SHARD_ID names a single shard
-    STORY_BOT_KEEP_ALIVE      how long Ollama keeps the model loaded after a request (default 30m)
+Each setting's help is its field's `description` below; docs/configuration.md is generated from them
+(names, environment variables, defaults, ranges and help), so that page and this class cannot disagree.
+The TOML file is --config, else STORY_BOT_CONFIG, else ./story-bot.toml when it exists.
 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
 
@@ -65,42 +54,131 @@ def _alias(*names: str) -> AliasChoices:
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STORY_BOT_", extra="forbid", populate_by_name=True)
 
-    discord_token: SecretStr | None = None
-    ollama_host: str | None = Field(
-        None, validation_alias=_alias("ollama_host", "STORY_BOT_OLLAMA_HOST", "OLLAMA_HOST")
+    # Each setting's `description` is its help: docs/configuration.md is generated from these fields.
+    discord_token: SecretStr | None = Field(
+        None,
+        description="The bot's token, from the Bot page of your Discord application (never logged; shown "
+        "as `**********`). `story-bot run` and `sync` need it; the console does not.",
     )
-    ollama_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)  # a pool; first: default
-    host_retry: float = Field(5.0, gt=0)  # a failed host is tried again after this, doubling to 300 s
-    model: str = "writer"
-    engine: Literal["ollama", "llama.cpp"] = "ollama"
-    gguf: Path | None = None  # the llama.cpp engine's model file
-    lora: Path | None = None  # and its adapter
-    guild_models: dict[str, str] = Field(default_factory=dict)
-    channel_models: dict[str, str] = Field(default_factory=dict)
-    db: str = "story-bot.db"  # a file, or a postgresql:// URL
+    ollama_host: str | None = Field(
+        None,
+        validation_alias=_alias("ollama_host", "STORY_BOT_OLLAMA_HOST", "OLLAMA_HOST"),
+        description="The Ollama server (unset: Ollama's own default, `http://127.0.0.1:11434`).",
+    )
+    ollama_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Several Ollama servers as one pool (comma-separated or a JSON list in the "
+        "environment, a list in the file). The first is the default, named in messages; `parallel` is "
+        "then each server's. Unset: the one `ollama_host`.",
+    )
+    host_retry: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a failed server of the pool is set aside before it is tried again, doubling "
+        "up to 300 while it keeps failing (a timeout is not a failure: the model may be loading).",
+    )
+    model: str = Field(
+        "writer",
+        description="The default model; `guild_models` and `channel_models` name others.",
+    )
+    engine: Literal["ollama", "llama.cpp"] = Field(
+        "ollama",
+        description="`ollama`, or `llama.cpp`: the `gguf` file run in-process, no server (one generation "
+        "at a time; Ollama stays the serving path for more than one writer).",
+    )
+    gguf: Path | None = Field(
+        None,
+        description="With the llama.cpp engine: the GGUF model file (every model name means this one).",
+    )
+    lora: Path | None = Field(
+        None,
+        description="With the llama.cpp engine: a GGUF LoRA adapter (from `export-gguf`) applied to `gguf`.",
+    )
+    guild_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="A model per server (a TOML table: server id = model name).",
+    )
+    channel_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="A model per channel (a TOML table: channel id = model name); a channel's model "
+        "covers its threads, and wins over its server's.",
+    )
+    db: str = Field(
+        "story-bot.db",
+        description="The story store: a SQLite file, or a `postgresql://` URL (needs the `postgres` extra).",
+    )
 
     parallel: int = Field(
-        1, ge=1, validation_alias=_alias("parallel", "STORY_BOT_PARALLEL", "OLLAMA_NUM_PARALLEL")
+        1,
+        ge=1,
+        validation_alias=_alias("parallel", "STORY_BOT_PARALLEL", "OLLAMA_NUM_PARALLEL"),
+        description="Generations in flight per Ollama server, across all stories: the server's "
+        "`OLLAMA_NUM_PARALLEL`.",
     )
-    num_ctx: int | None = Field(None, ge=256)  # default: the model's own num_ctx, else 8192
-    tokenizer: Path | None = None  # the model's tokenizer.json: count the context in tokens
-    chars_per_token: float = Field(3.5, gt=0)  # else estimate tokens from characters
-    max_passage_chars: int = Field(6000, ge=100)
-    max_memory_chars: int = Field(2000, ge=100)
-    summary_model: str | None = None  # writes the rolling summaries; default: the story's own model
-    summary_timeout: float = Field(180.0, gt=0)
-    #: How long Ollama keeps the model loaded after each request: a Go duration ("30m", "2h"), or seconds;
-    #: negative keeps it loaded, 0 unloads it at once.
-    keep_alive: float | str = DEFAULT_KEEP_ALIVE
-    options: dict[str, float | int | str | bool | list[str]] = Field(default_factory=dict)
+    num_ctx: int | None = Field(
+        None,
+        ge=256,
+        description="The context window in tokens (unset: the model's own `num_ctx`, else 8192).",
+    )
+    tokenizer: Path | None = Field(
+        None,
+        description="The model's `tokenizer.json`: the context is then fitted in tokens, not estimated "
+        "from characters.",
+    )
+    chars_per_token: float = Field(
+        3.5,
+        gt=0,
+        description="Without `tokenizer`: characters per token, to estimate a text's tokens.",
+    )
+    max_passage_chars: int = Field(
+        6000,
+        ge=100,
+        description="The longest passage a member may write (`/write`).",
+    )
+    max_memory_chars: int = Field(
+        2000,
+        ge=100,
+        description="The longest memory a story may pin (`/story memory`).",
+    )
+    summary_model: str | None = Field(
+        None,
+        description="The model that writes the rolling summaries (unset: the story's own).",
+    )
+    summary_timeout: float = Field(
+        180.0,
+        gt=0,
+        description="Seconds a rolling summary may take; one that fails or times out is recorded and "
+        "tried again with a passage at least a minute later.",
+    )
+    keep_alive: float | str = Field(
+        DEFAULT_KEEP_ALIVE,
+        description="How long Ollama keeps the model loaded after each request: a Go duration (`30m`, "
+        "`2h`), or seconds; negative keeps it loaded, `0` unloads it at once.",
+    )
+    options: dict[str, float | int | str | bool | list[str]] = Field(
+        default_factory=dict,
+        description="More Ollama options for every generation (a TOML table, e.g. `temperature = 0.8`).",
+    )
 
-    connect_timeout: float = Field(5.0, gt=0)
-    idle_timeout: float = Field(120.0, gt=0)  # for the first piece (a model loading) and between pieces
-    total_timeout: float = Field(600.0, gt=0)
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to a server.")
+    idle_timeout: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds to wait for a reply's first piece (a model loading) and between pieces.",
+    )
+    total_timeout: float = Field(600.0, gt=0, description="Seconds a whole passage may take.")
 
     # The Discord adapter's pacing.
-    edit_interval: float = Field(1.0, ge=0.2)  # seconds between edits of a streaming message
-    member_commands_per_minute: int = Field(10, ge=1)
+    edit_interval: float = Field(
+        1.0,
+        ge=0.2,
+        description="Seconds between edits of a streaming Discord message.",
+    )
+    member_commands_per_minute: int = Field(
+        10,
+        ge=1,
+        description="Commands a member may send a minute before being asked to slow down.",
+    )
 
     @field_validator("keep_alive", mode="before")
     @classmethod
@@ -114,10 +192,27 @@ class Settings(BaseSettings):
         raise ValueError(f"{value!r} is not a duration: write it like 30m, 1h30m or 90s, or in seconds")
 
     # Several processes on one database: each its own shard of the Discord events.
-    shard_id: int | None = Field(None, ge=0)
-    shards: str | None = None  # "0-3", "0-3,8": this process's shards of shard_count
-    shard_count: int | None = Field(None, ge=1)
-    lease_seconds: float = Field(30.0, ge=3)  # a dead process's work is taken over this long after
+    shard_id: int | None = Field(
+        None,
+        ge=0,
+        description="This process's one shard of `shard_count` (or `shards`, not both).",
+    )
+    shards: str | None = Field(
+        None,
+        description="This process's shards of `shard_count`, a range such as `0-3` or `0-3,8`: several "
+        "processes on one database each take their own.",
+    )
+    shard_count: int | None = Field(
+        None,
+        ge=1,
+        description="The shards of the whole bot, the same for every process (with `shards` or `shard_id`).",
+    )
+    lease_seconds: float = Field(
+        30.0,
+        ge=3,
+        description="How long a stopped process's work stays its own before another process takes it "
+        "over; a live process renews its leases every third of it.",
+    )
 
     @field_validator("ollama_hosts", mode="before")
     @classmethod

@@ -7,7 +7,8 @@ import pytest
 from tests.fakes.ollama import FakeOllama
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO.parent / "shared" / "corpus"
+# Four public-domain books the repository carries (tests/corpus/README.md says where each came from).
+CORPUS = REPO / "tests" / "corpus"
 
 
 @pytest.fixture
@@ -28,10 +29,8 @@ async def fake_discord():
 
 @pytest.fixture(scope="session")
 def corpus_dir() -> Path:
-    gutenberg = CORPUS / "gutenberg"
-    if not gutenberg.is_dir():
-        pytest.fail(f"the shared test corpus is missing at {gutenberg}: check out shared/ beside the repo")
-    return gutenberg
+    """The folder of the test books (tests/corpus), inside the repository."""
+    return CORPUS
 
 
 @pytest.fixture(scope="session")

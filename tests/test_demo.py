@@ -1,26 +1,42 @@
 """`story-demo --quick`: the whole chain in one command, on this CPU (about 2.5 minutes on 2
-cores; deselect with `-m 'not demo'`). The teacher is the real SmolLM2 through the local engine, the
-student a tiny random model; the report's figures must be the run's own files."""
+cores; deselect with `-m 'not demo'`), run as docs/getting-started.md writes it (its first block marked
+tested). The teacher is the real SmolLM2 through the local engine, the student a tiny random model; the
+report's figures must be the run's own files."""
 
 from __future__ import annotations
 
 import json
 import re
+import shlex
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+
+from tests.docs.blocks import REPO, blocks
 
 pytestmark = [pytest.mark.demo, pytest.mark.timeout(480), pytest.mark.usefixtures("smollm2_gguf")]
 pytest.importorskip("llama_cpp")
 pytest.importorskip("peft")
 
 
-def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_path):
+def _the_page_line() -> list[str]:
+    """The getting-started page's `story-demo` line, the first block it marks as tested."""
+    first = next(b for b in blocks(REPO / "docs" / "getting-started.md") if b.tested)
+    (line,) = first.commands()
+    argv = shlex.split(line)
+    assert argv[0] == "story-demo" and "--quick" in argv, line
+    return argv[1:]
+
+
+def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_path, monkeypatch):
     from contract.local_engine import LocalModel
     from demo.cli import app
 
-    out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["-o", str(out), "--quick"])
+    args = _the_page_line()
+    monkeypatch.chdir(tmp_path)  # the page's paths are relative to where it runs
+    out = tmp_path / Path(args[args.index("-o") + 1])
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output[-3000:]
     report = (out / "report.md").read_text(encoding="utf-8")
     for part in ("## The steps", "## The teacher", "## Held-out perplexity", "## Base against tuned",

@@ -1,4 +1,4 @@
-"""Training rows cut from the shared corpus, for the fine-tuning tests and benchmark."""
+"""Training rows cut from the test corpus (tests/corpus), for the fine-tuning tests and benchmark."""
 
 from __future__ import annotations
 
