@@ -263,11 +263,12 @@ def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tup
     longest = max(len(encode_turns(tokenizer, head, r)[1]) for r in replies.values())
     head, cut = fit_head(tokenizer, head, longest, max_length)
     chat = template_of(tokenizer)
-    row: dict[str, object]
+    row: dict[str, object] = {}
     if _prompt_is_prefix(chat):
-        row = {"prompt": head} | {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
+        row["prompt"] = head
+        row |= {k: [{"role": "assistant", "content": r}] for k, r in replies.items()}
     else:  # the tokenizer writes BOS itself on text rows, and TRL adds EOS where a reply lacks it
-        row = {"prompt": chat.without_bos(_render(tokenizer, head))}
+        row["prompt"] = chat.without_bos(_render(tokenizer, head))
         row |= {k: r + chat.reply_end.rstrip() for k, r in replies.items()}
     if method == "kto":
         if not isinstance(obj["label"], bool):
