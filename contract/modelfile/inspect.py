@@ -8,7 +8,15 @@ from pathlib import Path
 from contract import chat_formats
 
 # Hugging Face model_type -> GGUF general.architecture for the families we export.
-HF_TO_GGUF_ARCH = {"qwen2": "qwen2", "llama": "llama", "mistral": "llama"}
+HF_TO_GGUF_ARCH = {
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "llama": "llama",
+    "mistral": "llama",
+    "phi3": "phi3",
+    "gemma2": "gemma2",
+    "gemma3_text": "gemma3",
+}
 # Our chat formats -> the GGUF architecture of the models that use them.
 FORMAT_ARCH = {"qwen2.5": "qwen2", "qwen2": "qwen2", "llama3": "llama"}
 
