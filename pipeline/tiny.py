@@ -1,10 +1,10 @@
 """Tiny models built from a config and tokenizers trained on the spot: for tests, benchmarks and smoke runs.
 
-Nothing here downloads anything. A tiny model has real architecture code, random weights, and a
-byte-level BPE tokenizer trained on the given texts with a chat template: a plain ChatML or Llama 3
-header template of ours by default, or a real family's (the tests pass the templates llama.cpp ships),
-whose control tokens become the tokenizer's special tokens. So the whole pipeline (train, export,
-verify, serve) runs on it in seconds on a CPU.
+Nothing here downloads anything. A tiny model has real architecture code (Qwen2/3, Llama, Mistral,
+Phi-3, Gemma 2/3), random weights, and a byte-level BPE tokenizer trained on the given texts with a chat
+template: a plain ChatML or Llama 3 header template of ours by default, or a real family's (the tests
+pass the templates llama.cpp ships), whose control tokens become the tokenizer's special tokens. So the
+whole pipeline (train, export, verify, serve) runs on it in seconds on a CPU.
 """
 
 from __future__ import annotations
@@ -93,10 +93,109 @@ def train_tokenizer(
     return fast
 
 
-def tiny_config(arch: str, vocab_size: int, **overrides):
-    """A small but complete config: 2 layers, grouped-query attention, untied embeddings."""
-    from transformers import LlamaConfig, Qwen2Config
+LLAMA31_ROPE = dict(
+    rope_type="llama3",
+    rope_theta=500000.0,
+    factor=8.0,
+    low_freq_factor=1.0,
+    high_freq_factor=4.0,
+    original_max_position_embeddings=8192,
+)
+# Phi-3.5's LongRoPE: per-frequency divisors, the short ones below original_max_position_embeddings.
+PHI35_ROPE = dict(
+    rope_type="longrope",
+    rope_theta=10000.0,
+    short_factor=[1.0, 1.0, 1.02, 1.1, 1.3, 1.6, 2.0, 2.6],
+    long_factor=[1.0, 1.2, 1.9, 3.5, 7.0, 14.0, 24.0, 36.0],
+)
+# Weights large enough that a wrong rope, attention scale, soft-cap or norm in an export moves the logits
+# far past rounding (at transformers' 0.02 several of them hide under it).
+SENSITIVE: dict[str, Any] = dict(initializer_range=0.1)
+# Per family: the transformers config class and what makes a 2-layer, 64-wide model look like the real
+# checkpoints to an export. Where the real value is also llama.cpp's default (Gemma's attention scalar and
+# soft-caps, Gemma 3's local rope base) the tiny one differs, so that writing it is tested.
+FAMILIES: dict[str, tuple[str, dict[str, Any]]] = {
+    "qwen2": ("Qwen2Config", {}),
+    "llama": ("LlamaConfig", {}),
+    # Qwen3 0.6B-4B: 16 heads x 128 > hidden 1024, embeddings tied
+    "qwen3": ("Qwen3Config", dict(SENSITIVE, head_dim=32, tie_word_embeddings=True)),
+    # Mistral Nemo: an explicit head_dim; v0.2 onwards: no sliding window
+    "mistral": ("MistralConfig", dict(SENSITIVE, head_dim=32, sliding_window=None)),
+    "phi3": (
+        "Phi3Config",
+        dict(
+            SENSITIVE,
+            max_position_embeddings=131072,
+            original_max_position_embeddings=4096,
+            rope_parameters=PHI35_ROPE,
+        ),
+    ),
+    "gemma2": (
+        "Gemma2Config",
+        dict(
+            SENSITIVE,
+            head_dim=16,
+            query_pre_attn_scalar=24,
+            attn_logit_softcapping=5.0,
+            final_logit_softcapping=3.0,
+            sliding_window=8,
+            tie_word_embeddings=True,
+        ),
+    ),
+    "gemma3_text": (
+        "Gemma3TextConfig",
+        dict(
+            SENSITIVE,
+            head_dim=16,
+            query_pre_attn_scalar=24,
+            sliding_window=8,
+            tie_word_embeddings=True,
+            layer_types=["sliding_attention", "full_attention"],
+            rope_parameters={  # Gemma 3 4B+: a local rope base, linear scaling on the global layers
+                "sliding_attention": dict(rope_type="default", rope_theta=20000.0),
+                "full_attention": dict(rope_type="linear", factor=8.0, rope_theta=1000000.0),
+            },
+        ),
+    ),
+}
+# Named variants of a family: what a real checkpoint's config changes (Llama 3.1 / 3.2's rope scaling,
+# 3.2 1B/3B's tied embeddings).
+LLAMA3_CONTEXT = 131072
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "llama3.1": (
+        "llama",
+        dict(SENSITIVE, rope_parameters=LLAMA31_ROPE, max_position_embeddings=LLAMA3_CONTEXT),
+    ),
+    "llama3.2": (
+        "llama",
+        dict(
+            SENSITIVE,
+            rope_parameters={**LLAMA31_ROPE, "factor": 32.0},
+            max_position_embeddings=LLAMA3_CONTEXT,
+            tie_word_embeddings=True,
+        ),
+    ),
+}
+# Tokens llama.cpp looks up by name in any model whose name says phi3 (llama-vocab.cpp): Phi-3's own.
+FAMILY_TOKENS = {"phi3": ["<unk>", "<s>", "</s>"]}
 
+
+def family_of(arch: str) -> str:
+    """The Hugging Face model_type of a tiny architecture or variant name."""
+    return VARIANTS[arch][0] if arch in VARIANTS else arch
+
+
+def tiny_config(arch: str, vocab_size: int, **overrides):
+    """A small but complete config: 2 layers, grouped-query attention, the family's own settings
+    (untied embeddings unless the family ties them); arch is a FAMILIES or VARIANTS name."""
+    import transformers
+
+    family, settings = VARIANTS.get(arch, (arch, {}))
+    if family not in FAMILIES:
+        raise ValueError(
+            f"unknown tiny architecture {arch!r}: use one of {', '.join([*FAMILIES, *VARIANTS])}"
+        )
+    class_name, defaults = FAMILIES[family]
     common: dict[str, Any] = dict(
         vocab_size=vocab_size,
         hidden_size=64,
@@ -108,12 +207,10 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
         rms_norm_eps=1e-6,
         tie_word_embeddings=False,
     )
+    common.update(defaults)
+    common.update(settings)
     common.update(overrides)
-    if arch == "qwen2":
-        return Qwen2Config(**common)
-    if arch == "llama":
-        return LlamaConfig(**common)
-    raise ValueError(f"unknown tiny architecture {arch!r}: use qwen2 or llama")
+    return getattr(transformers, class_name)(**common)
 
 
 def make_tiny_model(
@@ -132,11 +229,13 @@ def make_tiny_model(
     import torch
     from transformers import AutoModelForCausalLM
 
+    family = family_of(arch)
     if template is None:
-        source, bos, eos, pad = TEMPLATES["llama3" if arch == "llama" else "chatml"]
+        source, bos, eos, pad = TEMPLATES["llama3" if family == "llama" else "chatml"]
     else:
         (source, bos, eos), pad = template, "<|pad|>"
     tokenizer = train_tokenizer(texts, vocab_size, source, bos, eos, pad)
+    tokenizer.add_tokens(FAMILY_TOKENS.get(family, []), special_tokens=True)
     config = tiny_config(arch, len(tokenizer), **config_overrides)
     config.bos_token_id = tokenizer.bos_token_id
     config.eos_token_id = tokenizer.eos_token_id

@@ -8,7 +8,15 @@ from pathlib import Path
 from contract import chat_template
 
 # Hugging Face model_type -> GGUF general.architecture for the families we export.
-HF_TO_GGUF_ARCH = {"qwen2": "qwen2", "llama": "llama", "mistral": "llama"}
+HF_TO_GGUF_ARCH = {
+    "qwen2": "qwen2",
+    "qwen3": "qwen3",
+    "llama": "llama",
+    "mistral": "llama",
+    "phi3": "phi3",
+    "gemma2": "gemma2",
+    "gemma3_text": "gemma3",
+}
 # Ollama library models (the name before ':') -> their GGUF architecture, for the ADAPTER check. DeepSeek-R1's
 # distills are Qwen2 but for the 8b and 70b tags (Llama); the tag decides there.
 LIBRARY_ARCH = {

@@ -19,7 +19,7 @@ import gguf
 import numpy as np
 
 from contract import chat_template
-from pipeline.export.arch import BaseModel, load_base, permute_rows
+from pipeline.export.arch import BaseModel, Transform, load_base
 from pipeline.export.gguf_write import PlannedTensor, WriteReport, choose_type, plan_notes, write_gguf
 from pipeline.export.peft_adapter import MERGE_HINT, Adapter, AdapterError, LoraModule, load_adapter
 
@@ -80,10 +80,9 @@ def plan_adapter(adapter: Adapter, base: BaseModel, outtype: str) -> tuple[list[
                 f"{m.key}: alpha {m.alpha:g} / rank {m.rank} differ from the file's; "
                 f"folded x{factor:.6g} into lora_b"
             )
-        heads = base.permute_heads(m.weight)
         for suffix, tensor, shape, transform in (
             ("lora_a", m.a, (m.rank, m.in_features), None),
-            ("lora_b", m.b, (m.out_features, m.rank), _b_transform(factor, heads)),
+            ("lora_b", m.b, (m.out_features, m.rank), _b_transform(factor, base.row_transform(m.weight))),
         ):
             full = f"{name}.{suffix}"
             qtype, _ = choose_type(full, shape, outtype)
@@ -93,19 +92,19 @@ def plan_adapter(adapter: Adapter, base: BaseModel, outtype: str) -> tuple[list[
     return plan, notes + plan_notes(plan, outtype)
 
 
-def _b_transform(factor: float, heads: int | None) -> Callable[[np.ndarray], np.ndarray] | None:
-    if factor == 1.0 and heads is None:
+def _b_transform(factor: float, rows: Transform | None) -> Transform | None:
+    if factor == 1.0 and rows is None:
         return None
 
     def apply(b: np.ndarray) -> np.ndarray:
-        if heads:
-            b = permute_rows(b, heads)  # the base's rows are permuted the same way
+        if rows:
+            b = rows(b)  # the base weight's rows are permuted / scaled the same way
         return b * np.float32(factor) if factor != 1.0 else b
 
     return apply
 
 
-def _loader(adapter: Adapter, tensor: str, transform) -> Callable[[], np.ndarray]:
+def _loader(adapter: Adapter, tensor: str, transform: Transform | None) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         data = adapter.file.read(tensor)
         return transform(data) if transform else data

@@ -1,9 +1,10 @@
 """A Hugging Face causal LM (optionally with a LoRA merged in) -> full GGUF model, then llama.cpp quantize.
 
 One writer serves `export-base` (the un-merged base, which verifying an adapter needs) and
-`export-merged --format gguf`. Metadata follows llama.cpp's converter for Qwen2 and Llama/Mistral:
-hyper-parameters under `{arch}.`, the tokenizer (gguf_vocab), q/k rows permuted for Llama, no output
-tensor when lm_head is tied. K-quants have no numpy implementation, so quantized files come from
+`export-merged --format gguf`. Metadata follows llama.cpp's converter for each family in arch.ARCHS:
+hyper-parameters under `{arch}.` (the family's own ones from its ArchSpec), the tokenizer (gguf_vocab),
+weights through the family's transform (q/k permutation, Gemma's norm offset), no output tensor when
+lm_head is tied. K-quants have no numpy implementation, so quantized files come from
 llama.cpp's own `llama_model_quantize` run on the F16 file, as llama-quantize and Ollama do.
 """
 
@@ -13,13 +14,13 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import gguf
 import numpy as np
 
 from contract.atomic import atomic_path
-from pipeline.export.arch import BaseModel, BaseModelError, permute_rows
+from pipeline.export.arch import BaseModel, BaseModelError, Transform
 from pipeline.export.gguf_vocab import add_tokenizer
 from pipeline.export.gguf_write import (
     FILE_TYPES,
@@ -46,29 +47,68 @@ def add_hparams(w: gguf.GGUFWriter, base: BaseModel, outtype: str) -> None:
     w.add_block_count(base.n_layers)
     w.add_context_length(int(base.hp("max_position_embeddings")))
     w.add_embedding_length(base.hidden)
-    w.add_feed_forward_length(int(base.hp("intermediate_size")))
+    w.add_feed_forward_length(base.n_ff)
     w.add_head_count(base.n_head)
     w.add_head_count_kv(base.n_kv_head)
     w.add_layer_norm_rms_eps(float(base.hp("rms_norm_eps")))
-    rope = base.rope
-    w.add_rope_freq_base(float(rope["rope_theta"]))
-    if rope["rope_type"] == "linear":
-        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
-        w.add_rope_scaling_factor(float(rope["factor"]))
-    elif rope["rope_type"] == "yarn":
-        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
-        w.add_rope_scaling_factor(float(rope["factor"]))
-        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
-    elif rope["rope_type"] not in ("default", "llama3"):
-        raise BaseModelError(f"rope type {rope['rope_type']!r} is not written by this exporter")
+    add_rope(w, base)
     if "head_dim" in base.config:
         w.add_key_length(base.head_dim)
         w.add_value_length(base.head_dim)
-    if base.arch == "llama":
-        w.add_vocab_size(base.vocab_size)
-        w.add_rope_dimension_count(base.head_dim)
+    for key, value in arch_hparams(base).items():
+        getattr(w, f"add_{key}")(value)  # keys are GGUFWriter's own add_* names: typed by gguf-py
     w.add_file_type(FILE_TYPES[outtype])
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def add_rope(w: gguf.GGUFWriter, base: BaseModel) -> None:
+    """The global layers' rope; llama3 and longrope scaling also need tensors (extra_tensors)."""
+    rope = base.rope
+    kind = rope["rope_type"]
+    if kind not in base.spec.rope_types:
+        raise BaseModelError(f"rope type {kind!r} is not written by this exporter for {base.model_type}")
+    w.add_rope_freq_base(float(rope["rope_theta"]))
+    if kind == "linear":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+    elif kind == "yarn":
+        w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+        w.add_rope_scaling_factor(float(rope["factor"]))
+        w.add_rope_scaling_orig_ctx_len(int(rope["original_max_position_embeddings"]))
+    elif kind == "longrope":  # llama.cpp multiplies cos/sin by it, as transformers does
+        w.add_rope_scaling_attn_factors(longrope_attn_factor(base))
+
+
+def arch_hparams(base: BaseModel) -> dict[str, Any]:
+    """Metadata beyond the common set: the family's own (ArchSpec.hparams) and its sliding window."""
+    out = base.spec.hparams(base)
+    sliding = base.sliding_layers()
+    if base.spec.swa and any(sliding):
+        out["sliding_window"] = int(base.hp("sliding_window"))
+        out["sliding_window_pattern"] = swa_pattern(sliding)
+        if base.local_rope_theta is not None:
+            out["rope_freq_base_swa"] = base.local_rope_theta
+    return out
+
+
+def swa_pattern(sliding: list[bool]) -> int | list[bool]:
+    """llama.cpp's period N (layer i is global when i % N == N - 1) where one gives these layers, else
+    the per-layer list, which llama.cpp also reads."""
+    n = len(sliding)
+    for period in range(1, n + 2):
+        if [i % period < period - 1 for i in range(n)] == sliding:
+            return period
+    return sliding
+
+
+def longrope_attn_factor(base: BaseModel) -> float:
+    """transformers' LongRoPE attention factor: given, or from the context extension ratio."""
+    rope = base.rope
+    if rope.get("attention_factor") is not None:
+        return float(rope["attention_factor"])
+    orig = float(rope.get("original_max_position_embeddings") or base.hp("original_max_position_embeddings"))
+    factor = float(rope.get("factor") or int(base.hp("max_position_embeddings")) / orig)
+    return math.sqrt(1 + math.log(factor) / math.log(orig)) if factor > 1.0 else 1.0
 
 
 def llama3_rope_factors(base: BaseModel) -> np.ndarray:
@@ -90,13 +130,35 @@ def llama3_rope_factors(base: BaseModel) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
+def extra_tensors(base: BaseModel) -> dict[str, np.ndarray]:
+    """Tensors llama.cpp reads that transformers computes from the config: rope frequency factors."""
+    rope = base.rope
+    if rope["rope_type"] == "llama3":
+        return {"rope_freqs.weight": llama3_rope_factors(base)}
+    if rope["rope_type"] == "longrope":
+        out = {}
+        for which in ("long", "short"):
+            factors = np.asarray(rope[f"{which}_factor"], dtype=np.float32)
+            if factors.shape != (base.rope_dims // 2,):
+                raise BaseModelError(
+                    f"rope {which}_factor has {factors.size} values; {base.rope_dims // 2} expected"
+                )
+            out[f"rope_factors_{which}.weight"] = factors
+        return out
+    return {}
+
+
 def plan_model(base: BaseModel, source: TensorSource, outtype: str) -> tuple[list[PlannedTensor], list[str]]:
-    plan: list[PlannedTensor] = []
-    notes: list[str] = []
-    if base.rope["rope_type"] == "llama3":
-        factors = llama3_rope_factors(base)
-        plan.append(
-            PlannedTensor("rope_freqs.weight", factors.shape, gguf.GGMLQuantizationType.F32, lambda: factors)
+    f32 = gguf.GGMLQuantizationType.F32
+    extra = extra_tensors(base)
+    plan = [PlannedTensor(name, data.shape, f32, _constant(data)) for name, data in extra.items()]
+    notes = []
+    sliding = base.sliding_layers()
+    if any(sliding) and not base.spec.swa:
+        window = base.hp("sliding_window")
+        notes.append(
+            f"sliding_window {window}: llama.cpp's {base.arch} attends to the whole context, so it computes "
+            f"what transformers computes only up to {window} tokens"
         )
     for hf in source.names():
         if hf.endswith(SKIP_SUFFIXES) or (hf == "lm_head.weight" and base.tied):
@@ -106,14 +168,18 @@ def plan_model(base: BaseModel, source: TensorSource, outtype: str) -> tuple[lis
             raise BaseModelError(f"tensor {hf} has no GGUF name in the {base.arch} architecture")
         shape = tuple(source.shape(hf))
         qtype, _ = choose_type(name, shape, outtype)
-        plan.append(PlannedTensor(name, shape, qtype, _loader(source, hf, base.permute_heads(hf))))
+        plan.append(PlannedTensor(name, shape, qtype, _loader(source, hf, base.tensor_transform(hf))))
     return plan, notes + plan_notes(plan, outtype)
 
 
-def _loader(source: TensorSource, hf: str, heads: int | None) -> Callable[[], np.ndarray]:
+def _constant(data: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: data
+
+
+def _loader(source: TensorSource, hf: str, transform: Transform | None) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
         data = source.read(hf)
-        return permute_rows(data, heads) if heads else data
+        return transform(data) if transform else data
 
     return load
 

@@ -8,6 +8,15 @@ import pytest
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 RANK, ALPHA = 8, 24  # alpha != r, so a lost alpha shows; head_dim 16 makes the Llama q/k permutation matter
+# Every family the exports support, as pipeline.tiny names them (Llama 3.1 / 3.2 are llama variants).
+ARCHS = ["qwen2", "llama", "llama3.1", "llama3.2", "mistral", "qwen3", "phi3", "gemma2", "gemma3_text"]
+
+
+def linear_modules(base_dir: Path) -> list[str]:
+    """The family's Linear layers (fused ones for Phi-3): what a LoRA on it targets."""
+    from pipeline.export.arch import load_base
+
+    return list(load_base(base_dir).spec.linear)
 
 
 def save_adapter(base_dir: Path, out: Path, seed: int = 1, **config) -> Path:
@@ -17,7 +26,8 @@ def save_adapter(base_dir: Path, out: Path, seed: int = 1, **config) -> Path:
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    settings = dict(r=RANK, lora_alpha=ALPHA, target_modules=PROJECTIONS, init_lora_weights=False)
+    targets = linear_modules(base_dir)
+    settings = dict(r=RANK, lora_alpha=ALPHA, target_modules=targets, init_lora_weights=False)
     settings.update(config)
     get_peft_model(model, LoraConfig(**settings)).save_pretrained(out)
     return out

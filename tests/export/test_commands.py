@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -46,19 +47,25 @@ def test_verify_gguf_fails_on_the_wrong_adapter(make_adapter, base_gguf, tiny_mo
     assert result.exit_code == 1 and "FAIL" in result.output
 
 
-def test_export_base_and_merged_with_verify(make_adapter, tiny_model, tmp_path):
-    base = invoke("export-base", tiny_model("qwen2"), "-o", tmp_path / "base.gguf", "--verify")
+@pytest.mark.parametrize("arch", ["qwen2", "gemma2", "phi3"])
+def test_export_base_and_merged_with_verify(arch, make_adapter, tiny_model, tmp_path):
+    base = invoke("export-base", tiny_model(arch), "-o", tmp_path / "base.gguf", "--verify")
     assert base.exit_code == 0 and "PASS" in base.output, base.output
     merged = invoke(
         "export-merged",
-        make_adapter("qwen2"),
+        make_adapter(arch),
         "--base",
-        tiny_model("qwen2"),
+        tiny_model(arch),
         "-o",
         tmp_path / "m.gguf",
         "--verify",
     )
     assert merged.exit_code == 0 and "PASS" in merged.output, merged.output
+    lora = invoke(
+        "export-gguf", make_adapter(arch), "--base", tiny_model(arch), "-o", tmp_path / "a.gguf",
+        "--verify-on", tmp_path / "base.gguf",
+    )  # fmt: skip
+    assert lora.exit_code == 0 and "PASS" in lora.output, lora.output
 
 
 def test_cli_stays_light():

@@ -11,50 +11,74 @@ from safetensors.numpy import load_file
 from contract.modelfile.inspect import adapter_architecture, gguf_fields
 from pipeline.export.arch import load_base, permute_rows
 from pipeline.export.gguf_adapter import export_adapter
-from tests.export.conftest import ALPHA, PROJECTIONS, RANK, gguf_tensors
+from tests.export.conftest import ALPHA, ARCHS, RANK, gguf_tensors
 
 GGUF_NAMES = {
     "q_proj": "attn_q",
     "k_proj": "attn_k",
     "v_proj": "attn_v",
+    "qkv_proj": "attn_qkv",
     "o_proj": "attn_output",
     "gate_proj": "ffn_gate",
     "up_proj": "ffn_up",
+    "gate_up_proj": "ffn_up",  # Phi-3: llama.cpp splits the fused gate/up itself
     "down_proj": "ffn_down",
+}
+# Which LoRA B's rows change on the way, and why: the Llama RoPE permutation of q/k, Gemma 2's
+# query_pre_attn_scalar folded into q_proj. (Gemma 3 folds it into q_norm, which no LoRA targets.)
+CHANGED_B = {
+    "llama": {"q_proj", "k_proj"},
+    "llama3.1": {"q_proj", "k_proj"},
+    "llama3.2": {"q_proj", "k_proj"},
+    "mistral": {"q_proj", "k_proj"},
+    "gemma2": {"q_proj"},
 }
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_metadata_names_shapes_and_values(arch, make_adapter, tiny_model, tmp_path):
     adapter = make_adapter(arch)
     out = export_adapter(adapter, tiny_model(arch), tmp_path / "a.gguf").path
+    base = load_base(tiny_model(arch))
     fields = gguf_fields(out)
-    assert fields["general.architecture"] == arch
+    assert fields["general.architecture"] == base.arch
     assert fields["general.type"] == "adapter" and fields["adapter.type"] == "lora"
     assert fields["adapter.lora.alpha"] == ALPHA
     assert fields["general.quantization_version"] == 2
     assert not any(k.startswith("tokenizer.") for k in fields)
-    assert adapter_architecture(out) == arch  # what `modelfile check` and Ollama's ADAPTER accept
+    assert adapter_architecture(out) == base.arch  # what `modelfile check` and Ollama's ADAPTER accept
 
     tensors = gguf_tensors(out)
-    expected = {f"blk.{i}.{GGUF_NAMES[p]}.weight.lora_{x}" for i in (0, 1) for p in PROJECTIONS for x in "ab"}
+    projections = base.spec.linear
+    expected = {f"blk.{i}.{GGUF_NAMES[p]}.weight.lora_{x}" for i in (0, 1) for p in projections for x in "ab"}
     assert set(tensors) == expected
     peft = load_file(adapter / "adapter_model.safetensors")
-    base = load_base(tiny_model(arch))
     for i in range(2):
-        for proj in PROJECTIONS:
-            section = "self_attn" if proj in ("q_proj", "k_proj", "v_proj", "o_proj") else "mlp"
+        for proj in projections:
+            section = "mlp" if proj in ("gate_proj", "up_proj", "gate_up_proj", "down_proj") else "self_attn"
             stem = f"base_model.model.model.layers.{i}.{section}.{proj}"
             a, b = peft[f"{stem}.lora_A.weight"], peft[f"{stem}.lora_B.weight"]
             kind_a, ne_a, data_a = tensors[f"blk.{i}.{GGUF_NAMES[proj]}.weight.lora_a"]
             kind_b, ne_b, data_b = tensors[f"blk.{i}.{GGUF_NAMES[proj]}.weight.lora_b"]
             assert kind_a == kind_b == "F32"
             assert ne_a == (a.shape[1], RANK) and ne_b == (RANK, b.shape[0])  # ggml order, not transposed
+            assert (b.shape[0], a.shape[1]) == base.projection_shape(proj)
             np.testing.assert_array_equal(data_a, a)
-            heads = {"q_proj": base.n_head, "k_proj": base.n_kv_head}.get(proj) if arch == "llama" else None
-            np.testing.assert_array_equal(data_b, permute_rows(b, heads) if heads else b)
-            if heads:
-                assert not np.array_equal(data_b, b)  # the permutation is not a no-op at this size
+            rows = base.row_transform(f"{stem.removeprefix('base_model.model.')}.weight")
+            np.testing.assert_array_equal(data_b, rows(b) if rows else b)
+            # the permutation / scale is not a no-op at this size, and only where the family needs it
+            assert np.array_equal(data_b, b) == (proj not in CHANGED_B.get(arch, set()))
+
+
+def test_llama_b_rows_are_permuted_by_heads(make_adapter, tiny_model, tmp_path):
+    """The row transform the test above relies on is the RoPE permutation, by q and kv head counts."""
+    adapter = make_adapter("llama")
+    tensors = gguf_tensors(export_adapter(adapter, tiny_model("llama"), tmp_path / "a.gguf").path)
+    peft = load_file(adapter / "adapter_model.safetensors")
+    for proj, heads in (("q_proj", 4), ("k_proj", 2)):
+        b = peft[f"base_model.model.model.layers.0.self_attn.{proj}.lora_B.weight"]
+        got = tensors[f"blk.0.{GGUF_NAMES[proj]}.weight.lora_b"][2]
+        np.testing.assert_array_equal(got, permute_rows(b, heads))
 
 
 def test_rslora_alpha_is_scaled_by_sqrt_r(make_adapter, tiny_model, tmp_path):

@@ -6,25 +6,39 @@ break one of them on purpose show the difference then exceeds the threshold.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pipeline.export import arch as arch_module
+from pipeline.export import gguf_model
+from pipeline.export.arch import load_base
 from pipeline.export.gguf_adapter import export_adapter
 from pipeline.export.merged import export_merged
 from pipeline.export.peft_adapter import Adapter
-from pipeline.export.verify import verify
+from pipeline.export.verify import GELU_TOLERANCE, verify
+from tests.export.conftest import ARCHS
+
+# llama.cpp gives the special tokens of any model whose name says phi3 Phi-3's rstrip (llama-vocab.cpp); the
+# tiny Phi-3's ChatML tokens have none, so there the text tokenizes differently in llama.cpp. The logits are
+# compared on the same ids all the same.
+RSTRIP_BY_NAME = {"phi3"}
+ADAPTER_CASES = [(arch, "f32") for arch in ARCHS] + [
+    (arch, outtype) for arch in ("qwen2", "llama") for outtype in ("f16", "bf16", "q8_0")
+]
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
-@pytest.mark.parametrize("outtype", ["f32", "f16", "bf16", "q8_0"])
+@pytest.mark.parametrize(("arch", "outtype"), ADAPTER_CASES)
 def test_adapter_matches_peft(arch, outtype, make_adapter, base_gguf, tiny_model, tmp_path):
     adapter = make_adapter(arch)
     lora = export_adapter(adapter, tiny_model(arch), tmp_path / "a.gguf", outtype).path
     report = verify(tiny_model(arch), base_gguf(arch), adapter, lora)
     assert report.passed, report.lines()
-    assert report.same_tokenization  # chat template specials and the added <reasoning> tag included
-    if outtype == "f32":
-        assert report.max_rel < 1e-4
+    # chat template specials and the added <reasoning> tag included
+    assert report.same_tokenization or arch in RSTRIP_BY_NAME
+    if outtype == "f32":  # rounding only; Gemma's GELU goes through llama.cpp's F16 table
+        assert report.max_rel < (GELU_TOLERANCE if load_base(tiny_model(arch)).spec.gelu else 1e-4)
+        assert report.effect_miss is not None and report.effect_miss < 0.01 * report.adapter_effect
 
 
 @pytest.mark.parametrize(
@@ -74,18 +88,53 @@ def test_swapped_names_fail(make_adapter, base_gguf, tiny_model, tmp_path, monke
     assert not verify(tiny_model("qwen2"), base, adapter, lora).passed
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_base_gguf_matches_transformers(arch, base_gguf, tiny_model):
     report = verify(tiny_model(arch), base_gguf(arch, "f16"))
-    assert report.passed and report.same_tokenization, report.lines()
+    assert report.passed and (report.same_tokenization or arch in RSTRIP_BY_NAME), report.lines()
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "llama"])
+@pytest.mark.parametrize("arch", ARCHS)
 def test_merged_gguf_matches_merged_pytorch(arch, make_adapter, tiny_model, tmp_path):
     adapter = make_adapter(arch)
     out = export_merged(adapter, tiny_model(arch), tmp_path / "m.gguf", "gguf", "f16").path
     report = verify(tiny_model(arch), out, adapter)
     assert report.passed, report.lines()
+
+
+def _spec(model_type: str, **changes):
+    """A patch that runs the family with one ArchSpec field changed."""
+    changed = replace(arch_module.ARCHS[model_type], **changes)
+    return lambda mp: mp.setattr(arch_module, "ARCHS", {**arch_module.ARCHS, model_type: changed})
+
+
+def _drop(owner, name: str, value):
+    return lambda mp: mp.setattr(owner, name, value)
+
+
+# Each conversion a family needs, left out: the base GGUF then computes something else than transformers.
+BROKEN = {
+    "gemma2 norm offset": ("gemma2", _spec("gemma2", norm_offset=0.0)),
+    "gemma2 q_proj scale": ("gemma2", _spec("gemma2", q_scale_into=None)),
+    "gemma2 soft-caps": ("gemma2", _spec("gemma2", hparams=lambda base: {})),
+    "gemma2 sliding window": ("gemma2", _spec("gemma2", swa=False)),
+    "gemma3 q_norm scale": ("gemma3_text", _spec("gemma3_text", q_scale_into=None)),
+    "gemma3 local rope base": ("gemma3_text", _drop(arch_module.BaseModel, "local_rope_theta", None)),
+    "gemma3 sliding window": ("gemma3_text", _spec("gemma3_text", swa=False)),
+    "phi3 longrope factors": ("phi3", _drop(gguf_model, "extra_tensors", lambda base: {})),
+    "phi3 longrope attn factor": ("phi3", _drop(gguf_model, "longrope_attn_factor", lambda base: 1.0)),
+    "llama3.1 rope_freqs": ("llama3.1", _drop(gguf_model, "extra_tensors", lambda base: {})),
+}
+
+
+@pytest.mark.parametrize("case", BROKEN)
+def test_family_conversions_are_needed(case, tiny_model, tmp_path, monkeypatch):
+    arch, patch = BROKEN[case]
+    hf = tiny_model(arch)  # made before the patch
+    patch(monkeypatch)
+    out = export_merged(None, hf, tmp_path / "broken.gguf", "gguf", "f32").path
+    report = verify(hf, out)
+    assert not report.passed and report.max_rel > 10 * report.tolerance, report.lines()
 
 
 def test_merged_dora_gguf_matches_peft(make_adapter, tiny_model, tmp_path):
