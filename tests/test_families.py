@@ -53,7 +53,7 @@ def test_a_family_trains_exports_verifies_and_is_served_its_training_bytes(
     )
     Path("rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
     run("train", "--base", base, "--data", "rows.jsonl", "-o", "adapter", "--max-steps", "2",
-        "--max-length", "512", "--lr", "1e-2", "--save-steps", "2")  # fmt: skip
+        "--max-length", "4096", "--lr", "1e-2", "--save-steps", "2")  # fmt: skip
     trained = chat_template.of_folder(Path("adapter"))
     assert trained is not None and trained.source == family.source  # the base's own template, pinned
 

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
 from contract import atomic
@@ -55,7 +56,7 @@ def check_output(output: Path, force: bool, folder: bool = False) -> None:
     try:
         atomic.check_output(output, force, folder)
     except atomic.OutputError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
 
 
@@ -68,18 +69,18 @@ def _run(fn, *args, **kwargs):
             return fn(*args, **kwargs, on_tensor=lambda n: bar.update(task, advance=1, description=n))
         except _errors() as e:
             bar.stop()
-            console.print(f"[red]error:[/red] {e}")
+            console.print(f"[red]error:[/red] {escape(str(e))}")
             raise typer.Exit(2) from None
 
 
 def _show(report) -> None:
     types = ", ".join(f"{k} {v}" for k, v in sorted(report.types.items()))
     console.print(
-        f"wrote {report.path}: {report.tensors} tensors ({types}), {report.bytes / 2**20:.1f} MiB "
-        f"in {report.seconds:.2f} s"
+        f"wrote {escape(str(report.path))}: {report.tensors} tensors ({types}), "
+        f"{report.bytes / 2**20:.1f} MiB in {report.seconds:.2f} s"
     )
     for note in report.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
+        console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
 def _verify(hf_dir: Path, model_gguf: Path, adapter_dir: Path | None = None, lora_gguf: Path | None = None,
@@ -90,10 +91,10 @@ def _verify(hf_dir: Path, model_gguf: Path, adapter_dir: Path | None = None, lor
         with console.status("comparing logits: llama.cpp vs transformers"):
             report = verify(hf_dir, model_gguf, adapter_dir, lora_gguf, text, tolerance)
     except _errors() as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     for line in report.lines():
-        console.print(line)
+        console.print(escape(line))
     if not report.passed:
         raise typer.Exit(1)
 

@@ -133,7 +133,7 @@ def publish(
 
             publisher.publish(plan, on_status=lambda s: console.print(s), progress_factory=factory)
     except pub.PublishError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
     console.print(f"[green]published[/green] {name} on {publisher.host}: ollama run {name}")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from contract import chat_template, go_chat
 from contract.chat_template import ChatTemplate
-from pipeline.train.options import TrainError, TrainOptions, local_rank
+from pipeline.train.options import ATTENTION_MODULES, TrainError, TrainOptions, local_rank
 
 
 @dataclass(frozen=True)
@@ -215,14 +215,15 @@ def load_model(opts: TrainOptions, precision: str, hw: Hardware):
     return model
 
 
-def check_target_modules(opts: TrainOptions) -> None:
-    """--target-modules names that match no linear layer of the base: said before anything loads (the
-    layers are read from the config, on the meta device, without the weights)."""
+def check_target_modules(opts: TrainOptions) -> tuple[str, ...]:
+    """The --target-modules to train, checked against the base's linear layers before anything loads
+    (read from the config, on the meta device, without the weights): names it lacks are refused, and the
+    default attention projections become the fused `qkv_proj` where the base has that (Phi-3)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
     if opts.target_modules == ("all-linear",):
-        return
+        return opts.target_modules
     try:
         config = AutoConfig.from_pretrained(opts.base)
     except (OSError, ValueError) as e:
@@ -230,12 +231,15 @@ def check_target_modules(opts: TrainOptions) -> None:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    if opts.target_modules == ATTENTION_MODULES and "q_proj" not in linear and "qkv_proj" in linear:
+        return ("qkv_proj", "o_proj")
     unknown = [t for t in opts.target_modules if t not in linear]
     if unknown:
         raise TrainError(
             f"--target-modules {','.join(unknown)}: {opts.base} has no such linear layer; its layers are "
             f"{','.join(sorted(linear))} (or give all-linear)"
         )
+    return opts.target_modules
 
 
 def lora_config(opts: TrainOptions):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -53,7 +53,7 @@ def train(
         base.check_qlora(hw.device)
     base.check_source(opts.base)
     tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_template)
-    base.check_target_modules(opts)
+    opts = replace(opts, target_modules=base.check_target_modules(opts))
     created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
     try:

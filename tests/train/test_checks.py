@@ -166,3 +166,20 @@ def test_a_chatml_base_with_its_own_default_system_turn_is_accepted(tokenizer_co
     assert trained.source == template  # trained with the base's own template: the same bytes
     assert trained.prompt("x").startswith(f"<|im_start|>system\n{own}<|im_end|>\n")
     assert chat_template.from_record(trained.record()) == trained == chat_template.of_tokenizer(tok)
+
+
+def test_the_default_attention_projections_follow_the_base(tiny_model, tmp_path):
+    """Phi-3 fuses q, k and v into qkv_proj: the default targets become it, named ones are checked."""
+    phi3, qwen = str(tiny_model("phi3")), str(tiny_model("qwen2"))
+    rows = tmp_path / "rows.jsonl"
+    assert base.check_target_modules(TrainOptions(base=phi3, out_dir=tmp_path, data=rows)) == (
+        "qkv_proj",
+        "o_proj",
+    )
+    assert base.check_target_modules(TrainOptions(base=qwen, out_dir=tmp_path, data=rows)) == (
+        "q_proj", "k_proj", "v_proj", "o_proj",
+    )  # fmt: skip
+    with pytest.raises(TrainError, match="--target-modules q_proj: .* has no such linear layer"):
+        base.check_target_modules(
+            TrainOptions(base=phi3, out_dir=tmp_path, data=rows, target_modules=("q_proj",))
+        )
