@@ -38,7 +38,8 @@ THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 GGUF_KEY = "writer.chat_template"
 _RECORD_TAG = "story-writer-template"
 _RECORD_RE = re.compile(_RECORD_TAG + r" v1 ([A-Za-z0-9+/=]+)")
-_S, _U, _A = "@@SYSTEM@@", "@@USER{}@@", "@@ANSWER{}@@"
+#: Contents of the probe conversations, found again in what a template renders around them.
+SYSTEM_MARK, USER_MARK, ANSWER_MARK = "@@SYSTEM@@", "@@USER{}@@", "@@ANSWER{}@@"
 
 
 class UnknownFamilyError(ValueError):
@@ -156,10 +157,10 @@ class ChatTemplate:
         """Whether the template writes `bos_token` itself at the start."""
         if not self.bos_token:
             return False
-        probe = [{"role": "user", "content": _U.format(1)}]
+        probe = [{"role": "user", "content": USER_MARK.format(1)}]
         return render_jinja(
-            self.source, probe, True, self.date, bos_token=_S, eos_token=self.eos_token
-        ).startswith(_S)
+            self.source, probe, True, self.date, bos_token=SYSTEM_MARK, eos_token=self.eos_token
+        ).startswith(SYSTEM_MARK)
 
     def prompt(self, user: str, system: str | None = None) -> str:
         """The raw prompt for one user turn, ready for the reply (Ollama `raw` mode, no BOS)."""
@@ -171,9 +172,9 @@ class ChatTemplate:
     @functools.cached_property
     def reply_end(self) -> str:
         """What the template writes after an assistant reply (`<|im_end|>\\n`, `<｜end▁of▁sentence｜>`)."""
-        answer = _A.format(1)
+        answer = ANSWER_MARK.format(1)
         text = self.render(
-            [{"role": "user", "content": _U.format(1)}, {"role": "assistant", "content": answer}]
+            [{"role": "user", "content": USER_MARK.format(1)}, {"role": "assistant", "content": answer}]
         )
         if text.count(answer) != 1:
             raise UnknownFamilyError(
@@ -185,8 +186,10 @@ class ChatTemplate:
     def system_role(self) -> bool:
         """Whether the template takes a system turn (Gemma 2's raises on one)."""
         try:
-            render_jinja(self.source, [{"role": "system", "content": _S}, {"role": "user", "content": "x"}],
-                         True, self.date, bos_token=self.bos_token, eos_token=self.eos_token)  # fmt: skip
+            turns = [{"role": "system", "content": SYSTEM_MARK}, {"role": "user", "content": "x"}]
+            render_jinja(
+                self.source, turns, True, self.date, bos_token=self.bos_token, eos_token=self.eos_token
+            )
         except Exception:  # noqa: BLE001 - raise_exception("System role not supported") and the like
             return False
         return True
@@ -201,11 +204,8 @@ class ChatTemplate:
 
     @property
     def thinks(self) -> bool:
-        """Whether Ollama counts the base's template thinking-capable (`chatTemplateHasThinkingSupport`)."""
-        if THINK_OPEN in self.source and THINK_CLOSE in self.source:
-            return True
-        splits = any(f"content.split({q}</think>{q})" in self.source for q in "'\"")
-        return splits and "reasoning_content" not in self.source and "<SPECIAL_12>" not in self.source
+        """Whether Ollama counts the base's template thinking-capable."""
+        return thinks(self.source)
 
     @property
     def family(self) -> str:
@@ -265,7 +265,7 @@ class ChatTemplate:
             asked.add(fmt)
             return day.strftime(fmt)
 
-        for messages in _conversations():
+        for messages in probe_conversations():
             for generation in (True, False):
                 try:
                     _compiled(self.source).render(
@@ -282,6 +282,15 @@ class ChatTemplate:
         tokens = {"bos_token": self.bos_token, "eos_token": self.eos_token}
         text = render_jinja(self.source, user, True, self.date, enable_thinking=self.thinking, **tokens)
         return not self.thinking and _opens_think(text)
+
+
+def thinks(chat_template: str) -> bool:
+    """Ollama's `chatTemplateHasThinkingSupport` (server/images.go): both think tags, or prior reasoning
+    split off at `</think>` by a template without reasoning_content."""
+    if THINK_OPEN in chat_template and THINK_CLOSE in chat_template:
+        return True
+    splits = any(f"content.split({q}</think>{q})" in chat_template for q in "'\"")
+    return splits and "reasoning_content" not in chat_template and "<SPECIAL_12>" not in chat_template
 
 
 _TOKEN_RE = re.compile(r"<[^<>\s]{1,40}>|\[[A-Z_/]{2,30}\]")
@@ -309,16 +318,16 @@ def _jq(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
 
-def _conversations() -> list[list[dict]]:
+def probe_conversations() -> list[list[dict]]:
     """Probe conversations: with and without a system turn, one to three user turns."""
     out = []
     for system in (False, True):
         for turns in (1, 2, 3):
-            messages = [{"role": "system", "content": _S}] if system else []
+            messages = [{"role": "system", "content": SYSTEM_MARK}] if system else []
             for k in range(1, turns + 1):
-                messages.append({"role": "user", "content": _U.format(k)})
+                messages.append({"role": "user", "content": USER_MARK.format(k)})
                 if k < turns:
-                    messages.append({"role": "assistant", "content": _A.format(k)})
+                    messages.append({"role": "assistant", "content": ANSWER_MARK.format(k)})
             out.append(messages)
     return out
 

@@ -24,7 +24,7 @@ import json
 from dataclasses import dataclass
 
 from contract import prompt
-from contract.chat_template import _S, ChatTemplate, UnknownFamilyError, _conversations
+from contract.chat_template import SYSTEM_MARK, ChatTemplate, UnknownFamilyError, probe_conversations
 
 _TOOLS = (
     "\n\n# Tools\n\nYou may call functions. Their signatures, one JSON object a line:\n"
@@ -64,22 +64,22 @@ def _cut(text: str, markers: list[str], what: str) -> list[str]:
 
 
 def _split_system(piece: str, what: str) -> tuple[str, str]:
-    if piece.count(_S) != 1:
+    if piece.count(SYSTEM_MARK) != 1:
         raise UnknownFamilyError(f"the chat template writes the system turn more than once ({what})")
-    before, after = piece.split(_S)
+    before, after = piece.split(SYSTEM_MARK)
     return before, after
 
 
 def turns_of(t: ChatTemplate) -> Turns:
     """Cut the probe conversations' renders into the text between their contents."""
     found: dict[tuple[bool, int], list[str]] = {}
-    for messages in _conversations():
+    for messages in probe_conversations():
         system = messages[0]["role"] == "system"
         markers = [m["content"] for m in messages if m["role"] != "system"]
         text = t.without_bos(t.render(messages, add_generation_prompt=True))
-        if system and _S not in text:
+        if system and SYSTEM_MARK not in text:
             raise UnknownFamilyError(f"{t.family}: the chat template drops the system turn")
-        found[system, len(markers) // 2 + 1] = _cut(text.replace(_S, "\0"), markers, t.family)
+        found[system, len(markers) // 2 + 1] = _cut(text.replace(SYSTEM_MARK, "\0"), markers, t.family)
     plain = found[False, 3]
     start, user_to_answer, answer_to_user, end = plain[0], plain[1], plain[2], plain[-1]
     for turns, pieces in ((n, found[False, n]) for n in (1, 2, 3)):
@@ -88,15 +88,15 @@ def turns_of(t: ChatTemplate) -> Turns:
             raise UnknownFamilyError(
                 f"{t.family}: the text between turns changes with the turn ({_diff(pieces, want)})"
             )
-    with_system = [[p.replace("\0", _S) for p in found[True, n]] for n in (1, 2, 3)]
-    if _S in with_system[2][0]:  # before the first user turn
+    with_system = [[p.replace("\0", SYSTEM_MARK) for p in found[True, n]] for n in (1, 2, 3)]
+    if SYSTEM_MARK in with_system[2][0]:  # before the first user turn
         around = _split_system(with_system[2][0], t.family)
         for n, pieces in enumerate(with_system, 1):
-            want = [around[0] + _S + around[1], *([user_to_answer, answer_to_user] * (n - 1)), end]
+            want = [around[0] + SYSTEM_MARK + around[1], *([user_to_answer, answer_to_user] * (n - 1)), end]
             if pieces != want:
                 raise UnknownFamilyError(f"{t.family}: the system turn changes the text between turns")
         return Turns(start, user_to_answer, answer_to_user, end, system_first=around)
-    if _S in with_system[2][-2]:  # inside the last user turn
+    if SYSTEM_MARK in with_system[2][-2]:  # inside the last user turn
         first = _split_system(with_system[0][0], t.family)
         later = _split_system(with_system[2][-2], t.family)
         return Turns(start, user_to_answer, answer_to_user, end, system_last=(*first, *later))
@@ -158,7 +158,7 @@ _CHECK_SYSTEM = "You are a careful editor of fiction."
 def _check_conversations() -> list[tuple[list[dict], list[dict]]]:
     """(Jinja messages, Ollama messages): the writer prompt in the first, the bare context in the second."""
     out = []
-    for messages in _conversations():
+    for messages in probe_conversations():
         jinja, ollama = [], []
         for m in messages:
             if m["role"] == "system":

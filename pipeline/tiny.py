@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from contract.chat_template import ChatTemplate, _conversations
+from contract.chat_template import ChatTemplate, probe_conversations
 
 # Minimal chat templates of our own, for tiny models with no real family's template: ChatML (no default
 # system turn) and Llama 3 instruct headers (each message trimmed).
@@ -42,7 +42,7 @@ def control_tokens(template: ChatTemplate) -> list[str]:
     """The control tokens a chat template writes around messages (`<|im_start|>`, `[INST]`, `<｜User｜>`):
     what its real tokenizer has as special tokens, read off its renders of the probe conversations."""
     found: dict[str, None] = {}
-    for messages in _conversations():
+    for messages in probe_conversations():
         for generation in (True, False):
             try:
                 text = template.render(messages, add_generation_prompt=generation)

@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from contract.chat_template import decode as decode_template
+from contract.chat_template import thinks
 from contract.modelfile import gotemplate, inspect
 from contract.modelfile.grammar import Modelfile, Problem
 
@@ -48,10 +49,7 @@ def chat_template_capabilities(chat_template: str) -> set[str]:
     caps = set()
     if "tools" in chat_template or "tool_call" in chat_template:
         caps.add(TOOLS)
-    splits = "content.split('</think>')" in chat_template or 'content.split("</think>")' in chat_template
-    if ("<think>" in chat_template and "</think>" in chat_template) or (
-        splits and "reasoning_content" not in chat_template and "<SPECIAL_12>" not in chat_template
-    ):
+    if thinks(chat_template):
         caps.add(THINKING)
     return caps
 
