@@ -126,3 +126,12 @@ def test_the_writer_warns_when_the_base_would_win(tmp_path):
     # written (OLLAMA_GO_TEMPLATE=1 on the server makes it work), and said plainly
     assert path.exists() and [p.severity for p in problems] == ["warning"]
     assert "set this TEMPLATE aside" in problems[0].message
+
+
+def test_a_library_family_with_ollamas_own_renderer_is_refused_by_name(tmp_path):
+    """`FROM` a library model inherits its RENDERER and PARSER (server/create.go), which set any TEMPLATE
+    aside: `modelfile check` says so for the families Ollama renders with built-in code."""
+    [problem] = selection.check_file(modelfile(tmp_path, "qwen3.5:4b", OURS))
+    assert problem.severity == "error" and "built-in RENDERER" in problem.message
+    assert "export-base" in problem.message
+    assert selection.check_file(modelfile(tmp_path, "qwen3:8b", OURS)) == []
