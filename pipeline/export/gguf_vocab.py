@@ -3,7 +3,7 @@
 Two kinds of Hugging Face BPE tokenizer are written; anything else is refused by name instead of guessed,
 since a wrong split is silent.
 
-Byte-level BPE (Qwen2, Llama 3, DeepSeek-R1-Distill-Qwen) becomes llama.cpp's
+Byte-level BPE (Qwen2, Llama 3, Mistral Nemo's tekken, DeepSeek-R1-Distill-Qwen) becomes llama.cpp's
 "gpt2" tokenizer model: the byte-level vocabulary as is, the merges, and a named pre-tokenizer whose regex
 must be the one the tokenizer splits with (llama.cpp's list in src/llama-vocab.cpp).
 
@@ -36,6 +36,8 @@ import gguf
 PRE_TOKENIZERS = {
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",  # noqa: E501
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",  # noqa: E501
+    # Mistral Nemo's tekken (llama.cpp rewrites the case classes for its own regex engine)
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+": "tekken",  # noqa: E501
 }
 CONVERT_HINT = "convert this base with llama.cpp's convert_hf_to_gguf.py instead"
 SPACE = "▁"  # SentencePiece's space

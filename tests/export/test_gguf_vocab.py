@@ -1,6 +1,6 @@
 """The tokenizers export-base writes besides byte-level BPE: SentencePiece-style BPE (Llama 2, Mistral 7B,
-Phi-3, Gemma) as llama.cpp's "llama" model. Each is built on the spot; the proof is llama.cpp tokenizing
-text into the ids transformers gives, and verify-gguf passing on the base."""
+Phi-3, Gemma) as llama.cpp's "llama" model, and Mistral Nemo's tekken split. Each is built on the spot;
+the proof is llama.cpp tokenizing text into the ids transformers gives, and verify-gguf passing on it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from contract.modelfile.inspect import gguf_fields
 from pipeline.cli import app
 from pipeline.export.gguf_vocab import (
+    PRE_TOKENIZERS,
     TokenizerExportError,
     add_tokenizer,
     merge_ranks,
@@ -191,6 +192,41 @@ def test_tokenizer_class_is_written_as_transformers_loads_it(case, tokenizer_cla
         as_shipped = Tokenizer.from_file(str(hf / "tokenizer.json"))
         shipped = [as_shipped.encode(t, add_special_tokens=False).ids for t in texts]
         assert shipped != [ref for ref, _ in pairs[::2]]
+
+
+@pytest.fixture(scope="session")
+def tekken_model(tmp_path_factory, tiny_texts):
+    """A tiny Mistral with a byte-level tokenizer split as Mistral Nemo's tekken.json converts."""
+    from pipeline.tiny import make_tiny_model
+
+    f = BY_NAME["mistral-nemo"]
+    hf = make_tiny_model(tmp_path_factory.mktemp("tekken"), tiny_texts, "mistral",
+                         template=(f.template().source, f.bos, f.eos))  # fmt: skip
+    path = hf / "tokenizer.json"
+    tok = json.loads(path.read_text(encoding="utf-8"))
+    regex = next(r for r, name in PRE_TOKENIZERS.items() if name == "tekken")
+    split = {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": False}
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+    tok["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [split, byte_level]}
+    model = tok["model"]
+    model["ignore_merges"] = True  # as transformers' tekken converter sets, and llama.cpp's tekken
+    # The last merge's token becomes "lC", across a case change that tekken splits at and the others do
+    # not: so any other split than tekken's tokenizes "camelCase" otherwise.
+    last = "".join(model["merges"][-1])
+    model["vocab"]["lC"] = model["vocab"].pop(last)
+    model["merges"][-1] = ["l", "C"]
+    path.write_text(json.dumps(tok, ensure_ascii=False), encoding="utf-8")
+    return hf
+
+
+def test_tekken_split(tekken_model, tmp_path):
+    out = export_merged(None, tekken_model, tmp_path / "base.gguf", "gguf", "f32").path
+    assert gguf_fields(out)["tokenizer.ggml.pre"] == "tekken"
+    texts = [*samples(tekken_model), "HTTPServer ÉCOLE isn't 12345 x/y\r\n camelCase"]
+    pairs = tokenizations(tekken_model, out, texts)
+    assert all(ref == got for ref, got in pairs), [p for p in pairs if p[0] != p[1]][:1]
+    result = runner.invoke(app, ["verify-gguf", "--hf", str(tekken_model), "--gguf", str(out)])
+    assert result.exit_code == 0 and "PASS" in result.output, result.output
 
 
 def _tokenizer_folder(tmp_path, model) -> object:
