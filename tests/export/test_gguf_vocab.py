@@ -29,6 +29,7 @@ SP_CASES = {
     "llama2": ("llama", "mistral-nemo", "prepend"),  # Llama 2's tokenizer.json as it ships
     "phi3": ("phi3", "phi3.5", "prepend"),
     "gemma2": ("gemma2", "gemma2", "gemma"),
+    "gemma3": ("gemma3_text", "gemma2", "gemma"),  # Gemma 3 writes Gemma 2's turns
 }
 # Spaces, blank lines, a tab, characters the tiny vocabularies lack (byte fallback), added tokens.
 TEXTS = [
