@@ -196,12 +196,21 @@ def adds_bos_eos(backend: Any) -> tuple[bool, bool]:
     return extra and full[0] != plain[0], extra and full[-1] != plain[-1]
 
 
+def runs_on_model(tok: dict, folder: Path, vocab_size: int) -> dict:
+    """The tokenizer transformers runs, less the tokens its class adds by default where the vocabulary lacks
+    them (Qwen2's <|endoftext|>) past the model's embedding rows: no id of theirs reaches the model."""
+    shipped = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8")).get("added_tokens", [])
+    known = {a["content"] for a in shipped}
+    added = [a for a in tok.get("added_tokens", []) if a["id"] < vocab_size or a["content"] in known]
+    return {**tok, "added_tokens": added}
+
+
 def add_tokenizer(
     w: gguf.GGUFWriter, folder: Path, vocab_size: int, chat_template: str | None = None
 ) -> None:
     """The tokenizer of `folder`; `chat_template` replaces the folder's own as tokenizer.chat_template."""
     backend = hf_tokenizer(folder)
-    tok = json.loads(backend.to_str())
+    tok = runs_on_model(json.loads(backend.to_str()), folder, vocab_size)
     model, decoder = tok.get("model", {}), (tok.get("decoder") or {}).get("type")
     sentencepiece = model.get("type") == "BPE" and bool(model.get("byte_fallback"))
     if sentencepiece:

@@ -290,3 +290,21 @@ def test_merges_must_be_sentencepieces():
         merge_ranks({"model": {"vocab": vocab, "merges": merges[:3]}})
     with pytest.raises(TokenizerExportError, match="merges making 'abc' are not together"):
         merge_ranks({"model": {"vocab": vocab, "merges": [merges[0], merges[2], merges[1], merges[3]]}})
+
+
+def test_tokens_transformers_adds_past_the_model_are_left_out(tiny_texts, tmp_path):
+    """transformers 5 loads any qwen2 model's tokenizer as Qwen2's class, which adds <|endoftext|> where the
+    vocabulary lacks it: an id past the model's embedding rows, which no training text reached."""
+    from pipeline.tiny import make_tiny_model
+
+    f = BY_NAME["qwen2.5"]
+    hf = make_tiny_model(
+        tmp_path / "hf", tiny_texts[:300], "qwen2", template=(f.template().source, f.bos, f.eos)
+    )
+    tokens = json.loads((hf / "tokenizer.json").read_text())
+    assert "<|endoftext|>" not in {a["content"] for a in tokens["added_tokens"]}
+    out = export_merged(None, hf, tmp_path / "base.gguf", "gguf", "f32").path
+    fields = gguf_fields(out)
+    assert len(fields["tokenizer.ggml.tokens"]) == json.loads((hf / "config.json").read_text())["vocab_size"]
+    assert "<|endoftext|>" not in fields["tokenizer.ggml.tokens"]
+    assert fields["tokenizer.ggml.pre"] == "qwen2"  # the split transformers runs
