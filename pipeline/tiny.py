@@ -93,6 +93,76 @@ def train_tokenizer(
     return fast
 
 
+# SentencePiece-style BPE pipelines as Hugging Face spells them (byte fallback, "▁" for a space):
+# "metaspace" is how transformers 5 loads Llama 2 and Mistral 7B (a "▁" before the text's start only),
+# "prepend" how Llama 2's and Phi-3's tokenizer.json ship (a "▁" before every run of text), "gemma" Gemma's
+# (no "▁" added).
+SP_STYLES = ("metaspace", "prepend", "gemma")
+
+
+def _sp_pipeline(tok, style: str) -> None:
+    from tokenizers import decoders, normalizers, pre_tokenizers
+
+    if style == "metaspace":
+        tok.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme="first", split=False)
+    elif style == "prepend":
+        tok.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    elif style == "gemma":
+        tok.normalizer = normalizers.Replace(" ", "▁")
+    else:
+        raise ValueError(f"unknown SentencePiece style {style!r}: use one of {', '.join(SP_STYLES)}")
+    steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if style != "gemma":  # the "▁" the encoder put before the text
+        steps.append(decoders.Strip(" ", 1, 0))
+    tok.decoder = decoders.Sequence(steps)
+
+
+def train_sp_tokenizer(
+    texts: Iterable[str],
+    vocab_size: int = 512,
+    template: str = CHATML,
+    bos_token: str = "<s>",
+    eos_token: str = "</s>",
+    style: str = "metaspace",
+):
+    """A SentencePiece-style BPE `PreTrainedTokenizerFast` trained on texts, laid out as Llama 2, Mistral
+    v0.3, Phi-3 and Gemma ship theirs: <unk>, BOS, EOS and the template's control tokens, the 256 <0xNN>
+    byte tokens for characters it lacks, then pieces that never span words. Its merges are every pair of
+    tokens that makes a token, in the order of the token made: what transformers converts a SentencePiece
+    model to, and what SentencePiece (and llama.cpp) merge by. BOS is added, as those tokenizers do."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.tokenization_utils_base import generate_merges
+
+    chat = ChatTemplate(template, bos_token, eos_token)
+    # Gemma's layout has <pad> and <mask>, which its transformers tokenizer class adds where they are missing
+    first = ["<unk>", bos_token, eos_token]
+    if style == "gemma":
+        first = ["<pad>", eos_token, bos_token, "<unk>", "<mask>"]
+    specials = list(dict.fromkeys([*first, *control_tokens(chat)]))
+    byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
+    pieces = Tokenizer(models.BPE())
+    pieces.pre_tokenizer = pre_tokenizers.Metaspace("▁", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(specials) - 256, show_progress=False)
+    pieces.train_from_iterator(texts, trainer)
+    trained = sorted(pieces.get_vocab().items(), key=lambda kv: kv[1])
+    vocab = {t: i for i, t in enumerate([*specials, *byte_tokens, *(t for t, _ in trained)])}
+    merges = generate_merges(vocab, skip_tokens=[*specials, *byte_tokens])
+    tok = Tokenizer(models.BPE(vocab, merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    _sp_pipeline(tok, style)
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in specials])
+    tok.add_tokens([AddedToken(t, normalized=False) for t in TAG_TOKENS])
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos_token} $A", pair=f"{bos_token} $A $B", special_tokens=[(bos_token, vocab[bos_token])]
+    )
+    pad = "<pad>" if style == "gemma" else None
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos_token, eos_token=eos_token, unk_token="<unk>", pad_token=pad
+    )
+    fast.chat_template = template
+    return fast
+
+
 LLAMA31_ROPE = dict(
     rope_type="llama3",
     rope_theta=500000.0,
@@ -220,21 +290,27 @@ def make_tiny_model(
     vocab_size: int = 512,
     seed: int = 0,
     template: tuple[str, str, str] | None = None,
+    sp_style: str | None = None,
     **config_overrides,
 ) -> Path:
     """Save a random tiny causal LM and its on-the-spot tokenizer as a Hugging Face folder.
 
     `template` is (chat template, bos token, eos token); by default Llama 3 headers for Llama-shaped
-    architectures and ChatML for the others."""
+    architectures and ChatML for the others. The tokenizer is byte-level BPE, or SentencePiece-style BPE
+    in one of SP_STYLES (then ChatML with <s> and </s> by default)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     family = family_of(arch)
-    if template is None:
-        source, bos, eos, pad = TEMPLATES["llama3" if family == "llama" else "chatml"]
+    if sp_style is not None:
+        source, bos, eos = template or (CHATML, "<s>", "</s>")
+        tokenizer = train_sp_tokenizer(texts, vocab_size, source, bos, eos, sp_style)
     else:
-        (source, bos, eos), pad = template, "<|pad|>"
-    tokenizer = train_tokenizer(texts, vocab_size, source, bos, eos, pad)
+        if template is None:
+            source, bos, eos, pad = TEMPLATES["llama3" if family == "llama" else "chatml"]
+        else:
+            (source, bos, eos), pad = template, "<|pad|>"
+        tokenizer = train_tokenizer(texts, vocab_size, source, bos, eos, pad)
     tokenizer.add_tokens(FAMILY_TOKENS.get(family, []), special_tokens=True)
     config = tiny_config(arch, len(tokenizer), **config_overrides)
     config.bos_token_id = tokenizer.bos_token_id

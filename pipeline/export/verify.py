@@ -192,11 +192,11 @@ def verify(
     max_tokens: int = 256,
 ) -> VerifyReport:
     """Compare llama.cpp on model_gguf (+ lora_gguf) with PyTorch on hf_dir (+ adapter_dir)."""
-    from tokenizers import Tokenizer
+    from pipeline.export.gguf_vocab import hf_tokenizer
 
     hf_dir, model_gguf = Path(hf_dir), Path(model_gguf)
     text = text or sample_text(hf_dir)
-    ids = Tokenizer.from_file(str(hf_dir / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+    ids = hf_tokenizer(hf_dir).encode(text, add_special_tokens=False).ids  # what transformers gives
     ids = ids[:max_tokens]
     merge = adapter_dir is not None and lora_gguf is None
     ref, base = torch_logits(hf_dir, Path(adapter_dir) if adapter_dir else None, ids, merge)
