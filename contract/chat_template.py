@@ -6,7 +6,7 @@ BOS/EOS tokens, the date `strftime_now` returns (Llama 3.2, Mistral Small 3.x wr
 the thinking switch. Training, the bot's raw prompts and our GGUF exports all render it here, in the
 environment transformers renders in, so serving on another day gives what training saw.
 
-`ollama run` cannot render Jinja: for it, `go_template` derives a Go TEMPLATE from what the Jinja
+`ollama run` cannot render Jinja: for it, `contract.go_chat` derives a Go TEMPLATE from what the Jinja
 template renders for probe conversations (the text between the turns), and checks it byte for byte
 against the Jinja for conversations with and without a system turn, one to three user turns. A template
 that places turns in a way no Go TEMPLATE can follow is refused by name before any work.
@@ -27,7 +27,7 @@ import json
 import re
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from contract import prompt
@@ -98,14 +98,13 @@ def _compiled(source: str):
 def render_jinja(
     source: str, messages: Sequence[dict], add_generation_prompt: bool, date: str, **extra
 ) -> str:
-    """A Jinja chat template rendered as transformers renders it, `strftime_now` pinned to `date`."""
+    """A Jinja chat template rendered as transformers renders it, `strftime_now` pinned to `date`
+    (unless `extra` gives one)."""
     day = dt.date.fromisoformat(date)
-    values = {"tools": None, "documents": None, **extra}  # transformers passes both, None when unused
+    # transformers passes tools and documents, None when unused
+    values = {"tools": None, "documents": None, "strftime_now": lambda fmt: day.strftime(fmt), **extra}
     return _compiled(source).render(
-        messages=list(messages),
-        add_generation_prompt=add_generation_prompt,
-        strftime_now=lambda fmt: day.strftime(fmt),
-        **values,
+        messages=list(messages), add_generation_prompt=add_generation_prompt, **values
     )
 
 
@@ -127,15 +126,7 @@ class ChatTemplate:
         if messages and messages[0]["role"] == "system" and not self.system_role:
             messages = _fold_system(messages)
         try:
-            text = render_jinja(
-                self.source,
-                messages,
-                add_generation_prompt,
-                self.date,
-                bos_token=self.bos_token,
-                eos_token=self.eos_token,
-                enable_thinking=self.thinking,
-            )
+            text = self._jinja(messages, add_generation_prompt)
         except Exception as e:  # jinja2 errors, and what a template's own raise_exception says
             raise UnknownFamilyError(
                 f"{_label(self)}: the chat template cannot render a plain conversation ({e})"
@@ -143,6 +134,11 @@ class ChatTemplate:
         if add_generation_prompt and not self.thinking and _opens_think(text):
             text += THINK_CLOSE  # the block closed at once, as templates with a thinking switch do
         return text
+
+    def _jinja(self, messages: Sequence[dict], add_generation_prompt: bool, **over) -> str:
+        """The source rendered as is (no folding, no closing), with this template's tokens and pins."""
+        values = {"bos_token": self.bos_token, "eos_token": self.eos_token, "enable_thinking": self.thinking}
+        return render_jinja(self.source, messages, add_generation_prompt, self.date, **{**values, **over})
 
     def without_bos(self, text: str) -> str:
         """What is sent raw: the runtime writes BOS itself (llama.cpp adds it, as Ollama does) where the
@@ -158,9 +154,7 @@ class ChatTemplate:
         if not self.bos_token:
             return False
         probe = [{"role": "user", "content": USER_MARK.format(1)}]
-        return render_jinja(
-            self.source, probe, True, self.date, bos_token=SYSTEM_MARK, eos_token=self.eos_token
-        ).startswith(SYSTEM_MARK)
+        return self._jinja(probe, True, bos_token=SYSTEM_MARK).startswith(SYSTEM_MARK)
 
     def prompt(self, user: str, system: str | None = None) -> str:
         """The raw prompt for one user turn, ready for the reply (Ollama `raw` mode, no BOS)."""
@@ -186,10 +180,7 @@ class ChatTemplate:
     def system_role(self) -> bool:
         """Whether the template takes a system turn (Gemma 2's raises on one)."""
         try:
-            turns = [{"role": "system", "content": SYSTEM_MARK}, {"role": "user", "content": "x"}]
-            render_jinja(
-                self.source, turns, True, self.date, bos_token=self.bos_token, eos_token=self.eos_token
-            )
+            self._jinja([{"role": "system", "content": SYSTEM_MARK}, {"role": "user", "content": "x"}], True)
         except Exception:  # noqa: BLE001 - raise_exception("System role not supported") and the like
             return False
         return True
@@ -268,20 +259,14 @@ class ChatTemplate:
         for messages in probe_conversations():
             for generation in (True, False):
                 try:
-                    _compiled(self.source).render(
-                        messages=messages, add_generation_prompt=generation, strftime_now=record,
-                        bos_token=self.bos_token, eos_token=self.eos_token, enable_thinking=self.thinking,
-                        tools=None, documents=None,
-                    )  # fmt: skip
+                    self._jinja(messages, generation, strftime_now=record)
                 except Exception:  # noqa: BLE001 - a conversation the template refuses asks nothing
                     continue
         return {f: day.strftime(f) for f in asked}
 
     def _closes_think(self) -> bool:
-        user = [{"role": "user", "content": "x"}]
-        tokens = {"bos_token": self.bos_token, "eos_token": self.eos_token}
-        text = render_jinja(self.source, user, True, self.date, enable_thinking=self.thinking, **tokens)
-        return not self.thinking and _opens_think(text)
+        """Whether `render` closes a think block the source leaves open."""
+        return not self.thinking and _opens_think(self._jinja([{"role": "user", "content": "x"}], True))
 
 
 def thinks(chat_template: str) -> bool:
@@ -354,16 +339,17 @@ def decode(text: str) -> ChatTemplate | None:
         return None
 
 
-def of_tokenizer(tokenizer, date: str | None = None) -> ChatTemplate | None:
+def from_source(source: str, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
+    """The template a chat template text stands for: the one it carries (our pinned and writer
+    templates), else itself with these tokens, pinned today."""
+    return decode(source) or ChatTemplate(source, bos_token, eos_token)
+
+
+def of_tokenizer(tokenizer) -> ChatTemplate | None:
     """The template of a loaded Hugging Face tokenizer (None when it has none)."""
-    source = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else None
-    if source is None:
+    if not isinstance(tokenizer.chat_template, str):
         return None
-    carried = decode(source)
-    if carried is not None:
-        return carried
-    found = ChatTemplate(source, tokenizer.bos_token or "", tokenizer.eos_token or "")
-    return replace(found, date=date) if date else found
+    return from_source(tokenizer.chat_template, tokenizer.bos_token or "", tokenizer.eos_token or "")
 
 
 def folder_chat_template(folder: Path) -> tuple[str | None, str, str]:
@@ -387,9 +373,7 @@ def of_folder(folder: Path) -> ChatTemplate | None:
     if isinstance(meta.get("chat_template"), dict):
         return from_record(meta["chat_template"])
     source, bos, eos = folder_chat_template(folder)
-    if source is None:
-        return None
-    return decode(source) or ChatTemplate(source, bos, eos)
+    return from_source(source, bos, eos) if source is not None else None
 
 
 def from_path(path: Path, bos_token: str = "", eos_token: str = "") -> ChatTemplate:
@@ -404,7 +388,7 @@ def from_path(path: Path, bos_token: str = "", eos_token: str = "") -> ChatTempl
         raise ValueError(f"{path}: no such chat template file or folder")
     if not source:
         raise ValueError(f"{path} holds no chat template")
-    return decode(source) or ChatTemplate(source, bos_token, eos_token)
+    return from_source(source, bos_token, eos_token)
 
 
 # --- Naming a family ------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def turns_of(t: ChatTemplate) -> Turns:
         text = t.without_bos(t.render(messages, add_generation_prompt=True))
         if system and SYSTEM_MARK not in text:
             raise UnknownFamilyError(f"{t.family}: the chat template drops the system turn")
-        found[system, len(markers) // 2 + 1] = _cut(text.replace(SYSTEM_MARK, "\0"), markers, t.family)
+        found[system, len(markers) // 2 + 1] = _cut(text, markers, t.family)
     plain = found[False, 3]
     start, user_to_answer, answer_to_user, end = plain[0], plain[1], plain[2], plain[-1]
     for turns, pieces in ((n, found[False, n]) for n in (1, 2, 3)):
@@ -88,7 +88,7 @@ def turns_of(t: ChatTemplate) -> Turns:
             raise UnknownFamilyError(
                 f"{t.family}: the text between turns changes with the turn ({_diff(pieces, want)})"
             )
-    with_system = [[p.replace("\0", SYSTEM_MARK) for p in found[True, n]] for n in (1, 2, 3)]
+    with_system = [found[True, n] for n in (1, 2, 3)]
     if SYSTEM_MARK in with_system[2][0]:  # before the first user turn
         around = _split_system(with_system[2][0], t.family)
         for n, pieces in enumerate(with_system, 1):
@@ -160,20 +160,19 @@ def _check_conversations() -> list[tuple[list[dict], list[dict]]]:
     out = []
     for messages in probe_conversations():
         jinja, ollama = [], []
-        for m in messages:
-            if m["role"] == "system":
-                jinja.append({"role": "system", "content": _CHECK_SYSTEM})
-                ollama.append({"role": "system", "content": _CHECK_SYSTEM})
-            elif m["role"] == "user":
-                context = f"The story so far, turn {m['content'][6:-2]}: rain on the roof."
+        for n, m in enumerate(messages):
+            if m["role"] == "user":
+                context = f"The story so far, turn {n}: rain on the roof."
                 jinja.append({"role": "user", "content": prompt.render_prompt(context)})
                 ollama.append({"role": "user", "content": context})
-            else:
-                reply = (
-                    f"<reasoning>Thought {m['content'][8:-2]}.</reasoning><answer>Then it rained.</answer>"
-                )
-                jinja.append({"role": "assistant", "content": reply})
-                ollama.append({"role": "assistant", "content": reply})
+                continue
+            text = (
+                _CHECK_SYSTEM
+                if m["role"] == "system"
+                else f"<reasoning>Thought {n}.</reasoning><answer>Rain.</answer>"
+            )
+            jinja.append({"role": m["role"], "content": text})
+            ollama.append({"role": m["role"], "content": text})
         out.append((jinja, ollama))
     return out
 

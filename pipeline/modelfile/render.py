@@ -123,7 +123,7 @@ def base_template(base: str, base_dir: Path) -> ChatTemplate | None:
         raise ModelfileRenderError(
             f"{base} has no chat template: give the one the model was trained with (--chat-template)"
         )
-    return chat_template.decode(source) or ChatTemplate(source, bos, eos)
+    return chat_template.from_source(source, bos, eos)
 
 
 def template_file(path: Path, bos: str = "", eos: str = "", date: str | None = None) -> ChatTemplate:

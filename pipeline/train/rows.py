@@ -15,6 +15,7 @@ survives); the target is never cut, and a row whose target alone does not fit is
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -243,6 +244,7 @@ def _as_reply(value, name: str) -> str:
     return value
 
 
+@functools.lru_cache(maxsize=16)
 def _prompt_is_prefix(chat: chat_template.ChatTemplate) -> bool:
     """Whether a finished assistant turn starts with the generation prompt, as TRL's conversational
     rows need (DeepSeek-R1's closed think block is in the prompt alone, not in a finished turn)."""
