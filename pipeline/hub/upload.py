@@ -161,6 +161,8 @@ class Publisher:
             info = self.api.create_commit(
                 upload.repo_id, ops, commit_message="Upload a story-assistant run (story-pipeline hub push)"
             )
+        except HubError:
+            raise
         except HfHubHTTPError as e:
             raise self._refused(
                 e, f"check that the token may write to {upload.repo_id.split('/')[0]}"

@@ -89,8 +89,9 @@ def test_an_existing_repository_keeps_its_other_files(fake_hub, run_dir):
     fake_hub.add_repo("you/r1-writer", mine)
     hub = Publisher("hf_writer", fake_hub.url)
     said = []
-    with pytest.raises(HubError, match="already holds README.md with other content: pass --force"):
+    with pytest.raises(HubError, match="already holds README.md with other content: pass --force") as refused:
         hub.push(_plan(run_dir), private=False, force=False, say=said.append)
+    assert str(refused.value).endswith("files this push does not name are never touched")
     assert fake_hub.repos["you/r1-writer"].files == mine
 
     hub.push(_plan(run_dir), private=False, force=True, say=said.append)
