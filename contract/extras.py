@@ -18,6 +18,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "data": ("pysbd", "datasets", "openai", "charset_normalizer"),
     "llama": ("llama_cpp",),
     "postgres": ("psycopg",),
+    "hub": ("huggingface_hub",),
 }
 
 F = TypeVar("F", bound=Callable)

@@ -11,6 +11,7 @@ from pipeline.data import commands as data_commands
 from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
 from pipeline.feedback import commands as feedback_commands
+from pipeline.hub import commands as hub_commands
 from pipeline.modelfile import commands as modelfile_commands
 from pipeline.models import commands as models_commands
 from pipeline.train import commands as train_commands
@@ -30,7 +31,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP)) -> None
 
 
 # In the order of the pipeline: base models, data, training, export, Modelfile + publish, evaluation,
-# feedback.
+# the Hub, feedback.
 _STEPS = (
     models_commands,
     data_commands,
@@ -38,6 +39,7 @@ _STEPS = (
     export_commands,
     modelfile_commands,
     evaluate_commands,
+    hub_commands,
     feedback_commands,
 )
 for module in _STEPS:

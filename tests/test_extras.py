@@ -33,6 +33,7 @@ def without(monkeypatch):
         (["train", "--base", "b", "-o", "OUT", "--data", "d.jsonl"], "peft", "train"),
         (["data", "writing-prompts", "--source", "wp", "-o", "OUT"], "datasets", "data"),
         (["feedback", "stats", "--db", "bot.db", "-o", "OUT"], "matplotlib", "eval"),
+        (["hub", "push", "OUT", "--repo", "you/writer"], "huggingface_hub", "hub"),
     ],
 )
 def test_a_missing_extra_is_named_with_its_install_line(tmp_path, without, argv, module, extra):

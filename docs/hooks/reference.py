@@ -15,14 +15,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # the code whose definitions are documented is this checkout's
-    sys.path.insert(0, str(ROOT))
 
 MARKER = re.compile(r"^<!-- generated: (settings|cli [a-z-]+) -->$", re.M)
 APPS = {"story-pipeline": "pipeline.cli", "story-bot": "bot.cli", "story-demo": "demo.cli"}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
+    # The code documented is this checkout's; put here, not at import: mkdocs restores sys.path after
+    # loading a hook, and an installed copy of the packages would be documented instead.
+    if sys.path[:1] != [str(ROOT)]:
+        sys.path.insert(0, str(ROOT))
     return MARKER.sub(lambda m: _generate(m.group(1)), markdown)
 
 

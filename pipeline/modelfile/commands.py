@@ -1,4 +1,4 @@
-"""`story-pipeline modelfile`, `modelfile check` and `publish`."""
+"""`story-pipeline modelfile`, `modelfile check`, `publish` and `push`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
 from contract.atomic import check_output
 from contract.chat_template import UnknownFamilyError
@@ -101,22 +101,34 @@ def _model_name(value: str) -> str:
     return value
 
 
+Host = Annotated[str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")]
+Insecure = Annotated[
+    bool, typer.Option("--insecure", help="With a push: allow a registry reached over plain http")
+]
+
+
 def publish(
     modelfile: Annotated[Path, typer.Option(help="The Modelfile to publish", exists=True, dir_okay=False)],
     name: Annotated[
         str, typer.Option(help="Model name on the server, e.g. writer:latest", callback=_model_name)
     ],
-    host: Annotated[
-        str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")
-    ] = None,
+    host: Host = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace a model of this name on the server")
     ] = False,
+    push: Annotated[
+        bool,
+        typer.Option("--push", help="Then push it to its registry (the name needs a namespace: you/writer)"),
+    ] = False,
+    insecure: Insecure = False,
 ) -> None:
-    """Register the Modelfile's model with an Ollama server: upload local files as blobs, then create."""
+    """Register the Modelfile's model with an Ollama server: upload local files as blobs, then create;
+    with --push, the server then pushes it to the registry its name points to (ollama.com by default)."""
     from pipeline.modelfile import publish as pub
 
     try:
+        if push and (problem := pub.push_name_error(name)) is not None:
+            raise pub.PublishError(f"{name!r} cannot be pushed: {problem}")  # before anything is sent
         plan = pub.plan(modelfile, name)
         publisher = pub.Publisher(host)
         if not force and publisher.has_model(name):
@@ -124,20 +136,61 @@ def publish(
                 f"the server at {publisher.host} already has a model named {name!r}: pass --force to "
                 "replace it, or choose another --name"
             )
-        with Progress(*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(),
-                      TransferSpeedColumn(), console=console) as bars:  # fmt: skip
+        with _bars() as bars:
 
             def factory(path: Path):
                 task = bars.add_task(f"hashing {path.name}", total=path.stat().st_size)
                 return lambda n: bars.advance(task, n)
 
             publisher.publish(plan, on_status=lambda s: console.print(s), progress_factory=factory)
+        console.print(f"[green]published[/green] {name} on {publisher.host}: ollama run {name}")
+        if push:
+            _push(publisher, name, insecure)
     except pub.PublishError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
-    console.print(f"[green]published[/green] {name} on {publisher.host}: ollama run {name}")
+
+
+def push(
+    name: Annotated[str, typer.Argument(help="A model the server holds, under your namespace: you/writer")],
+    host: Host = None,
+    insecure: Insecure = False,
+) -> None:
+    """Push a model from an Ollama server to its registry (the server's /api/push, as `ollama push`)."""
+    from pipeline.modelfile import publish as pub
+
+    try:
+        _push(pub.Publisher(host), name, insecure)
+    except pub.PublishError as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from None
+
+
+def _bars() -> Progress:
+    columns = (*Progress.get_default_columns()[:1], BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    return Progress(*columns, console=console)
+
+
+def _push(publisher, name: str, insecure: bool) -> None:
+    """Push with a bar per layer and a line per other status; says "pushed" only after "success"."""
+    from pipeline.modelfile import publish as pub
+
+    with _bars() as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def show(update) -> None:
+            if not update.digest:
+                console.print(update.status or "")
+                return
+            if update.digest not in tasks:
+                tasks[update.digest] = bars.add_task(update.status or update.digest[7:19], total=update.total)
+            bars.update(tasks[update.digest], completed=update.completed or 0)
+
+        where = pub.Pusher(publisher).push(name, insecure, on_progress=show)
+    console.print(f"[green]pushed[/green] {name}: {where} (ollama pull {name} anywhere)")
 
 
 def register(root: typer.Typer) -> None:
     root.add_typer(app, name="modelfile")
     root.command("publish")(publish)
+    root.command("push")(push)

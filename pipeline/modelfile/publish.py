@@ -1,8 +1,15 @@
-"""Register a Modelfile's model with an Ollama server through the official `ollama` client.
+"""Register a Modelfile's model with an Ollama server through the official `ollama` client, and push it
+from there to a registry.
 
 Local FROM and ADAPTER files travel as blobs (sha256-addressed; a blob the server already has is not
 sent again), then one create request carries from/files, adapters, template, system, parameters and
 messages, the same fields `ollama create` would send.
+
+A push is the server's own `/api/push` (what `ollama push` calls): the server uploads each layer to the
+registry and then the manifest, streaming progress; the model is published only when the stream ends in
+"success" (Ollama's PushModel sends it after the registry took the manifest). Like `ollama push`, a name
+on ollama.com is first checked against the server's sign-in (`/api/me`), and the registry's
+"unauthorized: access denied" is read as a namespace that is not the signed-in user's.
 """
 
 from __future__ import annotations
@@ -18,6 +25,9 @@ import ollama
 from contract.modelfile import grammar
 from contract.serving import resolve_host
 
+#: The registry a name without a host is pushed to, and its other spellings (Ollama's cmd/cmd.go).
+OLLAMA_REGISTRY = "registry.ollama.ai"
+_OLLAMA_HOSTS = (".ollama.ai", ".ollama.com")
 _MODEL_GLOBS = ("*.safetensors", "*.gguf", "*.json", "tokenizer.model", "chat_template.jinja")
 
 
@@ -184,3 +194,110 @@ class Publisher:
             digests[name] = digest
             on_status(f"{'uploaded' if sent else 'already on the server:'} {name} ({digest[:19]}…)")
         self.create(p, digests, on_status)
+
+
+def _parts(name: str) -> list[str]:
+    """[host/]namespace/model of a name, its scheme and tag left out."""
+    bare = name.split("://", 1)[-1]
+    if bare.rfind(":") > bare.rfind("/"):
+        bare = bare.rsplit(":", 1)[0]
+    return bare.split("/")
+
+
+def push_name_error(name: str) -> str | None:
+    """Why this name cannot be pushed (Ollama's naming rules, and a namespace of one's own), or None."""
+    if (problem := grammar.model_name_error(name)) is not None:
+        return problem
+    if len(_parts(name)) < 2:
+        return (
+            "it has no namespace, so it would go to the registry's `library`, which only Ollama publishes "
+            "to: name it YOUR_NAMESPACE/model (e.g. --name you/writer)"
+        )
+    return None
+
+
+def registry_of(name: str) -> str:
+    """The registry host a model name is pushed to (host/namespace/model:tag; default Ollama's)."""
+    parts = _parts(name)
+    return parts[0] if len(parts) == 3 else OLLAMA_REGISTRY
+
+
+def web_page(name: str) -> str:
+    """Where a pushed model is found, as `ollama push` prints it."""
+    host = registry_of(name)
+    short = name.split("://", 1)[-1]
+    if host.endswith(_OLLAMA_HOSTS):
+        short = short.removeprefix(f"{host}/").removesuffix(":latest")
+        return f"https://ollama.com/{short}"
+    return short
+
+
+class Pusher:
+    """Pushes a model the server holds to its registry; `on_progress` receives each ProgressResponse."""
+
+    def __init__(self, publisher: Publisher):
+        self.p = publisher
+
+    def check_signed_in(self, name: str) -> None:
+        """As `ollama push` does for ollama.com names: the server must be signed in (`ollama signin`)."""
+        if not registry_of(name).endswith(_OLLAMA_HOSTS):
+            return
+        try:
+            r = self.p._http.post("/api/me")
+        except httpx.TransportError as e:
+            raise self.p._unreachable(e) from e
+        if r.status_code == 401:
+            url = _json(r).get("signin_url")
+            where = f", or open {url}" if url else ""
+            raise PublishError(
+                f"the Ollama server at {self.p.host} is not signed in to ollama.com, so it cannot push "
+                f"{name!r}: run `ollama signin` on that machine{where}, then push again"
+            )
+        # 404 (a server older than /api/me) or 503 (the account cannot be checked now): the push says more
+
+    def push(self, name: str, insecure: bool = False, on_progress: Callable[[object], None] = print) -> str:
+        """Push `name`; returns where it is found. Raises PublishError unless the registry took it."""
+        if (problem := push_name_error(name)) is not None:
+            raise PublishError(f"{name!r} cannot be pushed: {problem}")
+        if not self.p.has_model(name):
+            raise PublishError(
+                f"the server at {self.p.host} has no model named {name!r}: publish it first "
+                f"(story-pipeline publish --modelfile FILE --name {name} --push)"
+            )
+        self.check_signed_in(name)
+        last = None
+        try:
+            for update in self.p.client.push(name, insecure=insecure, stream=True):
+                last = update.status
+                on_progress(update)
+        except (ConnectionError, httpx.TransportError) as e:
+            raise self.p._unreachable(e) from e
+        except ollama.ResponseError as e:
+            raise PublishError(self._refused(name, e.error)) from e
+        if last != "success":
+            raise PublishError(
+                f"the push of {name!r} ended before the registry took it (last status: {last!r}): nothing "
+                "was published; push again (layers the registry already has are not sent twice)"
+            )
+        return web_page(name)
+
+    def _refused(self, name: str, error: str) -> str:
+        text = error.lower()
+        namespace = _parts(name)[-2]
+        if "access denied" in text or "unauthorized" in text:
+            return (
+                f"the registry refused {name!r} ({error}): the namespace {namespace!r} is not yours, or this "
+                "server's key is not on your account; push under a namespace you own (`ollama cp` it to "
+                "YOU/model), after `ollama signin` on the server"
+            )
+        if "insecure protocol" in text:
+            return f"{name!r} names a plain-http registry: pass --insecure to push to it anyway"
+        return f"the server could not push {name!r}: {error} (nothing was published)"
+
+
+def _json(r: httpx.Response) -> dict:
+    try:
+        body = r.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}

@@ -1,7 +1,9 @@
 """A stand-in Ollama server for tests and benchmarks: the documented REST API over a real socket.
 
 It speaks what `ollama` clients use (docs/api.md): blobs HEAD/POST with a digest check, create, show,
-tags, generate and chat with NDJSON streaming. Tests script it per model: what it answers, how fast it
+tags, generate and chat with NDJSON streaming, and push with the registry behind it (`Registry`: the
+statuses and errors of server/images.go PushModel, server/upload.go and server/routes.go PushHandler /
+WhoamiHandler). Tests script it per model: what it answers, how fast it
 streams, an HTTP error, or an `{"error": ...}` line in the middle of a 200 stream. Every request is
 recorded, and every prompt is rendered as Ollama (v0.33) renders it, so a test can see the exact text a
 model would receive: `raw` generate requests as sent; the others through the template Ollama selects
@@ -141,6 +143,20 @@ def render_jinja(template: str, messages: list[dict], tools: list | None, bos: s
     )
 
 
+@dataclass
+class Registry:
+    """The registry behind /api/push, as Ollama's push meets it: whether the server is signed in (its key on
+    an ollama.com account), the namespaces that account may push to, the layers already taken, and a
+    connection that drops after some layers (the layers sent before stay, as a registry keeps blobs)."""
+
+    signed_in: bool = True
+    namespaces: set[str] = field(default_factory=lambda: {"you"})
+    signin_url: str = "https://ollama.com/connect?name=fake&key=AAAA"
+    drop_after_layers: int | None = None  # the upload connection is lost after this many new layers
+    blobs: set[str] = field(default_factory=set)
+    manifests: dict[str, list[str]] = field(default_factory=dict)  # full name -> layer digests
+
+
 def refused_url() -> str:
     """A loopback URL where nothing listens: connecting to it is refused."""
     with socket.socket() as s:
@@ -173,6 +189,7 @@ class FakeOllama(LoopbackServer):
         self.dead = False  # die(): the machine went away
         self._streams: set = set()  # the transports of the streams being written
         self._loaded: dict[str, float] = {}  # model -> when its keep_alive ends (for /api/ps)
+        self.registry = Registry()
 
     # --- scripting -----------------------------------------------------------------------------
     def add_model(self, name: str, **kw) -> Model:
@@ -232,6 +249,8 @@ class FakeOllama(LoopbackServer):
             web.get("/api/ps", self._ps),
             web.post("/api/generate", self._generate),
             web.post("/api/chat", self._chat),
+            web.post("/api/me", self._me),
+            web.post("/api/push", self._push),
         ]
 
     # --- handlers ----------------------------------------------------------------------------
@@ -294,6 +313,65 @@ class FakeOllama(LoopbackServer):
         if body.get("stream") is False:
             return web.json_response(lines[-1])
         return await _ndjson(request, lines)
+
+    async def _me(self, request: web.Request) -> web.Response:
+        """WhoamiHandler: the ollama.com account the server is signed in to, else 401 and a sign-in URL."""
+        self.requests.append(("POST", request.path, {}))
+        if not self.registry.signed_in:
+            return web.json_response(
+                {"error": "unauthorized", "signin_url": self.registry.signin_url}, status=401
+            )
+        return web.json_response({"name": sorted(self.registry.namespaces)[0]})
+
+    async def _push(self, request: web.Request) -> web.StreamResponse:
+        """PushHandler + PushModel: manifest, each layer ("pushing <digest[7:19]>" with byte counts; a
+        layer the registry has is reported complete at once), the manifest, "success"; a failure is an
+        {"error"} line in the stream (or an HTTP error with stream false)."""
+        body = await self._json(request)
+        name = body.get("model") or body.get("name") or ""
+        if not name:
+            return _error(400, "model is required")
+        lines: list[dict] = [{"status": "retrieving manifest"}]
+        lines += self._push_lines(_full(name), bool(body.get("insecure")))
+        if body.get("stream") is False:
+            if "error" in lines[-1]:
+                return _error(500, lines[-1]["error"])
+            return web.json_response(lines[-1])
+        return await _ndjson(request, lines)
+
+    def _push_lines(self, name: str, insecure: bool) -> list[dict]:
+        reg, parts = self.registry, name.split("://", 1)
+        if len(parts) == 2 and parts[0] == "http" and not insecure:
+            return [{"error": "insecure protocol http"}]
+        model = self.models.get(name)
+        if model is None:
+            missing = (
+                f"open /root/.ollama/models/manifests/{name.replace(':', '/')}: no such file or directory"
+            )
+            return [{"status": "couldn't retrieve manifest"}, {"error": missing}]
+        namespace = parts[-1].split("/")[-2] if "/" in parts[-1] else "library"
+        if not reg.signed_in or namespace not in reg.namespaces:
+            return [{"error": "unauthorized: access denied"}]
+        layers = [*model.files.values(), *model.adapters]
+        config = json.dumps({"template": model.template, "parameters": model.parameters}).encode()
+        layers.append(f"sha256:{hashlib.sha256(config).hexdigest()}")
+        lines: list[dict] = []
+        sent = 0
+        for digest in layers:
+            size = len(self.blobs.get(digest, config))
+            status = {"status": f"pushing {digest[7:19]}", "digest": digest, "total": size}
+            if digest in reg.blobs:
+                lines.append({**status, "completed": size})
+                continue
+            if reg.drop_after_layers is not None and sent >= reg.drop_after_layers:
+                lines.append({**status, "completed": size // 2})
+                return [*lines, {"error": f"Put \"https://registry.ollama.ai/v2/{parts[-1].split(':')[0]}/blobs/"
+                                 f"uploads/\": read: connection reset by peer"}]  # fmt: skip
+            lines += [{**status, "completed": size // 2}, {**status, "completed": size}]
+            reg.blobs.add(digest)
+            sent += 1
+        reg.manifests[name] = layers
+        return [*lines, {"status": "pushing manifest"}, {"status": "success"}]
 
     async def _show(self, request: web.Request) -> web.Response:
         body = await self._json(request)
