@@ -307,14 +307,27 @@ class StoryService:
 
     def edit(
         self, channel: Channel, member: Member, position: int, text: str, may_manage: bool = False,
-        revision: int | None = None,
+        revision: int | None = None, story_id: int | None = None,
     ) -> Passage:  # fmt: skip
         """Replace the text of passage `position` (its author, the member who asked the model for it, or
-        Manage Messages); every version is kept. `revision`: the passage's revision the member saw (a
-        Discord form carries it): an edit made meanwhile is not overwritten (bot/core/history.py)."""
+        Manage Messages); every version is kept. `revision` and `story_id`: the passage's revision and
+        story the member saw (a Discord form carries them): an edit made meanwhile is not overwritten
+        (bot/core/history.py)."""
         text = history.check_text(texts.clean_input(text or ""), self.limits.max_passage_chars)
-        story_id = self._story_id(channel)
-        return self.store.edit_passage(story_id, position, member, text, revision, may_manage)
+        current = self._story_id(channel)
+        if story_id is not None and story_id != current:
+            raise StoryError("this channel's story changed while you were editing: nothing was changed")
+        return self.store.edit_passage(current, position, member, text, revision, may_manage)
+
+    def passage_of(self, generation_id: int, channel: Channel) -> Passage:
+        """The passage a take (a button's generation) stands in, while the story shows it."""
+        gen = self._generation(generation_id, channel.id)
+        if gen.passage_id is None:
+            raise StoryError("that passage did not make it into the story")
+        passage, present = self.store.passage(gen.passage_id)
+        if not present:
+            raise StoryError("that passage was taken out of the story (undone or erased)")
+        return passage
 
     def takes(self, channel: Channel, position: int | None = None) -> tuple[Passage, list[str]]:
         """A model passage (default: the newest) and the texts of its takes, oldest first."""
@@ -339,6 +352,10 @@ class StoryService:
             raise StoryError("that passage was taken out of the story, so its takes cannot be shown")
         k = self.store.takes(passage.id).index(generation_id) + 1
         return self.store.choose_take(passage.story_id, passage.position, member, k)
+
+    def take_ids(self, passage_id: int) -> list[int]:
+        """The finished takes of a model passage (generation ids, oldest first)."""
+        return self.store.takes(passage_id)
 
     def _model_passage(self, channel: Channel, position: int | None) -> Passage:
         if position is not None:

@@ -51,7 +51,7 @@ class Delivery:
     shown_id: int | None = None  # current: the take the passage shows (its buttons act on it)
     take: int = 1  # current: which take that is, of `alternatives`
     edited: bool = False  # current: the text shown is an edit
-    passage_id: int | None = None
+    takes: tuple[int, ...] = ()  # current: every take of the slot (generation ids, oldest first)
 
 
 @dataclass(frozen=True)
@@ -437,14 +437,15 @@ class Store:
         if g.status != Status.DONE or g.passage_id is None:
             return Delivery(g.id, g.channel_id, g.message_ref, g.status, messages.failure_shown(g.error))
         p, _ = self.reads.passage(g.passage_id)
-        if self.reads.takes(g.passage_id)[-1] != g.id:  # a newer take's messages show the passage
+        takes = tuple(self.reads.takes(g.passage_id))
+        if takes[-1] != g.id:  # a newer take's messages show the passage
             return Delivery(
                 g.id, g.channel_id, g.message_ref, g.status, g.answer or "", p.position, p.author_name,
                 current=False,
             )  # fmt: skip
         return Delivery(
             g.id, g.channel_id, g.message_ref, g.status, p.text, p.position, p.author_name, p.alternatives,
-            True, p.generation_id, p.take, p.edited, p.id,
+            True, p.generation_id, p.take, p.edited, takes,
         )  # fmt: skip
 
     def generation(self, generation_id: int) -> GenerationRow | None:

@@ -89,7 +89,9 @@ async def test_a_console_session_edits_takes_erases_redoes_forks_and_reopens(mak
     assert "(erased passages 3–4: /redo brings them back)" in await s.do(ALICE, "/erase 3")
     assert "The bell rang twice." not in await s.prompt()
     assert rows(service, "SELECT count(*) FROM passages WHERE removed_at IS NULL") == [(2,)]
-    [(erasure, frm, by, redone)] = rows(service, "SELECT id, from_position, erased_by, redone_at FROM erasures")
+    [(erasure, frm, by, redone)] = rows(
+        service, "SELECT id, from_position, erased_by, redone_at FROM erasures"
+    )
     assert (frm, by, redone) == (3, ALICE.id, None)
     assert rows(service, "SELECT position FROM passages WHERE erasure_id = ? ORDER BY position", erasure) == [
         (3,),
@@ -107,7 +109,9 @@ async def test_a_console_session_edits_takes_erases_redoes_forks_and_reopens(mak
     assert "“The other shore” with 3 passages is the story now" in said
     fork = service.show(CHANNEL)
     assert [p.text for p in fork.passages] == [p.text for p in original.passages[:3]]
-    assert rows(service, "SELECT forked_from, forked_at FROM stories WHERE id = ?", fork.id) == [(original.id, 3)]
+    assert rows(service, "SELECT forked_from, forked_at FROM stories WHERE id = ?", fork.id) == [
+        (original.id, 3)
+    ]
     origins = rows(service, "SELECT origin_id FROM passages WHERE story_id = ? ORDER BY position", fork.id)
     assert origins == [(p.id,) for p in original.passages[:3]]
     assert "A quiet harbour town" in await s.prompt() and "Mara is the harbour master." in await s.prompt()
