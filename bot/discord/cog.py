@@ -178,21 +178,21 @@ class StoryCog(commands.Cog, name=STORY_COG):
         where, who = channel(interaction), member(interaction)
         opening = "Write its opening with `/write`, then ask the model to `/continue`."
         thread = None
-        if _may_open_threads(interaction):
+        if isinstance(interaction.channel, discord.TextChannel) and _may_open_threads(interaction):
             await interaction.response.defer(thinking=True)  # making a thread is a request to Discord
             thread = await self._thread(interaction, title or "New story")
         if thread is not None:
             started = self.service.start(Channel(str(thread.id), where.guild_id, where.id), who, title)
-            name = f"**{discord.utils.escape_markdown(started.title or 'Untitled')}**"
+            name = _title(started.title)
             await thread.send(f"📖 {name}. {opening}")
             said = f"📖 New story {name} in {thread.mention}. This channel's story stays as it was."
         else:
             started = self.service.start(where, who, title)
-            name = f"**{discord.utils.escape_markdown(started.title or 'Untitled')}**"
+            name = _title(started.title)
             said = f"📖 New story: {name}. {opening}"
             if isinstance(interaction.channel, discord.TextChannel):  # threads could not be made
                 said += f"\n-# {NO_THREADS} The story it replaced is kept: `/story list`."
-        await answer(interaction, said, ephemeral=False)
+        await answer(interaction, said, ephemeral=False, links=True)
 
     # --- shaping the story: edit, takes, erase and redo, fork, the library -----------------------------
     @story.command(name="edit", description="Edit a passage (yours, one you asked the model for, or any with "
@@ -220,7 +220,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
                 f"holds ({history.MODAL_TEXT_LIMIT:,}): give its new text with `/story edit "
                 f"position:{passage.position} text:…`"
             )
-        await interaction.response.send_modal(PassageEditForm(self, passage))
+        await interaction.response.send_modal(PassageEditForm(self, passage, interaction.user.id))
 
     async def edited(self, interaction: Interaction, passage: Passage) -> None:
         """Say the edit in the channel, then bring the passage's messages up to date."""
@@ -295,20 +295,20 @@ class StoryCog(commands.Cog, name=STORY_COG):
             thread = await self._thread(interaction, title or f"Fork at passage {from_}")
         into = None if thread is None else Channel(str(thread.id), where.guild_id, str(thread.parent_id))
         fork = self.service.fork(where, who, from_, title, into)
-        name = f"**{discord.utils.escape_markdown(fork.title or 'Untitled')}**"
+        name, by = _title(fork.title), shown(who.name)
         if thread is None:
-            said = (f"🍴 {who.name} forked the story at passage {from_} as story {fork.id}, {name} (kept in "
+            said = (f"🍴 {by} forked the story at passage {from_} as story {fork.id}, {name} (kept in "
                     f"this channel's list). {NO_THREADS} `/story open id:{fork.id}` makes it this channel's "
                     "story.")  # fmt: skip
         else:
             last = fork.passages[-1]
             opening = (f"🍴 {name}: passages 1–{last.position} of <#{where.id}>, with its memory, note, "
-                       f"lore and summary. It ends: “{_preview(last.text, 300)}”\n"
+                       f"lore and summary. It ends: “{shown(_preview(last.text, 300))}”\n"
                        "Carry on with `/write` or `/continue`.")  # fmt: skip
-            await thread.send(shown(opening))
-            said = (f"🍴 {who.name} forked the story at passage {from_} into {thread.mention}: {name}. "
+            await thread.send(opening)
+            said = (f"🍴 {by} forked the story at passage {from_} into {thread.mention}: {name}. "
                     "This story is unchanged.")  # fmt: skip
-        await answer(interaction, said, ephemeral=False)
+        await answer(interaction, said, ephemeral=False, links=True)
 
     @story.command(name="list", description="This channel's stories, and its threads' (only to you)")
     async def list_(self, interaction: Interaction) -> None:
@@ -316,23 +316,23 @@ class StoryCog(commands.Cog, name=STORY_COG):
         for s in reversed(self.service.library(channel(interaction))):  # the newest first
             state = "open" if s.active else "archived"
             fork = f" · fork of {s.forked_from}" if s.forked_from else ""
-            lines.append(f"**{s.id}** · {discord.utils.escape_markdown(s.title or 'Untitled')} · "
+            lines.append(f"**{s.id}** · {_title(s.title)[2:-2]} · "
                          f"{s.passages} passages · <t:{int(s.last_activity)}:R> · <#{s.channel_id}> · "
                          f"{state}{fork}")  # fmt: skip
         text = "📚 Stories here (`/story open id:…` reopens one)\n" + "\n".join(lines or ["(none yet)"])
         if len(text) > MESSAGE_LIMIT:
             text = text[: MESSAGE_LIMIT - 40].rsplit("\n", 1)[0] + "\n-# older stories left out"
-        await answer(interaction, text)
+        await answer(interaction, text, links=True)
 
     @story.command(name="open", description="Make an archived story of this channel its story again")
     @app_commands.describe(id="The story's number (`/story list`)")
     async def open(self, interaction: Interaction, id: app_commands.Range[int, 1]) -> None:
         story = self.service.open(channel(interaction), id)
-        name = discord.utils.escape_markdown(story.title or "Untitled")
-        said = (f"📖 {interaction.user.display_name} reopened story {story.id}, **{name}** "
+        who = shown(interaction.user.display_name)
+        said = (f"📖 {who} reopened story {story.id}, {_title(story.title)} "
                 f"({len(story.passages)} passages), in <#{story.channel_id}>; the story there before is "
                 "kept (`/story list`).")  # fmt: skip
-        await answer(interaction, said, ephemeral=False)
+        await answer(interaction, said, ephemeral=False, links=True)
 
     async def _thread(self, interaction: Interaction, name: str) -> discord.Thread | None:
         """A new public thread of the interaction's text channel (a thread's own channel), or None where
@@ -624,10 +624,12 @@ class PassageEditForm(discord.ui.Modal):
     """`/story edit position` alone, or ✏️: the passage's text, prefilled. It keeps the revision and story
     the member saw, so an edit (or a take chosen) while the form was open is not overwritten."""
 
-    def __init__(self, story: StoryCog, passage: Passage):
+    def __init__(self, story: StoryCog, passage: Passage, member_id: int):
+        # discord.py finds an open form by its custom_id alone: one per member, or two members' forms
+        # on the same revision would be one.
         super().__init__(
             title=f"Edit passage {passage.position}", timeout=900,
-            custom_id=f"story:passage:{passage.id}:{passage.revision}",
+            custom_id=f"story:passage:{passage.id}:{passage.revision}:{member_id}",
         )  # fmt: skip
         self.story, self.passage = story, passage
         self.text: discord.ui.TextInput = discord.ui.TextInput(
@@ -693,10 +695,11 @@ def channel(interaction: Interaction) -> Channel:
     )  # fmt: skip
 
 
-async def answer(interaction: Interaction, text: str, ephemeral: bool = True) -> None:
+async def answer(interaction: Interaction, text: str, ephemeral: bool = True, links: bool = False) -> None:
     """A short reply to whoever acted: the interaction's response, or a followup once answered. Member
-    text it quotes may hold links: they do not unfurl."""
-    text = shown(text)[:2000]
+    text it quotes may hold links: they do not unfurl. `links`: the text links channels (<#id>) the bot
+    named itself, and the member text in it went through `shown` already."""
+    text = (text if links else shown(text))[:2000]
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=ephemeral, suppress_embeds=True)
     else:
@@ -724,6 +727,11 @@ def _what(interaction: Interaction) -> str:
 
 def _preview(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _title(title: str | None) -> str:
+    """A story's title as a reply shows it, bold, with nothing in it able to ping."""
+    return f"**{shown(discord.utils.escape_markdown(title or 'Untitled'))}**"
 
 
 def _keys(entry: LoreEntry) -> str:
