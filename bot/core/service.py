@@ -381,7 +381,9 @@ class StoryService:
         return self.store.erase(story_id, from_position, member)
 
     def redo(self, channel: Channel, member: Member) -> list[Passage]:
-        """Bring back the most recently erased run, while nothing new was added after it."""
+        """Bring back the most recently erased run, while nothing new was added after it and no passage
+        is being written (a dead process's generation is failed first, so it does not count)."""
+        self.recover()
         return self.store.redo(self._story_id(channel), member)
 
     def fork(
