@@ -8,6 +8,13 @@ The number of migrations applied is `PRAGMA user_version` on SQLite, the one row
 on PostgreSQL; readers (the feedback export) check it against :data:`SCHEMA_VERSION`. Each migration runs
 in one transaction with the version bump, so a process killed mid-migration leaves the previous version
 intact, and two processes starting at once migrate once. Never edit a shipped migration: append a new one.
+Migration 5 keeps what writers do to a story as rows the feedback export can read plainly:
+`passage_versions` (every edit: passage, version, take edited, text, who, when; at a passage's first edit
+its earlier text is kept as the version before it, and a take's own words stay in `generations.answer`),
+`take_choices` (passage, chosen generation, who, when), `erasures` (story, from position, who, when,
+redone by/at) with `passages.erasure_id` on the passages erased, and forks (`stories.forked_from`,
+`stories.forked_at`, `passages.origin_id`); `stories.home_id` is the channel whose list shows a story,
+`passages.revision` the version check of edits and takes.
 The values of the enumerated columns are named in status.py; the migrations keep them as literals (a test
 holds the two together).
 """
@@ -226,8 +233,8 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE INDEX passages_erasure ON passages(erasure_id) WHERE erasure_id IS NOT NULL;
 
-    -- A story's library: `home_id` is the channel whose `/story list` shows it (a thread's story: the
-    -- thread's channel). A fork: `forked_from` the story it was copied from, at `forked_at` (the
+    -- A story's library: `home_id` is the channel whose `/story list` shows it (a story in a thread: the
+    -- thread's parent channel). A fork: `forked_from` the story it was copied from, at `forked_at` (the
     -- position of the last passage copied); its passages name their origins (passages.origin_id).
     ALTER TABLE stories ADD COLUMN home_id TEXT;
     ALTER TABLE stories ADD COLUMN forked_from INTEGER REFERENCES stories(id);
