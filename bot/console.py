@@ -11,6 +11,7 @@ import asyncio
 import getpass
 import re
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
@@ -18,7 +19,7 @@ from typing import TextIO
 from contract.atomic import OutputError, OutputExistsError, write_text
 
 from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
-from .core.story import Channel, Member
+from .core.story import Channel, Member, Passage
 
 HELP = """\
 Type a line to add it to the story. Commands:
@@ -27,6 +28,12 @@ Type a line to add it to the story. Commands:
   /rate +1|-1            rate the model's newest passage
   /reasoning             what the model thought before writing it
   /undo   /reset   /show   /new [title]   /export [--force] [file.md]   /help   /quit
+Shaping the story:
+  /edit N text           replace passage N's text (every version is kept)
+  /takes   /take K       the model's newest passage's takes, and show take K instead
+  /erase N   /redo       take passage N and all after it out; bring the newest erased run back
+  /fork N [title]        a new story from passages 1..N (this one is kept: /stories, /open ID)
+  /stories   /open ID    the stories kept here, and make one the story again
 Long stories:
   /story memory [text | --clear]      the premise, tone and rules pinned at the start of the context
   /story note [text | --clear]        the author's note: a standing direction (a /continue direction
@@ -95,7 +102,9 @@ class Console:
 
     QUICK = {"rate": "_rate", "reasoning": "_reasoning", "undo": "_undo", "reset": "_reset", "new": "_new",
              "show": "_show", "export": "_export", "help": "_help", "memory": "_memory", "note": "_note",
-             "lore": "_lore"}  # fmt: skip
+             "lore": "_lore", "edit": "_edit", "takes": "_takes", "take": "_take", "erase": "_erase",
+             "redo": "_redo", "fork": "_fork", "stories": "_stories", "list": "_stories",
+             "open": "_open"}  # fmt: skip
 
     # --- commands ------------------------------------------------------------------------------
     def _do(self, action) -> bool:
@@ -131,7 +140,9 @@ class Console:
                     if passage.text != printed:
                         self.out.write(passage.text[len(printed) :] if passage.text.startswith(printed)
                                        else "\n" + passage.text)  # fmt: skip
-                    take = f" · take {passage.alternatives}" if passage.alternatives > 1 else ""
+                    take = (
+                        f" · take {passage.take}/{passage.alternatives}" if passage.alternatives > 1 else ""
+                    )
                     self.say(f"\n(passage {passage.position} by the model{take} · /rate +1|-1 · /reasoning)")
                 case Failed(message):
                     self.say(("\n" if printed else "") + f"! {message}")
@@ -171,8 +182,51 @@ class Console:
         if not story.passages:
             self.say("(the story is empty: type its opening line)")
         for p in story.passages:
-            who = "model" if p.by_model else p.author_name
-            self.say(f"[{p.position} · {who}] {p.text}")
+            self.say(f"[{_label(p)}] {p.text}")
+
+    # --- shaping the story: edit, takes, erase and redo, fork, the library ---------------------------
+    def _edit(self, arg: str) -> None:
+        position, _, text = arg.partition(" ")
+        p = self.service.edit(CHANNEL, self.member, _number(position, "/edit N text"), text, may_manage=True)
+        self.say(f"(passage {p.position} edited: {_preview(p.text)})")
+
+    def _takes(self, _: str) -> None:
+        passage, texts = self.service.takes(CHANNEL)
+        for k, text in enumerate(texts, 1):
+            mark = "▶" if k == passage.take else " "
+            self.say(f"{mark} take {k}/{len(texts)}: {_preview(text, 200)}")
+
+    def _take(self, arg: str) -> None:
+        p = self.service.choose_take(CHANNEL, self.member, _number(arg, "/take K"))
+        self.say(f"(passage {p.position} shows take {p.take}/{p.alternatives}: {_preview(p.text)})")
+
+    def _erase(self, arg: str) -> None:
+        gone = self.service.erase(CHANNEL, self.member, _number(arg, "/erase N"), may_manage=True)
+        self.say(f"(erased passages {gone[0].position}–{gone[-1].position}: /redo brings them back)")
+
+    def _redo(self, _: str) -> None:
+        back = self.service.redo(CHANNEL, self.member)
+        self.say(f"(brought back {len(back)} passages, {back[0].position}–{back[-1].position})")
+
+    def _fork(self, arg: str) -> None:
+        position, _, title = arg.partition(" ")
+        fork = self.service.fork(CHANNEL, self.member, _number(position, "/fork N [title]"), title, CHANNEL)
+        self.say(
+            f"(forked: story {fork.id} “{fork.title}” with {len(fork.passages)} passages is the story now; "
+            "the console has no threads, so the original is kept: /stories lists it, /open ID returns)"
+        )
+
+    def _stories(self, _: str) -> None:
+        for s in self.service.library(CHANNEL):
+            state = "open" if s.active else "archived"
+            fork = f", fork of {s.forked_from}" if s.forked_from else ""
+            self.say(f"{s.id}: {s.title or 'untitled'} · {s.passages} passages · {_ago(s.last_activity)} · "
+                     f"{state}{fork}")  # fmt: skip
+
+    def _open(self, arg: str) -> None:
+        story = self.service.open(CHANNEL, _number(arg, "/open ID"))
+        self.say(f"(story {story.id} “{story.title or 'untitled'}” is the story again: "
+                 f"{len(story.passages)} passages)")  # fmt: skip
 
     def _summary(self) -> None:
         state = self.service.summary_state(CHANNEL)
@@ -270,6 +324,26 @@ async def stdin_lines(prompt: str = "> ") -> AsyncIterator[str]:
         if not line:
             return
         yield line
+
+
+def _number(arg: str, usage: str) -> int:
+    if not arg.strip().isdigit():
+        raise StoryError(f"give a number: {usage}")
+    return int(arg)
+
+
+def _label(p: Passage) -> str:
+    """A passage's line head: position, who, its take and whether it was edited."""
+    parts = [str(p.position), "model" if p.by_model else p.author_name]
+    if p.alternatives > 1:
+        parts.append(f"take {p.take}/{p.alternatives}")
+    if p.edited:
+        parts.append("edited")
+    return " · ".join(parts)
+
+
+def _ago(when: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(when))
 
 
 def _preview(text: str, n: int = 60) -> str:

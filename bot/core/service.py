@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from contract import prompt as writer_prompt
 from contract.store.status import DeliveryState, Status
@@ -38,6 +38,7 @@ from contract.store.status import DeliveryState, Status
 from ..llm import STORY, Backend, LLMError
 from ..store import Delivery, GenerationRow, Interrupted, Store
 from ..store.leases import new_owner, retire
+from . import history
 from . import lore as lorebook
 from . import summary as summaries
 from . import text as texts
@@ -49,7 +50,7 @@ from .lore import BadLore, LoreEntry
 from .messages import CANCELLED, NOT_IN_STORY, STORY_CHANGED
 from .plan import Assembler, Plan, Source, parse_length
 from .scheduler import Scheduler
-from .story import Channel, Member, Note, Passage, Story, Summary, to_markdown
+from .story import Channel, Member, Note, Passage, Story, StoryInfo, Summary, to_markdown
 from .streaming import Output, stream
 from .summarizer import Summarizer
 
@@ -139,6 +140,7 @@ class StoryService:
             except StoryError as exc:
                 yield Failed(str(exc))
                 return
+            plan = self._new_draw(plan)
             if plan.summarise_upto is not None:
                 self.summarizer.schedule(channel, plan.source.story_id, plan.summarise_upto)
             # aclosing: a driver that stops listening closes the model's stream now, not at GC.
@@ -174,6 +176,15 @@ class StoryService:
         if original is not None:  # the same prompt again, so the alternatives can be compared
             direction, length = original.direction, original.length
         return Source(story.id, passages[:-1], last.id, direction, length)
+
+    def _new_draw(self, plan: Plan) -> Plan:
+        """Each take is a new draw: with a seed fixed in the options, a regeneration would repeat the take
+        it replaces, so take k of a slot is asked with the seed plus the attempts before it (recorded in
+        the generation's options)."""
+        seed, slot = plan.options.get("seed"), plan.source.slot
+        if slot is None or not isinstance(seed, int):
+            return plan
+        return replace(plan, options={**plan.options, "seed": seed + self.store.attempts(slot)})
 
     async def _generate(self, channel: Channel, member: Member, plan: Plan) -> AsyncGenerator[Event, None]:
         """The generation's record, the model's answer as it grows (Delta), then the passage (Done)."""
@@ -288,6 +299,123 @@ class StoryService:
             )
         self.store.remove_passages([p.id for p in passages])
         return len(passages)
+
+    # --- history: edits, takes, erase and redo, forks, the library --------------------------------
+    def passage(self, channel: Channel, position: int) -> Passage:
+        """The passage the story shows at `position` (a StoryError says why there is none)."""
+        return self.store.passage_at(self._story_id(channel), position)
+
+    def edit(
+        self, channel: Channel, member: Member, position: int, text: str, may_manage: bool = False,
+        revision: int | None = None, story_id: int | None = None,
+    ) -> Passage:  # fmt: skip
+        """Replace the text of passage `position` (its author, the member who asked the model for it, or
+        Manage Messages); every version is kept. `revision` and `story_id`: the passage's revision and
+        story the member saw (a Discord form carries them): an edit made meanwhile is not overwritten
+        (bot/core/history.py)."""
+        text = history.check_text(texts.clean_input(text or ""), self.limits.max_passage_chars)
+        current = self._story_id(channel)
+        if story_id is not None and story_id != current:
+            raise StoryError("this channel's story changed while you were editing: nothing was changed")
+        return self.store.edit_passage(current, position, member, text, revision, may_manage)
+
+    def passage_of(self, generation_id: int, channel: Channel) -> Passage:
+        """The passage a take (a button's generation) stands in, while the story shows it."""
+        gen = self._generation(generation_id, channel.id)
+        if gen.passage_id is None:
+            raise StoryError("that passage did not make it into the story")
+        passage, present = self.store.passage(gen.passage_id)
+        if not present:
+            raise StoryError("that passage was taken out of the story (undone or erased)")
+        return passage
+
+    def takes(self, channel: Channel, position: int | None = None) -> tuple[Passage, list[str]]:
+        """A model passage (default: the newest) and the texts of its takes, oldest first."""
+        passage = self._model_passage(channel, position)
+        return passage, [self.store.take_text(passage.id, g) for g in self.store.takes(passage.id)]
+
+    def choose_take(
+        self, channel: Channel, member: Member, k: int, position: int | None = None,
+        revision: int | None = None,
+    ) -> Passage:  # fmt: skip
+        """Show take `k` of a model passage (default: the newest) for everyone; who chose it is kept."""
+        passage = self._model_passage(channel, position)
+        return self.store.choose_take(passage.story_id, passage.position, member, k, revision)
+
+    def choose_generation(self, channel: Channel, member: Member, generation_id: int) -> Passage:
+        """Show the take `generation_id` (a ◀ ▶ button names the take it leads to)."""
+        gen = self._generation(generation_id, channel.id)
+        if gen.status != Status.DONE or gen.passage_id is None:
+            raise StoryError("that take did not make it into the story")
+        passage, present = self.store.passage(gen.passage_id)
+        if not present:
+            raise StoryError("that passage was taken out of the story, so its takes cannot be shown")
+        k = self.store.takes(passage.id).index(generation_id) + 1
+        return self.store.choose_take(passage.story_id, passage.position, member, k)
+
+    def take_ids(self, passage_id: int) -> list[int]:
+        """The finished takes of a model passage (generation ids, oldest first)."""
+        return self.store.takes(passage_id)
+
+    def _model_passage(self, channel: Channel, position: int | None) -> Passage:
+        if position is not None:
+            return self.passage(channel, position)
+        for p in reversed(self.show(channel).passages):
+            if p.by_model:
+                return p
+        raise StoryError("the model has not written a passage in this story yet: continue first")
+
+    def erase(
+        self, channel: Channel, member: Member, from_position: int, may_manage: bool = False
+    ) -> list[Passage]:
+        """Take passage `from_position` and everything after it out of the story, as one run `redo` can
+        bring back (kept, never deleted). Other members' passages need Manage Messages."""
+        story_id = self._story_id(channel)
+        later = [p for p in self.store.passages(story_id) if p.position >= from_position]
+        others = {p.author_name for p in later if p.author_id != member.id}
+        if others and not may_manage:
+            raise StoryError(
+                f"passages {from_position} and after include passages by {', '.join(sorted(others))}: "
+                "erasing them needs the Manage Messages permission"
+            )
+        return self.store.erase(story_id, from_position, member)
+
+    def redo(self, channel: Channel, member: Member) -> list[Passage]:
+        """Bring back the most recently erased run, while nothing new was added after it and no passage
+        is being written (a dead process's generation is failed first, so it does not count)."""
+        self.recover()
+        return self.store.redo(self._story_id(channel), member)
+
+    def fork(
+        self, channel: Channel, member: Member, upto: int, title: str | None = None,
+        into: Channel | None = None,
+    ) -> Story:  # fmt: skip
+        """A new story holding copies of passages 1..`upto` with the story's memory, note, lore and
+        summary; the original is untouched. `into`: the channel (a new thread) it becomes the story of;
+        `channel` itself makes it the channel's story (archiving the original); None keeps it aside in
+        the channel's library (`open` brings it in)."""
+        story = self.show(channel)
+        if not story.id:
+            raise StoryError("there is no story in this channel yet: nothing to fork")
+        title = texts.one_line(title, MAX_TITLE_CHARS) if title else None
+        title = title or f"{story.title or 'Untitled'} (fork at {upto})"[:MAX_TITLE_CHARS]
+        target = into or Channel(channel.id, channel.guild_id, channel.parent_id)
+        new = self.store.fork(story.id, upto, target, member, title, archived=into is None)
+        return self.store.story(new)
+
+    def library(self, channel: Channel) -> list[StoryInfo]:
+        """The stories of this channel and its threads (`/story list`), oldest first."""
+        return self.store.library(channel.parent_id or channel.id)
+
+    def open(self, channel: Channel, story_id: int) -> Story:
+        """Make an archived story of this channel's library active again (the one in its place archived)."""
+        return self.store.open_story(story_id, channel.parent_id or channel.id)
+
+    def passage_message(self, passage: Passage, ref: str | None = None) -> str | None:
+        """A member passage's messages (Discord): remember them (`ref`), or read them back."""
+        if ref is not None:
+            self.store.set_passage_message(passage.id, ref)
+        return self.store.passage_message(passage.id)
 
     def rate(self, generation_id: int, member: Member, value: int, channel_id: str | None = None) -> Tally:
         """One rating per member per passage; rating again changes it."""
@@ -505,7 +633,9 @@ class StoryService:
         if not present:
             raise StoryError("that passage was undone (or the story reset), so it can no longer be rated")
         if passage.generation_id != generation_id:
-            raise StoryError("that version was replaced by a regeneration: rate the version shown now")
+            raise StoryError(
+                "that take was replaced by a regeneration (or another take chosen): rate the take shown now"
+            )
 
 
 def _block(text: str) -> str:

@@ -36,8 +36,11 @@ class Passage:
     author_id: str  # the writer, or for a model passage the member who asked for it
     author_name: str
     text: str
-    generation_id: int | None = None  # model passages: the alternative shown
-    alternatives: int = 1  # model passages: how many finished attempts the slot holds
+    generation_id: int | None = None  # model passages: the take shown
+    alternatives: int = 1  # model passages: how many finished takes the slot holds
+    take: int = 1  # model passages: which of them is shown (1-based, oldest first)
+    revision: int = 1  # bumped by every change of the text shown (an edit, a take chosen)
+    edited: bool = False  # the text shown is an edit of what its author (or the model) wrote
 
     @property
     def by_model(self) -> bool:
@@ -58,6 +61,19 @@ class Story:
     @property
     def text(self) -> str:
         return "\n\n".join(p.text for p in self.passages)
+
+
+@dataclass(frozen=True)
+class StoryInfo:
+    """A story as a channel's library lists it (`/story list`)."""
+
+    id: int
+    title: str | None
+    channel_id: str  # where it lives: the channel, or a thread of it
+    passages: int
+    last_activity: float  # its newest passage, edit or creation
+    active: bool  # the story of its channel or thread now (not archived)
+    forked_from: int | None = None
 
 
 @dataclass(frozen=True)

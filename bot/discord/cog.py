@@ -1,5 +1,6 @@
 """The story cog: the slash commands /continue, /write, /story new|show|undo|reset|export|memory|note|
-context, /lore add|edit|remove|list, /privacy, and what the passage buttons and the lore form do.
+context|edit|takes|take|erase|redo|fork|list|open, /lore add|edit|remove|list, /privacy, and what the
+passage buttons and the forms (a passage, a lore entry) do.
 
 Each one: the member's flood guard, one call to the story service, one answer. The guard is one pair
 for all of them: `interaction_check` (the flood guard, which discord.py runs before every command) and
@@ -26,14 +27,15 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..core import history
 from ..core import lore as lorebook
 from ..core.lore import LoreEntry
 from ..core.ratelimit import MemberRateLimit
 from ..core.service import MAX_NOTE_CHARS, StoryError, StoryService
-from ..core.story import Channel, Member
+from ..core.story import Channel, Member, Passage
 from ..core.text import MESSAGE_LIMIT
 from .delivery import Deliveries
-from .stream import Poster, send_text, shown
+from .stream import Poster, member_text, message_ref, parse_ref, render, send_text, shown, split
 from .views import STORY_COG, passage_view
 
 _log = logging.getLogger(__name__)
@@ -44,6 +46,11 @@ KEYWORDS_CHARS = lorebook.MAX_KEYWORDS * (lorebook.MAX_KEYWORD_CHARS + 2)
 Name = app_commands.Range[str, 1, lorebook.MAX_NAME_CHARS]
 Keywords = app_commands.Range[str, 1, KEYWORDS_CHARS]
 LoreText = app_commands.Range[str, 1, lorebook.MAX_TEXT_CHARS]
+
+
+NO_THREADS = (
+    "The bot may not open threads here (it needs Create Public Threads and Send Messages in Threads)."
+)
 
 
 class SlowDown(app_commands.CheckFailure):
@@ -124,8 +131,9 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @app_commands.describe(text="The passage (up to 6000 characters)")
     async def write(self, interaction: Interaction, text: app_commands.Range[str, 1, 6000]) -> None:
         passage = self.service.write(channel(interaction), member(interaction), text)
-        footer = f"\n-# passage {passage.position} by {shown(passage.author_name)}"
-        await send_text(self.deliveries.poster(interaction), shown(passage.text), footer)
+        shown_as = member_text(passage.text, passage.position, passage.author_name)
+        ids = await send_text(self.deliveries.poster(interaction), *shown_as)
+        self.service.passage_message(passage, message_ref(interaction.channel_id or 0, ids))  # for edits
 
     # --- the passage buttons (views.py) --------------------------------------------------------------
     async def rate(self, interaction: Interaction, generation_id: int, value: int) -> None:
@@ -138,11 +146,20 @@ class StoryCog(commands.Cog, name=STORY_COG):
         await interaction.response.defer()  # no "thinking" message: the new take is a new message
         events = self.service.regenerate(channel(interaction), member(interaction), generation_id)
         await self.deliveries.show(interaction, events, None)
-        # The old take stays in the database as an alternative; the store now owes its messages the
-        # "replaced" state (no buttons), delivered like any other.
-        if generation_id in self.service.undelivered() and self.service.claim_delivery(generation_id):
-            poster = self.deliveries.poster(None, channel_id=interaction.channel_id)
-            self.deliveries.redeliver(generation_id, poster)
+        # The old take stays in the database as a take; the store now owes the message that showed the
+        # passage the "replaced" state (no buttons), delivered like any other.
+        self.deliveries.deliver_owed()
+
+    async def edit_form(self, interaction: Interaction, generation_id: int) -> None:
+        """The ✏️ button: the form to edit the passage, prefilled."""
+        passage = self.service.passage_of(generation_id, channel(interaction))
+        await self._open_form(interaction, passage)
+
+    async def choose_take(self, interaction: Interaction, generation_id: int) -> None:
+        """◀ ▶: show that take for everyone; the passage's messages follow."""
+        await interaction.response.defer()  # the message is edited by the delivery below
+        self.service.choose_generation(channel(interaction), member(interaction), generation_id)
+        self.deliveries.deliver_owed()
 
     async def show_reasoning(self, interaction: Interaction, generation_id: int) -> None:
         reasoning = self.service.reasoning(generation_id, str(interaction.channel_id))
@@ -156,13 +173,181 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def new(
         self, interaction: Interaction, title: app_commands.Range[str, 1, 100] | None = None
     ) -> None:
-        started = self.service.start(channel(interaction), member(interaction), title)
-        await answer(
-            interaction,
-            f"📖 New story: **{discord.utils.escape_markdown(started.title or 'Untitled')}**. "
-            "Write its opening with `/write`, then ask the model to `/continue`.",
-            ephemeral=False,
-        )
+        """In a text channel, the new story gets a thread of its own (the channel's story stays); in a
+        thread, or where the bot may not open threads, it replaces the story here (kept: `/story list`)."""
+        where, who = channel(interaction), member(interaction)
+        opening = "Write its opening with `/write`, then ask the model to `/continue`."
+        thread = None
+        if isinstance(interaction.channel, discord.TextChannel) and _may_open_threads(interaction):
+            await interaction.response.defer(thinking=True)  # making a thread is a request to Discord
+            thread = await self._thread(interaction, title or "New story")
+        if thread is not None:
+            started = self.service.start(Channel(str(thread.id), where.guild_id, where.id), who, title)
+            name = _title(started.title)
+            await thread.send(f"📖 {name}. {opening}")
+            said = f"📖 New story {name} in {thread.mention}. This channel's story stays as it was."
+        else:
+            started = self.service.start(where, who, title)
+            name = _title(started.title)
+            said = f"📖 New story: {name}. {opening}"
+            if isinstance(interaction.channel, discord.TextChannel):  # threads could not be made
+                said += f"\n-# {NO_THREADS} The story it replaced is kept: `/story list`."
+        await answer(interaction, said, ephemeral=False, links=True)
+
+    # --- shaping the story: edit, takes, erase and redo, fork, the library -----------------------------
+    @story.command(name="edit", description="Edit a passage (yours, one you asked the model for, or any with "
+                   "Manage Messages)")  # fmt: skip
+    @app_commands.describe(
+        position="The passage's number (`/story show`)", text="Its new text (none: a form)"
+    )
+    async def edit(
+        self, interaction: Interaction, position: app_commands.Range[int, 1],
+        text: app_commands.Range[str, 1, 6000] | None = None,
+    ) -> None:  # fmt: skip
+        where = channel(interaction)
+        if text is None:
+            await self._open_form(interaction, self.service.passage(where, position))
+            return
+        may_manage = interaction.permissions.manage_messages
+        passage = self.service.edit(where, member(interaction), position, text, may_manage)
+        await self.edited(interaction, passage)
+
+    async def _open_form(self, interaction: Interaction, passage: Passage) -> None:
+        history.check_editable(passage, str(interaction.user.id), interaction.permissions.manage_messages)
+        if len(passage.text) > history.MODAL_TEXT_LIMIT:
+            raise StoryError(
+                f"passage {passage.position} has {len(passage.text):,} characters, more than a Discord form "
+                f"holds ({history.MODAL_TEXT_LIMIT:,}): give its new text with `/story edit "
+                f"position:{passage.position} text:…`"
+            )
+        await interaction.response.send_modal(PassageEditForm(self, passage, interaction.user.id))
+
+    async def edited(self, interaction: Interaction, passage: Passage) -> None:
+        """Say the edit in the channel, then bring the passage's messages up to date."""
+        who = interaction.user.display_name
+        said = f"✏️ {who} edited passage {passage.position}: “{_preview(passage.text, 200)}”"
+        await answer(interaction, said, ephemeral=False)
+        if passage.by_model:
+            self.deliveries.deliver_owed()
+            return
+        ref = self.service.passage_message(passage)
+        if ref:
+            where, ids = parse_ref(ref)
+            text, footer = member_text(passage.text, passage.position, passage.author_name, passage.edited)
+            pieces = split(text)
+            pieces[-1] += footer
+            poster = self.deliveries.poster(None, channel_id=where)
+            await render(poster, ids, pieces, None, {},
+                         lambda ids: self._keep_ref(passage, message_ref(where, ids)))  # fmt: skip
+
+    def _keep_ref(self, passage: Passage, ref: str) -> None:
+        self.service.passage_message(passage, ref)
+
+    @story.command(name="takes", description="The takes of the model's newest passage (only to you)")
+    async def takes(self, interaction: Interaction) -> None:
+        passage, texts = self.service.takes(channel(interaction))
+        lines = [f"{'▶' if k == passage.take else '·'} **take {k}/{len(texts)}**: {_preview(t, 300)}"
+                 for k, t in enumerate(texts, 1)]  # fmt: skip
+        await answer(interaction, f"🎞️ Passage {passage.position}\n" + "\n".join(lines))
+
+    @story.command(name="take", description="Show take K of the model's newest passage, for everyone")
+    @app_commands.describe(k="The take's number (`/story takes`)")
+    async def take(self, interaction: Interaction, k: app_commands.Range[int, 1]) -> None:
+        passage = self.service.choose_take(channel(interaction), member(interaction), k)
+        who, n = interaction.user.display_name, passage.alternatives
+        said = f"🎞️ {who} chose take {passage.take}/{n} of passage {passage.position}."
+        await answer(interaction, said, ephemeral=False)
+        self.deliveries.deliver_owed()
+
+    @story.command(
+        name="erase", description="Take a passage and everything after it out (redo brings them back)"
+    )
+    @app_commands.rename(from_="from")
+    @app_commands.describe(from_="The first passage to take out (`/story show` numbers them)")
+    async def erase(self, interaction: Interaction, from_: app_commands.Range[int, 1]) -> None:
+        may_manage = interaction.permissions.manage_messages
+        gone = self.service.erase(channel(interaction), member(interaction), from_, may_manage)
+        said = (f"⏪ {interaction.user.display_name} erased passages {gone[0].position}–{gone[-1].position} "
+                f"({len(gone)}): `/story redo` brings them back while nothing new is added.")  # fmt: skip
+        await answer(interaction, said, ephemeral=False)
+
+    @story.command(
+        name="redo", description="Bring back the passages erased last, while nothing was added since"
+    )
+    async def redo(self, interaction: Interaction) -> None:
+        back = self.service.redo(channel(interaction), member(interaction))
+        who = interaction.user.display_name
+        said = f"⏩ {who} brought back passages {back[0].position}–{back[-1].position}."
+        await answer(interaction, said, ephemeral=False)
+
+    @story.command(name="fork", description="A new story from passages 1..N, in a thread (this one stays)")
+    @app_commands.rename(from_="from")
+    @app_commands.describe(from_="The last passage the new story keeps", title="Its title (optional)")
+    async def fork(
+        self, interaction: Interaction, from_: app_commands.Range[int, 1],
+        title: app_commands.Range[str, 1, 100] | None = None,
+    ) -> None:  # fmt: skip
+        where, who = channel(interaction), member(interaction)
+        self.service.passage(where, from_)  # refused before a thread is made for nothing
+        thread = None
+        if _may_open_threads(interaction):
+            await interaction.response.defer(thinking=True)  # making a thread is a request to Discord
+            thread = await self._thread(interaction, title or f"Fork at passage {from_}")
+        into = None if thread is None else Channel(str(thread.id), where.guild_id, str(thread.parent_id))
+        fork = self.service.fork(where, who, from_, title, into)
+        name, by = _title(fork.title), shown(who.name)
+        if thread is None:
+            said = (f"🍴 {by} forked the story at passage {from_} as story {fork.id}, {name} (kept in "
+                    f"this channel's list). {NO_THREADS} `/story open id:{fork.id}` makes it this channel's "
+                    "story.")  # fmt: skip
+        else:
+            last = fork.passages[-1]
+            opening = (f"🍴 {name}: passages 1–{last.position} of <#{where.id}>, with its memory, note, "
+                       f"lore and summary. It ends: “{shown(_preview(last.text, 300))}”\n"
+                       "Carry on with `/write` or `/continue`.")  # fmt: skip
+            await thread.send(opening)
+            said = (f"🍴 {by} forked the story at passage {from_} into {thread.mention}: {name}. "
+                    "This story is unchanged.")  # fmt: skip
+        await answer(interaction, said, ephemeral=False, links=True)
+
+    @story.command(name="list", description="This channel's stories, and its threads' (only to you)")
+    async def list_(self, interaction: Interaction) -> None:
+        lines = []
+        for s in reversed(self.service.library(channel(interaction))):  # the newest first
+            state = "open" if s.active else "archived"
+            fork = f" · fork of {s.forked_from}" if s.forked_from else ""
+            lines.append(f"**{s.id}** · {_title(s.title)[2:-2]} · "
+                         f"{s.passages} passages · <t:{int(s.last_activity)}:R> · <#{s.channel_id}> · "
+                         f"{state}{fork}")  # fmt: skip
+        text = "📚 Stories here (`/story open id:…` reopens one)\n" + "\n".join(lines or ["(none yet)"])
+        if len(text) > MESSAGE_LIMIT:
+            text = text[: MESSAGE_LIMIT - 40].rsplit("\n", 1)[0] + "\n-# older stories left out"
+        await answer(interaction, text, links=True)
+
+    @story.command(name="open", description="Make an archived story of this channel its story again")
+    @app_commands.describe(id="The story's number (`/story list`)")
+    async def open(self, interaction: Interaction, id: app_commands.Range[int, 1]) -> None:
+        story = self.service.open(channel(interaction), id)
+        who = shown(interaction.user.display_name)
+        said = (f"📖 {who} reopened story {story.id}, {_title(story.title)} "
+                f"({len(story.passages)} passages), in <#{story.channel_id}>; the story there before is "
+                "kept (`/story list`).")  # fmt: skip
+        await answer(interaction, said, ephemeral=False, links=True)
+
+    async def _thread(self, interaction: Interaction, name: str) -> discord.Thread | None:
+        """A new public thread of the interaction's text channel (a thread's own channel), or None where
+        the bot may not open one."""
+        where = interaction.channel
+        if isinstance(where, discord.Thread):
+            where = where.parent
+        if not isinstance(where, discord.TextChannel):
+            return None
+        try:
+            return await where.create_thread(
+                name=name[:100], type=discord.ChannelType.public_thread, auto_archive_duration=10080
+            )
+        except discord.Forbidden:
+            return None
 
     @story.command(name="show", description="Show the story so far, or its rolling summary (only to you)")
     @app_commands.describe(summary="Show the rolling summary standing in for the oldest passages instead")
@@ -435,6 +620,36 @@ class StoryCog(commands.Cog, name=STORY_COG):
         await answer(interaction, f"🔒 Your feedback is {state}.")
 
 
+class PassageEditForm(discord.ui.Modal):
+    """`/story edit position` alone, or ✏️: the passage's text, prefilled. It keeps the revision and story
+    the member saw, so an edit (or a take chosen) while the form was open is not overwritten."""
+
+    def __init__(self, story: StoryCog, passage: Passage, member_id: int):
+        # discord.py finds an open form by its custom_id alone: one per member, or two members' forms
+        # on the same revision would be one.
+        super().__init__(
+            title=f"Edit passage {passage.position}", timeout=900,
+            custom_id=f"story:passage:{passage.id}:{passage.revision}:{member_id}",
+        )  # fmt: skip
+        self.story, self.passage = story, passage
+        self.text: discord.ui.TextInput = discord.ui.TextInput(
+            label="The passage", style=discord.TextStyle.paragraph, default=passage.text,
+            max_length=history.MODAL_TEXT_LIMIT, custom_id="text",
+        )  # fmt: skip
+        self.add_item(self.text)
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        await self.story.guarded(interaction, lambda: self._save(interaction))
+
+    async def _save(self, interaction: Interaction) -> None:
+        p = self.passage
+        edited = self.story.service.edit(
+            channel(interaction), member(interaction), p.position, self.text.value,
+            interaction.permissions.manage_messages, revision=p.revision, story_id=p.story_id,
+        )  # fmt: skip
+        await self.story.edited(interaction, edited)
+
+
 class LoreEditForm(discord.ui.Modal):
     """`/lore edit name` alone: the entry's keywords and text, prefilled. It keeps the version the member
     saw, so an edit someone made while the form was open is not overwritten (the core refuses it)."""
@@ -480,14 +695,27 @@ def channel(interaction: Interaction) -> Channel:
     )  # fmt: skip
 
 
-async def answer(interaction: Interaction, text: str, ephemeral: bool = True) -> None:
+async def answer(interaction: Interaction, text: str, ephemeral: bool = True, links: bool = False) -> None:
     """A short reply to whoever acted: the interaction's response, or a followup once answered. Member
-    text it quotes may hold links: they do not unfurl."""
-    text = shown(text)[:2000]
+    text it quotes may hold links: they do not unfurl. `links`: the text links channels (<#id>) the bot
+    named itself, and the member text in it went through `shown` already."""
+    text = (text if links else shown(text))[:2000]
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=ephemeral, suppress_embeds=True)
     else:
         await interaction.response.send_message(text, ephemeral=ephemeral, suppress_embeds=True)
+
+
+def _may_open_threads(interaction: Interaction) -> bool:
+    """The bot may open a thread of this text channel (or of the text channel of this thread)."""
+    where = interaction.channel
+    parent = where.parent if isinstance(where, discord.Thread) else where
+    perms = interaction.app_permissions
+    return (
+        isinstance(parent, discord.TextChannel)
+        and perms.create_public_threads
+        and perms.send_messages_in_threads
+    )
 
 
 def _what(interaction: Interaction) -> str:
@@ -499,6 +727,11 @@ def _what(interaction: Interaction) -> str:
 
 def _preview(text: str, n: int = 300) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _title(title: str | None) -> str:
+    """A story's title as a reply shows it, bold, with nothing in it able to ping."""
+    return f"**{shown(discord.utils.escape_markdown(title or 'Untitled'))}**"
 
 
 def _keys(entry: LoreEntry) -> str:

@@ -121,6 +121,11 @@ class Deliveries:
     def _catch_up(self) -> list[asyncio.Task]:
         """Fail generations whose owner is gone, then deliver every owed one nobody is delivering."""
         self.service.recover()
+        return self.deliver_owed()
+
+    def deliver_owed(self) -> list[asyncio.Task]:
+        """Deliver, in the background, every finished generation owed its final state that nobody is
+        delivering: a passage just edited, a take chosen, the take a regeneration replaced."""
         busy = set(self._background) | {s.generation_id for s in self._showing.values()}
         started = []
         for gen in self.service.undelivered():

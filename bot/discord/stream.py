@@ -42,7 +42,7 @@ from ..store import Delivery
 from .views import passage_view
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
 _log = logging.getLogger(__name__)
 
@@ -62,10 +62,21 @@ def split(text: str, limit: int = PART_LIMIT) -> list[str]:
     return texts.split_message(text, limit) or [""]
 
 
-def passage_text(answer: str, position: int, asked_by: str, alternatives: int) -> str:
-    """A model passage as its messages show it: the text, then the footer line."""
-    take = f" · take {alternatives}" if alternatives > 1 else ""
-    return f"{shown(answer)}\n-# passage {position} · by the model, asked by {shown(asked_by)}{take}"
+def passage_text(
+    answer: str, position: int, asked_by: str, alternatives: int, take: int | None = None,
+    edited: bool = False,
+) -> str:  # fmt: skip
+    """A model passage as its messages show it: the text, then the footer line (which take of how many,
+    and whether the text is an edit)."""
+    take = alternatives if take is None else take
+    takes = f" · take {take}/{alternatives}" if alternatives > 1 else ""
+    mark = " · edited" if edited else ""
+    return f"{shown(answer)}\n-# passage {position} · by the model, asked by {shown(asked_by)}{takes}{mark}"
+
+
+def member_text(text: str, position: int, author: str, edited: bool = False) -> tuple[str, str]:
+    """A member's passage as its messages show it: the text and the footer line."""
+    return shown(text), f"\n-# passage {position} by {shown(author)}" + (" · edited" if edited else "")
 
 
 def failure_text(message: str) -> str:
@@ -243,8 +254,9 @@ class PassageStream:
                     case Done(passage, generation_id):
                         self.done_at = time.monotonic()
                         text = passage_text(passage.text, passage.position, passage.author_name,
-                                            passage.alternatives)  # fmt: skip
-                        self.final = (text, passage_view(generation_id))
+                                            passage.alternatives, passage.take, passage.edited)  # fmt: skip
+                        takes = self.service.take_ids(passage.id)
+                        self.final = (text, passage_view(generation_id, takes=takes))
                         await throttle.close(text)
                         if self.delivered:
                             self.shown_at = time.monotonic()
@@ -326,9 +338,8 @@ def final_pieces(d: Delivery, tally: tuple[int, int]) -> tuple[list[str], discor
         return [failure_text(d.text)], None
     if not d.current:  # a regeneration replaced it: the text stays, the buttons go
         return split(shown(d.text) + REPLACED), None
-    return split(passage_text(d.text, d.position or 0, d.asked_by or "", d.alternatives)), passage_view(
-        d.generation_id, *tally
-    )
+    text = passage_text(d.text, d.position or 0, d.asked_by or "", d.alternatives, d.take, d.edited)
+    return split(text), passage_view(d.shown_id or d.generation_id, *tally, takes=d.takes)
 
 
 async def deliver(service: StoryService, generation_id: int, poster: Poster, known: dict[int, str]) -> None:
@@ -340,7 +351,17 @@ async def deliver(service: StoryService, generation_id: int, poster: Poster, kno
     if d is None or not d.message_ref:
         return
     channel_id, ids = parse_ref(d.message_ref)
-    pieces, view = final_pieces(d, service.tally(generation_id))
+    pieces, view = final_pieces(d, service.tally(d.shown_id or generation_id))
+    await render(poster, ids, pieces, view, known,
+                 lambda ids: service.attach_message(generation_id, message_ref(channel_id, ids)))  # fmt: skip
+
+
+async def render(
+    poster: Poster, ids: list[int], pieces: list[str], view: discord.ui.View | None, known: dict[int, str],
+    store_ids: Callable[[list[int]], None],
+) -> None:  # fmt: skip
+    """Make the messages `ids` show `pieces` (the buttons under the last): edit those that exist, send the
+    missing ones (`store_ids` keeps their ids at once, so a retry never sends one twice), delete extras."""
     for i, content in enumerate(pieces):
         last = view if i == len(pieces) - 1 else None
         if i < len(ids):
@@ -350,12 +371,12 @@ async def deliver(service: StoryService, generation_id: int, poster: Poster, kno
             await poster.edit(ids[i], content, last, suppress=i == 0)
         else:
             ids.append(await poster.send(content, last))
-            service.attach_message(generation_id, message_ref(channel_id, ids))
+            store_ids(ids)
         known[ids[i]] = content
     for mid in ids[len(pieces) :]:
         await poster.delete(mid)
     if len(ids) > len(pieces):
-        service.attach_message(generation_id, message_ref(channel_id, ids[: len(pieces)]))
+        store_ids(ids[: len(pieces)])
 
 
 async def send_text(

@@ -1,4 +1,5 @@
-"""The buttons under a model passage: 👍 and 👎 (with counts), Regenerate, Show reasoning.
+"""The buttons under a model passage: 👍 and 👎 (with counts), Regenerate, Show reasoning, Edit, and ◀ ▶
+to step through its takes when it has several.
 
 They are `DynamicItem`s: the generation id lives in the custom_id (`story:rate:<id>:up`), the classes
 are registered once in `setup_hook`, so buttons keep working after a restart and no view is kept per
@@ -9,7 +10,7 @@ guard, as every command goes. This module sits below the cog, so it finds the co
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 
 import discord
@@ -32,14 +33,23 @@ class ButtonActions(Protocol):
 
     async def show_reasoning(self, interaction: discord.Interaction, generation_id: int) -> None: ...
 
+    async def edit_form(self, interaction: discord.Interaction, generation_id: int) -> None: ...
 
-class PassageButton(DynamicItem[Button], template=r"story:(rate|regen|why):\d+.*"):
+    async def choose_take(self, interaction: discord.Interaction, generation_id: int) -> None: ...
+
+
+class PassageButton(DynamicItem[Button], template=r"story:(rate|regen|why|edit|take):\d+.*"):
     """A button of one passage: its look, and `press`, the cog's action for it. (This base is never
     registered; each subclass matches its own custom_ids.)"""
 
-    def __init__(self, generation_id: int, custom_id: str, emoji: str, label: str):
+    def __init__(
+        self, generation_id: int, custom_id: str, emoji: str, label: str, disabled: bool = False, row: int = 0
+    ):
         style = discord.ButtonStyle.secondary
-        super().__init__(Button(emoji=emoji, label=label, style=style, custom_id=custom_id))
+        button: Button[Any] = Button(
+            emoji=emoji, label=label, style=style, custom_id=custom_id, disabled=disabled, row=row
+        )
+        super().__init__(button)
         self.generation_id = generation_id
 
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
@@ -88,13 +98,51 @@ class ReasoningButton(PassageButton, template=r"story:why:(?P<gen>\d+)"):
         await story.show_reasoning(interaction, self.generation_id)
 
 
-DYNAMIC_ITEMS = (RateButton, RegenerateButton, ReasoningButton)
+class EditButton(PassageButton, template=r"story:edit:(?P<gen>\d+)"):
+    """Opens the form to edit the passage (the take shown, `generation_id`)."""
+
+    def __init__(self, generation_id: int):
+        super().__init__(generation_id, f"story:edit:{generation_id}", "✏️", "Edit")
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Item, match: re.Match[str]):
+        return cls(int(match["gen"]))
+
+    async def press(self, story: ButtonActions, interaction: discord.Interaction) -> None:
+        await story.edit_form(interaction, self.generation_id)
 
 
-def passage_view(generation_id: int, up: int = 0, down: int = 0) -> discord.ui.View:
-    """The buttons of one model passage; the counts are the ratings so far."""
+class TakeButton(PassageButton, template=r"story:take:(?P<gen>\d+):(?P<way>prev|next)"):
+    """◀ or ▶: show the take `generation_id` (the one before or after the take shown) for everyone."""
+
+    def __init__(self, generation_id: int, way: str, disabled: bool = False):
+        emoji, label = ("◀️", "Previous take") if way == "prev" else ("▶️", "Next take")
+        super().__init__(generation_id, f"story:take:{generation_id}:{way}", emoji, label, disabled, row=1)
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: Item, match: re.Match[str]):
+        return cls(int(match["gen"]), match["way"])
+
+    async def press(self, story: ButtonActions, interaction: discord.Interaction) -> None:
+        await story.choose_take(interaction, self.generation_id)
+
+
+DYNAMIC_ITEMS = (RateButton, RegenerateButton, ReasoningButton, EditButton, TakeButton)
+
+
+def passage_view(
+    generation_id: int, up: int = 0, down: int = 0, takes: Sequence[int] = ()
+) -> discord.ui.View:
+    """The buttons of one model passage showing take `generation_id`; the counts are its ratings so
+    far; `takes`: every take of its slot, oldest first (◀ ▶ when there are several)."""
     view = discord.ui.View(timeout=None)
     for item in (RateButton(generation_id, 1, up), RateButton(generation_id, -1, down),
-                 RegenerateButton(generation_id), ReasoningButton(generation_id)):  # fmt: skip
+                 RegenerateButton(generation_id), ReasoningButton(generation_id),
+                 EditButton(generation_id)):  # fmt: skip
         view.add_item(item)
+    if len(takes) > 1 and generation_id in takes:
+        k = takes.index(generation_id)
+        prev, after = takes[max(k - 1, 0)], takes[min(k + 1, len(takes) - 1)]
+        view.add_item(TakeButton(prev, "prev", disabled=k == 0))
+        view.add_item(TakeButton(after, "next", disabled=k == len(takes) - 1))
     return view

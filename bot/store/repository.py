@@ -21,10 +21,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core import landing, messages
+from bot.core import history, landing, messages
 from bot.core import lore as lorebook
+from bot.core import summary as summaries
+from bot.core.events import StoryError
 from bot.core.lore import LoreEntry
-from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
+from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, StoryInfo, Summary
 from bot.store import opening
 from bot.store.leases import gateway_key, live, orphaned, overlaps
 from bot.store.unit import GenerationRow, Reads, Unit
@@ -45,7 +47,11 @@ class Delivery:
     position: int | None = None
     asked_by: str | None = None
     alternatives: int = 1
-    current: bool = True  # still the version the story shows (not replaced by a regeneration)
+    current: bool = True  # the slot's newest take, whose messages show the passage as it is now
+    shown_id: int | None = None  # current: the take the passage shows (its buttons act on it)
+    take: int = 1  # current: which take that is, of `alternatives`
+    edited: bool = False  # current: the text shown is an edit
+    takes: tuple[int, ...] = ()  # current: every take of the slot (generation ids, oldest first)
 
 
 @dataclass(frozen=True)
@@ -225,6 +231,115 @@ class Store:
         with self.unit() as u:
             u.remove_passages(passage_ids)
 
+    def set_passage_message(self, passage_id: int, ref: str) -> None:
+        """A member passage's messages (Discord), edited with the passage."""
+        with self.unit() as u:
+            u.set_passage_message(passage_id, ref)
+
+    def passage_message(self, passage_id: int) -> str | None:
+        row = self.conn.execute("SELECT message_ref FROM passages WHERE id = ?", (passage_id,)).fetchone()
+        return row[0] if row else None
+
+    # --- history: edits, takes, erasures, forks (rules: bot/core/history.py) -----------------------
+    def passage_at(self, story_id: int, position: int) -> Passage:
+        """The passage the story shows at `position`, or a StoryError saying why there is none."""
+        return _shown(self.reads, story_id, position)
+
+    def takes(self, passage_id: int) -> list[int]:
+        return self.reads.takes(passage_id)
+
+    def take_text(self, passage_id: int, generation_id: int) -> str:
+        return self.reads.take_text(passage_id, generation_id)
+
+    def attempts(self, passage_id: int) -> int:
+        """Generations asked for a slot so far, whatever became of them."""
+        return self.reads.attempts(passage_id)
+
+    def versions(self, passage_id: int) -> list[tuple[int, int | None, str, str, float]]:
+        return self.reads.versions(passage_id)
+
+    def edit_passage(
+        self, story_id: int, position: int, by: Member, text: str, revision: int | None, may_manage: bool
+    ) -> Passage:
+        """Replace the text shown at `position` (every version kept); `revision`: the one the member saw."""
+        with self.unit() as u:
+            p = _shown(u, story_id, position)
+            history.check_editable(p, by.id, may_manage)
+            history.check_revision(p, revision)
+            u.add_edit(p, text, by)
+            u.owe_slot_messages(p.id)
+            return u.passage(p.id)[0]
+
+    def choose_take(
+        self, story_id: int, position: int, by: Member, k: int, revision: int | None = None
+    ) -> Passage:
+        """Show take `k` of the model passage at `position`, for everyone; the choice is kept."""
+        with self.unit() as u:
+            p = _shown(u, story_id, position)
+            history.check_revision(p, revision)
+            u.choose_take(p.id, history.take_wanted(p, u.takes(p.id), k), by)
+            u.owe_slot_messages(p.id)
+            return u.passage(p.id)[0]
+
+    def erase(self, story_id: int, from_position: int, by: Member) -> list[Passage]:
+        """Take passage `from_position` and every later one out, as one erased run; returns them."""
+        with self.unit() as u:
+            _shown(u, story_id, from_position)
+            erased = [p for p in u.passages(story_id) if p.position >= from_position]
+            u.erase(story_id, from_position, by)
+            return erased
+
+    def redo(self, story_id: int, by: Member) -> list[Passage]:
+        """Bring back the newest erased run, while nothing was added after it; returns its passages."""
+        with self.unit() as u:
+            e = u.newest_erasure(story_id)
+            if e is None or e["redone_at"] is not None:
+                raise StoryError("there is no erased run to bring back: `/story redo` follows `/story erase`")
+            if u.added_since(story_id, e["id"]):
+                raise StoryError(
+                    "passages were added after the erase, so the erased run cannot come back after them: "
+                    "take the new passages out first (undo or erase), then redo"
+                )
+            if u.story_running(story_id):
+                raise StoryError("a passage is being written now: redo once it is in (or erase it)")
+            u.redo(e["id"], by)
+            return [p for p in u.passages(story_id) if p.position >= e["from_position"]]
+
+    def fork(
+        self, story_id: int, upto: int, channel: Channel, by: Member, title: str | None, archived: bool
+    ) -> int:
+        """A new story in `channel` holding copies of passages 1..`upto` with the memory, note, lore and
+        current summary the story has (the channel's story archived, unless `archived`: kept aside)."""
+        with self.unit() as u:
+            _shown(u, story_id, upto)
+            originals = [p for p in u.passages(story_id) if p.position <= upto]
+            if not archived:
+                u.archive_story(channel.id)
+            new = u.new_story(channel, by, title, (story_id, upto), archived)
+            copies = u.copy_passages(new, originals)
+            u.copy_story_parts(story_id, new)
+            fits = [s for s in u.summaries(story_id) if s.upto_position <= upto]
+            summary = summaries.current(fits, originals)
+            if summary is not None:
+                u.copy_summary(summary, new, copies)
+            return new
+
+    def library(self, home_id: str) -> list[StoryInfo]:
+        return self.reads.library(home_id)
+
+    def open_story(self, story_id: int, home_id: str) -> Story:
+        """Make an archived story of this channel's library its channel's story again (archiving the one
+        there)."""
+        with self.unit() as u:
+            row = u.story_row(story_id)
+            if row is None or home_id not in (row["channel_id"], row["home_id"]):
+                raise StoryError(f"there is no story {story_id} here: `/story list` shows this channel's")
+            if row["archived_at"] is None:
+                raise StoryError(f"story {story_id} is open already")
+            u.archive_story(row["channel_id"])
+            u.reopen_story(story_id)
+            return u.story(story_id)
+
     # --- generations ---------------------------------------------------------------------------
     def begin_generation(
         self,
@@ -284,7 +399,7 @@ class Store:
             else:
                 passage = u.add_passage(g.story_id, AuthorKind.MODEL, requested_by, answer, generation_id)
                 u.set_slot(generation_id, passage.id)
-            return Passage(**{**passage.__dict__, "alternatives": u.alternatives(passage.id)})
+            return u.passage(passage.id)[0]
 
     def set_generation_host(self, generation_id: int, host: str) -> None:
         with self.unit() as u:
@@ -322,9 +437,15 @@ class Store:
         if g.status != Status.DONE or g.passage_id is None:
             return Delivery(g.id, g.channel_id, g.message_ref, g.status, messages.failure_shown(g.error))
         p, _ = self.reads.passage(g.passage_id)
+        takes = tuple(self.reads.takes(g.passage_id))
+        if takes[-1] != g.id:  # a newer take's messages show the passage
+            return Delivery(
+                g.id, g.channel_id, g.message_ref, g.status, g.answer or "", p.position, p.author_name,
+                current=False,
+            )  # fmt: skip
         return Delivery(
-            g.id, g.channel_id, g.message_ref, g.status, g.answer or "", p.position, p.author_name,
-            self.reads.alternatives(g.passage_id, upto=g.id), p.generation_id == g.id,
+            g.id, g.channel_id, g.message_ref, g.status, p.text, p.position, p.author_name, p.alternatives,
+            True, p.generation_id, p.take, p.edited, takes,
         )  # fmt: skip
 
     def generation(self, generation_id: int) -> GenerationRow | None:
@@ -391,6 +512,13 @@ class Store:
 
     def opted_out(self, member_id: str) -> bool:
         return self.reads.opted_out(member_id)
+
+
+def _shown(reads: Reads, story_id: int, position: int) -> Passage:
+    found = reads.passage_at(story_id, position)
+    if found is None or not found[1]:
+        raise history.missing_passage(position, None if found is None else False)
+    return found[0]
 
 
 def host_load(conn: Connection, since: float) -> dict[str, tuple[int, int]]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core.lore import LoreEntry, name_key
-from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, Summary
+from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, StoryInfo, Summary
 from bot.core.summary import digest
 from contract.store.engine import Connection
 from contract.store.status import DeliveryState, Status
@@ -115,8 +115,7 @@ class Reads:
     # --- passages -----------------------------------------------------------------------------------
     def passages(self, story_id: int) -> list[Passage]:
         rows = self.c.execute(
-            "SELECT p.*, (SELECT count(*) FROM generations g WHERE g.passage_id = p.id AND "
-            f"g.status = {DONE}) AS alternatives FROM passages p WHERE story_id = ? AND removed_at IS NULL "
+            f"SELECT p.*, {_TAKES} FROM passages p WHERE story_id = ? AND removed_at IS NULL "
             "ORDER BY position",
             (story_id,),
         ).fetchall()
@@ -125,11 +124,91 @@ class Reads:
     def passage(self, passage_id: int) -> tuple[Passage, bool]:
         """A passage and whether it is still in the story (not undone or reset)."""
         row = self._one(
-            "SELECT p.*, 0 AS alternatives, s.archived_at FROM passages p JOIN stories s ON s.id = p.story_id"
+            f"SELECT p.*, {_TAKES}, s.archived_at FROM passages p JOIN stories s ON s.id = p.story_id"
             " WHERE p.id = ?",
             (passage_id,),
         )
         return _passage(row), row["removed_at"] is None and row["archived_at"] is None
+
+    def passage_at(self, story_id: int, position: int) -> tuple[Passage, bool] | None:
+        """The story's passage at `position` and whether the story still shows it; None: there is none."""
+        row = self._one(
+            f"SELECT p.*, {_TAKES} FROM passages p WHERE story_id = ? AND position = ?", (story_id, position)
+        )
+        return None if row is None else (_passage(row), row["removed_at"] is None)
+
+    def takes(self, passage_id: int) -> list[int]:
+        """The finished takes of a model passage's slot (generation ids, oldest first)."""
+        query = f"SELECT id FROM generations WHERE passage_id = ? AND status = {DONE} ORDER BY id"
+        return [r[0] for r in self.c.execute(query, (passage_id,)).fetchall()]
+
+    def attempts(self, passage_id: int) -> int:
+        return self._one("SELECT count(*) FROM generations WHERE passage_id = ?", (passage_id,))[0]
+
+    def take_text(self, passage_id: int, generation_id: int) -> str:
+        """A take's text as last edited, else as the model wrote it."""
+        row = self._one(
+            "SELECT text FROM passage_versions WHERE passage_id = ? AND generation_id = ? "
+            "ORDER BY version DESC LIMIT 1",
+            (passage_id, generation_id),
+        )
+        return (
+            row[0] if row else self._one("SELECT answer FROM generations WHERE id = ?", (generation_id,))[0]
+        )
+
+    def versions(self, passage_id: int) -> list[tuple[int, int | None, str, str, float]]:
+        """A passage's kept versions: (version, take, text, edited by, when), oldest first."""
+        rows = self.c.execute(
+            "SELECT version, generation_id, text, edited_by, edited_at FROM passage_versions "
+            "WHERE passage_id = ? ORDER BY version",
+            (passage_id,),
+        ).fetchall()
+        return [tuple(r) for r in rows]
+
+    def newest_erasure(self, story_id: int) -> Any:
+        return self._one("SELECT * FROM erasures WHERE story_id = ? ORDER BY id DESC LIMIT 1", (story_id,))
+
+    def added_since(self, story_id: int, erasure_id: int) -> int:
+        """Passages in the story added after the erased run `erasure_id` was written (still shown)."""
+        return self._one(
+            "SELECT count(*) FROM passages WHERE story_id = ? AND removed_at IS NULL AND id > "
+            "(SELECT max(id) FROM passages WHERE erasure_id = ?)",
+            (story_id, erasure_id),
+        )[0]
+
+    def library(self, home_id: str) -> list[StoryInfo]:
+        """The stories of a channel and of its threads, oldest first."""
+        rows = self.c.execute(
+            "SELECT s.id, s.title, s.channel_id, s.archived_at, s.created_at, s.forked_from, "
+            "(SELECT count(*) FROM passages p WHERE p.story_id = s.id AND p.removed_at IS NULL) AS n, "
+            "(SELECT max(p.created_at) FROM passages p WHERE p.story_id = s.id) AS added, "
+            "(SELECT max(v.edited_at) FROM passage_versions v JOIN passages p ON p.id = v.passage_id "
+            " WHERE p.story_id = s.id) AS edited "
+            "FROM stories s WHERE coalesce(s.home_id, s.channel_id) = ? OR s.channel_id = ? ORDER BY s.id",
+            (home_id, home_id),
+        ).fetchall()
+        return [
+            StoryInfo(
+                r["id"],
+                r["title"],
+                r["channel_id"],
+                r["n"],
+                max(t for t in (r["created_at"], r["added"], r["edited"]) if t is not None),
+                r["archived_at"] is None,
+                r["forked_from"],
+            )  # fmt: skip
+            for r in rows
+        ]
+
+    def story_running(self, story_id: int) -> bool:
+        """A generation of the story is running (or was, in a process not yet found gone)."""
+        return (
+            self._one(f"SELECT 1 FROM generations WHERE story_id = ? AND status = {RUNNING}", (story_id,))
+            is not None
+        )
+
+    def story_row(self, story_id: int) -> Any:
+        return self._one("SELECT * FROM stories WHERE id = ?", (story_id,))
 
     def present(self, passage_ids: Sequence[int]) -> list[Passage]:
         """Those of the passages still in the story (not undone or reset), in story order."""
@@ -137,7 +216,7 @@ class Reads:
             return []
         marks = ",".join("?" * len(passage_ids))
         rows = self.c.execute(
-            f"SELECT p.*, 0 AS alternatives FROM passages p WHERE removed_at IS NULL AND id IN ({marks}) "
+            f"SELECT p.*, {_TAKES} FROM passages p WHERE removed_at IS NULL AND id IN ({marks}) "
             "ORDER BY position",
             passage_ids,
         ).fetchall()
@@ -224,12 +303,22 @@ class Unit(Reads):
     """Reads and writes inside one transaction (made by `Store.unit()`, never directly)."""
 
     # --- stories, notes, lore -------------------------------------------------------------------
-    def new_story(self, channel: Channel, by: Member, title: str | None = None) -> int:
+    def new_story(
+        self, channel: Channel, by: Member, title: str | None = None, forked: tuple[int, int] | None = None,
+        archived: bool = False,
+    ) -> int:  # fmt: skip
+        """A story in `channel` (a thread's goes into its parent's library); `forked`: (story, position)
+        it was copied from; `archived`: stored, not the channel's story (yet)."""
+        now = time.time()
         return self._one(
-            "INSERT INTO stories (channel_id, guild_id, title, created_by, created_at) "
-            "VALUES (?, ?, ?, ?, ?) RETURNING id",
-            (channel.id, channel.guild_id, title, by.id, time.time()),
-        )[0]
+            "INSERT INTO stories (channel_id, guild_id, title, created_by, created_at, home_id, forked_from, "
+            "forked_at, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (channel.id, channel.guild_id, title, by.id, now, channel.parent_id or channel.id,
+             *(forked or (None, None)), now if archived else None),
+        )[0]  # fmt: skip
+
+    def reopen_story(self, story_id: int) -> None:
+        self.c.execute("UPDATE stories SET archived_at = NULL WHERE id = ?", (story_id,))
 
     def archive_story(self, channel_id: str) -> None:
         self.c.execute(
@@ -316,17 +405,123 @@ class Unit(Reads):
         )
 
     def show_alternative(self, passage_id: int, text: str, generation_id: int) -> Passage:
-        """A regeneration lands: the slot shows its text, and the take it replaces is owed the "replaced"
-        state in its messages (no buttons)."""
+        """A regeneration lands: the slot shows its text, and the take whose message showed the slot is
+        owed the "replaced" state in its messages (no buttons)."""
+        self.owe_slot_messages(passage_id)
         self.c.execute(
-            f"UPDATE generations SET delivery = {PENDING} WHERE delivery IS NOT NULL AND id = "
-            "(SELECT generation_id FROM passages WHERE id = ?)",
+            "UPDATE passages SET text = ?, generation_id = ?, revision = revision + 1 WHERE id = ?",
+            (text, generation_id, passage_id),
+        )
+        return _passage(self._one(f"SELECT p.*, {_TAKES} FROM passages p WHERE id = ?", (passage_id,)))
+
+    def owe_slot_messages(self, passage_id: int) -> None:
+        """The slot's messages are owed a render of its new state: its newest take's message shows the
+        passage as it is now (delivery.py); the take it replaced loses its buttons."""
+        self.c.execute(
+            f"UPDATE generations SET delivery = {PENDING} WHERE passage_id = ? AND delivery IS NOT NULL "
+            f"AND delivery != '{DeliveryState.LOST}'",
             (passage_id,),
         )
+
+    # --- history: edits, takes, erasures, forks ----------------------------------------------------
+    def add_edit(self, p: Passage, text: str, by: Member) -> None:
+        """Keep an edit of the text shown (and, at the first edit of it, what it was before), then show
+        it. A take's original is its generation's answer; a member passage's, its text when added."""
+        take = p.generation_id
+        versions = self.versions(p.id)
+        n = versions[-1][0] if versions else 0
+        if not any(v[1] == take for v in versions):  # the first edit of this take (or member passage)
+            if take is None:
+                row = self._one("SELECT author_id, created_at FROM passages WHERE id = ?", (p.id,))
+            else:
+                row = self._one("SELECT requested_by, finished_at FROM generations WHERE id = ?", (take,))
+            n += 1
+            self._version(p.id, n, take, p.text, row[0], row[1])
+        self._version(p.id, n + 1, take, text, by.id, time.time())
+        self.c.execute("UPDATE passages SET text = ?, revision = revision + 1 WHERE id = ?", (text, p.id))
+
+    def _version(self, pid: int, n: int, take: int | None, text: str, by: str, at: float) -> None:
         self.c.execute(
-            "UPDATE passages SET text = ?, generation_id = ? WHERE id = ?", (text, generation_id, passage_id)
+            "INSERT INTO passage_versions (passage_id, version, generation_id, text, edited_by, edited_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (pid, n, take, text, by, at),
         )
-        return _passage(self._one("SELECT *, 0 AS alternatives FROM passages WHERE id = ?", (passage_id,)))
+
+    def choose_take(self, passage_id: int, generation_id: int, by: Member) -> None:
+        text = self.take_text(passage_id, generation_id)
+        self.c.execute(
+            "UPDATE passages SET text = ?, generation_id = ?, revision = revision + 1 WHERE id = ?",
+            (text, generation_id, passage_id),
+        )
+        self.c.execute(
+            "INSERT INTO take_choices (passage_id, generation_id, chosen_by, chosen_at) VALUES (?, ?, ?, ?)",
+            (passage_id, generation_id, by.id, time.time()),
+        )
+
+    def erase(self, story_id: int, from_position: int, by: Member) -> int:
+        now = time.time()
+        eid = self._one(
+            "INSERT INTO erasures (story_id, from_position, erased_by, erased_at) VALUES (?, ?, ?, ?) "
+            "RETURNING id",
+            (story_id, from_position, by.id, now),
+        )[0]
+        self.c.execute(
+            "UPDATE passages SET removed_at = ?, erasure_id = ? WHERE story_id = ? AND position >= ? "
+            "AND removed_at IS NULL",
+            (now, eid, story_id, from_position),
+        )
+        return eid
+
+    def redo(self, erasure_id: int, by: Member) -> None:
+        self.c.execute("UPDATE passages SET removed_at = NULL WHERE erasure_id = ?", (erasure_id,))
+        self.c.execute(
+            "UPDATE erasures SET redone_by = ?, redone_at = ? WHERE id = ?", (by.id, time.time(), erasure_id)
+        )
+
+    def copy_passages(self, story_id: int, originals: Sequence[Passage]) -> list[Passage]:
+        """Copies of `originals` (same positions, authors and texts) in story `story_id`, each naming its
+        origin. A model passage's copy shows the take's text; its takes stay with the original."""
+        copies = []
+        for p in originals:
+            pid = self._one(
+                "INSERT INTO passages (story_id, position, author_kind, author_id, author_name, text, "
+                "created_at, origin_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                (story_id, p.position, p.author_kind, p.author_id, p.author_name, p.text, time.time(), p.id),
+            )[0]
+            copies.append(
+                Passage(pid, story_id, p.position, p.author_kind, p.author_id, p.author_name, p.text)
+            )
+        return copies
+
+    def copy_story_parts(self, source: int, target: int) -> None:
+        """The source story's current memory, author's note and live lore entries, into `target`."""
+        for kind in ("memory", "note"):
+            note = self.note(source, kind)
+            if note is not None:
+                self.c.execute(
+                    "INSERT INTO story_notes (story_id, kind, text, set_by, set_at) VALUES (?, ?, ?, ?, ?)",
+                    (target, kind, note.text, note.set_by, note.set_at),
+                )
+        self.c.execute(
+            "INSERT INTO lore_entries (story_id, name, name_key, keywords, text, always_on, created_by, "
+            "created_at, updated_by, updated_at) SELECT ?, name, name_key, keywords, text, always_on, "
+            "created_by, created_at, updated_by, updated_at FROM lore_entries WHERE story_id = ? AND "
+            "removed_at IS NULL",
+            (target, source),
+        )
+
+    def copy_summary(self, s: Summary, target: int, copies: Sequence[Passage]) -> None:
+        """A finished summary of the source's passages, as the fork's (covering the copies)."""
+        covered = [c for c in copies if c.position <= s.upto_position]
+        self.c.execute(
+            "INSERT INTO summaries (story_id, upto_position, passage_ids, digest, model, status, text, "
+            f"created_at, finished_at) VALUES (?, ?, ?, ?, ?, {DONE}, ?, ?, ?)",
+            (target, s.upto_position, json.dumps([c.id for c in covered]), digest(covered), s.model,
+             s.text, s.created_at, time.time()),
+        )  # fmt: skip
+
+    def set_passage_message(self, passage_id: int, ref: str) -> None:
+        self.c.execute("UPDATE passages SET message_ref = ? WHERE id = ?", (ref, passage_id))
 
     # --- generations --------------------------------------------------------------------------------
     def add_generation(
@@ -426,10 +621,22 @@ class Unit(Reads):
             self.c.execute("DELETE FROM opt_outs WHERE member_id = ?", (member_id,))
 
 
+# A passage's takes (finished generations of its slot), which one it shows, and whether the text shown
+# is an edit (a version kept for that take, or for a member passage).
+_TAKES = (
+    f"(SELECT count(*) FROM generations g WHERE g.passage_id = p.id AND g.status = {DONE}) AS alternatives, "
+    f"(SELECT count(*) FROM generations g WHERE g.passage_id = p.id AND g.status = {DONE} "
+    "AND g.id <= p.generation_id) AS take, "
+    "EXISTS (SELECT 1 FROM passage_versions v WHERE v.passage_id = p.id "
+    "AND coalesce(v.generation_id, 0) = coalesce(p.generation_id, 0)) AS edited"
+)
+
+
 def _passage(r: Any) -> Passage:
     return Passage(
         r["id"], r["story_id"], r["position"], AuthorKind(r["author_kind"]), r["author_id"], r["author_name"],
-        r["text"], r["generation_id"], r["alternatives"] or 1,
+        r["text"], r["generation_id"], r["alternatives"] or 1, r["take"] or 1, r["revision"],
+        bool(r["edited"]),
     )  # fmt: skip
 
 

@@ -8,6 +8,13 @@ The number of migrations applied is `PRAGMA user_version` on SQLite, the one row
 on PostgreSQL; readers (the feedback export) check it against :data:`SCHEMA_VERSION`. Each migration runs
 in one transaction with the version bump, so a process killed mid-migration leaves the previous version
 intact, and two processes starting at once migrate once. Never edit a shipped migration: append a new one.
+Migration 5 keeps what writers do to a story as rows the feedback export can read plainly:
+`passage_versions` (every edit: passage, version, take edited, text, who, when; at a passage's first edit
+its earlier text is kept as the version before it, and a take's own words stay in `generations.answer`),
+`take_choices` (passage, chosen generation, who, when), `erasures` (story, from position, who, when,
+redone by/at) with `passages.erasure_id` on the passages erased, and forks (`stories.forked_from`,
+`stories.forked_at`, `passages.origin_id`); `stories.home_id` is the channel whose list shows a story,
+`passages.revision` the version check of edits and takes.
 The values of the enumerated columns are named in status.py; the migrations keep them as literals (a test
 holds the two together).
 """
@@ -170,6 +177,69 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE generations ADD COLUMN host TEXT;
     CREATE INDEX generations_host ON generations(host, finished_at);
+    """,
+    # 5: writers shape the story: edits (every version kept), takes chosen, erased runs and redo, forks,
+    # and a channel's library of stories (stories in threads the bot opened).
+    """
+    -- "Erase to here": passages from `from_position` to the end taken out at once (kept, each marked
+    -- with passages.erasure_id and removed_at). `redone_at`/`redone_by`: /redo brought them back.
+    CREATE TABLE erasures (
+        id            INTEGER PRIMARY KEY,
+        story_id      INTEGER NOT NULL REFERENCES stories(id),
+        from_position INTEGER NOT NULL,
+        erased_by     TEXT NOT NULL,
+        erased_at     REAL NOT NULL,
+        redone_by     TEXT,
+        redone_at     REAL
+    );
+    CREATE INDEX erasures_story ON erasures(story_id, id);
+
+    -- passages.text stays the text the story shows now; `revision` is bumped by every change of it (an
+    -- edit, a take chosen, a regeneration landing), so a form opened on an older revision is refused
+    -- instead of overwriting. `erasure_id`: the erased run it belongs to (removed_at set with it).
+    -- `origin_id`: for a fork's copy, the passage it was copied from. `message_ref`: a member passage's
+    -- messages on Discord ("channel:id,id"), edited with it.
+    ALTER TABLE passages ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE passages ADD COLUMN erasure_id INTEGER REFERENCES erasures(id);
+    ALTER TABLE passages ADD COLUMN origin_id INTEGER REFERENCES passages(id);
+    ALTER TABLE passages ADD COLUMN message_ref TEXT;
+
+    -- Every edit of a passage, one row each: `version` counts from 1 per passage, and at a passage's
+    -- first edit the text it had until then is kept as version 1 (by its author, when it was added).
+    -- A model passage's edits name the take they edit (`generation_id`); that take's own words stay in
+    -- generations.answer. The newest row of a take is its current text.
+    CREATE TABLE passage_versions (
+        id            INTEGER PRIMARY KEY,
+        passage_id    INTEGER NOT NULL REFERENCES passages(id),
+        version       INTEGER NOT NULL,
+        generation_id INTEGER REFERENCES generations(id),
+        text          TEXT NOT NULL,
+        edited_by     TEXT NOT NULL,
+        edited_at     REAL NOT NULL,
+        UNIQUE (passage_id, version)
+    );
+
+    -- Every take chosen for a model passage (the ◀ ▶ buttons, /take K): which finished generation of
+    -- the slot it shows from then on, who chose it and when. The newest row is the choice standing
+    -- (passages.generation_id); a regeneration landing shows its own take without a row here.
+    CREATE TABLE take_choices (
+        id            INTEGER PRIMARY KEY,
+        passage_id    INTEGER NOT NULL REFERENCES passages(id),
+        generation_id INTEGER NOT NULL REFERENCES generations(id),
+        chosen_by     TEXT NOT NULL,
+        chosen_at     REAL NOT NULL
+    );
+    CREATE INDEX take_choices_passage ON take_choices(passage_id, id);
+
+    CREATE INDEX passages_erasure ON passages(erasure_id) WHERE erasure_id IS NOT NULL;
+
+    -- A story's library: `home_id` is the channel whose `/story list` shows it (a story in a thread: the
+    -- thread's parent channel). A fork: `forked_from` the story it was copied from, at `forked_at` (the
+    -- position of the last passage copied); its passages name their origins (passages.origin_id).
+    ALTER TABLE stories ADD COLUMN home_id TEXT;
+    ALTER TABLE stories ADD COLUMN forked_from INTEGER REFERENCES stories(id);
+    ALTER TABLE stories ADD COLUMN forked_at INTEGER;
+    CREATE INDEX stories_home ON stories(home_id);
     """,
 )
 

@@ -1,4 +1,5 @@
-"""`story-pipeline feedback export` and `feedback stats`: the bot's ratings as training rows and figures."""
+"""`story-pipeline feedback export` and `feedback stats`: the bot's ratings and the writers' edits, take
+choices and erasures as training rows and figures."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from contract.atomic import check_output, check_outputs
 from contract.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
-app = typer.Typer(help="Turn the bot's ratings into training rows (sft, kto, dpo) and figures.")
+app = typer.Typer(help="Turn the writers' ratings, edits, takes and erasures into training rows and figures.")
 
 DbOption = Annotated[
     str,
@@ -59,7 +60,8 @@ def export_cmd(
         Format,
         typer.Option(
             "--format",
-            help="sft: positive passages; kto: thumbs up/down; dpo: pairs of regenerations rated differently",
+            help="sft: liked and edited passages; kto: thumbs up/down, erased passages; dpo: edits over the "
+            "model's words, chosen takes over the others, regenerations rated differently",
         ),
     ],  # fmt: skip
     out: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write")],
@@ -72,7 +74,7 @@ def export_cmd(
     ),
     force: Annotated[bool, typer.Option("--force", help="Replace the output file if it exists")] = False,
 ) -> None:
-    """Write training rows from the bot's ratings; print how many, and why the others were left out."""
+    """Write training rows from the writers' feedback; print how many, and why the others were left out."""
     from pipeline.feedback import export, snapshot
 
     check_output(out, force)

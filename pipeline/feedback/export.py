@@ -18,7 +18,20 @@ Rules (the README's section 8 says the same for users):
   clearly liked (net >= min_votes, chosen) and the other is not (net <= 0, rejected). Two versions both
   rated up are no preference: their nets may differ only by how many people looked. Regenerations
   must share the exact prompt; a pair whose prompts differ is left out and counted.
-- Rows are exactly deduplicated and ordered by generation id, so the same database gives the same file.
+- Writers' actions on a take (the bot's edit, takes and erase commands), each from members who did not
+  opt out (a take edited by one who did is left out: its words are theirs):
+  - an edited take gives an sft row of the edited text and a dpo pair, the edited text over the model's;
+  - a chosen take (the choice standing for its passage) gives dpo pairs over each other take of the
+    passage with the same prompt;
+  - an erased take (erase to here, not redone) gives a kto row labelled false.
+  An edit keeps the model's reasoning: the writer fixed the passage, not the plan behind it.
+- Conflicts: the writers' last word wins. An erasure not redone outranks a take's ratings and choices
+  (no sft row, no chosen side; kto false), and an edit replaces the take's own words as its positive (a
+  thumbs up or a choice of it counts for the edited text; the model's words are only ever rejected).
+- Each row carries `source`: the action, story, passage, generation(s), model, the action's time and
+  the exact prompt sent to the server (`prompt`, with `raw`). The trainers read only their own keys.
+- Rows are exactly deduplicated (on what they train on) and ordered by generation id and action, so the
+  same database gives the same file.
 """
 
 from __future__ import annotations
@@ -30,7 +43,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 
 from contract import prompt
-from pipeline.feedback.snapshot import Generation, Snapshot
+from pipeline.feedback.snapshot import Edit, Erasure, Generation, Snapshot, TakeChoice
 
 FORMATS = ("sft", "kto", "dpo")
 #: Opted-out passages shorter than this are matched by id only (see the module doc).
@@ -46,11 +59,28 @@ class Filters:
 
 
 @dataclass(frozen=True)
+class Signals:
+    """What the counted members did to each take (module doc)."""
+
+    votes: dict[int, tuple[int, int]]  # generation id -> (up, down)
+    voted_at: dict[int, float]  # generation id -> its newest counted vote
+    edits: dict[int, Edit]  # generation id -> the take as the writers left it
+    chosen: dict[int, TakeChoice]  # passage (slot) id -> the choice standing
+    erased: dict[int, Erasure]  # generation id -> its erasure
+    ignored: int = 0  # votes, edits, choices and erasures by members who opted out
+
+
+@dataclass(frozen=True)
 class Candidate:
     gen: Generation
     up: int
     down: int
     target: str  # the assistant text: contract.prompt.render_target(reasoning, answer)
+    edited: str | None = None  # the target with the writers' edit of the answer
+    edit: Edit | None = None
+    erasure: Erasure | None = None
+    choice: TakeChoice | None = None  # the choice standing for its passage, whichever take it chose
+    voted_at: float = 0.0
 
     @property
     def net(self) -> int:
@@ -60,6 +90,18 @@ class Candidate:
     def rated(self) -> bool:
         return self.up + self.down > 0
 
+    @property
+    def positive(self) -> str | None:
+        """What the writers would have this prompt answer with, from this take (the conflict rule)."""
+        return None if self.erasure else (self.edited or self.target)
+
+    def source(self, action: str, at: float, rejected: int | None = None) -> dict:
+        """Where a row came from; the same keys in every row, so a file loads as one table."""
+        g = self.gen
+        return {"action": action, "story": g.story_id, "passage": g.slot, "generation": g.id,
+                "rejected": rejected, "model": g.model, "time": at, "up": self.up, "down": self.down,
+                "prompt": g.prompt, "raw": g.raw}  # fmt: skip
+
 
 @dataclass
 class Report:
@@ -68,12 +110,13 @@ class Report:
     fmt: str
     generations: int = 0
     votes: int = 0
-    ignored_votes: int = 0  # by members who opted out
+    ignored_votes: int = 0  # votes, edits, choices and erasures by members who opted out
     written: Counter = field(default_factory=Counter)  # kind of row -> rows
     left_out: Counter = field(default_factory=Counter)  # reason -> generations
     pairs_left_out: Counter = field(default_factory=Counter)  # reason -> pairs (dpo)
     duplicates: int = 0
     migrated_from: int | None = None
+    actions: Counter = field(default_factory=Counter)  # edits, take choices, erasures counted
 
     @property
     def rows(self) -> int:
@@ -85,10 +128,12 @@ class Report:
             f"{self.rows} {self.fmt} rows ({kinds}) from {self.generations} finished generations and "
             f"{self.votes} counted votes"
         ]
+        if self.actions:
+            out.append("writer actions: " + ", ".join(f"{n} {k}" for k, n in sorted(self.actions.items())))
         if self.migrated_from is not None:
             out.append(f"read from schema version {self.migrated_from}, migrated in memory (file untouched)")
         if self.ignored_votes:
-            out.append(f"{self.ignored_votes} votes by members who opted out were not counted")
+            out.append(f"{self.ignored_votes} votes and actions by members who opted out were not counted")
         for title, counter in (("generations", self.left_out), ("pairs", self.pairs_left_out)):
             if counter:
                 out.append(f"left out ({title}):")
@@ -128,15 +173,38 @@ def counted_votes(snap: Snapshot) -> tuple[dict[int, tuple[int, int]], int]:
     return {gid: (up, down) for gid, (up, down) in tally.items()}, ignored
 
 
+def signals(snap: Snapshot) -> Signals:
+    """The counted members' votes and actions on each take (opted-out members' are left out)."""
+    votes, ignored = counted_votes(snap)
+    voted_at: dict[int, float] = {}
+    for r in snap.ratings:
+        if r.member_id not in snap.opted_out:
+            voted_at[r.generation_id] = max(voted_at.get(r.generation_id, 0.0), r.rated_at)
+    edits = {e.generation_id: e for e in snap.edits if not e.editors & snap.opted_out}
+    ignored += len(snap.edits) - len(edits)
+    chosen: dict[int, TakeChoice] = {}
+    for c in snap.choices:  # oldest first: the newest choice of a passage stands
+        chosen[c.passage_id] = c
+    kept = {p: c for p, c in chosen.items() if c.member_id not in snap.opted_out}
+    erased = {e.generation_id: e for e in snap.erasures if e.member_id not in snap.opted_out}
+    ignored += len(chosen) - len(kept) + len(snap.erasures) - len(erased)
+    return Signals(votes, voted_at, edits, kept, erased, ignored)
+
+
 def candidates(snap: Snapshot, filters: Filters, report: Report) -> list[Candidate]:
-    """The generations every format may use, with their counted votes; the others counted by reason."""
-    votes, report.ignored_votes = counted_votes(snap)
-    report.votes = sum(up + down for up, down in votes.values())
+    """The generations every format may use, with the writers' signals; the others counted by reason."""
+    sig = signals(snap)
+    report.ignored_votes = sig.ignored
+    report.votes = sum(up + down for up, down in sig.votes.values())
+    report.actions.update(edits=len(sig.edits), **{"take choices": len(sig.chosen)}, erasures=len(sig.erased))
+    report.actions = +report.actions
     private = opted_out_matcher(snap)
     wanted = _same_model(filters.model) if filters.model else None
     out = []
     for g in snap.generations:
-        up, down = votes.get(g.id, (0, 0))
+        up, down = sig.votes.get(g.id, (0, 0))
+        edit, erasure = sig.edits.get(g.id), sig.erased.get(g.id)
+        choice = sig.chosen.get(g.slot) if g.slot is not None else None
         reason = None
         if wanted and not wanted(g.model):
             reason = f"another model than {filters.model}"
@@ -150,18 +218,26 @@ def candidates(snap: Snapshot, filters: Filters, report: Report) -> list[Candida
             reason = f"output broke the reasoning/answer format ({', '.join(sorted(g.issues))})"
         elif prompt.has_markup(g.answer):  # stored before the parser stripped tags from answers
             reason = "its answer holds reasoning/answer tags"
-        elif not up + down:
-            reason = "not rated"
+        elif not (up + down or edit or erasure or choice):
+            reason = "not rated, edited, chosen or erased"
         if reason:
             report.left_out[reason] += 1
             continue
         try:
             target = prompt.render_target(g.reasoning, g.answer)
+            edited = _edited(g, edit)
         except prompt.PromptError:
             report.left_out["empty reasoning or answer"] += 1
             continue
-        out.append(Candidate(g, up, down, target))
+        out.append(Candidate(g, up, down, target, edited, edit, erasure, choice, sig.voted_at.get(g.id, 0.0)))
     return out
+
+
+def _edited(g: Generation, edit: Edit | None) -> str | None:
+    """The target with the writers' edit of the answer (None: not edited, or edited back)."""
+    if edit is None or edit.text.strip() == g.answer.strip() or prompt.has_markup(edit.text):
+        return None
+    return prompt.render_target(g.reasoning, edit.text)
 
 
 def opted_out_matcher(snap: Snapshot) -> Callable[[Generation], bool]:
@@ -215,33 +291,53 @@ def _same_model(name: str) -> Callable[[str], bool]:
 def _sft(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
     rows = []
     for c in cands:
-        if c.net < min_votes:
+        if c.erasure:
+            report.left_out["erased by the writers (erase to here)"] += 1
+        elif c.edited and c.edit:
+            if c.gen.removed:
+                report.left_out["edited, then undone or reset by the writers"] += 1
+            else:
+                rows.append(_messages(c, c.edited, c.source("edit", c.edit.edited_at)))
+                report.written["edited"] += 1
+        elif not c.rated:
+            report.left_out["not rated (a take choice gives dpo pairs)"] += 1
+        elif c.net < min_votes:
             report.left_out[f"net rating below +{min_votes}"] += 1
         elif c.gen.removed:
             report.left_out["rated up but undone or reset by the writers"] += 1
         else:
-            rows.append(_messages(c))
+            rows.append(_messages(c, c.target, c.source("rating", c.voted_at)))
             report.written["positive"] += 1
     return rows
 
 
-def _messages(c: Candidate) -> dict:
+def _messages(c: Candidate, target: str, source: dict) -> dict:
     return {
         "messages": [
             {"role": "user", "content": c.gen.user_text},
-            {"role": "assistant", "content": c.target},
-        ]
+            {"role": "assistant", "content": target},
+        ],
+        "source": source,
     }
 
 
 def _kto(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
     rows = []
     for c in cands:
+        if c.erasure:
+            source = c.source("erasure", c.erasure.erased_at)
+            rows.append({"prompt": c.gen.user_text, "completion": c.target, "label": False, "source": source})
+            report.written["undesirable"] += 1
+            continue
         if abs(c.net) < min_votes:
-            report.left_out[f"mixed votes (net between -{min_votes} and +{min_votes})"] += 1
+            report.left_out[
+                f"mixed votes (net between -{min_votes} and +{min_votes})" if c.rated else "no rating"
+            ] += 1
             continue
         label = c.net > 0
-        rows.append({"prompt": c.gen.user_text, "completion": c.target, "label": label})
+        completion = (c.edited or c.target) if label else c.target  # a 👍 counts for the edited text
+        source = c.source("rating", c.voted_at)
+        rows.append({"prompt": c.gen.user_text, "completion": completion, "label": label, "source": source})
         report.written["desirable" if label else "undesirable"] += 1
     return _drop_conflicts(rows, report)
 
@@ -262,15 +358,16 @@ def _drop_conflicts(rows: list[dict], report: Report) -> list[dict]:
 
 
 def _dpo(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
+    rows = [row for c in cands if (row := _edit_pair(c, report))]
     slots: dict[int, list[Candidate]] = defaultdict(list)
     for c in cands:
         if c.gen.slot is None:
             report.left_out["no passage slot"] += 1
         else:
             slots[c.gen.slot].append(c)
-    rows = []
     for slot in sorted(slots):
         versions = sorted(slots[slot], key=lambda c: c.gen.id)
+        rows += _take_pairs(versions, report)
         used: set[int] = set()
         for a, b in combinations(versions, 2):
             row = _pair(a, b, min_votes, report)
@@ -278,18 +375,54 @@ def _dpo(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
                 rows.append(row)
                 used |= {a.gen.id, b.gen.id}
         for c in versions:
-            if c.gen.id not in used:
+            if c.gen.id not in used and c.rated:
                 reason = (
                     "no other rated version of its passage"
                     if len(versions) == 1
                     else "no other version of its passage to pair with (one liked, the other not)"
                 )
                 report.left_out[reason] += 1
-    report.written["pairs"] = len(rows)
+    return rows
+
+
+def _edit_pair(c: Candidate, report: Report) -> dict | None:
+    """The writers' edit of a take over the model's words."""
+    if not c.edited or c.edit is None:
+        return None
+    if c.erasure:
+        report.pairs_left_out["edited, then erased by the writers"] += 1
+        return None
+    report.written["edit pairs"] += 1
+    return _preference(c, c.edited, c.target, c.source("edit", c.edit.edited_at))
+
+
+def _take_pairs(versions: list[Candidate], report: Report) -> list[dict]:
+    """The take the writers chose for a passage over each other take of the same prompt."""
+    choice = versions[0].choice
+    chosen = next((c for c in versions if choice and c.gen.id == choice.generation_id), None)
+    if choice is None or chosen is None:
+        return []
+    if chosen.positive is None:
+        report.pairs_left_out["the chosen take was erased later"] += len(versions) - 1
+        return []
+    rows = []
+    for other in versions:
+        if other is chosen:
+            continue
+        if other.gen.user_text != chosen.gen.user_text:
+            report.pairs_left_out["takes whose prompts differ"] += 1
+        elif other.target == chosen.positive:
+            report.pairs_left_out["both takes have the same text"] += 1
+        else:
+            source = chosen.source("take", choice.chosen_at, rejected=other.gen.id)
+            rows.append(_preference(chosen, chosen.positive, other.target, source))
+            report.written["take pairs"] += 1
     return rows
 
 
 def _pair(a: Candidate, b: Candidate, min_votes: int, report: Report) -> dict | None:
+    if not (a.rated and b.rated):
+        return None
     chosen, rejected = (a, b) if a.net >= b.net else (b, a)
     if chosen.net < min_votes:
         report.pairs_left_out[f"neither version rated at least +{min_votes}"] += 1
@@ -300,24 +433,41 @@ def _pair(a: Candidate, b: Candidate, min_votes: int, report: Report) -> dict | 
     if a.gen.user_text != b.gen.user_text:
         report.pairs_left_out["regenerations whose prompts differ"] += 1
         return None
-    if a.target == b.target:
+    if chosen.positive is None:
+        report.pairs_left_out["the liked version was erased later"] += 1
+        return None
+    if chosen.positive == rejected.target:
         report.pairs_left_out["both versions have the same text"] += 1
         return None
-    return {"prompt": a.gen.user_text, "chosen": chosen.target, "rejected": rejected.target}
+    report.written["rating pairs"] += 1
+    source = chosen.source("rating", max(a.voted_at, b.voted_at), rejected=rejected.gen.id)
+    return _preference(chosen, chosen.positive, rejected.target, source)
+
+
+def _preference(c: Candidate, chosen: str, rejected: str, source: dict) -> dict:
+    return {"prompt": c.gen.user_text, "chosen": chosen, "rejected": rejected, "source": source}
 
 
 def _dedupe(rows: Iterable[dict], report: Report) -> list[dict]:
+    """Rows identical in what they train on (their `source` aside) are written once."""
     seen: set[str] = set()
     out = []
     for r in rows:
-        key = json.dumps(r, sort_keys=True, ensure_ascii=False)
+        key = json.dumps({k: v for k, v in r.items() if k != "source"}, sort_keys=True, ensure_ascii=False)
         if key in seen:
             report.duplicates += 1
-            kind = {"sft": "positive", "dpo": "pairs"}.get(report.fmt) or (
-                "desirable" if r["label"] else "undesirable"
-            )
-            report.written[kind] -= 1
+            report.written[_kind(r, report.fmt)] -= 1
             continue
         seen.add(key)
         out.append(r)
     return out
+
+
+def _kind(row: dict, fmt: str) -> str:
+    """The `Report.written` key a row was counted under."""
+    action = row["source"]["action"]
+    if fmt == "sft":
+        return "edited" if action == "edit" else "positive"
+    if fmt == "dpo":
+        return {"edit": "edit pairs", "take": "take pairs"}.get(action, "rating pairs")
+    return "desirable" if row["label"] else "undesirable"

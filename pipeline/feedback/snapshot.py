@@ -31,6 +31,7 @@ class Generation:
 
     id: int
     slot: int | None  # passages.id shared by regenerations of the same prompt
+    story_id: int
     requested_by: str
     model: str
     user_text: str  # the writer prompt exactly as the model read it
@@ -39,7 +40,38 @@ class Generation:
     issues: tuple[str, ...]  # contract.prompt.Issue values found when parsing the output
     created_at: float
     context_passages: tuple[int, ...]  # passage ids the context was built from
-    removed: bool  # its passage was undone or the story reset
+    removed: bool  # its passage was undone, erased or the story reset
+    prompt: str = ""  # the exact text sent to the server (the whole chat text when `raw`)
+    raw: bool = False
+
+
+@dataclass(frozen=True)
+class Edit:
+    """A take as the writers left it: the newest version of a model passage's take (passage_versions)."""
+
+    generation_id: int
+    passage_id: int
+    text: str
+    editors: frozenset[str]  # every member who changed the take's words
+    edited_at: float
+
+
+@dataclass(frozen=True)
+class TakeChoice:
+    passage_id: int
+    generation_id: int
+    member_id: str
+    chosen_at: float
+
+
+@dataclass(frozen=True)
+class Erasure:
+    """A model passage taken out by "erase to here" and not brought back by redo."""
+
+    generation_id: int  # the take the passage showed when it was erased
+    passage_id: int
+    member_id: str
+    erased_at: float
 
 
 @dataclass(frozen=True)
@@ -59,6 +91,9 @@ class Snapshot:
     ratings: list[Rating] = field(default_factory=list)
     opted_out: frozenset[str] = frozenset()
     opted_out_passages: dict[int, str] = field(default_factory=dict)  # id -> text, by opted-out members
+    edits: list[Edit] = field(default_factory=list)
+    choices: list[TakeChoice] = field(default_factory=list)  # oldest first
+    erasures: list[Erasure] = field(default_factory=list)
 
 
 def read(path: str | Path) -> Snapshot:
@@ -165,18 +200,38 @@ def _migrated_copy(conn: sqlite3.Connection, path: Path, version: int) -> sqlite
 
 
 _GENERATIONS = f"""
-SELECT g.id, g.passage_id, g.requested_by, g.model, g.user_text, g.reasoning, g.answer, g.parse_issues,
-       g.created_at, g.context, p.removed_at IS NOT NULL AS removed
+SELECT g.id, g.passage_id, g.story_id, g.requested_by, g.model, g.user_text, g.reasoning, g.answer,
+       g.parse_issues, g.created_at, g.context, p.removed_at IS NOT NULL AS removed, g.prompt, g.raw
 FROM generations g LEFT JOIN passages p ON p.id = g.passage_id
 WHERE g.status = '{Status.DONE}'
 ORDER BY g.id
 """
 _RATINGS = "SELECT generation_id, member_id, value, rated_at FROM ratings ORDER BY generation_id, member_id"
 _OPTED_OUT = "SELECT member_id FROM opt_outs"
+# A passage holds an opted-out member's words when they wrote it or edited it.
 _OPTED_OUT_PASSAGES = f"""
 SELECT id, text FROM passages
-WHERE author_kind = '{AuthorKind.MEMBER}' AND author_id IN (SELECT member_id FROM opt_outs)
+WHERE (author_kind = '{AuthorKind.MEMBER}' AND author_id IN (SELECT member_id FROM opt_outs))
+   OR id IN (SELECT v.passage_id FROM passage_versions v JOIN opt_outs o ON o.member_id = v.edited_by
+             WHERE v.version > 1)
 ORDER BY id
+"""
+# Every version of each edited take, oldest first; version 1 of a take is its own words (kept at its
+# first edit), so a take's editors are the members behind its later versions.
+_EDITS = """
+SELECT v.generation_id, v.passage_id, v.text, v.edited_by, v.edited_at, v.version,
+       v.version = (SELECT min(w.version) FROM passage_versions w
+                    WHERE w.passage_id = v.passage_id AND w.generation_id = v.generation_id) AS original
+FROM passage_versions v WHERE v.generation_id IS NOT NULL
+ORDER BY v.generation_id, v.version
+"""
+_CHOICES = "SELECT passage_id, generation_id, chosen_by, chosen_at FROM take_choices ORDER BY id"
+_ERASURES = f"""
+SELECT p.generation_id, p.id, e.erased_by, e.erased_at
+FROM passages p JOIN erasures e ON e.id = p.erasure_id
+WHERE e.redone_at IS NULL AND p.removed_at IS NOT NULL AND p.generation_id IS NOT NULL
+  AND p.author_kind = '{AuthorKind.MODEL}'
+ORDER BY p.generation_id
 """
 
 
@@ -189,14 +244,33 @@ def _load(conn: engine.Connection, path: Path | str, version: int, migrated_from
         ratings=[Rating(*r) for r in conn.execute(_RATINGS)],
         opted_out=frozenset(r[0] for r in conn.execute(_OPTED_OUT)),
         opted_out_passages={r[0]: r[1] for r in conn.execute(_OPTED_OUT_PASSAGES)},
+        edits=_edits(conn.execute(_EDITS).fetchall()),
+        choices=[TakeChoice(*r) for r in conn.execute(_CHOICES)],
+        erasures=[Erasure(*r) for r in conn.execute(_ERASURES)],
     )
 
 
+def _edits(rows: list) -> list[Edit]:
+    """One Edit per take edited: its newest text and everyone who changed it."""
+    by_take: dict[int, list] = {}
+    for r in rows:
+        by_take.setdefault(r[0], []).append(r)
+    out = []
+    for gid, versions in by_take.items():
+        newest = versions[-1]
+        editors = frozenset(r[3] for r in versions if not r[6])
+        if editors:
+            out.append(Edit(gid, newest[1], newest[2], editors, newest[4]))
+    return out
+
+
 def _generation(r: tuple) -> Generation:
-    gid, slot, by, model, user_text, reasoning, answer, issues, created, context, removed = r
+    gid, slot, story, by, model, user_text, reasoning, answer, issues, created, context, removed = r[:12]
+    sent, raw = r[12:]
     return Generation(
         id=gid,
         slot=slot,
+        story_id=story,
         requested_by=by,
         model=model,
         user_text=user_text,
@@ -206,6 +280,8 @@ def _generation(r: tuple) -> Generation:
         created_at=created,
         context_passages=tuple(_json(context, {}).get("passage_ids", [])),
         removed=bool(removed),
+        prompt=sent or "",
+        raw=bool(raw),
     )
 
 

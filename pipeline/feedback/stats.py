@@ -3,7 +3,9 @@ model and per ISO week, as a Markdown summary and a PNG chart.
 
 Everything is attributed to the generation: its model and the week it was written (UTC). Votes are the
 ones the export counts (members who opted out are left out). The first finished generation of a slot
-is a *take*; each later one is a *regeneration*; the regeneration rate is regenerations / takes.
+is a *take*; each later one is a *regeneration*; the regeneration rate is regenerations / takes. The
+writers' actions are counted as the export counts them (export.signals): takes edited, take choices
+standing (on the chosen take) and takes erased and not brought back.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from contract.atomic import write_text
 from pipeline import plots
-from pipeline.feedback.export import counted_votes
+from pipeline.feedback.export import counted_votes, signals
 from pipeline.feedback.snapshot import Snapshot
 
 MARKDOWN_NAME, CHART_NAME = "feedback-stats.md", "feedback-stats.png"
@@ -29,6 +31,9 @@ class Group:
     regenerations: int = 0
     up: int = 0
     down: int = 0
+    edited: int = 0
+    chosen: int = 0
+    erased: int = 0
 
     @property
     def votes(self) -> int:
@@ -43,7 +48,7 @@ class Group:
         return self.regenerations / self.takes if self.takes else None
 
     def add(self, other: Group) -> None:
-        for name in ("generations", "takes", "regenerations", "up", "down"):
+        for name in ("generations", "takes", "regenerations", "up", "down", "edited", "chosen", "erased"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
@@ -53,7 +58,8 @@ def iso_week(ts: float) -> str:
 
 
 def by_model_and_week(snap: Snapshot) -> list[Group]:
-    votes, _ = counted_votes(snap)
+    sig = signals(snap)
+    votes, chosen = sig.votes, {c.generation_id for c in sig.chosen.values()}
     first_of_slot: dict[int, int] = {}
     for g in snap.generations:  # ordered by id: the first seen is the take
         if g.slot is not None:
@@ -70,6 +76,9 @@ def by_model_and_week(snap: Snapshot) -> list[Group]:
         up, down = votes.get(g.id, (0, 0))
         group.up += up
         group.down += down
+        group.edited += g.id in sig.edits
+        group.chosen += g.id in chosen
+        group.erased += g.id in sig.erased
     return [groups[k] for k in sorted(groups)]
 
 
@@ -93,11 +102,12 @@ def _ratio(x: float | None) -> str:
 
 def _table(groups: list[Group], with_week: bool) -> list[str]:
     head = ["week"] * with_week + ["model", "generations", "regenerations", "regeneration rate", "votes",
-                                   "👍", "👎", "positive"]  # fmt: skip
+                                   "👍", "👎", "positive", "edited", "chosen", "erased"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         cells = [g.week] * with_week + [f"`{g.model}`", g.generations, g.regenerations,
-                 _ratio(g.regeneration_rate), g.votes, g.up, g.down, _pct(g.positive_share)]  # fmt: skip
+                 _ratio(g.regeneration_rate), g.votes, g.up, g.down, _pct(g.positive_share), g.edited,
+                 g.chosen, g.erased]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
@@ -114,7 +124,14 @@ def markdown(snap: Snapshot, groups: list[Group]) -> str:
         f"{total.votes} counted votes, {_pct(total.positive_share)} of them 👍."
         + (f" {ignored} votes by members who opted out are not counted." if ignored else "")
     )
-    out += ["", "Regeneration rate: regenerations per first take of a passage.", "", "## Per model", ""]
+    out += [
+        "",
+        "Regeneration rate: regenerations per first take of a passage. Edited, chosen, erased: takes "
+        "the writers rewrote, picked among others, or erased (and did not bring back).",
+        "",
+        "## Per model",
+        "",
+    ]
     out += _table(totals(groups), with_week=False)
     out += ["", "## Per model and ISO week (UTC, by when the passage was written)", ""]
     out += _table(groups, with_week=True)

@@ -34,6 +34,13 @@ def engine_store(request, tmp_path):
     s.close()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared_db(request, tmp_path):
+    """The database two processes open (test_two_processes.py, test_history_kill.py): a SQLite file, or
+    a schema on the test PostgreSQL server."""
+    return tmp_path / "story.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
+
+
 @pytest.fixture
 def ollama_server(fake_ollama):
     fake_ollama.add_model("writer", template=WRITER)

@@ -18,7 +18,10 @@ pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_errors_logged
 
 
 def ids(gen: int) -> list[str]:
-    return [f"story:rate:{gen}:up", f"story:rate:{gen}:down", f"story:regen:{gen}", f"story:why:{gen}"]
+    return [
+        f"story:rate:{gen}:up", f"story:rate:{gen}:down", f"story:regen:{gen}", f"story:why:{gen}",
+        f"story:edit:{gen}",
+    ]  # fmt: skip
 
 
 def labels(message) -> list[str]:
@@ -95,7 +98,7 @@ async def test_ratings_are_stored_one_per_member_changeable_and_counted_on_the_b
         for user, word in ((fake.alice, "up"), (fake.mod, "up"), (fake.alice, "down")):
             press = await fake.press_button(message, f"story:rate:{gen}:{word}", user=user)
             assert (await press.response()).type == 7  # the message itself shows the new counts
-        assert labels(message) == ["1", "1", "Regenerate", "Show reasoning"]
+        assert labels(message) == ["1", "1", "Regenerate", "Show reasoning", "Edit"]
         assert message.content.startswith(ANSWER)  # the text is untouched
         rows = db_rows(world, "SELECT member_id, value FROM ratings ORDER BY member_id")
         assert sorted(rows) == sorted([(str(fake.alice.id), -1), (str(fake.mod.id), 1)])
@@ -275,7 +278,8 @@ async def test_sync_registers_the_commands_and_a_bad_token_is_refused(world):
     assert sorted(fake.commands()) == names
     story = fake.commands()["story"]
     assert [o["name"] for o in story["options"]] == [
-        "new", "show", "undo", "reset", "export", "memory", "note", "context",
+        "new", "edit", "takes", "take", "erase", "redo", "fork", "list", "open", "show", "undo", "reset",
+        "export", "memory", "note", "context",
     ]  # fmt: skip
     assert [o["name"] for o in fake.commands()["lore"]["options"]] == ["add", "edit", "remove", "list"]
     assert await sync_commands(fake.token, fake.guild.id) == names

@@ -51,12 +51,6 @@ def opening(db: Path | str) -> None:
     store.close()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def shared_db(request, tmp_path):
-    """The database both processes open: a SQLite file, or a schema on the test PostgreSQL server."""
-    return tmp_path / "story.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-
-
 async def test_a_second_process_waits_its_turn_in_the_story_and_leaves_the_first_ones_passage(
     ollama_server, shared_db
 ):

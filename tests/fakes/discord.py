@@ -57,6 +57,8 @@ CUSTOM_ID_LIMIT = 100
 SUPPRESS_EMBEDS, EPHEMERAL, LOADING = 1 << 2, 1 << 6, 1 << 7
 LINK = re.compile(r"https?://[^\s<>]+")
 MANAGE_MESSAGES = 1 << 13
+PUBLIC_THREAD = 11
+CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS = 1 << 35, 1 << 38
 # View channel, send messages, embed links, attach files, read history, add reactions, use app commands.
 MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 14) | (1 << 15) | (1 << 16) | (1 << 6) | (1 << 31)
 
@@ -108,10 +110,12 @@ class Channel:
     name: str
     guild_id: int
     position: int = 0
-    type: int = 0  # GUILD_TEXT
+    type: int = 0  # GUILD_TEXT; PUBLIC_THREAD (11) for a thread
+    parent_id: int | None = None  # a thread's channel
+    owner_id: int | None = None  # a thread's creator
 
     def payload(self) -> dict:
-        return {
+        data = {
             "id": str(self.id),
             "type": self.type,
             "guild_id": str(self.guild_id),
@@ -122,8 +126,15 @@ class Channel:
             "nsfw": False,
             "last_message_id": None,
             "rate_limit_per_user": 0,
-            "parent_id": None,
+            "parent_id": None if self.parent_id is None else str(self.parent_id),
         }
+        if self.type == PUBLIC_THREAD:
+            data |= {
+                "owner_id": str(self.owner_id), "message_count": 0, "member_count": 1, "flags": 0,
+                "thread_metadata": {"archived": False, "auto_archive_duration": 10080, "locked": False,
+                                    "archive_timestamp": _iso(time.time())},
+            }  # fmt: skip
+        return data
 
 
 @dataclass
@@ -491,6 +502,17 @@ class FakeDiscord:
         channel = Channel(self.snowflake(), name, guild.id, position=len(guild.channels))
         guild.channels[name] = channel
         return channel
+
+    def allow_bot(self, permissions: int, guild: Guild | None = None) -> None:
+        """Give the bot a role with `permissions` (say CREATE_PUBLIC_THREADS | SEND_MESSAGES_IN_THREADS)."""
+        guild = guild or self.guild
+        role = Role(self.snowflake(), "StoryBot", permissions, 2)
+        guild.roles[role.name] = role
+        guild.members[self.bot_user.id] = [*guild.members.get(self.bot_user.id, []), role.id]
+
+    def threads_of(self, channel: Channel) -> list[Channel]:
+        guild = self._find_channel(channel.id)[0]  # type: ignore[index]
+        return [c for c in guild.channels.values() if c.parent_id == channel.id]
 
     def user(self, name: str) -> User:
         return self.users[name]
@@ -904,6 +926,7 @@ class FakeDiscord:
         r.add_get(f"{api}/channels/{{channel}}", self._get_channel)
         r.add_get(f"{api}/channels/{{channel}}/messages", self._history)
         r.add_post(f"{api}/channels/{{channel}}/messages", self._post_message)
+        r.add_post(f"{api}/channels/{{channel}}/threads", self._start_thread)
         r.add_get(f"{api}/channels/{{channel}}/messages/{{message}}", self._channel_message)
         r.add_patch(f"{api}/channels/{{channel}}/messages/{{message}}", self._channel_message)
         r.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._channel_message)
@@ -1230,6 +1253,24 @@ class FakeDiscord:
         message = self._create(channel, "channel", body, None, files=request[CALL].files)
         return _json(message.payload(self.app_id))
 
+    async def _start_thread(self, request: web.Request) -> web.Response:
+        """A thread without a starter message (public; Discord needs Create Public Threads)."""
+        channel = self._channel_or_404(request)
+        if isinstance(channel, web.Response):
+            return channel
+        guild = self._find_channel(channel.id)[0]  # type: ignore[index]
+        body = request[CALL].body or {}
+        if not guild.permissions(self.bot_user) & CREATE_PUBLIC_THREADS:
+            return _json({"message": "Missing Permissions", "code": 50013}, 403)
+        if channel.type != 0 or body.get("type", PUBLIC_THREAD) != PUBLIC_THREAD:
+            return _form_error({"type": ("BASE_TYPE_CHOICES", "only public threads in a text channel")})
+        if not 1 <= len(body.get("name") or "") <= 100:
+            return _form_error({"name": ("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")})
+        thread = Channel(self.snowflake(), body["name"], guild.id, type=PUBLIC_THREAD, parent_id=channel.id,
+                         owner_id=self.bot_user.id)  # fmt: skip
+        guild.channels[f"{thread.name}#{thread.id}"] = thread
+        return _json(thread.payload(), 201)
+
     async def _channel_message(self, request: web.Request) -> web.Response:
         channel = self._channel_or_404(request)
         if isinstance(channel, web.Response):
@@ -1402,8 +1443,8 @@ class FakeDiscord:
             "members": members,
             "voice_states": [],
             "presences": [],
-            "channels": [c.payload() for c in guild.channels.values()],
-            "threads": [],
+            "channels": [c.payload() for c in guild.channels.values() if c.type != PUBLIC_THREAD],
+            "threads": [c.payload() for c in guild.channels.values() if c.type == PUBLIC_THREAD],
             "stage_instances": [],
             "guild_scheduled_events": [],
             "soundboard_sounds": [],

@@ -77,3 +77,8 @@ def rows_of(db: Path, fmt: str, **filters) -> tuple[list[dict], export.Report]:
 
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def bodies(rows: list[dict]) -> list[dict]:
+    """Rows without their `source` (what a trainer reads)."""
+    return [{k: v for k, v in r.items() if k != "source"} for r in rows]

@@ -10,7 +10,7 @@ from bot.core.story import Channel
 from contract import prompt
 from pipeline.feedback import export
 
-from .conftest import ALICE, BOB, CAROL, DAN, Bot, rows_of
+from .conftest import ALICE, BOB, CAROL, DAN, Bot, bodies, rows_of
 
 OPENING = "The lighthouse keeper counted the ships that never came back to harbour."
 
@@ -34,10 +34,10 @@ def test_sft_rows_are_the_exact_prompt_and_target_of_clearly_positive_passages(b
     rows, report = rows_of(db, "sft")
     user = bot.store.generation(liked).user_text
     assert user == prompt.render_prompt(OPENING)  # the prompt the model read, byte for byte
-    assert rows == [{"messages": [{"role": "user", "content": user},
+    assert bodies(rows) == [{"messages": [{"role": "user", "content": user},
                                   {"role": "assistant", "content": _target(bot, liked)}]}]  # fmt: skip
     assert report.written == {"positive": 1} and report.generations == 4 and report.votes == 5
-    assert report.left_out == {"net rating below +1": 2, "not rated": 1}
+    assert report.left_out == {"net rating below +1": 2, "not rated, edited, chosen or erased": 1}
     assert rows_of(db, "sft", min_votes=2)[0] == rows
     assert rows_of(db, "sft", min_votes=3)[0] == []
 
@@ -77,13 +77,14 @@ def test_dpo_pairs_regenerations_of_one_slot_whose_ratings_differ(bot, db):
 
     rows, report = rows_of(db, "dpo")
     user = bot.store.generation(first).user_text
-    assert rows == [
+    assert bodies(rows) == [
         {"prompt": user, "chosen": _target(bot, first), "rejected": _target(bot, second)},
         {"prompt": user, "chosen": _target(bot, fourth), "rejected": _target(bot, second)},
     ]
-    assert report.written == {"pairs": 2}
+    assert report.written == {"rating pairs": 2}
     assert report.pairs_left_out == {"both versions rated up": 1}  # first vs fourth
-    assert report.left_out == {"not rated": 1, "no other rated version of its passage": 1}
+    unrated = "not rated, edited, chosen or erased"
+    assert report.left_out == {unrated: 1, "no other rated version of its passage": 1}
     assert rows_of(db, "dpo", min_votes=3)[0] == []
 
 

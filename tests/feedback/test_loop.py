@@ -95,7 +95,7 @@ async def test_ratings_become_rows_the_trainers_take(service, db, tmp_path, fake
     logs = {fmt: _export(db, fmt, path) for fmt, path in out.items()}
     assert "2 sft rows (2 positive)" in logs["sft"] and "rated up but undone" in logs["sft"]
     assert "4 kto rows (3 desirable, 1 undesirable)" in logs["kto"]
-    assert "2 dpo rows (2 pairs)" in logs["dpo"] and "both versions rated up" in logs["dpo"]
+    assert "2 dpo rows (2 rating pairs)" in logs["dpo"] and "both versions rated up" in logs["dpo"]
 
     gens = {k: service.store.generation(v) for k, v in ids.items()}
     target = {k: prompt.render_target(g.reasoning, g.answer) for k, g in gens.items()}
@@ -115,10 +115,11 @@ async def test_ratings_become_rows_the_trainers_take(service, db, tmp_path, fake
     from datasets import load_dataset
 
     loaded = {fmt: load_dataset("json", data_files=str(path), split="train") for fmt, path in out.items()}
-    assert loaded["sft"].column_names == ["messages"] and len(loaded["sft"]) == 2
+    assert loaded["sft"].column_names == ["messages", "source"] and len(loaded["sft"]) == 2
     assert loaded["kto"].features["label"].dtype == "bool"
-    assert loaded["dpo"].column_names == ["prompt", "chosen", "rejected"]
-    assert all(loaded["dpo"].features[c].dtype == "string" for c in loaded["dpo"].column_names)
+    assert loaded["dpo"].column_names == ["prompt", "chosen", "rejected", "source"]
+    assert all(loaded["dpo"].features[c].dtype == "string" for c in ("prompt", "chosen", "rejected"))
+    assert {r["source"]["action"] for r in loaded["dpo"]} == {"rating"}
 
     # TRL renders the rows through the base's chat template exactly as the served model read its prompt.
     from trl.data_utils import apply_chat_template, is_conversational
