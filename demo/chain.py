@@ -28,7 +28,10 @@ from rich.console import Console
 from contract import atomic
 
 console = Console(stderr=True)
-BOOKS = Path(__file__).resolve().parent.parent / "examples" / "books"
+REPO = Path(__file__).resolve().parent.parent
+BOOKS = REPO / "examples" / "books"
+# More of the repository's own public-domain books (the tests' corpus), for more windows to train on.
+MORE_BOOKS = [REPO / "tests" / "corpus" / f for f in ("pg1661-sherlock-holmes.txt", "pg84-frankenstein.txt")]
 
 
 class DemoError(RuntimeError):
@@ -43,7 +46,12 @@ class Sizes:
     teacher_items: int
     teacher_tokens: int
     teacher_retries: int
-    train_steps: int
+    train_rows: int  # rows with a derived reasoning beside the teacher's (demo/rows.py)
+    val_rows: int
+    train_steps: int  # at most: early stopping on the held-out rows may end sooner
+    batch_size: int
+    lr: float
+    eval_steps: int
     max_length: int
     eval_contexts: int
     num_predict: int  # per output of eval compare and per console passage
@@ -51,8 +59,10 @@ class Sizes:
     kto_steps: int
 
 
-FULL = Sizes("smollm2", 8, 3, 14, 160, 2, 40, 512, 4, 192, 2, 8)
-QUICK = Sizes("tiny", 3, 1, 5, 90, 1, 3, 512, 2, 24, 1, 2)
+# SmolLM2: ~4 s a step of 4 rows on 2 cores; 60 steps see 240 rows once, at a rate that does not
+# forget what the base knows (1e-3 on 2 rows made it worse than the base, 291 against 26.5).
+FULL = Sizes("smollm2", 5, 2, 8, 160, 1, 240, 24, 60, 4, 3e-4, 10, 384, 6, 160, 3, 8)
+QUICK = Sizes("tiny", 3, 1, 5, 90, 1, 24, 8, 6, 4, 1e-3, 2, 384, 2, 24, 1, 2)
 
 
 @dataclass
@@ -69,6 +79,8 @@ class Run:
     sizes: Sizes
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the report must say about this run
+    rows: dict[str, dict] = field(default_factory=dict)  # data file -> rows by source
+    preference_skipped: str | None = None  # why the preference step did not run, when it did not
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -124,24 +136,25 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     else:
         verb(run, "the student: SmolLM2-135M as a Hugging Face folder", "models", "smollm2", "-o", base)
     # Windows sized in the student's tokens, so every training row fits --max-length whole.
-    verb(run, "books to windows", "data", "gutenberg", BOOKS, "-o", p("chunks.jsonl"),
+    books = [BOOKS, *(b for b in MORE_BOOKS if b.is_file())]
+    verb(run, "books to windows", "data", "gutenberg", *books, "-o", p("chunks.jsonl"),
          "--context-sentences", s.context_sentences, "--continuation-sentences", s.continuation_sentences,
          "--tokenizer", base, "--max-length", s.max_length,
          "--reasoning-tokens", s.teacher_tokens)  # fmt: skip
     contexts = held_out(p("chunks.jsonl"), p("contexts.jsonl"), s.eval_contexts)
     verb(run, "a real local teacher writes the reasoning", "reason", p("chunks.jsonl"),
-         "-o", p("data", "train.jsonl"), "--teacher", "smollm2", "--backend", "llama.cpp",
+         "-o", p("teacher", "train.jsonl"), "--teacher", "smollm2", "--backend", "llama.cpp",
          "--limit", s.teacher_items, "--max-tokens", s.teacher_tokens, "--retries", s.teacher_retries,
          "--concurrency", 1, "--backoff", 0, allow=(0, 1))  # fmt: skip
-    balance_splits(run)
+    with_derived_rows(run, contexts)
 
-    lr = 1e-3  # a few rows, a few steps: enough to learn the <reasoning>/<answer> format
     train_args = ("--no-qlora", "--no-gradient-checkpointing", "--target-modules", "all-linear",
-                  "--batch-size", 1, "--grad-accum", 1,
-                  "--max-length", s.max_length, "--log-steps", 1, "--lr", lr)  # fmt: skip
-    verb(run, "LoRA SFT on the teacher's rows", "train", "--base", base, "-o", p("adapter"),
+                  "--batch-size", s.batch_size, "--grad-accum", 1,
+                  "--max-length", s.max_length, "--log-steps", 1, "--lr", s.lr)  # fmt: skip
+    verb(run, "LoRA SFT, early stopping on the held-out rows", "train", "--base", base, "-o", p("adapter"),
          "--data", p("data", "train.jsonl"), "--eval-data", p("data", "val.jsonl"),
-         "--max-steps", s.train_steps, "--eval-steps", max(1, s.train_steps // 2), *train_args)  # fmt: skip
+         "--max-steps", s.train_steps, "--eval-steps", s.eval_steps, "--early-stopping", 2,
+         "--warmup", 0.1, *train_args)  # fmt: skip
     verb(run, "held-out perplexity, base against tuned", "eval", "perplexity", "--base", base,
          "--adapter", p("adapter"), "--data", p("data", "val.jsonl"), "-o", p("eval"))  # fmt: skip
     verb(
@@ -166,27 +179,29 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     models = {"base": base_gguf, "tuned": p("writer-q4.gguf")}
     compare(run, "eval compare: base against tuned", models, p("eval", "compare-1"))
 
-    transcript = console_session(run, p("writer-q4.gguf"), p("story-bot.db"), contexts)
+    transcript = console_session(run, p("writer-q4.gguf"), p("story-bot.db"), story_openings(run))
     verb(run, "feedback export (KTO rows from the ratings)", "feedback", "export", "--db", p("story-bot.db"),
          "--format", "kto", "-o", p("feedback", "kto.jsonl"))  # fmt: skip
     labels = _labels(p("feedback", "kto.jsonl"))
     if labels == {True, False}:  # KTO weighs the liked against the disliked: it needs both
         verb(run, "KTO from the ratings, on the SFT adapter", "train", "--method", "kto", "--base", base,
              "--adapter", p("adapter"), "--data", p("feedback", "kto.jsonl"), "-o", p("adapter-kto"),
-             "--max-steps", s.kto_steps, *train_args[:-2], "--batch-size", 2)  # fmt: skip
+             "--max-steps", s.kto_steps, *train_args[:-2], "--lr", 5e-5)  # fmt: skip
         verb(run, "the KTO model merged and quantized to Q4", "export-merged", p("adapter-kto"), "--base",
              base, "--format", "gguf", "--quantize", "q4_k_m", "-o", p("writer-kto-q4.gguf"))  # fmt: skip
         models["tuned+kto"] = p("writer-kto-q4.gguf")
     else:
         found = {True: "only liked", False: "only disliked"}.get(next(iter(labels)), "") if labels else "no"
-        run.notes.append(
+        run.preference_skipped = (
             f"The feedback export found {found} rated passages in the trained format (it keeps only "
             "those), and KTO needs both liked and disliked ones, so that step was skipped; the second "
             "table compares the same models with new seeds."
         )
+        run.notes.append(run.preference_skipped)
     compare(run, "eval compare again: " + ", ".join(models), models, p("eval", "compare-2"), seed=2)
 
     report = write_report(run, transcript, time.monotonic() - started)
+    write_report_json(run, time.monotonic() - started)
     console.rule("[bold]the table[/bold]")
     Console().print(p("eval", "compare-2", "table.md").read_text(encoding="utf-8"))
     console.print(f"report: {report} ({time.monotonic() - started:.0f} s in all)")
@@ -202,27 +217,44 @@ def compare(run: Run, name: str, models: dict[str, Path], out: Path, seed: int =
          "-o", out, allow=(0, 1))  # fmt: skip
 
 
-def balance_splits(run: Run) -> None:
-    """Training needs a row in each split. A small teacher may leave one split empty: then the last row
-    of the other is moved over, and the report says so; with fewer than two rows the demo stops."""
+def with_derived_rows(run: Run, contexts: list[dict]) -> None:
+    """data/train.jsonl and data/val.jsonl: the teacher's rows, then rows with a derived reasoning
+    (demo/rows.py) for windows the teacher did not reach, a seeded sample of each split."""
+    import random
+
     from contract.jsonl import write as write_jsonl
+    from demo.rows import derived_rows
     from pipeline.data.gutenberg import read_jsonl
 
-    train, val = (run.path("data", f) for f in ("train.jsonl", "val.jsonl"))
-    rows = {f: list(read_jsonl(f)) if f.exists() else [] for f in (train, val)}
-    if len(rows[train]) + len(rows[val]) < 2:
-        raise DemoError(
-            f"the teacher wrote {len(rows[train]) + len(rows[val])} usable row(s), too few to train on (each "
-            f"reply and why it was refused: {run.path('data', 'train.failed.jsonl')}): run the demo again"
-        )
-    for empty, full in ((val, train), (train, val)):
-        if not rows[empty]:
-            rows[empty].append(rows[full].pop())
-            write_jsonl(full, rows[full])
-            write_jsonl(empty, rows[empty])
-            run.notes.append(
-                f"The teacher wrote no row for {empty.name}: one row of {full.name} was moved there."
-            )
+    s, p = run.sizes, run.path
+    step = timed(run, "rows with a derived reasoning for the windows the teacher did not reach",
+                 f"demo/rows.py: {s.train_rows} train and {s.val_rows} validation windows")  # fmt: skip
+    started = time.monotonic()
+    teacher = {f: list(read_jsonl(p("teacher", f))) if p("teacher", f).exists() else [] for f in SPLITS}
+    taught = {m["content"] for rows in teacher.values() for r in rows for m in r["messages"]}
+    windows = [w for w in read_jsonl(p("chunks.jsonl")) if not any(w["continuation"] in t for t in taught)]
+    for f, split, n in (("train.jsonl", "train", s.train_rows), ("val.jsonl", "validation", s.val_rows)):
+        pool = [w for w in windows if w["split"] == split]
+        random.Random(f).shuffle(pool)  # seeded: every book of the split has its share
+        rows = teacher[f] + derived_rows(pool[:n])
+        if not rows:
+            raise DemoError(f"no {split} windows to train on in {p('chunks.jsonl')}: give more books")
+        write_jsonl(p("data", f), rows)
+        run.rows[f] = {"teacher": len(teacher[f]), "derived": len(rows) - len(teacher[f])}
+    step.seconds = time.monotonic() - started
+    console.print(f"rows: {run.rows}")
+
+
+SPLITS = ("train.jsonl", "val.jsonl")
+
+
+def story_openings(run: Run) -> list[dict]:
+    """The console's story openings: training windows, so the held-out contexts the panel judges
+    later are ones its feedback never saw."""
+    from pipeline.data.gutenberg import read_jsonl
+
+    train = [w for w in read_jsonl(run.path("chunks.jsonl")) if w["split"] == "train"]
+    return train[-run.sizes.stories :]
 
 
 def held_out(chunks: Path, out: Path, n: int) -> list[dict]:
@@ -252,8 +284,8 @@ def _rows(path: Path) -> int:
 # --- the console, driven -------------------------------------------------------------------------
 def console_session(run: Run, gguf: Path, db: Path, contexts: list[dict]) -> str:
     """Stories grown through the bot core on the local engine: an opening, /continue, a rating, a
-    /regenerate, a rating. The writer likes a passage in the trained format (reasoning, then an answer
-    with no stray tags) and dislikes the others."""
+    /regenerate, a rating. The writer is the panel's (demo/panel.py): it likes a passage in the trained
+    format, near the asked length, naming a character of the story, and dislikes the others."""
     step = timed(run, "passages through the bot core (console, local engine)",
                  f"story-bot console --gguf {gguf} --db {db}")  # fmt: skip
     started = time.monotonic()
@@ -281,7 +313,8 @@ async def _session(gguf: Path, db: Path, contexts: list[dict], num_predict: int)
     try:
         for n, ctx in enumerate(contexts):
             lines = [] if n == 0 else ["/new"]
-            lines += [" ".join(ctx["context"].split()[-60:]), "/continue --length short"]
+            opening = " ".join(ctx["context"].split()[-60:])
+            lines += [opening, "/continue --length short"]
             for line in lines:
                 out.write(f"> {line}\n")
                 await bot.handle(line)
@@ -289,7 +322,7 @@ async def _session(gguf: Path, db: Path, contexts: list[dict], num_predict: int)
                 if again:
                     out.write("> /regenerate\n")
                     await bot.handle("/regenerate")
-                rating = "+1" if _liked(service, bot) else "-1"
+                rating = "+1" if _liked(service, opening) else "-1"
                 out.write(f"> /rate {rating}\n")
                 await bot.handle(f"/rate {rating}")
     finally:
@@ -299,16 +332,16 @@ async def _session(gguf: Path, db: Path, contexts: list[dict], num_predict: int)
     return out.getvalue()
 
 
-def _liked(service, bot) -> bool:
+def _liked(service, context: str) -> bool:
     from bot.console import CHANNEL
     from contract import prompt
+    from demo import panel
 
     last = service.show(CHANNEL).last
     if last is None or not last.by_model:
         return False
     row = service.store.conn.execute("SELECT output FROM generations WHERE id = ?", (last.generation_id,))
-    parsed = prompt.parse_output(row.fetchone()["output"] or "")
-    return bool(parsed.reasoning and parsed.answer and not parsed.issues)
+    return panel.judge(context, row.fetchone()["output"] or "", prompt.Length.SHORT.words).liked
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -360,14 +393,18 @@ def write_report(run: Run, transcript: str, seconds: float) -> Path:
         "",
         "## The teacher",
         "",
-        *_teacher_section(p("data")),
+        *_teacher_section(p("teacher"), run.rows),
         "## Held-out perplexity (eval/perplexity.json)",
         "",
         *_perplexity_section(p("eval", "perplexity.json")),
+        *_training_section(p("adapter")),
         "## Base against tuned (eval/compare-1)",
         "",
         p("eval", "compare-1", "table.md").read_text(encoding="utf-8"),
         "",
+        "Distance of each model to the human reference (|model mean − reference mean|; smaller is closer):",
+        "",
+        *_distance_table(p("eval", "compare-1", "summary.json")),
         "![base against tuned](eval/compare-1/chart.png)",
         "",
         "## Sample continuations, side by side",
@@ -385,6 +422,12 @@ def write_report(run: Run, transcript: str, seconds: float) -> Path:
         "",
         "![the models again](eval/compare-2/chart.png)",
         "",
+        "Distance of each model to the human reference:",
+        "",
+        *_distance_table(p("eval", "compare-2", "summary.json")),
+        "## The panel of simulated writers on held-out contexts (eval/compare-2/outputs.jsonl)",
+        "",
+        *_panel_section(run),
         "Training curves: ![SFT loss](adapter/loss.png)"
         + (" ![KTO loss](adapter-kto/loss.png)" if p("adapter-kto", "loss.png").exists() else ""),
         "",
@@ -396,22 +439,188 @@ def write_report(run: Run, transcript: str, seconds: float) -> Path:
     return p("report.md")
 
 
-def _teacher_section(data: Path) -> list[str]:
+def write_report_json(run: Run, seconds: float) -> Path:
+    """report.json beside report.md: the run's figures, for comparing runs by program."""
+    from dataclasses import asdict
+
+    p = run.path
+    ppl = json.loads(p("eval", "perplexity.json").read_text(encoding="utf-8"))
+    log = _failures(p("teacher"))
+    data = {
+        "student": run.sizes.student,
+        "wall_seconds": round(seconds, 1),
+        "sizes": asdict(run.sizes),
+        "steps": [asdict(st) | {"seconds": round(st.seconds, 2)} for st in run.steps],
+        "rows": run.rows | {"teacher_items_failed": sum(e["status"] == "failed" for e in log)},
+        "held_out_perplexity": {
+            "base": ppl.get("base", {}).get("answer"),
+            "tuned": ppl.get("adapter", {}).get("answer"),
+            "tuned_below_base": ppl["adapter"]["answer"]["perplexity"] < ppl["base"]["answer"]["perplexity"]
+            if "base" in ppl and "adapter" in ppl
+            else None,
+            "assistant": {k: ppl[k]["assistant"] for k in ("base", "adapter") if k in ppl},
+        },
+        "training": {n: _training_facts(p(n)) for n in ("adapter", "adapter-kto") if p(n).is_dir()},
+        "compare": {c: _compare_figures(p("eval", c, "summary.json")) for c in ("compare-1", "compare-2")},
+        "panel": {"held_out": panel_rates(run), "criteria": "demo/panel.py"},
+        # The loop (writer actions -> feedback -> preference training -> the panel's rates); the console
+        # session today rates and regenerates, so ratings and takes are the actions counted.
+        "loop": {
+            "feedback_rows": _rows(p("feedback", "kto.jsonl")),
+            "labels": sorted(_labels(p("feedback", "kto.jsonl"))),
+            "preference_ran": run.preference_skipped is None,
+            "preference_skipped_because": run.preference_skipped,
+        },
+    }
+    atomic.write_text(p("report.json"), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    return p("report.json")
+
+
+def _training_facts(adapter: Path) -> dict:
+    """training.json's held-out facts with the step times from log.jsonl."""
+    meta = json.loads((adapter / "training.json").read_text(encoding="utf-8"))
+    keys = ("method", "global_step", "max_steps", "stopped_early", "early_stopping_patience", "best_kept",
+            "base_eval_loss", "best_eval_loss", "best_step", "last_eval_loss", "worse_than_base")  # fmt: skip
+    facts = {k: meta.get(k) for k in keys}
+    entries = [json.loads(x) for x in (adapter / "log.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    runtime = next((e["train_runtime"] for e in entries if "train_runtime" in e), None)
+    evals = sum(e.get("eval_runtime", 0.0) for e in entries)
+    steps = meta.get("global_step") or 0
+    facts |= {"train_seconds": runtime, "eval_seconds": round(evals, 2)}
+    facts["seconds_per_step"] = round((runtime - evals) / steps, 3) if runtime and steps else None
+    return facts
+
+
+def _compare_figures(summary: Path) -> dict:
+    if not summary.exists():
+        return {}
+    data = json.loads(summary.read_text(encoding="utf-8"))
+    return {"columns": data["columns"], "distance_to_reference": reference_distances(data)}
+
+
+def _failures(teacher: Path) -> list[dict]:
+    log = teacher / "train.failed.jsonl"
+    lines = log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+    return [json.loads(x) for x in lines if x.strip()]
+
+
+def _teacher_section(teacher: Path, rows: dict[str, dict]) -> list[str]:
     from collections import Counter
 
     from pipeline.data.teacher import reason_kind
 
-    log = [json.loads(x) for x in (data / "train.failed.jsonl").read_text(encoding="utf-8").splitlines()
-           if x.strip()] if (data / "train.failed.jsonl").exists() else []  # fmt: skip
+    log = _failures(teacher)
     reasons = Counter(reason_kind(t["reason"]) for e in log for t in e.get("tries", []))
-    lines = [f"{_rows(data / 'train.jsonl')} train rows and {_rows(data / 'val.jsonl')} validation rows "
-             f"accepted; {sum(e['status'] == 'failed' for e in log)} items failed every try "
-             "(data/train.failed.jsonl keeps each try's reply and reason).", ""]  # fmt: skip
+    lines = [f"{_rows(teacher / 'train.jsonl')} train rows and {_rows(teacher / 'val.jsonl')} validation "
+             f"rows accepted; {sum(e['status'] == 'failed' for e in log)} items failed every try "
+             "(teacher/train.failed.jsonl keeps each try's reply and reason). SmolLM2-135M is too slow "
+             "and too weak a teacher to write more than a dozen rows here, so the rows trained on are "
+             "mostly the other windows with a short derived reasoning (demo/rows.py): "
+             + ", ".join(f"{f}: {r['teacher']} from the teacher, {r['derived']} derived"
+                         for f, r in rows.items())
+             + ".", ""]  # fmt: skip
+    lines += _reasoning_samples(teacher, log)
     if reasons:
         lines += ["| rejected tries | reason |", "| ---: | --- |"]
         lines += [f"| {n} | {r} |" for r, n in reasons.most_common()]
         lines.append("")
     return lines
+
+
+def _reasoning_samples(teacher: Path, log: list[dict]) -> list[str]:
+    """The teacher's reasoning as it is, kept and refused, beside a derived one, so a reader can judge."""
+    from contract import prompt
+
+    cells = {}
+    for path in (teacher / "train.jsonl", teacher / "val.jsonl"):
+        if path.exists() and _rows(path):
+            row = json.loads(path.read_text(encoding="utf-8").splitlines()[0])
+            cells["a teacher reasoning kept"] = prompt.parse_output(row["messages"][1]["content"]).reasoning
+            break
+    tries = [t for e in log for t in e.get("tries", []) if t.get("reply")]
+    if tries:
+        cells[f"a teacher reply refused ({tries[0]['reason'][:80]})"] = tries[0]["reply"]
+    data = teacher.parent / "data" / "train.jsonl"
+    if data.exists() and _rows(data):
+        last = json.loads(data.read_text(encoding="utf-8").splitlines()[-1])
+        cells["a derived reasoning"] = prompt.parse_output(last["messages"][1]["content"]).reasoning
+    if not cells:
+        return []
+    return ["| " + " | ".join(cells) + " |", "|" + " --- |" * len(cells),
+            "| " + " | ".join(_cell(t) for t in cells.values()) + " |", ""]  # fmt: skip
+
+
+def _training_section(adapter: Path) -> list[str]:
+    meta = json.loads((adapter / "training.json").read_text(encoding="utf-8"))
+    if meta.get("base_eval_loss") is None:
+        return []
+    verdict = "**worse than the base**" if meta["worse_than_base"] else "better than the base"
+    return [f"SFT held-out loss (adapter/training.json): base {meta['base_eval_loss']:.4f}, best "
+            f"{meta['best_eval_loss']:.4f} at step {meta['best_step']} of {meta['global_step']} "
+            f"({'stopped early' if meta['stopped_early'] else 'no early stop'}; the adapter kept is the "
+            f"best one): {verdict}.", ""]  # fmt: skip
+
+
+def _distance_table(summary: Path) -> list[str]:
+    distances = reference_distances(json.loads(summary.read_text(encoding="utf-8")))
+    if not distances:
+        return ["(no reference column)", ""]
+    models = list(next(iter(distances.values()))["distance"])
+    lines = ["| Metric | reference | " + " | ".join(models) + " |", "| --- |" + " ---: |" * (len(models) + 1)]
+    for label, d in distances.items():
+        cells = [f"{d['reference']:.2f}"] + [f"{d['distance'][m]:.2f}" for m in models]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def reference_distances(summary: dict) -> dict[str, dict]:
+    """Per metric of the comparison: the human reference's mean and each model's distance to it."""
+    from pipeline.evaluate.report import ROWS
+
+    columns = summary["columns"]
+    ref = columns.get("reference", {}).get("metrics", {})
+    out = {}
+    for row in ROWS:
+        r = (ref.get(row.key) or {}).get("mean")
+        if r is None:
+            continue
+        means = {m: (c.get("metrics", {}).get(row.key) or {}).get("mean") for m, c in columns.items()}
+        out[row.label.format(window=summary["settings"].get("window", ""))] = {
+            "key": row.key,
+            "reference": r,
+            "distance": {m: abs(v - r) for m, v in means.items() if m != "reference" and v is not None},
+        }
+    return out
+
+
+def panel_rates(run: Run, compare: str = "compare-2") -> dict[str, dict]:
+    """The panel's verdicts on every held-out output of a comparison, per model."""
+    from contract import prompt
+    from demo import panel
+
+    ctxs = [json.loads(x) for x in run.path("contexts.jsonl").read_text(encoding="utf-8").splitlines() if x]
+    outs = run.path("eval", compare, "outputs.jsonl").read_text(encoding="utf-8").splitlines()
+    verdicts: dict[str, list] = {}
+    for o in (json.loads(x) for x in outs if x.strip()):
+        context = ctxs[o["context_index"]]["context"]
+        verdict = panel.judge(context, o["output"], prompt.Length.SHORT.words)
+        verdicts.setdefault(o["model"], []).append(verdict)
+    return {model: panel.rate(v) for model, v in verdicts.items()}
+
+
+def _panel_section(run: Run) -> list[str]:
+    rates = panel_rates(run)
+    lines = ["A writer of the panel likes a passage in the trained format, of 50 to 200 words (asked: "
+             "short, 100), naming a character of the context (demo/panel.py). Rates with 95% Wilson "
+             "intervals:", "", "| model | liked | rate | 95% interval | in format | near length | "
+             "names a character |", "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
+    for model, r in rates.items():
+        lines.append(f"| {model} | {r['liked']}/{r['n']} | {r['rate']:.2f} | {r['ci95'][0]:.2f}–"
+                     f"{r['ci95'][1]:.2f} | {r['in_format']:.2f} | {r['near_length']:.2f} | "
+                     f"{r['names_a_character']:.2f} |")  # fmt: skip
+    if run.preference_skipped:
+        lines += ["", f"The preference step did not run: {run.preference_skipped}"]
+    return [*lines, ""]
 
 
 def _perplexity_section(path: Path) -> list[str]:

@@ -13,6 +13,7 @@ ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 METHODS = ("sft", "dpo", "kto")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-5, "kto": 5e-5}
+DEFAULT_PATIENCE = 3  # evaluations without improvement before a run with held-out rows stops
 
 
 class TrainError(RuntimeError):
@@ -73,7 +74,12 @@ class TrainOptions:
     save_steps: int | None = option(None, "Checkpoint every N steps (default: the eval steps)", min=1)
     save_total_limit: int = option(2, "Checkpoints to keep (the best is kept too)", min=1)
     log_steps: int = option(10, "Log the train loss every N steps", min=1)
-    early_stopping: int = option(0, "Stop after N evaluations without improvement (0: off)", min=0)
+    early_stopping: int | None = option(
+        None,
+        f"Stop after N evaluations without improvement (default {DEFAULT_PATIENCE} with --eval-data; "
+        "0: off); with --eval-data the adapter written is the best evaluated one",
+        min=0,
+    )
     early_stopping_threshold: float = option(0.0, "Smallest eval-loss drop that counts as improvement", min=0)
     seed: int = option(42, "Random seed", min=0, max=2**32 - 1)
     resume: bool = option(False, "Continue from the last checkpoint in the output folder")
@@ -101,10 +107,23 @@ class TrainOptions:
         for f in fields(self):  # a --config file's values obey the flags' ranges too
             if (bad := out_of_range(getattr(self, f.name), **f.metadata["range"])) is not None:
                 problems.append(f"--{f.name.replace('_', '-')} {getattr(self, f.name)!r} is not {bad}")
-        if self.save_steps is not None and self.early_stopping and self.save_steps % self.eval_steps:
+        if self.early_stopping and not self.keeps_best:
             problems.append("with --early-stopping, --save-steps must be a multiple of --eval-steps")
         if problems:
             raise TrainError("; ".join(problems))
+
+    @property
+    def keeps_best(self) -> bool:
+        """Whether the adapter written is the best evaluated one: it is restored from the checkpoint of
+        its step, so a checkpoint must be saved at each evaluation (the default --save-steps)."""
+        return self.eval_data is not None and (self.save_steps or self.eval_steps) % self.eval_steps == 0
+
+    @property
+    def patience(self) -> int:
+        """Evaluations without improvement before stopping; 0 is off."""
+        if self.early_stopping is not None:
+            return self.early_stopping
+        return DEFAULT_PATIENCE if self.eval_data is not None else 0
 
     @property
     def learning_rate(self) -> float:
@@ -191,7 +210,7 @@ def trainer_arguments(opts: TrainOptions, precision: str, device: str, has_eval:
         save_strategy="steps",
         save_steps=save_steps,
         save_total_limit=opts.save_total_limit,
-        load_best_model_at_end=bool(opts.early_stopping),
+        load_best_model_at_end=has_eval and opts.keeps_best,  # the adapter written: the best evaluated
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         seed=opts.seed,

@@ -98,8 +98,8 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     log = LossLog(opts.out_dir, title=f"{opts.method.upper()} {Path(opts.base).name}")
     stop = GracefulStop(lambda m: say(m, printer))
     extra = [*callbacks, log, stop]
-    if opts.early_stopping:
-        extra.append(EarlyStoppingCallback(opts.early_stopping, opts.early_stopping_threshold))
+    if opts.patience and eval_rows is not None:
+        extra.append(EarlyStoppingCallback(opts.patience, opts.early_stopping_threshold))
     args = trainer_arguments(opts, precision, hw.device, eval_rows is not None)
     trainer = method.build_trainer(opts, model, tokenizer, train_rows, eval_rows, args, extra)
     if precision != "bf16":
@@ -131,14 +131,14 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
 
     state = trainer.state
     status = "stopped" if stop.requested else "done"
-    evals = [h["eval_loss"] for h in state.log_history if "eval_loss" in h]
     metadata |= {
         "status": status,
         "global_step": state.global_step,
         "max_steps": state.max_steps,
         "stopped_early": status == "done" and state.global_step < state.max_steps,
-        "best_eval_loss": state.best_metric,
-        "last_eval_loss": evals[-1] if evals else None,
+        "early_stopping_patience": opts.patience if eval_rows is not None else 0,
+        "best_kept": bool(trainer.args.load_best_model_at_end and state.best_model_checkpoint),
+        **held_out(state.log_history, state.best_metric, state.best_global_step),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     if is_main_process():
@@ -147,7 +147,39 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     say(f"adapter written to {opts.out_dir} (log.jsonl, loss.png, training.json beside it)", printer)
     if status == "stopped":
         say(f"stopped by Ctrl-C at step {state.global_step}: {_resume_hint(opts)}", printer)
+    if (verdict := held_out_verdict(metadata)) is not None:
+        say(verdict, printer)  # the last line: whether training helped on the held-out rows
     return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
+
+
+def held_out(log_history: list[dict], best: float | None, best_step: int | None) -> dict:
+    """The held-out facts of a run for training.json. The evaluation at step 0 (before any update) is
+    the loss of the model the run starts from: the base for SFT, the SFT adapter for DPO and KTO. The
+    Trainer's best excludes it, so `worse_than_base` says whether any trained step beat the start."""
+    evals = [(h["step"], h["eval_loss"]) for h in log_history if "eval_loss" in h]
+    start = next((loss for step, loss in evals if step == 0), None)
+    return {
+        "base_eval_loss": start,
+        "best_eval_loss": best,
+        "best_step": best_step,
+        "last_eval_loss": evals[-1][1] if evals else None,
+        "worse_than_base": None if start is None or best is None else best > start,
+    }
+
+
+def held_out_verdict(metadata: dict) -> str | None:
+    start, best, step = (metadata.get(k) for k in ("base_eval_loss", "best_eval_loss", "best_step"))
+    if start is None or best is None:
+        return None
+    what = "the base" if metadata.get("method") == "sft" else "the starting adapter"
+    if metadata["worse_than_base"]:
+        return (
+            f"WORSE THAN THE BASE: the best held-out loss {best:.4f} (step {step}) is above {what}'s "
+            f"{start:.4f}: this adapter makes the model worse on the held-out rows (fewer steps, a lower "
+            "--lr or more rows may help)"
+        )
+    kept = "the adapter written" if metadata.get("best_kept") else "the last adapter is written"
+    return f"held-out loss: {what} {start:.4f}, best {best:.4f} at step {step} ({kept})"
 
 
 def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulStop) -> None:

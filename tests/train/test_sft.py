@@ -13,12 +13,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, BitsAndBytesConfig, TrainerCallback
 from typer.testing import CliRunner
 
+from contract.prompt import training_row
 from pipeline.cli import app
 from pipeline.tiny import CHATML
 from pipeline.train.callbacks import read_log
 from pipeline.train.options import TrainError, TrainOptions
 from pipeline.train.run import train
-from tests.train.helpers import sft_rows, write_jsonl
+from tests.train.helpers import corpus_windows, sft_rows, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,8 @@ def test_qlora_learns_and_the_adapter_reloads_with_the_same_logits(train_base, d
     assert evals[-1] < evals[0] - 0.5, evals
     meta = json.loads((out / "training.json").read_text())
     assert meta["status"] == "done" and meta["global_step"] == 20
+    # Step 0 is the base (a new adapter adds zero); the best trained step beat it and was kept.
+    assert meta["base_eval_loss"] == evals[0] and meta["worse_than_base"] is False and meta["best_kept"]
     assert meta["chat_template"]["source"] == CHATML
     assert (
         meta["rows"]["train"]["kept"] >= 230 and 0 < meta["trainable_parameters"] < meta["total_parameters"]
@@ -103,8 +106,28 @@ def test_early_stopping_keeps_the_best_adapter(train_base, data, tmp_path):
     result = train(opts)
     assert result.metadata["stopped_early"] and result.global_step == 4
     evals = {e["step"]: e["eval_loss"] for e in read_log(tmp_path / "out" / "log.jsonl") if "eval_loss" in e}
-    assert list(evals) == [0, 2, 4] and result.metadata["best_eval_loss"] == min(evals.values())
+    assert list(evals) == [0, 2, 4] and result.metadata["best_eval_loss"] == min(evals[2], evals[4])
+    assert result.metadata["best_step"] == min((2, 4), key=evals.get) and result.metadata["best_kept"]
     assert json.loads((tmp_path / "out" / "training.json").read_text())["stopped_early"]
+
+
+def test_a_run_worse_than_its_base_says_so_in_training_json_and_its_last_line(
+    train_base, data, tiny_texts, tmp_path
+):
+    # Rows whose reasoning and answer are one nonsense word: learning them can only hurt on real text.
+    noise = [training_row(c, "zq " * 12, "zq " * 24) for c, _ in corpus_windows(tiny_texts, 64)]
+    rows = write_jsonl(tmp_path / "noise.jsonl", noise)
+    out = tmp_path / "out"
+    args = ["train", "--base", str(train_base), "-o", str(out), "--data", str(rows), "--eval-data",
+            str(data[1]), "--no-qlora", "--max-length", "320", "--max-steps", "6", "--eval-steps", "2",
+            "--batch-size", "4", "--grad-accum", "1", "--lr", "1e-2", "--warmup", "0",
+            "--no-gradient-checkpointing"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "training.json").read_text())
+    assert meta["worse_than_base"] is True and meta["best_eval_loss"] > meta["base_eval_loss"]
+    last = " ".join(result.stderr.strip().splitlines()[-1].split())  # the messages go to stderr
+    assert last.startswith("WORSE THAN THE BASE") and f"{meta['base_eval_loss']:.4f}" in last, last
 
 
 class _At(TrainerCallback):

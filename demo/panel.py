@@ -1,0 +1,96 @@
+"""A panel of simulated writers with one stated, fixed preference, as pure functions.
+
+A writer of the panel likes a passage when all three hold:
+
+1. it is in the trained format: a reasoning, then an answer, with nothing the parser had to repair;
+2. its answer is near the asked length: between half and twice the words asked for;
+3. its answer names a character of the context (a capitalised name the context uses, see `characters`).
+
+The writers differ only in which held-out contexts they judge, so the panel's verdict on a model is the
+share of its passages liked, over every context and sample, with a 95% Wilson interval. The demo's
+console session plays these writers (their 👍/👎 become feedback) and the same panel then judges base,
+SFT and SFT+preference on held-out contexts the feedback never saw.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from contract import prompt
+
+# Capitalised words that are not names: sentence openers, pronouns, titles alone, days and months.
+_STOP_WORDS = """I A An The This That These Those There Then Than Now Here He She It We You They
+    His Her Its Our
+    Your Their My Me Him Them Us What When Where Which Who Whom Why How But And Or Nor So Yet For If
+    As At By In Of On To Up No Not Yes Oh Ah Well Do Did Does Is Was Were Be Been Have Had Has Will
+    Would Shall Should Can Could May Might Must Let All Some Any Each Every One Two After Before Upon
+    With Without From Into Once While Though Although Because Since Until Still Even Just Only Very
+    Mr Mrs Miss Sir Madam Lady Lord Dr Monday Tuesday Wednesday Thursday Friday Saturday Sunday
+    January February March April June July August September October November December God Chapter"""
+_NOT_NAMES = frozenset(_STOP_WORDS.split())
+_WORD = re.compile(r"[A-Za-z][a-z]+|[A-Z]")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s*[\"'“‘(]?\s*|[\"“‘]\s*)$")
+
+
+def characters(context: str, most: int = 3) -> list[str]:
+    """The names a context uses, most frequent first: capitalised words that are not a stop word and
+    appear at least once in the middle of a sentence (so "Then" at a sentence start is not a name)."""
+    counts: Counter[str] = Counter()
+    mid: set[str] = set()
+    for m in _WORD.finditer(context):
+        word = m.group()
+        if not word[0].isupper() or word in _NOT_NAMES or len(word) < 2:
+            continue
+        counts[word] += 1
+        if not _SENTENCE_START.search(context[max(0, m.start() - 4) : m.start()]):
+            mid.add(word)
+    return [w for w, _ in counts.most_common() if w in mid][:most]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    liked: bool
+    in_format: bool
+    near_length: bool
+    names_a_character: bool
+
+
+def judge(context: str, output: str, asked_words: int) -> Verdict:
+    """One writer's verdict on a model's raw output for `context`, asked for about `asked_words`."""
+    parsed = prompt.parse_output(output)
+    in_format = bool(parsed.reasoning and parsed.answer and not parsed.issues)
+    words = len(parsed.answer.split())
+    near = asked_words / 2 <= words <= asked_words * 2
+    names = set(characters(context, most=10))
+    named = any(w in names for w in re.findall(r"[A-Za-z]+", parsed.answer))
+    return Verdict(in_format and near and named, in_format, near, named)
+
+
+def wilson(liked: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95% Wilson score interval of a proportion liked/n (sound at 0, n and small n)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = liked / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def rate(verdicts: list[Verdict]) -> dict:
+    """The panel's figures for one model: the preference rate, its interval, and each criterion's rate."""
+    n = len(verdicts)
+    liked = sum(v.liked for v in verdicts)
+    low, high = wilson(liked, n)
+    share = lambda k: round(sum(getattr(v, k) for v in verdicts) / n, 4) if n else None  # noqa: E731
+    return {
+        "n": n,
+        "liked": liked,
+        "rate": round(liked / n, 4) if n else None,
+        "ci95": [round(low, 4), round(high, 4)],
+        "in_format": share("in_format"),
+        "near_length": share("near_length"),
+        "names_a_character": share("names_a_character"),
+    }

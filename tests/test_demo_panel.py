@@ -1,0 +1,61 @@
+"""The demo's simulated writers (demo/panel.py) and its derived rows (demo/rows.py): pure functions."""
+
+from __future__ import annotations
+
+import pytest
+
+from contract import prompt
+from demo import panel
+from demo.rows import derived_reasoning, derived_rows
+
+CONTEXT = (
+    "Gregor woke to find the room dark. Grete knocked at the door and called to him twice. "
+    "Then the father came, and Grete stepped back. The clock struck seven."
+)
+
+
+def test_characters_are_names_used_mid_sentence_not_sentence_openers():
+    names = panel.characters(CONTEXT, most=5)
+    assert names[0] == "Grete"  # twice, once mid-sentence
+    assert "Then" not in names and "The" not in names
+    # "Gregor" only opens a sentence: no evidence it is a name rather than a capitalised opener.
+    assert "Gregor" not in names
+
+
+def _output(answer: str, reasoning: str = "Grete waits.") -> str:
+    return prompt.render_target(reasoning, answer)
+
+
+def test_the_panel_likes_only_passages_meeting_all_three_criteria():
+    good = _output("At last Grete opened the door. " + "She looked in. " * 30)
+    v = panel.judge(CONTEXT, good, 100)
+    assert v == panel.Verdict(True, True, True, True)
+    assert panel.judge(CONTEXT, "At last Grete opened the door. " * 10, 100).in_format is False  # no tags
+    short = panel.judge(CONTEXT, _output("Grete sighed."), 100)
+    assert (short.liked, short.near_length, short.names_a_character) == (False, False, True)
+    nameless = panel.judge(CONTEXT, _output("She looked in. " * 30), 100)
+    assert (nameless.liked, nameless.names_a_character) == (False, False)
+
+
+def test_wilson_interval_matches_the_formula_and_stays_inside_zero_one():
+    low, high = panel.wilson(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    assert panel.wilson(0, 5)[0] == 0.0 and panel.wilson(5, 5)[1] == 1.0
+    assert panel.wilson(0, 0) == (0.0, 1.0)
+
+
+def test_rate_counts_the_liked_and_each_criterion():
+    verdicts = [panel.Verdict(True, True, True, True), panel.Verdict(False, True, False, True)]
+    r = panel.rate(verdicts)
+    assert (r["n"], r["liked"], r["rate"], r["near_length"], r["names_a_character"]) == (2, 1, 0.5, 0.5, 1.0)
+    assert r["ci95"][0] < 0.5 < r["ci95"][1]
+
+
+def test_derived_rows_carry_the_human_continuation_and_a_plan_naming_who_acts_next():
+    window = {"context": CONTEXT, "continuation": "Grete came in. She set the tray down."}
+    reasoning = derived_reasoning(window["context"], window["continuation"])
+    assert "Grete" in reasoning and "2 sentences" in reasoning
+    (row,) = derived_rows([window])
+    parsed = prompt.parse_output(row["messages"][1]["content"])
+    assert parsed.answer == window["continuation"] and parsed.reasoning == reasoning and not parsed.issues
+    assert row["messages"][0]["content"] == prompt.render_prompt(CONTEXT)
