@@ -154,8 +154,9 @@ def export(snap: Snapshot, fmt: str, filters: Filters = Filters()) -> tuple[list
         raise ValueError("--min-votes must be at least 1")
     report = Report(fmt, generations=len(snap.generations), migrated_from=snap.migrated_from)
     cands = candidates(snap, filters, report)
-    rows = {"sft": _sft, "kto": _kto, "dpo": _dpo}[fmt](cands, filters.min_votes, report)
-    return _dedupe(rows, report), report
+    rows = _dedupe({"sft": _sft, "kto": _kto, "dpo": _dpo}[fmt](cands, filters.min_votes, report), report)
+    report.written = Counter(_kind(r, fmt) for r in rows)  # what was written, counted once at the end
+    return rows, report
 
 
 def counted_votes(snap: Snapshot) -> tuple[dict[int, tuple[int, int]], int]:
@@ -298,7 +299,6 @@ def _sft(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
                 report.left_out["edited, then undone or reset by the writers"] += 1
             else:
                 rows.append(_messages(c, c.edited, c.source("edit", c.edit.edited_at)))
-                report.written["edited"] += 1
         elif not c.rated:
             report.left_out["not rated (a take choice gives dpo pairs)"] += 1
         elif c.net < min_votes:
@@ -307,7 +307,6 @@ def _sft(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
             report.left_out["rated up but undone or reset by the writers"] += 1
         else:
             rows.append(_messages(c, c.target, c.source("rating", c.voted_at)))
-            report.written["positive"] += 1
     return rows
 
 
@@ -327,7 +326,6 @@ def _kto(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
         if c.erasure:
             source = c.source("erasure", c.erasure.erased_at)
             rows.append({"prompt": c.gen.user_text, "completion": c.target, "label": False, "source": source})
-            report.written["undesirable"] += 1
             continue
         if abs(c.net) < min_votes:
             report.left_out[
@@ -338,7 +336,6 @@ def _kto(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
         completion = (c.edited or c.target) if label else c.target  # a 👍 counts for the edited text
         source = c.source("rating", c.voted_at)
         rows.append({"prompt": c.gen.user_text, "completion": completion, "label": label, "source": source})
-        report.written["desirable" if label else "undesirable"] += 1
     return _drop_conflicts(rows, report)
 
 
@@ -350,7 +347,6 @@ def _drop_conflicts(rows: list[dict], report: Report) -> list[dict]:
     kept = []
     for r in rows:
         if len(labels[(r["prompt"], r["completion"])]) > 1:
-            report.written["desirable" if r["label"] else "undesirable"] -= 1
             report.left_out["the same text rated up in one place and down in another"] += 1
         else:
             kept.append(r)
@@ -392,7 +388,6 @@ def _edit_pair(c: Candidate, report: Report) -> dict | None:
     if c.erasure:
         report.pairs_left_out["edited, then erased by the writers"] += 1
         return None
-    report.written["edit pairs"] += 1
     return _preference(c, c.edited, c.target, c.source("edit", c.edit.edited_at))
 
 
@@ -416,7 +411,6 @@ def _take_pairs(versions: list[Candidate], report: Report) -> list[dict]:
         else:
             source = chosen.source("take", choice.chosen_at, rejected=other.gen.id)
             rows.append(_preference(chosen, chosen.positive, other.target, source))
-            report.written["take pairs"] += 1
     return rows
 
 
@@ -439,7 +433,6 @@ def _pair(a: Candidate, b: Candidate, min_votes: int, report: Report) -> dict | 
     if chosen.positive == rejected.target:
         report.pairs_left_out["both versions have the same text"] += 1
         return None
-    report.written["rating pairs"] += 1
     source = chosen.source("rating", max(a.voted_at, b.voted_at), rejected=rejected.gen.id)
     return _preference(chosen, chosen.positive, rejected.target, source)
 
@@ -456,7 +449,6 @@ def _dedupe(rows: Iterable[dict], report: Report) -> list[dict]:
         key = json.dumps({k: v for k, v in r.items() if k != "source"}, sort_keys=True, ensure_ascii=False)
         if key in seen:
             report.duplicates += 1
-            report.written[_kind(r, report.fmt)] -= 1
             continue
         seen.add(key)
         out.append(r)
@@ -464,7 +456,7 @@ def _dedupe(rows: Iterable[dict], report: Report) -> list[dict]:
 
 
 def _kind(row: dict, fmt: str) -> str:
-    """The `Report.written` key a row was counted under."""
+    """The kind of row `Report.written` counts a row as."""
     action = row["source"]["action"]
     if fmt == "sft":
         return "edited" if action == "edit" else "positive"
