@@ -40,7 +40,7 @@ def build_model(kind: str, folder: Path) -> Path:
     texts = corpus_texts(CORPUS, 200_000)
     if kind == "tiny":
         return make_tiny_model(folder, texts, "qwen2", initializer_range=0.3)
-    tokenizer = train_tokenizer(texts, 512, "qwen2.5")
+    tokenizer = train_tokenizer(texts, 512)  # ChatML, as Qwen2.5
     config = tiny_config("qwen2", **QWEN25_05B)
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16).save_pretrained(folder)

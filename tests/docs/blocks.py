@@ -4,7 +4,7 @@ A block is a fenced ```bash, ```console or ```sh block of a page in docs/ (or of
 CONTRIBUTING.md). A line `<!-- tested -->` right before the fence marks a block the tests run as written
 (docs/getting-started.md); every block's `story-pipeline`, `story-bot` and `story-demo` lines are checked
 against the typer apps (every verb and every flag they name exists), its `make` lines against the
-Makefile's targets, and its `python benchmarks/NAME.py` lines against the script's own flags.
+Makefile's targets, and its `python benchmarks/NAME.py` (and scripts/) lines against the script's own flags.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def make_targets() -> frozenset[str]:
 
 
 def script_problems(argv: list[str]) -> list[str]:
-    """`python benchmarks/NAME.py --flag ...`: the script exists and declares each flag."""
+    """`python benchmarks/NAME.py --flag ...` (or scripts/): the script exists and declares each flag."""
     script = next(a for a in argv if a.endswith(".py"))
     path = REPO / script
     if not path.is_file():
@@ -165,6 +165,10 @@ def problems(argv: list[str]) -> list[str] | None:
         return [
             f"the Makefile has no target {t!r}" for t in argv[1:] if "=" not in t and t not in make_targets()
         ]
-    if argv[0].endswith("python") and len(argv) > 1 and argv[1].startswith("benchmarks/"):
+    if (
+        argv[0].endswith(("python", "python3"))
+        and len(argv) > 1
+        and argv[1].startswith(("benchmarks/", "scripts/"))
+    ):
         return script_problems(argv)
     return None
