@@ -149,7 +149,8 @@ class Settings(BaseSettings):
     chars_per_token: float = Field(
         3.5,
         gt=0,
-        description="Without `tokenizer`: characters per token, to estimate a text's tokens.",
+        description="Without `tokenizer`: ASCII characters per token, to estimate a text's tokens (any "
+        "other character counts as its UTF-8 bytes, so no script is undercounted).",
     )
     max_passage_chars: int = Field(
         6000,

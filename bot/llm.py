@@ -184,6 +184,7 @@ class OllamaBackend:
         started = time.monotonic()
         first: float | None = None
         stream = None
+        repeats = _Repeats()
         try:
             stream = await self.client.generate(
                 model, **request.fields(), options=dict(options), stream=True, keep_alive=self.keep_alive
@@ -195,6 +196,7 @@ class OllamaBackend:
                     if part.done:
                         yield Piece(part.response or "", True, _stats(part, first), self.host)
                         return
+                    repeats.add(part.response or "")
                     yield Piece(part.response or "", host=self.host)
         except (asyncio.CancelledError, GeneratorExit):
             raise
@@ -204,6 +206,12 @@ class OllamaBackend:
             if stream is not None:
                 # Release the HTTP connection however the stream ended (it is a generator, typed an iterator).
                 await cast(AsyncGenerator, stream).aclose()
+        if repeats.limit_reached():
+            # Not the server failing: Ollama stopped a model stuck on one piece (a pool keeps the host).
+            raise StreamFailed(
+                f"the model {model!r} wrote {repeats.last!r} over and over, and Ollama stopped it there: "
+                "nothing was added; ask again (a new take), or raise repeat_penalty or temperature in options"
+            )
         raise HostFailed(
             f"the connection to Ollama at {self.host} closed before the model finished: try again"
         )
@@ -232,6 +240,25 @@ class OllamaBackend:
             broke = HostFailed if isinstance(exc, httpx.HTTPError) else StreamFailed
             return broke(f"the stream from Ollama at {self.host} broke mid-passage ({exc}): try again")
         raise exc
+
+
+class _Repeats:
+    """Ollama ends a stream with no error and no done line once more than REPEAT_LIMIT pieces in a row
+    have the same text, spaces trimmed (llm/llama_server.go, `tokenRepeat`, v0.33.0-rc2)."""
+
+    LIMIT = 30
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self.count = 0
+
+    def add(self, text: str) -> None:
+        trimmed = text.strip()
+        self.count = self.count + 1 if trimmed == self.last else 0
+        self.last = trimmed
+
+    def limit_reached(self) -> bool:
+        return self.count >= self.LIMIT
 
 
 class Tripped(TimeoutError):

@@ -29,8 +29,10 @@ if TYPE_CHECKING:
     from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionStreamResponse
 
 ENGINE = "llama.cpp"
-#: Ollama's sampling defaults (api/types.go DefaultOptions), so both engines sample alike.
-DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
+#: Ollama's sampling defaults, so both engines sample alike: api/types.go `DefaultOptions` at v0.33.0-rc2
+#: (repeat_penalty 1.0 since v0.32.10, 1.1 before; min_p unset there, so 0, where llama-cpp-python's
+#: own default is 0.05; repeat_last_n 64 is llama-cpp-python's default too).
+DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
 _OPTION_NAMES = {"num_predict": "max_tokens", "temperature": "temperature", "top_k": "top_k",
                  "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty",
                  "seed": "seed"}  # fmt: skip

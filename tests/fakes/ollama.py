@@ -58,6 +58,7 @@ class Script:
     honour_stop: bool = True  # False: a server that ignores the stop option (the client must stop reading)
 
 
+REPEAT_LIMIT = 30  # identical pieces in a row Ollama streams before it ends the stream
 DEFAULT_TEMPLATE = "{{ .Prompt }}"  # what Ollama shows and renders for a model without a TEMPLATE
 
 
@@ -499,9 +500,16 @@ class FakeOllama(LoopbackServer):
             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await resp.prepare(request)
             await asyncio.sleep(script.first_token_delay)
+            last, repeats = None, 0
             for i, piece in enumerate(pieces):
                 if script.error_after is not None and i >= script.error_after:
                     await resp.write(json.dumps({"error": script.error_message}).encode() + b"\n")
+                    return resp
+                # Ollama's repeat limit (llm/llama_server.go, v0.33): a piece whose trimmed text equals the
+                # one before more than 30 times in a row ends the stream, with no error and no done line.
+                repeats, last = (repeats + 1, last) if piece.strip() == last else (0, piece.strip())
+                if repeats > REPEAT_LIMIT:
+                    await resp.write_eof()
                     return resp
                 await asyncio.sleep(_delay(script))
                 await resp.write(json.dumps(_chunk(model.name, piece, chat)).encode() + b"\n")
