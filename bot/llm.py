@@ -7,6 +7,7 @@ turns every failure into an :class:`LLMError` whose message can be shown to writ
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -18,11 +19,12 @@ from typing import Protocol, TypeVar, cast
 import httpx
 import ollama
 
-from contract.serving import GenerateRequest, resolve_host, system_of
+from contract.serving import GenerateRequest, resolve_host, served_template, system_of
 
 from .core import messages
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class LLMError(Exception):
@@ -173,9 +175,19 @@ class OllamaBackend:
         except Exception as exc:
             raise self._error(exc, model) from None
         params = shown.parameters or ""
-        return ModelInfo(
-            model, shown.template or "", system_of(shown.modelfile or ""), _num_ctx(params), _stops(params)
-        )
+        system = system_of(shown.modelfile or "")
+        if system and served_template(shown.template or ""):
+            # A model made FROM another inherits that one's SYSTEM layer (server/model.go parseFromModel,
+            # from server/create.go), and only a non-empty SYSTEM replaces it: said, never silently used.
+            log.warning(
+                "the model %r has a SYSTEM, which becomes the system turn of every raw prompt, in place of "
+                "the one its chat template writes: %.80r. If your Modelfile sets none, it came from the "
+                "model named in FROM; recreate the model with the system text it was trained with (modelfile "
+                "--system) if that is not meant",
+                model,
+                system,
+            )
+        return ModelInfo(model, shown.template or "", system, _num_ctx(params), _stops(params))
 
     async def generate(
         self, model: str, request: GenerateRequest, options: Mapping

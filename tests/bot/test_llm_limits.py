@@ -71,3 +71,23 @@ def test_the_character_estimate_never_undercounts_other_scripts():
         ascii_chars = len(text) - len(non_ascii)
         assert counter.count(text) == -(-ascii_chars // 3.5) + sum(len(c.encode()) for c in non_ascii)
         assert counter.count(text) >= len(text.encode()) * 0.5  # at least a token per two bytes
+
+
+async def test_a_system_the_model_carries_is_said_not_silently_used(fake_ollama, caplog):
+    """FROM another model inherits its SYSTEM (Ollama's server/model.go parseFromModel): the bot uses a
+    served SYSTEM as the raw prompt's system turn, and says so, once per /api/show."""
+    from .conftest import WRITER
+
+    fake_ollama.add_model("writer", template=WRITER, system="You are a pirate.")
+    fake_ollama.add_model("plain", template=WRITER)
+    backend = OllamaBackend(fake_ollama.url)
+    try:
+        with caplog.at_level("WARNING", logger="bot.llm"):
+            info = await backend.model_info("writer")
+            await backend.model_info("plain")
+    finally:
+        await backend.close()
+    assert info.system == "You are a pirate."
+    [record] = [r for r in caplog.records if "has a SYSTEM" in r.getMessage()]
+    assert "'writer'" in record.getMessage() and "You are a pirate." in record.getMessage()
+    assert "FROM" in record.getMessage()
