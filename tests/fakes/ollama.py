@@ -58,6 +58,7 @@ class Script:
     honour_stop: bool = True  # False: a server that ignores the stop option (the client must stop reading)
 
 
+QUANTIZE_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_K_S", "Q4_K_M", "Q4_K"}  # Ollama v0.33
 REPEAT_LIMIT = 30  # identical pieces in a row Ollama streams before it ends the stream
 DEFAULT_TEMPLATE = "{{ .Prompt }}"  # what Ollama shows and renders for a model without a TEMPLATE
 
@@ -286,6 +287,10 @@ class FakeOllama(LoopbackServer):
         for digest in [*(body.get("files") or {}).values(), *(body.get("adapters") or {}).values()]:
             if digest not in self.blobs:
                 return _error(400, f"blob {digest} not found: upload it first")
+        quantize = str(body.get("quantize") or "").upper()
+        if quantize and quantize not in QUANTIZE_TYPES:  # fs/ggml/type.go ParseFileType
+            return _error(400, f"unsupported quantization type {quantize} - supported types are "
+                               f"{', '.join(sorted(QUANTIZE_TYPES))}")  # fmt: skip
         base = body.get("from")
         if base and _full(base) not in self.models:
             return _error(404, f"model '{base}' not found")
