@@ -62,7 +62,8 @@ class EmptyAnswer(LLMError):
 
 #: Seconds a model's TEMPLATE and parameters are trusted before /api/show is asked again.
 MODEL_INFO_TTL = 300.0
-#: How long Ollama keeps the model loaded after a request (its own default is 5 minutes): longer than a
+#: How long Ollama keeps the model loaded after a request (its own default is 5 minutes, envconfig/config.go
+#: `keepAlive`, v0.33.0-rc2): longer than a
 #: writer's pause between passages, so the next one neither reloads the model nor loses its prompt cache.
 DEFAULT_KEEP_ALIVE = "30m"
 
@@ -384,7 +385,8 @@ def _num_ctx(parameters: str) -> int | None:
 
 
 def _stops(parameters: str) -> tuple[str, ...]:
-    """The stop values in /api/show's parameters text (`stop   "<|im_end|>"`, one a line)."""
+    """The stop values in /api/show's parameters text (`stop   "<|im_end|>"`, one a line: Go's `%#v` of
+    each value, server/routes.go GetModelInfo, v0.33.0-rc2)."""
     values = re.findall(r"(?m)^\s*stop\s+(.+?)\s*$", parameters)
     return tuple(v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v for v in values)
 

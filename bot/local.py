@@ -32,7 +32,7 @@ class LlamaCppBackend:
         self.timeouts = timeouts or Timeouts()
         self._model: local_engine.LocalModel | None = None
         self._loading = asyncio.Lock()
-        self._busy = asyncio.Lock()  # one generation at a time, like Ollama's default
+        self._busy = asyncio.Lock()  # one generation at a time, like Ollama's default (envconfig NumParallel)
 
     async def model(self) -> local_engine.LocalModel:
         async with self._loading:

@@ -10,7 +10,8 @@ gives Ollama's figures back, so the bot, `eval compare` and the teacher run on o
 - options are Ollama's names (num_predict, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop)
   with Ollama's defaults; `num_ctx` is fixed when the model loads (`n_ctx`);
 - the final chunk carries prompt_eval_count, eval_count, durations (ns) and done_reason like Ollama's.
-One model runs one generation at a time (Ollama's default OLLAMA_NUM_PARALLEL=1); callers serialise.
+One model runs one generation at a time (Ollama's default OLLAMA_NUM_PARALLEL=1, envconfig/config.go at
+v0.33.0-rc2); callers serialise.
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ class GenerateRequest:
     system: str | None = None  # only for a plain model asked with its own system turn
 
     def fields(self) -> dict:
-        """Keyword arguments for `ollama` `generate`."""
+        """Keyword arguments for `ollama` `generate`: `system` only when not raw (a raw request that
+        carries one is refused, server/routes.go GenerateHandler, v0.33.0-rc2)."""
         return {"prompt": self.prompt, "raw": self.raw, **({"system": self.system} if self.system else {})}
 
 
