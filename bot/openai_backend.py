@@ -96,6 +96,15 @@ class OpenAIBackend:
         trained = served_template(template) if template else None
         return ModelInfo(model, template, "", served[model], tuple(trained.stops) if trained else ())
 
+    async def status(self) -> dict:
+        """For `story-bot status`: up or why not, and the models it serves (all loaded while it runs)."""
+        self._served = None
+        try:
+            models = sorted(await self._models())
+        except LLMError as exc:
+            return {"host": self.host, "up": False, "error": str(exc)}
+        return {"host": self.host, "up": True, "models": models, "loaded": models}
+
     def _template(self, model: str) -> str:
         where = self.chat_templates.get(model) or self.chat_templates.get("*")
         if where is None:

@@ -241,3 +241,19 @@ def test_settings_choose_the_engine(monkeypatch, tmp_path):
     backend = settings.backend()
     assert isinstance(backend, OpenAIBackend) and backend.host == "http://gpu1:8000/v1"
     assert backend.chat_templates == {"*": tmp_path / "t.jinja"}
+
+
+def test_story_bot_status_shows_the_engine_and_its_models(engine, monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STORY_BOT_ENGINE", "openai")
+    monkeypatch.setenv("STORY_BOT_OPENAI_URL", engine)
+    r = CliRunner().invoke(app, ["status"])
+    assert r.exit_code == 0, r.output
+    assert f"{engine}  up  has writer" in r.output and "models: writer" in r.output
+    monkeypatch.setenv("STORY_BOT_OPENAI_URL", refused_url() + "/v1")
+    r = CliRunner().invoke(app, ["status"])
+    assert r.exit_code == 1 and "DOWN" in r.output and "not reachable" in r.output
