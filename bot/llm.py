@@ -110,8 +110,9 @@ class Piece:
 
 
 class Backend(Protocol):
-    """What the story service runs on: one Ollama server (OllamaBackend), a pool of them (bot/pool.py)
-    or the GGUF in-process (bot/local.py); each raises the LLMError kinds above."""
+    """What the story service runs on: one Ollama server (OllamaBackend), a pool of them (bot/pool.py),
+    the GGUF in-process (bot/local.py) or an OpenAI-compatible engine (bot/openai_backend.py); each
+    reads its stream through :func:`timed` and raises the LLMError kinds above."""
 
     async def model_info(self, model: str) -> ModelInfo: ...
 
