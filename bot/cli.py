@@ -188,8 +188,9 @@ async def _console(settings) -> None:
 
 @app.command()
 def status(config: Config = None) -> None:
-    """Each Ollama host of the settings: reachable or not, its models, those loaded now, and its load
-    (generations running there and written there in the last 10 minutes, by every bot on STORY_BOT_DB)."""
+    """Each Ollama host of the settings (or the OpenAI-compatible engine): reachable or not, its models,
+    those loaded now, and its load (generations running there and written there in the last 10 minutes,
+    by every bot on STORY_BOT_DB)."""
     settings = _settings(config)
     rows = asyncio.run(_status(settings))
     load, note = _host_load(settings.db, time.time() - 600)
@@ -210,6 +211,13 @@ def status(config: Config = None) -> None:
 
 async def _status(settings) -> list[dict]:
     from bot.pool import OllamaPool
+
+    if settings.engine == "openai":
+        backend = settings.backend()
+        try:
+            return [await backend.status()]
+        finally:
+            await backend.close()
 
     pool = OllamaPool(settings.hosts(), settings.timeouts())
     try:

@@ -81,10 +81,31 @@ class Settings(BaseSettings):
         "writer",
         description="The default model; `guild_models` and `channel_models` name others.",
     )
-    engine: Literal["ollama", "llama.cpp"] = Field(
+    engine: Literal["ollama", "llama.cpp", "openai"] = Field(
         "ollama",
-        description="`ollama`, or `llama.cpp`: the `gguf` file run in-process, no server (one generation "
-        "at a time; Ollama stays the serving path for more than one writer).",
+        description="`ollama`; `llama.cpp`: the `gguf` file run in-process, no server (one generation "
+        "at a time; Ollama stays the serving path for more than one writer); or `openai`: an "
+        "OpenAI-compatible engine at `openai_url` (vLLM, SGLang, TGI, llama.cpp's servers).",
+    )
+    openai_url: str | None = Field(
+        None,
+        description="With the openai engine: its API's base URL, `/v1` included "
+        "(e.g. `http://gpu1:8000/v1`).",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None,
+        description="With the openai engine: the key it was started with (vLLM's `--api-key`), if any.",
+    )
+    chat_template: Path | None = Field(
+        None,
+        description="With the openai engine: where the served models' chat template is (their GGUF, the "
+        "merged Hugging Face folder or a template file), so a model of ours gets the exact chat text "
+        "through `/v1/completions`; unset, models are plain ones, asked through `/v1/chat/completions`.",
+    )
+    chat_templates: dict[str, Path] = Field(
+        default_factory=dict,
+        description="With the openai engine: a chat template per model name (a TOML table), over "
+        "`chat_template`.",
     )
     gguf: Path | None = Field(
         None,
@@ -128,7 +149,8 @@ class Settings(BaseSettings):
     chars_per_token: float = Field(
         3.5,
         gt=0,
-        description="Without `tokenizer`: characters per token, to estimate a text's tokens.",
+        description="Without `tokenizer`: ASCII characters per token, to estimate a text's tokens (any "
+        "other character counts as its UTF-8 bytes, so no script is undercounted).",
     )
     max_passage_chars: int = Field(
         6000,
@@ -167,6 +189,12 @@ class Settings(BaseSettings):
         description="Seconds to wait for a reply's first piece (a model loading) and between pieces.",
     )
     total_timeout: float = Field(600.0, gt=0, description="Seconds a whole passage may take.")
+    prompt_timeout_per_1k_tokens: float = Field(
+        60.0,
+        ge=0,
+        description="More seconds to wait for a reply's first piece per 1000 prompt tokens: a server "
+        "evaluates a cold prompt whole before it sends any text (minutes for a long one on a CPU).",
+    )
 
     # The Discord adapter's pacing.
     edit_interval: float = Field(
@@ -235,6 +263,11 @@ class Settings(BaseSettings):
     def _engine_has_a_model(self) -> Settings:
         if self.engine == "llama.cpp" and self.gguf is None:
             raise ValueError("STORY_BOT_ENGINE=llama.cpp needs STORY_BOT_GGUF: the GGUF file to run")
+        if self.engine == "openai" and not self.openai_url:
+            raise ValueError(
+                "STORY_BOT_ENGINE=openai needs STORY_BOT_OPENAI_URL: the engine's base URL, such as "
+                "http://127.0.0.1:8000/v1"
+            )
         return self
 
     @model_validator(mode="after")
@@ -263,12 +296,20 @@ class Settings(BaseSettings):
 
     def backend(self) -> Backend:
         """One host: its backend, as ever; several: a pool of them (the same interface); with
-        STORY_BOT_ENGINE=llama.cpp, the GGUF in-process (the same interface again, no server)."""
+        STORY_BOT_ENGINE=llama.cpp, the GGUF in-process (the same interface again, no server); with
+        STORY_BOT_ENGINE=openai, an OpenAI-compatible engine."""
         if self.engine == "llama.cpp":
             from .local import LlamaCppBackend
 
             assert self.gguf is not None  # the settings' validator refuses llama.cpp without a GGUF
             return LlamaCppBackend(self.gguf, self.lora, self.num_ctx or 4096, self.timeouts())
+        if self.engine == "openai":
+            from .openai_backend import OpenAIBackend
+
+            assert self.openai_url is not None  # the settings' validator refuses openai without a URL
+            key = self.openai_api_key.get_secret_value() if self.openai_api_key else None
+            templates = {**({"*": self.chat_template} if self.chat_template else {}), **self.chat_templates}
+            return OpenAIBackend(self.openai_url, key, self.timeouts(), templates)
         hosts = self.hosts()
         if len(hosts) == 1:
             return OllamaBackend(hosts[0], self.timeouts(), self.keep_alive)
@@ -306,7 +347,9 @@ class Settings(BaseSettings):
         )
 
     def timeouts(self) -> Timeouts:
-        return Timeouts(self.connect_timeout, self.idle_timeout, self.total_timeout)
+        return Timeouts(
+            self.connect_timeout, self.idle_timeout, self.total_timeout, self.prompt_timeout_per_1k_tokens
+        )
 
     def counter(self) -> Counter:
         if self.tokenizer:

@@ -7,9 +7,11 @@ turns every failure into an :class:`LLMError` whose message can be shown to writ
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar, cast
@@ -17,11 +19,12 @@ from typing import Protocol, TypeVar, cast
 import httpx
 import ollama
 
-from contract.serving import GenerateRequest, resolve_host, system_of
+from contract.serving import GenerateRequest, resolve_host, served_template, system_of
 
 from .core import messages
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class LLMError(Exception):
@@ -59,7 +62,8 @@ class EmptyAnswer(LLMError):
 
 #: Seconds a model's TEMPLATE and parameters are trusted before /api/show is asked again.
 MODEL_INFO_TTL = 300.0
-#: How long Ollama keeps the model loaded after a request (its own default is 5 minutes): longer than a
+#: How long Ollama keeps the model loaded after a request (its own default is 5 minutes, envconfig/config.go
+#: `keepAlive`, v0.33.0-rc2): longer than a
 #: writer's pause between passages, so the next one neither reloads the model nor loses its prompt cache.
 DEFAULT_KEEP_ALIVE = "30m"
 
@@ -78,6 +82,21 @@ class Timeouts:
     connect: float = 5.0
     idle: float = 120.0  # for the first piece (the model may be loading) and between pieces
     total: float = 600.0  # a whole passage
+    # More wait for the first piece, per 1000 prompt tokens: a server sends nothing before the first token
+    # (Ollama: server/routes.go streams only what llm/llama_server.go's completion yields), and a cold one
+    # evaluates the whole prompt first (a 7B model on a CPU: tens of tokens a second).
+    prompt_per_1k: float = 60.0
+
+    def first(self, prompt: str) -> float:
+        """Seconds to wait for a request's first piece: `idle` plus the prompt's evaluation on a cold
+        server, the prompt counted so that no script is undercounted (bot.core.context.CharCounter)."""
+        return self.idle + self.prompt_per_1k * prompt_tokens(prompt) / 1000
+
+
+def prompt_tokens(prompt: str) -> int:
+    from .core.context import CharCounter
+
+    return CharCounter().count(prompt)
 
 
 @dataclass
@@ -91,8 +110,9 @@ class Piece:
 
 
 class Backend(Protocol):
-    """What the story service runs on: one Ollama server (OllamaBackend), a pool of them (bot/pool.py)
-    or the GGUF in-process (bot/local.py); each raises the LLMError kinds above."""
+    """What the story service runs on: one Ollama server (OllamaBackend), a pool of them (bot/pool.py),
+    the GGUF in-process (bot/local.py) or an OpenAI-compatible engine (bot/openai_backend.py); each
+    reads its stream through :func:`timed` and raises the LLMError kinds above."""
 
     async def model_info(self, model: str) -> ModelInfo: ...
 
@@ -157,9 +177,19 @@ class OllamaBackend:
         except Exception as exc:
             raise self._error(exc, model) from None
         params = shown.parameters or ""
-        return ModelInfo(
-            model, shown.template or "", system_of(shown.modelfile or ""), _num_ctx(params), _stops(params)
-        )
+        system = system_of(shown.modelfile or "")
+        if system and served_template(shown.template or ""):
+            # A model made FROM another inherits that one's SYSTEM layer (server/model.go parseFromModel,
+            # from server/create.go), and only a non-empty SYSTEM replaces it: said, never silently used.
+            log.warning(
+                "the model %r has a SYSTEM, which becomes the system turn of every raw prompt, in place of "
+                "the one its chat template writes: %.80r. If your Modelfile sets none, it came from the "
+                "model named in FROM; recreate the model with the system text it was trained with (modelfile "
+                "--system) if that is not meant",
+                model,
+                system,
+            )
+        return ModelInfo(model, shown.template or "", system, _num_ctx(params), _stops(params))
 
     async def generate(
         self, model: str, request: GenerateRequest, options: Mapping
@@ -168,36 +198,39 @@ class OllamaBackend:
         started = time.monotonic()
         first: float | None = None
         stream = None
-        guard = _Watchdog(self.timeouts.idle, self.timeouts.total)
+        repeats = _Repeats()
         try:
             stream = await self.client.generate(
                 model, **request.fields(), options=dict(options), stream=True, keep_alive=self.keep_alive
             )
-            while True:
-                try:
-                    part = await guard.next(stream)
-                except StopAsyncIteration:
-                    break
-                if first is None:
-                    first = time.monotonic() - started
-                if part.done:
-                    yield Piece(part.response or "", True, _stats(part, first), self.host)
-                    return
-                yield Piece(part.response or "", host=self.host)
+            async with aclosing(timed(stream, self.timeouts, request.prompt)) as parts:
+                async for part in parts:
+                    if first is None:
+                        first = time.monotonic() - started
+                    if part.done:
+                        yield Piece(part.response or "", True, _stats(part, first), self.host)
+                        return
+                    repeats.add(part.response or "")
+                    yield Piece(part.response or "", host=self.host)
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            raise self._error(exc, model) from None
+            raise self._error(exc, model, request.prompt) from None
         finally:
-            guard.stop()
             if stream is not None:
                 # Release the HTTP connection however the stream ended (it is a generator, typed an iterator).
                 await cast(AsyncGenerator, stream).aclose()
+        if repeats.limit_reached():
+            # Not the server failing: Ollama stopped a model stuck on one piece (a pool keeps the host).
+            raise StreamFailed(
+                f"the model {model!r} wrote {repeats.last!r} over and over, and Ollama stopped it there: "
+                "nothing was added; ask again (a new take), or raise repeat_penalty or temperature in options"
+            )
         raise HostFailed(
             f"the connection to Ollama at {self.host} closed before the model finished: try again"
         )
 
-    def _error(self, exc: BaseException, model: str) -> LLMError:
+    def _error(self, exc: BaseException, model: str, prompt: str = "") -> LLMError:
         if isinstance(exc, LLMError):
             return exc
         if isinstance(exc, ConnectionError | httpx.ConnectError | httpx.ConnectTimeout):
@@ -206,10 +239,7 @@ class OllamaBackend:
                 "STORY_BOT_OLLAMA_HOST (or OLLAMA_HOST) to where it runs"
             )
         if isinstance(exc, TimeoutError | httpx.TimeoutException):
-            return TimedOut(
-                f"the model {model!r} did not answer in time (waited up to {self.timeouts.idle:g}s for a "
-                f"piece, {self.timeouts.total:g}s in all): the server may be busy or loading it; try again"
-            )
+            return timed_out(model, self.timeouts, exc, prompt)
         if isinstance(exc, ollama.ResponseError):
             if exc.status_code == 404:
                 return ModelMissing(
@@ -226,34 +256,111 @@ class OllamaBackend:
         raise exc
 
 
+class _Repeats:
+    """Ollama ends a stream with no error and no done line once more than REPEAT_LIMIT pieces in a row
+    have the same text, spaces trimmed (llm/llama_server.go, `tokenRepeat`, v0.33.0-rc2)."""
+
+    LIMIT = 30
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self.count = 0
+
+    def add(self, text: str) -> None:
+        trimmed = text.strip()
+        self.count = self.count + 1 if trimmed == self.last else 0
+        self.last = trimmed
+
+    def limit_reached(self) -> bool:
+        return self.count >= self.LIMIT
+
+
+class Tripped(TimeoutError):
+    """A stream's time limit ran out: `first` when no piece had come, `total` for the whole passage."""
+
+    def __init__(self, waited: float, first: bool, total: bool):
+        super().__init__(f"waited {waited:g}s")
+        self.waited, self.first, self.total = waited, first, total
+
+
+async def timed(stream: AsyncIterator[T], timeouts: Timeouts, prompt: str = "") -> AsyncGenerator[T, None]:
+    """The stream's items within the limits (raising :class:`Tripped`): the first within
+    `timeouts.first(prompt)`, each next within `idle`, all within `total`. Every backend reads through it."""
+    guard = _Watchdog(timeouts.idle, timeouts.total, timeouts.first(prompt))
+    try:
+        while True:
+            try:
+                item = await guard.next(stream)
+            except StopAsyncIteration:
+                return
+            yield item
+    finally:
+        guard.stop()
+
+
+def timed_out(model: str, timeouts: Timeouts, exc: BaseException, prompt: str = "") -> TimedOut:
+    """The message for a time limit that ran out, saying which one and why it was that long."""
+    t = timeouts
+    if isinstance(exc, Tripped) and exc.first and not exc.total:
+        return TimedOut(
+            f"the model {model!r} did not answer in time: nothing came in {exc.waited:.0f}s, the wait for "
+            f"a first word ({t.idle:g}s, plus {t.prompt_per_1k:g}s per 1000 prompt tokens for a server "
+            f"that evaluates the prompt cold; this one is about {prompt_tokens(prompt)} tokens): the server "
+            "may be busy, loading the model or slow at prompts; try again, or raise "
+            "STORY_BOT_PROMPT_TIMEOUT_PER_1K_TOKENS"
+        )
+    if isinstance(exc, Tripped) and exc.total:
+        return TimedOut(
+            f"the model {model!r} did not answer in time: the passage took more than {t.total:g}s in all "
+            "(STORY_BOT_TOTAL_TIMEOUT); try again, or ask for a shorter one"
+        )
+    return TimedOut(
+        f"the model {model!r} did not answer in time (waited up to {t.idle:g}s for a piece, "
+        f"{t.total:g}s in all): the server may be busy or loading it; try again"
+    )
+
+
 class _Watchdog:
-    """A stream's time limits: `idle` seconds for each piece (the first too: the model may be loading)
-    and `total` for the whole passage, kept by one timer that is re-armed rarely rather than one per read.
+    """A stream's time limits: `first` seconds for the first piece, `idle` for each next one and `total`
+    for the whole passage, kept by one timer that is re-armed rarely rather than one per read.
 
     It cancels the reading task only while that task waits in :meth:`wait`, never while the driver
-    holds a piece, and turns that cancellation into TimeoutError."""
+    holds a piece, and turns that cancellation into :class:`Tripped`."""
 
-    def __init__(self, idle: float, total: float):
+    def __init__(self, idle: float, total: float, first: float | None = None):
         self.loop = asyncio.get_running_loop()
         self.idle = idle
-        self.deadline = self.loop.time() + total
+        self.started = self.loop.time()
+        self.first = idle if first is None else first
+        self.deadline = self.started + total
         self.read_at = 0.0
+        self.pieces = 0
         self.reader: asyncio.Task | None = None  # the task waiting for a piece, if one is
         self.tripped = False
-        self.handle = self.loop.call_at(min(self.loop.time() + idle, self.deadline), self._check)
+        self.handle = self.loop.call_at(min(self.started + self.first, self.deadline), self._check)
+
+    def _limit(self) -> float:
+        return self.idle if self.pieces else self.first
+
+    def _trip(self) -> Tripped:
+        now = self.loop.time()
+        return Tripped(now - (self.read_at if self.pieces else self.started), not self.pieces,
+                       now >= self.deadline)  # fmt: skip
 
     async def next(self, stream: AsyncIterator[T]) -> T:
         """The stream's next item (StopAsyncIteration at its end) within the limits."""
         self.read_at = self.loop.time()
         if self.read_at >= self.deadline:
-            raise TimeoutError
+            raise self._trip()
         reader = self.reader = asyncio.current_task()
         assert reader is not None  # always awaited in a task
         try:
-            return await anext(stream)
+            item = await anext(stream)
+            self.pieces += 1
+            return item
         except asyncio.CancelledError:
             if self.tripped and reader.uncancel() == 0:
-                raise TimeoutError from None
+                raise self._trip() from None
             raise
         finally:
             self.reader = None
@@ -262,7 +369,7 @@ class _Watchdog:
         now = self.loop.time()
         due = now + self.idle  # nobody waiting: look again later
         if self.reader is not None:
-            due = min(self.read_at + self.idle, self.deadline)
+            due = min(self.read_at + self._limit(), self.deadline)
             if now >= due:
                 self.tripped = True
                 self.reader.cancel()
@@ -279,7 +386,8 @@ def _num_ctx(parameters: str) -> int | None:
 
 
 def _stops(parameters: str) -> tuple[str, ...]:
-    """The stop values in /api/show's parameters text (`stop   "<|im_end|>"`, one a line)."""
+    """The stop values in /api/show's parameters text (`stop   "<|im_end|>"`, one a line: Go's `%#v` of
+    each value, server/routes.go GetModelInfo, v0.33.0-rc2)."""
     values = re.findall(r"(?m)^\s*stop\s+(.+?)\s*$", parameters)
     return tuple(v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v for v in values)
 

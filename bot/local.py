@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from pathlib import Path
 
 from contract import local_engine
 from contract.serving import GenerateRequest
 
-from .llm import LLMError, ModelInfo, ModelMissing, Piece, StreamFailed, Timeouts, _Watchdog
+from .llm import LLMError, ModelInfo, ModelMissing, Piece, StreamFailed, Timeouts, timed, timed_out
 
 _END = object()
 
@@ -31,7 +32,7 @@ class LlamaCppBackend:
         self.timeouts = timeouts or Timeouts()
         self._model: local_engine.LocalModel | None = None
         self._loading = asyncio.Lock()
-        self._busy = asyncio.Lock()  # one generation at a time, like Ollama's default
+        self._busy = asyncio.Lock()  # one generation at a time, like Ollama's default (envconfig NumParallel)
 
     async def model(self) -> local_engine.LocalModel:
         async with self._loading:
@@ -72,37 +73,27 @@ class LlamaCppBackend:
 
         async with self._busy:
             worker = loop.run_in_executor(None, work)
-            guard = _Watchdog(self.timeouts.idle, self.timeouts.total)
-            stream, first = pieces(), None
+            first = None
             try:
-                while True:
-                    try:
-                        item = await guard.next(stream)
-                    except StopAsyncIteration:
-                        break
-                    if isinstance(item, Exception):
-                        raise self._error(item, model)
-                    first = first if first is not None else loop.time() - started
-                    if item.done:
-                        yield Piece(item.text, True, _stats(item.stats, first))
-                        return
-                    yield Piece(item.text)
-            except TimeoutError:
-                raise self._error(TimeoutError(), model) from None
+                async with aclosing(timed(pieces(), self.timeouts, request.prompt)) as items:
+                    async for item in items:
+                        if isinstance(item, Exception):
+                            raise self._error(item, model)
+                        first = first if first is not None else loop.time() - started
+                        if item.done:
+                            yield Piece(item.text, True, _stats(item.stats, first))
+                            return
+                        yield Piece(item.text)
+            except TimeoutError as exc:
+                raise self._error(exc, model, request.prompt) from None
             finally:
-                guard.stop()
                 stop.set()  # the model stops at its next token; the lock is held until it has
                 await asyncio.shield(worker)
         raise StreamFailed(f"the local model {self.gguf} stopped before it finished: try again")
 
-    def _error(self, exc: BaseException, model: str) -> LLMError:
-        from .llm import TimedOut
-
+    def _error(self, exc: BaseException, model: str, prompt: str = "") -> LLMError:
         if isinstance(exc, TimeoutError):
-            return TimedOut(
-                f"the local model did not answer in time (waited up to {self.timeouts.idle:g}s for a piece, "
-                f"{self.timeouts.total:g}s in all): raise STORY_BOT_IDLE_TIMEOUT or use a smaller model"
-            )
+            return timed_out(model, self.timeouts, exc, prompt)
         if isinstance(exc, local_engine.EngineError):
             return StreamFailed(str(exc))
         return StreamFailed(f"the local model failed mid-passage ({type(exc).__name__}: {exc})")

@@ -10,7 +10,8 @@ gives Ollama's figures back, so the bot, `eval compare` and the teacher run on o
 - options are Ollama's names (num_predict, temperature, top_k, top_p, min_p, repeat_penalty, seed, stop)
   with Ollama's defaults; `num_ctx` is fixed when the model loads (`n_ctx`);
 - the final chunk carries prompt_eval_count, eval_count, durations (ns) and done_reason like Ollama's.
-One model runs one generation at a time (Ollama's default OLLAMA_NUM_PARALLEL=1); callers serialise.
+One model runs one generation at a time (Ollama's default OLLAMA_NUM_PARALLEL=1, envconfig/config.go at
+v0.33.0-rc2); callers serialise.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ if TYPE_CHECKING:
     from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionStreamResponse
 
 ENGINE = "llama.cpp"
-#: Ollama's sampling defaults (api/types.go DefaultOptions), so both engines sample alike.
-DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
+#: Ollama's sampling defaults, so both engines sample alike: api/types.go `DefaultOptions` at v0.33.0-rc2
+#: (repeat_penalty 1.0 since v0.32.10, 1.1 before; min_p unset there, so 0, where llama-cpp-python's
+#: own default is 0.05; repeat_last_n 64 is llama-cpp-python's default too).
+DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
 _OPTION_NAMES = {"num_predict": "max_tokens", "temperature": "temperature", "top_k": "top_k",
                  "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty",
                  "seed": "seed"}  # fmt: skip

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from contract import chat_template, prompt
 from contract.chat_template import ChatTemplate
@@ -42,7 +43,8 @@ class GenerateRequest:
     system: str | None = None  # only for a plain model asked with its own system turn
 
     def fields(self) -> dict:
-        """Keyword arguments for `ollama` `generate`."""
+        """Keyword arguments for `ollama` `generate`: `system` only when not raw (a raw request that
+        carries one is refused, server/routes.go GenerateHandler, v0.33.0-rc2)."""
         return {"prompt": self.prompt, "raw": self.raw, **({"system": self.system} if self.system else {})}
 
 
@@ -130,3 +132,22 @@ def resolve_host(host: str | None) -> str:
     if ":" not in rest.split("/", 1)[0]:
         rest = rest.replace("/", ":11434/", 1) if "/" in rest else rest + ":11434"
     return f"{scheme}://{rest}"
+
+
+def template_of(where: str | Path) -> str:
+    """A model's chat template from its files, for an engine that does not tell it (an OpenAI-compatible
+    server): a GGUF or a Hugging Face folder (contract.modelfile.inspect reads both), else a template file
+    as it is. ValueError says what is wrong."""
+    path = Path(where)
+    if not path.exists():
+        raise ValueError(f"no chat template at {path}: give the model's GGUF, its folder or a template file")
+    if path.is_file():
+        with path.open("rb") as f:
+            if f.read(4) != b"GGUF":
+                return path.read_text(encoding="utf-8")
+    from contract.modelfile import inspect
+
+    template = inspect.local_chat_template(path)[0]
+    if not template:
+        raise ValueError(f"{path} holds no chat template")
+    return template

@@ -67,6 +67,8 @@ KEEP_RECENT = 2
 #: Tokens kept free for the chat template's own markers around the writer prompt.
 TEMPLATE_MARGIN = 32
 
+_ASCII = bytes(range(128))
+
 
 class Counter(Protocol):
     @property
@@ -77,13 +79,19 @@ class Counter(Protocol):
 
 @dataclass(frozen=True)
 class CharCounter:
-    """An estimate in tokens from characters, for models whose tokenizer we do not have."""
+    """An estimate in tokens from characters, for models whose tokenizer we do not have: ASCII text at
+    `chars_per_token`, every other character at its UTF-8 bytes, the most tokens any byte-level or
+    byte-fallback tokenizer gives it, so Cyrillic, Greek, CJK or emoji are never undercounted (Ollama
+    truncates a prompt past num_ctx without a word, keeping num_keep tokens and the tail:
+    llm/llama_server.go, v0.33.0-rc2)."""
 
     chars_per_token: float = 3.5
     unit: str = "chars"
 
     def count(self, text: str) -> int:
-        return math.ceil(len(text) / self.chars_per_token)
+        data = text.encode("utf-8", "surrogatepass")
+        other = len(data.translate(None, _ASCII))  # the bytes of non-ASCII characters
+        return math.ceil((len(data) - other) / self.chars_per_token) + other
 
 
 class TokenizerCounter:

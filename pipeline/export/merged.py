@@ -88,15 +88,16 @@ def copy_model_files(base_dir: Path, out_dir: Path) -> None:
 
 def set_chat_template(folder: Path, template: str | None) -> None:
     """Make the folder's tokenizer carry this chat template (the adapter's: the one it was trained
-    with), in chat_template.jinja, where transformers looks first, and nowhere else."""
+    with) in tokenizer_config.json's `chat_template`, and nowhere else: Ollama's converter reads it only
+    there (convert/tokenizer.go, v0.33.0-rc2), so `ollama create` from this folder keeps it, and
+    transformers reads it there too once no chat_template.jinja (which it would prefer) is left."""
     if template is None:
         return
-    (folder / "chat_template.jinja").write_text(template, encoding="utf-8")
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
     config_path = folder / "tokenizer_config.json"
-    if config_path.is_file():
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-        if config.pop("chat_template", None) is not None:
-            config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+    config["chat_template"] = template
+    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def export_merged(
@@ -131,7 +132,8 @@ def export_merged(
         with atomic_dir(out, overwrite) as tmp:
             merged_model(Path(adapter_dir), base_dir).save_pretrained(tmp, safe_serialization=True)
             copy_model_files(base_dir, tmp)
-            set_chat_template(tmp, adapter_template)
+            # the base's own template too, when the adapter carries none: moved where Ollama reads it
+            set_chat_template(tmp, adapter_template or chat_template.folder_chat_template(base_dir)[0])
         written = TensorSet(out)  # the tensors as written, counted from the files' headers
         names = written.names()
         types = Counter(written.dtype(n) for n in names)

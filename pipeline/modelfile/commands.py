@@ -121,6 +121,13 @@ def publish(
         typer.Option("--push", help="Then push it to its registry (the name needs a namespace: you/writer)"),
     ] = False,
     insecure: Insecure = False,
+    quantize: Annotated[
+        str | None,
+        typer.Option(
+            help="Quantize the model layer as the server creates it (Ollama's `create --quantize`: q8_0, "
+            "q4_K_M, q4_K_S), from an F16, BF16 or F32 model such as an export-merged safetensors folder"
+        ),
+    ] = None,
 ) -> None:
     """Register the Modelfile's model with an Ollama server: upload local files as blobs, then create;
     with --push, the server then pushes it to the registry its name points to (ollama.com by default)."""
@@ -129,7 +136,7 @@ def publish(
     try:
         if push and (problem := pub.push_name_error(name)) is not None:
             raise pub.PublishError(f"{name!r} cannot be pushed: {problem}")  # before anything is sent
-        plan = pub.plan(modelfile, name)
+        plan = pub.plan(modelfile, name, quantize)
         publisher = pub.Publisher(host)
         if not force and publisher.has_model(name):
             raise pub.PublishError(

@@ -58,9 +58,19 @@ class Plan:
     parameters: dict[str, object]
     messages: list[dict]
     license: list[str]
+    quantize: str | None = None  # the model layer quantized by the server as it creates the model
 
 
-def plan(modelfile: Path, name: str) -> Plan:
+#: What `ollama create --quantize` takes (fs/ggml/type.go ParseFileType, v0.33.0-rc2; case-insensitive),
+#: applied to an F16, BF16 or F32 model layer only (server/create.go), never to an adapter.
+QUANTIZE = ("q8_0", "q4_K_M", "q4_K_S", "q4_K", "f16", "bf16", "f32")
+
+
+def plan(modelfile: Path, name: str, quantize: str | None = None) -> Plan:
+    if quantize is not None and quantize.lower() not in {q.lower() for q in QUANTIZE}:
+        raise PublishError(
+            f"--quantize {quantize!r} is not a type Ollama quantizes to: one of {', '.join(QUANTIZE)}"
+        )
     text = grammar.read(Path(modelfile))  # decoded as Ollama decodes it (BOM, UTF-16)
     base_dir = Path(modelfile).resolve().parent
     errors = [p for p in grammar.check_text(text, base_dir) if p.severity == "error"]
@@ -88,6 +98,7 @@ def plan(modelfile: Path, name: str) -> Plan:
         parameters=grammar.typed_parameters(mf),
         messages=messages,
         license=[c.args for c in mf.get("license")],
+        quantize=quantize,
     )
 
 
@@ -170,6 +181,7 @@ class Publisher:
                 parameters=p.parameters or None,
                 messages=p.messages or None,
                 license=p.license or None,
+                quantize=p.quantize,
                 stream=True,
             )
             last = None

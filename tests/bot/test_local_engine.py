@@ -145,3 +145,11 @@ def test_story_bot_console_with_gguf_through_stdin(tmp_path):
         input="", capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
     )  # fmt: skip
     assert missing.returncode == 1 and "none.gguf is not a file" in missing.stderr
+
+
+def test_the_local_engine_samples_with_ollamas_defaults():
+    """Ollama v0.33's api/types.go DefaultOptions (repeat_penalty 1.0 since v0.32.10; min_p unset, 0)."""
+    from contract import local_engine
+
+    ollama = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
+    assert ollama == local_engine.DEFAULTS

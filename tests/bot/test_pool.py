@@ -249,3 +249,21 @@ def test_story_bot_status_shows_each_host_its_models_and_load(hosts, monkeypatch
     result = CliRunner().invoke(app, ["status"])
     assert result.exit_code == 0 and f"load: no store at {tmp_path / 'absent.db'}" in result.output
     assert not (tmp_path / "absent.db").exists()  # status never creates or migrates a store
+
+
+async def test_ollamas_repeat_limit_is_the_models_loop_not_a_dead_host(hosts):
+    """More than 30 identical pieces in a row: Ollama ends the stream with no done line and no error
+    (llm/llama_server.go); the member is told the model looped, and the host is not set aside."""
+    a, b, _ = hosts
+    a.script("writer", text="The bell rang." + " ding" * 60)
+    pool = OllamaPool([a.url, b.url])
+    try:
+        with pytest.raises(Exception, match="over and over") as caught:
+            await passage(pool, "story-1")
+        assert not isinstance(caught.value, HostFailed) and "' ding'" not in str(caught.value)
+        assert "'ding'" in str(caught.value)
+        assert not pool.hosts[0].down(time.monotonic()) and pool.stats.retried == 0
+        a.script("writer", text="The bell rang" + " ding" * 20 + ".")  # 20 in a row: streamed whole
+        assert (await passage(pool, "story-1")).count("ding") == 20
+    finally:
+        await pool.close()

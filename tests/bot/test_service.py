@@ -114,7 +114,7 @@ async def test_an_unreachable_server_and_a_missing_model_say_what_to_do(make_ser
 
 async def test_a_silent_model_times_out(make_service, ollama_server):
     ollama_server.script("writer", first_token_delay=0.6)
-    service = make_service("writer", timeouts=Timeouts(connect=1, idle=0.2, total=5))
+    service = make_service("writer", timeouts=Timeouts(connect=1, idle=0.2, total=5, prompt_per_1k=0))
     service.write(HERE, ALICE, "Once.")
     events = await collect(service.continue_story(HERE, ALICE))
     assert isinstance(events[-1], Failed) and "did not answer in time" in events[-1].message

@@ -174,9 +174,19 @@ def test_merged_safetensors_folder_equals_peft(arch, make_adapter, tiny_model, t
     # The report counts what was written (it said "0 tensors ()" before): every tensor of the base, F32.
     assert report.tensors == len(TensorSet(hf).names()) > 0
     assert report.types == {"F32": report.tensors}
-    assert {"config.json", "tokenizer.json", "chat_template.jinja", "model.safetensors"} <= {
+    assert {"config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"} <= {
         p.name for p in out.iterdir()
     }
+    # The chat template is in tokenizer_config.json, the one place Ollama's converter reads it
+    # (convert/tokenizer.go), and transformers reads the same one there.
+    from transformers import AutoTokenizer
+
+    from contract import chat_template
+
+    assert not (out / "chat_template.jinja").exists()
+    trained = chat_template.folder_chat_template(adapter)[0] or chat_template.folder_chat_template(hf)[0]
+    assert trained and json.loads((out / "tokenizer_config.json").read_text())["chat_template"] == trained
+    assert AutoTokenizer.from_pretrained(out).chat_template == trained
     ids = torch.tensor([[5, 17, 42, 99, 3, 250, 7, 8, 9, 10, 11, 12]])  # past Gemma's window of 8
     with torch.no_grad():
         merged = AutoModelForCausalLM.from_pretrained(out)(ids).logits

@@ -58,6 +58,8 @@ class Script:
     honour_stop: bool = True  # False: a server that ignores the stop option (the client must stop reading)
 
 
+QUANTIZE_TYPES = {"F32", "F16", "BF16", "Q8_0", "Q4_K_S", "Q4_K_M", "Q4_K"}  # Ollama v0.33
+REPEAT_LIMIT = 30  # identical pieces in a row Ollama streams before it ends the stream
 DEFAULT_TEMPLATE = "{{ .Prompt }}"  # what Ollama shows and renders for a model without a TEMPLATE
 
 
@@ -285,6 +287,10 @@ class FakeOllama(LoopbackServer):
         for digest in [*(body.get("files") or {}).values(), *(body.get("adapters") or {}).values()]:
             if digest not in self.blobs:
                 return _error(400, f"blob {digest} not found: upload it first")
+        quantize = str(body.get("quantize") or "").upper()
+        if quantize and quantize not in QUANTIZE_TYPES:  # fs/ggml/type.go ParseFileType
+            return _error(400, f"unsupported quantization type {quantize} - supported types are "
+                               f"{', '.join(sorted(QUANTIZE_TYPES))}")  # fmt: skip
         base = body.get("from")
         if base and _full(base) not in self.models:
             return _error(404, f"model '{base}' not found")
@@ -499,9 +505,16 @@ class FakeOllama(LoopbackServer):
             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await resp.prepare(request)
             await asyncio.sleep(script.first_token_delay)
+            last, repeats = None, 0
             for i, piece in enumerate(pieces):
                 if script.error_after is not None and i >= script.error_after:
                     await resp.write(json.dumps({"error": script.error_message}).encode() + b"\n")
+                    return resp
+                # Ollama's repeat limit (llm/llama_server.go, v0.33): a piece whose trimmed text equals the
+                # one before more than 30 times in a row ends the stream, with no error and no done line.
+                repeats, last = (repeats + 1, last) if piece.strip() == last else (0, piece.strip())
+                if repeats > REPEAT_LIMIT:
+                    await resp.write_eof()
                     return resp
                 await asyncio.sleep(_delay(script))
                 await resp.write(json.dumps(_chunk(model.name, piece, chat)).encode() + b"\n")

@@ -126,3 +126,26 @@ def test_cli_publish(fake_ollama, writer_modelfile, monkeypatch):
 def test_resolve_host(given, expected, monkeypatch):
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     assert serving.resolve_host(given) == expected
+
+
+def test_publish_quantizes_a_safetensors_folder_as_the_server_creates_it(fake_ollama, tmp_path, monkeypatch):
+    """A merged safetensors folder is stored as F16 unless create asks for a quantization (Ollama's
+    `ollama create --quantize`); a type Ollama does not know is refused before anything is sent."""
+    folder = tmp_path / "merged"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"\0" * 16)
+    (folder / "config.json").write_text('{"model_type": "qwen2"}')
+    mf = tmp_path / "M.Modelfile"
+    mf.write_text("FROM ./merged\n", encoding="utf-8")
+    Publisher(fake_ollama.url).publish(publish.plan(mf, "small", "q4_K_M"), on_status=lambda s: None)
+    assert fake_ollama.calls("/api/create")[-1]["quantize"] == "q4_K_M"
+    with pytest.raises(
+        PublishError, match="--quantize 'q3_k' is not a type Ollama quantizes to: one of q8_0"
+    ):
+        publish.plan(mf, "small", "q3_k")
+    args = [sys.executable, "-m", "pipeline", "publish", "--modelfile", str(mf), "--name", "small2"]
+    r = subprocess.run(
+        args + ["--host", fake_ollama.url, "--quantize", "q8_0"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    assert fake_ollama.calls("/api/create")[-1]["quantize"] == "q8_0"
