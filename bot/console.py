@@ -19,6 +19,7 @@ from typing import TextIO
 from contract.atomic import OutputError, OutputExistsError, write_text
 
 from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
+from .core.settings import describe as describe_settings
 from .core.story import Channel, Member, Passage
 
 HELP = """\
@@ -42,7 +43,13 @@ Long stories:
   /lore edit Name | [key, words] | [text] [--always | --not-always]   empty parts stay as they are
   /lore remove Name   /lore list
   /story show --summary               the rolling summary standing in for the oldest passages
+  /story summary edit text | restore | pause | resume   correct it, bring back its previous version,
+                                      stop or restart new summaries
   /story context                      exactly what the model will receive next
+The story's world:
+  /story settings [model=M] [temperature=T] [top_p=P] [repeat_penalty=R] [length=L] [--reset]
+  /persona set Name | description     the character you write (the cast is pinned in the context)
+  /persona clear   /persona list
 """
 
 CHANNEL = Channel("console")
@@ -104,7 +111,8 @@ class Console:
              "show": "_show", "export": "_export", "help": "_help", "memory": "_memory", "note": "_note",
              "lore": "_lore", "edit": "_edit", "takes": "_takes", "take": "_take", "erase": "_erase",
              "redo": "_redo", "fork": "_fork", "stories": "_stories", "list": "_stories",
-             "open": "_open"}  # fmt: skip
+             "open": "_open", "settings": "_settings", "summary": "_summary_command",
+             "persona": "_persona"}  # fmt: skip
 
     # --- commands ------------------------------------------------------------------------------
     def _do(self, action) -> bool:
@@ -237,8 +245,71 @@ class Console:
             self.say(f"(summary of the first {state.covers} passages)\n{state.current.text}")
         if state.writing:
             self.say("(a new summary is being written)")
+        if state.paused:
+            self.say("(summaries are paused: /story summary resume)")
         if state.last_error:
             self.say(f"(the last attempt failed: {state.last_error})")
+
+    def _settings(self, arg: str) -> None:
+        """`/story settings` alone shows them; `name=value` pairs change them (the console's one writer
+        may)."""
+        reset = "--reset" in arg.split()
+        pairs = dict(re.findall(r"(\w+)=(\S+)", arg))
+        if reset or pairs:
+            numbers = {"temperature", "top_p", "repeat_penalty"}
+            try:
+                changes = {k: float(v) if k in numbers else v for k, v in pairs.items()}
+            except ValueError:
+                raise StoryError(f"give numbers for {', '.join(sorted(numbers & set(pairs)))}") from None
+            try:
+                self.service.set_settings(CHANNEL, self.member, True, reset=reset, **changes)
+            except TypeError:
+                raise StoryError(
+                    "the settings are model, temperature, top_p, repeat_penalty and length: "
+                    "/story settings temperature=0.8"
+                ) from None
+        current, model = self.service.settings(CHANNEL)
+        self.say(f"(settings: {describe_settings(current, model)})")
+        self.say(f"(models allowed here: {', '.join(self.service.allowed_models(CHANNEL))})")
+
+    def _summary_command(self, arg: str) -> None:
+        verb, _, text = arg.partition(" ")
+        match verb.lower():
+            case "edit":
+                writing = self.service.summary_state(CHANNEL).writing
+                self.service.edit_summary(CHANNEL, self.member, text)
+                self.say("(summary rewritten" + ("; the one being written now will be dropped)" if writing
+                                                 else ")"))  # fmt: skip
+            case "restore":
+                back = self.service.restore_summary(CHANNEL, self.member)
+                self.say(f"(previous summary restored: {_preview(back.text or '', 200)})")
+            case "pause" | "resume":
+                self.service.pause_summaries(CHANNEL, self.member, verb.lower() == "pause")
+                self.say(f"(summaries {verb.lower()}d)")
+            case "" | "show":
+                self._summary()
+            case _:
+                raise StoryError(f"unknown /story summary {verb}: use edit, restore, pause or resume")
+
+    def _persona(self, arg: str) -> None:
+        verb, _, rest = arg.partition(" ")
+        match verb.lower():
+            case "set":
+                name, _, description = rest.partition("|")
+                p = self.service.set_persona(CHANNEL, self.member, name.strip(), description.strip())
+                self.say(f"(you play {p.name}: {p.description})")
+            case "clear":
+                if not self.service.clear_persona(CHANNEL, self.member):
+                    raise StoryError("you have no persona in this story: /persona set Name | description")
+                self.say("(you left the cast)")
+            case "list" | "":
+                cast = self.service.cast(CHANNEL)
+                if not cast:
+                    self.say("(no cast yet: /persona set Name | description)")
+                for p in cast:
+                    self.say(f"{p.name} ({p.member_name}): {p.description}")
+            case _:
+                raise StoryError(f"unknown /persona {verb}: use set, clear or list")
 
     def _memory(self, arg: str) -> None:
         self._pinned(arg, "memory", "memory", self.service.memory, self.service.set_memory)
@@ -295,8 +366,10 @@ class Console:
         self.say(
             f"(for {preview.model}: window {preview.window} tokens, {preview.num_predict} for the answer; "
             f"context {r['size']} of {r['budget']} {unit}; parts: {', '.join(r['parts'])}; lore: {lore}; "
-            f"{len(r['passage_ids'])} passages{older}; guidance: {r['guidance'] or 'none'})"
+            f"{len(r['passage_ids'])} passages{older}; guidance: {r['guidance'] or 'none'}; "
+            f"cast: {', '.join(p['name'] for p in r['cast']) or 'none'})"
         )
+        self.say(f"(settings: {preview.settings_line})")
         self.say(preview.user_text)
 
     def _export(self, arg: str) -> None:  # no argument: print it

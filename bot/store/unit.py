@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.core.lore import LoreEntry, name_key
-from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, StoryInfo, Summary
+from bot.core.settings import StorySettings
+from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
 from bot.core.summary import digest
 from contract.store.engine import Connection
 from contract.store.status import DeliveryState, Status
@@ -95,6 +96,24 @@ class Reads:
             (story_id,),
         ).fetchall()
         return [_lore(r) for r in rows]
+
+    def settings(self, story_id: int) -> StorySettings:
+        """The story's settings (the newest row; none set: all defaults)."""
+        row = self._one(
+            "SELECT id, settings FROM story_settings WHERE story_id = ? ORDER BY id DESC LIMIT 1", (story_id,)
+        )
+        return StorySettings.from_values(json.loads(row["settings"]), row["id"]) if row else StorySettings()
+
+    def personas(self, story_id: int) -> list[Persona]:
+        """The story's cast, in the order its members joined it."""
+        rows = self.c.execute(
+            "SELECT * FROM personas WHERE story_id = ? AND removed_at IS NULL ORDER BY id", (story_id,)
+        ).fetchall()
+        return [Persona(r["id"], r["member_id"], r["member_name"], r["name"], r["description"]) for r in rows]
+
+    def summary_paused(self, story_id: int) -> bool:
+        row = self._one("SELECT summary_paused FROM stories WHERE id = ?", (story_id,))
+        return bool(row and row[0])
 
     # --- summaries ----------------------------------------------------------------------------------
     def summaries(self, story_id: int) -> list[Summary]:
@@ -359,7 +378,52 @@ class Unit(Reads):
     def remove_lore(self, entry_id: int) -> None:
         self.c.execute("UPDATE lore_entries SET removed_at = ? WHERE id = ?", (time.time(), entry_id))
 
+    def add_settings(self, story_id: int, settings: StorySettings, by: str, at: float | None = None) -> int:
+        return self._one(
+            "INSERT INTO story_settings (story_id, settings, set_by, set_at) VALUES (?, ?, ?, ?) "
+            "RETURNING id",
+            (story_id, settings.to_json(), by, time.time() if at is None else at),
+        )[0]
+
+    def add_persona(self, story_id: int, member: Member, name: str, description: str) -> Persona:
+        """The member's persona in the story from now on (the one before it kept, marked removed)."""
+        self.remove_persona(story_id, member.id)
+        pid = self._one(
+            "INSERT INTO personas (story_id, member_id, member_name, name, description, set_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (story_id, member.id, member.name, name, description, time.time()),
+        )[0]
+        return Persona(pid, member.id, member.name, name, description)
+
+    def remove_persona(self, story_id: int, member_id: str) -> int:
+        return self.c.execute(
+            "UPDATE personas SET removed_at = ? WHERE story_id = ? AND member_id = ? AND removed_at IS NULL",
+            (time.time(), story_id, member_id),
+        ).rowcount
+
+    def set_summary_paused(self, story_id: int, paused: bool) -> None:
+        self.c.execute("UPDATE stories SET summary_paused = ? WHERE id = ?", (int(paused), story_id))
+
+    def mark_imported(self, story_id: int) -> None:
+        self.c.execute("UPDATE stories SET imported_at = ? WHERE id = ?", (time.time(), story_id))
+
     # --- summaries ----------------------------------------------------------------------------------
+    def add_edited_summary(self, s: Summary, text: str, by: str, at: float | None = None) -> int:
+        """A writer's summary of the passages `s` covers (it stands in for `s` from now on)."""
+        now = time.time() if at is None else at
+        return self._one(
+            "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
+            f"status, text, created_at, finished_at, edited_by) VALUES (?, ?, ?, ?, ?, ?, {DONE}, ?, ?, ?, "
+            "?) RETURNING id",
+            (s.story_id, s.id, s.upto_position, json.dumps(list(s.passage_ids)), s.digest, s.model, text,
+             now, now, by),
+        )[0]  # fmt: skip
+
+    def set_summary_aside(self, summary_id: int, why: str) -> None:
+        self.c.execute(
+            f"UPDATE summaries SET status = '{Status.DISCARDED}', error = ? WHERE id = ?", (why, summary_id)
+        )
+
     def add_summary(
         self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str,
         owner: str | None,
@@ -510,6 +574,22 @@ class Unit(Reads):
             (target, source),
         )
 
+    def copy_settings_and_cast(self, source: int, target: int) -> None:
+        """The source story's settings and cast, into `target` (a fork inherits them)."""
+        settings = self.settings(source)
+        if settings.id is not None:
+            self.c.execute(
+                "INSERT INTO story_settings (story_id, settings, set_by, set_at) SELECT ?, settings, set_by, "
+                "set_at FROM story_settings WHERE id = ?",
+                (target, settings.id),
+            )
+        self.c.execute(
+            "INSERT INTO personas (story_id, member_id, member_name, name, description, set_at) SELECT ?, "
+            "member_id, member_name, name, description, set_at FROM personas WHERE story_id = ? AND "
+            "removed_at IS NULL ORDER BY id",
+            (target, source),
+        )
+
     def copy_summary(self, s: Summary, target: int, copies: Sequence[Passage]) -> None:
         """A finished summary of the source's passages, as the fork's (covering the copies)."""
         covered = [c for c in copies if c.position <= s.upto_position]
@@ -651,4 +731,5 @@ def _summary(r: Any) -> Summary:
     return Summary(
         r["id"], r["story_id"], r["upto_position"], tuple(json.loads(r["passage_ids"])), r["digest"],
         Status(r["status"]), r["model"], r["text"], r["error"], r["previous_id"], r["created_at"],
+        r["edited_by"],
     )  # fmt: skip

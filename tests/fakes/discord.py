@@ -497,6 +497,14 @@ class FakeDiscord:
         target.members[user.id] = [target.roles[r].id for r in roles]
         return user
 
+    def add_role(self, name: str, permissions: int = MEMBER_PERMISSIONS, guild: Guild | None = None) -> Role:
+        """A role of the guild (give it to users with `add_user(..., roles=(name,))`), before the bot
+        connects: the guild's roles reach the bot with GUILD_CREATE."""
+        guild = guild or self.guild
+        role = Role(self.snowflake(), name, permissions, len(guild.roles))
+        guild.roles[name] = role
+        return role
+
     def add_channel(self, name: str, guild: Guild | None = None) -> Channel:
         guild = guild or self.guild
         channel = Channel(self.snowflake(), name, guild.id, position=len(guild.channels))
