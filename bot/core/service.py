@@ -38,7 +38,7 @@ from contract.store.status import DeliveryState, Status
 from ..llm import STORY, Backend, LLMError
 from ..store import Delivery, GenerationRow, Interrupted, Store
 from ..store.leases import new_owner, retire
-from . import history, messages
+from . import files, history, lorefiles, messages, storyfile
 from . import lore as lorebook
 from . import settings as story_settings
 from . import summary as summaries
@@ -52,7 +52,20 @@ from .messages import CANCELLED, NOT_IN_STORY, STORY_CHANGED
 from .plan import Assembler, Plan, Source, parse_length
 from .scheduler import Scheduler
 from .settings import StorySettings
-from .story import Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary, to_markdown
+from .story import (
+    MAX_CAST,
+    MAX_PERSONA_CHARS,
+    MAX_PERSONA_NAME,
+    Channel,
+    Member,
+    Note,
+    Passage,
+    Persona,
+    Story,
+    StoryInfo,
+    Summary,
+    to_markdown,
+)
 from .streaming import Output, stream
 from .summarizer import Summarizer
 
@@ -64,7 +77,6 @@ __all__ = [
 MAX_TITLE_CHARS = 100
 MAX_NOTE_CHARS = writer_prompt.MAX_GUIDANCE_CHARS  # the author's note is the prompt's guidance
 MAX_SUMMARY_CHARS = 4000  # a summary a member writes (a Discord form holds 4,000)
-MAX_PERSONA_NAME, MAX_PERSONA_CHARS, MAX_CAST = 60, 300, 20
 
 
 @dataclass(frozen=True)
@@ -277,6 +289,47 @@ class StoryService:
 
     def export(self, channel: Channel) -> str:
         return to_markdown(self.show(channel))
+
+    def export_json(self, channel: Channel) -> str:
+        """The story as one JSON file (bot/core/storyfile.py; docs/story-files.md)."""
+        return files.dumps(self.store.story_document(self._story_id(channel)).model_dump())
+
+    def import_story(
+        self, channel: Channel, member: Member, data: bytes
+    ) -> tuple[Story, lorefiles.Report, list[str]]:
+        """A story file as the channel's new story (the one there is archived, kept): the story, the
+        report on its lore entries, and notes on what could not come along (a model not allowed here).
+        A file that cannot be read whole is refused (BadFile) and nothing is written."""
+        doc = storyfile.read(
+            files.load_json(data), max_passage_chars=self.limits.max_passage_chars,
+            max_memory_chars=self.limits.max_memory_chars, max_note_chars=MAX_NOTE_CHARS,
+        )  # fmt: skip
+        try:
+            settings = story_settings.check_imported(doc.settings, self.allowed_models(channel))
+        except StoryError as exc:
+            raise files.BadFile(f"settings: {exc}") from None
+        notes = []
+        if doc.settings.get("model") and settings.model is None:
+            notes.append(
+                f"the model {doc.settings['model']!r} is not one this channel may use: the story uses "
+                f"the channel's ({self.model_for(channel)})"
+            )
+        lore = [lorefiles.Candidate(i, e.name, tuple(e.keywords), e.text, e.always_on)
+                for i, e in enumerate(doc.lore, 1)]  # fmt: skip
+        story_id, outcomes = self.store.import_story(channel, member, doc, settings, lore)
+        return self.store.story(story_id), lorefiles.Report("its lorebook", outcomes), notes
+
+    def import_lore(self, channel: Channel, member: Member, data: bytes) -> lorefiles.Report:
+        """A lorebook file (ours, SillyTavern World Info, NovelAI) into the story's lorebook, entry by
+        entry: what was kept, merged or skipped, and why."""
+        kind, candidates = lorefiles.read(files.load_json(data))
+        story_id = self.store.ensure_story(channel, member)
+        return lorefiles.Report(kind, self.store.import_lore(story_id, candidates, member))
+
+    def export_lore(self, channel: Channel, fmt: str = "ours") -> str:
+        """The lorebook as a file: ours, or SillyTavern's World Info (`sillytavern`)."""
+        entries = self.lore(channel)
+        return files.dumps(lorefiles.tavern(entries) if fmt == "sillytavern" else lorefiles.ours(entries))
 
     def start(self, channel: Channel, member: Member, title: str | None = None) -> Story:
         """A new story in the channel; the old one is archived with its ratings, not deleted."""

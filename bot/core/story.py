@@ -105,6 +105,9 @@ class Summary:
     edited_by: str | None = None  # a writer's summary (`/story summary edit`), not the model's
 
 
+MAX_PERSONA_NAME, MAX_PERSONA_CHARS, MAX_CAST = 60, 300, 20  # a persona's name, its description, a cast
+
+
 @dataclass(frozen=True)
 class Persona:
     """The character a member writes in a story (`/persona set`): the cast is every member's."""

@@ -29,6 +29,7 @@ from discord.ext import commands
 
 from ..core import history
 from ..core import lore as lorebook
+from ..core.files import check_size
 from ..core.lore import LoreEntry
 from ..core.ratelimit import MemberRateLimit
 from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, StoryError, StoryService
@@ -398,15 +399,38 @@ class StoryCog(commands.Cog, name=STORY_COG):
         said = f"🧹 {interaction.user.display_name} reset the story: {n} passages taken out."
         await answer(interaction, said, ephemeral=False)
 
-    @story.command(name="export", description="The story as a Markdown file (only to you)")
-    async def export(self, interaction: Interaction) -> None:
+    @story.command(
+        name="export", description="The story as a file: Markdown, or JSON to import (only to you)"
+    )
+    @app_commands.describe(format="markdown (to read) or json (everything, for /story import)")
+    async def export(
+        self, interaction: Interaction, format: Literal["markdown", "json"] = "markdown"
+    ) -> None:
         current = self.service.show(channel(interaction))
-        markdown = self.service.export(channel(interaction))
+        if format == "json":
+            text, suffix = self.service.export_json(channel(interaction)), "json"
+        else:
+            text, suffix = self.service.export(channel(interaction)), "md"
         name = re.sub(r"[^\w-]+", "-", (current.title or "story").lower()).strip("-")[:60] or "story"
         await interaction.response.send_message(
             f"📄 {len(current.passages)} passages", ephemeral=True,
-            file=discord.File(io.BytesIO(markdown.encode()), filename=f"{name}.md"),
+            file=discord.File(io.BytesIO(text.encode()), filename=f"{name}.{suffix}"),
         )  # fmt: skip
+
+    @story.command(
+        name="import", description="A story file (/story export format:json) as this channel's story"
+    )
+    @app_commands.describe(file="The .json file `/story export format:json` wrote")
+    async def import_(self, interaction: Interaction, file: discord.Attachment) -> None:
+        """The story there now is archived (kept: `/story list`); the import is the channel's story."""
+        data = await read_attachment(interaction, file)
+        story, report, notes = self.service.import_story(channel(interaction), member(interaction), data)
+        details = [f"📥 Imported: {len(story.passages)} passages · {report.summary()}", *notes,
+                   *(o.line() for o in report.outcomes)]  # fmt: skip
+        await answer(interaction, _lines(details))  # the report, to the importer (the deferred answer)
+        said = (f"📥 {interaction.user.display_name} imported {_title(story.title)} ({len(story.passages)} "
+                "passages) as this channel's story; the one before is kept (`/story list`).")  # fmt: skip
+        await answer(interaction, said, ephemeral=False)
 
     # --- long stories: memory, author's note, context, summary --------------------------------------
     @story.command(
@@ -722,6 +746,24 @@ class StoryCog(commands.Cog, name=STORY_COG):
         await self.show_inputs(interaction, f"{title}: the whole lorebook is in the file",
                                file=("lorebook.md", f"# Lorebook\n\n{body}\n"))  # fmt: skip
 
+    @lore.command(name="import", description="Entries from a SillyTavern World Info, NovelAI or our lorebook")
+    @app_commands.describe(file="The lorebook's .json (or .lorebook) file")
+    async def lore_import(self, interaction: Interaction, file: discord.Attachment) -> None:
+        data = await read_attachment(interaction, file)
+        report = self.service.import_lore(channel(interaction), member(interaction), data)
+        await answer(interaction, _lines([f"📚 {report.summary()}", *(o.line() for o in report.outcomes)]))
+        said = f"📚 {interaction.user.display_name} imported a lorebook ({report.summary()})."
+        await answer(interaction, said, ephemeral=False)
+
+    @lore.command(name="export", description="The lorebook as a file: ours, or SillyTavern's (only to you)")
+    @app_commands.describe(format="ours (for /lore import) or sillytavern (World Info)")
+    async def lore_export(
+        self, interaction: Interaction, format: Literal["ours", "sillytavern"] = "ours"
+    ) -> None:
+        text = self.service.export_lore(channel(interaction), format)
+        n = len(self.service.lore(channel(interaction)))
+        await self.show_inputs(interaction, f"📚 {n} lore entries", file=(f"lorebook-{format}.json", text))
+
     # --- /privacy ------------------------------------------------------------------------------------
     @app_commands.command(name="privacy", description="Keep your passages and ratings out of training data")
     @app_commands.describe(
@@ -853,6 +895,28 @@ async def answer(interaction: Interaction, text: str, ephemeral: bool = True, li
         await interaction.followup.send(text, ephemeral=ephemeral, suppress_embeds=True)
     else:
         await interaction.response.send_message(text, ephemeral=ephemeral, suppress_embeds=True)
+
+
+async def read_attachment(interaction: Interaction, file: discord.Attachment) -> bytes:
+    """An attachment's bytes, refused before downloading when Discord says it is over the import limit
+    (and again if it turns out larger). Acknowledged first, privately (a download may take a while; the
+    report, or the refusal, goes to the member alone, then what changed is said in the channel)."""
+    check_size(file.size)
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    data = await file.read()
+    check_size(len(data))
+    return data
+
+
+def _lines(lines: list[str], limit: int = 2000) -> str:
+    """Lines up to one message; the rest said to be left out."""
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if sum(len(x) + 1 for x in out) + len(line) > limit - 60:
+            out.append(f"-# … and {len(lines) - i} more lines")
+            break
+        out.append(line)
+    return "\n".join(out)
 
 
 def _may_open_threads(interaction: Interaction) -> bool:

@@ -21,8 +21,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core import history, landing, messages
+from bot.core import history, landing, lorefiles, messages
 from bot.core import lore as lorebook
+from bot.core import storyfile as sf
 from bot.core import summary as summaries
 from bot.core.events import StoryError
 from bot.core.lore import LoreEntry
@@ -188,6 +189,33 @@ class Store:
             entry = lorebook.find(u.lore_entries(story_id), name, version)
             u.remove_lore(entry.id)
         return entry
+
+    # --- stories and lorebooks as files (bot/core/storyfile.py, bot/core/lorefiles.py) ---------------
+    def story_document(self, story_id: int) -> sf.StoryDocument:
+        with self.unit() as u:  # one snapshot of the whole story
+            return u.story_document(story_id)
+
+    def import_story(
+        self, channel: Channel, by: Member, doc: sf.StoryDocument, settings: StorySettings,
+        lore: Sequence[lorefiles.Candidate],
+    ) -> tuple[int, list[lorefiles.Outcome]]:  # fmt: skip
+        """A checked story file as the channel's new story (the one there archived, kept), with its
+        lore entry by entry (`lore`): all in one transaction."""
+        with self.unit() as u:
+            u.archive_story(channel.id)
+            story_id = u.new_story(channel, by, doc.title)
+            u.import_story(story_id, doc, by)
+            if settings.values():
+                u.add_settings(story_id, settings, by.id)
+            return story_id, _apply_lore(u, story_id, lore, by)
+
+    def import_lore(
+        self, story_id: int, candidates: Sequence[lorefiles.Candidate], by: Member
+    ) -> list[lorefiles.Outcome]:
+        """A lorebook file's entries into the story's lorebook, each kept, merged or skipped (one
+        transaction: every entry the report calls kept or merged is in, or none)."""
+        with self.unit() as u:
+            return _apply_lore(u, story_id, candidates, by)
 
     # --- rolling summaries ---------------------------------------------------------------------
     def summaries(self, story_id: int) -> list[Summary]:
@@ -581,6 +609,18 @@ class Store:
 
     def opted_out(self, member_id: str) -> bool:
         return self.reads.opted_out(member_id)
+
+
+def _apply_lore(
+    u: Unit, story_id: int, candidates: Sequence[lorefiles.Candidate], by: Member
+) -> list[lorefiles.Outcome]:
+    outcomes = lorefiles.plan(u.lore_entries(story_id), candidates, by.id)
+    for o in outcomes:
+        if o.entry is not None and o.action == "kept":
+            u.add_lore(story_id, by, o.entry.name, o.entry.keywords, o.entry.text, o.entry.always_on)
+        elif o.entry is not None:
+            u.save_lore(o.entry)
+    return outcomes
 
 
 def _shown(reads: Reads, story_id: int, position: int) -> Passage:

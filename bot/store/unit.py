@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.core import storyfile as sf
 from bot.core.lore import LoreEntry, name_key
 from bot.core.settings import StorySettings
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
@@ -317,6 +318,51 @@ class Reads:
     def opted_out(self, member_id: str) -> bool:
         return self._one("SELECT 1 FROM opt_outs WHERE member_id = ?", (member_id,)) is not None
 
+    # --- a whole story as a file (bot/core/storyfile.py) ------------------------------------------------
+    def story_document(self, story_id: int) -> sf.StoryDocument:
+        """The story as its file holds it: what it shows now and how it came to be (no times, no ids)."""
+        row = self.story_row(story_id)
+        passages = self.passages(story_id)
+        memory, note = self.note(story_id, "memory"), self.note(story_id, "note")
+        return sf.StoryDocument(
+            format="story-bot.story", version=sf.VERSION, title=row["title"],
+            settings=self.settings(story_id).values(),
+            memory=None if memory is None else memory.text, note=None if note is None else note.text,
+            summary=self._summary_document(story_id, passages), summary_paused=bool(row["summary_paused"]),
+            lore=[sf.OurEntry(name=e.name, keywords=list(e.keywords), text=e.text, always_on=e.always_on)
+                  for e in self.lore_entries(story_id)],
+            cast=[sf.PersonaDoc(member_id=p.member_id, member_name=p.member_name, name=p.name,
+                                description=p.description) for p in self.personas(story_id)],
+            passages=[self._passage_document(p) for p in passages],
+        )  # fmt: skip
+
+    def _passage_document(self, p: Passage) -> sf.PassageDoc:
+        takes = self.takes(p.id) if p.by_model else []
+        number = {g: k for k, g in enumerate(takes, 1)}
+        rows = self.c.execute(
+            "SELECT g.id, g.model, g.answer FROM generations g WHERE g.passage_id = ? AND g.status = "
+            f"{DONE} ORDER BY g.id",
+            (p.id,),
+        ).fetchall()
+        versions = [
+            sf.Version(take=number.get(take) if take else None, text=text, edited_by=by)
+            for _, take, text, by, _ in self.versions(p.id)
+        ]
+        return sf.PassageDoc(
+            author=p.author_kind.value, author_id=p.author_id, author_name=p.author_name, text=p.text,
+            take=number.get(p.generation_id) if p.by_model and p.generation_id else None,
+            takes=[sf.Take(model=r["model"], text=r["answer"] or "") for r in rows], versions=versions,
+        )  # fmt: skip
+
+    def _summary_document(self, story_id: int, passages: list[Passage]) -> sf.SummaryDoc | None:
+        from bot.core.summary import current
+
+        s = current(self.summaries(story_id), passages)
+        if s is None:
+            return None
+        covers = sum(p.position <= s.upto_position for p in passages)
+        return sf.SummaryDoc(covers=covers, text=s.text or "", model=s.model, edited_by=s.edited_by)
+
 
 class Unit(Reads):
     """Reads and writes inside one transaction (made by `Store.unit()`, never directly)."""
@@ -406,6 +452,55 @@ class Unit(Reads):
 
     def mark_imported(self, story_id: int) -> None:
         self.c.execute("UPDATE stories SET imported_at = ? WHERE id = ?", (time.time(), story_id))
+
+    def import_story(self, story_id: int, doc: sf.StoryDocument, by: Member) -> None:
+        """Write a checked story file's parts into the new story `story_id` (its lore is the caller's)."""
+        now = time.time()
+        shown: list[Passage] = []
+        for d in doc.passages:
+            author = Member(d.author_id, d.author_name)
+            kind = AuthorKind(d.author)
+            passage = self.add_passage(story_id, kind, author, d.text)
+            gens = [self._imported_take(story_id, passage.id, author, t) for t in d.takes]
+            if gens:
+                self.c.execute(
+                    "UPDATE passages SET generation_id = ? WHERE id = ?",
+                    (gens[(d.take or 1) - 1], passage.id),
+                )
+            for n, v in enumerate(d.versions, 1):
+                take = gens[v.take - 1] if v.take else None
+                self._version(passage.id, n, take, v.text, v.edited_by, now)
+            shown.append(passage)
+        for which, text in (("memory", doc.memory), ("note", doc.note)):
+            if text is not None:
+                self.add_note(story_id, which, text, by)
+        for p in doc.cast:
+            self.c.execute(
+                "INSERT INTO personas (story_id, member_id, member_name, name, description, set_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (story_id, p.member_id, p.member_name, p.name, p.description, now),
+            )
+        if doc.summary is not None:
+            covered = shown[: doc.summary.covers]
+            self.c.execute(
+                "INSERT INTO summaries (story_id, upto_position, passage_ids, digest, model, status, text, "
+                f"created_at, finished_at, edited_by) VALUES (?, ?, ?, ?, ?, {DONE}, ?, ?, ?, ?)",
+                (story_id, covered[-1].position, json.dumps([c.id for c in covered]), digest(covered),
+                 doc.summary.model, doc.summary.text, now, now, doc.summary.edited_by),
+            )  # fmt: skip
+        self.set_summary_paused(story_id, doc.summary_paused)
+        self.mark_imported(story_id)
+
+    def _imported_take(self, story_id: int, passage_id: int, asked_by: Member, take: sf.Take) -> int:
+        """A take from a file: a finished generation with no prompt (the file does not say what the model
+        read), so the feedback export leaves it out (stories.imported_at)."""
+        now = time.time()
+        return self._one(
+            "INSERT INTO generations (story_id, passage_id, requested_by, model, user_text, prompt, raw, "
+            f"options, context, status, answer, created_at, finished_at) VALUES (?, ?, ?, ?, '', '', 0, "
+            f"'{{}}', '{{\"imported\": true}}', {DONE}, ?, ?, ?) RETURNING id",
+            (story_id, passage_id, asked_by.id, take.model, take.text, now, now),
+        )[0]
 
     # --- summaries ----------------------------------------------------------------------------------
     def add_edited_summary(self, s: Summary, text: str, by: str, at: float | None = None) -> int:

@@ -4,6 +4,10 @@ restore, and a model's summary that lands after an edit or a pause dropped with 
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
 from bot.core import messages
@@ -12,6 +16,8 @@ from bot.core.settings import StorySettings
 from bot.core.story import Status
 
 from .conftest import ALICE, BOB, HERE
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "story-files.md"
 
 
 def story_with_summary(store):
@@ -74,3 +80,22 @@ def test_an_edit_stands_a_restore_brings_the_previous_back_and_a_late_summary_is
     assert store.summaries(story_id)[0].error == messages.SUMMARY_PAUSED
     store.pause_summaries(story_id, False)
     assert not store.summary_paused(story_id)
+
+
+def test_a_story_file_imports_whole_and_exports_as_it_came(engine_store):
+    from bot.core import storyfile
+    from bot.core.lorefiles import Candidate
+
+    store = engine_store
+    document = json.loads(re.search(r"```json\n(.*?)\n```", DOC.read_text(), re.S).group(1))
+    doc = storyfile.read(document, max_passage_chars=6000, max_memory_chars=2000, max_note_chars=300)
+    lore = [Candidate(1, "Mara", ("Mara", "smuggler"), "Mara owes a boat."),
+            Candidate(2, "Mara", ("boat",), "Again.")]  # fmt: skip
+    story_id, outcomes = store.import_story(
+        HERE, BOB, doc, StorySettings(temperature=0.7, length="medium"), lore
+    )
+    assert [o.action for o in outcomes] == ["kept", "skipped"]
+    assert store.story_document(story_id).model_dump() == document
+    assert store.active_story_id(HERE.id) == story_id
+    [model_passage] = [p for p in store.passages(story_id) if p.by_model]
+    assert model_passage.edited and model_passage.take == 1
