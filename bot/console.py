@@ -265,13 +265,13 @@ class Console:
                 changes = {k: float(v) if k in numbers else v for k, v in pairs.items()}
             except ValueError:
                 raise StoryError(f"give numbers for {', '.join(sorted(numbers & set(pairs)))}") from None
-            try:
-                self.service.set_settings(CHANNEL, self.member, True, reset=reset, **changes)
-            except TypeError:
+            unknown = sorted(set(changes) - {"model", "length", *numbers})
+            if unknown:
                 raise StoryError(
-                    "the settings are model, temperature, top_p, repeat_penalty and length: "
-                    "/story settings temperature=0.8"
-                ) from None
+                    f"unknown settings {unknown}: the settings are model, temperature, top_p, repeat_penalty "
+                    "and length (/story settings temperature=0.8)"
+                )
+            self.service.set_settings(CHANNEL, self.member, True, reset=reset, **changes)
         current, model = self.service.settings(CHANNEL)
         self.say(f"(settings: {describe_settings(current, model)})")
         self.say(f"(models allowed here: {', '.join(self.service.allowed_models(CHANNEL))})")

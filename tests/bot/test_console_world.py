@@ -74,6 +74,8 @@ async def test_settings_and_the_cast_shape_the_next_prompt_and_forks_inherit_the
     refused = await s.do("/story settings model=writer-c")
     assert "! the model 'writer-c' is not one this channel may use: pick one of writer, writer-b" in refused
     assert "! temperature 3 is out of range" in await s.do("/story settings temperature=3")
+    assert "! unknown settings ['colour']" in await s.do("/story settings colour=red")
+    assert "! give numbers for top_p" in await s.do("/story settings top_p=high")
     assert rows(service, "SELECT count(*) FROM story_settings") == [(0,)]  # nothing half-set
     changed = await s.do(
         "/story settings model=writer-b temperature=0.3 top_p=0.9 repeat_penalty=1.2 length=short"
