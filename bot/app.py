@@ -31,7 +31,9 @@ async def build_service(settings: Settings) -> AsyncIterator[StoryService]:
             raise CannotStart(str(exc)) from None
         store = open_store(settings.db)
         stack.callback(store.close)
-        service = StoryService(store, backend, settings.model_for, settings.counter(), settings.limits())
+        service = StoryService(
+            store, backend, settings.model_for, settings.counter(), settings.limits(), settings.models_allowed
+        )
         stack.push_async_callback(service.aclose)  # a summary still being written is tried again next time
         yield service
 

@@ -89,7 +89,7 @@ async def _serve(service, settings, token: str) -> None:
     bot = StoryBot(
         service, edit_interval=settings.edit_interval,
         commands_per_minute=settings.member_commands_per_minute, shard_ids=settings.shard_ids(),
-        shard_count=settings.shard_count,
+        shard_count=settings.shard_count, settings_role=settings.settings_role,
     )  # fmt: skip
     try:
         async with bot:

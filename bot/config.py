@@ -7,6 +7,8 @@ The TOML file is --config, else STORY_BOT_CONFIG, else ./story-bot.toml when it 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
 
     model = "writer"
+    allowed_models = ["writer", "cra-writer"]   # `/story settings` may pick these (tables per guild/channel)
+    settings_role = "Story keeper"    # who may change a story's settings (unset: Manage Messages)
     parallel = 2                      # generations in flight per server: its OLLAMA_NUM_PARALLEL
     ollama_hosts = ["http://gpu1:11434", "http://gpu2:11434"]   # a pool (default: ollama_host)
     [channel_models]                  # a channel's model applies to its threads too
@@ -123,6 +125,27 @@ class Settings(BaseSettings):
         default_factory=dict,
         description="A model per channel (a TOML table: channel id = model name); a channel's model "
         "covers its threads, and wins over its server's.",
+    )
+    allowed_models: list[str] = Field(
+        default_factory=list,
+        description="The models a story's members may pick with `/story settings` (the channel's own "
+        "model always); `guild_allowed_models` and `channel_allowed_models` name others per server and "
+        "channel.",
+    )
+    guild_allowed_models: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="The models a server's stories may pick (a TOML table: server id = list of models); "
+        "instead of `allowed_models` there.",
+    )
+    channel_allowed_models: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="The models a channel's stories (and its threads') may pick (a TOML table: channel id "
+        "= list of models); instead of the server's list there.",
+    )
+    settings_role: str | None = Field(
+        None,
+        description="The Discord role (its name or id) whose members may change a story's settings "
+        "(`/story settings`); unset: members with the Manage Messages permission.",
     )
     db: str = Field(
         "story-bot.db",
@@ -333,6 +356,17 @@ class Settings(BaseSettings):
             if key and key in table:
                 return table[key]
         return self.model
+
+    def models_allowed(self, channel: Channel) -> list[str]:
+        """The models a story in `channel` may pick: the channel's list (or its parent's), else its
+        server's, else `allowed_models`; the channel's own model first."""
+        chosen = self.allowed_models
+        for key, table in ((channel.guild_id, self.guild_allowed_models),
+                           (channel.parent_id, self.channel_allowed_models),
+                           (channel.id, self.channel_allowed_models)):  # fmt: skip
+            if key and key in table:
+                chosen = table[key]
+        return list(dict.fromkeys([self.model_for(channel), *chosen]))
 
     def limits(self) -> Limits:
         return Limits(

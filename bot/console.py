@@ -18,7 +18,9 @@ from typing import TextIO
 
 from contract.atomic import OutputError, OutputExistsError, write_text
 
+from .core.files import check_size
 from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
+from .core.settings import describe as describe_settings
 from .core.story import Channel, Member, Passage
 
 HELP = """\
@@ -27,7 +29,8 @@ Type a line to add it to the story. Commands:
   /regenerate            another take on the model's newest passage (the old one is kept)
   /rate +1|-1            rate the model's newest passage
   /reasoning             what the model thought before writing it
-  /undo   /reset   /show   /new [title]   /export [--force] [file.md]   /help   /quit
+  /undo   /reset   /show   /new [title]   /export [--json] [--force] [file]   /help   /quit
+  /import story.json     a story file (`/export --json`) as this channel's new story (the old one kept)
 Shaping the story:
   /edit N text           replace passage N's text (every version is kept)
   /takes   /take K       the model's newest passage's takes, and show take K instead
@@ -41,8 +44,16 @@ Long stories:
   /lore add Name | key, words | text [--always]     an entry brought in when a keyword is mentioned
   /lore edit Name | [key, words] | [text] [--always | --not-always]   empty parts stay as they are
   /lore remove Name   /lore list
+  /lore import file.json              SillyTavern World Info, a NovelAI lorebook or ours: a report per entry
+  /lore export [--sillytavern] [--force] [file.json]   ours, or SillyTavern's World Info
   /story show --summary               the rolling summary standing in for the oldest passages
+  /story summary edit text | restore | pause | resume   correct it, bring back its previous version,
+                                      stop or restart new summaries
   /story context                      exactly what the model will receive next
+The story's world:
+  /story settings [model=M] [temperature=T] [top_p=P] [repeat_penalty=R] [length=L] [--reset]
+  /persona set Name | description     the character you write (the cast is pinned in the context)
+  /persona clear   /persona list
 """
 
 CHANNEL = Channel("console")
@@ -104,7 +115,8 @@ class Console:
              "show": "_show", "export": "_export", "help": "_help", "memory": "_memory", "note": "_note",
              "lore": "_lore", "edit": "_edit", "takes": "_takes", "take": "_take", "erase": "_erase",
              "redo": "_redo", "fork": "_fork", "stories": "_stories", "list": "_stories",
-             "open": "_open"}  # fmt: skip
+             "open": "_open", "settings": "_settings", "summary": "_summary_command",
+             "persona": "_persona", "import": "_import"}  # fmt: skip
 
     # --- commands ------------------------------------------------------------------------------
     def _do(self, action) -> bool:
@@ -237,8 +249,71 @@ class Console:
             self.say(f"(summary of the first {state.covers} passages)\n{state.current.text}")
         if state.writing:
             self.say("(a new summary is being written)")
+        if state.paused:
+            self.say("(summaries are paused: /story summary resume)")
         if state.last_error:
             self.say(f"(the last attempt failed: {state.last_error})")
+
+    def _settings(self, arg: str) -> None:
+        """`/story settings` alone shows them; `name=value` pairs change them (the console's one writer
+        may)."""
+        reset = "--reset" in arg.split()
+        pairs = dict(re.findall(r"(\w+)=(\S+)", arg))
+        if reset or pairs:
+            numbers = {"temperature", "top_p", "repeat_penalty"}
+            try:
+                changes = {k: float(v) if k in numbers else v for k, v in pairs.items()}
+            except ValueError:
+                raise StoryError(f"give numbers for {', '.join(sorted(numbers & set(pairs)))}") from None
+            unknown = sorted(set(changes) - {"model", "length", *numbers})
+            if unknown:
+                raise StoryError(
+                    f"unknown settings {unknown}: the settings are model, temperature, top_p, repeat_penalty "
+                    "and length (/story settings temperature=0.8)"
+                )
+            self.service.set_settings(CHANNEL, self.member, True, reset=reset, **changes)
+        current, model = self.service.settings(CHANNEL)
+        self.say(f"(settings: {describe_settings(current, model)})")
+        self.say(f"(models allowed here: {', '.join(self.service.allowed_models(CHANNEL))})")
+
+    def _summary_command(self, arg: str) -> None:
+        verb, _, text = arg.partition(" ")
+        match verb.lower():
+            case "edit":
+                writing = self.service.summary_state(CHANNEL).writing
+                self.service.edit_summary(CHANNEL, self.member, text)
+                self.say("(summary rewritten" + ("; the one being written now will be dropped)" if writing
+                                                 else ")"))  # fmt: skip
+            case "restore":
+                back = self.service.restore_summary(CHANNEL, self.member)
+                self.say(f"(previous summary restored: {_preview(back.text or '', 200)})")
+            case "pause" | "resume":
+                self.service.pause_summaries(CHANNEL, self.member, verb.lower() == "pause")
+                self.say(f"(summaries {verb.lower()}d)")
+            case "" | "show":
+                self._summary()
+            case _:
+                raise StoryError(f"unknown /story summary {verb}: use edit, restore, pause or resume")
+
+    def _persona(self, arg: str) -> None:
+        verb, _, rest = arg.partition(" ")
+        match verb.lower():
+            case "set":
+                name, _, description = rest.partition("|")
+                p = self.service.set_persona(CHANNEL, self.member, name.strip(), description.strip())
+                self.say(f"(you play {p.name}: {p.description})")
+            case "clear":
+                if not self.service.clear_persona(CHANNEL, self.member):
+                    raise StoryError("you have no persona in this story: /persona set Name | description")
+                self.say("(you left the cast)")
+            case "list" | "":
+                cast = self.service.cast(CHANNEL)
+                if not cast:
+                    self.say("(no cast yet: /persona set Name | description)")
+                for p in cast:
+                    self.say(f"{p.name} ({p.member_name}): {p.description}")
+            case _:
+                raise StoryError(f"unknown /persona {verb}: use set, clear or list")
 
     def _memory(self, arg: str) -> None:
         self._pinned(arg, "memory", "memory", self.service.memory, self.service.set_memory)
@@ -268,6 +343,16 @@ class Console:
                 entry = self.service.lore_edit(CHANNEL, self.member, name, keywords=keys or None,
                                                text=text or None, always_on=always)  # fmt: skip
                 self.say(f"(lore entry {entry.name!r} updated, version {entry.version})")
+            case "import":
+                self._report(
+                    self.service.import_lore(
+                        CHANNEL, self.member, _read(arg[len(verb) :], "/lore import file.json")
+                    )
+                )
+            case "export":
+                flags, name = _flags(arg[len(verb) :])
+                text = self.service.export_lore(CHANNEL, "sillytavern" if "sillytavern" in flags else "ours")
+                self._write(text, name, "force" in flags, "/lore export")
             case "remove" | "rm":  # the console's one writer may remove any entry
                 entry = self.service.lore_remove(CHANNEL, self.member, name, may_manage=True)
                 self.say(f"(lore entry {entry.name!r} removed)")
@@ -280,7 +365,7 @@ class Console:
                     extra = f"; also {', '.join(e.keywords)}" if e.always_on and e.keywords else ""
                     self.say(f"{e.name} [{keys}{extra}] v{e.version}: {e.text}")
             case _:
-                raise StoryError(f"unknown /lore {verb}: use add, edit, remove or list")
+                raise StoryError(f"unknown /lore {verb}: use add, edit, remove, list, import or export")
 
     async def _context(self, arg: str) -> None:
         length = _LENGTH.search(arg)
@@ -295,22 +380,42 @@ class Console:
         self.say(
             f"(for {preview.model}: window {preview.window} tokens, {preview.num_predict} for the answer; "
             f"context {r['size']} of {r['budget']} {unit}; parts: {', '.join(r['parts'])}; lore: {lore}; "
-            f"{len(r['passage_ids'])} passages{older}; guidance: {r['guidance'] or 'none'})"
+            f"{len(r['passage_ids'])} passages{older}; guidance: {r['guidance'] or 'none'}; "
+            f"cast: {', '.join(p['name'] for p in r['cast']) or 'none'})"
         )
+        self.say(f"(settings: {preview.settings_line})")
         self.say(preview.user_text)
 
-    def _export(self, arg: str) -> None:  # no argument: print it
-        markdown = self.service.export(CHANNEL)
-        if not arg:
-            self.say(markdown)
+    def _export(self, arg: str) -> None:  # no file: print it
+        flags, name = _flags(arg)
+        text = self.service.export_json(CHANNEL) if "json" in flags else self.service.export(CHANNEL)
+        self._write(text, name, "force" in flags, "/export")
+
+    def _write(self, text: str, name: str, force: bool, command: str) -> None:
+        """Print `text`, or write it to the file `name` (atomically; an existing file only with --force)."""
+        if not name:
+            self.say(text.rstrip("\n"))
             return
-        force = arg.startswith("--force ")
-        name = arg.removeprefix("--force ").strip()
         path = Path(name).expanduser()
         if path.exists() and not path.is_dir() and not force:
-            raise OutputExistsError(f"{path} already exists: /export --force {name} replaces it")
-        write_text(path, markdown)
+            raise OutputExistsError(f"{path} already exists: {command} --force {name} replaces it")
+        write_text(path, text)
         self.say(f"(exported to {path})")
+
+    def _import(self, arg: str) -> None:
+        story, report, notes = self.service.import_story(
+            CHANNEL, self.member, _read(arg, "/import story.json")
+        )
+        self.say(f"(imported story {story.id} “{story.title or 'untitled'}”: {len(story.passages)} passages; "
+                 "the story here before is kept: /stories)")  # fmt: skip
+        for note in notes:
+            self.say(f"(note: {note})")
+        self._report(report)
+
+    def _report(self, report) -> None:
+        self.say(f"({report.summary()})")
+        for outcome in report.outcomes:
+            self.say(f"  {outcome.line()}")
 
 
 async def stdin_lines(prompt: str = "> ") -> AsyncIterator[str]:
@@ -324,6 +429,25 @@ async def stdin_lines(prompt: str = "> ") -> AsyncIterator[str]:
         if not line:
             return
         yield line
+
+
+def _flags(arg: str) -> tuple[set[str], str]:
+    """`--json --force out.json` -> ({"json", "force"}, "out.json")."""
+    words = arg.split()
+    return {w[2:] for w in words if w.startswith("--")}, " ".join(w for w in words if not w.startswith("--"))
+
+
+def _read(arg: str, usage: str) -> bytes:
+    """A file the member names, read only once its size is known to be within the import limit."""
+    name = arg.strip()
+    if not name:
+        raise StoryError(f"name the file: {usage}")
+    path = Path(name).expanduser()
+    try:
+        check_size(path.stat().st_size)
+        return path.read_bytes()
+    except OSError as exc:
+        raise StoryError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 def _number(arg: str, usage: str) -> int:

@@ -5,6 +5,9 @@ what stays the same from one passage to the next first and what changes often la
 
     <memory>                                 the story's pinned premise, tone, rules (always first)
 
+    Cast:                                    the characters the story's members write (`/persona`),
+    <Name>: <description>                    one line each, pinned after the memory
+
     Earlier: <rolling summary>               the oldest passages, told in brief, when they no longer fit
 
     <Name>: <lore entry>                     always-on lore entries
@@ -55,12 +58,13 @@ from typing import Protocol
 from contract import prompt as writer_prompt
 
 from .lore import LoreEntry, triggered
-from .story import Note, Passage, Summary
+from .story import Note, Passage, Persona, Summary
 
 SEPARATOR = "\n\n"
 SUMMARY_LEAD = "Earlier: "
 BREAK = "* * *"  # between the background (memory, summary, lore) and the passages
 LORE_LEAD = "Background:"  # after the passages and a break: the triggered lore entries follow
+CAST_LEAD = "Cast:"  # after the memory: one line per persona
 #: Passages the rolling summary always leaves out, so the newest ones (which undo and regenerate
 #: change) stay in full.
 KEEP_RECENT = 2
@@ -142,6 +146,7 @@ class Shares:
     """The most of the context's room each background part may take; the passages get the rest."""
 
     memory: float = 0.25
+    cast: float = 0.15
     summary: float = 0.2
     lore: float = 0.25
     scan: int = 4  # the newest passages scanned for lore keywords
@@ -160,6 +165,7 @@ class Context:
     budget: int = 0
     unit: str = "chars"
     memory_id: int | None = None
+    cast: list[Persona] = field(default_factory=list)
     summary_id: int | None = None
     summary_cut: bool = False  # the summary was over its share and only its end was kept
     lore: list[LoreEntry] = field(default_factory=list)
@@ -170,7 +176,8 @@ class Context:
 
     @property
     def parts(self) -> list[str]:
-        named = [("memory", self.memory_id), ("summary", self.summary_id), ("lore", self.lore)]
+        named = [("memory", self.memory_id), ("cast", self.cast), ("summary", self.summary_id),
+                 ("lore", self.lore)]  # fmt: skip
         return [name for name, present in named if present] + ["passages"]
 
     def record(self) -> dict:
@@ -178,6 +185,7 @@ class Context:
         return {
             "parts": self.parts,
             "memory_id": self.memory_id,
+            "cast": [{"id": p.id, "name": p.name, "member_id": p.member_id} for p in self.cast],
             "summary_id": self.summary_id,
             "summary_cut": self.summary_cut,
             "lore": [{"id": e.id, "version": e.version, "name": e.name} for e in self.lore],
@@ -215,6 +223,7 @@ def build_context(
     lore: Sequence[LoreEntry] = (),
     mentions: str | None = None,
     shares: Shares = Shares(),
+    cast: Sequence[Persona] = (),
 ) -> Context:
     """The context for the next passage (see the module's docstring for the layout).
 
@@ -234,6 +243,9 @@ def build_context(
     if memory is not None and memory.text.strip():
         head.append(_memory_text(memory, counter, room, shares))
         ctx.memory_id = memory.id
+    if cast:
+        head.append(_cast_text(cast, counter, room, shares))
+        ctx.cast = list(cast)
     if summary is not None and (text := (summary.text or "").strip()):
         cap = int(room * shares.summary) - counter.count(SUMMARY_LEAD)
         if counter.count(text) > cap:  # keep its end: the events nearest the passages
@@ -282,6 +294,7 @@ def build_story_context(
     lore: Sequence[LoreEntry] = (),
     mentions: str | None = None,
     shares: Shares = Shares(),
+    cast: Sequence[Persona] = (),
 ) -> Context:
     """:func:`build_context` for a whole story and its valid summaries (newest first, see
     :func:`bot.core.summary.valid`): the oldest of them (or none) after which the passages still fit
@@ -293,7 +306,7 @@ def build_story_context(
         after = [p for p in passages if summary is None or p.position > summary.upto_position]
         return build_context(
             after, counter, budget, direction, length,
-            memory=memory, summary=summary, lore=lore, mentions=mentions, shares=shares,
+            memory=memory, summary=summary, lore=lore, mentions=mentions, shares=shares, cast=cast,
         )  # fmt: skip
 
     best = build(summaries[0] if summaries else None)
@@ -329,6 +342,23 @@ def _memory_text(memory: Note, counter: Counter, room: int, shares: Shares) -> s
             f"the story's memory takes about {cost:,} tokens but this model's window leaves it "
             f"{cap:,} ({shares.memory:.0%} of the {room:,} for the story): shorten it with `/story memory`, "
             "or raise num_ctx"
+        )
+    return text
+
+
+def cast_text(cast: Sequence[Persona]) -> str:
+    """The cast as the context holds it: a lead line, then "Name: description" per persona."""
+    return "\n".join([CAST_LEAD, *(f"{p.name}: {p.description}" for p in cast)])
+
+
+def _cast_text(cast: Sequence[Persona], counter: Counter, room: int, shares: Shares) -> str:
+    text = cast_text(cast)
+    cost, cap = counter.count(text), int(room * shares.cast)
+    if cost > cap:
+        raise ContextTooSmall(
+            f"the story's cast takes about {cost:,} tokens but this model's window leaves it {cap:,} "
+            f"({shares.cast:.0%} of the {room:,} for the story): shorten the personas' descriptions "
+            "(`/persona set`), or raise num_ctx"
         )
     return text
 

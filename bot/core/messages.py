@@ -12,6 +12,11 @@ CANCELLED = "cancelled before the model finished"  # the error kept when the dri
 STORY_CHANGED = "the story changed while the model was writing"
 NOT_IN_STORY = "that passage is not part of this channel's story"  # a button from another story or channel
 SUMMARY_STORY_CHANGED = "the story changed while the summary was written"
+SUMMARY_EDITED = (
+    "a writer edited the summary while the model was writing a new one: the edit wins, and the model's "
+    "summary was dropped"
+)
+SUMMARY_PAUSED = "the summaries were paused while this one was written, so it was dropped"
 
 
 def failure_shown(error: str | None) -> str:

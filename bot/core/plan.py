@@ -9,7 +9,7 @@ request being made (an unreachable server, a window too small, a prompt refused)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from contract import prompt as writer_prompt
 from contract import serving
@@ -61,13 +61,13 @@ class Assembler:
         self,
         store: Store,
         backend: Backend,
-        model_for: Callable[[Channel], str],
+        model_of: Callable[[Channel, int], str],
         counter: Counter,
         limits: Limits,
     ):
         self.store = store
         self.backend = backend
-        self.model_for = model_for
+        self.model_of = model_of  # (channel, story id) -> the story's model
         self.counter = counter
         self.limits = limits
 
@@ -79,9 +79,11 @@ class Assembler:
             raise StoryError(str(exc)) from exc
 
     async def _plan(self, channel: Channel, source: Source) -> Plan:
-        model = self.model_for(channel)
+        story_id, direction = source.story_id, source.direction
+        settings = self.store.settings(story_id)
+        length = source.length or settings.length  # the story's default length, unless one is asked
+        model = self.model_of(channel, story_id)
         info = await self.backend.model_info(model)
-        story_id, direction, length = source.story_id, source.direction, source.length
         num_predict = serving.num_predict(length)
         note = self.store.note(story_id, "note")
         # The guidance: the one-off direction if given, else the story's author's note.
@@ -96,7 +98,7 @@ class Assembler:
         ctx = build_story_context(
             source.passages, valid, self.counter, budget, guidance, length,
             memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),
-            mentions=direction, shares=self.limits.shares,
+            mentions=direction, shares=self.limits.shares, cast=self.store.personas(story_id),
         )  # fmt: skip
         upto = ctx.summarise_upto
         if valid and upto is not None and upto <= valid[0].upto_position:
@@ -106,10 +108,12 @@ class Assembler:
             **ctx.record(),
             "guidance": given_by,
             "note_id": note.id if note is not None and given_by == "note" else None,
+            "settings": {"id": settings.id, **settings.values()},  # what the story's members set
         }
+        options = {**self.limits.request_options(info, num_predict), **settings.options()}
         return Plan(
-            source, model, _request(info, ctx.text, user_text, guidance, length),
-            self.limits.request_options(info, num_predict), record, budget.window, num_predict, upto,
+            replace(source, length=length), model, _request(info, ctx.text, user_text, guidance, length),
+            options, record, budget.window, num_predict, upto,
         )  # fmt: skip
 
 

@@ -38,8 +38,9 @@ from contract.store.status import DeliveryState, Status
 from ..llm import STORY, Backend, LLMError
 from ..store import Delivery, GenerationRow, Interrupted, Store
 from ..store.leases import new_owner, retire
-from . import history
+from . import files, history, lorefiles, messages, storyfile
 from . import lore as lorebook
+from . import settings as story_settings
 from . import summary as summaries
 from . import text as texts
 from .context import CharCounter, Counter
@@ -50,7 +51,21 @@ from .lore import BadLore, LoreEntry
 from .messages import CANCELLED, NOT_IN_STORY, STORY_CHANGED
 from .plan import Assembler, Plan, Source, parse_length
 from .scheduler import Scheduler
-from .story import Channel, Member, Note, Passage, Story, StoryInfo, Summary, to_markdown
+from .settings import StorySettings
+from .story import (
+    MAX_CAST,
+    MAX_PERSONA_CHARS,
+    MAX_PERSONA_NAME,
+    Channel,
+    Member,
+    Note,
+    Passage,
+    Persona,
+    Story,
+    StoryInfo,
+    Summary,
+    to_markdown,
+)
 from .streaming import Output, stream
 from .summarizer import Summarizer
 
@@ -61,6 +76,7 @@ __all__ = [
 
 MAX_TITLE_CHARS = 100
 MAX_NOTE_CHARS = writer_prompt.MAX_GUIDANCE_CHARS  # the author's note is the prompt's guidance
+MAX_SUMMARY_CHARS = 4000  # a summary a member writes (a Discord form holds 4,000)
 
 
 @dataclass(frozen=True)
@@ -70,7 +86,9 @@ class SummaryState:
     current: Summary | None  # the newest summary (one written ahead comes into the context with a step)
     covers: int  # how many of the story's passages it tells
     writing: bool  # a new one is being written now
-    last_error: str | None  # why the newest attempt failed, when it did
+    last_error: str | None  # why the newest attempt failed (or was dropped), when it did
+    paused: bool = False  # `/story summary pause`: no new summaries
+    versions: int = 0  # the summaries kept (the model's and the writers')
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,7 @@ class ContextPreview:
     record: dict  # what the generation record will keep: parts, ids, sizes
     window: int
     num_predict: int
+    settings_line: str = ""  # the story's settings as `/story settings` shows them
 
 
 class StoryService:
@@ -92,17 +111,29 @@ class StoryService:
         model_for: Callable[[Channel], str],
         counter: Counter | None = None,
         limits: Limits | None = None,
+        models_allowed: Callable[[Channel], Sequence[str]] | None = None,
     ):
         self.store = store
         self.backend = backend
         self.model_for = model_for
+        #: The models a story's settings may pick in a channel (the operator's list; its default first).
+        self.models_allowed = models_allowed or (lambda channel: [model_for(channel)])
         self.counter: Counter = counter or CharCounter()
         self.limits = limits or Limits()
         self.owner = new_owner()  # this service's name on its leases
         self.leases = Leases(store, self.owner, self.limits.lease_s)
         self.scheduler = Scheduler(self.limits.parallel, self.leases)
-        self.assembler = Assembler(store, backend, model_for, self.counter, self.limits)
-        self.summarizer = Summarizer(store, backend, model_for, self.counter, self.limits, self.scheduler)
+        self.assembler = Assembler(store, backend, self.model_of, self.counter, self.limits)
+        self.summarizer = Summarizer(store, backend, self.model_of, self.counter, self.limits, self.scheduler)
+
+    def model_of(self, channel: Channel, story_id: int) -> str:
+        """The model a story uses: its settings' own while the channel may still use it, else the
+        channel's."""
+        chosen = self.store.settings(story_id).model
+        return chosen if chosen and chosen in self.allowed_models(channel) else self.model_for(channel)
+
+    def allowed_models(self, channel: Channel) -> list[str]:
+        return list(dict.fromkeys([self.model_for(channel), *self.models_allowed(channel)]))
 
     # --- generations ---------------------------------------------------------------------------
     def continue_story(
@@ -258,6 +289,47 @@ class StoryService:
 
     def export(self, channel: Channel) -> str:
         return to_markdown(self.show(channel))
+
+    def export_json(self, channel: Channel) -> str:
+        """The story as one JSON file (bot/core/storyfile.py; docs/story-files.md)."""
+        return files.dumps(self.store.story_document(self._story_id(channel)).model_dump())
+
+    def import_story(
+        self, channel: Channel, member: Member, data: bytes
+    ) -> tuple[Story, lorefiles.Report, list[str]]:
+        """A story file as the channel's new story (the one there is archived, kept): the story, the
+        report on its lore entries, and notes on what could not come along (a model not allowed here).
+        A file that cannot be read whole is refused (BadFile) and nothing is written."""
+        doc = storyfile.read(
+            files.load_json(data), max_passage_chars=self.limits.max_passage_chars,
+            max_memory_chars=self.limits.max_memory_chars, max_note_chars=MAX_NOTE_CHARS,
+        )  # fmt: skip
+        try:
+            settings = story_settings.check_imported(doc.settings, self.allowed_models(channel))
+        except StoryError as exc:
+            raise files.BadFile(f"settings: {exc}") from None
+        notes = []
+        if doc.settings.get("model") and settings.model is None:
+            notes.append(
+                f"the model {doc.settings['model']!r} is not one this channel may use: the story uses "
+                f"the channel's ({self.model_for(channel)})"
+            )
+        lore = [lorefiles.Candidate(i, e.name, tuple(e.keywords), e.text, e.always_on)
+                for i, e in enumerate(doc.lore, 1)]  # fmt: skip
+        story_id, outcomes = self.store.import_story(channel, member, doc, settings, lore)
+        return self.store.story(story_id), lorefiles.Report("its lorebook", outcomes), notes
+
+    def import_lore(self, channel: Channel, member: Member, data: bytes) -> lorefiles.Report:
+        """A lorebook file (ours, SillyTavern World Info, NovelAI) into the story's lorebook, entry by
+        entry: what was kept, merged or skipped, and why."""
+        kind, candidates = lorefiles.read(files.load_json(data))
+        story_id = self.store.ensure_story(channel, member)
+        return lorefiles.Report(kind, self.store.import_lore(story_id, candidates, member))
+
+    def export_lore(self, channel: Channel, fmt: str = "ours") -> str:
+        """The lorebook as a file: ours, or SillyTavern's World Info (`sillytavern`)."""
+        entries = self.lore(channel)
+        return files.dumps(lorefiles.tavern(entries) if fmt == "sillytavern" else lorefiles.ours(entries))
 
     def start(self, channel: Channel, member: Member, title: str | None = None) -> Story:
         """A new story in the channel; the old one is archived with its ratings, not deleted."""
@@ -585,8 +657,81 @@ class StoryService:
         passages = self.store.passages(story_id)
         current = summaries.current(rows, passages)
         covers = sum(p.position <= current.upto_position for p in passages) if current else 0
-        failed = rows[0].error if rows and rows[0].status == Status.FAILED else None
-        return SummaryState(current, covers, self.summarizer.writing(story_id), failed)
+        newest = next((r for r in rows if not r.edited_by), None)  # the model's newest attempt
+        dropped = newest is not None and newest.error in (messages.SUMMARY_EDITED, messages.SUMMARY_PAUSED)
+        failed = newest.error if newest and (newest.status == Status.FAILED or dropped) else None
+        paused = self.store.summary_paused(story_id)
+        return SummaryState(current, covers, self.summarizer.writing(story_id), failed, paused, len(rows))
+
+    # --- settings, the summary written by hand, the cast ------------------------------------------
+    def settings(self, channel: Channel) -> tuple[StorySettings, str]:
+        """The story's settings and the model its next passage uses."""
+        story_id = self.store.active_story_id(channel.id)
+        if story_id is None:
+            return StorySettings(), self.model_for(channel)
+        return self.store.settings(story_id), self.model_of(channel, story_id)
+
+    def set_settings(
+        self, channel: Channel, member: Member, may_configure: bool, reset: bool = False, **changes
+    ) -> StorySettings:
+        """Change the story's settings (model, temperature, top_p, repeat_penalty, length; None keeps
+        one); `may_configure`: the member holds the role the operator named (Discord: see the cog)."""
+        if not may_configure:
+            raise StoryError(
+                "changing the story's settings needs the role the operator named for it (by default, the "
+                "Manage Messages permission)"
+            )
+        story_id = self.store.ensure_story(channel, member)
+        new = story_settings.change(
+            self.store.settings(story_id), self.allowed_models(channel), reset=reset, **changes
+        )
+        return self.store.set_settings(story_id, new, member)
+
+    def edit_summary(self, channel: Channel, member: Member, text: str, seen: int | None = None) -> Summary:
+        """A member's summary in place of the current one (every version kept). One being written now is
+        dropped when it lands (the edit wins; `/story show summary:True` says so)."""
+        text = " ".join(texts.clean_input(text or "").split())
+        if not text:
+            raise StoryError("the summary is empty: write what happened so far, in a paragraph")
+        if len(text) > MAX_SUMMARY_CHARS:
+            raise StoryError(
+                f"the summary has {len(text):,} characters, over the limit of {MAX_SUMMARY_CHARS:,}: keep "
+                "the names and events, leave out the style"
+            )
+        return self.store.edit_summary(
+            self._story_id(channel), writer_prompt.defuse_control(text), member, seen
+        )
+
+    def restore_summary(self, channel: Channel, member: Member) -> Summary:
+        """Set the current summary aside (kept): the version before it stands again."""
+        return self.store.restore_summary(self._story_id(channel), member)
+
+    def pause_summaries(self, channel: Channel, member: Member, paused: bool) -> None:
+        """No new summaries while paused (the current one still serves); resume lets them be written."""
+        self.store.pause_summaries(self.store.ensure_story(channel, member), paused)
+
+    def cast(self, channel: Channel) -> list[Persona]:
+        story_id = self.store.active_story_id(channel.id)
+        return self.store.personas(story_id) if story_id else []
+
+    def set_persona(self, channel: Channel, member: Member, name: str, description: str) -> Persona:
+        """The character `member` writes in this story, pinned in the context with the rest of the cast."""
+        name = texts.one_line(name or "", MAX_PERSONA_NAME + 1)
+        description = texts.one_line(description or "", MAX_PERSONA_CHARS + 1)
+        if not name or not description:
+            raise StoryError("give the persona a name and a description: `/persona set name description`")
+        if len(name) > MAX_PERSONA_NAME or len(description) > MAX_PERSONA_CHARS:
+            raise StoryError(
+                f"a persona's name may have {MAX_PERSONA_NAME} characters and its description "
+                f"{MAX_PERSONA_CHARS}: say who they are in a sentence or two"
+            )
+        story_id = self.store.ensure_story(channel, member)
+        clean = writer_prompt.defuse_control
+        return self.store.set_persona(story_id, member, clean(name), clean(description), MAX_CAST)
+
+    def clear_persona(self, channel: Channel, member: Member) -> bool:
+        story_id = self.store.active_story_id(channel.id)
+        return story_id is not None and self.store.clear_persona(story_id, member)
 
     async def context_preview(
         self, channel: Channel, member: Member, direction: str | None = None, length: str | None = None
@@ -600,7 +745,8 @@ class StoryService:
             raise StoryError("the story is empty: write its opening first")
         source = Source(story_id, passages, direction=direction, length=parse_length(length))
         p = await self.assembler.plan(channel, source)
-        return ContextPreview(p.model, p.request.user_text, p.record, p.window, p.num_predict)
+        line = story_settings.describe(self.store.settings(story_id), p.model)
+        return ContextPreview(p.model, p.request.user_text, p.record, p.window, p.num_predict, line)
 
     def _story_id(self, channel: Channel) -> int:
         story_id = self.store.active_story_id(channel.id)

@@ -102,6 +102,21 @@ class Summary:
     error: str | None = None
     previous_id: int | None = None
     created_at: float = 0.0
+    edited_by: str | None = None  # a writer's summary (`/story summary edit`), not the model's
+
+
+MAX_PERSONA_NAME, MAX_PERSONA_CHARS, MAX_CAST = 60, 300, 20  # a persona's name, its description, a cast
+
+
+@dataclass(frozen=True)
+class Persona:
+    """The character a member writes in a story (`/persona set`): the cast is every member's."""
+
+    id: int
+    member_id: str
+    member_name: str
+    name: str
+    description: str
 
 
 def to_markdown(story: Story, model_label: str = "the model") -> str:

@@ -36,14 +36,14 @@ class Summarizer:
         self,
         store: Store,
         backend: Backend,
-        model_for: Callable[[Channel], str],
+        model_of: Callable[[Channel, int], str],
         counter: Counter,
         limits: Limits,
         scheduler: Scheduler,
     ):
         self.store = store
         self.backend = backend
-        self.model_for = model_for
+        self.model_of = model_of  # (channel, story id) -> the story's model
         self.counter = counter
         self.limits = limits
         self.scheduler = scheduler
@@ -53,6 +53,8 @@ class Summarizer:
     def schedule(self, channel: Channel, story_id: int, upto: int) -> None:
         """Fold the story's passages up to position `upto` into its rolling summary, in the background."""
         failed_at = self._failed_at.get(story_id)
+        if self.store.summary_paused(story_id):
+            return  # `/story summary pause`: the current summary serves, no new one is asked
         if story_id in self._tasks or (
             failed_at is not None and time.monotonic() < failed_at + self.limits.summary_retry_s
         ):
@@ -96,7 +98,7 @@ class Summarizer:
         todo = [p for p in passages if (previous.upto_position if previous else 0) < p.position <= upto]
         if not todo:
             return None
-        model = self.limits.summary_model or self.model_for(channel)
+        model = self.limits.summary_model or self.model_of(channel, story_id)
         summary_id = None
         try:
             info = await self.backend.model_info(model)

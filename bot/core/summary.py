@@ -96,6 +96,8 @@ def valid(summaries: Iterable[Summary], passages: Sequence[Passage], limit: int 
     for s in summaries:
         if s.status != Status.DONE or not (s.text or "").strip() or not ids >= set(s.passage_ids):
             continue
+        if any(o.passage_ids == s.passage_ids for o in out):
+            continue  # a newer version of the same summary (a writer's edit) stands in for it
         if s.passage_ids not in digests:
             digests[s.passage_ids] = digest(present[i] for i in s.passage_ids)
         if digests[s.passage_ids] == s.digest:

@@ -66,6 +66,7 @@ class StoryBot(commands.AutoShardedBot):
         shard_id: int | None = None,  # one shard: shard_ids=[shard_id]
         edit_interval: float = 1.0,
         commands_per_minute: int = 10,
+        settings_role: str | None = None,
         recover: bool = True,
         token_lifetime: float = stream.TOKEN_LIFETIME,
         channel_budget: tuple[int, float] = (5, 5.25),
@@ -87,7 +88,7 @@ class StoryBot(commands.AutoShardedBot):
         deliveries = None
         if service is not None:
             deliveries = Deliveries(self, service, pacing, redeliver_backoff, sweep_every)
-        self.story = StoryCog(deliveries, commands_per_minute)
+        self.story = StoryCog(deliveries, commands_per_minute, settings_role)
         self._service, self.do_recover = service, recover
 
     async def setup_hook(self) -> None:

@@ -29,10 +29,12 @@ from discord.ext import commands
 
 from ..core import history
 from ..core import lore as lorebook
+from ..core.files import check_size
 from ..core.lore import LoreEntry
 from ..core.ratelimit import MemberRateLimit
-from ..core.service import MAX_NOTE_CHARS, StoryError, StoryService
-from ..core.story import Channel, Member, Passage
+from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, StoryError, StoryService
+from ..core.settings import describe as describe_settings
+from ..core.story import Channel, Member, Passage, Summary
 from ..core.text import MESSAGE_LIMIT
 from .delivery import Deliveries
 from .stream import Poster, member_text, message_ref, parse_ref, render, send_text, shown, split
@@ -61,9 +63,12 @@ class StoryCog(commands.Cog, name=STORY_COG):
     """The story service, driven from Discord. `StoryCog(None)` only lends its commands' shapes (for
     `story-bot sync`)."""
 
-    def __init__(self, deliveries: Deliveries | None, commands_per_minute: int = 10):
+    def __init__(
+        self, deliveries: Deliveries | None, commands_per_minute: int = 10, settings_role: str | None = None
+    ):
         self._deliveries = deliveries
         self.limiter = MemberRateLimit(commands_per_minute)
+        self.settings_role = settings_role  # who may change a story's settings (None: Manage Messages)
         for command in (self.continue_, self.write, self.privacy):
             command.guild_only = True  # stories live in server channels (the groups say so themselves)
 
@@ -394,15 +399,38 @@ class StoryCog(commands.Cog, name=STORY_COG):
         said = f"🧹 {interaction.user.display_name} reset the story: {n} passages taken out."
         await answer(interaction, said, ephemeral=False)
 
-    @story.command(name="export", description="The story as a Markdown file (only to you)")
-    async def export(self, interaction: Interaction) -> None:
+    @story.command(
+        name="export", description="The story as a file: Markdown, or JSON to import (only to you)"
+    )
+    @app_commands.describe(format="markdown (to read) or json (everything, for /story import)")
+    async def export(
+        self, interaction: Interaction, format: Literal["markdown", "json"] = "markdown"
+    ) -> None:
         current = self.service.show(channel(interaction))
-        markdown = self.service.export(channel(interaction))
+        if format == "json":
+            text, suffix = self.service.export_json(channel(interaction)), "json"
+        else:
+            text, suffix = self.service.export(channel(interaction)), "md"
         name = re.sub(r"[^\w-]+", "-", (current.title or "story").lower()).strip("-")[:60] or "story"
         await interaction.response.send_message(
             f"📄 {len(current.passages)} passages", ephemeral=True,
-            file=discord.File(io.BytesIO(markdown.encode()), filename=f"{name}.md"),
+            file=discord.File(io.BytesIO(text.encode()), filename=f"{name}.{suffix}"),
         )  # fmt: skip
+
+    @story.command(
+        name="import", description="A story file (/story export format:json) as this channel's story"
+    )
+    @app_commands.describe(file="The .json file `/story export format:json` wrote")
+    async def import_(self, interaction: Interaction, file: discord.Attachment) -> None:
+        """The story there now is archived (kept: `/story list`); the import is the channel's story."""
+        data = await read_attachment(interaction, file)
+        story, report, notes = self.service.import_story(channel(interaction), member(interaction), data)
+        details = [f"📥 Imported: {len(story.passages)} passages · {report.summary()}", *notes,
+                   *(o.line() for o in report.outcomes)]  # fmt: skip
+        await answer(interaction, _lines(details))  # the report, to the importer (the deferred answer)
+        said = (f"📥 {interaction.user.display_name} imported {_title(story.title)} ({len(story.passages)} "
+                "passages) as this channel's story; the one before is kept (`/story list`).")  # fmt: skip
+        await answer(interaction, said, ephemeral=False)
 
     # --- long stories: memory, author's note, context, summary --------------------------------------
     @story.command(
@@ -454,11 +482,13 @@ class StoryCog(commands.Cog, name=STORY_COG):
         r, text = preview.record, preview.user_text
         unit = "tokens" if r["unit"] == "tokens" else "tokens (estimated)"
         older = f", {r['dropped']} older left out" if r["dropped"] else ""
+        cast = ", ".join(p["name"] for p in r["cast"]) or "none"
         header = shown(
             f"🔎 Next for **{preview.model}** (window {preview.window} tokens, {preview.num_predict} for the "
             f"answer): context {r['size']} of {r['budget']} {unit} · parts: {', '.join(r['parts'])} · lore: "
             f"{', '.join(e['name'] for e in r['lore']) or 'none'} · {len(r['passage_ids'])} passages{older}"
-            f" · guidance: {r['guidance'] or 'none'}"
+            f" · guidance: {r['guidance'] or 'none'} · cast: {cast}"
+            f"\n-# ⚙️ {preview.settings_line}"
         )[:1500]
         inline = f"{header}\n```text\n{text}\n```"
         if len(inline) <= MESSAGE_LIMIT and "```" not in text:  # in a code block: shown exactly as written
@@ -521,9 +551,127 @@ class StoryCog(commands.Cog, name=STORY_COG):
         else:
             text = "📜 No summary: the whole story still fits the model's window."
         footer = "\n-# a new summary is being written" if state.writing else ""
+        if state.paused:
+            footer += "\n-# new summaries are paused: `/story summary resume`"
         if state.last_error:
             footer += f"\n-# the last attempt failed: {shown(state.last_error)}"
         await self.show_inputs(interaction, text, footer)
+
+    # --- the story's settings ------------------------------------------------------------------------
+    def may_configure(self, interaction: Interaction) -> bool:
+        """The member holds the role the operator named for the settings (its name or id), or without
+        one, the Manage Messages permission."""
+        if self.settings_role is None:
+            return interaction.permissions.manage_messages
+        roles = getattr(interaction.user, "roles", [])
+        return any(self.settings_role in (r.name, str(r.id)) for r in roles)
+
+    @story.command(name="settings", description="Show or set the story's model, sampling and default length")
+    @app_commands.describe(
+        model="The model (one the operator allows here: no option lists them)",
+        temperature="How adventurous the wording is (0 to 2)",
+        top_p="Keep only the likeliest words up to this share (0 to 1)",
+        repeat_penalty="How much to avoid repeating words (0.5 to 2; 1 is none)",
+        length="The length /continue asks when none is given",
+        reset="Back to the operator's defaults first",
+    )
+    async def settings(
+        self, interaction: Interaction, model: app_commands.Range[str, 1, 100] | None = None,
+        temperature: app_commands.Range[float, 0.0, 2.0] | None = None,
+        top_p: app_commands.Range[float, 0.0, 1.0] | None = None,
+        repeat_penalty: app_commands.Range[float, 0.5, 2.0] | None = None,
+        length: Length | None = None, reset: bool = False,
+    ) -> None:  # fmt: skip
+        where = channel(interaction)
+        changes = {"model": model, "temperature": temperature, "top_p": top_p,
+                   "repeat_penalty": repeat_penalty, "length": length}  # fmt: skip
+        if not reset and all(v is None for v in changes.values()):
+            current, used = self.service.settings(where)
+            allowed = ", ".join(self.service.allowed_models(where))
+            who = f"the {self.settings_role} role" if self.settings_role else "Manage Messages"
+            await self.show_inputs(
+                interaction, f"⚙️ {describe_settings(current, used)}\n-# models allowed here: {allowed}; "
+                f"changing them needs {who}",
+            )  # fmt: skip
+            return
+        new = self.service.set_settings(where, member(interaction), self.may_configure(interaction),
+                                        reset=reset, **changes)  # fmt: skip
+        _, used = self.service.settings(where)
+        said = (
+            f"⚙️ {interaction.user.display_name} changed the story's settings: {describe_settings(new, used)}"
+        )
+        await answer(interaction, said, ephemeral=False)
+
+    # --- the rolling summary, by hand ----------------------------------------------------------------
+    summary = app_commands.Group(name="summary", description="The rolling summary", parent=story)
+
+    @summary.command(name="edit", description="Rewrite the rolling summary in a form (the model's is kept)")
+    async def summary_edit(self, interaction: Interaction) -> None:
+        state = self.service.summary_state(channel(interaction))
+        if state.current is None:
+            raise StoryError(
+                "this story has no summary yet to edit: one is written once the story outgrows the model's "
+                "window (`/story show summary:True`)"
+            )
+        await interaction.response.send_modal(SummaryEditForm(self, state.current, interaction.user.id))
+
+    async def summary_edited(self, interaction: Interaction, writing: bool) -> None:
+        said = f"📜 {interaction.user.display_name} rewrote the story's summary."
+        if writing:
+            said += " A summary the model is writing now will be dropped: this edit wins."
+        await answer(interaction, said, ephemeral=False)
+
+    @summary.command(name="restore", description="Bring back the summary's previous version")
+    async def summary_restore(self, interaction: Interaction) -> None:
+        back = self.service.restore_summary(channel(interaction), member(interaction))
+        said = (f"📜 {interaction.user.display_name} restored the previous summary: "
+                f"“{_preview(back.text or '', 200)}”")  # fmt: skip
+        await answer(interaction, said, ephemeral=False)
+
+    @summary.command(name="pause", description="Stop new summaries being written (the current one stays)")
+    async def summary_pause(self, interaction: Interaction) -> None:
+        self.service.pause_summaries(channel(interaction), member(interaction), True)
+        said = (
+            f"⏸️ {interaction.user.display_name} paused the summaries: `/story summary resume` restarts them."
+        )
+        await answer(interaction, said, ephemeral=False)
+
+    @summary.command(name="resume", description="Let new summaries be written again")
+    async def summary_resume(self, interaction: Interaction) -> None:
+        self.service.pause_summaries(channel(interaction), member(interaction), False)
+        await answer(
+            interaction, f"▶️ {interaction.user.display_name} resumed the summaries.", ephemeral=False
+        )
+
+    # --- personas: who plays whom --------------------------------------------------------------------
+    persona = app_commands.Group(
+        name="persona", description="The character you write in this story", guild_only=True
+    )
+
+    @persona.command(name="set", description="Say which character you write (pinned in the model's context)")
+    @app_commands.describe(name="Your character's name", description="Who they are, in a sentence or two")
+    async def persona_set(
+        self, interaction: Interaction, name: app_commands.Range[str, 1, 60],
+        description: app_commands.Range[str, 1, 300],
+    ) -> None:  # fmt: skip
+        p = self.service.set_persona(channel(interaction), member(interaction), name, description)
+        said = f"🎭 {interaction.user.display_name} plays {_bold(p.name)}: {p.description}"
+        await answer(interaction, said, ephemeral=False)
+
+    @persona.command(name="clear", description="Stop playing your character in this story")
+    async def persona_clear(self, interaction: Interaction) -> None:
+        if not self.service.clear_persona(channel(interaction), member(interaction)):
+            raise StoryError("you have no persona in this story: `/persona set name description` sets one")
+        await answer(interaction, f"🎭 {interaction.user.display_name} left the cast.", ephemeral=False)
+
+    @persona.command(name="list", description="The story's cast (only to you)")
+    async def persona_list(self, interaction: Interaction) -> None:
+        cast = self.service.cast(channel(interaction))
+        lines = [
+            f"**{discord.utils.escape_markdown(p.name)}** ({p.member_name}): {p.description}" for p in cast
+        ]
+        await self.show_inputs(interaction, "🎭 The cast\n" + "\n".join(lines) if lines
+                               else "🎭 No cast yet: `/persona set name description`.")  # fmt: skip
 
     # --- the lorebook --------------------------------------------------------------------------------
     lore = app_commands.Group(
@@ -598,6 +746,24 @@ class StoryCog(commands.Cog, name=STORY_COG):
         await self.show_inputs(interaction, f"{title}: the whole lorebook is in the file",
                                file=("lorebook.md", f"# Lorebook\n\n{body}\n"))  # fmt: skip
 
+    @lore.command(name="import", description="Entries from a SillyTavern World Info, NovelAI or our lorebook")
+    @app_commands.describe(file="The lorebook's .json (or .lorebook) file")
+    async def lore_import(self, interaction: Interaction, file: discord.Attachment) -> None:
+        data = await read_attachment(interaction, file)
+        report = self.service.import_lore(channel(interaction), member(interaction), data)
+        await answer(interaction, _lines([f"📚 {report.summary()}", *(o.line() for o in report.outcomes)]))
+        said = f"📚 {interaction.user.display_name} imported a lorebook ({report.summary()})."
+        await answer(interaction, said, ephemeral=False)
+
+    @lore.command(name="export", description="The lorebook as a file: ours, or SillyTavern's (only to you)")
+    @app_commands.describe(format="ours (for /lore import) or sillytavern (World Info)")
+    async def lore_export(
+        self, interaction: Interaction, format: Literal["ours", "sillytavern"] = "ours"
+    ) -> None:
+        text = self.service.export_lore(channel(interaction), format)
+        n = len(self.service.lore(channel(interaction)))
+        await self.show_inputs(interaction, f"📚 {n} lore entries", file=(f"lorebook-{format}.json", text))
+
     # --- /privacy ------------------------------------------------------------------------------------
     @app_commands.command(name="privacy", description="Keep your passages and ratings out of training data")
     @app_commands.describe(
@@ -648,6 +814,31 @@ class PassageEditForm(discord.ui.Modal):
             interaction.permissions.manage_messages, revision=p.revision, story_id=p.story_id,
         )  # fmt: skip
         await self.story.edited(interaction, edited)
+
+
+class SummaryEditForm(discord.ui.Modal):
+    """`/story summary edit`: the summary, prefilled. It keeps the summary the member saw, so a summary
+    that came in while the form was open is not overwritten unseen (the member is told to look again)."""
+
+    def __init__(self, story: StoryCog, current: Summary, member_id: int):
+        super().__init__(
+            title="Edit the summary", timeout=900, custom_id=f"story:summary:{current.id}:{member_id}"
+        )
+        self.story, self.seen = story, current.id
+        self.text: discord.ui.TextInput = discord.ui.TextInput(
+            label="What happened so far", style=discord.TextStyle.paragraph, default=current.text,
+            max_length=MAX_SUMMARY_CHARS, custom_id="text",
+        )  # fmt: skip
+        self.add_item(self.text)
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        await self.story.guarded(interaction, lambda: self._save(interaction))
+
+    async def _save(self, interaction: Interaction) -> None:
+        where = channel(interaction)
+        writing = self.story.service.summary_state(where).writing
+        self.story.service.edit_summary(where, member(interaction), self.text.value, self.seen)
+        await self.story.summary_edited(interaction, writing)
 
 
 class LoreEditForm(discord.ui.Modal):
@@ -706,6 +897,28 @@ async def answer(interaction: Interaction, text: str, ephemeral: bool = True, li
         await interaction.response.send_message(text, ephemeral=ephemeral, suppress_embeds=True)
 
 
+async def read_attachment(interaction: Interaction, file: discord.Attachment) -> bytes:
+    """An attachment's bytes, refused before downloading when Discord says it is over the import limit
+    (and again if it turns out larger). Acknowledged first, privately (a download may take a while; the
+    report, or the refusal, goes to the member alone, then what changed is said in the channel)."""
+    check_size(file.size)
+    await interaction.response.defer(ephemeral=True, thinking=True)
+    data = await file.read()
+    check_size(len(data))
+    return data
+
+
+def _lines(lines: list[str], limit: int = 2000) -> str:
+    """Lines up to one message; the rest said to be left out."""
+    out: list[str] = []
+    for i, line in enumerate(lines):
+        if sum(len(x) + 1 for x in out) + len(line) > limit - 60:
+            out.append(f"-# … and {len(lines) - i} more lines")
+            break
+        out.append(line)
+    return "\n".join(out)
+
+
 def _may_open_threads(interaction: Interaction) -> bool:
     """The bot may open a thread of this text channel (or of the text channel of this thread)."""
     where = interaction.channel
@@ -740,7 +953,11 @@ def _keys(entry: LoreEntry) -> str:
 
 
 def _named(entry: LoreEntry) -> str:
-    return f"**{discord.utils.escape_markdown(entry.name)}**"
+    return _bold(entry.name)
+
+
+def _bold(name: str) -> str:
+    return f"**{discord.utils.escape_markdown(name)}**"
 
 
 async def _edited(interaction: Interaction, entry: LoreEntry) -> None:

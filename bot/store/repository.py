@@ -21,12 +21,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.core import history, landing, messages
+from bot.core import history, landing, lorefiles, messages
 from bot.core import lore as lorebook
+from bot.core import storyfile as sf
 from bot.core import summary as summaries
 from bot.core.events import StoryError
 from bot.core.lore import LoreEntry
-from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, StoryInfo, Summary
+from bot.core.settings import StorySettings
+from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
 from bot.store import opening
 from bot.store.leases import gateway_key, live, orphaned, overlaps
 from bot.store.unit import GenerationRow, Reads, Unit
@@ -188,6 +190,33 @@ class Store:
             u.remove_lore(entry.id)
         return entry
 
+    # --- stories and lorebooks as files (bot/core/storyfile.py, bot/core/lorefiles.py) ---------------
+    def story_document(self, story_id: int) -> sf.StoryDocument:
+        with self.unit() as u:  # one snapshot of the whole story
+            return u.story_document(story_id)
+
+    def import_story(
+        self, channel: Channel, by: Member, doc: sf.StoryDocument, settings: StorySettings,
+        lore: Sequence[lorefiles.Candidate],
+    ) -> tuple[int, list[lorefiles.Outcome]]:  # fmt: skip
+        """A checked story file as the channel's new story (the one there archived, kept), with its
+        lore entry by entry (`lore`): all in one transaction."""
+        with self.unit() as u:
+            u.archive_story(channel.id)
+            story_id = u.new_story(channel, by, doc.title)
+            u.import_story(story_id, doc, by)
+            if settings.values():
+                u.add_settings(story_id, settings, by.id)
+            return story_id, _apply_lore(u, story_id, lore, by)
+
+    def import_lore(
+        self, story_id: int, candidates: Sequence[lorefiles.Candidate], by: Member
+    ) -> list[lorefiles.Outcome]:
+        """A lorebook file's entries into the story's lorebook, each kept, merged or skipped (one
+        transaction: every entry the report calls kept or merged is in, or none)."""
+        with self.unit() as u:
+            return _apply_lore(u, story_id, candidates, by)
+
     # --- rolling summaries ---------------------------------------------------------------------
     def summaries(self, story_id: int) -> list[Summary]:
         """Every summary of a story, newest first (all statuses)."""
@@ -201,15 +230,82 @@ class Store:
             return u.add_summary(story_id, upto_position, covered, previous_id, model, owner)
 
     def finish_summary(self, summary_id: int, text: str) -> bool:
-        """Store a summary's text, if the passages it covers are still the story's (else discarded)."""
+        """Store a summary's text, if the passages it covers are still the story's, no writer edited the
+        summary meanwhile and the summaries are not paused (else it is kept, discarded, with why)."""
         with self.unit() as u:
             s = u.summary(summary_id)
             landed = landing.summary_lands(s, u.present(s.passage_ids), u.story_active(s.story_id))
-            if landed:
-                u.end_summary(summary_id, Status.DONE, text, None)
-            else:
-                u.end_summary(summary_id, Status.DISCARDED, text, messages.SUMMARY_STORY_CHANGED)
-        return landed
+            edited = any(o.edited_by and o.id > summary_id for o in u.summaries(s.story_id))
+            why = (
+                messages.SUMMARY_STORY_CHANGED if not landed else messages.SUMMARY_EDITED if edited
+                else messages.SUMMARY_PAUSED if u.summary_paused(s.story_id) else None
+            )  # fmt: skip
+            u.end_summary(summary_id, Status.DISCARDED if why else Status.DONE, text, why)
+        return why is None
+
+    def edit_summary(self, story_id: int, text: str, by: Member, seen: int | None = None) -> Summary:
+        """A writer's summary in place of the current one (`seen`: the one the member saw, which must
+        still be current): every version kept."""
+        with self.unit() as u:
+            current = summaries.current(u.summaries(story_id), u.passages(story_id))
+            if current is None:
+                raise StoryError(
+                    "this story has no summary yet to edit: one is written once the story outgrows the "
+                    "model's window (`/story show summary:True` says when)"
+                )
+            if seen is not None and current.id != seen:
+                raise StoryError(
+                    "the summary changed while you were editing it: nothing was changed; look at it again "
+                    "(`/story show summary:True`) and edit that"
+                )
+            return u.summary(u.add_edited_summary(current, text, by.id))
+
+    def restore_summary(self, story_id: int, by: Member) -> Summary:
+        """Set the current summary aside (kept) so the version before it stands again; returns that one."""
+        with self.unit() as u:
+            passages, rows = u.passages(story_id), u.summaries(story_id)
+            current = summaries.current(rows, passages)
+            before = summaries.current([r for r in rows if current and r.id != current.id], passages)
+            if current is None or before is None:
+                raise StoryError("there is no earlier version of the summary to restore")
+            u.set_summary_aside(current.id, f"set aside by {by.name}'s restore")
+            return before
+
+    def pause_summaries(self, story_id: int, paused: bool) -> None:
+        with self.unit() as u:
+            u.set_summary_paused(story_id, paused)
+
+    def summary_paused(self, story_id: int) -> bool:
+        return self.reads.summary_paused(story_id)
+
+    # --- settings and the cast -----------------------------------------------------------------
+    def settings(self, story_id: int) -> StorySettings:
+        return self.reads.settings(story_id)
+
+    def set_settings(self, story_id: int, settings: StorySettings, by: Member) -> StorySettings:
+        with self.unit() as u:
+            return StorySettings.from_values(settings.values(), u.add_settings(story_id, settings, by.id))
+
+    def personas(self, story_id: int) -> list[Persona]:
+        return self.reads.personas(story_id)
+
+    def set_persona(self, story_id: int, member: Member, name: str, description: str, limit: int) -> Persona:
+        """The member's persona (replacing theirs); a name another member's persona has is refused."""
+        with self.unit() as u:
+            cast = [p for p in u.personas(story_id) if p.member_id != member.id]
+            taken = next((p for p in cast if p.name.casefold() == name.casefold()), None)
+            if taken is not None:
+                raise StoryError(
+                    f"{taken.member_name} plays {taken.name} already: pick another name (or ask them to "
+                    "`/persona clear`)"
+                )
+            if len(cast) >= limit:
+                raise StoryError(f"the cast is full ({limit} personas): someone must `/persona clear` first")
+            return u.add_persona(story_id, member, name, description)
+
+    def clear_persona(self, story_id: int, member: Member) -> bool:
+        with self.unit() as u:
+            return u.remove_persona(story_id, member.id) > 0
 
     def fail_summary(self, summary_id: int, error: str) -> None:
         with self.unit() as u:
@@ -318,6 +414,7 @@ class Store:
             new = u.new_story(channel, by, title, (story_id, upto), archived)
             copies = u.copy_passages(new, originals)
             u.copy_story_parts(story_id, new)
+            u.copy_settings_and_cast(story_id, new)
             fits = [s for s in u.summaries(story_id) if s.upto_position <= upto]
             summary = summaries.current(fits, originals)
             if summary is not None:
@@ -512,6 +609,18 @@ class Store:
 
     def opted_out(self, member_id: str) -> bool:
         return self.reads.opted_out(member_id)
+
+
+def _apply_lore(
+    u: Unit, story_id: int, candidates: Sequence[lorefiles.Candidate], by: Member
+) -> list[lorefiles.Outcome]:
+    outcomes = lorefiles.plan(u.lore_entries(story_id), candidates, by.id)
+    for o in outcomes:
+        if o.entry is not None and o.action == "kept":
+            u.add_lore(story_id, by, o.entry.name, o.entry.keywords, o.entry.text, o.entry.always_on)
+        elif o.entry is not None:
+            u.save_lore(o.entry)
+    return outcomes
 
 
 def _shown(reads: Reads, story_id: int, position: int) -> Passage:

@@ -15,8 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.core import storyfile as sf
 from bot.core.lore import LoreEntry, name_key
-from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Story, StoryInfo, Summary
+from bot.core.settings import StorySettings
+from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
 from bot.core.summary import digest
 from contract.store.engine import Connection
 from contract.store.status import DeliveryState, Status
@@ -95,6 +97,24 @@ class Reads:
             (story_id,),
         ).fetchall()
         return [_lore(r) for r in rows]
+
+    def settings(self, story_id: int) -> StorySettings:
+        """The story's settings (the newest row; none set: all defaults)."""
+        row = self._one(
+            "SELECT id, settings FROM story_settings WHERE story_id = ? ORDER BY id DESC LIMIT 1", (story_id,)
+        )
+        return StorySettings.from_values(json.loads(row["settings"]), row["id"]) if row else StorySettings()
+
+    def personas(self, story_id: int) -> list[Persona]:
+        """The story's cast, in the order its members joined it."""
+        rows = self.c.execute(
+            "SELECT * FROM personas WHERE story_id = ? AND removed_at IS NULL ORDER BY id", (story_id,)
+        ).fetchall()
+        return [Persona(r["id"], r["member_id"], r["member_name"], r["name"], r["description"]) for r in rows]
+
+    def summary_paused(self, story_id: int) -> bool:
+        row = self._one("SELECT summary_paused FROM stories WHERE id = ?", (story_id,))
+        return bool(row and row[0])
 
     # --- summaries ----------------------------------------------------------------------------------
     def summaries(self, story_id: int) -> list[Summary]:
@@ -298,6 +318,51 @@ class Reads:
     def opted_out(self, member_id: str) -> bool:
         return self._one("SELECT 1 FROM opt_outs WHERE member_id = ?", (member_id,)) is not None
 
+    # --- a whole story as a file (bot/core/storyfile.py) ------------------------------------------------
+    def story_document(self, story_id: int) -> sf.StoryDocument:
+        """The story as its file holds it: what it shows now and how it came to be (no times, no ids)."""
+        row = self.story_row(story_id)
+        passages = self.passages(story_id)
+        memory, note = self.note(story_id, "memory"), self.note(story_id, "note")
+        return sf.StoryDocument(
+            format="story-bot.story", version=sf.VERSION, title=row["title"],
+            settings=self.settings(story_id).values(),
+            memory=None if memory is None else memory.text, note=None if note is None else note.text,
+            summary=self._summary_document(story_id, passages), summary_paused=bool(row["summary_paused"]),
+            lore=[sf.OurEntry(name=e.name, keywords=list(e.keywords), text=e.text, always_on=e.always_on)
+                  for e in self.lore_entries(story_id)],
+            cast=[sf.PersonaDoc(member_id=p.member_id, member_name=p.member_name, name=p.name,
+                                description=p.description) for p in self.personas(story_id)],
+            passages=[self._passage_document(p) for p in passages],
+        )  # fmt: skip
+
+    def _passage_document(self, p: Passage) -> sf.PassageDoc:
+        takes = self.takes(p.id) if p.by_model else []
+        number = {g: k for k, g in enumerate(takes, 1)}
+        rows = self.c.execute(
+            "SELECT g.id, g.model, g.answer FROM generations g WHERE g.passage_id = ? AND g.status = "
+            f"{DONE} ORDER BY g.id",
+            (p.id,),
+        ).fetchall()
+        versions = [
+            sf.Version(take=number.get(take) if take else None, text=text, edited_by=by)
+            for _, take, text, by, _ in self.versions(p.id)
+        ]
+        return sf.PassageDoc(
+            author=p.author_kind.value, author_id=p.author_id, author_name=p.author_name, text=p.text,
+            take=number.get(p.generation_id) if p.by_model and p.generation_id else None,
+            takes=[sf.Take(model=r["model"], text=r["answer"] or "") for r in rows], versions=versions,
+        )  # fmt: skip
+
+    def _summary_document(self, story_id: int, passages: list[Passage]) -> sf.SummaryDoc | None:
+        from bot.core.summary import current
+
+        s = current(self.summaries(story_id), passages)
+        if s is None:
+            return None
+        covers = sum(p.position <= s.upto_position for p in passages)
+        return sf.SummaryDoc(covers=covers, text=s.text or "", model=s.model, edited_by=s.edited_by)
+
 
 class Unit(Reads):
     """Reads and writes inside one transaction (made by `Store.unit()`, never directly)."""
@@ -359,7 +424,101 @@ class Unit(Reads):
     def remove_lore(self, entry_id: int) -> None:
         self.c.execute("UPDATE lore_entries SET removed_at = ? WHERE id = ?", (time.time(), entry_id))
 
+    def add_settings(self, story_id: int, settings: StorySettings, by: str, at: float | None = None) -> int:
+        return self._one(
+            "INSERT INTO story_settings (story_id, settings, set_by, set_at) VALUES (?, ?, ?, ?) "
+            "RETURNING id",
+            (story_id, settings.to_json(), by, time.time() if at is None else at),
+        )[0]
+
+    def add_persona(self, story_id: int, member: Member, name: str, description: str) -> Persona:
+        """The member's persona in the story from now on (the one before it kept, marked removed)."""
+        self.remove_persona(story_id, member.id)
+        pid = self._one(
+            "INSERT INTO personas (story_id, member_id, member_name, name, description, set_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            (story_id, member.id, member.name, name, description, time.time()),
+        )[0]
+        return Persona(pid, member.id, member.name, name, description)
+
+    def remove_persona(self, story_id: int, member_id: str) -> int:
+        return self.c.execute(
+            "UPDATE personas SET removed_at = ? WHERE story_id = ? AND member_id = ? AND removed_at IS NULL",
+            (time.time(), story_id, member_id),
+        ).rowcount
+
+    def set_summary_paused(self, story_id: int, paused: bool) -> None:
+        self.c.execute("UPDATE stories SET summary_paused = ? WHERE id = ?", (int(paused), story_id))
+
+    def mark_imported(self, story_id: int) -> None:
+        self.c.execute("UPDATE stories SET imported_at = ? WHERE id = ?", (time.time(), story_id))
+
+    def import_story(self, story_id: int, doc: sf.StoryDocument, by: Member) -> None:
+        """Write a checked story file's parts into the new story `story_id` (its lore is the caller's)."""
+        now = time.time()
+        shown: list[Passage] = []
+        for d in doc.passages:
+            author = Member(d.author_id, d.author_name)
+            kind = AuthorKind(d.author)
+            passage = self.add_passage(story_id, kind, author, d.text)
+            gens = [self._imported_take(story_id, passage.id, author, t) for t in d.takes]
+            if gens:
+                self.c.execute(
+                    "UPDATE passages SET generation_id = ? WHERE id = ?",
+                    (gens[(d.take or 1) - 1], passage.id),
+                )
+            for n, v in enumerate(d.versions, 1):
+                take = gens[v.take - 1] if v.take else None
+                self._version(passage.id, n, take, v.text, v.edited_by, now)
+            shown.append(passage)
+        for which, text in (("memory", doc.memory), ("note", doc.note)):
+            if text is not None:
+                self.add_note(story_id, which, text, by)
+        for p in doc.cast:
+            self.c.execute(
+                "INSERT INTO personas (story_id, member_id, member_name, name, description, set_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (story_id, p.member_id, p.member_name, p.name, p.description, now),
+            )
+        if doc.summary is not None:
+            covered = shown[: doc.summary.covers]
+            self.c.execute(
+                "INSERT INTO summaries (story_id, upto_position, passage_ids, digest, model, status, text, "
+                f"created_at, finished_at, edited_by) VALUES (?, ?, ?, ?, ?, {DONE}, ?, ?, ?, ?)",
+                (story_id, covered[-1].position, json.dumps([c.id for c in covered]), digest(covered),
+                 doc.summary.model, doc.summary.text, now, now, doc.summary.edited_by),
+            )  # fmt: skip
+        self.set_summary_paused(story_id, doc.summary_paused)
+        self.mark_imported(story_id)
+
+    def _imported_take(self, story_id: int, passage_id: int, asked_by: Member, take: sf.Take) -> int:
+        """A take from a file: a finished generation with no prompt (the file does not say what the model
+        read), so the feedback export leaves it out (stories.imported_at)."""
+        now = time.time()
+        return self._one(
+            "INSERT INTO generations (story_id, passage_id, requested_by, model, user_text, prompt, raw, "
+            f"options, context, status, answer, created_at, finished_at) VALUES (?, ?, ?, ?, '', '', 0, "
+            f"'{{}}', '{{\"imported\": true}}', {DONE}, ?, ?, ?) RETURNING id",
+            (story_id, passage_id, asked_by.id, take.model, take.text, now, now),
+        )[0]
+
     # --- summaries ----------------------------------------------------------------------------------
+    def add_edited_summary(self, s: Summary, text: str, by: str, at: float | None = None) -> int:
+        """A writer's summary of the passages `s` covers (it stands in for `s` from now on)."""
+        now = time.time() if at is None else at
+        return self._one(
+            "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
+            f"status, text, created_at, finished_at, edited_by) VALUES (?, ?, ?, ?, ?, ?, {DONE}, ?, ?, ?, "
+            "?) RETURNING id",
+            (s.story_id, s.id, s.upto_position, json.dumps(list(s.passage_ids)), s.digest, s.model, text,
+             now, now, by),
+        )[0]  # fmt: skip
+
+    def set_summary_aside(self, summary_id: int, why: str) -> None:
+        self.c.execute(
+            f"UPDATE summaries SET status = '{Status.DISCARDED}', error = ? WHERE id = ?", (why, summary_id)
+        )
+
     def add_summary(
         self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str,
         owner: str | None,
@@ -510,6 +669,22 @@ class Unit(Reads):
             (target, source),
         )
 
+    def copy_settings_and_cast(self, source: int, target: int) -> None:
+        """The source story's settings and cast, into `target` (a fork inherits them)."""
+        settings = self.settings(source)
+        if settings.id is not None:
+            self.c.execute(
+                "INSERT INTO story_settings (story_id, settings, set_by, set_at) SELECT ?, settings, set_by, "
+                "set_at FROM story_settings WHERE id = ?",
+                (target, settings.id),
+            )
+        self.c.execute(
+            "INSERT INTO personas (story_id, member_id, member_name, name, description, set_at) SELECT ?, "
+            "member_id, member_name, name, description, set_at FROM personas WHERE story_id = ? AND "
+            "removed_at IS NULL ORDER BY id",
+            (target, source),
+        )
+
     def copy_summary(self, s: Summary, target: int, copies: Sequence[Passage]) -> None:
         """A finished summary of the source's passages, as the fork's (covering the copies)."""
         covered = [c for c in copies if c.position <= s.upto_position]
@@ -651,4 +826,5 @@ def _summary(r: Any) -> Summary:
     return Summary(
         r["id"], r["story_id"], r["upto_position"], tuple(json.loads(r["passage_ids"])), r["digest"],
         Status(r["status"]), r["model"], r["text"], r["error"], r["previous_id"], r["created_at"],
+        r["edited_by"],
     )  # fmt: skip

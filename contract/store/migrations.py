@@ -15,6 +15,8 @@ its earlier text is kept as the version before it, and a take's own words stay i
 redone by/at) with `passages.erasure_id` on the passages erased, and forks (`stories.forked_from`,
 `stories.forked_at`, `passages.origin_id`); `stories.home_id` is the channel whose list shows a story,
 `passages.revision` the version check of edits and takes.
+Migration 6 adds `story_settings` (a story's model and sampling, newest row standing), writers' summaries
+(`summaries.edited_by`), `stories.summary_paused`, `stories.imported_at` and `personas` (the cast).
 The values of the enumerated columns are named in status.py; the migrations keep them as literals (a test
 holds the two together).
 """
@@ -240,6 +242,44 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE stories ADD COLUMN forked_from INTEGER REFERENCES stories(id);
     ALTER TABLE stories ADD COLUMN forked_at INTEGER;
     CREATE INDEX stories_home ON stories(home_id);
+    """,
+    # 6: the story's world in the writers' hands: settings per story, the rolling summary edited, paused
+    # and restored, personas (the cast), and stories brought in from a file.
+    """
+    -- A story's generation settings as set at one moment (the newest row stands; a fork copies it):
+    -- `settings` is JSON with only the keys set (model, temperature, top_p, repeat_penalty, length).
+    CREATE TABLE story_settings (
+        id          INTEGER PRIMARY KEY,
+        story_id    INTEGER NOT NULL REFERENCES stories(id),
+        settings    TEXT NOT NULL,
+        set_by      TEXT NOT NULL,
+        set_at      REAL NOT NULL
+    );
+    CREATE INDEX story_settings_story ON story_settings(story_id, id);
+
+    -- A summary a writer wrote (`/story summary edit`): a row like the model's, covering the same
+    -- passages as the one it replaces, with `edited_by` set. `/story summary restore` sets the current
+    -- one aside (status 'discarded', kept) so the one before it stands again.
+    ALTER TABLE summaries ADD COLUMN edited_by TEXT;
+    -- 1 while `/story summary pause` holds: no new summary is asked (the current one still serves).
+    ALTER TABLE stories ADD COLUMN summary_paused INTEGER NOT NULL DEFAULT 0;
+    -- A story recreated from a JSON file (`/story import`): its rows are not the bot's own record of
+    -- who wrote what, so the feedback export leaves them out.
+    ALTER TABLE stories ADD COLUMN imported_at REAL;
+
+    -- Which character a member writes in a story (`/persona set`): one live persona per member per
+    -- story; a change or a clear marks the old row removed (kept).
+    CREATE TABLE personas (
+        id          INTEGER PRIMARY KEY,
+        story_id    INTEGER NOT NULL REFERENCES stories(id),
+        member_id   TEXT NOT NULL,
+        member_name TEXT NOT NULL,
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        set_at      REAL NOT NULL,
+        removed_at  REAL
+    );
+    CREATE UNIQUE INDEX personas_one ON personas(story_id, member_id) WHERE removed_at IS NULL;
     """,
 )
 

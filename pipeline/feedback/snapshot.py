@@ -204,6 +204,7 @@ SELECT g.id, g.passage_id, g.story_id, g.requested_by, g.model, g.user_text, g.r
        g.parse_issues, g.created_at, g.context, p.removed_at IS NOT NULL AS removed, g.prompt, g.raw
 FROM generations g LEFT JOIN passages p ON p.id = g.passage_id
 WHERE g.status = '{Status.DONE}'
+  AND g.story_id NOT IN (SELECT id FROM stories WHERE imported_at IS NOT NULL)  -- a file's words
 ORDER BY g.id
 """
 _RATINGS = "SELECT generation_id, member_id, value, rated_at FROM ratings ORDER BY generation_id, member_id"

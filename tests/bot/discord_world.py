@@ -36,11 +36,15 @@ class World:
 
     def bot(self, **options) -> StoryBot:
         """A fresh bot process: its own store connection and Ollama client on the same database.
-        `limits={...}` sets the service's Limits; the rest are StoryBot options."""
+        `limits={...}` sets the service's Limits, `models_allowed` the models /story settings may pick; the
+        rest are StoryBot options."""
         store, backend = Store(self.db), OllamaBackend(self.ollama.url)
         self.opened.append((store, backend))
         limits = Limits(delta_every=options.pop("delta_every", 0.02), **options.pop("limits", {}))
-        service = StoryService(store, backend, lambda channel: "writer", limits=limits)
+        allowed = options.pop("models_allowed", None)  # the operator's list for /story settings
+        service = StoryService(
+            store, backend, lambda channel: "writer", limits=limits, models_allowed=allowed
+        )
         # Fast pacing by default; the pacing test asks for Discord's own (1 s per message, 5 per 5 s).
         options = {"edit_interval": 0.2, "channel_budget": (50, 5.0), "guild_ready_timeout": 0.05, **options}
         return StoryBot(service, **options)

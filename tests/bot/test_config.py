@@ -161,3 +161,20 @@ def test_story_bot_run_refuses_a_bad_shard_range_in_one_line(monkeypatch, tmp_pa
     result = CliRunner().invoke(app, ["run", "--shards", "4-8", "--shard-count", "8"])
     assert result.exit_code == 1
     assert "shard 8 is not below STORY_BOT_SHARD_COUNT (8): shards are numbered 0 to 7" in result.output
+
+
+def test_the_models_a_story_may_pick_and_who_may_change_them_come_from_the_file(tmp_path):
+    path = tmp_path / "story-bot.toml"
+    path.write_text(
+        'model = "writer"\nallowed_models = ["writer-b"]\nsettings_role = "Story keeper"\n'
+        '[channel_models]\n"111" = "channel-model"\n'
+        '[guild_allowed_models]\n"999" = ["guild-a", "guild-b"]\n'
+        '[channel_allowed_models]\n"111" = ["channel-a"]\n'
+    )
+    s = load_settings(path)
+    assert s.settings_role == "Story keeper"
+    assert s.models_allowed(Channel("1", guild_id="5")) == ["writer", "writer-b"]
+    assert s.models_allowed(Channel("1", guild_id="999")) == ["writer", "guild-a", "guild-b"]
+    # A channel's list wins over its server's, for its threads too; its own model always comes first.
+    assert s.models_allowed(Channel("111", guild_id="999")) == ["channel-model", "channel-a"]
+    assert s.models_allowed(Channel("t1", guild_id="999", parent_id="111")) == ["channel-model", "channel-a"]

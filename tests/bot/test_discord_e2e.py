@@ -274,14 +274,24 @@ async def test_sync_registers_the_commands_and_a_bad_token_is_refused(world):
     from bot.discord.client import sync_commands
 
     fake = world.fake
-    names = ["continue", "lore", "privacy", "story", "write"]
+    names = ["continue", "lore", "persona", "privacy", "story", "write"]
     assert sorted(fake.commands()) == names
     story = fake.commands()["story"]
     assert [o["name"] for o in story["options"]] == [
         "new", "edit", "takes", "take", "erase", "redo", "fork", "list", "open", "show", "undo", "reset",
-        "export", "memory", "note", "context",
+        "export", "import", "memory", "note", "context", "settings", "summary",
     ]  # fmt: skip
-    assert [o["name"] for o in fake.commands()["lore"]["options"]] == ["add", "edit", "remove", "list"]
+    summary = next(o for o in story["options"] if o["name"] == "summary")
+    assert summary["type"] == 2 and [o["name"] for o in summary["options"]] == [
+        "edit",
+        "restore",
+        "pause",
+        "resume",
+    ]
+    assert [o["name"] for o in fake.commands()["lore"]["options"]] == [
+        "add", "edit", "remove", "list", "import", "export",
+    ]  # fmt: skip
+    assert [o["name"] for o in fake.commands()["persona"]["options"]] == ["set", "clear", "list"]
     assert await sync_commands(fake.token, fake.guild.id) == names
     assert fake.syncs[-1].guild_id == fake.guild.id
     with pytest.raises(discord.LoginFailure):

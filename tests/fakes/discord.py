@@ -8,7 +8,8 @@ attributes and restores them on exit, so only one fake may be active at a time.
 What a test gets:
 - a small world: one guild with #general and #stories, roles @everyone and Moderator (Manage Messages), users
   alice (writer) and mod (Moderator), and the bot's own user; `add_user`, `add_channel`, `add_guild` for more;
-- injection: `send_slash_command("story new", {"title": "x"})`, `press_button(message_id, custom_id)`,
+- injection: `send_slash_command("story new", {"title": "x"})` (an attachment option takes an `Upload`),
+  `press_button(message_id, custom_id)`,
   `choose(message_id, custom_id, values)`, `post_message(channel, content)`; each returns a handle; the
   event goes to the newest live connection on the guild's shard (identify's `shard`, as Discord routes);
 - records: every REST call (`calls`), messages with every revision and timestamp (`messages_in`, `edits_of`),
@@ -174,6 +175,19 @@ class Guild:
         if with_permissions:
             data["permissions"] = str(self.permissions(user))
         return data
+
+
+@dataclass
+class Upload:
+    """A file a user attaches to a slash command's attachment option (`send_slash_command(..., {"file":
+    Upload("story.json", data)})`). Discord reports its `size` in the interaction and serves its bytes from
+    its CDN (here: GET /attachments/<id>/<name>, no authorisation, as the CDN)."""
+
+    filename: str
+    data: bytes
+    content_type: str = "application/json"
+    size: int | None = None  # what the interaction says (None: the real size)
+    id: int = 0
 
 
 # ----------------------------------------------------------------------------------------------- records
@@ -463,6 +477,8 @@ class FakeDiscord:
         self.syncs: list[Sync] = []
         self.connections: list[GatewayConnection] = []
         self._commands: dict[int | None, dict[str, dict]] = {None: {}}
+        self.uploads: dict[int, Upload] = {}  # attachments users sent, by id
+        self.downloads: list[int] = []  # the attachment ids the bot fetched from the "CDN", in order
         self._rate_limits: list[RateLimit] = []
         self._global_until = 0.0  # a global 429 refuses the bot's requests until then
         self._changed: asyncio.Event | None = None
@@ -496,6 +512,14 @@ class FakeDiscord:
         target = guild or self.guild
         target.members[user.id] = [target.roles[r].id for r in roles]
         return user
+
+    def add_role(self, name: str, permissions: int = MEMBER_PERMISSIONS, guild: Guild | None = None) -> Role:
+        """A role of the guild (give it to users with `add_user(..., roles=(name,))`), before the bot
+        connects: the guild's roles reach the bot with GUILD_CREATE."""
+        guild = guild or self.guild
+        role = Role(self.snowflake(), name, permissions, len(guild.roles))
+        guild.roles[name] = role
+        return role
 
     def add_channel(self, name: str, guild: Guild | None = None) -> Channel:
         guild = guild or self.guild
@@ -547,6 +571,7 @@ class FakeDiscord:
         self._changed = asyncio.Event()
         app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         app.router.add_get("/", self._gateway)
+        app.router.add_get("/attachments/{id}/{name}", self._attachment)
         for version in ("v9", "v10"):
             self._routes(app, f"/api/{version}")
         self._runner = web.AppRunner(app, handle_signals=False)
@@ -900,6 +925,16 @@ class FakeDiscord:
             ch["permissions"] = str(MEMBER_PERMISSIONS)
             resolved.setdefault("channels", {})[str(value.id)] = ch
             return str(value.id)
+        if isinstance(value, Upload):
+            value.id = value.id or self.snowflake()
+            self.uploads[value.id] = value
+            url = f"{self.url}/attachments/{value.id}/{value.filename}"
+            resolved.setdefault("attachments", {})[str(value.id)] = {
+                "id": str(value.id), "filename": value.filename, "content_type": value.content_type,
+                "size": len(value.data) if value.size is None else value.size, "url": url, "proxy_url": url,
+                "ephemeral": True,
+            }  # fmt: skip
+            return str(value.id)
         if isinstance(value, Role):
             resolved.setdefault("roles", {})[str(value.id)] = value.payload()
             return str(value.id)
@@ -979,6 +1014,15 @@ class FakeDiscord:
         return _json({"message": "404: Not Found (the fake does not serve this route)", "code": 0}, 404)
 
     # --- REST: identity, gateway, commands -----------------------------------------------------------------
+    async def _attachment(self, request: web.Request) -> web.Response:
+        """The CDN: an uploaded attachment's bytes."""
+        upload = self.uploads.get(int(request.match_info["id"]))
+        if upload is None or upload.filename != request.match_info["name"]:
+            return web.Response(status=404)
+        self.downloads.append(upload.id)
+        self._touch()
+        return web.Response(body=upload.data, content_type=upload.content_type)
+
     async def _get_gateway(self, request: web.Request) -> web.Response:
         data: dict[str, Any] = {"url": self.gateway_url.rstrip("/")}
         if request.path.endswith("/bot"):
@@ -1690,6 +1734,8 @@ def _guess_type(value: Any) -> int:
         return 7
     if isinstance(value, Role):
         return 8
+    if isinstance(value, Upload):
+        return 11
     return 3
 
 

@@ -12,7 +12,7 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.fakes.discord import EPHEMERAL, FakeDiscord
+from tests.fakes.discord import EPHEMERAL, FakeDiscord, Upload
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -359,3 +359,30 @@ async def test_links_unfurl_unless_embeds_are_suppressed_and_an_edit_changes_onl
         assert fake.message(quiet.id).unfurled == ["https://example.com/d"]
         await full.edit(suppress=True)
         assert fake.message(quiet.id).unfurled == [] and not fake.message(quiet.id).ephemeral
+
+
+async def test_an_attachment_option_carries_its_size_and_its_bytes_come_from_the_cdn():
+    """Discord resolves an attachment option to an attachment object (id, filename, size, url) and serves
+    the bytes from its CDN without the bot's token: discord.py's Attachment reads them there."""
+    got: list[tuple[int, bytes]] = []
+
+    class Bot(discord.Client):
+        def __init__(self):
+            super().__init__(intents=discord.Intents.none())
+            self.tree = app_commands.CommandTree(self)
+
+            @app_commands.command(name="take", description="Takes a file")
+            async def take(interaction: discord.Interaction, file: discord.Attachment) -> None:
+                got.append((file.size, await file.read()))
+                await interaction.response.send_message(file.filename, ephemeral=True)
+
+            self.tree.add_command(take)
+
+    async with FakeDiscord(strict_commands=False) as fake, fake.running(Bot()):
+        upload = Upload("notes.json", b'{"a": 1}', size=99)
+        run = await fake.send_slash_command("take", {"file": upload})
+        assert (await run.response()).data["content"] == "notes.json"
+        assert got == [(99, b'{"a": 1}')] and fake.downloads == [upload.id]
+        url = f"{fake.url}/attachments/{upload.id}/other.json"
+        async with aiohttp.ClientSession() as session, session.get(url) as missing:
+            assert missing.status == 404

@@ -9,11 +9,12 @@ import time
 
 import pytest
 
+from bot.core.story import Channel
 from bot.store import Store
 from contract.store import migrations
 from pipeline.feedback import export, snapshot
 
-from .conftest import ALICE, BOB, HERE, rows_of
+from .conftest import ALICE, BOB, HERE, Bot, rows_of
 
 
 def _sha(path) -> str:
@@ -125,3 +126,17 @@ def test_a_snapshot_is_consistent_while_the_bot_writes(db):
         store.close()
     assert seen == sorted(seen) and len(set(seen)) > 1  # it did read while the bot wrote
     assert max(seen) <= len(written)
+
+
+def test_an_imported_storys_generations_are_not_read(db, bot):
+    """A story recreated from a file (`/story import`) holds takes whose prompts the file does not say:
+    the snapshot leaves them out, and keeps the bot's own."""
+    bot.write(ALICE, "The door was shut.")
+    own = bot.generate()
+    imported = Bot(bot.store, Channel("5002", guild_id="9001"))
+    imported.write(BOB, "The window was open.")
+    theirs, story_id = imported.generate(), imported.story_id
+    with bot.store.unit() as u:
+        u.mark_imported(story_id)
+    assert [g.id for g in snapshot.read(db).generations] == [own]
+    assert theirs != own
