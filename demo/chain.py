@@ -60,24 +60,27 @@ class Sizes:
     samples: int  # outputs per held-out context and model
     num_predict: int  # per output of eval compare and per console passage
     stories: int  # console stories, two takes each
-    kto_steps: int
-    kto_lr: float
+    preference: str  # dpo or kto, on the writers' feedback, from the SFT adapter
+    preference_steps: int
+    preference_lr: float
 
 
-# SmolLM2 on 2 cores: ~11 s an SFT step of 4 rows, ~15 s a KTO step (the reference model runs too),
-# ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once, at a rate that does not forget
-# what the base knows (1e-3 on 2 rows made it worse than the base, 291 against 26.5).
+# SmolLM2 on 2 cores: ~11 s an SFT step of 4 rows, ~14 s a KTO step (the reference model runs too),
+# ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
+# KTO at 2e-4 and above broke the trained format (in format 0.50 -> 0.15), so it steps gently.
 FULL = Sizes(
     student="smollm2", context_sentences=3, continuation_sentences=3, asked_words=40,
-    teacher_items=4, teacher_tokens=160, teacher_retries=1, train_rows=112, val_rows=12,
-    train_steps=28, batch_size=4, lr=5e-4, eval_steps=14, max_length=384,
-    eval_contexts=10, samples=2, num_predict=160, stories=12, kto_steps=10, kto_lr=2e-4,
+    teacher_items=4, teacher_tokens=160, teacher_retries=1, train_rows=80, val_rows=12,
+    train_steps=20, batch_size=4, lr=1e-3, eval_steps=10, max_length=384,
+    eval_contexts=10, samples=2, num_predict=160, stories=12,
+    preference="kto", preference_steps=6, preference_lr=1e-4,
 )  # fmt: skip
 QUICK = Sizes(
     student="tiny", context_sentences=3, continuation_sentences=1, asked_words=40,
     teacher_items=5, teacher_tokens=90, teacher_retries=1, train_rows=24, val_rows=8,
     train_steps=6, batch_size=4, lr=1e-3, eval_steps=2, max_length=384,
-    eval_contexts=2, samples=1, num_predict=24, stories=1, kto_steps=2, kto_lr=5e-5,
+    eval_contexts=2, samples=1, num_predict=24, stories=1,
+    preference="kto", preference_steps=2, preference_lr=5e-5,
 )  # fmt: skip
 
 
@@ -204,21 +207,19 @@ def run_demo(out: Path, quick: bool = False) -> Path:
         p("feedback", "preference.jsonl"), p("feedback", "kto.jsonl"), p("feedback", "dpo.jsonl")
     )
     run.feedback = feedback_counts(preference)
-    if run.feedback["labels"] == [False, True]:  # KTO weighs the liked against the disliked: it needs both
-        verb(run, "KTO from every writer action, on the SFT adapter", "train", "--method", "kto", "--base",
-             base, "--adapter", p("adapter"), "--data", preference, "-o", p("adapter-kto"),
-             "--max-steps", s.kto_steps, *train_args[:-2], "--lr", s.kto_lr)  # fmt: skip
-        verb(run, "the KTO model merged and quantized to Q4", "export-merged", p("adapter-kto"), "--base",
-             base, "--format", "gguf", "--quantize", "q4_k_m", "-o", p("writer-kto-q4.gguf"))  # fmt: skip
-        models["tuned+kto"] = p("writer-kto-q4.gguf")
+    method = s.preference
+    if not (skipped := _cannot_train(method, run.feedback)):
+        data = p("feedback", "dpo.jsonl") if method == "dpo" else preference
+        verb(run, f"{method.upper()} from the writers' actions, on the SFT adapter", "train", "--method",
+             method, "--base", base, "--adapter", p("adapter"), "--data", data, "-o", p(f"adapter-{method}"),
+             "--max-steps", s.preference_steps, *train_args[:-2], "--lr", s.preference_lr)  # fmt: skip
+        verb(run, f"the {method.upper()} model merged and quantized to Q4", "export-merged",
+             p(f"adapter-{method}"), "--base", base, "--format", "gguf", "--quantize", "q4_k_m",
+             "-o", p(f"writer-{method}-q4.gguf"))  # fmt: skip
+        models[f"tuned+{method}"] = p(f"writer-{method}-q4.gguf")
     else:
-        found = {(True,): "only liked", (False,): "only disliked"}.get(tuple(run.feedback["labels"]), "no")
-        run.preference_skipped = (
-            f"The writers' actions gave {found} passages in the trained format (the export keeps only "
-            "those), and KTO needs both liked and disliked ones, so that step was skipped; the panel "
-            "judges base and tuned only."
-        )
-        run.notes.append(run.preference_skipped)
+        run.preference_skipped = skipped
+        run.notes.append(skipped)
     compare(run, "eval compare: " + ", ".join(models) + " on held-out contexts", models, p("eval", "compare"))
 
     report = write_report(run, transcript, time.monotonic() - started)
@@ -295,6 +296,20 @@ def held_out(chunks: Path, out: Path, n: int) -> list[dict]:
     atomic.write_text(out, "".join(json.dumps({"context": r["context"], "continuation": r["continuation"]},
                                               ensure_ascii=False) + "\n" for r in chosen))  # fmt: skip
     return chosen
+
+
+def _cannot_train(method: str, feedback: dict) -> str | None:
+    """Why the feedback cannot train `method` (None: it can), as the report says it."""
+    if method == "dpo" and not any(k.endswith("pairs") for k in feedback["by_action"]):
+        return ("The writers' actions gave no pair (an edit, a chosen take, or a liked and a disliked take "
+                "of one passage, in the trained format: the export keeps only those), and DPO trains on "
+                "pairs, so that step was skipped; the panel judges base and tuned only.")  # fmt: skip
+    if method == "kto" and feedback["labels"] != [False, True]:
+        found = {(True,): "only liked", (False,): "only disliked"}.get(tuple(feedback["labels"]), "no")
+        return (f"The writers' actions gave {found} passages in the trained format (the export keeps "
+                "only those), and KTO needs both liked and disliked ones, so that step was skipped; the "
+                "panel judges base and tuned only.")  # fmt: skip
+    return None
 
 
 def concatenate(out: Path, *files: Path) -> Path:
@@ -492,7 +507,11 @@ def write_report(run: Run, transcript: str, seconds: float) -> Path:
         "",
         *_panel_section(run),
         "Training curves: ![SFT loss](adapter/loss.png)"
-        + (" ![KTO loss](adapter-kto/loss.png)" if p("adapter-kto", "loss.png").exists() else ""),
+        + "".join(
+            f" ![{m.upper()} loss](adapter-{m}/loss.png)"
+            for m in ("dpo", "kto")
+            if p(f"adapter-{m}", "loss.png").exists()
+        ),
         "",
         "## The same with a 7B on a GPU and Ollama",
         "",
@@ -523,7 +542,9 @@ def write_report_json(run: Run, seconds: float) -> Path:
             else None,
             "assistant": {k: ppl[k]["assistant"] for k in ("base", "adapter") if k in ppl},
         },
-        "training": {n: _training_facts(p(n)) for n in ("adapter", "adapter-kto") if p(n).is_dir()},
+        "training": {
+            n: _training_facts(p(n)) for n in ("adapter", "adapter-dpo", "adapter-kto") if p(n).is_dir()
+        },
         "compare": _compare_figures(p("eval", "compare", "summary.json")),
         "panel": {"held_out": panel_rates(run), "criteria": "demo/panel.py"},
         # The loop: the panel writers' actions -> feedback rows -> KTO -> the panel's rates above.
@@ -531,7 +552,8 @@ def write_report_json(run: Run, seconds: float) -> Path:
             "actions": dict(sorted(run.actions.items())),
             "feedback": run.feedback,
             "preference_ran": run.preference_skipped is None,
-            "preference_above_sft": _above(panel_rates(run), "tuned+kto", "tuned"),
+            "preference": run.sizes.preference,
+            "preference_above_sft": _above(panel_rates(run), f"tuned+{run.sizes.preference}", "tuned"),
             "preference_skipped_because": run.preference_skipped,
         },
     }

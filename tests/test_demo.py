@@ -71,7 +71,7 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     # report.json holds the same figures for programs: perplexities, steps, the writers' actions.
     facts = json.loads((out / "report.json").read_text())
     assert facts["held_out_perplexity"]["tuned"] == ppl["adapter"]["answer"]
-    assert len(facts["steps"]) == len(steps)
+    assert len(facts["steps"]) >= 14 and all(f"| {st['name']} |" in report for st in facts["steps"])
     actions = facts["loop"]["actions"]  # one story: two takes rated, then one of take/keep/edit/erase
     assert actions.pop("rating") == 2 and sum(actions.values()) == 1
     assert set(actions) <= {"take", "keep", "edit", "erase"}
