@@ -25,7 +25,7 @@ from .core.story import Channel, Member, Passage
 
 HELP = """\
 Type a line to add it to the story. Commands:
-  /continue [direction] [--length short|medium|long]   the model writes the next passage
+  /continue [direction] [--length short|medium|long|WORDS]   the model writes the next passage
   /regenerate            another take on the model's newest passage (the old one is kept)
   /rate +1|-1            rate the model's newest passage
   /reasoning             what the model thought before writing it

@@ -161,6 +161,8 @@ def length_words(length: Length | str | int | None) -> int | None:
         if length <= 0:
             raise PromptError(f"the length must be a positive number of words, not {length}")
         return length
+    if isinstance(length, str) and length.strip().isdigit():  # a number of words, as the bot stores it
+        return length_words(int(length))
     try:
         return Length(str(length).lower()).words
     except ValueError:

@@ -19,13 +19,15 @@ import io
 import json
 import shlex
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
-from contract import atomic
+from contract import atomic, prompt
+from demo import panel
 
 console = Console(stderr=True)
 REPO = Path(__file__).resolve().parent.parent
@@ -43,6 +45,7 @@ class Sizes:
     student: str  # smollm2 or tiny
     context_sentences: int
     continuation_sentences: int
+    asked_words: int  # the length the console and the comparisons ask for, near the books' windows
     teacher_items: int
     teacher_tokens: int
     teacher_retries: int
@@ -53,16 +56,32 @@ class Sizes:
     lr: float
     eval_steps: int
     max_length: int
-    eval_contexts: int
+    eval_contexts: int  # held-out contexts the panel judges, each naming a character
+    samples: int  # outputs per held-out context and model
     num_predict: int  # per output of eval compare and per console passage
     stories: int  # console stories, two takes each
-    kto_steps: int
+    preference: str  # dpo or kto, on the writers' feedback, from the SFT adapter
+    preference_steps: int
+    preference_lr: float
 
 
-# SmolLM2: ~4 s a step of 4 rows on 2 cores; 60 steps see 240 rows once, at a rate that does not
-# forget what the base knows (1e-3 on 2 rows made it worse than the base, 291 against 26.5).
-FULL = Sizes("smollm2", 5, 2, 8, 160, 1, 240, 24, 60, 4, 3e-4, 10, 384, 6, 160, 3, 8)
-QUICK = Sizes("tiny", 3, 1, 5, 90, 1, 24, 8, 6, 4, 1e-3, 2, 384, 2, 24, 1, 2)
+# SmolLM2 on 2 cores: ~11 s an SFT step of 4 rows, ~14 s a KTO step (the reference model runs too),
+# ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
+# KTO at 2e-4 and above broke the trained format (in format 0.50 -> 0.15), so it steps gently.
+FULL = Sizes(
+    student="smollm2", context_sentences=3, continuation_sentences=3, asked_words=40,
+    teacher_items=4, teacher_tokens=160, teacher_retries=1, train_rows=80, val_rows=12,
+    train_steps=20, batch_size=4, lr=1e-3, eval_steps=10, max_length=384,
+    eval_contexts=10, samples=2, num_predict=160, stories=12,
+    preference="kto", preference_steps=6, preference_lr=1e-4,
+)  # fmt: skip
+QUICK = Sizes(
+    student="tiny", context_sentences=3, continuation_sentences=1, asked_words=40,
+    teacher_items=5, teacher_tokens=90, teacher_retries=1, train_rows=24, val_rows=8,
+    train_steps=6, batch_size=4, lr=1e-3, eval_steps=2, max_length=384,
+    eval_contexts=2, samples=1, num_predict=24, stories=1,
+    preference="kto", preference_steps=2, preference_lr=5e-5,
+)  # fmt: skip
 
 
 @dataclass
@@ -81,6 +100,8 @@ class Run:
     notes: list[str] = field(default_factory=list)  # what the report must say about this run
     rows: dict[str, dict] = field(default_factory=dict)  # data file -> rows by source
     preference_skipped: str | None = None  # why the preference step did not run, when it did not
+    actions: Counter = field(default_factory=Counter)  # the panel writers' actions in the console
+    feedback: dict = field(default_factory=dict)  # the preference file's rows by action (feedback_counts)
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -177,43 +198,47 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     )
     base_gguf = teacher_gguf if s.student == "smollm2" else p("base-f16.gguf")
     models = {"base": base_gguf, "tuned": p("writer-q4.gguf")}
-    compare(run, "eval compare: base against tuned", models, p("eval", "compare-1"))
 
     transcript = console_session(run, p("writer-q4.gguf"), p("story-bot.db"), story_openings(run))
-    verb(run, "feedback export (KTO rows from the ratings)", "feedback", "export", "--db", p("story-bot.db"),
-         "--format", "kto", "-o", p("feedback", "kto.jsonl"))  # fmt: skip
-    labels = _labels(p("feedback", "kto.jsonl"))
-    if labels == {True, False}:  # KTO weighs the liked against the disliked: it needs both
-        verb(run, "KTO from the ratings, on the SFT adapter", "train", "--method", "kto", "--base", base,
-             "--adapter", p("adapter"), "--data", p("feedback", "kto.jsonl"), "-o", p("adapter-kto"),
-             "--max-steps", s.kto_steps, *train_args[:-2], "--lr", 5e-5)  # fmt: skip
-        verb(run, "the KTO model merged and quantized to Q4", "export-merged", p("adapter-kto"), "--base",
-             base, "--format", "gguf", "--quantize", "q4_k_m", "-o", p("writer-kto-q4.gguf"))  # fmt: skip
-        models["tuned+kto"] = p("writer-kto-q4.gguf")
+    for fmt, what in (("kto", "ratings and erasures"), ("dpo", "edits, chosen takes and rating pairs")):
+        verb(run, f"feedback export: {fmt} rows from the {what}", "feedback", "export", "--db",
+             p("story-bot.db"), "--format", fmt, "-o", p("feedback", f"{fmt}.jsonl"))  # fmt: skip
+    preference = concatenate(
+        p("feedback", "preference.jsonl"), p("feedback", "kto.jsonl"), p("feedback", "dpo.jsonl")
+    )
+    run.feedback = feedback_counts(preference)
+    method = s.preference
+    if not (skipped := _cannot_train(method, run.feedback)):
+        data = p("feedback", "dpo.jsonl") if method == "dpo" else preference
+        verb(run, f"{method.upper()} from the writers' actions, on the SFT adapter", "train", "--method",
+             method, "--base", base, "--adapter", p("adapter"), "--data", data, "-o", p(f"adapter-{method}"),
+             "--max-steps", s.preference_steps, *train_args[:-2], "--lr", s.preference_lr)  # fmt: skip
+        verb(run, f"the {method.upper()} model merged and quantized to Q4", "export-merged",
+             p(f"adapter-{method}"), "--base", base, "--format", "gguf", "--quantize", "q4_k_m",
+             "-o", p(f"writer-{method}-q4.gguf"))  # fmt: skip
+        models[f"tuned+{method}"] = p(f"writer-{method}-q4.gguf")
     else:
-        found = {True: "only liked", False: "only disliked"}.get(next(iter(labels)), "") if labels else "no"
-        run.preference_skipped = (
-            f"The feedback export found {found} rated passages in the trained format (it keeps only "
-            "those), and KTO needs both liked and disliked ones, so that step was skipped; the second "
-            "table compares the same models with new seeds."
-        )
-        run.notes.append(run.preference_skipped)
-    compare(run, "eval compare again: " + ", ".join(models), models, p("eval", "compare-2"), seed=2)
+        run.preference_skipped = skipped
+        run.notes.append(skipped)
+    compare(run, "eval compare: " + ", ".join(models) + " on held-out contexts", models, p("eval", "compare"))
 
     report = write_report(run, transcript, time.monotonic() - started)
     write_report_json(run, time.monotonic() - started)
     console.rule("[bold]the table[/bold]")
-    Console().print(p("eval", "compare-2", "table.md").read_text(encoding="utf-8"))
+    Console().print(p("eval", "compare", "table.md").read_text(encoding="utf-8"))
     console.print(f"report: {report} ({time.monotonic() - started:.0f} s in all)")
     return report
 
 
 def compare(run: Run, name: str, models: dict[str, Path], out: Path, seed: int = 1) -> None:
+    """Each model's outputs on the held-out contexts, the human continuation as reference; the panel
+    judges the same outputs (panel_rates)."""
     s = run.sizes
     verb(run, name, "eval", "compare", "--engine", "llama.cpp",
          *[a for label, f in models.items() for a in ("--model", f"{label}={f}")],
-         "--contexts", run.path("contexts.jsonl"), "--reference-field", "continuation", "--length", "short",
-         "--num-predict", s.num_predict, "--temperature", 0.7, "--seed", seed, "--n-ctx", 2048,
+         "--contexts", run.path("contexts.jsonl"), "--reference-field", "continuation",
+         "--length", s.asked_words, "--samples", s.samples, "--num-predict", s.num_predict,
+         "--temperature", 0.7, "--seed", seed, "--n-ctx", 2048,
          "-o", out, allow=(0, 1))  # fmt: skip
 
 
@@ -249,28 +274,58 @@ SPLITS = ("train.jsonl", "val.jsonl")
 
 
 def story_openings(run: Run) -> list[dict]:
-    """The console's story openings: training windows, so the held-out contexts the panel judges
-    later are ones its feedback never saw."""
+    """The console's stories: training windows whose opening names a character, so the held-out
+    contexts the panel judges later are ones its feedback never saw."""
     from pipeline.data.gutenberg import read_jsonl
 
     train = [w for w in read_jsonl(run.path("chunks.jsonl")) if w["split"] == "train"]
-    return train[-run.sizes.stories :]
+    return [w for w in train if panel.characters(opening(w))][-run.sizes.stories :]
+
+
+def opening(window: dict) -> str:
+    """A console story's first passage: the last 60 words of a window's context."""
+    return " ".join(window["context"].split()[-60:])
 
 
 def held_out(chunks: Path, out: Path, n: int) -> list[dict]:
-    """The last `n` validation windows (the teacher's --limit takes the first ones), as contexts with
-    the human continuation as reference."""
+    """The last `n` validation windows that name a character (the teacher's --limit takes the first
+    ones), as contexts with the human continuation as reference."""
     rows = [json.loads(line) for line in chunks.read_text(encoding="utf-8").splitlines() if line.strip()]
     val = [r for r in rows if r.get("split") == "validation"] or rows
-    chosen = val[-n:]
+    chosen = [r for r in val if panel.characters(r["context"])][-n:]
     atomic.write_text(out, "".join(json.dumps({"context": r["context"], "continuation": r["continuation"]},
                                               ensure_ascii=False) + "\n" for r in chosen))  # fmt: skip
     return chosen
 
 
-def _labels(path: Path) -> set[bool]:
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    return {bool(json.loads(line)["label"]) for line in lines if line.strip()}
+def _cannot_train(method: str, feedback: dict) -> str | None:
+    """Why the feedback cannot train `method` (None: it can), as the report says it."""
+    if method == "dpo" and not any(k.endswith("pairs") for k in feedback["by_action"]):
+        return ("The writers' actions gave no pair (an edit, a chosen take, or a liked and a disliked take "
+                "of one passage, in the trained format: the export keeps only those), and DPO trains on "
+                "pairs, so that step was skipped; the panel judges base and tuned only.")  # fmt: skip
+    if method == "kto" and feedback["labels"] != [False, True]:
+        found = {(True,): "only liked", (False,): "only disliked"}.get(tuple(feedback["labels"]), "no")
+        return (f"The writers' actions gave {found} passages in the trained format (the export keeps "
+                "only those), and KTO needs both liked and disliked ones, so that step was skipped; the "
+                "panel judges base and tuned only.")  # fmt: skip
+    return None
+
+
+def concatenate(out: Path, *files: Path) -> Path:
+    """`cat kto.jsonl dpo.jsonl > preference.jsonl`: KTO reads the pairs unpaired (pipeline/train/rows.py)."""
+    atomic.write_text(out, "".join(f.read_text(encoding="utf-8") for f in files if f.exists()))
+    return out
+
+
+def feedback_counts(path: Path) -> dict:
+    """The preference file's rows by the writers' action, and the KTO labels they give."""
+    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    labels = {r["label"] for r in rows if "label" in r} | (
+        {True, False} if any("chosen" in r for r in rows) else set()
+    )
+    by_action = Counter(f"{r['source']['action']} {'pairs' if 'chosen' in r else 'rows'}" for r in rows)
+    return {"rows": len(rows), "by_action": dict(sorted(by_action.items())), "labels": sorted(labels)}
 
 
 def _rows(path: Path) -> int:
@@ -282,20 +337,22 @@ def _rows(path: Path) -> int:
 
 
 # --- the console, driven -------------------------------------------------------------------------
-def console_session(run: Run, gguf: Path, db: Path, contexts: list[dict]) -> str:
-    """Stories grown through the bot core on the local engine: an opening, /continue, a rating, a
-    /regenerate, a rating. The writer is the panel's (demo/panel.py): it likes a passage in the trained
-    format, near the asked length, naming a character of the story, and dislikes the others."""
-    step = timed(run, "passages through the bot core (console, local engine)",
+def console_session(run: Run, gguf: Path, db: Path, windows: list[dict]) -> str:
+    """Stories grown through the bot core on the local engine, by the panel's writers (demo/panel.py):
+    an opening, /continue, a rating, /regenerate, a rating, then a take chosen, the passage rewritten,
+    or erased, as the panel's fixed conduct says."""
+    step = timed(run, "the panel's writers through the bot core (console, local engine)",
                  f"story-bot console --gguf {gguf} --db {db}")  # fmt: skip
     started = time.monotonic()
-    transcript = asyncio.run(_session(gguf, db, contexts[: run.sizes.stories], run.sizes.num_predict))
+    transcript, actions = asyncio.run(_session(gguf, db, windows, run.sizes))
+    run.actions = actions
     step.seconds = time.monotonic() - started
     console.print(transcript)
+    console.print(f"the writers' actions: {dict(actions)}")
     return transcript
 
 
-async def _session(gguf: Path, db: Path, contexts: list[dict], num_predict: int) -> str:
+async def _session(gguf: Path, db: Path, windows: list[dict], s: Sizes) -> tuple[str, Counter]:
     from bot.console import Console as BotConsole
     from bot.core.service import Limits, StoryService
     from bot.core.story import Member
@@ -304,44 +361,74 @@ async def _session(gguf: Path, db: Path, contexts: list[dict], num_predict: int)
 
     class Capped(LlamaCppBackend):  # the demo's budget per passage, whatever length the context asks
         def generate(self, model, request, options):
-            return super().generate(model, request, {**options, "num_predict": num_predict})
+            return super().generate(model, request, {**options, "num_predict": s.num_predict})
 
     store, backend = Store(db), Capped(gguf, n_ctx=2048)
     service = StoryService(store, backend, lambda channel: "writer", limits=Limits())  # unseeded: takes vary
     out = io.StringIO()
     bot = BotConsole(service, out, Member("console:demo", "demo writer"))
+
+    async def say(line: str, may_fail: bool = False) -> bool:
+        """Type a line; False when the bot answered with an error (only the model's turns may)."""
+        before = len(out.getvalue())
+        out.write(f"> {line}\n")
+        await bot.handle(line)
+        failed = "\n! " in out.getvalue()[before:]
+        if failed and not may_fail:
+            raise DemoError(f"the console refused {line[:60]!r}:\n{out.getvalue()[before:]}")
+        return not failed
+
+    actions: Counter = Counter()
     try:
-        for n, ctx in enumerate(contexts):
-            lines = [] if n == 0 else ["/new"]
-            opening = " ".join(ctx["context"].split()[-60:])
-            lines += [opening, "/continue --length short"]
-            for line in lines:
-                out.write(f"> {line}\n")
-                await bot.handle(line)
-            for again in (False, True):
-                if again:
-                    out.write("> /regenerate\n")
-                    await bot.handle("/regenerate")
-                rating = "+1" if _liked(service, opening) else "-1"
-                out.write(f"> /rate {rating}\n")
-                await bot.handle(f"/rate {rating}")
+        for n, window in enumerate(windows):
+            first = opening(window)
+            for line in ([] if n == 0 else ["/new"]) + [first]:
+                await say(line)
+            actions.update(await _story(say, service, first, window["continuation"], s.asked_words))
     finally:
         await service.aclose()
         await backend.close()
         store.close()
-    return out.getvalue()
+    return out.getvalue(), actions
 
 
-def _liked(service, context: str) -> bool:
+async def _story(say, service, first: str, human: str, asked: int) -> Counter:
+    """Two takes of the next passage, each rated, then the panel's action on them (panel.act). A take
+    the model failed to write (the bot said why) is disliked and leaves nothing to act on."""
     from bot.console import CHANNEL
-    from contract import prompt
-    from demo import panel
+
+    actions: Counter = Counter()
+    outputs: list[str] = []
+    for again in (False, True):
+        line = "/regenerate" if again and outputs[0] else f"/continue --length {asked}"
+        outputs.append(_shown_output(service) if await say(line, may_fail=True) else "")
+        if outputs[-1]:
+            await say(f"/rate {'+1' if panel.judge(first, outputs[-1], asked).liked else '-1'}")
+            actions["rating"] += 1
+    if not all(outputs):
+        actions["no second take"] += 1
+        return actions
+    act = panel.act(first, (outputs[0], outputs[1]), human, asked)
+    position = len(service.show(CHANNEL).passages)
+    if act.action == "take":
+        await say(f"/take {act.take}")
+    elif act.action == "edit":
+        await say(f"/edit {position} {act.text}")
+    elif act.action == "erase":
+        await say(f"/erase {position}")
+    actions[act.action] += 1
+    return actions
+
+
+def _shown_output(service) -> str:
+    """The raw output of the take the story shows now ('' when the model wrote none)."""
+    from bot.console import CHANNEL
 
     last = service.show(CHANNEL).last
     if last is None or not last.by_model:
-        return False
+        return ""
     row = service.store.conn.execute("SELECT output FROM generations WHERE id = ?", (last.generation_id,))
-    return panel.judge(context, row.fetchone()["output"] or "", prompt.Length.SHORT.words).liked
+    return row.fetchone()["output"] or ""
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -398,38 +485,33 @@ def write_report(run: Run, transcript: str, seconds: float) -> Path:
         "",
         *_perplexity_section(p("eval", "perplexity.json")),
         *_training_section(p("adapter")),
-        "## Base against tuned (eval/compare-1)",
-        "",
-        p("eval", "compare-1", "table.md").read_text(encoding="utf-8"),
-        "",
-        "Distance of each model to the human reference (|model mean − reference mean|; smaller is closer):",
-        "",
-        *_distance_table(p("eval", "compare-1", "summary.json")),
-        "![base against tuned](eval/compare-1/chart.png)",
-        "",
-        "## Sample continuations, side by side",
-        "",
-        *_samples(p("contexts.jsonl"), p("eval", "compare-1", "outputs.jsonl")),
         "## The console session (bot core on the local engine, story-bot.db)",
         "",
         "```text",
         transcript.rstrip(),
         "```",
         "",
-        "## After the ratings (eval/compare-2)",
+        f"## {', '.join(_compared(run))} against the human reference (eval/compare)",
         "",
-        p("eval", "compare-2", "table.md").read_text(encoding="utf-8"),
+        p("eval", "compare", "table.md").read_text(encoding="utf-8"),
         "",
-        "![the models again](eval/compare-2/chart.png)",
+        "Distance of each model to the human reference (|model mean − reference mean|; smaller is closer):",
         "",
-        "Distance of each model to the human reference:",
+        *_distance_table(p("eval", "compare", "summary.json")),
+        "![the models against the reference](eval/compare/chart.png)",
         "",
-        *_distance_table(p("eval", "compare-2", "summary.json")),
-        "## The panel of simulated writers on held-out contexts (eval/compare-2/outputs.jsonl)",
+        "## Sample continuations, side by side",
+        "",
+        *_samples(p("contexts.jsonl"), p("eval", "compare", "outputs.jsonl")),
+        "## The panel of simulated writers on held-out contexts (eval/compare/outputs.jsonl)",
         "",
         *_panel_section(run),
         "Training curves: ![SFT loss](adapter/loss.png)"
-        + (" ![KTO loss](adapter-kto/loss.png)" if p("adapter-kto", "loss.png").exists() else ""),
+        + "".join(
+            f" ![{m.upper()} loss](adapter-{m}/loss.png)"
+            for m in ("dpo", "kto")
+            if p(f"adapter-{m}", "loss.png").exists()
+        ),
         "",
         "## The same with a 7B on a GPU and Ollama",
         "",
@@ -460,20 +542,27 @@ def write_report_json(run: Run, seconds: float) -> Path:
             else None,
             "assistant": {k: ppl[k]["assistant"] for k in ("base", "adapter") if k in ppl},
         },
-        "training": {n: _training_facts(p(n)) for n in ("adapter", "adapter-kto") if p(n).is_dir()},
-        "compare": {c: _compare_figures(p("eval", c, "summary.json")) for c in ("compare-1", "compare-2")},
+        "training": {
+            n: _training_facts(p(n)) for n in ("adapter", "adapter-dpo", "adapter-kto") if p(n).is_dir()
+        },
+        "compare": _compare_figures(p("eval", "compare", "summary.json")),
         "panel": {"held_out": panel_rates(run), "criteria": "demo/panel.py"},
-        # The loop (writer actions -> feedback -> preference training -> the panel's rates); the console
-        # session today rates and regenerates, so ratings and takes are the actions counted.
+        # The loop: the panel writers' actions -> feedback rows -> KTO -> the panel's rates above.
         "loop": {
-            "feedback_rows": _rows(p("feedback", "kto.jsonl")),
-            "labels": sorted(_labels(p("feedback", "kto.jsonl"))),
+            "actions": dict(sorted(run.actions.items())),
+            "feedback": run.feedback,
             "preference_ran": run.preference_skipped is None,
+            "preference": run.sizes.preference,
+            "preference_above_sft": _above(panel_rates(run), f"tuned+{run.sizes.preference}", "tuned"),
             "preference_skipped_because": run.preference_skipped,
         },
     }
     atomic.write_text(p("report.json"), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
     return p("report.json")
+
+
+def _above(rates: dict[str, dict], model: str, than: str) -> bool | None:
+    return rates[model]["rate"] > rates[than]["rate"] if model in rates and than in rates else None
 
 
 def _training_facts(adapter: Path) -> dict:
@@ -489,6 +578,11 @@ def _training_facts(adapter: Path) -> dict:
     facts |= {"train_seconds": runtime, "eval_seconds": round(evals, 2)}
     facts["seconds_per_step"] = round((runtime - evals) / steps, 3) if runtime and steps else None
     return facts
+
+
+def _compared(run: Run) -> list[str]:
+    summary = json.loads(run.path("eval", "compare", "summary.json").read_text(encoding="utf-8"))
+    return [m for m in summary["columns"] if m != "reference"]
 
 
 def _compare_figures(summary: Path) -> dict:
@@ -529,7 +623,6 @@ def _teacher_section(teacher: Path, rows: dict[str, dict]) -> list[str]:
 
 def _reasoning_samples(teacher: Path, log: list[dict]) -> list[str]:
     """The teacher's reasoning as it is, kept and refused, beside a derived one, so a reader can judge."""
-    from contract import prompt
 
     cells = {}
     for path in (teacher / "train.jsonl", teacher / "val.jsonl"):
@@ -568,9 +661,13 @@ def _distance_table(summary: Path) -> list[str]:
     models = list(next(iter(distances.values()))["distance"])
     lines = ["| Metric | reference | " + " | ".join(models) + " |", "| --- |" + " ---: |" * (len(models) + 1)]
     for label, d in distances.items():
-        cells = [f"{d['reference']:.2f}"] + [f"{d['distance'][m]:.2f}" for m in models]
+        cells = [f"{d['reference']:.2f}"] + [_figure(d["distance"][m]) for m in models]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _figure(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
 
 
 def reference_distances(summary: dict) -> dict[str, dict]:
@@ -588,39 +685,47 @@ def reference_distances(summary: dict) -> dict[str, dict]:
         out[row.label.format(window=summary["settings"].get("window", ""))] = {
             "key": row.key,
             "reference": r,
-            "distance": {m: abs(v - r) for m, v in means.items() if m != "reference" and v is not None},
+            # None where a model had no text to score on this metric (a random student's may not)
+            "distance": {m: None if v is None else abs(v - r) for m, v in means.items() if m != "reference"},
         }
     return out
 
 
-def panel_rates(run: Run, compare: str = "compare-2") -> dict[str, dict]:
+def panel_rates(run: Run, compare: str = "compare") -> dict[str, dict]:
     """The panel's verdicts on every held-out output of a comparison, per model."""
-    from contract import prompt
-    from demo import panel
-
     ctxs = [json.loads(x) for x in run.path("contexts.jsonl").read_text(encoding="utf-8").splitlines() if x]
     outs = run.path("eval", compare, "outputs.jsonl").read_text(encoding="utf-8").splitlines()
     verdicts: dict[str, list] = {}
     for o in (json.loads(x) for x in outs if x.strip()):
         context = ctxs[o["context_index"]]["context"]
-        verdict = panel.judge(context, o["output"], prompt.Length.SHORT.words)
+        verdict = panel.judge(context, o["output"], run.sizes.asked_words)
         verdicts.setdefault(o["model"], []).append(verdict)
     return {model: panel.rate(v) for model, v in verdicts.items()}
 
 
 def _panel_section(run: Run) -> list[str]:
-    rates = panel_rates(run)
-    lines = ["A writer of the panel likes a passage in the trained format, of 50 to 200 words (asked: "
-             "short, 100), naming a character of the context (demo/panel.py). Rates with 95% Wilson "
-             "intervals:", "", "| model | liked | rate | 95% interval | in format | near length | "
+    rates, asked = panel_rates(run), run.sizes.asked_words
+    lines = [f"A writer of the panel likes a passage in the trained format, of {asked // 2} to {asked * 2} "
+             f"words (asked: about {asked}), naming a character of the context (demo/panel.py). Rates "
+             f"over {run.sizes.eval_contexts} held-out contexts × {run.sizes.samples} samples, with 95% "
+             "Wilson intervals:", "", "| model | liked | rate | 95% interval | in format | near length | "
              "names a character |", "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
     for model, r in rates.items():
         lines.append(f"| {model} | {r['liked']}/{r['n']} | {r['rate']:.2f} | {r['ci95'][0]:.2f}–"
                      f"{r['ci95'][1]:.2f} | {r['in_format']:.2f} | {r['near_length']:.2f} | "
                      f"{r['names_a_character']:.2f} |")  # fmt: skip
+    lines += [
+        "",
+        f"In the console the writers' actions were {_counted(run.actions)}; the feedback export "
+        f"made {_counted(run.feedback.get('by_action', {}))} of them (feedback/preference.jsonl).",
+    ]
     if run.preference_skipped:
         lines += ["", f"The preference step did not run: {run.preference_skipped}"]
     return [*lines, ""]
+
+
+def _counted(counts: dict) -> str:
+    return ", ".join(f"{n} {what}" for what, n in sorted(counts.items())) or "none"
 
 
 def _perplexity_section(path: Path) -> list[str]:
@@ -634,7 +739,6 @@ def _perplexity_section(path: Path) -> list[str]:
 
 
 def _samples(contexts: Path, outputs: Path, n: int = 2) -> list[str]:
-    from contract import prompt
 
     ctxs = [json.loads(x) for x in contexts.read_text(encoding="utf-8").splitlines() if x.strip()]
     outs = [json.loads(x) for x in outputs.read_text(encoding="utf-8").splitlines() if x.strip()]

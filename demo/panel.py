@@ -7,9 +7,17 @@ A writer of the panel likes a passage when all three hold:
 3. its answer names a character of the context (a capitalised name the context uses, see `characters`).
 
 The writers differ only in which held-out contexts they judge, so the panel's verdict on a model is the
-share of its passages liked, over every context and sample, with a 95% Wilson interval. The demo's
-console session plays these writers (their 👍/👎 become feedback) and the same panel then judges base,
-SFT and SFT+preference on held-out contexts the feedback never saw.
+share of its passages liked, over every context and sample, with a 95% Wilson interval.
+
+The third is a taste the books do not share: three sentences of the demo's books name a character in
+about one window of nine (they say "he" and "she"), so SFT on them does not teach it, and the
+preference step has something to teach that the panel can measure.
+
+In the demo's console session the writers act on what they see, always the same way (`act`): they rate
+each take, pick the one take they like when only one is, rewrite a passage they dislike when a small
+fix makes it one they like (`rewrite`), and erase it when none does. Those actions become feedback,
+and the same panel then judges base, SFT and SFT+preference on held-out contexts the feedback never
+saw, each naming a character (a context that names no one cannot be liked).
 """
 
 from __future__ import annotations
@@ -67,6 +75,61 @@ def judge(context: str, output: str, asked_words: int) -> Verdict:
     names = set(characters(context, most=10))
     named = any(w in names for w in re.findall(r"[A-Za-z]+", parsed.answer))
     return Verdict(in_format and near and named, in_format, near, named)
+
+
+def rewrite(context: str, output: str, human: str, asked_words: int) -> str | None:
+    """A writer's edit of a passage it dislikes, the smallest that makes it one it likes: the model's
+    sentences cut at twice the asked length, the book's next sentences (`human`) added while under half
+    of it, and the first "he" or "she" made the context's main character when the passage names none.
+    None when the output is not in the trained format (the writer keeps the plan, fixes the passage)
+    or the context names no one."""
+    parsed = prompt.parse_output(output)
+    names = characters(context)
+    if not (parsed.reasoning and parsed.answer and not parsed.issues and names):
+        return None
+    words: list[str] = []
+    for sentence in _sentences(parsed.answer):
+        if words and len(words) + len(sentence.split()) > asked_words * 2:
+            break
+        words += sentence.split()
+    for sentence in _sentences(human):
+        if len(words) >= asked_words / 2:
+            break
+        words += sentence.split()
+    text = " ".join(words)
+    if not judge(context, prompt.render_target(parsed.reasoning, text), asked_words).names_a_character:
+        text = _PRONOUN.sub(names[0], text, count=1)
+    return text if judge(context, prompt.render_target(parsed.reasoning, text), asked_words).liked else None
+
+
+_PRONOUN = re.compile(r"\b(?:[Hh]e|[Ss]he)\b")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+
+
+@dataclass(frozen=True)
+class Act:
+    """What a writer does with a passage's two takes: each take's rating, then one of
+    take (show and keep take `take`), edit (replace the shown take's text), erase, or nothing."""
+
+    ratings: tuple[bool, bool]
+    action: str  # "take", "edit", "erase" or "keep"
+    take: int | None = None
+    text: str | None = None
+
+
+def act(context: str, outputs: tuple[str, str], human: str, asked_words: int) -> Act:
+    """The writers' fixed conduct on two takes of a passage (the second one shown)."""
+    liked = tuple(judge(context, o, asked_words).liked for o in outputs)
+    ratings = (liked[0], liked[1])
+    if liked[0] != liked[1]:
+        return Act(ratings, "take", take=1 if liked[0] else 2)
+    if liked[0]:
+        return Act(ratings, "keep")
+    text = rewrite(context, outputs[1], human, asked_words)
+    return Act(ratings, "edit", text=text) if text else Act(ratings, "erase")
 
 
 def wilson(liked: int, n: int, z: float = 1.96) -> tuple[float, float]:

@@ -30,11 +30,13 @@ def derived_reasoning(context: str, continuation: str) -> str:
 
 
 def derived_rows(windows: Iterable[dict]) -> list[dict]:
-    """One SFT row per window: its context, a derived reasoning and the human continuation."""
+    """One SFT row per window: its context, a derived reasoning and the human continuation, asked for
+    at the continuation's own length (to the nearest ten words), as the bot asks for a length."""
     rows = []
     for w in windows:
         reasoning = derived_reasoning(w["context"], w["continuation"])
-        rows.append(prompt.training_row(w["context"], reasoning, w["continuation"]))
+        length = max(10, round(len(w["continuation"].split()), -1))
+        rows.append(prompt.training_row(w["context"], reasoning, w["continuation"], length=length))
     return rows
 
 

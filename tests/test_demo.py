@@ -39,21 +39,22 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output[-3000:]
     report = (out / "report.md").read_text(encoding="utf-8")
-    for part in ("## The steps", "## The teacher", "## Held-out perplexity", "## Base against tuned",
-                 "## Sample continuations", "## The console session", "## After the ratings",
+    for part in ("## The steps", "## The teacher", "## Held-out perplexity", "against the human reference",
+                 "## Sample continuations", "## The console session", "## The panel of simulated writers",
                  "## The same with a 7B on a GPU and Ollama", "ollama create writer"):  # fmt: skip
         assert part in report, part
     # Every step is a verb that ran in-process, and each left its file.
     for name in ("chunks.jsonl", "data/train.jsonl", "data/val.jsonl", "adapter/adapter_config.json",
                  "adapter/loss.png", "eval/perplexity.json", "writer-lora.gguf", "base-f16.gguf",
-                 "writer-q4.gguf", "Writer.Modelfile", "eval/compare-1/chart.png", "eval/compare-2/table.md",
-                 "story-bot.db", "feedback/kto.jsonl"):  # fmt: skip
+                 "writer-q4.gguf", "Writer.Modelfile", "eval/compare/chart.png", "eval/compare/table.md",
+                 "story-bot.db", "feedback/kto.jsonl", "feedback/dpo.jsonl", "feedback/preference.jsonl",
+                 "report.json"):  # fmt: skip
         assert (out / name).is_file(), name
     # The figures are the files' own: perplexity and the comparison table.
     ppl = json.loads((out / "eval" / "perplexity.json").read_text())
     assert f"{ppl['adapter']['answer']['perplexity']:.3f}" in report
-    assert (out / "eval" / "compare-1" / "table.md").read_text(encoding="utf-8") in report
-    summary = json.loads((out / "eval" / "compare-1" / "summary.json").read_text())
+    assert (out / "eval" / "compare" / "table.md").read_text(encoding="utf-8") in report
+    summary = json.loads((out / "eval" / "compare" / "summary.json").read_text())
     assert summary["columns"]["tuned"]["status"] == "ok" and summary["columns"]["base"]["status"] == "ok"
     for metric in ("flesch_reading_ease", "gunning_fog", "entropy", "polarity", "subjectivity"):
         assert any(metric in k for k in summary["columns"]["tuned"]["metrics"]), metric
@@ -67,3 +68,11 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     assert re.search(r"> /rate [+-]1", report) and "(passage 2 by the model" in report
     steps = re.findall(r"^\| (\d+) \| ", report, re.M)
     assert len(steps) >= 14
+    # report.json holds the same figures for programs: perplexities, steps, the writers' actions.
+    facts = json.loads((out / "report.json").read_text())
+    assert facts["held_out_perplexity"]["tuned"] == ppl["adapter"]["answer"]
+    assert len(facts["steps"]) >= 14 and all(f"| {st['name']} |" in report for st in facts["steps"])
+    actions = facts["loop"]["actions"]  # one story: two takes rated, then one of take/keep/edit/erase
+    assert actions.pop("rating") == 2 and sum(actions.values()) == 1
+    assert set(actions) <= {"take", "keep", "edit", "erase"}
+    assert facts["loop"]["preference_ran"] == (facts["loop"]["preference_skipped_because"] is None)

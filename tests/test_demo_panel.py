@@ -58,4 +58,31 @@ def test_derived_rows_carry_the_human_continuation_and_a_plan_naming_who_acts_ne
     (row,) = derived_rows([window])
     parsed = prompt.parse_output(row["messages"][1]["content"])
     assert parsed.answer == window["continuation"] and parsed.reasoning == reasoning and not parsed.issues
-    assert row["messages"][0]["content"] == prompt.render_prompt(CONTEXT)
+    # Asked for at the continuation's own length (7 words: the nearest ten, at least ten).
+    assert row["messages"][0]["content"] == prompt.render_prompt(CONTEXT, length=10)
+
+
+BOOK = "The door stayed shut. Nothing moved in the hall for a long while after that."
+
+
+def test_a_writer_edits_a_disliked_passage_with_the_smallest_fix_it_likes():
+    # Too short and nameless: the book's next sentences are added and "she" becomes the main character.
+    edited = panel.rewrite(CONTEXT, _output("She waited."), BOOK, 20)
+    assert edited == "Grete waited. " + BOOK
+    assert panel.judge(CONTEXT, _output(edited), 20).liked
+    # Too long: cut at a sentence within twice the asked length; the name it has is kept.
+    long = panel.rewrite(CONTEXT, _output("Grete sat. " + "The rain fell on the roof. " * 20), BOOK, 10)
+    assert long is not None and long.startswith("Grete sat.") and len(long.split()) <= 20
+    # Out of format (no plan to keep), or a context naming no one: no edit.
+    assert panel.rewrite(CONTEXT, "She waited.", BOOK, 20) is None
+    assert panel.rewrite("It was dark. The clock struck.", _output("She waited."), BOOK, 20) is None
+
+
+def test_the_writers_conduct_on_two_takes_is_fixed():
+    liked, nameless = _output("Grete opened the door and looked in at him."), _output("It rained.")
+    assert panel.act(CONTEXT, (liked, nameless), BOOK, 10) == panel.Act((True, False), "take", take=1)
+    assert panel.act(CONTEXT, (nameless, liked), BOOK, 10) == panel.Act((False, True), "take", take=2)
+    assert panel.act(CONTEXT, (liked, liked), BOOK, 10).action == "keep"
+    edit = panel.act(CONTEXT, (nameless, _output("She sat down by the window.")), BOOK, 10)
+    assert (edit.action, edit.text) == ("edit", "Grete sat down by the window.")
+    assert panel.act(CONTEXT, (nameless, "no format at all"), BOOK, 10) == panel.Act((False, False), "erase")

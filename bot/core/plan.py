@@ -22,13 +22,21 @@ from .events import StoryError
 from .limits import Limits
 from .story import Channel, Passage
 
+WORDS = range(10, 1001)  # a length in words a member may ask for
+
 
 def parse_length(length: str | None) -> str | None:
-    """A member's length ("short", "Medium", ...) as the prompt spells it; None: the usual length."""
+    """A member's length ("short", "Medium", "60", ...) as the prompt spells it; None: the usual length."""
+    text = str(length).strip().lower() if length else ""
+    if text.isdigit() and int(text) in WORDS:
+        return str(int(text))
     try:
-        return writer_prompt.Length(str(length).lower()).value if length else None
+        return writer_prompt.Length(text).value if text else None
     except ValueError:
-        raise StoryError(f"unknown length {length!r}: use short, medium or long") from None
+        raise StoryError(
+            f"unknown length {length!r}: use short, medium, long or a number of words "
+            f"({WORDS.start}–{WORDS.stop - 1})"
+        ) from None
 
 
 @dataclass(frozen=True)

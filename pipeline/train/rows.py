@@ -279,18 +279,34 @@ def encode_preference(tokenizer, obj: dict, method: str, max_length: int) -> tup
     return row, cut
 
 
+def unpaired(obj: dict) -> tuple[dict, ...]:
+    """A KTO run reads DPO rows too, as TRL's `unpair_preference_dataset` does: the chosen reply
+    desirable, the rejected one not. So one file can hold every writer action (ratings and erasures
+    as kto rows, edits and take choices as pairs)."""
+    if "label" in obj or not {"chosen", "rejected"} <= obj.keys():
+        return (obj,)
+    rest = {k: v for k, v in obj.items() if k not in ("chosen", "rejected")}
+    return (
+        rest | {"completion": obj["chosen"], "label": True},
+        rest | {"completion": obj["rejected"], "label": False},
+    )
+
+
 def load_preference(path: str | Path, tokenizer, method: str, max_length: int) -> tuple[list[dict], RowStats]:
     stats = RowStats(str(path))
     rows = []
     for n, obj in read_jsonl(path, stats):
-        try:
-            row, cut = encode_preference(tokenizer, obj, method, max_length)
-        except SkipRow as e:
-            stats.skip(str(e), n)
-            continue
-        rows.append(row)
-        stats.kept += 1
-        stats.cut += cut
+        ones = unpaired(obj) if method == "kto" else (obj,)
+        stats.total += len(ones) - 1  # a pair counts as the two rows it gives
+        for one in ones:
+            try:
+                row, cut = encode_preference(tokenizer, one, method, max_length)
+            except SkipRow as e:
+                stats.skip(str(e), n)
+                continue
+            rows.append(row)
+            stats.kept += 1
+            stats.cut += cut
     require_rows(stats, method.upper())
     if method == "kto" and len({r["label"] for r in rows}) < 2:
         raise RowsError(f"{path}: KTO needs both desirable (true) and undesirable (false) rows")

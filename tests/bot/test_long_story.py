@@ -112,6 +112,12 @@ async def test_the_context_preview_is_exactly_the_next_prompt(make_service, olla
     assert service.store.generation(done.generation_id).user_text == preview.user_text
     with pytest.raises(StoryError, match="unknown length"):
         await service.context_preview(HERE, ALICE, length="epic")
+    # A number of words, as a writer may ask "about 60 words": the prompt says so, as training rows do.
+    short, sixty = [await service.context_preview(HERE, ALICE, length=n) for n in ("short", " 60 ")]
+    assert sixty.user_text == short.user_text.replace("about 100 words", "about 60 words") != short.user_text
+    for bad in ("5", "5000", "-60", "60.5"):
+        with pytest.raises(StoryError, match="a number of words"):
+            await service.context_preview(HERE, ALICE, length=bad)
 
 
 async def test_a_rolling_summary_replaces_the_oldest_passages(make_service, ollama_server):

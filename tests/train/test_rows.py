@@ -178,3 +178,22 @@ def tok_of_chatml(tiny_texts, tmp_path):
     from pipeline.train.base import load_tokenizer
 
     return load_tokenizer(make_tiny_model(tmp_path / "chatml", tiny_texts[:100], "qwen2"))[0]
+
+
+def test_a_kto_run_reads_preference_pairs_unpaired_beside_its_own_rows(tmp_path, tok):
+    """One file holds every writer action: kto rows (ratings, erasures) and pairs (edits, takes)."""
+    user = prompt.render_prompt("The storm broke over the hills.")
+    good, bad = prompt.render_target("Rain.", "It rained."), prompt.render_target("Sun.", "It was sunny.")
+    source = {"action": "edit", "story": 3}
+    mixed = [
+        {"prompt": user, "completion": bad, "label": False, "source": {"action": "erase"}},
+        {"prompt": user, "chosen": good, "rejected": bad, "source": source},
+    ]
+    got, stats = rows.load_preference(write_jsonl(tmp_path / "p.jsonl", mixed), tok, "kto", 512)
+    got_rows = [(r["completion"][0]["content"], r["label"]) for r in got]
+    assert got_rows == [(bad, False), (good, True), (bad, False)]
+    assert (stats.total, stats.kept) == (3, 3)
+    # A pair alone still gives both labels; DPO keeps reading pairs as pairs.
+    only_pair = write_jsonl(tmp_path / "d.jsonl", mixed[1:])
+    assert len(rows.load_preference(only_pair, tok, "kto", 512)[0]) == 2
+    assert len(rows.load_preference(only_pair, tok, "dpo", 512)[0]) == 1
