@@ -5,22 +5,20 @@ half-written."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
 
-from bot.console import CHANNEL, Console
+from bot.console import CHANNEL
 from bot.core.files import MAX_FILE_BYTES
 from bot.core.service import Limits, StoryService
-from bot.core.story import Channel, Member
+from bot.core.story import Channel
 from bot.llm import OllamaBackend
 
 from .conftest import WRITER
-from .test_console_history import takes_script
+from .test_console_history import ALICE, BOB, Session, takes_script
 
 pytestmark = pytest.mark.timeout(60)
-ALICE, BOB = Member("console:alice", "Alice"), Member("console:bob", "Bob")
 OTHER = Channel("other-channel")
 
 
@@ -37,19 +35,6 @@ async def service(ollama_server, store):
     await backend.close()
 
 
-class Session:
-    def __init__(self, service):
-        self.service = service
-        self.outs = {m.id: io.StringIO() for m in (ALICE, BOB)}
-        self.consoles = {m.id: Console(service, self.outs[m.id], m) for m in (ALICE, BOB)}
-
-    async def do(self, line: str, who: Member = ALICE) -> str:
-        out = self.outs[who.id]
-        start = len(out.getvalue())
-        await self.consoles[who.id].handle(line)
-        return out.getvalue()[start:]
-
-
 def count(service, table: str) -> int:
     return service.store.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
@@ -57,26 +42,26 @@ def count(service, table: str) -> int:
 async def rich_story(s: Session) -> None:
     """A story with all a file holds: passages by two members, a model passage with two takes (the first
     shown, edited), memory, note, lore, settings, cast and a summary a writer rewrote."""
-    await s.do("/story settings model=writer-b temperature=0.7 length=medium")
-    await s.do("The harbour slept under the fog.")
-    await s.do("Mara untied the boat — quietly.", BOB)
-    await s.do("/continue")
-    await s.do("/regenerate", BOB)
-    await s.do("/take 1")
-    await s.do("/edit 3 Mara rowed into the fog, the lamp dark.")
-    await s.do("The bell rang twice.")
-    await s.do("/story memory A quiet harbour town; past tense.")
-    await s.do("/story note Keep it tense.")
-    await s.do("/lore add Mara | Mara, the smuggler | Mara owes the harbour master a boat.")
-    await s.do("/lore add The sea | | Always cold here. --always")
-    await s.do("/persona set Mara | A smuggler in debt.")
-    await s.do("/persona set Jon | A fisherman.", BOB)
+    await s.do(ALICE, "/story settings model=writer-b temperature=0.7 length=medium")
+    await s.do(ALICE, "The harbour slept under the fog.")
+    await s.do(BOB, "Mara untied the boat — quietly.")
+    await s.do(ALICE, "/continue")
+    await s.do(BOB, "/regenerate")
+    await s.do(ALICE, "/take 1")
+    await s.do(ALICE, "/edit 3 Mara rowed into the fog, the lamp dark.")
+    await s.do(ALICE, "The bell rang twice.")
+    await s.do(ALICE, "/story memory A quiet harbour town; past tense.")
+    await s.do(ALICE, "/story note Keep it tense.")
+    await s.do(ALICE, "/lore add Mara | Mara, the smuggler | Mara owes the harbour master a boat.")
+    await s.do(ALICE, "/lore add The sea | | Always cold here. --always")
+    await s.do(ALICE, "/persona set Mara | A smuggler in debt.")
+    await s.do(BOB, "/persona set Jon | A fisherman.")
     story_id = s.service.store.active_story_id(CHANNEL.id)
     passages = s.service.store.passages(story_id)
     sid = s.service.store.begin_summary(story_id, 2, passages[:2], None, "writer")
     s.service.store.finish_summary(sid, "The harbour slept; Mara untied the boat.")
-    await s.do("/story summary edit The harbour slept, and Mara slipped her boat loose.")
-    await s.do("/story summary pause")
+    await s.do(ALICE, "/story summary edit The harbour slept, and Mara slipped her boat loose.")
+    await s.do(ALICE, "/story summary pause")
 
 
 async def test_a_story_exported_as_json_imports_into_another_channel_and_exports_again_identically(
@@ -85,7 +70,7 @@ async def test_a_story_exported_as_json_imports_into_another_channel_and_exports
     s = Session(service)
     await rich_story(s)
     first = tmp_path / "story.json"
-    assert f"(exported to {first})" in await s.do(f"/export --json {first}")
+    assert f"(exported to {first})" in await s.do(ALICE, f"/export --json {first}")
     doc = json.loads(first.read_text())
     assert doc["format"] == "story-bot.story" and doc["version"] == 1
     model_passage = doc["passages"][2]
@@ -110,12 +95,14 @@ async def test_a_story_exported_as_json_imports_into_another_channel_and_exports
     assert (await service.context_preview(OTHER, BOB)).user_text == original  # the same next prompt
 
     # And in the console's own channel: the story there is kept (archived), the import is the story now.
-    said = await s.do(f"/import {first}")
+    said = await s.do(ALICE, f"/import {first}")
     assert "(imported story 3 “untitled”: 4 passages; the story here before is kept: /stories)" in said
     again = tmp_path / "again.json"
-    await s.do(f"/export --json {again}")
+    await s.do(ALICE, f"/export --json {again}")
     assert again.read_bytes() == first.read_bytes()
-    assert "[3 · model · take 1/2 · edited] Mara rowed into the fog, the lamp dark." in await s.do("/show")
+    assert "[3 · model · take 1/2 · edited] Mara rowed into the fog, the lamp dark." in await s.do(
+        ALICE, "/show"
+    )
     # Imported takes are not training data: the file does not say what the model read.
     rows = service.store.conn.execute(
         "SELECT g.user_text, s.imported_at IS NOT NULL FROM generations g "
@@ -123,7 +110,7 @@ async def test_a_story_exported_as_json_imports_into_another_channel_and_exports
     ).fetchall()
     assert [tuple(r) for r in rows] == [("", 1), ("", 1)]
     # The Markdown export stays.
-    assert "<!-- passage 1 by Alice -->" in await s.do("/export")
+    assert "<!-- passage 1 by Alice -->" in await s.do(ALICE, "/export")
 
 
 def tavern_file() -> dict:
@@ -187,11 +174,11 @@ def novelai_file() -> dict:
 
 async def test_sillytavern_and_novelai_lorebooks_import_with_a_report_per_entry(service, tmp_path):
     s = Session(service)
-    await s.do("The harbour slept.")
-    await s.do("/lore add Mara | Mara | Mara is a smuggler.")
+    await s.do(ALICE, "The harbour slept.")
+    await s.do(ALICE, "/lore add Mara | Mara | Mara is a smuggler.")
     tavern = tmp_path / "world.json"
     tavern.write_text(json.dumps(tavern_file()))
-    said = await s.do(f"/lore import {tavern}")
+    said = await s.do(ALICE, f"/lore import {tavern}")
     assert "(SillyTavern World Info: 3 kept, 1 merged, 4 skipped)" in said
     lines = [line.strip() for line in said.splitlines()[1:]]
     assert lines[0].startswith("1. Mara: merged, the story had an entry of this name")
@@ -210,7 +197,7 @@ async def test_sillytavern_and_novelai_lorebooks_import_with_a_report_per_entry(
 
     novel = tmp_path / "harbour.lorebook"
     novel.write_text(json.dumps(novelai_file()))
-    said = await s.do(f"/lore import {novel}")
+    said = await s.do(ALICE, f"/lore import {novel}")
     assert "(NovelAI lorebook: 2 kept, 1 merged, 1 skipped)" in said
     assert "3. Unused: skipped, it is disabled in the file" in said
     assert service.lore_entry(CHANNEL, "Weather").always_on
@@ -220,7 +207,7 @@ async def test_sillytavern_and_novelai_lorebooks_import_with_a_report_per_entry(
 
     # Out again, in SillyTavern's format: it imports into another story as it was.
     out = tmp_path / "out.json"
-    assert f"(exported to {out})" in await s.do(f"/lore export --sillytavern {out}")
+    assert f"(exported to {out})" in await s.do(ALICE, f"/lore export --sillytavern {out}")
     exported = json.loads(out.read_text())
     assert exported["entries"]["0"]["comment"] == "Gulls" and exported["entries"]["0"]["key"] == ["birds"]
     service.write(OTHER, BOB, "Elsewhere.")
@@ -228,16 +215,16 @@ async def test_sillytavern_and_novelai_lorebooks_import_with_a_report_per_entry(
     assert report.summary() == "SillyTavern World Info: 6 kept, 0 merged, 0 skipped"
     assert service.export_lore(OTHER) == service.export_lore(CHANNEL)
     ours = tmp_path / "ours.json"
-    await s.do(f"/lore export {ours}")
+    await s.do(ALICE, f"/lore export {ours}")
     assert json.loads(ours.read_text())["format"] == "story-bot.lorebook"
-    assert "already exists" in await s.do(f"/lore export {ours}")
+    assert "already exists" in await s.do(ALICE, f"/lore export {ours}")
 
 
 async def test_bad_files_are_refused_by_name_and_nothing_is_half_written(service, tmp_path):
     s = Session(service)
     await rich_story(s)
     good = tmp_path / "story.json"
-    await s.do(f"/export --json {good}")
+    await s.do(ALICE, f"/export --json {good}")
     doc = json.loads(good.read_text())
     before = {
         t: count(service, t) for t in ("stories", "passages", "generations", "lore_entries", "personas")
@@ -270,16 +257,18 @@ async def test_bad_files_are_refused_by_name_and_nothing_is_half_written(service
         ),
     }
     for name, (content, message) in cases.items():
-        said = await s.do(f"/import {file(name, content)}")
+        said = await s.do(ALICE, f"/import {file(name, content)}")
         assert said.startswith("! ") and message in said, (name, said)
     for name in ("big.json", "text.json", "newer.json"):
-        said = await s.do(f"/lore import {tmp_path / name}")
+        said = await s.do(ALICE, f"/lore import {tmp_path / name}")
         assert said.startswith("! "), said
-    said = await s.do(f"/lore import {file('other.json', json.dumps({'characters': []}))}")
+    said = await s.do(ALICE, f"/lore import {file('other.json', json.dumps({'characters': []}))}")
     assert "! the file is not a lorebook we read" in said
     newer = json.dumps({"format": "story-bot.lorebook", "version": 9, "entries": []})
-    assert "! the lorebook file has version 9" in await s.do(f"/lore import {file('ours9.json', newer)}")
-    assert "! cannot read" in await s.do(f"/import {tmp_path / 'missing.json'}")
+    assert "! the lorebook file has version 9" in await s.do(
+        ALICE, f"/lore import {file('ours9.json', newer)}"
+    )
+    assert "! cannot read" in await s.do(ALICE, f"/import {tmp_path / 'missing.json'}")
     after = {t: count(service, t) for t in before}
     assert after == before  # nothing half-written
 

@@ -5,43 +5,31 @@ exactly as `/story context` shows it, and what the stand-in Ollama receives."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 
 import pytest
 
-from bot.console import CHANNEL, Console
+from bot.console import CHANNEL
 from bot.core import messages
 from bot.core.service import Limits, StoryService
-from bot.core.story import Member
 from bot.llm import OllamaBackend
 from contract import serving
 
+from . import test_console_history as history
 from .conftest import PLAIN, WRITER
+from .test_console_history import ALICE, BOB
 from .test_long_story import SUMMARY, _answers
 
 pytestmark = pytest.mark.timeout(60)
-ALICE, BOB = Member("console:alice", "Alice"), Member("console:bob", "Bob")
 LONG = "The keeper climbed the stairs and counted ships. " * 4
 
 
-class Session:
-    """Two members at the console on one service, and what each one's console printed."""
-
-    def __init__(self, service):
-        self.service = service
-        self.outs = {m.id: io.StringIO() for m in (ALICE, BOB)}
-        self.consoles = {m.id: Console(service, self.outs[m.id], m) for m in (ALICE, BOB)}
-
-    async def do(self, line: str, who: Member = ALICE) -> str:
-        out = self.outs[who.id]
-        start = len(out.getvalue())
-        await self.consoles[who.id].handle(line)
-        return out.getvalue()[start:]
+class Session(history.Session):
+    """Two members at the console, and `/story context` as printed."""
 
     async def context(self) -> tuple[str, str]:
         """`/story context` as printed: (its header lines, the prompt exactly as the model reads it)."""
-        text = await self.do("/story context")
+        text = await self.do(ALICE, "/story context")
         header, settings, prompt = text.split("\n", 2)
         return header + "\n" + settings, prompt.removesuffix("\n")
 
@@ -67,29 +55,29 @@ async def service(ollama_server, store):
 
 async def test_settings_and_the_cast_shape_the_next_prompt_and_forks_inherit_them(service, ollama_server):
     s = Session(service)
-    shown = await s.do("/story settings")
+    shown = await s.do(ALICE, "/story settings")
     assert "(settings: model writer (the channel's) · temperature default · top_p default" in shown
     assert "(models allowed here: writer, writer-b)" in shown
-    await s.do("Mara rowed out past the lighthouse.")
-    refused = await s.do("/story settings model=writer-c")
+    await s.do(ALICE, "Mara rowed out past the lighthouse.")
+    refused = await s.do(ALICE, "/story settings model=writer-c")
     assert "! the model 'writer-c' is not one this channel may use: pick one of writer, writer-b" in refused
-    assert "! temperature 3 is out of range" in await s.do("/story settings temperature=3")
-    assert "! unknown settings ['colour']" in await s.do("/story settings colour=red")
-    assert "! give numbers for top_p" in await s.do("/story settings top_p=high")
+    assert "! temperature 3 is out of range" in await s.do(ALICE, "/story settings temperature=3")
+    assert "! unknown settings ['colour']" in await s.do(ALICE, "/story settings colour=red")
+    assert "! give numbers for top_p" in await s.do(ALICE, "/story settings top_p=high")
     assert rows(service, "SELECT count(*) FROM story_settings") == [(0,)]  # nothing half-set
     changed = await s.do(
-        "/story settings model=writer-b temperature=0.3 top_p=0.9 repeat_penalty=1.2 length=short"
+        ALICE, "/story settings model=writer-b temperature=0.3 top_p=0.9 repeat_penalty=1.2 length=short"
     )
     line = "model writer-b · temperature 0.3 · top_p 0.9 · repeat_penalty 1.2 · length short"
     assert f"(settings: {line})" in changed
 
     assert "(you play Mara: A smuggler who owes the harbour master.)" in await s.do(
-        "/persona set Mara | A smuggler who owes the harbour master."
+        ALICE, "/persona set Mara | A smuggler who owes the harbour master."
     )
     assert "(you play Jon: A fisherman with a leaking boat.)" in await s.do(
-        "/persona set Jon | A fisherman with a leaking boat.", BOB
+        BOB, "/persona set Jon | A fisherman with a leaking boat."
     )
-    assert "! Alice plays Mara already" in await s.do("/persona set mara | Another Mara.", BOB)
+    assert "! Alice plays Mara already" in await s.do(BOB, "/persona set mara | Another Mara.")
     header, prompt = await s.context()
     assert header.startswith("(for writer-b: window 1400 tokens, ")
     assert "cast: Mara, Jon)" in header and f"(settings: {line})" in header
@@ -101,7 +89,7 @@ async def test_settings_and_the_cast_shape_the_next_prompt_and_forks_inherit_the
     assert prompt == (await service.context_preview(CHANNEL, ALICE)).user_text
 
     # The next passage is asked exactly so: the model, the sampling and the default length.
-    assert "(passage 2 by the model" in await s.do("/continue")
+    assert "(passage 2 by the model" in await s.do(ALICE, "/continue")
     [body] = [b for b in ollama_server.calls("/api/generate") if b["model"] == "writer-b"]
     options = body["options"]
     assert (options["temperature"], options["top_p"], options["repeat_penalty"]) == (0.3, 0.9, 1.2)
@@ -119,17 +107,19 @@ async def test_settings_and_the_cast_shape_the_next_prompt_and_forks_inherit_the
     assert [p["name"] for p in recorded["cast"]] == ["Mara", "Jon"] and recorded["parts"][0] == "cast"
 
     # A fork inherits them; Bob leaves the cast of the fork only.
-    await s.do("/fork 2 The other harbour")
-    assert f"(settings: {line})" in await s.do("/story settings")
-    assert "(you left the cast)" in await s.do("/persona clear", BOB)
-    assert "Jon" not in await s.do("/persona list") and "Mara (Alice)" in await s.do("/persona list")
+    await s.do(ALICE, "/fork 2 The other harbour")
+    assert f"(settings: {line})" in await s.do(ALICE, "/story settings")
+    assert "(you left the cast)" in await s.do(BOB, "/persona clear")
+    assert "Jon" not in await s.do(ALICE, "/persona list") and "Mara (Alice)" in await s.do(
+        ALICE, "/persona list"
+    )
     assert rows(service, "SELECT story_id, name FROM personas WHERE removed_at IS NULL ORDER BY id") == [
         (1, "Mara"), (1, "Jon"), (2, "Mara"),
     ]  # fmt: skip
-    assert "! you have no persona in this story" in await s.do("/persona clear", BOB)
+    assert "! you have no persona in this story" in await s.do(BOB, "/persona clear")
     # --reset: back to the operator's defaults (kept as a new row).
     assert "(settings: model writer (the channel's) · temperature default" in await s.do(
-        "/story settings --reset"
+        ALICE, "/story settings --reset"
     )
     header, _ = await s.context()
     assert header.startswith("(for writer:")
@@ -137,47 +127,49 @@ async def test_settings_and_the_cast_shape_the_next_prompt_and_forks_inherit_the
 
 async def test_the_summary_edited_restored_paused_and_an_edit_wins_over_one_being_written(service):
     s = Session(service)
-    assert "! there is no story in this channel yet" in await s.do("/story summary restore")
-    await s.do("The harbour slept.")
-    assert "! this story has no summary yet to edit" in await s.do("/story summary edit Too soon.")
+    assert "! there is no story in this channel yet" in await s.do(ALICE, "/story summary restore")
+    await s.do(ALICE, "The harbour slept.")
+    assert "! this story has no summary yet to edit" in await s.do(ALICE, "/story summary edit Too soon.")
     for i in range(12):
-        await s.do(f"Passage {i}. {LONG}")
-    await s.do("/continue")
+        await s.do(ALICE, f"Passage {i}. {LONG}")
+    await s.do(ALICE, "/continue")
     await service.idle()
     _, prompt = await s.context()
     assert "Earlier: " + SUMMARY in prompt
 
     edited = "Mara and the keeper quarrelled over the lamp."
-    assert "(summary rewritten)" in await s.do(f"/story summary edit {edited}")
+    assert "(summary rewritten)" in await s.do(ALICE, f"/story summary edit {edited}")
     _, prompt = await s.context()
     assert "Earlier: " + edited in prompt and SUMMARY not in prompt
-    assert f"(previous summary restored: {SUMMARY})" in await s.do("/story summary restore")
+    assert f"(previous summary restored: {SUMMARY})" in await s.do(ALICE, "/story summary restore")
     _, prompt = await s.context()
     assert "Earlier: " + SUMMARY in prompt and edited not in prompt
-    assert "! there is no earlier version of the summary to restore" in await s.do("/story summary restore")
-    await s.do(f"/story summary edit {edited}")
+    assert "! there is no earlier version of the summary to restore" in await s.do(
+        ALICE, "/story summary restore"
+    )
+    await s.do(ALICE, f"/story summary edit {edited}")
 
     # Paused: the story overflows further, and no summary is asked.
-    assert "(summaries paused)" in await s.do("/story summary pause")
+    assert "(summaries paused)" in await s.do(ALICE, "/story summary pause")
     before = rows(service, "SELECT count(*) FROM summaries")
     for i in range(12, 18):
-        await s.do(f"Passage {i}. {LONG}")
-    await s.do("/continue")
+        await s.do(ALICE, f"Passage {i}. {LONG}")
+    await s.do(ALICE, "/continue")
     await service.idle()
     assert rows(service, "SELECT count(*) FROM summaries") == before
-    assert "(summaries are paused: /story summary resume)" in await s.do("/story show --summary")
+    assert "(summaries are paused: /story summary resume)" in await s.do(ALICE, "/story show --summary")
     _, prompt = await s.context()
     assert "Earlier: " + edited in prompt
 
     # Resumed: the next passage asks for one, and a writer's edit made while it is written wins.
-    assert "(summaries resumed)" in await s.do("/story summary resume")
-    await s.do("/continue")
+    assert "(summaries resumed)" in await s.do(ALICE, "/story summary resume")
+    await s.do(ALICE, "/continue")
     await _until(lambda: rows(service, "SELECT 1 FROM summaries WHERE status = 'running'"))
     late = "The lamp went north with Mara; the keeper stayed."
-    said = await s.do(f"/story summary edit {late}")
+    said = await s.do(ALICE, f"/story summary edit {late}")
     assert "(summary rewritten; the one being written now will be dropped)" in said
     await service.idle()
-    shown = await s.do("/story show --summary")
+    shown = await s.do(ALICE, "/story show --summary")
     assert late in shown and messages.SUMMARY_EDITED in shown
     _, prompt = await s.context()
     assert "Earlier: " + late in prompt and SUMMARY not in prompt
