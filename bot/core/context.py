@@ -241,10 +241,12 @@ def build_context(
     head: list[str] = []
     ctx = Context(text="", budget=room, unit=counter.unit)
     if memory is not None and memory.text.strip():
-        head.append(_memory_text(memory, counter, room, shares))
+        fix = "shorten it with `/story memory`"
+        head.append(_pinned(memory.text.strip(), "memory", shares.memory, fix, counter, room))
         ctx.memory_id = memory.id
     if cast:
-        head.append(_cast_text(cast, counter, room, shares))
+        fix = "shorten the personas' descriptions (`/persona set`)"
+        head.append(_pinned(cast_text(cast), "cast", shares.cast, fix, counter, room))
         ctx.cast = list(cast)
     if summary is not None and (text := (summary.text or "").strip()):
         cap = int(room * shares.summary) - counter.count(SUMMARY_LEAD)
@@ -334,31 +336,18 @@ def _lore_reserve(lore: Sequence[LoreEntry], counter: Counter, room: int, shares
     return overhead + max(0, min(int(room * shares.lore) - always, _cost(entries, counter)))
 
 
-def _memory_text(memory: Note, counter: Counter, room: int, shares: Shares) -> str:
-    text = memory.text.strip()
-    cost, cap = counter.count(text), int(room * shares.memory)
-    if cost > cap:
-        raise ContextTooSmall(
-            f"the story's memory takes about {cost:,} tokens but this model's window leaves it "
-            f"{cap:,} ({shares.memory:.0%} of the {room:,} for the story): shorten it with `/story memory`, "
-            "or raise num_ctx"
-        )
-    return text
-
-
 def cast_text(cast: Sequence[Persona]) -> str:
     """The cast as the context holds it: a lead line, then "Name: description" per persona."""
     return "\n".join([CAST_LEAD, *(f"{p.name}: {p.description}" for p in cast)])
 
 
-def _cast_text(cast: Sequence[Persona], counter: Counter, room: int, shares: Shares) -> str:
-    text = cast_text(cast)
-    cost, cap = counter.count(text), int(room * shares.cast)
+def _pinned(text: str, what: str, share: float, fix: str, counter: Counter, room: int) -> str:
+    """A part pinned at the top (the memory, the cast), refused when it outgrows its share of the room."""
+    cost, cap = counter.count(text), int(room * share)
     if cost > cap:
         raise ContextTooSmall(
-            f"the story's cast takes about {cost:,} tokens but this model's window leaves it {cap:,} "
-            f"({shares.cast:.0%} of the {room:,} for the story): shorten the personas' descriptions "
-            "(`/persona set`), or raise num_ctx"
+            f"the story's {what} takes about {cost:,} tokens but this model's window leaves it {cap:,} "
+            f"({share:.0%} of the {room:,} for the story): {fix}, or raise num_ctx"
         )
     return text
 
