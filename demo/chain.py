@@ -528,6 +528,7 @@ def write_report_json(run: Run, seconds: float) -> Path:
     p = run.path
     ppl = json.loads(p("eval", "perplexity.json").read_text(encoding="utf-8"))
     log = _failures(p("teacher"))
+    rates = panel_rates(run)
     data = {
         "student": run.sizes.student,
         "wall_seconds": round(seconds, 1),
@@ -546,14 +547,14 @@ def write_report_json(run: Run, seconds: float) -> Path:
             n: _training_facts(p(n)) for n in ("adapter", "adapter-dpo", "adapter-kto") if p(n).is_dir()
         },
         "compare": _compare_figures(p("eval", "compare", "summary.json")),
-        "panel": {"held_out": panel_rates(run), "criteria": "demo/panel.py"},
+        "panel": {"held_out": rates, "criteria": "demo/panel.py"},
         # The loop: the panel writers' actions -> feedback rows -> KTO -> the panel's rates above.
         "loop": {
             "actions": dict(sorted(run.actions.items())),
             "feedback": run.feedback,
             "preference_ran": run.preference_skipped is None,
             "preference": run.sizes.preference,
-            "preference_above_sft": _above(panel_rates(run), f"tuned+{run.sizes.preference}", "tuned"),
+            "preference_above_sft": _above(rates, f"tuned+{run.sizes.preference}", "tuned"),
             "preference_skipped_because": run.preference_skipped,
         },
     }
@@ -691,10 +692,10 @@ def reference_distances(summary: dict) -> dict[str, dict]:
     return out
 
 
-def panel_rates(run: Run, compare: str = "compare") -> dict[str, dict]:
+def panel_rates(run: Run) -> dict[str, dict]:
     """The panel's verdicts on every held-out output of a comparison, per model."""
     ctxs = [json.loads(x) for x in run.path("contexts.jsonl").read_text(encoding="utf-8").splitlines() if x]
-    outs = run.path("eval", compare, "outputs.jsonl").read_text(encoding="utf-8").splitlines()
+    outs = run.path("eval", "compare", "outputs.jsonl").read_text(encoding="utf-8").splitlines()
     verdicts: dict[str, list] = {}
     for o in (json.loads(x) for x in outs if x.strip()):
         context = ctxs[o["context_index"]]["context"]

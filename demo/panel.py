@@ -28,6 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from contract import prompt
+from pipeline.data.sentences import split_sentences
 
 # Capitalised words that are not names: sentence openers, pronouns, titles alone, days and months.
 _STOP_WORDS = """I A An The This That These Those There Then Than Now Here He She It We You They
@@ -106,7 +107,8 @@ _PRONOUN = re.compile(r"\b(?:[Hh]e|[Ss]he)\b")
 
 
 def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?])\s+", text.strip()) if s]
+    """Sentences as the demo's windows were cut (the pipeline's splitter), paragraph by paragraph."""
+    return [s for paragraph in text.splitlines() for s in split_sentences(paragraph)]
 
 
 @dataclass(frozen=True)
