@@ -320,7 +320,9 @@ def concatenate(out: Path, *files: Path) -> Path:
 
 def feedback_counts(path: Path) -> dict:
     """The preference file's rows by the writers' action, and the KTO labels they give."""
-    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    from pipeline.data.gutenberg import read_jsonl
+
+    rows = list(read_jsonl(path))
     labels = {r["label"] for r in rows if "label" in r} | (
         {True, False} if any("chosen" in r for r in rows) else set()
     )
