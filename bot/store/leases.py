@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import time
 from collections.abc import Sequence
 
 
@@ -59,14 +58,14 @@ def owner_alive(owner: str | None) -> bool:
     return True
 
 
-def live(owner: str | None, expires_at: float | None) -> bool:
-    """Whether a lease held by `owner` until `expires_at` still holds."""
-    return owner is not None and (expires_at or 0) > time.time() and owner_alive(owner)
+def live(owner: str | None, expires_at: float | None, now: float) -> bool:
+    """Whether a lease held by `owner` until `expires_at` still holds at `now` (the store's clock)."""
+    return owner is not None and (expires_at or 0) > now and owner_alive(owner)
 
 
-def orphaned(owner: str | None, holder: str | None, expires_at: float | None) -> bool:
+def orphaned(owner: str | None, holder: str | None, expires_at: float | None, now: float) -> bool:
     """Whether work begun by `owner` is left running by nobody: its lease is another's, or no longer live."""
-    return holder != owner or not live(holder, expires_at)
+    return holder != owner or not live(holder, expires_at, now)
 
 
 def gateway_key(shards: Sequence[int], shard_count: int) -> str:

@@ -16,7 +16,8 @@ service makes them directly from the event loop.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,8 +69,9 @@ class Interrupted:
 class Store:
     """The store on a SQLite file (a path) or a PostgreSQL database (a `postgresql://` URL)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, clock: Callable[[], float] = time.time):
         self.target = str(path)
+        self.clock = clock  # what leases expire by: wall time, shared with the other processes
         self.path = shown(self.target)  # for messages: a URL without its password
         self.conn: Connection
         if is_url(self.target):
@@ -525,7 +527,8 @@ class Store:
     def undelivered(self) -> list[int]:
         """Finished generations whose messages do not show their final state, and whom no live owner is
         delivering: oldest first."""
-        return [gid for gid, holder, expires in self.reads.owed_delivery() if not live(holder, expires)]
+        now = self.clock()
+        return [gid for gid, holder, expires in self.reads.owed_delivery() if not live(holder, expires, now)]
 
     def delivery(self, generation_id: int) -> Delivery | None:
         g = self.reads.generation(generation_id)
@@ -552,12 +555,13 @@ class Store:
         """Mark failed every generation (and summary) left running by an owner that is gone: it no longer
         holds the story's lease (expired, or its process is dead). Returns the generations for the driver;
         those another live process is writing are left alone."""
+        now = self.clock()
         with self.unit() as u:
-            lost = [r for r in u.running_generations() if orphaned(r.owner, r.holder, r.expires_at)]
+            lost = [r for r in u.running_generations() if orphaned(r.owner, r.holder, r.expires_at, now)]
             for r in lost:
                 u.abandon_generation(r.id, messages.STOPPED)
             for m in u.running_summaries():
-                if orphaned(m.owner, m.holder, m.expires_at):
+                if orphaned(m.owner, m.holder, m.expires_at, now):
                     u.fail_summary(m.id, messages.SUMMARY_STOPPED)
         return [Interrupted(r.id, r.channel_id, r.message_ref) for r in lost]
 
@@ -565,28 +569,30 @@ class Store:
     def claim(self, key: str, owner: str, ttl: float) -> str | None:
         """Take the lease `key` for `owner` for `ttl` seconds, unless another live owner holds it: then
         return that owner (and take nothing). Claiming a lease one already holds renews it."""
+        now = self.clock()
         with self.unit() as u:
             held = u.lease(key)
-            if held and held[0] != owner and live(*held):
+            if held and held[0] != owner and live(*held, now):
                 return held[0]
-            u.take_lease(key, owner, ttl)
+            u.take_lease(key, owner, now + ttl)
         return None
 
     def claim_gateway(self, shards: Sequence[int], shard_count: int, owner: str, ttl: float) -> str | None:
         """Take the lease on shards `shards` of `shard_count` of the bot's Discord events ([0] of 1: all of
         them), unless a live owner holds shards that overlap them (any other count, or a shared shard):
         then return that owner. Two processes on overlapping shards would both act on every interaction."""
+        now = self.clock()
         with self.unit() as u:
             for key, holder, expires in u.gateway_leases():
-                if overlaps(key, shards, shard_count) and holder != owner and live(holder, expires):
+                if overlaps(key, shards, shard_count) and holder != owner and live(holder, expires, now):
                     return holder
-            u.take_lease(gateway_key(shards, shard_count), owner, ttl)
+            u.take_lease(gateway_key(shards, shard_count), owner, now + ttl)
         return None
 
     def renew(self, keys: list[str], owner: str, ttl: float) -> list[str]:
         """Extend `owner`'s leases; returns the keys it no longer holds (taken over after expiring)."""
         with self.unit() as u:
-            u.extend_leases(keys, owner, ttl)
+            u.extend_leases(keys, owner, self.clock() + ttl)
             held = u.held(owner)
         return [k for k in keys if k not in held]
 

@@ -761,18 +761,18 @@ class Unit(Reads):
         self.c.execute("UPDATE generations SET delivery = ? WHERE id = ?", (state, generation_id))
 
     # --- leases, ratings, opt-outs --------------------------------------------------------------------
-    def take_lease(self, key: str, owner: str, ttl: float) -> None:
-        """Hold lease `key` for `owner` for `ttl` seconds from now."""
+    def take_lease(self, key: str, owner: str, expires_at: float) -> None:
+        """Hold lease `key` for `owner` until `expires_at`."""
         self.c.execute(
             "INSERT INTO leases (key, owner, expires_at) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE "
             "SET owner = excluded.owner, expires_at = excluded.expires_at",
-            (key, owner, time.time() + ttl),
+            (key, owner, expires_at),
         )
 
-    def extend_leases(self, keys: Sequence[str], owner: str, ttl: float) -> None:
+    def extend_leases(self, keys: Sequence[str], owner: str, expires_at: float) -> None:
         self.c.executemany(
             "UPDATE leases SET expires_at = ? WHERE key = ? AND owner = ?",
-            [(time.time() + ttl, k, owner) for k in keys],
+            [(expires_at, k, owner) for k in keys],
         )
 
     def drop_lease(self, key: str, owner: str) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -24,12 +25,31 @@ def store(tmp_path):
     s.close()
 
 
+class Clock:
+    """A store's clock that tests move by hand, so a lease expires without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
-def engine_store(request, tmp_path):
+def engine_store(request, tmp_path, clock):
     """The store on each engine: a SQLite file, then a fresh schema on a real PostgreSQL server. The
-    store suites (test_store.py, test_lorebook_store.py) run on both through it."""
+    store suites (test_store.py, test_lorebook_store.py) run on both through it, on a `clock` the test
+    moves."""
     target = tmp_path / "story.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
-    s = Store(target)
+    s = Store(target, clock=clock)
     yield s
     s.close()
 

@@ -126,25 +126,27 @@ def test_recover_marks_running_generations_failed(store):
     assert store.undelivered() == [gen]  # its message is owed the failure
 
 
-def test_a_lease_is_held_until_released_or_expired_and_renewing_keeps_it(store):
+def test_a_lease_is_held_until_released_or_expired_and_renewing_keeps_it(store, clock):
     mine, theirs = new_owner(), new_owner()
     assert store.claim("story:c1", mine, 0.3) is None
     assert store.claim("story:c1", theirs, 0.3) == mine  # held by a live owner: refused, holder named
     assert store.claim("story:c1", mine, 0.3) is None  # the holder may claim again (renews)
-    time.sleep(0.2)
+    clock.advance(0.2)
     assert store.renew(["story:c1"], mine, 0.3) == []
-    time.sleep(0.2)
+    clock.advance(0.2)
     assert store.claim("story:c1", theirs, 0.3) == mine  # renewed: 0.4 s after the claim, still held
     store.release("story:c1", theirs)  # only the holder releases
     assert store.claim("story:c1", theirs, 0.3) == mine
-    time.sleep(0.35)
+    clock.advance(0.09)
+    assert store.claim("story:c1", theirs, 0.3) == mine  # renewed at 0.2 s for 0.3 s: held at 0.49 s
+    clock.advance(0.02)
     assert store.claim("story:c1", theirs, 5) is None  # expired: free to take
     assert store.renew(["story:c1"], mine, 5) == ["story:c1"]  # taken over: the old holder is told
     retire(theirs)
     assert store.claim("story:c1", mine, 5) is None  # a retired owner (this process) is gone at once
 
 
-def test_owners_on_this_host_are_gone_with_their_process_elsewhere_only_by_expiry(store):
+def test_owners_on_this_host_are_gone_with_their_process_elsewhere_only_by_expiry(store, clock):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     assert not owner_alive(f"{HOST}:{dead.pid}:abc") and owner_alive(f"{HOST}:{os.getppid()}:abc")
@@ -156,7 +158,7 @@ def test_owners_on_this_host_are_gone_with_their_process_elsewhere_only_by_expir
     )  # fmt: skip
     assert store.claim("story:c1", "elsewhere:1:abc", 0.3) is None
     assert store.recover() == []  # another host's live lease: its generation is left alone
-    time.sleep(0.35)
+    clock.advance(0.35)
     assert [lost.generation_id for lost in store.recover()] == [gen]  # expired: its owner is gone
 
 
