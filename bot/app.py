@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 from contract.store.engine import is_url, shown
 
@@ -55,3 +56,24 @@ def open_store(db: str) -> Store:
         raise CannotStart(
             f"cannot open the PostgreSQL store at {shown(db)} ({first}): check STORY_BOT_DB"
         ) from None
+
+
+@contextlib.contextmanager
+def removed_unless_used(db: str) -> Iterator[Callable[[], None]]:
+    """A SQLite store this run creates is removed again (with its WAL files) if the run ends before it
+    calls the function yielded (Discord took the bot's login): a first start that fails leaves nothing
+    behind. A store that existed, or a PostgreSQL URL, is never touched."""
+    path = Path(db).expanduser()
+    new = not is_url(db) and db != ":memory:" and not path.exists()
+    used = False
+
+    def use() -> None:
+        nonlocal used
+        used = True
+
+    try:
+        yield use
+    finally:
+        if new and not used:
+            for f in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+                f.unlink(missing_ok=True)

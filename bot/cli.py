@@ -71,16 +71,17 @@ def run(
 
 
 async def _run(settings, token: str) -> None:
-    from bot.app import CannotStart, build_service
+    from bot.app import CannotStart, build_service, removed_unless_used
 
-    try:
-        async with build_service(settings) as service:
-            await _serve(service, settings, token)
-    except CannotStart as exc:
-        _fail(str(exc))
+    with removed_unless_used(settings.db) as used:
+        try:
+            async with build_service(settings) as service:
+                await _serve(service, settings, token, used)
+        except CannotStart as exc:
+            _fail(str(exc))
 
 
-async def _serve(service, settings, token: str) -> None:
+async def _serve(service, settings, token: str, logged_in) -> None:
     import aiohttp
     import discord
 
@@ -92,8 +93,10 @@ async def _serve(service, settings, token: str) -> None:
         shard_count=settings.shard_count, settings_role=settings.settings_role,
     )  # fmt: skip
     try:
-        async with bot:
-            await bot.start(token)
+        async with bot:  # discord.py's start, in its two halves: nothing reaches the store before login
+            await bot.login(token)
+            logged_in()
+            await bot.connect()
     except discord.LoginFailure:
         _fail(BAD_TOKEN)
     except InUse as exc:

@@ -138,10 +138,12 @@ def test_run_when_discord_cannot_be_reached_is_one_line(env, ollama_server, monk
     monkeypatch.setenv("STORY_BOT_OLLAMA_HOST", ollama_server.url)
     monkeypatch.setenv("STORY_BOT_MODEL", "writer")
     monkeypatch.setenv("STORY_BOT_DB", str(env / "story.db"))
+    before = list(env.iterdir())
     result = CliRunner().invoke(app, ["run"])
     assert result.exit_code == 1, result.output
     assert "cannot reach Discord" in result.output and "check the network connection" in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert list(env.iterdir()) == before  # the store it opened was new: removed, nothing left behind
 
 
 class _NotOllama(BaseHTTPRequestHandler):
@@ -218,3 +220,20 @@ async def test_console_export_refuses_an_existing_file_without_force(make_servic
         lines("A line of story.", f"/export --force {existing}", "/quit")
     )
     assert "(exported to" in out.getvalue() and existing.read_text().startswith("# ")
+
+
+def test_run_keeps_a_database_it_did_not_create_when_discord_cannot_be_reached(
+    env, ollama_server, monkeypatch
+):
+    import discord
+
+    Store(env / "story.db").close()
+    before = sorted(p.name for p in env.iterdir())
+    monkeypatch.setattr(discord.http.Route, "BASE", refused_url() + "/api/v10")
+    monkeypatch.setenv("STORY_BOT_DISCORD_TOKEN", "a-token")
+    monkeypatch.setenv("STORY_BOT_OLLAMA_HOST", ollama_server.url)
+    monkeypatch.setenv("STORY_BOT_MODEL", "writer")
+    monkeypatch.setenv("STORY_BOT_DB", str(env / "story.db"))
+    result = CliRunner().invoke(app, ["run"])
+    assert result.exit_code == 1 and "cannot reach Discord" in result.output, result.output
+    assert "story.db" in before and "story.db" in {p.name for p in env.iterdir()}  # the writers' store stays
