@@ -30,8 +30,9 @@ from bot.core.events import StoryError
 from bot.core.lore import LoreEntry
 from bot.core.settings import StorySettings
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
-from bot.store import opening
 from bot.store.leases import gateway_key, live, orphaned, overlaps
+from bot.store.opening import check as check_opening
+from bot.store.opening import claim as claim_opening
 from bot.store.unit import GenerationRow, Reads, Unit
 from contract.store.engine import Connection, PgConnection, is_url, shown, write_lock
 from contract.store.migrations import migrate
@@ -82,13 +83,13 @@ class Store:
             sqlite = self._open_sqlite(self.target)
             self.conn, self.dialect = sqlite, "sqlite"
             migrate(sqlite)
-            opening.claim(sqlite)
+            claim_opening(sqlite)
         self.reads = Reads(self.conn)  # one read, one statement: outside any transaction
 
     @staticmethod
     def _open_sqlite(path: str) -> sqlite3.Connection:
         if path != ":memory:":
-            opening.check(path)  # before SQLite may write: new, or the bot's; else said, untouched
+            check_opening(path)  # before SQLite may write: new, or the bot's; else said, untouched
             Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: we open transactions ourselves, so each operation is exactly one.
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
