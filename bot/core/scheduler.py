@@ -93,6 +93,45 @@ class Scheduler:
             self._background.discard(task)
             self._slots.release()
 
+    # --- what a Turn takes and gives back, in order: the story's gate, then a server slot -------------
+    def story_ahead(self, story: str) -> int:
+        """Passages of `story` in this process ahead of a new one (0: its gate is free)."""
+        gate = self._gates.get(story)
+        return gate.waiting + 1 if gate is not None and gate.lock.locked() else 0
+
+    async def enter_story(self, story: str) -> None:
+        # The gate is looked up after any wait of the caller's, so one freed and dropped meanwhile is
+        # never re-entered beside a new one.
+        gate = self._gates.setdefault(story, _Gate())
+        gate.waiting += 1
+        try:
+            await gate.lock.acquire()
+        finally:
+            gate.waiting -= 1
+
+    def leave_story(self, story: str) -> None:
+        gate = self._gates[story]
+        gate.lock.release()
+        if gate.waiting == 0 and not gate.lock.locked():
+            del self._gates[story]
+
+    def server_ahead(self) -> int:
+        """Passages waiting for a server slot ahead of a new one (0: one is free, or a background job
+        is told to give its up)."""
+        if self._slots.locked() and not self._preempt():
+            return self._waiting_for_slot + 1
+        return 0
+
+    async def take_slot(self) -> None:
+        self._waiting_for_slot += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting_for_slot -= 1
+
+    def give_slot(self) -> None:
+        self._slots.release()
+
     def _preempt(self) -> bool:
         """A passage must wait for the server: a background job holding a slot gives it up."""
         for task in self._background:
@@ -109,8 +148,8 @@ class Turn:
         self._scheduler = scheduler
         self._story = story
         self._lease = f"story:{story}"
-        self._gate: _Gate | None = None  # held
-        self._slot = False  # held
+        self._in_story = False  # holds the story's gate and lease
+        self._slot = False  # holds a server slot
         self._waiting: AsyncGenerator[Queued, None] | None = None
 
     async def __aenter__(self) -> Turn:
@@ -123,12 +162,10 @@ class Turn:
             await self._waiting.aclose()  # a driver that stopped listening while it waited
         s = self._scheduler
         if self._slot:
-            s._slots.release()
-        if self._gate is not None:
+            s.give_slot()
+        if self._in_story:
             s.leases.drop(self._lease)
-            self._gate.lock.release()
-            if self._gate.waiting == 0 and not self._gate.lock.locked():
-                s._gates.pop(self._story, None)
+            s.leave_story(self._story)
 
     def wait(self) -> AsyncGenerator[Queued, None]:
         """Wait for the turn, telling (Queued) what it waits for: iterate it to the end before the work."""
@@ -137,26 +174,17 @@ class Turn:
 
     async def _wait(self) -> AsyncGenerator[Queued, None]:
         s = self._scheduler
-        gate = s._gates.setdefault(self._story, _Gate())
-        if gate.lock.locked():
-            yield Queued(gate.waiting + 1, "story")
-        gate.waiting += 1
-        try:
-            await gate.lock.acquire()
-        finally:
-            gate.waiting -= 1
-        self._gate = gate
+        if ahead := s.story_ahead(self._story):
+            yield Queued(ahead, "story")
+        await s.enter_story(self._story)
+        self._in_story = True
         told = False
         while not s.leases.hold(self._lease):  # another process's passage of this story first
             if not told:
                 told = True
                 yield Queued(1, "story")
             await asyncio.sleep(min(1.0, max(0.05, s.leases.lease_s / 30)))
-        if s._slots.locked() and not s._preempt():
-            yield Queued(s._waiting_for_slot + 1, "server")
-        s._waiting_for_slot += 1
-        try:
-            await s._slots.acquire()
-        finally:
-            s._waiting_for_slot -= 1
+        if ahead := s.server_ahead():
+            yield Queued(ahead, "server")
+        await s.take_slot()
         self._slot = True

@@ -99,3 +99,28 @@ async def test_background_work_waits_behind_passages_for_a_released_slot():
     slots.release()
     await asyncio.gather(*jobs)
     assert order == ["passage", "summary"] and slots.free == 1
+
+
+async def test_a_turn_told_to_wait_never_shares_the_story_with_one_that_came_after_the_gate_freed(scheduler):
+    # B is told its place while A holds the story, and resumes only after A left and C came in: B must
+    # wait for C (before, B took the freed gate A left behind while C held a new one: both ran at once).
+    leave_a, leave_c = asyncio.Event(), asyncio.Event()
+    in_a, in_c = asyncio.Event(), asyncio.Event()
+    a = asyncio.create_task(_take(scheduler, "c1", [], in_a, leave_a))
+    await in_a.wait()
+    b_turn = scheduler.turn("c1")
+    await b_turn.__aenter__()
+    b_wait = b_turn.wait()
+    assert await anext(b_wait) == Queued(1, "story")  # B paused here, as a driver showing "queued" does
+    leave_a.set()
+    await a
+    c = asyncio.create_task(_take(scheduler, "c1", [], in_c, leave_c))
+    await in_c.wait()
+    b_next = asyncio.create_task(anext(b_wait, None))
+    await asyncio.sleep(0.05)
+    assert not b_next.done()  # C holds the story: B waits
+    leave_c.set()
+    await c
+    assert await b_next is None  # B's turn, after C's
+    await b_turn.__aexit__(None, None, None)
+    assert not scheduler._gates
