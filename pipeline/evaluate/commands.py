@@ -1,4 +1,4 @@
-"""`story-pipeline eval metrics | compare | perplexity`."""
+"""`story-pipeline eval metrics | compare | judge | perplexity`."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ Window = Annotated[int, typer.Option(**ranged("Words per window for the length-i
 Force = Annotated[bool, typer.Option("--force", help="Replace the files this writes in the output folder")]
 METRICS_FILES = ("scores.jsonl", "summary.json")
 COMPARE_FILES = ("outputs.jsonl", "summary.json", "table.md", "chart.png")
+JUDGE_FILES = ("verdicts.jsonl", "summary.json", "table.md", "chart.png")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -256,6 +257,151 @@ def _engine_client(engine: str, models: dict[str, str], loras: list[str], n_ctx:
     if unknown:
         raise compare.CompareError(f"--lora {', '.join(sorted(unknown))}: no --model has that name")
     return LocalClient({label: (models[label], adapters.get(label)) for label in models}, n_ctx)
+
+
+@app.command("judge")
+@needs("eval judge", "eval")
+def judge_command(
+    outputs: Annotated[
+        list[Path],
+        typer.Argument(help="`eval compare` output folders (or their outputs.jsonl) holding both models"),
+    ],
+    judge_model: Annotated[
+        str,
+        typer.Option(
+            "--judge", help="The judge model's name on the backend (llama.cpp: a GGUF file, or smollm2)"
+        ),
+    ],
+    out: OutDir,
+    a: Annotated[
+        str | None, typer.Option("--a", help="Label of the first model (default: the first in the outputs)")
+    ] = None,
+    b: Annotated[
+        str | None, typer.Option("--b", help="Label of the second model (default: the other one)")
+    ] = None,
+    backend: Annotated[
+        str,
+        typer.Option(help="ollama, openai (any OpenAI-compatible endpoint) or llama.cpp (a GGUF in-process)"),
+    ] = "ollama",
+    base_url: Annotated[
+        str | None,
+        typer.Option(help="Server URL (default: OLLAMA_HOST / localhost:11434, or api.openai.com)"),
+    ] = None,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key (openai backend)")
+    ] = "OPENAI_API_KEY",
+    temperature: Annotated[float, typer.Option(**ranged("Judge sampling temperature", min=0, max=100))] = 0.0,
+    max_tokens: Annotated[
+        int, typer.Option(**ranged("Most tokens the judge may write per verdict", min=1))
+    ] = 512,
+    context_chars: Annotated[
+        int | None, typer.Option(**ranged("Show the judge only the last N characters of each context", min=1))
+    ] = None,
+    limit: Annotated[int | None, typer.Option(**ranged("Judge only the first N items", min=1))] = None,
+    n_ctx: Annotated[
+        int, typer.Option(**ranged("With llama.cpp: the context the judge is loaded with", min=256))
+    ] = 4096,
+    timeout: Annotated[float, typer.Option(**ranged("Seconds to wait for one verdict", above=0))] = 300.0,
+    retries: Annotated[
+        int, typer.Option(**ranged("Retries per verdict on 429/5xx/timeouts", min=0, max=100))
+    ] = 2,
+    force: Force = False,
+) -> None:
+    """A judge model compares two models' continuations of the same contexts, in both orders, on a rubric:
+    win rate with its 95% interval, per criterion, and the judge's consistency; table, JSON and PNG."""
+    from pipeline.data import backends
+    from pipeline.evaluate import judge, judge_report, records
+
+    check_outputs(out, JUDGE_FILES, force)
+    try:
+        rows = [row for path in outputs for row in records.read_jsonl(_outputs_file(path))]
+        a, b = judge.pick_labels(rows, a, b)
+        items = judge.pair_items(rows, a, b)[:limit]
+    except (records.InputError, judge.JudgeError) as e:
+        raise _fail(str(e)) from None
+    settings = backends.Settings(judge_model, backend, base_url, api_key_env, timeout, temperature,
+                                 max_tokens, n_ctx=n_ctx, role="judge")  # fmt: skip
+    try:
+        with _progress() as bars:
+            task = bars.add_task(f"judging {a} vs {b}", total=2 * len(items))
+            judged = _judge_all(settings, items, context_chars, retries, lambda: bars.advance(task))
+    except backends.Fatal as e:
+        raise _fail(str(e)) from None
+    summary = judge.summarize(judged)
+    shown = {"judge": judge_model, "backend": backend, "base_url": base_url, "temperature": temperature,
+             "max_tokens": max_tokens, "context_chars": context_chars,
+             "inputs": [str(p) for p in outputs]}  # fmt: skip
+    result = {"prompt_version": judge.PROMPT_VERSION, "a": a, "b": b, "settings": shown, **summary,
+              "judge_prompt": {"system": judge.SYSTEM, "user": judge.RUBRIC}}  # fmt: skip
+    table = judge_report.markdown(summary, a, b, shown)
+    records.write_jsonl(out / "verdicts.jsonl", judge.verdict_rows(judged, a, b))
+    records.write_json(out / "summary.json", result)
+    from contract import atomic
+
+    atomic.write_text(out / "table.md", table)
+    judge_report.write_chart(out / "chart.png", summary, a, b)
+    _print_judged(summary, a, b)
+    console.print(f"wrote {out}/verdicts.jsonl, summary.json, table.md, chart.png")
+
+
+def _outputs_file(path: Path) -> Path:
+    return path / "outputs.jsonl" if path.is_dir() else path
+
+
+def _judge_all(settings, items, context_chars, retries, advance) -> list:
+    """Each item judged twice (a shown first, then b), one request at a time."""
+    import asyncio
+
+    from pipeline.data import backends
+    from pipeline.evaluate import judge
+
+    async def ask(client, messages: list[dict]) -> str:
+        for attempt in range(retries + 1):
+            try:
+                return (await client.complete(messages)).text
+            except backends.Transient as e:
+                if attempt == retries:
+                    raise backends.Fatal(
+                        f"{e} ({retries + 1} tries): check the judge's server, then rerun"
+                    ) from None
+                await asyncio.sleep(e.retry_after or 2.0**attempt)
+        raise AssertionError("unreachable")
+
+    async def go() -> list:
+        client = backends.make_backend(settings)
+        try:
+            judged = []
+            for item in items:
+                replies = []
+                for first, second in ((item.a, item.b), (item.b, item.a)):
+                    replies.append(
+                        await ask(client, judge.messages(item.context, first, second, context_chars))
+                    )
+                    advance()
+                verdicts = (judge.parse_verdict(replies[0]), judge.parse_verdict(replies[1]))
+                judged.append(judge.Judged(item, (replies[0], replies[1]), verdicts))
+            return judged
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def _print_judged(summary: dict, a: str, b: str) -> None:
+    from pipeline.evaluate import judge_report
+
+    table = Table(title=f"{a} vs {b}, judged in both orders (table.md has every count)")
+    for n, header in enumerate(("Criterion", f"Win rate of {a}", "95% interval", "Consistency", "Unread")):
+        table.add_column(header, justify="left" if n == 0 else "right")
+    for label, t in judge_report.rows(summary):
+        c = judge_report.cells(t)
+        table.add_row(label, c[0], c[1], c[7], c[6])
+    Console().print(table)
+    overall = summary["overall"]
+    if overall["unparsed_verdicts"]:
+        console.print(
+            f"[yellow]{overall['unparsed_verdicts']} verdicts could not be read (see verdicts.jsonl)[/yellow]"
+        )
 
 
 @app.command("perplexity")
