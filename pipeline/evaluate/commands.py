@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -262,10 +263,6 @@ def _engine_client(engine: str, models: dict[str, str], loras: list[str], n_ctx:
 @app.command("judge")
 @needs("eval judge", "eval")
 def judge_command(
-    outputs: Annotated[
-        list[Path],
-        typer.Argument(help="`eval compare` output folders (or their outputs.jsonl) holding both models"),
-    ],
     judge_model: Annotated[
         str,
         typer.Option(
@@ -273,6 +270,10 @@ def judge_command(
         ),
     ],
     out: OutDir,
+    outputs: Annotated[
+        list[Path] | None,
+        typer.Argument(help="`eval compare` output folders (or their outputs.jsonl) holding both models"),
+    ] = None,
     a: Annotated[
         str | None, typer.Option("--a", help="Label of the first model (default: the first in the outputs)")
     ] = None,
@@ -299,25 +300,58 @@ def judge_command(
     ] = None,
     limit: Annotated[int | None, typer.Option(**ranged("Judge only the first N items", min=1))] = None,
     n_ctx: Annotated[
-        int, typer.Option(**ranged("With llama.cpp: the context the judge is loaded with", min=256))
+        int, typer.Option(**ranged("With llama.cpp: the context the judge and each model load with", min=256))
     ] = 4096,
     timeout: Annotated[float, typer.Option(**ranged("Seconds to wait for one verdict", above=0))] = 300.0,
     retries: Annotated[
         int, typer.Option(**ranged("Retries per verdict on 429/5xx/timeouts", min=0, max=100))
     ] = 2,
+    contexts_file: Annotated[
+        Path | None,
+        typer.Option("--contexts", help="Instead of OUTPUTS: contexts the two --model continue first"),
+    ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            help="With --contexts, twice: NAME=MODEL (an Ollama model, or a GGUF with "
+            "--engine llama.cpp); the first is a",
+        ),
+    ] = None,  # fmt: skip
+    field: Annotated[str, typer.Option(help="With --contexts: the field holding the context")] = "context",
+    host: Annotated[
+        str | None, typer.Option(help="With --contexts: the models' Ollama server (default: OLLAMA_HOST)")
+    ] = None,
+    engine: Annotated[
+        str, typer.Option(help="With --contexts: ollama, or llama.cpp (each --model NAME=FILE.gguf)")
+    ] = "ollama",
+    samples: Annotated[
+        int, typer.Option(**ranged("With --contexts: outputs per context and model", min=1, max=1000))
+    ] = 1,
+    seed: Annotated[
+        int, typer.Option(**ranged("With --contexts: seed of the first sample", min=0, max=2**31 - 1))
+    ] = 0,
+    num_predict: Annotated[
+        int | None, typer.Option(help="With --contexts: most tokens per output (default: as eval compare)")
+    ] = None,
     force: Force = False,
 ) -> None:
     """A judge model compares two models' continuations of the same contexts, in both orders, on a rubric:
     win rate with its 95% interval, per criterion, and the judge's consistency; table, JSON and PNG."""
     from pipeline.data import backends
-    from pipeline.evaluate import judge, judge_report, records
+    from pipeline.evaluate import compare, judge, judge_report, records
 
-    check_outputs(out, JUDGE_FILES, force)
+    generate = Generate(contexts_file, model or [], field, host, engine, n_ctx, samples, seed, num_predict)
+    check_outputs(out, JUDGE_FILES + (("outputs.jsonl",) if contexts_file else ()), force)
     try:
-        rows = [row for path in outputs for row in records.read_jsonl(_outputs_file(path))]
+        if bool(outputs) == bool(contexts_file):
+            raise judge.JudgeError(
+                "give either `eval compare` outputs or --contexts with two --model, not both or neither"
+            )
+        rows = _generated_rows(generate, limit) if contexts_file else _read_outputs(outputs or [])
         a, b = judge.pick_labels(rows, a, b)
         items = judge.pair_items(rows, a, b)[:limit]
-    except (records.InputError, judge.JudgeError) as e:
+    except (records.InputError, judge.JudgeError, compare.CompareError) as e:
         raise _fail(str(e)) from None
     settings = backends.Settings(judge_model, backend, base_url, api_key_env, timeout, temperature,
                                  max_tokens, n_ctx=n_ctx, role="judge")  # fmt: skip
@@ -328,12 +362,17 @@ def judge_command(
     except backends.Fatal as e:
         raise _fail(str(e)) from None
     summary = judge.summarize(judged)
-    shown = {"judge": judge_model, "backend": backend, "base_url": base_url, "temperature": temperature,
-             "max_tokens": max_tokens, "context_chars": context_chars,
-             "inputs": [str(p) for p in outputs]}  # fmt: skip
+    shown: dict[str, object] = {
+        "judge": judge_model, "backend": backend, "base_url": base_url, "temperature": temperature,
+        "max_tokens": max_tokens, "context_chars": context_chars, "inputs": [str(p) for p in outputs or []],
+    }  # fmt: skip
+    if contexts_file:  # the outputs were made here: how, as compare records it
+        shown["generated"] = {**asdict(generate), "contexts": str(contexts_file)}
     result = {"prompt_version": judge.PROMPT_VERSION, "a": a, "b": b, "settings": shown, **summary,
               "judge_prompt": {"system": judge.SYSTEM, "user": judge.RUBRIC}}  # fmt: skip
     table = judge_report.markdown(summary, a, b, shown)
+    if contexts_file:
+        records.write_jsonl(out / "outputs.jsonl", rows)
     records.write_jsonl(out / "verdicts.jsonl", judge.verdict_rows(judged, a, b))
     records.write_json(out / "summary.json", result)
     from contract import atomic
@@ -344,8 +383,62 @@ def judge_command(
     console.print(f"wrote {out}/verdicts.jsonl, summary.json, table.md, chart.png")
 
 
-def _outputs_file(path: Path) -> Path:
-    return path / "outputs.jsonl" if path.is_dir() else path
+def _read_outputs(paths: list[Path]) -> list[dict]:
+    """The rows of `eval compare` outputs: a folder stands for its outputs.jsonl."""
+    from pipeline.evaluate import records
+
+    files = [path / "outputs.jsonl" if path.is_dir() else path for path in paths]
+    return [row for file in files for row in records.read_jsonl(file)]
+
+
+@dataclass(frozen=True)
+class Generate:
+    """What `eval judge --contexts` needs to have the two models continue the contexts first."""
+
+    contexts: Path | None
+    models: list[str]
+    field: str
+    host: str | None
+    engine: str
+    n_ctx: int
+    samples: int
+    seed: int
+    num_predict: int | None
+
+
+def _generated_rows(g: Generate, limit: int | None) -> list[dict]:
+    """The two models' outputs, as `eval compare` makes them (same requests and seeds), unscored."""
+    from contract.serving import resolve_host
+    from pipeline.evaluate import compare, judge, metrics, records
+
+    models = compare.parse_models(g.models)
+    if len(models) != 2:
+        raise judge.JudgeError(f"--contexts needs two --model NAME=MODEL to compare, not {len(models)}")
+    assert g.contexts is not None
+    contexts = records.contexts(records.read_jsonl(g.contexts)[:limit], g.field, None, g.contexts)
+    client = _engine_client(g.engine, models, [], g.n_ctx)
+    options = {} if g.num_predict is None else {"num_predict": g.num_predict}
+    try:
+        with _progress() as bars:
+            task = bars.add_task("generating", total=2 * len(contexts) * g.samples)
+            names = models if client is None else {label: label for label in models}
+            runs = compare.run_all(
+                resolve_host(g.host), names, contexts, g.samples, g.seed, options,
+                on_output=lambda: bars.advance(task),
+                on_model=lambda label: bars.update(task, description=f"generating: {label}"),
+                client=client,
+            )  # fmt: skip
+    finally:
+        if client is not None:
+            client.close()
+    for run in runs:
+        if run.status != compare.OK:
+            raise judge.JudgeError(f"{run.label}: {run.note}")
+    return [
+        {"model": run.label, **o, **metrics.split_output(o["output"], o["length"])}
+        for run in runs
+        for o in run.outputs
+    ]
 
 
 def _judge_all(settings, items, context_chars, retries, advance) -> list:

@@ -41,19 +41,30 @@ def scripted_judge(body: dict) -> str:
 
 
 @pytest.fixture
-def compared(fake_ollama, tmp_path):
-    """The outputs of `eval compare` for tuned and base on four contexts."""
+def server(fake_ollama):
+    """Two writers, tuned (our writer template) and base (a plain model), and the scripted judge."""
     fake_ollama.add_model("writer", template=writer_template())
     fake_ollama.add_model("plain", template="<|im_start|>user\n{{ .Prompt }}<|im_end|>\n")
     fake_ollama.add_model("judge", template="{{ .System }}\n{{ .Prompt }}")
     fake_ollama.script("writer", text=story)
     fake_ollama.script("plain", text=lambda body: PLAIN)
     fake_ollama.script("judge", text=scripted_judge)
-    contexts = tmp_path / "contexts.jsonl"
-    contexts.write_text("".join(json.dumps({"context": c}) + "\n" for c in CONTEXTS))
+    return fake_ollama
+
+
+@pytest.fixture
+def contexts(tmp_path):
+    path = tmp_path / "contexts.jsonl"
+    path.write_text("".join(json.dumps({"context": c}) + "\n" for c in CONTEXTS))
+    return path
+
+
+@pytest.fixture
+def compared(server, contexts, tmp_path):
+    """The outputs of `eval compare` for tuned and base on four contexts."""
     out = tmp_path / "cmp"
     result = run("compare", "--model", "tuned=writer", "--model", "base=plain", "--contexts", contexts,
-                 "--host", fake_ollama.url, "--workers", "1", "-o", out)  # fmt: skip
+                 "--host", server.url, "--workers", "1", "-o", out)  # fmt: skip
     assert result.exit_code == 0, result.output
     return out
 
@@ -62,9 +73,9 @@ def run(verb: str, *args):
     return CliRunner().invoke(app, ["eval", verb, *map(str, args)])
 
 
-def test_judge_compares_two_models_in_both_orders(compared, fake_ollama, tmp_path):
+def test_judge_compares_two_models_in_both_orders(compared, server, tmp_path):
     out = tmp_path / "judged"
-    result = run("judge", compared, "--judge", "judge", "--base-url", fake_ollama.url, "-o", out)
+    result = run("judge", compared, "--judge", "judge", "--base-url", server.url, "-o", out)
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["a"], summary["b"], summary["prompt_version"]) == ("tuned", "base", judge.PROMPT_VERSION)
@@ -80,7 +91,7 @@ def test_judge_compares_two_models_in_both_orders(compared, fake_ollama, tmp_pat
     assert criteria["prose"]["win_rate"] == 0.0 and criteria["prose"]["judged"] == 1
     assert summary["judge_prompt"]["user"] == judge.RUBRIC
 
-    gens = [g for g in fake_ollama.calls("/api/generate") if g["model"].startswith("judge")]
+    gens = [g for g in server.calls("/api/generate") if g["model"].startswith("judge")]
     assert len(gens) == 2 * len(CONTEXTS) and all(g["options"]["temperature"] == 0 for g in gens)
     assert all(g["system"] == judge.SYSTEM and g["prompt"].count(judge.RUBRIC[:40]) == 1 for g in gens)
     verdicts = [json.loads(line) for line in (out / "verdicts.jsonl").read_text().splitlines()]
@@ -95,9 +106,42 @@ def test_judge_compares_two_models_in_both_orders(compared, fake_ollama, tmp_pat
     assert "66.7%" in result.output and "2 verdicts could not be read" in result.output
 
 
-def test_a_judge_the_server_lacks_is_named_and_nothing_is_written(compared, fake_ollama, tmp_path):
+def test_one_command_generates_then_judges(server, contexts, tmp_path):
     out = tmp_path / "judged"
-    result = run("judge", compared / "outputs.jsonl", "--judge", "gone", "--base-url", fake_ollama.url,
+    result = run("judge", "--contexts", contexts, "--model", "tuned=writer", "--model", "base=plain",
+                 "--host", server.url, "--judge", "judge", "--base-url", server.url, "-o", out)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["a"], summary["b"]) == ("tuned", "base")
+    assert summary["overall"]["win_rate"] == pytest.approx(2 / 3) and summary["overall"]["judged"] == 3
+    outputs = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
+    assert len(outputs) == 2 * len(CONTEXTS)
+    assert {o["answer"] for o in outputs if o["model"] == "base"} == {PLAIN}
+    assert "95% interval" in result.output
+    generated = summary["settings"]["generated"]
+    assert generated["models"] == ["tuned=writer", "base=plain"] and generated["contexts"] == str(contexts)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "give either `eval compare` outputs or --contexts"),
+        (["--model", "tuned=writer"], "needs two --model NAME=MODEL to compare, not 1"),
+        (["--model", "tuned=writer", "--model", "base=gone"], "base: `gone` is not on the server"),
+    ],
+)
+def test_generating_needs_two_models_that_exist(server, contexts, tmp_path, args, message):
+    out = tmp_path / "judged"
+    extra = ["--contexts", contexts] if args else []
+    result = run("judge", *extra, *args, "--host", server.url, "--judge", "judge", "--base-url", server.url,
+                 "-o", out)  # fmt: skip
+    assert result.exit_code == 2 and message in result.output
+    assert not out.exists()
+
+
+def test_a_judge_the_server_lacks_is_named_and_nothing_is_written(compared, server, tmp_path):
+    out = tmp_path / "judged"
+    result = run("judge", compared / "outputs.jsonl", "--judge", "gone", "--base-url", server.url,
                  "-o", out)  # fmt: skip
     assert result.exit_code == 2
     assert "the judge model 'gone' is not on" in result.output and "--judge" in result.output
