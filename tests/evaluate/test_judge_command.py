@@ -189,3 +189,38 @@ def test_the_small_real_model_judges_in_process(tmp_path, smollm2_gguf):
     assert len(verdicts) == 2 and all(isinstance(v["reply"], str) for v in verdicts)
     assert all(v["parsed"] == (v["overall"] is not None) for v in verdicts)
     assert "Consistency" in (out / "table.md").read_text()
+
+
+def test_an_openai_compatible_judge_is_retried_past_a_busy_server(tmp_path):
+    from tests.fakes.openai import FakeOpenAI, Step
+
+    _outputs(tmp_path / "outputs.jsonl", {"tuned": CONTEXTS[:2], "base": CONTEXTS[:2]})
+
+    def prefers_tuned(body: dict) -> str:
+        user = body["messages"][1]["content"]
+        return "Overall: A" if user.index("tuned continues") < user.index("base continues") else "Overall: B"
+
+    with FakeOpenAI(reply=prefers_tuned) as server:
+        server.queue(Step(status=503, retry_after=0.01))
+        openai = ("--judge", "judge-model", "--backend", "openai", "--base-url", server.url)
+        result = run("judge", tmp_path, *openai, "-o", tmp_path / "judged")
+        assert result.exit_code == 0, result.output
+        assert len(server.requests) == 1 + 4  # the refused one, then two items in two orders
+        assert server.requests[-1]["messages"][0] == {"role": "system", "content": judge.SYSTEM}
+        overall = json.loads((tmp_path / "judged" / "summary.json").read_text())["overall"]
+        assert (overall["win_rate"], overall["consistency"], overall["a_both"]) == (1.0, 1.0, 2)
+
+        server.queue(*[Step(status=503, retry_after=0.01)] * 2)
+        out = tmp_path / "again"
+        result = run("judge", tmp_path, *openai, "--retries", "1", "-o", out)
+        assert result.exit_code == 2 and "503" in result.output and "(2 tries)" in result.output
+        assert not out.exists()
+
+
+def test_a_judge_gguf_that_is_not_there_is_named(tmp_path):
+    _outputs(tmp_path / "outputs.jsonl", {"tuned": CONTEXTS[:1], "base": CONTEXTS[:1]})
+    out = tmp_path / "judged"
+    result = run("judge", tmp_path, "--judge", tmp_path / "gone.gguf", "--backend", "llama.cpp", "-o", out)
+    assert result.exit_code == 2 and "the judge" in result.output
+    assert "gone.gguf is not a file" in result.output
+    assert not out.exists()
