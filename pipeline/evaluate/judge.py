@@ -79,12 +79,13 @@ class Verdict:
         return self.overall is not None
 
 
-_KEYS = (  # a line's label, by the first pattern that matches it
-    (OVERALL, re.compile(r"overall|verdict|winner|final|better|prefer|decision|choice|result")),
+_FIRST_KEY = re.compile(r"^(?:overall|final|verdict|winner)")  # 'Overall prose: A' is the overall verdict
+_KEYS = (  # else a line's label, by the first pattern that matches it ('context better: A' is context)
     ("context", re.compile(r"context|follow|consisten|coheren")),
     ("motivation", re.compile(r"motiv|character")),
     ("pacing", re.compile(r"pac|plot|progress")),
-    ("prose", re.compile(r"prose|style|writing|language|quality")),
+    ("prose", re.compile(r"prose|style|writing|language")),
+    (OVERALL, re.compile(r"overall|verdict|winner|better|prefer|decision|choice|result")),
 )
 _LINE = re.compile(r"^[\s>*#\-\d.)]*(?P<key>[a-z][a-z /'()-]{0,40}?)\s*(?:[:=]|\s-\s|\s–\s)\s*(?P<value>.+)$")
 _TIE_WORDS = r"(?:tie|tied|equal|both|neither|draw|same|even)\b"
@@ -114,23 +115,23 @@ def _choice(value: str) -> str | None:
 
 
 def _label(key: str) -> str | None:
+    if _FIRST_KEY.match(key):
+        return OVERALL
     return next((name for name, pattern in _KEYS if pattern.search(key)), None)
 
 
 def parse_verdict(text: str) -> Verdict:
     """Read a judge's reply leniently: 'label: choice' lines in any order, case and markup (the first
-    line of each label counts); without an overall line, a reply that is one choice ('B', '[[A]]',
-    'Continuation B is better'). Whatever cannot be read is None, never a tie."""
-    text = re.sub(
-        r"(?s)<think>.*?</think>", "", text or ""
-    )  # a reasoning model's thoughts are not its verdict
+    readable line of each label counts, so an echoed '### Context: ...' does not hide the verdict);
+    without an overall line, a reply that is one choice ('B', '[[A]]', 'Continuation B is better').
+    Whatever cannot be read is None, never a tie."""
+    # A reasoning model's thoughts are not its verdict (unclosed: it ran out of tokens while thinking).
+    text = re.sub(r"(?s)<think>.*?(?:</think>|$)", "", text or "")
     found: dict[str, str | None] = {}
     for line in text.splitlines():
         m = _LINE.match(re.sub(r"[*_`]", "", line).strip().lower())
-        if not m:
-            continue
-        label = _label(m["key"])
-        if label is not None and label not in found:
+        label = _label(m["key"]) if m else None
+        if m and label is not None and found.get(label) is None:
             found[label] = _choice(m["value"])
     overall = found.get(OVERALL) or _lone_choice(text)
     return Verdict(overall, {c: found.get(c) for c in CRITERIA})

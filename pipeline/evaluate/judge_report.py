@@ -19,10 +19,14 @@ COLUMNS = ("Criterion", "Win rate of {a}", "95% interval", "{a} both orders", "{
            "Tie both", "Split", "Unparsed verdicts", "Consistency")  # fmt: skip
 METHOD = (
     "Win rate of {a} over {b}: items score 1 when {a} wins, 0.5 for a tie, 0 when {b} wins, averaged over "
-    "the two orders each item was shown in; 95% Wilson score interval over the {n} judged items "
+    "the two orders each item was shown in; 95% Wilson score interval over the {n} judged "
     "(conservative with ties). Consistency: share of items whose two orders agree. An unparsed verdict "
     "is left out of its item, never counted a tie."
 )
+
+
+def _items(n: int) -> str:
+    return f"{n} item" if n == 1 else f"{n} items"
 
 
 def _pct(value: float | None) -> str:
@@ -60,15 +64,15 @@ def markdown(summary: dict, a: str, b: str, settings: dict) -> str:
     overall = summary[judge.OVERALL]
     notes = [
         "",
-        METHOD.format(a=a, b=b, n=overall["judged"]),
+        METHOD.format(a=a, b=b, n=_items(overall["judged"])),
         f"Judge: `{settings['judge']}` ({settings['backend']}), prompt {judge.PROMPT_VERSION}; "
-        f"{overall['items']} items, each judged in both orders.",
+        f"{_items(overall['items'])}, each judged in both orders.",
     ]
     if summary["first_shown_rate"] is not None:
         notes.append(f"The judge chose the continuation shown first in {_pct(summary['first_shown_rate'])} "
                      "of its decisive verdicts (50% is no position bias).")  # fmt: skip
     if overall["unparsed"]:
-        notes.append(f"{overall['unparsed']} items had no readable verdict in either order and are left out.")
+        notes.append(f"{_items(overall['unparsed'])} had no readable verdict in either order: left out.")
     return "\n".join(lines) + "\n" + "\n".join(notes) + "\n"
 
 

@@ -25,6 +25,8 @@ FULL = "context: A\nmotivation: B\npacing: tie\nprose: A\noverall: A"
         ("Continuation B is better: it keeps the storm.", B),
         ("<think>A reads well, but the overall: A line is a thought</think>\nOverall: B", B),
         ("OVERALL = b is better than a", B),
+        ("### Context: The storm raged.\nContext better: B\nOverall prose: A", A),  # echo, then verdicts
+        ("<think>Overall: A, surely. But wait", None),  # out of tokens while thinking
         # unreadable: never silently a tie
         ("Overall: A and B", None),
         ("I think both are nice stories about the sea and its moods.", None),
@@ -40,7 +42,7 @@ def test_verdicts_are_read_leniently_and_unreadable_ones_stay_unread(reply, over
 def test_criteria_are_read_per_line_and_missing_ones_are_none():
     v = judge.parse_verdict(FULL)
     assert v.criteria == {"context": A, "motivation": B, "pacing": TIE, "prose": A} and v.ok
-    partial = judge.parse_verdict("Follows the context: **B**\nOverall: A")
+    partial = judge.parse_verdict("### Context: The storm.\nFollows the context better: **B**\nOverall: A")
     assert partial.criteria == {"context": B, "motivation": None, "pacing": None, "prose": None}
 
 
