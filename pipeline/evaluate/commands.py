@@ -344,6 +344,8 @@ def judge_command(
     generate = Generate(contexts_file, model or [], field, host, engine, n_ctx, samples, seed, num_predict)
     check_outputs(out, JUDGE_FILES + (("outputs.jsonl",) if contexts_file else ()), force)
     try:
+        if backend not in backends.BACKENDS:  # before any model is asked to write
+            raise judge.JudgeError(f"--backend {backend!r}: use one of {', '.join(backends.BACKENDS)}")
         if bool(outputs) == bool(contexts_file):
             raise judge.JudgeError(
                 "give either `eval compare` outputs or --contexts with two --model, not both or neither"
