@@ -140,9 +140,10 @@ def test_generating_needs_two_models_that_exist(server, contexts, tmp_path, args
     assert not out.exists()
 
 
-def test_a_judge_the_server_lacks_is_named_and_nothing_is_written(compared, server, tmp_path):
+def test_a_judge_the_server_lacks_is_named_and_nothing_is_written(server, tmp_path):
+    _outputs(tmp_path / "outputs.jsonl", {"tuned": CONTEXTS[:1], "base": CONTEXTS[:1]})
     out = tmp_path / "judged"
-    result = run("judge", compared / "outputs.jsonl", "--judge", "gone", "--base-url", server.url,
+    result = run("judge", tmp_path / "outputs.jsonl", "--judge", "gone", "--base-url", server.url,
                  "-o", out)  # fmt: skip
     assert result.exit_code == 2
     assert "the judge model 'gone' is not on" in result.output and "--judge" in result.output
