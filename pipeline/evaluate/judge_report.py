@@ -87,7 +87,7 @@ def write_chart(path: str | Path, summary: dict, a: str, b: str) -> Path:
     high = [t["ci95"][1] - t["win_rate"] for _, t in shown]
     ax.barh(ys, rates, xerr=[low, high], capsize=4, color="#4c72b0")
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=1)
-    ax.set_yticks(ys, [label for label, _ in shown])
+    ax.set_yticks(ys, [f"{label}\n{_items(t['judged'])}" for label, t in shown])  # how many items
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"win rate of {a} over {b} (95% interval)")
     ax.set_title(f"{a} vs {b}: judged pairwise, both orders", fontsize=10)
