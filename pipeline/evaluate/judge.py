@@ -173,6 +173,10 @@ def labels_of(rows: Iterable[dict]) -> list[str]:
 def pick_labels(rows: Sequence[dict], a: str | None, b: str | None) -> tuple[str, str]:
     """The two models to compare: as given, or the only two the outputs hold."""
     labels = labels_of(rows)
+    if not labels:
+        raise JudgeError(
+            "the outputs name no model (no 'model' field): give the outputs.jsonl `eval compare` wrote"
+        )
     if a is None and b is None and len(labels) == 2:
         return labels[0], labels[1]
     if a is None or b is None:

@@ -150,9 +150,9 @@ def test_a_judge_the_server_lacks_is_named_and_nothing_is_written(server, tmp_pa
     assert not out.exists()
 
 
-def _outputs(path, rows_by_model: dict[str, list[str]]) -> None:
-    rows = [{"model": m, "context_index": i, "sample": 0, "prompt": prompt.render_prompt(c),
-             "answer": f"{m} continues: {c.split()[1]} went on."}
+def _outputs(path, rows_by_model: dict[str | None, list[str]]) -> None:
+    rows = [{**({"model": m} if m else {}), "context_index": i, "sample": 0,
+             "prompt": prompt.render_prompt(c), "answer": f"{m} continues: {c.split()[1]} went on."}
             for m, ctxs in rows_by_model.items() for i, c in enumerate(ctxs)]  # fmt: skip
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -163,6 +163,7 @@ def _outputs(path, rows_by_model: dict[str, list[str]]) -> None:
         ({"a.jsonl": {"tuned": CONTEXTS[:2]}, "b.jsonl": {"base": CONTEXTS[1:3]}}, "different prompts"),
         ({"a.jsonl": {"tuned": CONTEXTS[:2], "base": CONTEXTS[:1]}}, "rerun `eval compare`"),
         ({"a.jsonl": {}}, "holds no rows"),
+        ({"a.jsonl": {None: CONTEXTS[:1]}}, "the outputs name no model (no 'model' field)"),
     ],
 )
 def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, files, message):
