@@ -350,13 +350,17 @@ def judge_command(
             raise judge.JudgeError(
                 "give either `eval compare` outputs or --contexts with two --model, not both or neither"
             )
+        settings = backends.Settings(judge_model, backend, base_url, api_key_env, timeout, temperature,
+                                     max_tokens, n_ctx=n_ctx, role="judge")  # fmt: skip
+        if contexts_file:
+            _check_judge(
+                settings
+            )  # before the models write: their outputs are lost if the judge is not there
         rows = _generated_rows(generate, limit) if contexts_file else _read_outputs(outputs or [])
         a, b = judge.pick_labels(rows, a, b)
         items = judge.pair_items(rows, a, b)[:limit]
-    except (records.InputError, judge.JudgeError, compare.CompareError) as e:
+    except (records.InputError, judge.JudgeError, compare.CompareError, backends.Fatal) as e:
         raise _fail(str(e)) from None
-    settings = backends.Settings(judge_model, backend, base_url, api_key_env, timeout, temperature,
-                                 max_tokens, n_ctx=n_ctx, role="judge")  # fmt: skip
     try:
         with _progress() as bars:
             task = bars.add_task(f"judging {a} vs {b}", total=2 * len(items))
@@ -383,6 +387,34 @@ def judge_command(
     judge_report.write_chart(out / "chart.png", summary, a, b)
     _print_judged(summary, a, b)
     console.print(f"wrote {out}/verdicts.jsonl, summary.json, table.md, chart.png")
+
+
+def _check_judge(settings) -> None:
+    """Fatal unless the judge answers: a one-token request to a server, the file for llama.cpp (loading
+    a large GGUF twice would cost more than it saves)."""
+    import asyncio
+    from dataclasses import replace
+
+    from contract import local_engine
+    from pipeline.data import backends
+
+    if settings.backend == "llama.cpp":
+        try:
+            local_engine.resolve_gguf(settings.model)
+        except local_engine.ModelNotLoadable as e:
+            raise backends.Fatal(f"the judge {settings.model!r}: {e}") from None
+        return
+
+    async def ask() -> None:
+        client = backends.make_backend(replace(settings, max_tokens=1))
+        try:
+            await client.complete([{"role": "user", "content": "Answer with the letter A."}])
+        except backends.Transient as e:
+            raise backends.Fatal(f"the judge {settings.model!r} does not answer: {e}") from None
+        finally:
+            await client.aclose()
+
+    asyncio.run(ask())
 
 
 def _read_outputs(paths: list[Path]) -> list[dict]:

@@ -29,6 +29,8 @@ def scripted_judge(body: dict) -> str:
     """Per context: 1 always prefers tuned (both orders agree); 2 always says A (position bias: the
     orders split); 3 answers nothing readable; 4 calls a tie. Context 1 also answers every criterion."""
     text = body["prompt"]
+    if "### Continuation A:" not in text:  # the check that the judge answers at all
+        return "A"
     first = text.split("### Continuation A:\n", 1)[1].split("### Continuation B:", 1)[0]
     tuned, base = ("A", "B") if PLAIN not in first else ("B", "A")
     if CONTEXTS[0] in text:
@@ -129,15 +131,19 @@ def test_one_command_generates_then_judges(server, contexts, tmp_path):
         (["--model", "tuned=writer"], "needs two --model NAME=MODEL to compare, not 1"),
         (["--model", "a=writer", "--model", "b=plain", "--backend", "vllm"], "--backend 'vllm': use one of"),
         (["--model", "tuned=writer", "--model", "base=gone"], "base: `gone` is not on the server"),
+        (["--model", "tuned=writer", "--model", "base=plain", "--judge", "nope"], "the judge model 'nope'"),
     ],
 )
 def test_generating_needs_two_models_that_exist(server, contexts, tmp_path, args, message):
     out = tmp_path / "judged"
     extra = ["--contexts", contexts] if args else []
-    result = run("judge", *extra, *args, "--host", server.url, "--judge", "judge", "--base-url", server.url,
+    judge_flag = [] if "--judge" in args else ["--judge", "judge"]
+    result = run("judge", *extra, *args, "--host", server.url, *judge_flag, "--base-url", server.url,
                  "-o", out)  # fmt: skip
     assert result.exit_code == 2 and message in result.output
     assert not out.exists()
+    if "nope" in args:  # the judge is asked first: no model wrote a word for nothing
+        assert not [g for g in server.calls("/api/generate") if g["model"] != "nope"]
 
 
 def test_a_judge_the_server_lacks_is_named_and_nothing_is_written(server, tmp_path):
