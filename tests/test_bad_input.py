@@ -76,6 +76,7 @@ OUTPUTS = [
     (["feedback", "stats", "--db", "bot.db", "-o", "OUT"], "folder"),
     (["eval", "metrics", "texts.jsonl", "-o", "OUT"], "folder"),
     (["eval", "compare", "--model", "a=x", "--contexts", "contexts.jsonl", "-o", "OUT"], "folder"),
+    (["eval", "judge", "texts.jsonl", "--judge", "j", "-o", "OUT"], "folder"),
     (["train", "--base", "adir", "--data", "texts.jsonl", "-o", "OUT", "--no-qlora"], "folder"),
     (["models", "tiny", "--books", "adir", "-o", "OUT"], "folder"),
 ]
@@ -113,6 +114,10 @@ EXISTING = [
     (
         ["eval", "compare", "--model", "a=x", "--contexts", "contexts.jsonl", "-o", "done"],
         "outputs.jsonl already exists",
+    ),
+    (
+        ["eval", "judge", "texts.jsonl", "--judge", "j", "-o", "done"],
+        "summary.json already exists: pass --force",
     ),
     (["models", "tiny", "--books", "adir", "-o", "done"], "done already exists: pass --force"),
 ]
@@ -167,6 +172,8 @@ NUMBERS = [
         "--limit",
     ),
     (["eval", "perplexity", "--base", "adir", "--data", "texts.jsonl", "--batch-size", "0"], "--batch-size"),
+    (["eval", "judge", "texts.jsonl", "--judge", "j", "-o", "new", "--max-tokens", "0"], "--max-tokens"),
+    (["eval", "judge", "texts.jsonl", "--judge", "j", "-o", "new", "--temperature", "-1"], "--temperature"),
     (["modelfile", "--from", "qwen2.5:7b", "-o", "new.Modelfile", "--num-ctx", "999999999999"], "--num-ctx"),
     (["modelfile", "--from", "qwen2.5:7b", "-o", "new.Modelfile", "--num-ctx", "0"], "--num-ctx"),
     ([*FEEDBACK, "-o", "new.jsonl", "--min-votes", "100000000000000000000"], "--min-votes"),

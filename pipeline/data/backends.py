@@ -55,6 +55,7 @@ class Settings:
     max_tokens: int = 2048
     lora: str | None = None  # llama.cpp: a GGUF adapter on the teacher
     n_ctx: int = 4096  # llama.cpp: the context the teacher is loaded with
+    role: str = "teacher"  # what the model is to the caller, in messages (its flag is --ROLE)
 
 
 class OllamaBackend:
@@ -88,8 +89,8 @@ class OllamaBackend:
             )
         except ollama.ResponseError as e:
             if e.status_code == 404:
-                raise Fatal(f"the teacher model {self.s.model!r} is not on {self.url}: "
-                            f"ollama pull {self.s.model} (or pick another --teacher)") from None  # fmt: skip
+                what, fix = f"the {self.s.role} model {self.s.model!r}", f"ollama pull {self.s.model}"
+                raise Fatal(f"{what} is not on {self.url}: {fix} (or pick another --{self.s.role})") from None
             if e.status_code == 429 or e.status_code >= 500 or e.status_code == -1:
                 raise Transient(f"Ollama answered {e.status_code}: {e.error}") from None
             raise Fatal(f"Ollama refused the request ({e.status_code}): {e.error}") from None
@@ -99,7 +100,7 @@ class OllamaBackend:
             raise Transient(f"cannot reach Ollama at {self.url} ({e})", unreachable=True) from None
         except ValueError as e:  # a body that is not Ollama's JSON, or a writer prompt not of ours
             if type(e).__name__ == "ServingError":
-                raise Fatal(f"the teacher {self.s.model!r}: {e}") from None
+                raise Fatal(f"the {self.s.role} {self.s.model!r}: {e}") from None
             raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
         return Reply(r.response or "", r.prompt_eval_count or 0, r.eval_count or 0)
 
@@ -208,7 +209,7 @@ class LlamaCppBackend:
                 # No timeout: a thread cannot be stopped, and a second request must not run beside it.
                 text, stats = await asyncio.to_thread(self._model.complete, request, options)
             except (local_engine.EngineError, serving.ServingError) as e:
-                raise Fatal(f"the teacher {self.s.model!r}: {e}") from None
+                raise Fatal(f"the {self.s.role} {self.s.model!r}: {e}") from None
         return Reply(text, stats.get("prompt_eval_count") or 0, stats.get("eval_count") or 0)
 
     async def aclose(self) -> None:
