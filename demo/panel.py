@@ -22,13 +22,13 @@ saw, each naming a character (a context that names no one cannot be liked).
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from dataclasses import dataclass
 
 from contract import prompt
 from pipeline.data.sentences import split_sentences
+from pipeline.evaluate.judge import wilson
 
 # Capitalised words that are not names: sentence openers, pronouns, titles alone, days and months.
 _STOP_WORDS = """I A An The This That These Those There Then Than Now Here He She It We You They
@@ -134,21 +134,11 @@ def act(context: str, outputs: tuple[str, str], human: str, asked_words: int) ->
     return Act(ratings, "edit", text=text) if text else Act(ratings, "erase")
 
 
-def wilson(liked: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95% Wilson score interval of a proportion liked/n (sound at 0, n and small n)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = liked / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
-
-
 def rate(verdicts: list[Verdict]) -> dict:
     """The panel's figures for one model: the preference rate, its interval, and each criterion's rate."""
     n = len(verdicts)
     liked = sum(v.liked for v in verdicts)
-    low, high = wilson(liked, n)
+    low, high = wilson(liked, n) or (0.0, 1.0)  # no verdicts: nothing known
     share = lambda k: round(sum(getattr(v, k) for v in verdicts) / n, 4) if n else None  # noqa: E731
     return {
         "n": n,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from contract import prompt
 from demo import panel
 from demo.rows import derived_reasoning, derived_rows
@@ -35,13 +33,6 @@ def test_the_panel_likes_only_passages_meeting_all_three_criteria():
     assert (short.liked, short.near_length, short.names_a_character) == (False, False, True)
     nameless = panel.judge(CONTEXT, _output("She looked in. " * 30), 100)
     assert (nameless.liked, nameless.names_a_character) == (False, False)
-
-
-def test_wilson_interval_matches_the_formula_and_stays_inside_zero_one():
-    low, high = panel.wilson(8, 10)
-    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
-    assert panel.wilson(0, 5)[0] == 0.0 and panel.wilson(5, 5)[1] == 1.0
-    assert panel.wilson(0, 0) == (0.0, 1.0)
 
 
 def test_rate_counts_the_liked_and_each_criterion():
