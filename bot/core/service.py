@@ -103,6 +103,14 @@ class ContextPreview:
     settings_line: str = ""  # the story's settings as `/story settings` shows them
 
 
+@dataclass(frozen=True)
+class Retake:
+    """Another take on the story's newest model passage. `shown` is the take a button showed, which must
+    still be the newest; None (a command) takes whichever is."""
+
+    shown: int | None = None
+
+
 class StoryService:
     def __init__(
         self,
@@ -140,7 +148,7 @@ class StoryService:
         self, channel: Channel, member: Member, direction: str | None = None, length: str | None = None
     ) -> AsyncIterator[Event]:
         """The model writes the next passage; optional direction (a sentence) and length."""
-        return self._run(channel, member, direction, length, regenerate=None)
+        return self._run(channel, member, direction, length, retake=None)
 
     def regenerate(
         self, channel: Channel, member: Member, generation_id: int | None = None
@@ -149,13 +157,13 @@ class StoryService:
 
         `generation_id` (from a button) names the version the member saw; it must still be the newest.
         """
-        return self._run(channel, member, None, None, regenerate=generation_id or 0)
+        return self._run(channel, member, None, None, retake=Retake(generation_id))
 
     async def _run(
         self, channel: Channel, member: Member, direction: str | None, length: str | None,
-        regenerate: int | None,
+        retake: Retake | None,
     ) -> AsyncGenerator[Event, None]:  # fmt: skip
-        """A generation: its turn, its plan, then the model's stream (`regenerate`: see :meth:`_source`)."""
+        """A generation: its turn, its plan, then the model's stream (a new passage, or `retake`)."""
         direction = writer_prompt.defuse_control(direction) if direction else direction
         try:
             length = parse_length(length)
@@ -166,7 +174,7 @@ class StoryService:
             async for queued in turn.wait():
                 yield queued
             try:  # the story as it is now that its turn has come
-                source = self._source(channel, regenerate, direction, length)
+                source = self._source(channel, retake, direction, length)
                 plan = await self.assembler.plan(channel, source)
             except StoryError as exc:
                 yield Failed(str(exc))
@@ -180,24 +188,24 @@ class StoryService:
                     yield event
 
     def _source(
-        self, channel: Channel, regenerate: int | None, direction: str | None, length: str | None
+        self, channel: Channel, retake: Retake | None, direction: str | None, length: str | None
     ) -> Source:
-        """What to write from: the whole story (`regenerate` None), or the story before its newest model
-        passage (0: whichever it is; else the generation id the member saw, which must still be it)."""
+        """What to write from: the whole story (a new passage), or the story before its newest model
+        passage (a retake)."""
         story = self.show(channel)
         passages = list(story.passages)
-        if regenerate is None:
+        if retake is None:
             if not passages:
                 raise StoryError(
                     "the story is empty: write its opening first, then ask the model to continue"
                 )
             return Source(story.id, passages, None, direction, length)
         last = story.last
-        if regenerate:  # a button names the version it showed
-            gen = self.store.generation(regenerate)
+        if retake.shown is not None:  # a button names the version it showed
+            gen = self.store.generation(retake.shown)
             if gen is None or gen.channel_id != channel.id:
                 raise StoryError(NOT_IN_STORY)
-            if last is None or gen.passage_id != last.id or last.generation_id != regenerate:
+            if last is None or gen.passage_id != last.id or last.generation_id != retake.shown:
                 raise StoryError("only the newest model passage, as shown now, can be regenerated")
         if last is None or not last.by_model:
             raise StoryError("the newest passage is not the model's, nothing to regenerate: continue")
