@@ -275,11 +275,20 @@ SPLITS = ("train.jsonl", "val.jsonl")
 
 def story_openings(run: Run) -> list[dict]:
     """The console's stories: training windows whose opening names a character, so the held-out
-    contexts the panel judges later are ones its feedback never saw."""
+    contexts the panel judges later are ones its feedback never saw; spread over every training book,
+    as a community's stories are many, not one scene."""
     from pipeline.data.gutenberg import read_jsonl
 
     train = [w for w in read_jsonl(run.path("chunks.jsonl")) if w["split"] == "train"]
-    return [w for w in train if panel.characters(opening(w))][-run.sizes.stories :]
+    return spread([w for w in train if panel.characters(opening(w))], run.sizes.stories)
+
+
+def spread(rows: list[dict], n: int) -> list[dict]:
+    """`n` rows evenly spaced over `rows` (all of them when there are no more): the whole of each book,
+    not its last pages."""
+    if len(rows) <= n:
+        return rows
+    return [rows[i * len(rows) // n] for i in range(n)]
 
 
 def opening(window: dict) -> str:
@@ -288,11 +297,11 @@ def opening(window: dict) -> str:
 
 
 def held_out(chunks: Path, out: Path, n: int) -> list[dict]:
-    """The last `n` validation windows that name a character (the teacher's --limit takes the first
-    ones), as contexts with the human continuation as reference."""
+    """`n` validation windows that name a character, spread over the held-out book, as contexts with
+    the human continuation as reference."""
     rows = [json.loads(line) for line in chunks.read_text(encoding="utf-8").splitlines() if line.strip()]
     val = [r for r in rows if r.get("split") == "validation"] or rows
-    chosen = [r for r in val if panel.characters(r["context"])][-n:]
+    chosen = spread([r for r in val if panel.characters(r["context"])], n)
     atomic.write_text(out, "".join(json.dumps({"context": r["context"], "continuation": r["continuation"]},
                                               ensure_ascii=False) + "\n" for r in chosen))  # fmt: skip
     return chosen

@@ -41,14 +41,18 @@ _STOP_WORDS = """I A An The This That These Those There Then Than Now Here He Sh
     January February March April June July August September October November December God Chapter"""
 _NOT_NAMES = frozenset(_STOP_WORDS.split())
 _WORD = re.compile(r"[A-Za-z][a-z]+|[A-Z]")
+_AFTER_PLACE_WORD = re.compile(r"\b(?:to|in|into|at|from|by|towards?|near|across)\s+$", re.IGNORECASE)
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s*[\"'“‘(]?\s*|[\"“‘]\s*)$")
 
 
 def characters(context: str, most: int = 3) -> list[str]:
     """The names a context uses, most frequent first: capitalised words that are not a stop word and
-    appear at least once in the middle of a sentence (so "Then" at a sentence start is not a name)."""
+    appear at least once in the middle of a sentence (so "Then" at a sentence start is not a name),
+    and not only after a preposition of place ("returned to Switzerland", "in London": a place is not a
+    character)."""
     counts: Counter[str] = Counter()
     mid: set[str] = set()
+    person: set[str] = set()
     for m in _WORD.finditer(context):
         word = m.group()
         if not word[0].isupper() or word in _NOT_NAMES or len(word) < 2:
@@ -56,7 +60,9 @@ def characters(context: str, most: int = 3) -> list[str]:
         counts[word] += 1
         if not _SENTENCE_START.search(context[max(0, m.start() - 4) : m.start()]):
             mid.add(word)
-    return [w for w, _ in counts.most_common() if w in mid][:most]
+        if not _AFTER_PLACE_WORD.search(context[max(0, m.start() - 12) : m.start()]):
+            person.add(word)
+    return [w for w, _ in counts.most_common() if w in mid and w in person][:most]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,11 @@ def test_characters_are_names_used_mid_sentence_not_sentence_openers():
     assert "Gregor" not in names
 
 
+def test_a_place_is_not_a_character():
+    context = "After the murder of Clerval I returned to Switzerland. They will soon return to England."
+    assert panel.characters(context, most=5) == ["Clerval"]  # "of Clerval": a person; "to England": a place
+
+
 def _output(answer: str, reasoning: str = "Grete waits.") -> str:
     return prompt.render_target(reasoning, answer)
 
