@@ -10,6 +10,8 @@ from contract.prompt import defuse_control
 
 #: Discord's message limit; parts are kept a little under it by default.
 MESSAGE_LIMIT = 2000
+#: Discord's longest string option of a slash command (a passage written with /write, /edit, ...).
+OPTION_LIMIT = 6000
 
 # Zero-width and bidi-control characters: invisible, they hide text or spoof names.
 _INVISIBLE = re.compile("[\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff\u00ad]")

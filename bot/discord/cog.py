@@ -35,7 +35,7 @@ from ..core.ratelimit import MemberRateLimit
 from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, StoryError, StoryService
 from ..core.settings import describe as describe_settings
 from ..core.story import Channel, Member, Passage, Summary
-from ..core.text import MESSAGE_LIMIT
+from ..core.text import MESSAGE_LIMIT, OPTION_LIMIT
 from .delivery import Deliveries
 from .stream import Poster, member_text, message_ref, parse_ref, render, send_text, shown, split
 from .views import STORY_COG, passage_view
@@ -133,8 +133,8 @@ class StoryCog(commands.Cog, name=STORY_COG):
         await self.deliveries.show(interaction, events, deferred.message_id if deferred else None)
 
     @app_commands.command(name="write", description="Add your own passage to the story")
-    @app_commands.describe(text="The passage (up to 6000 characters)")
-    async def write(self, interaction: Interaction, text: app_commands.Range[str, 1, 6000]) -> None:
+    @app_commands.describe(text=f"The passage (up to {OPTION_LIMIT} characters)")
+    async def write(self, interaction: Interaction, text: app_commands.Range[str, 1, OPTION_LIMIT]) -> None:
         passage = self.service.write(channel(interaction), member(interaction), text)
         shown_as = member_text(passage.text, passage.position, passage.author_name)
         ids = await send_text(self.deliveries.poster(interaction), *shown_as)
@@ -207,7 +207,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
     )
     async def edit(
         self, interaction: Interaction, position: app_commands.Range[int, 1],
-        text: app_commands.Range[str, 1, 6000] | None = None,
+        text: app_commands.Range[str, 1, OPTION_LIMIT] | None = None,
     ) -> None:  # fmt: skip
         where = channel(interaction)
         if text is None:
@@ -366,7 +366,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
             await answer(interaction, f"{title}: no passages yet. Write the opening with `/write`.")
             return
         lines: list[str] = []
-        budget = 2000 - len(title) - 80
+        budget = MESSAGE_LIMIT - len(title) - 80
         for p in reversed(current.passages):  # the newest passages that fit
             line = f"**{p.position}** · {'model' if p.by_model else p.author_name}: {p.text}"
             if len(line) > budget:
@@ -443,7 +443,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def memory(
         self,
         interaction: Interaction,
-        text: app_commands.Range[str, 1, 6000] | None = None,
+        text: app_commands.Range[str, 1, OPTION_LIMIT] | None = None,
         clear: bool = False,
     ) -> None:
         service = self.service  # its limit is a setting: the core says when a memory is over it
@@ -890,7 +890,7 @@ async def answer(interaction: Interaction, text: str, ephemeral: bool = True, li
     """A short reply to whoever acted: the interaction's response, or a followup once answered. Member
     text it quotes may hold links: they do not unfurl. `links`: the text links channels (<#id>) the bot
     named itself, and the member text in it went through `shown` already."""
-    text = (text if links else shown(text))[:2000]
+    text = (text if links else shown(text))[:MESSAGE_LIMIT]
     if interaction.response.is_done():
         await interaction.followup.send(text, ephemeral=ephemeral, suppress_embeds=True)
     else:
@@ -908,7 +908,7 @@ async def read_attachment(interaction: Interaction, file: discord.Attachment) ->
     return data
 
 
-def _lines(lines: list[str], limit: int = 2000) -> str:
+def _lines(lines: list[str], limit: int = MESSAGE_LIMIT) -> str:
     """Lines up to one message; the rest said to be left out."""
     out: list[str] = []
     for i, line in enumerate(lines):

@@ -80,7 +80,7 @@ def member_text(text: str, position: int, author: str, edited: bool = False) -> 
 
 
 def failure_text(message: str) -> str:
-    return f"⚠️ {shown(message)}"[:2000]
+    return f"⚠️ {shown(message)}"[: texts.MESSAGE_LIMIT]
 
 
 def message_ref(channel_id: int, ids: list[int]) -> str:
