@@ -53,7 +53,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypedDict
 
 from contract import prompt as writer_prompt
 
@@ -155,6 +155,37 @@ class Shares:
     step: float = 0.5
 
 
+class CastRecord(TypedDict):
+    id: int
+    name: str
+    member_id: str
+
+
+class LoreRecord(TypedDict):
+    id: int
+    version: int
+    name: str
+
+
+class ContextRecord(TypedDict):
+    """What a generation's record keeps about its context, stored as JSON beside it: which parts, ids
+    and versions went in, and how much of the window they took."""
+
+    parts: list[str]
+    memory_id: int | None
+    cast: list[CastRecord]
+    summary_id: int | None
+    summary_cut: bool
+    lore: list[LoreRecord]
+    lore_left_out: list[str]
+    passage_ids: list[int]
+    dropped: int
+    cut: bool
+    size: int
+    budget: int
+    unit: str
+
+
 @dataclass
 class Context:
     text: str
@@ -180,7 +211,7 @@ class Context:
                  ("lore", self.lore)]  # fmt: skip
         return [name for name, present in named if present] + ["passages"]
 
-    def record(self) -> dict:
+    def record(self) -> ContextRecord:
         """What the generation record keeps about this context (JSON)."""
         return {
             "parts": self.parts,

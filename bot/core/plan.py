@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from contract import prompt as writer_prompt
 from contract import serving
@@ -17,7 +18,7 @@ from contract import serving
 from ..llm import Backend, LLMError, ModelInfo
 from ..store import Store
 from . import summary as summaries
-from .context import Budget, ContextTooSmall, Counter, build_story_context
+from .context import Budget, ContextRecord, ContextTooSmall, Counter, build_story_context
 from .events import StoryError
 from .limits import Limits
 from .story import Channel, Passage
@@ -50,6 +51,15 @@ class Source:
     length: str | None = None
 
 
+class GenerationRecord(ContextRecord):
+    """The context's record with what else shaped the prompt: the guidance and where it came from (a
+    direction, or the story's note), and the story's settings."""
+
+    guidance: str | None  # "direction", "note" or None
+    note_id: int | None
+    settings: dict[str, Any]  # the settings' id and every value the story's members set
+
+
 @dataclass(frozen=True)
 class Plan:
     """Everything a generation needs before the model is asked."""
@@ -58,7 +68,7 @@ class Plan:
     model: str
     request: serving.GenerateRequest  # request.user_text: the writer prompt as the model reads it
     options: dict  # the request's Ollama options
-    record: dict  # what the generation record keeps about the context: parts, ids, sizes
+    record: GenerationRecord
     window: int
     num_predict: int
     summarise_upto: int | None  # a rolling summary is due up to this position (None: none is)
@@ -112,7 +122,7 @@ class Assembler:
         if valid and upto is not None and upto <= valid[0].upto_position:
             upto = None  # written already, waiting for its step
         user_text = writer_prompt.render_prompt(ctx.text, guidance, length)
-        record = {
+        record: GenerationRecord = {
             **ctx.record(),
             "guidance": given_by,
             "note_id": note.id if note is not None and given_by == "note" else None,

@@ -49,7 +49,7 @@ from .leases import Leases
 from .limits import Limits
 from .lore import BadLore, LoreEntry
 from .messages import CANCELLED, NOT_IN_STORY, STORY_CHANGED
-from .plan import Assembler, Plan, Source, parse_length
+from .plan import Assembler, GenerationRecord, Plan, Source, parse_length
 from .scheduler import Scheduler
 from .settings import StorySettings
 from .story import (
@@ -97,7 +97,7 @@ class ContextPreview:
 
     model: str
     user_text: str  # the writer prompt exactly as the model will read it
-    record: dict  # what the generation record will keep: parts, ids, sizes
+    record: GenerationRecord  # what the generation record will keep: parts, ids, sizes
     window: int
     num_predict: int
     settings_line: str = ""  # the story's settings as `/story settings` shows them

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -451,7 +451,7 @@ class Store:
         prompt: str,
         raw: bool,
         options: dict,
-        context: dict,
+        context: Mapping[str, object],  # a GenerationRecord (bot.core.plan), kept as JSON
         direction: str | None,
         length: str | None,
         slot: int | None,

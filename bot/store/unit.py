@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -701,8 +701,8 @@ class Unit(Reads):
     # --- generations --------------------------------------------------------------------------------
     def add_generation(
         self, story_id: int, requested_by: Member, model: str, *, user_text: str, prompt: str, raw: bool,
-        options: dict, context: dict, direction: str | None, length: str | None, slot: int | None,
-        owner: str | None,
+        options: dict, context: Mapping[str, object], direction: str | None, length: str | None,
+        slot: int | None, owner: str | None,
     ) -> int:  # fmt: skip
         return self._one(
             "INSERT INTO generations (story_id, passage_id, requested_by, model, direction, length, "
