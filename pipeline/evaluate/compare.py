@@ -18,11 +18,11 @@ from contract import prompt, serving
 from pipeline.evaluate import metrics
 from pipeline.evaluate.records import Context
 
-OK, MISSING, FAILED = "ok", "missing", "failed"
+OK, FAILED = "ok", "failed"
 
 
 class CompareError(RuntimeError):
-    """The comparison cannot run at all (server unreachable, nothing to compare)."""
+    """The comparison cannot run at all (server unreachable, a model it lacks, nothing to compare)."""
 
 
 @dataclass
@@ -36,8 +36,6 @@ class ModelRun:
 
     @property
     def note(self) -> str:
-        if self.status == MISSING:
-            return f"`{self.model}` is not on the server ({self.error}): pull or publish it, then rerun"
         if self.status == FAILED:
             return f"`{self.model}` failed after {len(self.outputs)} of {self.expected} outputs: {self.error}"
         return ""
@@ -82,17 +80,14 @@ def generate(
     import httpx
     import ollama
 
-    from contract.local_engine import EngineError, ModelNotLoadable
+    from contract.local_engine import EngineError
 
     run = ModelRun(label, model, expected=len(contexts) * samples)
     try:
         shown = client.show(model)
         template, system = shown.template or "", serving.system_of(shown.modelfile or "")
     except ollama.ResponseError as e:
-        run.status, run.error = (MISSING if e.status_code == 404 else FAILED), e.error
-        return run
-    except ModelNotLoadable as e:  # the local engine: a GGUF that is not there or does not load
-        run.status, run.error = MISSING, str(e)
+        run.status, run.error = FAILED, e.error
         return run
     for i, ctx in enumerate(contexts):
         for k in range(samples):
@@ -156,12 +151,35 @@ def run_all(
             client.list()
         except (ConnectionError, OSError) as e:
             raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from None
+    check_models(client, models)
     runs = []
     for label, model in models.items():
         if on_model:
             on_model(label)
         runs.append(generate(client, label, model, contexts, samples, seed, options, on_output))
     return runs
+
+
+def check_models(client, models: dict[str, str]) -> None:
+    """Every model is on the server (or its GGUF loads) before any writes: a model it lacks is bad input,
+    named with the fix, and the comparison leaves nothing (a model failing part-way is reported instead)."""
+    import ollama
+
+    from contract.local_engine import ModelNotLoadable
+
+    missing = []
+    for label, model in models.items():
+        try:
+            client.show(model)
+        except ollama.ResponseError as e:
+            if e.status_code == 404:
+                missing.append(f"{label}={model} ({e.error})")
+        except ModelNotLoadable as e:  # the local engine: a GGUF that is not there or does not load
+            missing.append(f"{label}={model} ({e})")
+    if missing:
+        raise CompareError(
+            f"not on the server: {'; '.join(missing)}: pull or publish it (or fix its --model), then rerun"
+        )
 
 
 def score_runs(runs: list[ModelRun], workers: int | None = None, scorer=None) -> dict[str, list[dict]]:

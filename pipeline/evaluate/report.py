@@ -6,7 +6,7 @@ A row per metric, a column per model, the best value of each row in bold. "Best"
 - 4-gram repetition: lower; share of outputs that parse into reasoning and answer: higher;
 - answer length against the length asked: closest to 1;
 - polarity, subjectivity, word count: no best (tone and length are matters of taste, not quality).
-Only complete columns compete for bold: a model that is missing or failed part-way is shown with what it
+Only complete columns compete for bold: a model that failed part-way is shown with what it
 produced and what went wrong, never marked best. A reference column (the human continuations) is shown
 for scale and never bolded either.
 """
@@ -49,7 +49,7 @@ class Column:
 
     label: str
     metrics: dict  # key -> spread dict (mean, std, ...) from metrics.summarize
-    status: str = "ok"  # ok, missing, failed, reference
+    status: str = "ok"  # ok, failed, reference
     note: str = ""
 
     @property

@@ -116,7 +116,7 @@ def test_same_seed_same_outputs_across_runs(server, contexts_file, tmp_path):
     assert a == b
 
 
-def test_missing_and_failing_models_are_reported_beside_the_others(server, contexts_file, tmp_path):
+def test_a_model_failing_part_way_is_reported_beside_the_others(server, contexts_file, tmp_path):
     calls = []
 
     def fails_on_second_call(body):
@@ -128,20 +128,28 @@ def test_missing_and_failing_models_are_reported_beside_the_others(server, conte
     server.add_model("flaky", template=writer_template())
     server.script("flaky", text=fails_on_second_call)
     out = tmp_path / "o"
-    result = run("--model", "tuned=writer", "--model", "gone=no-such-model", "--model", "flaky=flaky",
+    result = run("--model", "tuned=writer", "--model", "flaky=flaky",
                  "--contexts", contexts_file, "--host", server.url, "--workers", "1", "-o", out)  # fmt: skip
     assert result.exit_code == 1, result.output
     cols = json.loads((out / "summary.json").read_text())["columns"]
     assert cols["tuned"]["status"] == "ok" and cols["tuned"]["outputs"] == len(CONTEXTS)
-    assert cols["gone"]["status"] == "missing" and cols["gone"]["outputs"] == 0
-    assert "not found" in cols["gone"]["error"]
     assert cols["flaky"]["status"] == "failed" and cols["flaky"]["outputs"] == 1
     assert "failed after 1 of 3 outputs" in cols["flaky"]["note"]
     table = (out / "table.md").read_text()
-    assert "| Status | ok | **missing** | **failed** |" in table
-    assert "no-such-model" in table and "failed after 1 of 3" in table
+    assert "| Status | ok | **failed** |" in table and "failed after 1 of 3" in table
     # only complete columns compete: flaky's one output is never bolded over tuned
-    assert "| Parsed into reasoning + answer ↑ | 1.00 | — | 1.00 |" in table
+    assert "| Parsed into reasoning + answer ↑ | 1.00 | 1.00 |" in table
+
+
+def test_a_model_the_server_lacks_is_named_before_any_output_and_nothing_is_written(
+    server, contexts_file, tmp_path
+):
+    out = tmp_path / "o"
+    result = run("--model", "tuned=writer", "--model", "gone=no-such-model",
+                 "--contexts", contexts_file, "--host", server.url, "-o", out)  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "gone=no-such-model" in result.output and "pull or publish it" in result.output
+    assert not out.exists() and server.calls("/api/generate") == []  # asked before any output
 
 
 def test_unreachable_server_is_a_clear_error(contexts_file, tmp_path):

@@ -21,15 +21,16 @@ def _compare(tmp_path, *args):
                                     "--workers", "1", *args])  # fmt: skip
 
 
-def test_a_gguf_runs_in_process_and_a_missing_one_is_named(tmp_path, smollm2_gguf):
+def test_a_gguf_runs_in_process_and_a_missing_one_is_named_before_any_output(tmp_path, smollm2_gguf):
     r = _compare(tmp_path, "--engine", "llama.cpp", "--model", f"base={smollm2_gguf}", "--model",
-                 f"gone={tmp_path / 'gone.gguf'}", "--num-predict", "8", "--n-ctx", "1024",
-                 "--reference-field", "continuation")  # fmt: skip
-    assert r.exit_code == 1, r.output  # one model incomplete
+                 f"gone={tmp_path / 'gone.gguf'}", "--num-predict", "8", "--n-ctx", "1024")  # fmt: skip
+    assert r.exit_code == 2 and "gone.gguf is not a file" in r.output, r.output
+    assert not (tmp_path / "o").exists()  # nothing written
+    r = _compare(tmp_path, "--engine", "llama.cpp", "--model", f"base={smollm2_gguf}", "--num-predict", "8",
+                 "--n-ctx", "1024", "--reference-field", "continuation")  # fmt: skip
+    assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
-    cols = summary["columns"]
-    assert cols["base"]["status"] == "ok" and cols["base"]["outputs"] == 1
-    assert cols["gone"]["status"] == "missing" and "gone.gguf is not a file" in cols["gone"]["error"]
+    assert summary["columns"]["base"]["status"] == "ok" and summary["columns"]["base"]["outputs"] == 1
     out = json.loads((tmp_path / "o" / "outputs.jsonl").read_text().splitlines()[0])
     assert out["eval_count"] <= 8 and out["done_reason"] in ("length", "stop")
     settings = summary["settings"]

@@ -130,7 +130,7 @@ def test_one_command_generates_then_judges(server, contexts, tmp_path):
         ([], "give either `eval compare` outputs or --contexts"),
         (["--model", "tuned=writer"], "needs two --model NAME=MODEL to compare, not 1"),
         (["--model", "a=writer", "--model", "b=plain", "--backend", "vllm"], "--backend 'vllm': use one of"),
-        (["--model", "tuned=writer", "--model", "base=gone"], "base: `gone` is not on the server"),
+        (["--model", "tuned=writer", "--model", "base=gone"], "not on the server: base=gone"),
         (["--model", "tuned=writer", "--model", "base=plain", "--judge", "nope"], "the judge model 'nope'"),
     ],
 )
