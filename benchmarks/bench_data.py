@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from pipeline.data import gutenberg as g
+from pipeline.data import gutenberg
 from pipeline.data.sentences import split_sentences
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def main() -> None:
     size = sum(p.stat().st_size for p in books)
 
     # 1. The whole gutenberg step: read, clean, split, window, dedupe, split by book.
-    step = best_of(3, lambda: g.build_chunks(books, g.WindowSpec()))
+    step = best_of(3, lambda: gutenberg.build_chunks(books, gutenberg.WindowSpec()))
     print(
         f"data gutenberg: {size / 1e6:.2f} MB in {step:.2f} s = {size / 1e6 / step:.1f} MB/s "
         f"({len(books)} books)"
@@ -72,15 +72,15 @@ def main() -> None:
     # 1b. The same step with windows sized in tokens, by a byte-level BPE tokenizer trained on the spot.
     from pipeline.tiny import corpus_texts, train_tokenizer
 
-    budget = g.TokenBudget(train_tokenizer(corpus_texts(args.corpus, 200_000)), 2048, 400, "tiny BPE")
-    tok_step = best_of(1, lambda: g.build_chunks(books, g.WindowSpec(), budget=budget))
+    budget = gutenberg.TokenBudget(train_tokenizer(corpus_texts(args.corpus, 200_000)), 2048, 400, "tiny BPE")
+    tok_step = best_of(1, lambda: gutenberg.build_chunks(books, gutenberg.WindowSpec(), budget=budget))
     print(
         f"data gutenberg --tokenizer (tiny BPE, --max-length 2048): {size / 1e6 / tok_step:.2f} MB/s "
         f"({tok_step / step:.1f}x the time of character-sized windows)"
     )
 
     # 2. Splitters on the same unwrapped paragraphs (pysbd takes each newline as a break, so per paragraph).
-    paras = [p for b in books for p in g.story_paragraphs(g.read_text(b))]
+    paras = [p for b in books for p in gutenberg.story_paragraphs(gutenberg.read_text(b))]
     text_mb = sum(len(p.encode()) for p in paras) / 1e6
     ours = best_of(3, lambda: [split_sentences(p) for p in paras])
     theirs = best_of(1, lambda: [seg.segment(p) for p in paras])

@@ -48,7 +48,7 @@ def test_summary_on_a_writer_model_keeps_its_system():
 
 def test_teacher_asks_a_model_of_ours_raw_in_its_format(fake_ollama):
     fake_ollama.add_model("writer", template=writer_template())
-    teacher = backends.OllamaBackend(backends.Settings(model="writer", base_url=fake_ollama.url))
+    teacher = backends.OllamaChat(backends.ChatSettings(model="writer", base_url=fake_ollama.url))
     messages = [{"role": "system", "content": "Reason."}, {"role": "user", "content": "The story."}]
 
     async def ask():
@@ -66,6 +66,6 @@ def test_teacher_asks_a_model_of_ours_raw_in_its_format(fake_ollama):
 
 
 def test_missing_teacher_is_fatal(fake_ollama):
-    teacher = backends.OllamaBackend(backends.Settings(model="nope", base_url=fake_ollama.url))
+    teacher = backends.OllamaChat(backends.ChatSettings(model="nope", base_url=fake_ollama.url))
     with pytest.raises(backends.Fatal, match="ollama pull nope"):
         asyncio.run(teacher.complete([{"role": "user", "content": "x"}]))

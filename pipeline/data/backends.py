@@ -36,7 +36,7 @@ class Reply:
     completion_tokens: int = 0
 
 
-class Backend(Protocol):
+class ChatBackend(Protocol):
     url: str
 
     async def complete(self, messages: list[dict]) -> Reply: ...
@@ -45,7 +45,7 @@ class Backend(Protocol):
 
 
 @dataclass
-class Settings:
+class ChatSettings:
     model: str
     backend: str = "ollama"
     base_url: str | None = None
@@ -58,8 +58,8 @@ class Settings:
     role: str = "teacher"  # what the model is to the caller, in messages (its flag is --ROLE)
 
 
-class OllamaBackend:
-    def __init__(self, s: Settings):
+class OllamaChat:
+    def __init__(self, s: ChatSettings):
         import ollama
 
         from contract.serving import resolve_host
@@ -108,8 +108,8 @@ class OllamaBackend:
         await self.client.close()
 
 
-class OpenAIBackend:
-    def __init__(self, s: Settings):
+class OpenAIChat:
+    def __init__(self, s: ChatSettings):
         import openai
 
         self.s = s
@@ -178,11 +178,11 @@ def _retry_after(e) -> float | None:
         return None
 
 
-class LlamaCppBackend:
+class LlamaCppChat:
     """The teacher GGUF (`--teacher FILE.gguf`, or `smollm2`) in-process, asked as Ollama would be
     (`serving.request_for` on the GGUF's chat template); one request at a time, in a worker thread."""
 
-    def __init__(self, s: Settings):
+    def __init__(self, s: ChatSettings):
         import asyncio
 
         from contract import local_engine
@@ -218,14 +218,14 @@ class LlamaCppBackend:
             self._model = None
 
 
-BACKENDS: dict[str, Callable[[Settings], Backend]] = {
-    "ollama": OllamaBackend,
-    "openai": OpenAIBackend,
-    "llama.cpp": LlamaCppBackend,
+BACKENDS: dict[str, Callable[[ChatSettings], ChatBackend]] = {
+    "ollama": OllamaChat,
+    "openai": OpenAIChat,
+    "llama.cpp": LlamaCppChat,
 }
 
 
-def make_backend(s: Settings) -> Backend:
+def make_backend(s: ChatSettings) -> ChatBackend:
     if s.backend not in BACKENDS:
         raise Fatal(f"unknown backend {s.backend!r}: use one of {', '.join(BACKENDS)}")
     return BACKENDS[s.backend](s)

@@ -92,20 +92,20 @@ def gutenberg(
     encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
     force: Force = False,
 ) -> None:
-    from pipeline.data import gutenberg as g
+    from pipeline.data import gutenberg
 
     check_output(output, force)
     if tokenizer is None and (max_length is not None or chat_template is not None):
         raise _fail("--max-length and --chat-template need --tokenizer (the base model's folder)")
     try:
-        spec = g.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
+        spec = gutenberg.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
                             max_context_chars, max_continuation_chars)  # fmt: skip
-        files = g.expand_paths(paths)
+        files = gutenberg.expand_paths(paths)
         budget = None
         if tokenizer is not None:
             with console.status(f"loading the tokenizer of {tokenizer}"):
-                budget = g.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_template)
-    except (ValueError, g.BookError) as e:
+                budget = gutenberg.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_template)
+    except (ValueError, gutenberg.BookError) as e:
         raise _fail(str(e)) from None
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
@@ -116,7 +116,7 @@ def gutenberg(
             bars.update(task, description=path.name)
             bars.advance(task)
 
-        records, stats = g.build_chunks(files, spec, val_ratio, encoding, on_book, budget)
+        records, stats = gutenberg.build_chunks(files, spec, val_ratio, encoding, on_book, budget)
     for line in stats.skipped:
         console.print(f"[yellow]{line}[/yellow]")
     for cov in stats.coverage:
@@ -133,8 +133,8 @@ def gutenberg(
     total = sum(c.sentences for c in stats.coverage)
     console.print(
         f"wrote {len(records)} windows ({spec.describe()}; {sizing}) from {stats.books} book(s) to {output}: "
-        f"{stats.windows[g.TRAIN]} train, {stats.windows[g.VALIDATION]} validation; {used:,} of {total:,} "
-        "story sentences used"
+        f"{stats.windows[gutenberg.TRAIN]} train, {stats.windows[gutenberg.VALIDATION]} validation; "
+        f"{used:,} of {total:,} story sentences used"
         + (f"; {stats.duplicate_windows} duplicate windows dropped" if stats.duplicate_windows else "")
     )
 
@@ -145,11 +145,11 @@ def sentences(
     encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
 ) -> None:
     """Print the book's sentences one per line, after the same cleaning as `data gutenberg`."""
-    from pipeline.data import gutenberg as g
+    from pipeline.data import gutenberg
 
     try:
-        lines = g.book_sentences(file, encoding)
-    except g.BookError as e:
+        lines = gutenberg.book_sentences(file, encoding)
+    except gutenberg.BookError as e:
         raise _fail(str(e)) from None
     out = Console(soft_wrap=True, highlight=False, markup=False)
     for s in lines:
@@ -172,7 +172,7 @@ def writing_prompts(
     force: Force = False,
 ) -> None:
     """Clean Writing Prompts pairs: undo the tokenization, strip [ WP ] tags, filter, split by prompt."""
-    from pipeline.data import gutenberg as g
+    from pipeline.data import gutenberg
     from pipeline.data import writing_prompts as wp
 
     check_output(output, force)
@@ -197,15 +197,18 @@ def writing_prompts(
     except wp.WritingPromptsError as e:
         raise _fail(str(e)) from None
     console.print(
-        f"wrote {n} pairs ({len(stats.prompts)} prompts) to {output}: {stats.kept[g.TRAIN]} train, "
-        f"{stats.kept[g.VALIDATION]} validation; dropped {stats.too_short} too short, "
+        f"wrote {n} pairs ({len(stats.prompts)} prompts) to {output}: {stats.kept[gutenberg.TRAIN]} train, "
+        f"{stats.kept[gutenberg.VALIDATION]} validation; dropped {stats.too_short} too short, "
         f"{stats.too_long} too long, {stats.duplicates} duplicates, {stats.empty_prompt} without a prompt"
     )
 
 
 # --- teacher verbs -------------------------------------------------------------------------------
 Teacher = Annotated[
-    str, typer.Option(help="The teacher model's name on the backend (llama.cpp: a GGUF file, or smollm2)")
+    str,
+    typer.Option(
+        "--teacher", help="The teacher model's name on the backend (llama.cpp: a GGUF file, or smollm2)"
+    ),
 ]
 Backend = Annotated[
     str, typer.Option(help="ollama, openai (any OpenAI-compatible endpoint) or llama.cpp (a GGUF in-process)")
@@ -233,45 +236,45 @@ Backoff = "Seconds before the first retry, doubling"
 
 def _check_outputs(output: Path, val_output: Path | None, force: bool) -> None:
     """An existing output is replaced with --force, or when its journal is there: that run is resumed."""
-    from pipeline.data import teacher as t
+    from pipeline.data import teacher
 
-    resuming = t.journal_path_for(output).is_file()
+    resuming = teacher.journal_path_for(output).is_file()
     check_output(output, force or resuming)
-    check_output(val_output or t.val_path_for(output), force or resuming)
+    check_output(val_output or teacher.val_path_for(output), force or resuming)
 
 
-def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
+def _run_teacher(jobs, output, val_output, model, backend, base_url, api_key_env, concurrency, retries,
                  timeout, temperature, max_tokens, backoff) -> None:  # fmt: skip
     import asyncio
 
-    from pipeline.data import backends as b
+    from pipeline.data import backends
 
     if backend == "openai":
         require("reason/distill --backend openai", "data")
-    from pipeline.data import teacher as t
+    from pipeline.data import teacher
 
-    settings = b.Settings(teacher, backend, base_url, api_key_env, timeout, temperature, max_tokens)
-    opts = t.RunOptions(concurrency=concurrency, retries=retries, backoff=backoff)
-    journal = t.journal_path_for(output)
+    settings = backends.ChatSettings(model, backend, base_url, api_key_env, timeout, temperature, max_tokens)
+    opts = teacher.RunOptions(concurrency=concurrency, retries=retries, backoff=backoff)
+    journal = teacher.journal_path_for(output)
 
-    async def go(bars: Progress, task) -> t.RunResult:
-        client = b.make_backend(settings)
+    async def go(bars: Progress, task) -> teacher.RunResult:
+        client = backends.make_backend(settings)
         try:
 
-            def tick(r: t.RunResult) -> None:
+            def tick(r: teacher.RunResult) -> None:
                 tokens = f"{r.prompt_tokens:,} in / {r.completion_tokens:,} out tokens"
-                bars.update(task, completed=r.finished + len(r.failed), description=f"{teacher}: {tokens}")
+                bars.update(task, completed=r.finished + len(r.failed), description=f"{model}: {tokens}")
 
-            return await t.run_jobs(jobs, client, output, val_output, opts, tick)
+            return await teacher.run_jobs(jobs, client, output, val_output, opts, tick)
         finally:
             await client.aclose()
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     try:
         with Progress(*columns, console=console) as bars:
-            task = bars.add_task(teacher, total=len(jobs))
+            task = bars.add_task(model, total=len(jobs))
             result = asyncio.run(go(bars, task))
-    except b.Fatal as e:
+    except backends.Fatal as e:
         raise _fail(str(e)) from None
     except KeyboardInterrupt:
         raise _fail(
@@ -285,11 +288,11 @@ def _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_e
     for path, n in result.written.items():
         console.print(f"wrote {n} rows to {path}")
     if result.reasons:
-        console.print(f"failed tries by reason (each with its reply in {t.failed_path_for(output)}):")
+        console.print(f"failed tries by reason (each with its reply in {teacher.failed_path_for(output)}):")
         for reason, n in result.reasons.most_common():
             console.print(f"  {n:>4}  {reason}")
     if result.failed:
-        raise _fail(f"{len(result.failed)} item(s) failed (appended to {t.failed_path_for(output)}): "
+        raise _fail(f"{len(result.failed)} item(s) failed (appended to {teacher.failed_path_for(output)}): "
                     "run the same command again to retry them", 1)  # fmt: skip
 
 
@@ -315,14 +318,13 @@ def _trial(jobs: list, limit: int) -> list:
 
 def _load(path: Path, make_jobs, limit: int | None):
     from contract import jsonl
-    from pipeline.data import gutenberg as g
-    from pipeline.data import teacher as t
+    from pipeline.data import gutenberg, teacher
 
     if (problem := jsonl.file_problem(path)) is not None:
         raise _fail(problem)
     try:
-        jobs = make_jobs(g.read_jsonl(path))
-    except (g.BookError, t.InputError) as e:
+        jobs = make_jobs(gutenberg.read_jsonl(path))
+    except (gutenberg.BookError, teacher.InputError) as e:
         raise _fail(str(e)) from None
     jobs = _trial(jobs, limit) if limit else jobs
     if not jobs:
@@ -333,7 +335,7 @@ def _load(path: Path, make_jobs, limit: int | None):
 def reason(
     chunks: Annotated[Path, typer.Argument(help="chunks.jsonl from `data gutenberg`")],
     output: Output,
-    teacher: Teacher,
+    teacher_model: Teacher,
     backend: Backend = "ollama",
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
@@ -351,12 +353,12 @@ def reason(
 
     An existing output is refused without --force, unless its .journal is beside it: then the run goes
     on from there (finished rows are not asked again)."""
-    from pipeline.data import teacher as t
+    from pipeline.data import teacher
 
     _check_outputs(output, val_output, force)
-    jobs = _load(chunks, lambda recs: t.reason_jobs(recs, str(chunks)), limit)
-    _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
-                 timeout, temperature, max_tokens, backoff)  # fmt: skip
+    jobs = _load(chunks, lambda recs: teacher.reason_jobs(recs, str(chunks)), limit)
+    _run_teacher(jobs, output, val_output, teacher_model, backend, base_url, api_key_env, concurrency,
+                 retries, timeout, temperature, max_tokens, backoff)  # fmt: skip
 
 
 def distill(
@@ -364,7 +366,7 @@ def distill(
         Path, typer.Argument(help="pairs.jsonl from `data writing-prompts` (a prompt per line)")
     ],
     output: Output,
-    teacher: Teacher,
+    teacher_model: Teacher,
     backend: Backend = "ollama",
     base_url: BaseUrl = None,
     api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
@@ -386,7 +388,7 @@ def distill(
 
     An existing output is refused without --force, unless its .journal is beside it (a resume)."""
     from contract import prompt as P
-    from pipeline.data import teacher as t
+    from pipeline.data import teacher
 
     _check_outputs(output, val_output, force)
 
@@ -395,9 +397,9 @@ def distill(
         P.render_prompt("x", length=size)  # a bad --length fails here, before any request
     except P.PromptError as e:
         raise _fail(str(e)) from None
-    jobs = _load(prompts, lambda recs: t.distill_jobs(recs, size, min_words, str(prompts)), limit)
-    _run_teacher(jobs, output, val_output, teacher, backend, base_url, api_key_env, concurrency, retries,
-                 timeout, temperature, max_tokens, backoff)  # fmt: skip
+    jobs = _load(prompts, lambda recs: teacher.distill_jobs(recs, size, min_words, str(prompts)), limit)
+    _run_teacher(jobs, output, val_output, teacher_model, backend, base_url, api_key_env, concurrency,
+                 retries, timeout, temperature, max_tokens, backoff)  # fmt: skip
 
 
 def register(root: typer.Typer) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from contract import jsonl
 from contract import prompt as P
-from pipeline.data.backends import Backend, Fatal, Transient
+from pipeline.data.backends import ChatBackend, Fatal, Transient
 from pipeline.data.gutenberg import TRAIN, VALIDATION, text_key
 from pipeline.data.writing_prompts import prompt_id
 
@@ -349,7 +349,7 @@ class RunOptions:
 
 async def run_jobs(
     jobs: list[Job],
-    backend: Backend,
+    backend: ChatBackend,
     output: Path,
     val_output: Path | None = None,
     opts: RunOptions | None = None,
@@ -389,7 +389,9 @@ def reason_kind(error: str) -> str:
     return re.sub(r"\s*\([^)]*\)", "", error).strip()
 
 
-async def _process(job: Job, backend: Backend, journal: Journal, result: RunResult, opts: RunOptions) -> None:
+async def _process(
+    job: Job, backend: ChatBackend, journal: Journal, result: RunResult, opts: RunOptions
+) -> None:
     error, unreachable = "", True
     tries: list[dict] = []
     for attempt in range(opts.retries + 1):

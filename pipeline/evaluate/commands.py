@@ -350,7 +350,7 @@ def judge_command(
             raise judge.JudgeError(
                 "give either `eval compare` outputs or --contexts with two --model, not both or neither"
             )
-        settings = backends.Settings(judge_model, backend, base_url, api_key_env, timeout, temperature,
+        settings = backends.ChatSettings(judge_model, backend, base_url, api_key_env, timeout, temperature,
                                      max_tokens, n_ctx=n_ctx, role="judge")  # fmt: skip
         if contexts_file:
             _check_judge(

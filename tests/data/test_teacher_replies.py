@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data import teacher as t
+from pipeline.data import teacher
 
 FIXTURES = json.loads((Path(__file__).parent / "teacher_replies.json").read_text(encoding="utf-8"))["replies"]
 
@@ -17,10 +17,10 @@ FIXTURES = json.loads((Path(__file__).parent / "teacher_replies.json").read_text
 @pytest.mark.parametrize("case", FIXTURES, ids=[f"reply{i}" for i in range(len(FIXTURES))])
 def test_real_replies_get_the_verdict_they_deserve(case):
     if case["expect"] == "accept":
-        assert t.clean_reasoning(case["reply"], case["continuation"])
+        assert teacher.clean_reasoning(case["reply"], case["continuation"])
     else:
-        with pytest.raises(t.BadReply, match=case["expect"]):
-            t.clean_reasoning(case["reply"], case["continuation"])
+        with pytest.raises(teacher.BadReply, match=case["expect"]):
+            teacher.clean_reasoning(case["reply"], case["continuation"])
 
 
 def test_the_fixtures_hold_each_kind_of_failure():
@@ -44,20 +44,22 @@ GOOD = (
     ],
 )
 def test_echoes_commentary_and_dialogue_are_refused(reply, reason):
-    with pytest.raises(t.BadReply, match=reason):
-        t.clean_reasoning(reply, "Something else entirely happens next in the kitchen.")
+    with pytest.raises(teacher.BadReply, match=reason):
+        teacher.clean_reasoning(reply, "Something else entirely happens next in the kitchen.")
 
 
 def test_good_reasoning_passes_and_a_reply_cut_off_mid_sentence_loses_its_torso():
-    assert t.clean_reasoning(GOOD, "x") == GOOD
-    assert t.clean_reasoning(GOOD + " Then Grete will", "x") == GOOD  # --max-tokens cut it: the torso goes
+    assert teacher.clean_reasoning(GOOD, "x") == GOOD
+    assert (
+        teacher.clean_reasoning(GOOD + " Then Grete will", "x") == GOOD
+    )  # --max-tokens cut it: the torso goes
     # One mention of the story is planning, not commentary.
     planning = GOOD + " The scene calls for a slow pace as the story turns darker."
-    assert t.clean_reasoning(planning, "x") == planning
+    assert teacher.clean_reasoning(planning, "x") == planning
 
 
 def test_reason_kinds_count_alike_failures_together():
-    assert t.reason_kind("unusable reply: too short (12 words)") == "unusable reply: too short"
-    assert t.reason_kind("unusable reply: it echoes our instructions ('present tense') instead of x") == (
-        "unusable reply: it echoes our instructions instead of x"
-    )
+    assert teacher.reason_kind("unusable reply: too short (12 words)") == "unusable reply: too short"
+    assert teacher.reason_kind(
+        "unusable reply: it echoes our instructions ('present tense') instead of x"
+    ) == ("unusable reply: it echoes our instructions instead of x")

@@ -10,18 +10,18 @@ from typer.testing import CliRunner
 
 from contract import prompt as P
 from pipeline.cli import app
-from pipeline.data import gutenberg as g
+from pipeline.data import gutenberg
 from pipeline.train import rows
 
 runner = CliRunner()
 
 SPECS = [
-    g.WindowSpec(),
-    g.WindowSpec(
+    gutenberg.WindowSpec(),
+    gutenberg.WindowSpec(
         context_sentences=20, continuation_sentences=5, max_context_chars=1500, max_continuation_chars=300
     ),
-    g.WindowSpec(chunk_chars=6500),
-    g.WindowSpec(chunk_chars=3000, max_context_chars=800, max_continuation_chars=200),
+    gutenberg.WindowSpec(chunk_chars=6500),
+    gutenberg.WindowSpec(chunk_chars=3000, max_context_chars=800, max_continuation_chars=200),
 ]
 
 
@@ -32,16 +32,16 @@ def records_of(path: Path) -> list[dict]:
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe())
 def test_every_sentence_lands_in_a_window_or_is_reported(corpus_dir, spec):
     for path in sorted(corpus_dir.glob("*.txt")):
-        sents = g.load_book(path).sentences
-        plan = g.plan_windows(sents, spec)
+        sents = gutenberg.load_book(path).sentences
+        plan = gutenberg.plan_windows(sents, spec)
         covered = {i for start, _, end in plan.spans for i in range(start, end)}
         assert covered | set(plan.dropped) == set(range(len(sents))), path.name
         assert not covered & set(plan.dropped)
         ctx_n, ctx_chars, cont_n, cont_chars = spec.limits()
         for start, split, end in plan.spans:
             assert 0 < split - start <= ctx_n and 0 < end - split <= cont_n
-            assert len(g.join_sentences(sents[start:split])) <= ctx_chars
-            assert len(g.join_sentences(sents[split:end])) <= cont_chars
+            assert len(gutenberg.join_sentences(sents[start:split])) <= ctx_chars
+            assert len(gutenberg.join_sentences(sents[split:end])) <= cont_chars
         # Only a sentence longer than a cap on its own is ever dropped.
         for i in plan.dropped:
             assert len(sents[i][0]) + 2 > min(ctx_chars, cont_chars), (path.name, sents[i][0])
@@ -53,18 +53,18 @@ def test_probes_from_the_middle_of_each_book_are_in_some_window_when_caps_cut(tm
     result = runner.invoke(app, ["data", "gutenberg", str(corpus_dir), "-o", str(out), *args])
     assert result.exit_code == 0, result.output
     records = records_of(out)
-    spec = g.WindowSpec(max_context_chars=1500, max_continuation_chars=400)
+    spec = gutenberg.WindowSpec(max_context_chars=1500, max_continuation_chars=400)
     # The caps bite: no window holds the 80+20 sentences asked for.
     assert all(len(r["context"]) <= 1500 and len(r["continuation"]) <= 400 for r in records)
     for path in sorted(corpus_dir.glob("*.txt")):
-        sents = [s for s, _ in g.load_book(path).sentences]
+        sents = [s for s, _ in gutenberg.load_book(path).sentences]
         texts = [r["context"] + "\n" + r["continuation"] for r in records if r["book"] == path.stem]
         assert len(texts) > len(sents) / 100  # far more windows than 80+20 would give
         middle = len(sents) // 2
         for probe in sents[middle - 25 : middle + 25]:
             assert any(probe in t for t in texts), (path.name, probe)
         # The run says how much of the book it used: all but sentences too long to continue a window.
-        dropped = g.plan_windows(g.load_book(path).sentences, spec).dropped
+        dropped = gutenberg.plan_windows(gutenberg.load_book(path).sentences, spec).dropped
         assert all(len(sents[i]) > 400 for i in dropped)
         line = re.search(rf"{path.stem}: ([\d,]+) of ([\d,]+) sentences", result.output)
         assert line and (line[1], line[2]) == (f"{len(sents) - len(dropped):,}", f"{len(sents):,}")

@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import pytest
 
-from tests.docs import blocks as b
+from tests.docs import blocks
 
 
 def _checked() -> list[tuple[str, list[str]]]:
     out = []
-    for block in b.shell_blocks():
+    for block in blocks.shell_blocks():
         for command in block.commands():
-            out += [(block.where(), argv) for argv in b.simple_commands(command)]
+            out += [(block.where(), argv) for argv in blocks.simple_commands(command)]
     return out
 
 
 def test_every_documented_command_names_verbs_and_flags_that_exist():
     checked, wrong = 0, []
     for where, argv in _checked():
-        found = b.problems(argv)
+        found = blocks.problems(argv)
         if found is None:
             continue
         checked += 1
@@ -46,15 +46,15 @@ def test_every_verb_of_the_pipeline_is_shown_somewhere():
             "story-pipeline data gutenberg books/ -o x --context 3",
             "`story-pipeline data gutenberg` has no option",
         ),
-        ("story-bot console --gguf a.gguf --lora b.gguf --temperature 1", "has no option --temperature"),
+        ("story-bot console --gguf a.gguf --lora blocks.gguf --temperature 1", "has no option --temperature"),
         ("story-pipeline modelfile check --from x", "`story-pipeline modelfile check` has no option --from"),
         ("make tests", "the Makefile has no target 'tests'"),
         ("python benchmarks/bench_scale.py --nodes 3", "has no option --nodes"),
     ],
 )
 def test_the_check_catches_what_does_not_exist(line, problem):
-    (argv,) = list(b.simple_commands(line))
-    assert any(problem in p for p in b.problems(argv) or []), b.problems(argv)
+    (argv,) = list(blocks.simple_commands(line))
+    assert any(problem in p for p in blocks.problems(argv) or []), blocks.problems(argv)
 
 
 @pytest.mark.parametrize(
@@ -68,13 +68,13 @@ def test_the_check_catches_what_does_not_exist(line, problem):
     ],
 )
 def test_the_check_passes_what_exists(line):
-    (argv,) = list(b.simple_commands(line))
-    assert b.problems(argv) == []
+    (argv,) = list(blocks.simple_commands(line))
+    assert blocks.problems(argv) == []
 
 
 def test_a_line_splits_into_its_simple_commands():
     line = "OPENAI_API_KEY=k story-pipeline reason a -o b && ollama create w -f M > log.txt 2>&1 &"
-    assert list(b.simple_commands(line)) == [
+    assert list(blocks.simple_commands(line)) == [
         ["story-pipeline", "reason", "a", "-o", "b"],
         ["ollama", "create", "w", "-f", "M"],
     ]
