@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from contract.prompt import parse_output
 from pipeline.cli import app
-from pipeline.train.callbacks import read_log, sample_prompts
+from pipeline.train.callbacks import read_log, sample_prompts, sample_record
 from pipeline.train.options import TrainError, TrainOptions, build_options, read_config
 from pipeline.train.run import train
 from tests.train.helpers import sft_rows, write_jsonl
@@ -114,7 +114,7 @@ def test_sampling_leaves_training_unchanged(train_base, data, watched, tmp_path)
 def test_samples_start_from_the_served_prompt_and_are_judged_by_the_lenient_parser(train_base, data):
     from contract.chat_template import of_tokenizer
     from pipeline.train import base, rows
-    from pipeline.train.callbacks import sample_record, stop_token_ids
+    from pipeline.train.callbacks import stop_token_ids
 
     tokenizer, _ = base.load_tokenizer(str(train_base), None)
     row = json.loads(data[1].read_text().splitlines()[0])
@@ -219,3 +219,33 @@ def test_the_tracker_environment_points_into_the_run_and_is_restored(tmp_path, d
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     with tracking.environment(TrainOptions(base="b", out_dir=tmp_path, data=data[0], report_to="mlflow")):
         assert os.environ["MLFLOW_TRACKING_URI"] == (tmp_path.resolve() / "mlruns").as_uri()
+
+
+def test_a_resumed_run_keeps_the_samples_up_to_its_checkpoint_and_a_fresh_one_none(tmp_path):
+    from transformers import TrainerState
+
+    from contract import jsonl
+    from pipeline.train.callbacks import SampleLog
+
+    path = tmp_path / "samples.jsonl"
+    jsonl.write(path, [sample_record(step, 0, "x") for step in (0, 2, 4)])
+    SampleLog(tmp_path, [[1]], None, 4).on_train_begin(None, TrainerState(global_step=2), None)
+    assert [r["step"] for r in read_log(path)] == [0, 2]  # step 4 was work lost with its checkpoint
+    SampleLog(tmp_path, [[1]], None, 4).on_train_begin(None, TrainerState(global_step=0), None)
+    assert read_log(path) == []
+
+
+def test_overwrite_and_a_failed_run_clear_the_samples_and_the_event_files(tmp_path):
+    from pipeline.train import outputs
+
+    out = tmp_path / "run"
+    (out / "tensorboard").mkdir(parents=True)
+    (out / "adapter_config.json").write_text("{}")
+    for name in ("samples.jsonl", "tensorboard/events.out.tfevents.1"):
+        (out / name).write_text("x")
+    outputs.prepare(out, resume=False, overwrite=True)
+    assert not (out / "samples.jsonl").exists() and not (out / "tensorboard").exists()
+    (out / "tensorboard").mkdir()
+    (out / "samples.jsonl").write_text("x")
+    outputs.discard_failed_run(out, created=False)  # nothing to resume: nothing of the run stays
+    assert out.is_dir() and not (out / "samples.jsonl").exists() and not (out / "tensorboard").exists()
