@@ -100,9 +100,8 @@ def stop_token_ids(tokenizer) -> list[int]:
 
 def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int) -> list[tuple[str, bool]]:
     """Greedy continuations of each prompt by the model as it is, each with whether max_new_tokens cut
-    it before a stop token. Eval mode (no dropout, no gradient
-    checkpointing), no gradients, the KV cache on, and no random draws, so training goes on from the
-    same state, and its train mode is restored."""
+    it before a stop token. Eval mode (no dropout, no gradient checkpointing), no gradients, the KV
+    cache on and no random draws, so training goes on from the same state; its train mode is restored."""
     import torch
     from transformers import GenerationConfig
 
