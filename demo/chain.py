@@ -169,8 +169,10 @@ def run_demo(out: Path, quick: bool = False) -> Path:
          "--concurrency", 1, "--backoff", 0, allow=(0, 1))  # fmt: skip
     with_derived_rows(run, contexts)
 
+    # No sample generations at evaluations: the panel judges the outputs after training, and they
+    # would slow the demo on a CPU.
     train_args = ("--no-qlora", "--no-gradient-checkpointing", "--target-modules", "all-linear",
-                  "--batch-size", s.batch_size, "--grad-accum", 1,
+                  "--batch-size", s.batch_size, "--grad-accum", 1, "--sample-contexts", 0,
                   "--max-length", s.max_length, "--log-steps", 1, "--lr", s.lr)  # fmt: skip
     verb(run, "LoRA SFT, early stopping on the held-out rows", "train", "--base", base, "-o", p("adapter"),
          "--data", p("data", "train.jsonl"), "--eval-data", p("data", "val.jsonl"),

@@ -64,10 +64,11 @@ def test_a_story_from_a_book_to_the_channel_and_back(
 
     base = tiny_model("qwen2")
     data = ["--data", "data/train.jsonl", "--eval-data", "data/val.jsonl"]
-    steps = ["--max-steps", "3", "--eval-steps", "3", "--save-steps", "3"]
+    steps = ["--max-steps", "3", "--eval-steps", "3", "--save-steps", "3", "--sample-tokens", "16"]
     run("train", "--base", base, *data, "-o", "adapter", *steps, "--max-length", "1024", "--lr", "1e-2")
     assert (tmp_path / "adapter" / "adapter_config.json").exists()
     assert (tmp_path / "adapter" / "loss.png").exists()
+    assert {r["step"] for r in read(Path("adapter/samples.jsonl"))} == {0, 3}  # what it wrote as it learned
 
     run("export-base", base, "-o", "base.gguf", "--outtype", "f32")
     run("export-gguf", "adapter", "--base", base, "-o", "lora.gguf")

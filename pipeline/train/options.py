@@ -14,6 +14,7 @@ METHODS = ("sft", "dpo", "kto")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 DEFAULT_LR = {"sft": 2e-4, "dpo": 5e-5, "kto": 5e-5}
 DEFAULT_PATIENCE = 3  # evaluations without improvement before a run with held-out rows stops
+REPORTERS = ("none", "tensorboard", "wandb", "mlflow")  # experiment trackers transformers reports to
 
 
 class TrainError(RuntimeError):
@@ -90,6 +91,12 @@ class TrainOptions:
     gradient_checkpointing: bool = option(True, "Recompute activations to save memory")
     optim: str = option("adamw_torch", "Optimizer (adamw_torch, paged_adamw_8bit, ...)")
     beta: float = option(0.1, "DPO/KTO beta: how close to stay to the SFT adapter", above=0)
+    report_to: str = option("none", f"Also log to an experiment tracker: {', '.join(REPORTERS)}")
+    sample_contexts: int = option(
+        2, "SFT: continue this many held-out contexts at evaluations, into samples.jsonl (0: off)", min=0
+    )
+    sample_every: int = option(1, "Generate the samples every N evaluations", min=1)
+    sample_tokens: int = option(256, "Most new tokens per sample (greedy)", min=1, max=4096)
 
     def __post_init__(self) -> None:
         self.out_dir, self.data = Path(self.out_dir), Path(self.data)
@@ -100,6 +107,8 @@ class TrainOptions:
             problems.append(f"--method must be one of {', '.join(METHODS)}, not {self.method!r}")
         if self.precision not in PRECISIONS:
             problems.append(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.report_to not in REPORTERS:
+            problems.append(f"--report-to must be one of {', '.join(REPORTERS)}, not {self.report_to!r}")
         if self.method in ("dpo", "kto") and self.adapter is None:
             problems.append(f"--method {self.method} starts from an SFT adapter: pass --adapter SFT_OUT_DIR")
         if self.early_stopping and self.eval_data is None:
@@ -215,6 +224,7 @@ def trainer_arguments(opts: TrainOptions, precision: str, device: str, has_eval:
         greater_is_better=False,
         seed=opts.seed,
         data_seed=opts.seed,
-        report_to="none",
+        report_to=opts.report_to,
+        run_name=opts.out_dir.name,  # the run's name in the tracker
     )
     return args

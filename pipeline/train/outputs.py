@@ -1,5 +1,5 @@
-"""The output folder of a run: the PEFT adapter, its tokenizer, training.json, log.jsonl, loss.png, and
-checkpoints/ to resume from.
+"""The output folder of a run: the PEFT adapter, its tokenizer, training.json, log.jsonl, loss.png,
+samples.jsonl, tensorboard/ (with --report-to tensorboard), and checkpoints/ to resume from.
 
 OUT_DIR itself is the adapter folder (`PeftModel.from_pretrained(base, OUT_DIR)` loads it; the export
 step takes it as is). A checkpoint counts only once its trainer_state.json is written, which the Trainer
@@ -21,10 +21,12 @@ from pipeline.train.options import TrainError, is_main_process
 METADATA = "training.json"
 LOG = "log.jsonl"
 CURVE = "loss.png"
+SAMPLES = "samples.jsonl"
+TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 # What a finished run writes into OUT_DIR besides the tokenizer files; --overwrite replaces these.
-_RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", METADATA, LOG, CURVE)
+_RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", METADATA, LOG, CURVE, SAMPLES)
 
 
 def checkpoints(out_dir: Path) -> list[tuple[int, Path, bool]]:
@@ -73,6 +75,7 @@ def prepare(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
         )
     if earlier and is_main_process():
         shutil.rmtree(out_dir / CHECKPOINTS, ignore_errors=True)
+        shutil.rmtree(out_dir / TENSORBOARD, ignore_errors=True)
         for name in _RUN_FILES:
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,11 +84,13 @@ def prepare(out_dir: Path, resume: bool, overwrite: bool) -> Path | None:
 
 def discard_failed_run(out_dir: Path, created: bool) -> None:
     """After a run failed: remove its curve and metadata; with no complete checkpoint to resume from,
-    its log too, and the folder itself when this run created it."""
+    its logs too, and the folder itself when this run created it."""
     out_dir = Path(out_dir)
     resumable = last_complete_checkpoint(out_dir) is not None
-    for name in (METADATA, CURVE) if resumable else (METADATA, CURVE, LOG):
+    for name in (METADATA, CURVE) if resumable else (METADATA, CURVE, LOG, SAMPLES):
         (out_dir / name).unlink(missing_ok=True)
+    if not resumable:
+        shutil.rmtree(out_dir / TENSORBOARD, ignore_errors=True)
     if created and not resumable:
         shutil.rmtree(out_dir, ignore_errors=True)
 

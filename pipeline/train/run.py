@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contract.atomic import check_output
-from pipeline.train import base, outputs
-from pipeline.train.callbacks import GracefulStop, LossLog
+from pipeline.train import base, outputs, tracking
+from pipeline.train.callbacks import GracefulStop, LossLog, SampleLog, sample_prompts
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ def train(
 ) -> TrainResult:
     """Train as opts say; progress and problems go to printer (rank 0 only). Raises TrainError."""
     check_output(opts.out_dir, folder=True)
+    tracking.check(opts.report_to)
     hw = base.detect_hardware()
     precision = base.choose_precision(opts.precision, hw)
     if opts.qlora:
@@ -57,7 +58,8 @@ def train(
     created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
     try:
-        result = _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
+        with tracking.environment(opts):
+            result = _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     except BaseException:
         # A failed run leaves nothing that looks like a result; resumable checkpoints stay.
         if is_main_process():
@@ -97,7 +99,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
 
     log = LossLog(opts.out_dir, title=f"{opts.method.upper()} {Path(opts.base).name}")
     stop = GracefulStop(lambda m: say(m, printer))
-    extra = [*callbacks, log, stop]
+    extra = [*callbacks, log, stop, *_sample_log(opts, eval_rows, tokenizer)]
     if opts.patience and eval_rows is not None:
         extra.append(EarlyStoppingCallback(opts.patience, opts.early_stopping_threshold))
     args = trainer_arguments(opts, precision, hw.device, eval_rows is not None)
@@ -150,6 +152,15 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     if (verdict := held_out_verdict(metadata)) is not None:
         say(verdict, printer)  # the last line: whether training helped on the held-out rows
     return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
+
+
+def _sample_log(opts: TrainOptions, eval_rows: list[dict] | None, tokenizer) -> list[SampleLog]:
+    """The sample generations at evaluations, where asked for and possible (SFT held-out rows)."""
+    if opts.method != "sft" or not eval_rows or not opts.sample_contexts:
+        return []
+    tensorboard = tracking.tensorboard_dir(opts.out_dir) if opts.report_to == "tensorboard" else None
+    prompts = sample_prompts(eval_rows, opts.sample_contexts)
+    return [SampleLog(opts.out_dir, prompts, tokenizer, opts.sample_tokens, opts.sample_every, tensorboard)]
 
 
 def held_out(log_history: list[dict], best: float | None, best_step: int | None) -> dict:

@@ -43,6 +43,7 @@ def _opts(base, out, data, **kw) -> TrainOptions:
         log_steps=5,
         seed=0,
         gradient_checkpointing=False,
+        sample_contexts=0,  # generation at evaluations: tests/train/test_watch.py
     )
     return TrainOptions(base=str(base), out_dir=out, data=data[0], eval_data=data[1], **(defaults | kw))
 
@@ -121,7 +122,7 @@ def test_a_run_worse_than_its_base_says_so_in_training_json_and_its_last_line(
     args = ["train", "--base", str(train_base), "-o", str(out), "--data", str(rows), "--eval-data",
             str(data[1]), "--no-qlora", "--max-length", "320", "--max-steps", "6", "--eval-steps", "2",
             "--batch-size", "4", "--grad-accum", "1", "--lr", "1e-2", "--warmup", "0",
-            "--no-gradient-checkpointing"]  # fmt: skip
+            "--no-gradient-checkpointing", "--sample-contexts", "0"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "training.json").read_text())
