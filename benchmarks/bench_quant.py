@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.export.distance import Measurement, measure_many  # noqa: E402
-from pipeline.export.quants import MARGIN, QUANT_TYPES, tolerance_from  # noqa: E402
+from pipeline.export.quants import MARGIN, QUANT_TYPES, no_looser_than_finer, tolerance_from  # noqa: E402
 
 
 def f16_of(src: Path, out: Path) -> Path:
@@ -72,15 +72,17 @@ def derive(runs: list[list[Measurement]]) -> None:
         ds = [m.distance for run in runs for m in run if m.judged_as == name]
         worst[name] = (max(d.mean_kl for d in ds), min(d.top1 for d in ds), max(d.ppl_ratio for d in ds))
     names = list(QUANT_TYPES)
-    print(f"\ntolerances (MARGIN {MARGIN:g} x the worst measured distance):")
+    tolerances = no_looser_than_finer([tolerance_from(*worst[name]) for name in names])
+    print(
+        f"\ntolerances (MARGIN {MARGIN:g} x the worst measured distance, never tighter than a finer type's):"
+    )
     print(f"{'type':8} {'mean KL <=':>11} {'top-1 >=':>9} {'ratio <=':>9}  next coarser type")
-    for i, name in enumerate(names):
-        tol = tolerance_from(*worst[name])
+    for i, (name, tol) in enumerate(zip(names, tolerances, strict=True)):
         coarser = names[i + 1] if i + 1 < len(names) else None
         verdict = ""
         if coarser:
             misses = tol.misses(*worst[coarser])
-            verdict = f"{coarser}: {'fails (' + '; '.join(misses) + ')' if misses else 'PASSES: too loose'}"
+            verdict = f"{coarser}: {'fails (' + '; '.join(misses) + ')' if misses else 'PASSES'}"
         print(f"{name:8} {tol.mean_kl:11.4g} {tol.top1:9.4f} {tol.ppl_ratio:9.4f}  {verdict}")
 
 
