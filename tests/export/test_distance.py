@@ -204,6 +204,10 @@ def test_a_quantized_reference_and_an_adapter_as_model_are_refused(smollm2_files
             smollm2_files["tok"], "--data", smollm2_files["rows"]]  # fmt: skip
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 2 and "is quantized" in result.output and "F16" in result.output
+    # the shipped Q4_1 file is of no type we quantize to: judged only by a named type's tolerance
+    with pytest.raises(distance.DistanceError, match="pass --as TYPE"):
+        distance.judged_type(smollm2_gguf, smollm2_files["f16"], None)
+    assert distance.judged_type(smollm2_gguf, smollm2_files["f16"], "q4_0").name == "q4_0"
 
 
 # --- end to end: an adapter on a quantized base (tiny model: the mechanics) -------------------------------
@@ -230,3 +234,13 @@ def test_adapter_on_the_quantized_base_is_measured_beside_the_base(
     assert doc is not None and set(doc["measurements"]) == {"base", "lora:writer.gguf"}
     with pytest.raises(distance.DistanceError, match="give it as --lora|goes in --lora"):
         distance.measure(lora, f16, tiny_model("llama"), ROWS)
+
+
+def test_every_declared_type_is_written_by_llama_cpp_under_its_file_type(base_gguf, tmp_path):
+    """What --quantize offers, llama.cpp writes, and verify-quant reads the type back from the file."""
+    from pipeline.export.gguf_model import quantize
+
+    f16 = base_gguf("llama", "f16")
+    for q in QUANT_TYPES.values():
+        out = quantize(f16, tmp_path / f"{q.name}.gguf", q.name).path
+        assert distance.file_type(out) == q.ftype and distance.judged_type(out, f16, None) is q
