@@ -234,6 +234,7 @@ def verify_quant(
     except (InputError, ValueError, RuntimeError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from None
+    m.data = str(data)
     _show_distance(m)
     if sidecar:
         console.print(f"wrote {escape(str(distance.write_sidecar(gguf_model, m)))}")
@@ -254,7 +255,7 @@ def _show_distance(m) -> None:
         table.add_column(col, justify="right")
     table.add_row("mean KL(F16 || quant)", f"{d.mean_kl:.5f}", f"<= {t.mean_kl:g}")
     table.add_row("max KL", f"{d.max_kl:.4f}", "")
-    table.add_row("top-1 agreement", f"{d.top1:.2%}", f">= {t.top1:.0%}")
+    table.add_row("top-1 agreement", f"{d.top1:.2%}", f">= {t.top1:.1%}")
     table.add_row("answer perplexity F16 -> quant", f"{d.ppl_f16:.3f} -> {d.ppl_quant:.3f}", "")
     table.add_row("perplexity ratio", f"{d.ppl_ratio:.4f}", f"<= {t.ppl_ratio:g}")
     Console().print(table)

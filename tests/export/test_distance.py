@@ -185,6 +185,7 @@ def test_q8_passes_and_carries_its_distance(smollm2_files, tmp_path):
     assert doc is not None
     base = doc["measurements"]["base"]
     assert base["passed"] and base["judged_as"] == "q8_0" and base["distance"]["tokens"] > 10
+    assert base["data"] == str(smollm2_files["rows"]) and base["sha256"]["quant"] == doc["sha256"]
     assert 0 < base["distance"]["mean_kl"] <= QUANT_TYPES["q8_0"].tolerance.mean_kl
     assert json.loads(report.read_text())["distance"] == base["distance"]
 
