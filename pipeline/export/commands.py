@@ -1,7 +1,8 @@
-"""`story-pipeline export-gguf`, `export-merged`, `export-base` and `verify-gguf`."""
+"""`story-pipeline export-gguf`, `export-merged`, `export-base`, `verify-gguf` and `verify-quant`."""
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -9,13 +10,24 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
 
 from contract import atomic
 from contract.extras import needs
+from pipeline.export.quants import QUANT_TYPES
 from pipeline.ranges import ranged
 
 console = Console(stderr=True, soft_wrap=True)
+FEW_TOKENS = 500  # below this, one token moves top-1 agreement by 0.2% or more
+_BAR = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
 
 
 class OutType(StrEnum):
@@ -25,10 +37,8 @@ class OutType(StrEnum):
     q8_0 = "q8_0"
 
 
-class Quant(StrEnum):
-    q8_0 = "q8_0"
-    q4_0 = "q4_0"
-    q4_k_m = "q4_k_m"
+# The choices come from the one declaration of the types (pipeline/export/quants.py).
+Quant = StrEnum("Quant", {name: name for name in QUANT_TYPES})  # type: ignore[misc]
 
 
 class Format(StrEnum):
@@ -177,8 +187,94 @@ def verify_gguf(
     _verify(hf, gguf_model, adapter, lora, text, tolerance)
 
 
+def verify_quant(
+    gguf_model: Annotated[
+        Path, typer.Option("--gguf", help="Quantized GGUF model (export-base/-merged --quantize)")
+    ],
+    reference: Annotated[Path, typer.Option(help="The F16 GGUF it was quantized from")],
+    hf: Annotated[
+        Path,
+        typer.Option(help="Hugging Face folder with the tokenizer and chat template the rows render with"),
+    ],
+    data: Annotated[Path, typer.Option(help="Held-out rows in the training format (messages)")],
+    lora: Annotated[
+        Path | None,
+        typer.Option(help="GGUF adapter applied on both files: measures the adapter on the quantized base"),
+    ] = None,
+    judge_as: Annotated[
+        Quant | None,
+        typer.Option("--as", help="Judge by this type's tolerance (default: the file's own type)"),
+    ] = None,
+    rows: Annotated[int, typer.Option(**ranged("Rows of --data to measure (the first ones)", min=1))] = 32,
+    max_tokens: Annotated[
+        int, typer.Option(**ranged("Skip rows longer than this many tokens", min=1))
+    ] = 2048,
+    output: Annotated[
+        Path | None, typer.Option("-o", "--output", help="Also write the report (JSON) here")
+    ] = None,
+    sidecar: Annotated[
+        bool, typer.Option(help="Keep the result beside the GGUF (<file>.distance.json)")
+    ] = True,
+    force: Force = False,
+) -> None:
+    """Measure a quantized GGUF against its F16 file in llama.cpp on held-out answer tokens; exit 1 if
+    it is further than its type's tolerance."""
+    from pipeline.evaluate.records import InputError, read_jsonl
+    from pipeline.export import distance
+
+    if output is not None:
+        check_output(output, force)
+    try:
+        held_out = read_jsonl(data)[:rows]
+        with Progress(*_BAR, console=console, transient=True) as bar:
+            task = bar.add_task("measuring rows", total=len(held_out))
+            as_type = judge_as.value if judge_as else None
+            m = distance.measure(gguf_model, reference, hf, held_out, lora, as_type, max_tokens,
+                                 lambda n: bar.advance(task, n))  # fmt: skip
+    except (InputError, ValueError, RuntimeError, OSError) as e:
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        raise typer.Exit(2) from None
+    m.data = str(data)
+    _show_distance(m)
+    if sidecar:
+        console.print(f"wrote {escape(str(distance.write_sidecar(gguf_model, m)))}")
+    if output is not None:
+        from contract.atomic import write_text
+
+        write_text(output, json.dumps(m.to_json(), indent=2) + "\n")
+        console.print(f"wrote {escape(str(output))}")
+    if not m.passed:
+        raise typer.Exit(1)
+
+
+def _show_distance(m) -> None:
+    d, t = m.distance, m.tolerance
+    table = Table(title=f"{m.quant} vs {m.reference}" + (f", both with {m.lora}" if m.lora else "")
+                  + f": {d.rows} rows, {d.tokens} answer tokens")  # fmt: skip
+    for col in ("measure", "measured", f"tolerance ({m.judged_as})"):
+        table.add_column(col, justify="right")
+    table.add_row("mean KL(F16 || quant)", f"{d.mean_kl:.5f}", f"<= {t.mean_kl:g}")
+    table.add_row("max KL", f"{d.max_kl:.4f}", "")
+    table.add_row("top-1 agreement", f"{d.top1:.2%}", f">= {t.top1:.1%}")
+    table.add_row("answer perplexity F16 -> quant", f"{d.ppl_f16:.3f} -> {d.ppl_quant:.3f}", "")
+    table.add_row("perplexity ratio", f"{d.ppl_ratio:.4f}", f"<= {t.ppl_ratio:g}")
+    Console().print(table)
+    if m.skipped_too_long:
+        console.print(f"[yellow]skipped {m.skipped_too_long} rows longer than --max-tokens[/yellow]")
+    if d.tokens < FEW_TOKENS:
+        console.print(
+            f"[yellow]note:[/yellow] only {d.tokens} answer tokens: top-1 agreement and the perplexity ratio "
+            "move by whole tokens at this size; give more --rows for a firmer verdict"
+        )
+    if m.passed:
+        console.print(f"PASS: within the {m.judged_as} tolerance")
+    else:
+        console.print(f"FAIL: outside the {m.judged_as} tolerance: {escape('; '.join(m.misses))}")
+
+
 def register(root: typer.Typer) -> None:
     root.command("export-gguf")(export_gguf)
     root.command("export-merged")(needs("export-merged", "train")(export_merged))
     root.command("export-base")(export_base)
     root.command("verify-gguf")(needs("verify-gguf", "train", "llama")(verify_gguf))
+    root.command("verify-quant")(needs("verify-quant", "train", "llama")(verify_quant))

@@ -30,8 +30,8 @@ from pipeline.export.gguf_write import (
     plan_notes,
     write_gguf,
 )
+from pipeline.export.quants import quant_type
 
-QUANTIZE_FTYPES = {"q8_0": 7, "q4_0": 2, "q4_k_m": 15}  # llama_ftype values (llama.h)
 SKIP_SUFFIXES = (".rotary_emb.inv_freq",)
 
 
@@ -208,8 +208,7 @@ def write_model(
 
 def quantize(src: Path, out: Path, kind: str, overwrite: bool = False, threads: int = 0) -> WriteReport:
     """Quantize an F16/F32 GGUF model with llama.cpp's llama_model_quantize (written atomically)."""
-    if kind not in QUANTIZE_FTYPES:
-        raise ValueError(f"unknown quantization {kind!r}: use one of {', '.join(QUANTIZE_FTYPES)}")
+    qtype = quant_type(kind)
     try:
         import llama_cpp
     except ImportError:
@@ -219,7 +218,7 @@ def quantize(src: Path, out: Path, kind: str, overwrite: bool = False, threads: 
     t0 = time.perf_counter()
     with atomic_path(out, overwrite=overwrite) as tmp:
         params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = QUANTIZE_FTYPES[kind]
+        params.ftype = qtype.ftype
         params.nthread = threads
         rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
         if rc != 0:

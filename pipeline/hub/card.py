@@ -42,6 +42,8 @@ class CardInputs:
     gguf_models: list[str] = field(
         default_factory=list
     )  # its GGUF models (merged or quantized, not adapters)
+    # GGUF model name -> its verify-quant sidecar (pipeline/export/distance.py), where it has a current one
+    quant_distances: dict[str, dict] = field(default_factory=dict)
 
 
 def read_run(run_dir: Path) -> dict:
@@ -129,6 +131,7 @@ def render(run_dir: Path, inputs: CardInputs):
         _eval_section(inputs.evals),
         _prompt_section(),
         _usage_section(inputs, base),
+        _quant_section(inputs.quant_distances),
         _files_section(inputs.files),
     ]
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(s for s in sections if s) + "\n")
@@ -272,6 +275,36 @@ def _usage_section(inputs: CardInputs, base: str) -> str:
         "```",
     ]
     return "\n".join(lines)
+
+
+def _quant_section(measured: dict[str, dict]) -> str:
+    """verify-quant's figures for each quantized GGUF whose sidecar travels with it (upload.extra_files)."""
+    from pipeline.export.distance import SIDECAR_SUFFIX
+
+    rows = []
+    for name, doc in sorted(measured.items()):
+        rows += _quant_rows(name, doc)
+    if not rows:
+        return ""
+    columns = ["file", "with adapter", "type", "mean KL(F16 \\|\\| quant)", "top-1 agreement",
+               "answer perplexity F16 -> quant", "verdict"]  # fmt: skip
+    head = "| " + " | ".join(columns) + " |\n" + "| --- " * len(columns) + "|"
+    return (
+        "## Quantization\n\nEach quantized file measured against the F16 file it was quantized from, in "
+        "llama.cpp, on the answer tokens of held-out rows (`story-pipeline verify-quant`; the figures are "
+        f"in its `{SIDECAR_SUFFIX}` file).\n\n" + head + "\n" + "\n".join(rows)
+    )
+
+
+def _quant_rows(gguf_name: str, doc: dict) -> list[str]:
+    out = []
+    for m in doc.get("measurements", {}).values():
+        d = m["distance"]
+        verdict = f"{'within' if m['passed'] else 'OUTSIDE'} the {m['judged_as']} tolerance"
+        cells = [f"`{gguf_name}`", m["lora"] or "-", m["judged_as"], f"{d['mean_kl']:.4g}",
+                 f"{d['top1']:.1%}", f"{d['ppl_f16']:.3f} -> {d['ppl_quant']:.3f}", verdict]  # fmt: skip
+        out.append("| " + " | ".join(cells) + " |")
+    return out
 
 
 def _files_section(files: list[str]) -> str:

@@ -1,7 +1,8 @@
 """A run to a Hugging Face Hub repository through the official huggingface_hub client, in one commit.
 
 What goes: the run folder's files (the PEFT adapter, its tokenizer, training.json, log and curve; never
-checkpoints/), the GGUF files the user names, the Modelfile, and the generated README.md (card.py).
+checkpoints/), the GGUF files the user names (with the `.distance.json` verify-quant left beside a
+quantized one, when it describes that file), the Modelfile, and the generated README.md (card.py).
 Large files travel first (LFS or Xet, as the client and the Hub agree), then one commit adds everything:
 a failure before the commit leaves the repository as it was, and the same command again sends only what
 the Hub does not hold yet. Files of the repository that this push does not name are never touched; one
@@ -40,9 +41,13 @@ def run_files(run_dir: Path) -> dict[str, Path]:
     }
 
 
-def extra_files(ggufs: list[Path], modelfile: Path | None) -> tuple[dict[str, Path], list[str]]:
-    """(path in the repository -> file, the names of the GGUF models among them: not adapters)."""
+def extra_files(
+    ggufs: list[Path], modelfile: Path | None, measured: dict[str, dict] | None = None
+) -> tuple[dict[str, Path], list[str]]:
+    """(path in the repository -> file, the names of the GGUF models among them: not adapters); the
+    verify-quant sidecars of the models go too, and into `measured` by model name."""
     from contract.modelfile import inspect
+    from pipeline.export.distance import read_sidecar, sidecar_path
 
     files: dict[str, Path] = {}
     models = []
@@ -56,13 +61,18 @@ def extra_files(ggufs: list[Path], modelfile: Path | None) -> tuple[dict[str, Pa
         files[g.name] = g
         if kind != "adapter":
             models.append(g.name)
+            doc = read_sidecar(g)
+            if doc is not None:  # verify-quant's figures for this very file (same sha256) travel with it
+                files[sidecar_path(g).name] = sidecar_path(g)
+                if measured is not None:
+                    measured[g.name] = doc
     if modelfile is not None:
         files[MODELFILE] = modelfile
     return files, models
 
 
 def prepare(run_dir: Path, inputs: card_mod.CardInputs, ggufs: list[Path], modelfile: Path | None) -> Upload:
-    extra, inputs.gguf_models = extra_files(ggufs, modelfile)
+    extra, inputs.gguf_models = extra_files(ggufs, modelfile, inputs.quant_distances)
     files = {**run_files(run_dir), **extra}
     inputs.files = sorted([*files, README])
     readme = str(card_mod.render(run_dir, inputs)).encode()

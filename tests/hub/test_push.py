@@ -138,3 +138,34 @@ def test_cli_hub_push(fake_hub, run_dir, tmp_path):
     r = subprocess.run([*args, "--base-model", BASE], capture_output=True, text=True,
                        env={**env, "HF_TOKEN": "hf_wrong"})  # fmt: skip
     assert r.returncode == 2 and "refused the token" in r.stderr
+
+
+def test_a_quantized_gguf_carries_its_measured_distance_into_the_repository(run_dir):
+    """verify-quant's sidecar beside a quantized GGUF goes with it, and the card shows its figures; a
+    sidecar that describes an older version of the file stays home."""
+    from pipeline.export import distance
+    from pipeline.export.quants import QUANT_TYPES
+
+    model = run_dir.parent / "r1-writer-Q4_K_M.gguf"
+    d = distance.Distance(
+        rows=8, tokens=400, mean_kl=0.0123, max_kl=0.4, top1=0.91, ppl_f16=9.5, ppl_quant=9.8
+    )
+    m = distance.Measurement(
+        quant=model.name, reference="r1-writer-f16.gguf", lora=None, judged_as="q4_k_m", distance=d,
+        tolerance=QUANT_TYPES["q4_k_m"].tolerance, sha256={"quant": distance.sha256(model)},
+    )  # fmt: skip
+    distance.write_sidecar(model, m)
+    plan = _plan(run_dir)
+    assert plan.files["r1-writer-Q4_K_M.gguf.distance.json"] == distance.sidecar_path(model)
+    readme = plan.readme.decode()
+    assert "## Quantization" in readme
+    assert (
+        "| `r1-writer-Q4_K_M.gguf` | - | q4_k_m | 0.0123 | 91.0% | 9.500 -> 9.800 | within the q4_k_m"
+        in readme
+    )
+    model.write_bytes(model.read_bytes() + b"\0")  # re-exported after it was measured
+    plan = _plan(run_dir)
+    assert (
+        "r1-writer-Q4_K_M.gguf.distance.json" not in plan.files
+        and "## Quantization" not in plan.readme.decode()
+    )
