@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contract.atomic import check_output
-from pipeline.train import base, outputs
+from pipeline.train import base, outputs, packing
 from pipeline.train.callbacks import GracefulStop, LossLog
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
 
@@ -94,6 +94,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     set_seed(opts.seed)  # the new adapter's random init is part of a reproducible run
     model = base.with_adapter(model, opts.adapter) if opts.adapter else base.with_new_adapter(model, opts)
     exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opts, packed = _check_packing(opts, model, train_rows, printer)
 
     log = LossLog(opts.out_dir, title=f"{opts.method.upper()} {Path(opts.base).name}")
     stop = GracefulStop(lambda m: say(m, printer))
@@ -118,6 +119,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
         "trainable_parameters": trainable,
         "total_parameters": total,
         "rows": {k: s.as_dict() for k, s in stats.items()},
+        "packing": packed,
         "options": opts.as_dict(),
         "resumed_from_step": _step(resume_from),
         "status": "running",
@@ -150,6 +152,18 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     if (verdict := held_out_verdict(metadata)) is not None:
         say(verdict, printer)  # the last line: whether training helped on the held-out rows
     return TrainResult(opts.out_dir, status, state.global_step, metadata, trainer)
+
+
+def _check_packing(opts: TrainOptions, model, train_rows, printer) -> tuple[TrainOptions, dict]:
+    """Pack only where the model's attention keeps packed rows apart (`packing.probe`); else train
+    unpacked, say so by the attention's name, and record it (the effective options say it too)."""
+    if opts.method != "sft" or not opts.packing:
+        return opts, {"used": False}
+    check = packing.probe(model, packing.probe_rows(train_rows))
+    if not check.isolated:
+        say(check.refusal(), printer)
+        opts = replace(opts, packing=False)
+    return opts, check.record(opts.packing)
 
 
 def held_out(log_history: list[dict], best: float | None, best_step: int | None) -> dict:
