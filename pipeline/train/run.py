@@ -52,7 +52,7 @@ def train(
     if opts.qlora:
         base.check_qlora(hw.device)
     base.check_source(opts.base)
-    tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_template)
+    tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_template, target=opts.target)
     opts = replace(opts, target_modules=base.check_target_modules(opts))
     created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
@@ -82,7 +82,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     from transformers import EarlyStoppingCallback, set_seed
 
     kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
-    head = f"{opts.method.upper()} on {hw.name}, {precision}, {kind}"
+    head = f"{opts.method.upper()} ({opts.target}) on {hw.name}, {precision}, {kind}"
     say(f"{head}, {fmt.family} chat template (pinned to {fmt.date})", printer)
 
     method = _method_module(opts.method)
@@ -110,6 +110,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
 
     metadata = {
         "method": opts.method,
+        "target": opts.target,  # what the model writes; chat_template carries it to serving too
         "base": opts.base,
         "chat_template": fmt.record(),  # the template, its tokens and pins, for export and Modelfile
         "qlora": opts.qlora,
