@@ -216,13 +216,17 @@ def encode_text(tokenizer, obj: dict, max_length: int) -> Encoded:
 
 
 def load_sft(
-    path: str | Path, tokenizer, max_length: int, target: Target = targets.DEFAULT
+    path: str | Path, tokenizer, max_length: int, target: Target = targets.DEFAULT, split: str = "train"
 ) -> tuple[list[dict], RowStats]:
-    """Encoded SFT examples of a JSONL file in the target's shape and what happened to its rows."""
+    """Encoded SFT examples of a JSONL file in the target's shape and what happened to its rows. The
+    data step's windows carry their book's split: a `text` run takes those of `split` only, so one
+    chunks file serves as --data and --eval-data and no held-out book is trained on."""
     stats = RowStats(str(path))
     examples = []
     for n, obj in read_jsonl(path, stats):
         try:
+            if not target.chat and obj.get("split", split) != split:
+                raise SkipRow(f"a window of the {obj['split']} split (this file is read for {split})")
             enc = encode_sft(tokenizer, obj, max_length, target)
         except SkipRow as e:
             stats.skip(str(e), n)

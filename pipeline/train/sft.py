@@ -18,7 +18,9 @@ def load_data(opts: TrainOptions, tokenizer) -> tuple[list[dict], list[dict] | N
     stats = {"train": train_stats}
     evaluation = None
     if opts.eval_data:
-        evaluation, stats["eval"] = rows.load_sft(opts.eval_data, tokenizer, opts.max_length, target)
+        evaluation, stats["eval"] = rows.load_sft(
+            opts.eval_data, tokenizer, opts.max_length, target, split="validation"
+        )
     return train, evaluation, stats
 
 

@@ -68,6 +68,13 @@ def test_rows_that_do_not_fit_the_target_are_skipped_by_reason(tmp_path, tok):
     ]
     _, stats = rows.load_sft(data, tok, 1024, Target.ANSWER)
     assert stats.kept == 1 and stats.skipped == {'no "messages" list': 1}
+    # The data step's windows carry their book's split: one chunks file serves as --data and --eval-data.
+    windows = [{"context": "A.", "continuation": "B.", "split": s} for s in ("train", "validation", "train")]
+    chunks = write_jsonl(tmp_path / "chunks.jsonl", windows)
+    train_rows, train = rows.load_sft(chunks, tok, 1024, Target.TEXT, "train")
+    _, held_out = rows.load_sft(chunks, tok, 1024, Target.TEXT, "validation")
+    assert (train.kept, held_out.kept, len(train_rows)) == (2, 1, 2)
+    assert held_out.skipped == {"a window of the train split (this file is read for validation)": 2}
 
 
 def test_a_target_is_checked_by_name():
