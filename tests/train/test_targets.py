@@ -155,3 +155,13 @@ def test_a_text_model_trains_on_windows_and_is_refused_for_serving(train_base, t
         serving.request_for(go_chat.writer_template(replace(qwen(), target="text")), "U")
     with pytest.raises(perplexity.PerplexityError, match="--target text"):
         perplexity.target_of(result.out_dir)
+
+    # What it is for: a stage an SFT target trains on top of, and that one is served.
+    rows_file = write_jsonl(tmp_path / "rows.jsonl", sft_rows(tiny_texts, 4))
+    opts = TrainOptions(
+        base=str(train_base), out_dir=tmp_path / "on-top", data=rows_file, adapter=result.out_dir,
+        target="answer", qlora=False, max_length=256, max_steps=1, batch_size=4, grad_accum=1,
+        gradient_checkpointing=False,
+    )  # fmt: skip
+    on_top = train(opts, printer=lambda _: None)
+    assert on_top.metadata["target"] == "answer" == on_top.metadata["chat_template"]["target"]
