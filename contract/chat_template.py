@@ -120,6 +120,7 @@ class ChatTemplate:
     eos_token: str = ""
     date: str = field(default_factory=lambda: dt.date.today().isoformat())
     thinking: bool = False  # the family's own thinking switch; the writer reasons in <reasoning>
+    target: str = "reasoning+answer"  # what the model was trained to write (contract.target), carried along
 
     def render(self, messages: Sequence[dict], add_generation_prompt: bool = False) -> str:
         """The text the template gives (BOS included), as transformers renders it on `date`."""
@@ -205,8 +206,12 @@ class ChatTemplate:
     # --- carried with the model ---
 
     def record(self) -> dict:
-        """What `from_record` takes back: kept in training.json, our GGUF exports and TEMPLATEs."""
-        return asdict(self)
+        """What `from_record` takes back: kept in training.json, our GGUF exports and TEMPLATEs (the
+        default target left out, so models and Modelfiles made before targets carry the same bytes)."""
+        record = asdict(self)
+        if record["target"] == ChatTemplate.target:
+            del record["target"]
+        return record
 
     def encoded(self) -> str:
         """The record as one line of base64 (zlib JSON), to ride inside a template comment."""
@@ -321,7 +326,8 @@ def probe_conversations() -> list[list[dict]]:
 
 
 def from_record(record: dict) -> ChatTemplate:
-    fields = {k: record[k] for k in ("source", "bos_token", "eos_token", "date", "thinking") if k in record}
+    names = ("source", "bos_token", "eos_token", "date", "thinking", "target")
+    fields = {k: record[k] for k in names if k in record}
     if not isinstance(fields.get("source"), str):
         raise ValueError("the chat template record has no template source")
     return ChatTemplate(**fields)

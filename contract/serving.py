@@ -9,6 +9,8 @@ Every generate request is built by :func:`request_for`, whatever asks (the bot's
   template Ollama picks (pipeline/modelfile/selection.py);
 - any other model (a plain instruct model): it gets the writer prompt as the user's text, and its own
   template does the chat wrapping.
+A model trained with an `answer` target is sent the same prompt, and its request says so (`target`) for
+the reader of its output; a `text` model (plain book text, never the writer prompt) is refused by name.
 `prompt` and `raw` are the exact bytes sent, which the generation record keeps; `user_text` is the user
 turn inside them (the writer prompt exactly as the model reads it), which the feedback export keeps.
 """
@@ -21,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract import chat_template, prompt
+from contract import target as targets
 from contract.chat_template import ChatTemplate
+from contract.target import Target
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 #: Tokens for the reasoning before the answer starts, on top of the answer's own budget.
@@ -41,6 +45,7 @@ class GenerateRequest:
     raw: bool
     user_text: str
     system: str | None = None  # only for a plain model asked with its own system turn
+    target: Target = Target.REASONING_ANSWER  # what the model writes: read its output with target.parse
 
     def fields(self) -> dict:
         """Keyword arguments for `ollama` `generate`: `system` only when not raw (a raw request that
@@ -77,8 +82,9 @@ def request_for(
     """
     trained = served_template(template)
     if trained is not None:
+        target = _target_of(trained)
         turn = system or model_system or None
-        return GenerateRequest(trained.prompt(user_text, turn), raw=True, user_text=user_text)
+        return GenerateRequest(trained.prompt(user_text, turn), raw=True, user_text=user_text, target=target)
     if holds_writer_prompt(template):
         raise ServingError(
             "this model's TEMPLATE holds a writer prompt but not the chat template it was trained with, "
@@ -86,6 +92,16 @@ def request_for(
             "`story-pipeline modelfile`"
         )
     return GenerateRequest(user_text, raw=False, user_text=user_text, system=system or None)
+
+
+def _target_of(trained: ChatTemplate) -> Target:
+    """The target the model was trained to write, refused where it cannot serve the writer prompt."""
+    try:
+        target = targets.of(trained.target)
+        target.check_servable()
+    except targets.TargetError as e:
+        raise ServingError(str(e)) from None
+    return target
 
 
 def build_request(

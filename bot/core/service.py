@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 
 from contract import prompt as writer_prompt
 from contract.store.status import DeliveryState, Status
+from contract.target import Target
 
 from ..llm import STORY, Backend, LLMError
 from ..store import Delivery, GenerationRow, Interrupted, Store
@@ -249,7 +250,7 @@ class StoryService:
                     if not output.cut and clock() - last < self.limits.delta_every:
                         continue  # coalesce: the next Delta (or Done) carries this text too
                     last = clock()
-                    parsed = writer_prompt.parse_output(output.text, partial=True)
+                    parsed = request.target.parse(output.text, partial=True)
                     if (parsed.answer, parsed.reasoning) != shown:
                         shown = (parsed.answer, parsed.reasoning)
                         yield Delta(*shown)
@@ -260,14 +261,22 @@ class StoryService:
         except BaseException:  # the driver went away (cancelled, or closed the iterator)
             self.store.fail_generation(gen_id, CANCELLED, output.text)
             raise
-        yield self._finish(gen_id, member, plan.model, output)
+        yield self._finish(gen_id, member, plan.model, output, request.target)
 
-    def _finish(self, gen_id: int, member: Member, model: str, output: Output) -> Done | Failed:
-        """The answer into the story (Done), or why it added nothing (Failed)."""
+    def _finish(
+        self,
+        gen_id: int,
+        member: Member,
+        model: str,
+        output: Output,
+        target: Target = Target.REASONING_ANSWER,
+    ) -> Done | Failed:
+        """The answer into the story (Done), or why it added nothing (Failed); the output is read as
+        the model's target writes it (an answer-target model writes no reasoning, and that is no issue)."""
         text = output.text
         if output.stats.get("done_reason") == "stop":  # Ollama strips the </answer> stop: put it back
             text = writer_prompt.restore_stop(text)
-        parsed = writer_prompt.parse_output(text)
+        parsed = target.parse(text)
         issues = [i.value for i in parsed.issues]
         if not parsed.answer:
             message = _empty_message(model, output.stats, parsed)

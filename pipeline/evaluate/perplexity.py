@@ -7,6 +7,8 @@ model's own planning and has no single right wording, so it is conditioned on bu
 that straddles the opening tag and the first word counts as an answer token.) The whole assistant turn
 (reasoning, tags and answer) is reported beside it as `assistant`. No sampling, so two models on the same
 rows compare without noise. Perplexity = exp(mean negative log-likelihood per scored token).
+An adapter trained with `--target answer` is scored on the rows as it was trained on them, reasoning
+removed (`contract.target`), and the base beside it on the same rows.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from contract import prompt
+from contract import target as targets
+from contract.target import Target
 
 
 class PerplexityError(ValueError):
@@ -178,6 +182,37 @@ def _trained_on(adapter: Path) -> str | None:
         return None
 
 
+def target_of(adapter: str | Path | None) -> Target:
+    """The target the adapter was trained with (its training.json, carried in its chat template
+    record); a `text` adapter is refused: it was never trained on the writer prompt these rows hold."""
+    from contract import chat_template
+
+    trained = chat_template.of_folder(Path(adapter)) if adapter is not None else None
+    target = targets.of(trained.target) if trained is not None else targets.DEFAULT
+    if not target.chat:
+        raise PerplexityError(
+            f"{adapter} was trained with --target text (plain book text): it never saw the writer prompt "
+            "these rows are scored in; score an SFT adapter trained on top of it"
+        )
+    return target
+
+
+def shaped(row: dict, n: int, target: Target) -> dict:
+    """The row as the adapter was trained on it: with an `answer` target, its reasoning removed, so the
+    answer is scored given the prompt alone, as that model writes it."""
+    messages = row.get("messages")
+    if target is targets.DEFAULT or not isinstance(messages, list) or not messages:
+        return row
+    last = messages[-1]
+    if not isinstance(last, dict) or not isinstance(last.get("content"), str):
+        return row  # encode says what is wrong with it
+    try:
+        reply = target.reply(last["content"])
+    except targets.TargetError as e:
+        raise PerplexityError(f"row {n}: {e}") from None
+    return {**row, "messages": [*messages[:-1], {**last, "content": reply}]}
+
+
 def run(
     base: str,
     adapter: str | Path | None,
@@ -188,11 +223,13 @@ def run(
 ) -> dict:
     """Loss and perplexity of the base, and of base + adapter when one is given, on the same rows."""
     model, tokenizer = load(base, adapter)
-    encoded = [encode(tokenizer, r, n) for n, r in enumerate(rows, 1)]
+    target = target_of(adapter)
+    encoded = [encode(tokenizer, shaped(r, n, target), n) for n, r in enumerate(rows, 1)]
     kept = [e for e in encoded if len(e.ids) <= max_tokens]
     if not kept:
         raise PerplexityError(f"every row is longer than --max-tokens {max_tokens}: raise it")
     out: dict = {"rows": len(kept), "skipped_too_long": len(encoded) - len(kept), "max_tokens": max_tokens}
+    out["target"] = target.value
     if adapter is None:
         out["base"] = evaluate(model, kept, batch_size, progress)
         return out

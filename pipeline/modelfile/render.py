@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from contract import atomic, chat_template, go_chat, prompt
+from contract import target as targets
 from contract.chat_template import ChatTemplate, UnknownFamilyError
 from contract.modelfile import golang, grammar, inspect
 from pipeline.modelfile import selection
@@ -46,7 +47,7 @@ class WriterModelfile:
             f"# The writer's assistant on {self.base} ({self.template.family} chat template, its dates"
             f" pinned to {self.template.date}).",
             f"# Use it:  ollama create writer -f {self.path} && ollama run writer",
-            "# Type or paste the story so far: the model reasons inside <reasoning> and continues the",
+            *_USE[self.template.target == targets.Target.ANSWER],
             "# story inside <answer>. The TEMPLATE renders, byte for byte, what training rendered with",
             "# the base's own chat template around the writer prompt (contract/prompt.py); the comment",
             "# at its start carries that chat template, which the bot renders raw prompts with. It also",
@@ -62,6 +63,12 @@ class WriterModelfile:
         for key in sorted(params):
             lines += [f"PARAMETER {key} {_quote(v)}" for v in params[key]]
         return "\n".join(lines) + "\n"
+
+
+_USE = {
+    False: ["# Type or paste the story so far: the model reasons inside <reasoning> and continues the"],
+    True: ["# Type or paste the story so far: the model (--target answer: no reasoning) continues the"],
+}
 
 
 def _quote(value: str) -> str:
@@ -176,6 +183,10 @@ def write(
         raise ModelfileRenderError(f"--num-ctx {num_ctx}: {message.split(': ', 1)[1]}")
     wanted_params = parse_params(params or [])  # the flags first: quick to say, before any file is read
     fmt = choose_template(base, adapter, template)
+    try:  # a model trained on plain text (--target text) has never seen the writer prompt
+        targets.of(fmt.target).check_servable()
+    except targets.TargetError as e:
+        raise ModelfileRenderError(f"{adapter or base}: {e}") from None
     try:
         go_chat.check(fmt)
     except UnknownFamilyError as e:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from contract import chat_template, go_chat
@@ -144,10 +144,14 @@ def check_source(source: str | Path, flag: str = "--base") -> None:
 
 
 def load_tokenizer(
-    source: str | Path, chat_template_path: Path | None = None, local_files_only: bool = False
+    source: str | Path,
+    chat_template_path: Path | None = None,
+    local_files_only: bool = False,
+    target: str = ChatTemplate.target,
 ) -> tuple[object, ChatTemplate]:
     """(tokenizer, trained chat template) of a base model or adapter folder, the template checked and
-    pinned: the tokenizer then renders (for TRL too) exactly what training tokenises and serving sends."""
+    pinned: the tokenizer then renders (for TRL too) exactly what training tokenises and serving sends.
+    The training target rides in the template's record wherever it goes (adapter, GGUF, Modelfile, bot)."""
     from transformers import AutoTokenizer
 
     check_source(source)
@@ -183,6 +187,7 @@ def load_tokenizer(
             f"the tokenizer of {source} has no {', '.join(missing)} token, which its chat template writes: "
             "give the chat template this tokenizer was made for (--chat-template)"
         )
+    trained = replace(trained, target=target)
     tokenizer.chat_template = trained.pinned_jinja()
     return tokenizer, trained
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from contract import target as targets
 from pipeline.ranges import out_of_range
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -42,6 +43,11 @@ class TrainOptions:
     data: Path = required("Training rows (JSONL): SFT messages, or DPO/KTO preferences")
     eval_data: Path | None = option(None, "Held-out rows in the same format")
     method: str = option("sft", f"Training method: {', '.join(METHODS)}")
+    target: str = option(
+        targets.DEFAULT.value,
+        "What SFT trains the model to write: reasoning+answer; answer (the same rows, reasoning removed); "
+        "text (plain book windows from the data step, no chat template, loss on every token)",
+    )
     adapter: Path | None = option(None, "An SFT adapter folder to start from (required for dpo and kto)")
     chat_template: Path | None = option(
         None,
@@ -109,6 +115,12 @@ class TrainOptions:
             problems.append(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.report_to not in REPORTERS:
             problems.append(f"--report-to must be one of {', '.join(REPORTERS)}, not {self.report_to!r}")
+        if self.target not in targets.NAMES:
+            problems.append(f"--target must be one of {', '.join(targets.NAMES)}, not {self.target!r}")
+        elif self.method != "sft" and self.target != targets.DEFAULT:
+            problems.append(
+                f"--target {self.target} is for --method sft ({self.method} trains on replies as given)"
+            )
         if self.method in ("dpo", "kto") and self.adapter is None:
             problems.append(f"--method {self.method} starts from an SFT adapter: pass --adapter SFT_OUT_DIR")
         if self.early_stopping and self.eval_data is None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from contract import chat_template, jsonl, prompt
+from contract import target as targets
+from contract.target import Target
 from pipeline.train.options import TrainError
 
 
@@ -154,8 +156,8 @@ def fit_head(tokenizer, head: list[dict], reply_tokens: int, max_length: int) ->
     raise SkipRow("the target (with the prompt's header) alone is longer than --max-length")
 
 
-def _sft_turns(obj: dict) -> tuple[list[dict], str]:
-    """(head turns, assistant target) of an SFT row, or SkipRow saying what is wrong with it."""
+def _sft_turns(obj: dict, target: Target = targets.DEFAULT) -> tuple[list[dict], str]:
+    """(head turns, assistant reply in the target's shape) of an SFT row, or SkipRow saying what is wrong."""
     messages = obj.get("messages")
     if not isinstance(messages, list) or not messages:
         raise SkipRow('no "messages" list')
@@ -164,16 +166,14 @@ def _sft_turns(obj: dict) -> tuple[list[dict], str]:
     roles = [m.get("role") for m in messages]
     if roles not in (["user", "assistant"], ["system", "user", "assistant"]):
         raise SkipRow("roles are not [system,] user, assistant")
-    target = messages[-1]["content"]
     if not messages[-2]["content"].strip():
         raise SkipRow("empty prompt")
-    parsed = prompt.parse_output(target)
-    if not parsed.answer:
-        raise SkipRow("empty answer")
-    if not parsed.ok:
-        raise SkipRow("target is not <reasoning>…</reasoning><answer>…</answer>")
+    try:
+        reply = target.reply(messages[-1]["content"])
+    except targets.TargetError as e:
+        raise SkipRow(str(e)) from None
     head = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
-    return head, target
+    return head, reply
 
 
 def defused(tokenizer, head: list[dict], *replies: str) -> tuple[list[dict], list[str]]:
@@ -184,29 +184,57 @@ def defused(tokenizer, head: list[dict], *replies: str) -> tuple[list[dict], lis
     return head, [prompt.defuse_control(r, specials) for r in replies]
 
 
-def encode_sft(tokenizer, obj: dict, max_length: int) -> Encoded:
-    """One SFT row as input_ids and labels (-100 on the prompt), fitted to max_length tokens."""
-    head, (target,) = defused(tokenizer, *_sft_turns(obj))
-    _, reply_ids = encode_turns(tokenizer, head, target)
+def encode_sft(tokenizer, obj: dict, max_length: int, target: Target = targets.DEFAULT) -> Encoded:
+    """One SFT row as input_ids and labels (-100 on the prompt), fitted to max_length tokens; `text`
+    rows are plain text with every token labelled (`encode_text`)."""
+    if not target.chat:
+        return encode_text(tokenizer, obj, max_length)
+    head, (reply,) = defused(tokenizer, *_sft_turns(obj, target))
+    _, reply_ids = encode_turns(tokenizer, head, reply)
     head, cut = fit_head(tokenizer, head, len(reply_ids), max_length)
-    prompt_ids, reply_ids = encode_turns(tokenizer, head, target)
+    prompt_ids, reply_ids = encode_turns(tokenizer, head, reply)
     return Encoded(prompt_ids + reply_ids, [-100] * len(prompt_ids) + reply_ids, cut)
 
 
-def load_sft(path: str | Path, tokenizer, max_length: int) -> tuple[list[dict], RowStats]:
-    """Encoded SFT examples of a JSONL file and what happened to its rows."""
+def encode_text(tokenizer, obj: dict, max_length: int) -> Encoded:
+    """A `text` row: the window's plain text (`contract.target.plain_text`), control tokens defused,
+    with the tokenizer's own BOS (if it adds one) and EOS after it, as a document ends; too long, it
+    loses its oldest part, as a context does. Every token is trained on."""
+    try:
+        text = targets.plain_text(obj)
+    except targets.TargetError as e:
+        raise SkipRow(str(e)) from None
+    text = prompt.defuse_control(text, prompt.special_tokens_of(tokenizer))
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    ids, cut = tokenizer(text)["input_ids"] + eos, False
+    for attempt in range(8):  # token counts shift a little at the new edge; drop a margin more each try
+        if len(ids) <= max_length:
+            return Encoded(ids, list(ids), cut)
+        text, cut = cut_context(tokenizer, text, len(ids) - max_length + 2 * attempt), True
+        ids = tokenizer(text)["input_ids"] + eos if text.strip() else []
+    raise SkipRow("a window that cannot be cut to --max-length")
+
+
+def load_sft(
+    path: str | Path, tokenizer, max_length: int, target: Target = targets.DEFAULT, split: str = "train"
+) -> tuple[list[dict], RowStats]:
+    """Encoded SFT examples of a JSONL file in the target's shape and what happened to its rows. The
+    data step's windows carry their book's split: a `text` run takes those of `split` only, so one
+    chunks file serves as --data and --eval-data and no held-out book is trained on."""
     stats = RowStats(str(path))
     examples = []
     for n, obj in read_jsonl(path, stats):
         try:
-            enc = encode_sft(tokenizer, obj, max_length)
+            if not target.chat and obj.get("split", split) != split:
+                raise SkipRow(f"a window of the {obj['split']} split (this file is read for {split})")
+            enc = encode_sft(tokenizer, obj, max_length, target)
         except SkipRow as e:
             stats.skip(str(e), n)
             continue
         examples.append({"input_ids": enc.input_ids, "labels": enc.labels})
         stats.kept += 1
         stats.cut += enc.cut
-    require_rows(stats, "SFT")
+    require_rows(stats, "SFT" if target.chat else "text")
     return examples, stats
 
 

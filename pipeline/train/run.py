@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from contract.atomic import check_output
-from pipeline.train import base, outputs, tracking
+from pipeline.train import base, outputs, packing, tracking
 from pipeline.train.callbacks import GracefulStop, LossLog, SampleLog, sample_prompts
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
 
@@ -53,7 +53,7 @@ def train(
     if opts.qlora:
         base.check_qlora(hw.device)
     base.check_source(opts.base)
-    tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_template)
+    tokenizer, fmt = base.load_tokenizer(base.tokenizer_source(opts), opts.chat_template, target=opts.target)
     opts = replace(opts, target_modules=base.check_target_modules(opts))
     created = not opts.out_dir.exists()
     resume_from = outputs.prepare(opts.out_dir, opts.resume, opts.overwrite)
@@ -84,7 +84,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     from transformers import EarlyStoppingCallback, set_seed
 
     kind = "QLoRA 4-bit NF4" if opts.qlora else "LoRA"
-    head = f"{opts.method.upper()} on {hw.name}, {precision}, {kind}"
+    head = f"{opts.method.upper()} ({opts.target}) on {hw.name}, {precision}, {kind}"
     say(f"{head}, {fmt.family} chat template (pinned to {fmt.date})", printer)
 
     method = _method_module(opts.method)
@@ -96,6 +96,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     set_seed(opts.seed)  # the new adapter's random init is part of a reproducible run
     model = base.with_adapter(model, opts.adapter) if opts.adapter else base.with_new_adapter(model, opts)
     exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    opts, packed = _check_packing(opts, model, train_rows, printer)
 
     log = LossLog(opts.out_dir, title=f"{opts.method.upper()} {Path(opts.base).name}")
     stop = GracefulStop(lambda m: say(m, printer))
@@ -111,6 +112,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
 
     metadata = {
         "method": opts.method,
+        "target": opts.target,  # what the model writes; chat_template carries it to serving too
         "base": opts.base,
         "chat_template": fmt.record(),  # the template, its tokens and pins, for export and Modelfile
         "qlora": opts.qlora,
@@ -120,6 +122,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
         "trainable_parameters": trainable,
         "total_parameters": total,
         "rows": {k: s.as_dict() for k, s in stats.items()},
+        "packing": packed,
         "options": opts.as_dict(),
         "resumed_from_step": _step(resume_from),
         "status": "running",
@@ -161,6 +164,18 @@ def _sample_log(opts: TrainOptions, eval_rows: list[dict] | None, tokenizer) -> 
     tensorboard = tracking.tensorboard_dir(opts.out_dir) if opts.report_to == "tensorboard" else None
     prompts = sample_prompts(eval_rows, opts.sample_contexts)
     return [SampleLog(opts.out_dir, prompts, tokenizer, opts.sample_tokens, opts.sample_every, tensorboard)]
+
+
+def _check_packing(opts: TrainOptions, model, train_rows, printer) -> tuple[TrainOptions, dict]:
+    """Pack only where the model's attention keeps packed rows apart (`packing.probe`); else train
+    unpacked, say so by the attention's name, and record it (the effective options say it too)."""
+    if opts.method != "sft" or not opts.packing:
+        return opts, {"used": False}
+    check = packing.probe(model, packing.probe_rows(train_rows))
+    if not check.isolated:
+        say(check.refusal(), printer)
+        opts = replace(opts, packing=False)
+    return opts, check.record(opts.packing)
 
 
 def held_out(log_history: list[dict], best: float | None, best_step: int | None) -> dict:

@@ -1,21 +1,26 @@
 """Supervised fine-tuning on writer rows with TRL's SFTTrainer.
 
-Rows arrive already tokenized by `rows.load_sft` (prompt tokens labelled -100), so TRL only packs them
+Rows arrive already tokenized by `rows.load_sft` in the --target's shape (prompt tokens labelled -100;
+every token of a `text` row trained on), so TRL only packs them
 (best-fit, sequence boundaries kept) or batches them grouped by length, and trains.
 """
 
 from __future__ import annotations
 
+from contract.target import Target
 from pipeline.train import rows
 from pipeline.train.options import TrainOptions
 
 
 def load_data(opts: TrainOptions, tokenizer) -> tuple[list[dict], list[dict] | None, dict]:
-    train, train_stats = rows.load_sft(opts.data, tokenizer, opts.max_length)
+    target = Target(opts.target)  # the rows' shape: reasoning+answer, answer or plain text
+    train, train_stats = rows.load_sft(opts.data, tokenizer, opts.max_length, target)
     stats = {"train": train_stats}
     evaluation = None
     if opts.eval_data:
-        evaluation, stats["eval"] = rows.load_sft(opts.eval_data, tokenizer, opts.max_length)
+        evaluation, stats["eval"] = rows.load_sft(
+            opts.eval_data, tokenizer, opts.max_length, target, split="validation"
+        )
     return train, evaluation, stats
 
 
