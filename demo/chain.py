@@ -67,12 +67,13 @@ class Sizes:
 
 # SmolLM2 on 2 cores: ~11 s an SFT step of 4 rows, ~14 s a KTO step (the reference model runs too),
 # ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
-# KTO at 2e-4 and above broke the trained format (in format 0.50 -> 0.15), so it steps gently.
+# KTO at 2e-4 and above broke the trained format (in format 0.50 -> 0.15), so it steps gently. 20 stories
+# give the panel's writers about 35 actions to turn into feedback, in about 40 s of the console.
 FULL = Sizes(
     student="smollm2", context_sentences=3, continuation_sentences=3, asked_words=40,
     teacher_items=4, teacher_tokens=160, teacher_retries=1, train_rows=80, val_rows=12,
     train_steps=20, batch_size=4, lr=1e-3, eval_steps=10, max_length=384,
-    eval_contexts=10, samples=2, num_predict=160, stories=12,
+    eval_contexts=10, samples=2, num_predict=160, stories=20,
     preference="kto", preference_steps=6, preference_lr=1e-4,
 )  # fmt: skip
 QUICK = Sizes(
