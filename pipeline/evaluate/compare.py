@@ -70,31 +70,28 @@ def generate(
     client,
     label: str,
     model: str,
+    shown: tuple[str, str] | str,
     contexts: list[Context],
     samples: int,
     seed: int,
     options: dict | None = None,
     on_output: Callable[[], None] | None = None,
 ) -> ModelRun:
-    """All outputs of one model; stops at its first error and records it."""
+    """All outputs of one model; stops at its first error and records it. `shown`: the model's template
+    and system (`show_models`), or why the server could not say."""
     import httpx
     import ollama
 
     from contract.local_engine import EngineError
 
     run = ModelRun(label, model, expected=len(contexts) * samples)
-    try:
-        shown = client.show(model)
-        template, system = shown.template or "", serving.system_of(shown.modelfile or "")
-    except ollama.ResponseError as e:
-        run.status, run.error = FAILED, e.error
+    if isinstance(shown, str):
+        run.status, run.error = FAILED, shown
         return run
     for i, ctx in enumerate(contexts):
         for k in range(samples):
             try:
-                run.outputs.append(
-                    _one(client, model, (template, system), i, ctx, k, seed + k, options or {})
-                )
+                run.outputs.append(_one(client, model, shown, i, ctx, k, seed + k, options or {}))
             except (ollama.ResponseError, serving.ServingError, EngineError) as e:
                 run.status, run.error = FAILED, getattr(e, "error", None) or str(e)
                 return run
@@ -151,35 +148,40 @@ def run_all(
             client.list()
         except (ConnectionError, OSError) as e:
             raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from None
-    check_models(client, models)
+    shown = show_models(client, models)
     runs = []
     for label, model in models.items():
         if on_model:
             on_model(label)
-        runs.append(generate(client, label, model, contexts, samples, seed, options, on_output))
+        runs.append(generate(client, label, model, shown[label], contexts, samples, seed, options, on_output))
     return runs
 
 
-def check_models(client, models: dict[str, str]) -> None:
-    """Every model is on the server (or its GGUF loads) before any writes: a model it lacks is bad input,
-    named with the fix, and the comparison leaves nothing (a model failing part-way is reported instead)."""
+def show_models(client, models: dict[str, str]) -> dict[str, tuple[str, str] | str]:
+    """Each model's template and system, asked of the server (or its GGUF loaded) before any writes: a
+    model it lacks is bad input, named with the fix, and the comparison leaves nothing; another error
+    is kept, to be reported in the model's column."""
     import ollama
 
     from contract.local_engine import ModelNotLoadable
 
+    shown: dict[str, tuple[str, str] | str] = {}
     missing = []
     for label, model in models.items():
         try:
-            client.show(model)
+            info = client.show(model)
+            shown[label] = (info.template or "", serving.system_of(info.modelfile or ""))
         except ollama.ResponseError as e:
             if e.status_code == 404:
                 missing.append(f"{label}={model} ({e.error})")
+            shown[label] = e.error
         except ModelNotLoadable as e:  # the local engine: a GGUF that is not there or does not load
             missing.append(f"{label}={model} ({e})")
     if missing:
         raise CompareError(
             f"not on the server: {'; '.join(missing)}: pull or publish it (or fix its --model), then rerun"
         )
+    return shown
 
 
 def score_runs(runs: list[ModelRun], workers: int | None = None, scorer=None) -> dict[str, list[dict]]:
