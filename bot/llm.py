@@ -22,6 +22,7 @@ import ollama
 from contract.serving import GenerateRequest, resolve_host, served_template, system_of
 
 from .core import messages
+from .core.configurable import setting
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -79,13 +80,26 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Timeouts:
-    connect: float = 5.0
-    idle: float = 120.0  # for the first piece (the model may be loading) and between pieces
-    total: float = 600.0  # a whole passage
-    # More wait for the first piece, per 1000 prompt tokens: a server sends nothing before the first token
-    # (Ollama: server/routes.go streams only what llm/llama_server.go's completion yields), and a cold one
-    # evaluates the whole prompt first (a 7B model on a CPU: tens of tokens a second).
-    prompt_per_1k: float = 60.0
+    """How long a backend waits; each field is also a bot setting (bot/core/configurable.py)."""
+
+    connect: float = setting(5.0, gt=0, name="connect_timeout", help="Seconds to connect to a server.")
+    idle: float = setting(
+        120.0,
+        gt=0,
+        name="idle_timeout",
+        help="Seconds to wait for a reply's first piece (a model loading) and between pieces.",
+    )
+    total: float = setting(600.0, gt=0, name="total_timeout", help="Seconds a whole passage may take.")
+    # A server sends nothing before the first token (Ollama: server/routes.go streams only what
+    # llm/llama_server.go's completion yields), and a cold one evaluates the whole prompt first (a 7B
+    # model on a CPU: tens of tokens a second).
+    prompt_per_1k: float = setting(
+        60.0,
+        ge=0,
+        name="prompt_timeout_per_1k_tokens",
+        help="More seconds to wait for a reply's first piece per 1000 prompt tokens: a server evaluates a "
+        "cold prompt whole before it sends any text (minutes for a long one on a CPU).",
+    )
 
     def first(self, prompt: str) -> float:
         """Seconds to wait for a request's first piece: `idle` plus the prompt's evaluation on a cold

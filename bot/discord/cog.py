@@ -32,9 +32,10 @@ from ..core import lore as lorebook
 from ..core.files import check_size
 from ..core.lore import LoreEntry
 from ..core.ratelimit import MemberRateLimit
-from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, StoryError, StoryService
+from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS, StoryError, StoryService
+from ..core.settings import RANGES
 from ..core.settings import describe as describe_settings
-from ..core.story import Channel, Member, Passage, Summary
+from ..core.story import MAX_PERSONA_CHARS, MAX_PERSONA_NAME, Channel, Member, Passage, Summary
 from ..core.text import MESSAGE_LIMIT, OPTION_LIMIT
 from .delivery import Deliveries
 from .stream import Poster, member_text, message_ref, parse_ref, render, send_text, shown, split
@@ -48,6 +49,26 @@ KEYWORDS_CHARS = lorebook.MAX_KEYWORDS * (lorebook.MAX_KEYWORD_CHARS + 2)
 Name = app_commands.Range[str, 1, lorebook.MAX_NAME_CHARS]
 Keywords = app_commands.Range[str, 1, KEYWORDS_CHARS]
 LoreText = app_commands.Range[str, 1, lorebook.MAX_TEXT_CHARS]
+# Each option's bounds are the core's (Discord checks them before the command runs; the core checks them
+# again for every other way in). discord.py reads them when the class is made, before any settings load,
+# so a bound that is a setting (`max_passage_chars`, `max_memory_chars`) is not one: the option takes
+# Discord's longest (OPTION_LIMIT) and the service refuses past the setting, saying so.
+Title = app_commands.Range[str, 1, MAX_TITLE_CHARS]
+PersonaName = app_commands.Range[str, 1, MAX_PERSONA_NAME]
+PersonaText = app_commands.Range[str, 1, MAX_PERSONA_CHARS]
+Temperature = app_commands.Range[float, RANGES["temperature"][0], RANGES["temperature"][1]]
+TopP = app_commands.Range[float, RANGES["top_p"][0], RANGES["top_p"][1]]
+RepeatPenalty = app_commands.Range[float, RANGES["repeat_penalty"][0], RANGES["repeat_penalty"][1]]
+# Discord's own choices, shorter than the core takes: a direction is a sentence (the prompt takes up to
+# MAX_GUIDANCE_CHARS), a model a name.
+Direction = app_commands.Range[str, 1, 300]
+ModelName = app_commands.Range[str, 1, 100]
+
+
+def _span(name: str) -> str:
+    """A sampling setting's range, as its option's help says it: "0 to 2"."""
+    low, high = RANGES[name]
+    return f"{low:g} to {high:g}"
 
 
 NO_THREADS = (
@@ -125,7 +146,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def continue_(
         self,
         interaction: Interaction,
-        direction: app_commands.Range[str, 1, 300] | None = None,
+        direction: Direction | None = None,
         length: Length | None = None,
     ) -> None:
         deferred = await interaction.response.defer(thinking=True)  # first, well within Discord's 3 s
@@ -175,9 +196,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
 
     @story.command(name="new", description="Start a new story in this channel (the old one is archived)")
     @app_commands.describe(title="A title (optional)")
-    async def new(
-        self, interaction: Interaction, title: app_commands.Range[str, 1, 100] | None = None
-    ) -> None:
+    async def new(self, interaction: Interaction, title: Title | None = None) -> None:
         """In a text channel, the new story gets a thread of its own (the channel's story stays); in a
         thread, or where the bot may not open threads, it replaces the story here (kept: `/story list`)."""
         where, who = channel(interaction), member(interaction)
@@ -290,7 +309,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @app_commands.describe(from_="The last passage the new story keeps", title="Its title (optional)")
     async def fork(
         self, interaction: Interaction, from_: app_commands.Range[int, 1],
-        title: app_commands.Range[str, 1, 100] | None = None,
+        title: Title | None = None,
     ) -> None:  # fmt: skip
         where, who = channel(interaction), member(interaction)
         self.service.passage(where, from_)  # refused before a thread is made for nothing
@@ -472,7 +491,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def context(
         self,
         interaction: Interaction,
-        direction: app_commands.Range[str, 1, 300] | None = None,
+        direction: Direction | None = None,
         length: Length | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # it asks Ollama about the model
@@ -569,17 +588,17 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @story.command(name="settings", description="Show or set the story's model, sampling and default length")
     @app_commands.describe(
         model="The model (one the operator allows here: no option lists them)",
-        temperature="How adventurous the wording is (0 to 2)",
-        top_p="Keep only the likeliest words up to this share (0 to 1)",
-        repeat_penalty="How much to avoid repeating words (0.5 to 2; 1 is none)",
+        temperature=f"How adventurous the wording is ({_span('temperature')})",
+        top_p=f"Keep only the likeliest words up to this share ({_span('top_p')})",
+        repeat_penalty=f"How much to avoid repeating words ({_span('repeat_penalty')}; 1 is none)",
         length="The length /continue asks when none is given",
         reset="Back to the operator's defaults first",
     )
     async def settings(
-        self, interaction: Interaction, model: app_commands.Range[str, 1, 100] | None = None,
-        temperature: app_commands.Range[float, 0.0, 2.0] | None = None,
-        top_p: app_commands.Range[float, 0.0, 1.0] | None = None,
-        repeat_penalty: app_commands.Range[float, 0.5, 2.0] | None = None,
+        self, interaction: Interaction, model: ModelName | None = None,
+        temperature: Temperature | None = None,
+        top_p: TopP | None = None,
+        repeat_penalty: RepeatPenalty | None = None,
         length: Length | None = None, reset: bool = False,
     ) -> None:  # fmt: skip
         where = channel(interaction)
@@ -651,8 +670,8 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @persona.command(name="set", description="Say which character you write (pinned in the model's context)")
     @app_commands.describe(name="Your character's name", description="Who they are, in a sentence or two")
     async def persona_set(
-        self, interaction: Interaction, name: app_commands.Range[str, 1, 60],
-        description: app_commands.Range[str, 1, 300],
+        self, interaction: Interaction, name: PersonaName,
+        description: PersonaText,
     ) -> None:  # fmt: skip
         p = self.service.set_persona(channel(interaction), member(interaction), name, description)
         said = f"🎭 {interaction.user.display_name} plays {_bold(p.name)}: {p.description}"
