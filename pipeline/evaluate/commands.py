@@ -8,14 +8,16 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from contract.atomic import check_outputs
 from contract.extras import needs
+from pipeline.evaluate import compare_run, display
+from pipeline.evaluate.compare_run import CompareOptions
+from pipeline.evaluate.display import console
+from pipeline.flags import fail, force_option, takes
 from pipeline.ranges import ranged
 
-console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Readability, diversity and tone of texts and models; held-out perplexity.")
 
 OutDir = Annotated[Path, typer.Option("-o", "--output", help="Folder to write the results into")]
@@ -23,52 +25,9 @@ Workers = Annotated[
     int | None, typer.Option(**ranged("Scoring processes (default: the cores available)", min=1, max=256))
 ]
 Window = Annotated[int, typer.Option(**ranged("Words per window for the length-independent entropy", min=1))]
-Force = Annotated[bool, typer.Option("--force", help="Replace the files this writes in the output folder")]
+Force = Annotated[bool, force_option("Replace the files this writes in the output folder")]
 METRICS_FILES = ("scores.jsonl", "summary.json")
-COMPARE_FILES = ("outputs.jsonl", "summary.json", "table.md", "chart.png")
 JUDGE_FILES = ("verdicts.jsonl", "summary.json", "table.md", "chart.png")
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
-
-
-def _progress() -> Progress:
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    return Progress(*columns, console=console)
-
-
-def _warn_notes(summary: dict, what: str) -> None:
-    from pipeline.evaluate import metrics
-
-    texts, notes = summary["texts"], summary["notes"]
-    messages = {
-        metrics.NOTE_EMPTY: "have no words: their metrics are left empty and out of the means",
-        metrics.NOTE_SHORT: f"have fewer than {metrics.MIN_WORDS} words: their readability means little",
-        metrics.NOTE_NON_ENGLISH: "look non-English (few of the commonest English words): "
-        "readability and sentiment are English-only measures",
-    }
-    for note, message in messages.items():
-        if notes.get(note):
-            console.print(f"[yellow]{what}: {notes[note]} of {texts} texts {message}[/yellow]")
-
-
-def _print_summary(title: str, columns: dict[str, dict], window: int) -> None:
-    from pipeline.evaluate.report import ROWS
-
-    table = Table(title=title)
-    table.add_column("metric")
-    for label in columns:
-        table.add_column(label, justify="right")
-    for row in ROWS:
-        means = [(c["metrics"].get(row.key) or {}).get("mean") for c in columns.values()]
-        if all(m is None for m in means):
-            continue
-        table.add_row(
-            row.label.format(window=window), *("—" if m is None else f"{m:.{row.digits}f}" for m in means)
-        )
-    Console().print(table)
 
 
 @app.command("metrics")
@@ -100,9 +59,9 @@ def metrics_command(
                 except prompt.PromptError as e:
                     raise records.InputError(f"{file} row {n}: {e}") from None
     except records.InputError as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
     scorer = metrics.Scorer(window)
-    with _progress() as bars:
+    with display.progress() as bars:
         task = bars.add_task("scoring", total=len(texts))
         advance = lambda n: bars.advance(task, n)  # noqa: E731
         if outputs:
@@ -117,147 +76,17 @@ def metrics_command(
     summary.update(source=str(file), field=field, outputs=outputs, entropy_window=window)
     records.write_jsonl(out / "scores.jsonl", ({"row": n, **s} for n, s in enumerate(scores, 1)))
     records.write_json(out / "summary.json", summary)
-    _warn_notes(summary, str(file))
-    _print_summary(f"{file.name} ({len(texts)} texts)", {field: summary}, window)
+    display.warn_notes(summary, str(file))
+    display.print_summary(f"{file.name} ({len(texts)} texts)", {field: summary}, window)
     console.print(f"wrote {out / 'scores.jsonl'} and {out / 'summary.json'}")
 
 
 @app.command("compare")
 @needs("eval compare", "eval")
-def compare_command(
-    model: Annotated[
-        list[str],
-        typer.Option("--model", help="NAME=OLLAMA_MODEL, repeatable (e.g. base=qwen2.5:7b-instruct)"),
-    ],
-    contexts_file: Annotated[Path, typer.Option("--contexts", help="JSONL of held-out contexts")],
-    out: OutDir,
-    field: Annotated[str, typer.Option(help="The row field holding the context")] = "context",
-    reference_field: Annotated[
-        str | None, typer.Option(help="A row field with the human continuation, scored as a reference column")
-    ] = None,
-    host: Annotated[
-        str | None, typer.Option(help="Ollama server URL (default: OLLAMA_HOST or localhost)")
-    ] = None,
-    samples: Annotated[
-        int,
-        typer.Option(**ranged("Outputs per context and model (seeds SEED, SEED+1, ...)", min=1, max=1000)),
-    ] = 1,
-    seed: Annotated[
-        int, typer.Option(**ranged("Seed of the first sample of every context", min=0, max=2**31 - 1))
-    ] = 0,
-    limit: Annotated[int | None, typer.Option(**ranged("Use only the first N contexts", min=1))] = None,
-    length: Annotated[
-        str | None, typer.Option(help="Length to ask for where a row has none: short, medium, long or words")
-    ] = None,
-    temperature: Annotated[
-        float | None, typer.Option(**ranged("Sampling temperature (default: the model's)", min=0, max=100))
-    ] = None,
-    num_predict: Annotated[
-        int | None, typer.Option(help="Most tokens per output (default: room for reasoning and the length)")
-    ] = None,
-    engine: Annotated[
-        str, typer.Option(help="ollama, or llama.cpp: each --model NAME=FILE.gguf runs in-process")
-    ] = "ollama",
-    lora: Annotated[
-        list[str] | None, typer.Option(help="With llama.cpp: NAME=ADAPTER.gguf applied to that model")
-    ] = None,
-    n_ctx: Annotated[int, typer.Option(help="With llama.cpp: the context each model is loaded with")] = 4096,
-    workers: Workers = None,
-    window: Window = 100,
-    force: Force = False,
-) -> None:
+@takes(CompareOptions, "opts")
+def compare_command(opts: CompareOptions) -> None:
     """Each model continues the same contexts with fixed seeds; outputs scored into a table, JSON and PNG."""
-    from dataclasses import replace
-
-    from contract import prompt
-    from contract.serving import resolve_host
-    from pipeline.evaluate import compare, metrics, records, report
-
-    check_outputs(out, COMPARE_FILES, force)
-    try:
-        models = compare.parse_models(model)
-        rows = records.read_jsonl(contexts_file)[:limit]
-        ctxs = records.contexts(rows, field, reference_field, contexts_file)
-        if length is not None:
-            asked = int(length) if length.isdigit() else length
-            prompt.length_words(asked)
-            ctxs = [c if c.length is not None else replace(c, length=asked) for c in ctxs]
-    except (compare.CompareError, records.InputError, prompt.PromptError) as e:
-        raise _fail(str(e)) from None
-    try:
-        client = _engine_client(engine, models, lora or [], n_ctx)
-    except compare.CompareError as e:
-        raise _fail(str(e)) from None
-    url = resolve_host(host) if client is None else engine
-    options = {} if temperature is None else {"temperature": temperature}
-    if num_predict is not None:
-        options["num_predict"] = num_predict
-    total = len(models) * len(ctxs) * samples
-    try:
-        with _progress() as bars:
-            task = bars.add_task("generating", total=total)
-            names = models if client is None else {label: label for label in models}
-            runs = compare.run_all(
-                url, names, ctxs, samples, seed, options,
-                on_output=lambda: bars.advance(task),
-                on_model=lambda label: bars.update(task, description=f"generating: {label}"),
-                client=client,
-            )  # fmt: skip
-    except compare.CompareError as e:
-        raise _fail(str(e)) from None
-    finally:
-        if client is not None:
-            client.close()
-    console.print("scoring…")
-    scorer = metrics.Scorer(window)
-    scored = compare.score_runs(runs, workers, scorer)
-    summary = compare.summarize_runs(runs, scored)
-    columns = [report.Column(label, s["metrics"], s["status"], s["note"]) for label, s in summary.items()]
-    if reference_field:
-        ref_rows = metrics.score_texts([c.reference or "" for c in ctxs], workers, scorer)
-        ref = metrics.summarize(ref_rows)
-        summary["reference"] = {"status": "reference", "field": reference_field, **ref}
-        columns.append(
-            report.Column("reference", ref["metrics"], "reference", f"human text from `{reference_field}`")
-        )
-    settings = {"host": url, "contexts": str(contexts_file), "field": field, "samples": samples, "seed": seed,
-                "options": options, "entropy_window": window, "models": models, "engine": engine,
-                "loras": lora or []}  # fmt: skip
-    records.write_jsonl(out / "outputs.jsonl", (r for rows_ in scored.values() for r in rows_))
-    records.write_json(out / "summary.json", {"settings": settings, "columns": summary})
-    table = report.markdown_table(columns, window, len(ctxs) * samples)
-    from contract import atomic
-
-    atomic.write_text(out / "table.md", table)
-    report.write_chart(out / "chart.png", columns, window)
-    for label, s in summary.items():
-        if label != "reference":
-            _warn_notes(s, label)
-    Console().print(table)
-    console.print(f"wrote {out}/outputs.jsonl, summary.json, table.md, chart.png")
-    incomplete = [r.label for r in runs if r.status != compare.OK]
-    if incomplete:
-        console.print(f"[yellow]incomplete: {', '.join(incomplete)} (see the notes under the table)[/yellow]")
-        raise typer.Exit(1)
-
-
-def _engine_client(engine: str, models: dict[str, str], loras: list[str], n_ctx: int):
-    """None for Ollama; for llama.cpp a LocalClient that knows each model by its --model label."""
-    from pipeline.evaluate import compare
-
-    if engine == "ollama":
-        if loras:
-            raise compare.CompareError("--lora needs --engine llama.cpp (an Ollama model has its ADAPTER)")
-        return None
-    if engine != "llama.cpp":
-        raise compare.CompareError(f"--engine {engine!r}: use ollama or llama.cpp")
-    from contract.local_engine import LocalClient
-
-    adapters = compare.parse_models(loras) if loras else {}
-    unknown = set(adapters) - set(models)
-    if unknown:
-        raise compare.CompareError(f"--lora {', '.join(sorted(unknown))}: no --model has that name")
-    return LocalClient({label: (models[label], adapters.get(label)) for label in models}, n_ctx)
+    compare_run.run(opts)
 
 
 @app.command("judge")
@@ -339,7 +168,7 @@ def judge_command(
     """A judge model compares two models' continuations of the same contexts, in both orders, on a rubric:
     win rate with its 95% interval, per criterion, and the judge's consistency; table, JSON and PNG."""
     from pipeline.data import backends
-    from pipeline.evaluate import compare, judge, judge_report, records
+    from pipeline.evaluate import compare, judge, records
 
     generate = Generate(contexts_file, model or [], field, host, engine, n_ctx, samples, seed, num_predict)
     check_outputs(out, JUDGE_FILES + (("outputs.jsonl",) if contexts_file else ()), force)
@@ -360,32 +189,44 @@ def judge_command(
         a, b = judge.pick_labels(rows, a, b)
         items = judge.pair_items(rows, a, b)[:limit]
     except (records.InputError, judge.JudgeError, compare.CompareError, backends.Fatal) as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
     try:
-        with _progress() as bars:
+        with display.progress() as bars:
             task = bars.add_task(f"judging {a} vs {b}", total=2 * len(items))
             judged = _judge_all(settings, items, context_chars, retries, lambda: bars.advance(task))
     except backends.Fatal as e:
-        raise _fail(str(e)) from None
-    summary = judge.summarize(judged)
+        fail(str(e))
     shown: dict[str, object] = {
         "judge": judge_model, "backend": backend, "base_url": base_url, "temperature": temperature,
         "max_tokens": max_tokens, "context_chars": context_chars, "inputs": [str(p) for p in outputs or []],
     }  # fmt: skip
     if contexts_file:  # the outputs were made here: how, as compare records it
         shown["generated"] = {**asdict(generate), "contexts": str(contexts_file)}
-    result = {"prompt_version": judge.PROMPT_VERSION, "a": a, "b": b, "settings": shown, **summary,
-              "judge_prompt": {"system": judge.SYSTEM, "user": judge.RUBRIC}}  # fmt: skip
+    _write_judged(out, judged, a, b, shown, rows if contexts_file else None)
+
+
+def _write_judged(out: Path, judged: list, a: str, b: str, shown: dict, made: list[dict] | None) -> None:
+    """verdicts.jsonl, summary.json, table.md and chart.png (and outputs.jsonl when `made` here)."""
+    from contract import atomic
+    from pipeline.evaluate import judge, judge_report, records
+
+    summary = judge.summarize(judged)
+    result = {
+        "prompt_version": judge.PROMPT_VERSION,
+        "a": a,
+        "b": b,
+        "settings": shown,
+        **summary,
+        "judge_prompt": {"system": judge.SYSTEM, "user": judge.RUBRIC},
+    }
     table = judge_report.markdown(summary, a, b, shown)
-    if contexts_file:
-        records.write_jsonl(out / "outputs.jsonl", rows)
+    if made is not None:
+        records.write_jsonl(out / "outputs.jsonl", made)
     records.write_jsonl(out / "verdicts.jsonl", judge.verdict_rows(judged, a, b))
     records.write_json(out / "summary.json", result)
-    from contract import atomic
-
     atomic.write_text(out / "table.md", table)
     judge_report.write_chart(out / "chart.png", summary, a, b)
-    _print_judged(summary, a, b)
+    display.print_judged(summary, a, b)
     console.print(f"wrote {out}/verdicts.jsonl, summary.json, table.md, chart.png")
 
 
@@ -450,10 +291,10 @@ def _generated_rows(g: Generate, limit: int | None) -> list[dict]:
         raise judge.JudgeError(f"--contexts needs two --model NAME=MODEL to compare, not {len(models)}")
     assert g.contexts is not None
     contexts = records.contexts(records.read_jsonl(g.contexts)[:limit], g.field, None, g.contexts)
-    client = _engine_client(g.engine, models, [], g.n_ctx)
+    client = compare_run.engine_client(g.engine, models, [], g.n_ctx)
     options = {} if g.num_predict is None else {"num_predict": g.num_predict}
     try:
-        with _progress() as bars:
+        with display.progress() as bars:
             task = bars.add_task("generating", total=2 * len(contexts) * g.samples)
             names = models if client is None else {label: label for label in models}
             runs = compare.run_all(
@@ -514,23 +355,6 @@ def _judge_all(settings, items, context_chars, retries, advance) -> list:
     return asyncio.run(go())
 
 
-def _print_judged(summary: dict, a: str, b: str) -> None:
-    from pipeline.evaluate import judge_report
-
-    table = Table(title=f"{a} vs {b}, judged in both orders (table.md has every count)")
-    for n, header in enumerate(("Criterion", f"Win rate of {a}", "95% interval", "Consistency", "Unread")):
-        table.add_column(header, justify="left" if n == 0 else "right")
-    for label, t in judge_report.rows(summary):
-        c = judge_report.cells(t)
-        table.add_row(label, c[0], c[1], c[7], c[6])
-    Console().print(table)
-    overall = summary["overall"]
-    if overall["unparsed_verdicts"]:
-        console.print(
-            f"[yellow]{overall['unparsed_verdicts']} verdicts could not be read (see verdicts.jsonl)[/yellow]"
-        )
-
-
 @app.command("perplexity")
 @needs("eval perplexity", "train")
 def perplexity_command(
@@ -553,13 +377,13 @@ def perplexity_command(
         check_outputs(out, ("perplexity.json",), force)
     try:
         rows = records.read_jsonl(data)
-        with _progress() as bars:
+        with display.progress() as bars:
             task = bars.add_task("scoring rows", total=len(rows) * (2 if adapter else 1))
             result = perplexity.run(
                 base, adapter, rows, batch_size, max_tokens, lambda n: bars.advance(task, n)
             )
     except (records.InputError, perplexity.PerplexityError) as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
     result.update(base_model=base, adapter_path=str(adapter) if adapter else None, data=str(data))
     table = Table(title=f"{data.name}: {result['rows']} rows")
     for col in ("model", "answer loss", "answer perplexity", "answer tokens", "assistant perplexity"):

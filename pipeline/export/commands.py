@@ -23,6 +23,7 @@ from rich.table import Table
 from contract import atomic
 from contract.extras import needs
 from pipeline.export.quants import QUANT_TYPES
+from pipeline.flags import force_option, output_option
 from pipeline.ranges import ranged
 
 console = Console(stderr=True, soft_wrap=True)
@@ -46,8 +47,8 @@ class Format(StrEnum):
     gguf = "gguf"
 
 
-Force = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists")]
-Output = Annotated[Path, typer.Option("-o", "--output", help="File (or folder) to write")]
+Force = Annotated[bool, force_option("Replace OUT if it exists")]
+Output = Annotated[Path, output_option("File (or folder) to write")]
 
 
 def _errors():

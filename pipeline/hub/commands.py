@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from contract.atomic import check_output
 from contract.extras import needs
+from pipeline.flags import fail
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Publish a run to the Hugging Face Hub: the adapter, GGUF files and a model card.")
@@ -49,11 +50,6 @@ def _inputs(repo, base_model, license, book, writing_prompts, teacher, evals, ol
     )
 
 
-def _fail(e: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(str(e))}")
-    return typer.Exit(2)
-
-
 @app.command("card")
 @needs("hub card", "hub")
 def card_command(
@@ -78,7 +74,7 @@ def card_command(
         text = str(card.render(run, _inputs(repo, base_model, license, book, writing_prompts, teacher, evals,
                                             ollama_name)))  # fmt: skip
     except card.CardError as e:
-        raise _fail(e) from None
+        fail(str(e))
     write_text(out, text)
     console.print(f"wrote {out}")
 
@@ -128,7 +124,7 @@ def push_command(
         console.print(f"signed in to {hub.api.endpoint} as {hub.whoami()}")
         url = hub.push(plan, private, force, say=lambda s: console.print(escape(s)))
     except (card.CardError, upload.HubError) as e:
-        raise _fail(e) from None
+        fail(str(e))
     console.print(f"[green]pushed[/green] {len(plan.files) + 1} files to {repo}: {url}")
 
 

@@ -9,12 +9,13 @@ import typer
 from rich.console import Console
 
 from contract.extras import fail, needs
+from pipeline.flags import force_option, output_option
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Base models without a hub: a tiny random model, or the small real SmolLM2-135M.")
 
-Output = Annotated[Path, typer.Option("-o", "--output", help="The model folder to write")]
-Force = Annotated[bool, typer.Option("--force", help="Replace the folder if it exists")]
+Output = Annotated[Path, output_option("The model folder to write")]
+Force = Annotated[bool, force_option("Replace the folder if it exists")]
 
 
 def _refuse_existing(out: Path, force: bool) -> None:
