@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.core import storyfile as sf
@@ -400,17 +400,16 @@ class Unit(Reads):
         )[0]
         return Note(nid, kind, text, by.id, now)
 
-    def add_lore(
-        self, story_id: int, by: Member, name: str, keywords: tuple[str, ...], text: str, always_on: bool
-    ) -> LoreEntry:
-        now = time.time()
+    def add_lore(self, story_id: int, entry: LoreEntry) -> LoreEntry:
+        """Store a new entry (its id 0 until now); the stored one is returned."""
+        now, by = time.time(), entry.created_by
         eid = self._one(
             "INSERT INTO lore_entries (story_id, name, name_key, keywords, text, always_on, created_by, "
             "created_at, updated_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (story_id, name, name_key(name), json.dumps(keywords), text, int(always_on), by.id, now, by.id,
-             now),
+            (story_id, entry.name, name_key(entry.name), json.dumps(entry.keywords), entry.text,
+             int(entry.always_on), by, now, by, now),
         )[0]  # fmt: skip
-        return LoreEntry(eid, name, keywords, text, always_on, 1, by.id, by.id)
+        return replace(entry, id=eid, version=1, updated_by=by)
 
     def save_lore(self, new: LoreEntry) -> None:
         """Write an entry's next version over the one before it (`new.version` - 1)."""
