@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 from contract import prompt as writer_prompt
 from contract import serving
@@ -19,7 +20,7 @@ class Limits:
     num_ctx: int | None = None  # the model's window; default: the model's own num_ctx, else default_num_ctx
     default_num_ctx: int = 8192
     max_passage_chars: int = 6000
-    options: dict = field(default_factory=dict)  # more Ollama options (temperature, top_p, ...)
+    options: Mapping[str, object] = field(default_factory=dict)  # the operator's Ollama options, by name
     delta_every: float = 0.05  # seconds between Delta events of one stream (drivers edit far less often)
     max_memory_chars: int = 2000
     shares: Shares = field(default_factory=Shares)  # what memory, summary and lore may take of the window
@@ -33,10 +34,11 @@ class Limits:
         """The model's window in tokens: the configured num_ctx, else the model's own, else the default."""
         return self.num_ctx or info.num_ctx or self.default_num_ctx
 
-    def request_options(self, info: ModelInfo, num_predict: int) -> dict:
+    def request_options(self, info: ModelInfo, num_predict: int) -> serving.Options:
         """The Ollama options of a request to this model (a passage or a summary)."""
-        stop = stop_sequences(info.stop, self.options.get("stop"), info.template)
-        return {**self.options, "num_ctx": self.window(info), "num_predict": num_predict, "stop": stop}
+        given = cast(serving.Options, self.options)  # Ollama's names, as the operator's table holds them
+        stop = stop_sequences(info.stop, given.get("stop"), info.template)
+        return {**given, "num_ctx": self.window(info), "num_predict": num_predict, "stop": stop}
 
 
 def stop_sequences(

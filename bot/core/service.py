@@ -36,7 +36,7 @@ from contract import prompt as writer_prompt
 from contract.store.status import DeliveryState, Status
 from contract.target import Target
 
-from ..llm import STORY, Backend, LLMError
+from ..llm import STORY, Backend, LLMError, Stats
 from ..store import Delivery, GenerationRow, Interrupted, Store
 from ..store.leases import new_owner, retire
 from . import files, history, lorefiles, messages, storyfile
@@ -798,7 +798,7 @@ def _lore_block(change: lorebook.LoreChange) -> lorebook.LoreChange:
     return change if change.text is None else replace(change, text=_block(change.text))
 
 
-def _empty_message(model: str, stats: dict, parsed: writer_prompt.ParsedOutput) -> str:
+def _empty_message(model: str, stats: Stats, parsed: writer_prompt.ParsedOutput) -> str:
     """Why an answer with no passage in it added nothing, and what to do."""
     if stats.get("done_reason") == "length":
         return (

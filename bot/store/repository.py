@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.core import history, landing, lorefiles, messages
 from bot.core import lore as lorebook
@@ -34,9 +35,14 @@ from bot.store.leases import gateway_key, live, orphaned, overlaps
 from bot.store.opening import check as check_opening
 from bot.store.opening import claim as claim_opening
 from bot.store.unit import GenerationRow, Reads, Unit
+from contract.serving import Options
 from contract.store.engine import Connection, PgConnection, is_url, shown, write_lock
 from contract.store.migrations import migrate
 from contract.store.status import DeliveryState, Status
+
+if TYPE_CHECKING:  # types only: the core's plan and the backend import the store
+    from bot.core.plan import GenerationRecord
+    from bot.llm import Stats
 
 
 @dataclass(frozen=True)
@@ -437,8 +443,8 @@ class Store:
         user_text: str,
         prompt: str,
         raw: bool,
-        options: dict,
-        context: Mapping[str, object],  # a GenerationRecord (bot.core.plan), kept as JSON
+        options: Options,
+        context: GenerationRecord,  # kept as JSON
         direction: str | None,
         length: str | None,
         slot: int | None,
@@ -460,7 +466,7 @@ class Store:
         reasoning: str,
         answer: str,
         issues: list[str],
-        stats: dict,
+        stats: Stats,
     ) -> Passage | None:
         """Record a finished generation and put its answer into the story, in one transaction.
 

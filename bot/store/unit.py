@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.core import storyfile as sf
 from bot.core.lore import LoreEntry, name_key
 from bot.core.settings import StorySettings
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
 from bot.core.summary import digest
+from contract.serving import Options
 from contract.store.engine import Connection
 from contract.store.status import DeliveryState, Status
+
+if TYPE_CHECKING:  # types only: the core's plan and the backend import the store
+    from bot.core.plan import GenerationRecord
+    from bot.llm import Stats
 
 RUNNING, DONE, PENDING = f"'{Status.RUNNING}'", f"'{Status.DONE}'", f"'{DeliveryState.PENDING}'"
 
@@ -700,7 +705,7 @@ class Unit(Reads):
     # --- generations --------------------------------------------------------------------------------
     def add_generation(
         self, story_id: int, requested_by: Member, model: str, *, user_text: str, prompt: str, raw: bool,
-        options: dict, context: Mapping[str, object], direction: str | None, length: str | None,
+        options: Options, context: GenerationRecord, direction: str | None, length: str | None,
         slot: int | None, owner: str | None,
     ) -> int:  # fmt: skip
         return self._one(
@@ -713,7 +718,7 @@ class Unit(Reads):
 
     def end_generation(
         self, generation_id: int, status: Status, error: str | None, *, output: str, reasoning: str,
-        answer: str, issues: list[str], stats: dict,
+        answer: str, issues: list[str], stats: Stats,
     ) -> None:  # fmt: skip
         self.c.execute(
             "UPDATE generations SET status = ?, output = ?, reasoning = ?, answer = ?, parse_issues = ?, "
