@@ -1,7 +1,7 @@
 """Beyond one machine: several bot processes, several Ollama hosts, one PostgreSQL, hundreds of channels,
 and one Ollama host killed in the middle of the run.
 
-The stand-in Discord (tests/fakes/discord.py) runs in this process with the channels spread over guilds
+The stand-in Discord (tests/fakes/discord/) runs in this process with the channels spread over guilds
 on every shard; each bot process is the real StoryBot (discord.py's AutoShardedClient) on its own range
 of the shards, with a pool of the stand-in Ollama hosts (tests/fakes/ollama.py, each in its own process)
 and the one store: a PostgreSQL cluster started for the run (tests/postgres.py; a shared SQLite file when

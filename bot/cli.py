@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from contract.boundary import DEBUG_HELP, boundary_group
+
+if TYPE_CHECKING:  # the commands import the bot's modules as they run, so `--help` starts fast
+    from bot.llm import HostStatus
 
 
 def _error_line(message: str) -> None:
@@ -212,7 +215,7 @@ def status(config: Config = None) -> None:
         raise typer.Exit(1)
 
 
-async def _status(settings) -> list[dict]:
+async def _status(settings) -> list[HostStatus]:
     from bot.pool import OllamaPool
 
     if settings.engine == "openai":

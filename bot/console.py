@@ -19,6 +19,7 @@ from typing import TextIO
 from contract.atomic import OutputError, OutputExistsError, write_text
 
 from .core.files import check_size
+from .core.lore import LoreChange
 from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
 from .core.settings import describe as describe_settings
 from .core.story import Channel, Member, Passage
@@ -336,12 +337,13 @@ class Console:
         name, keys, text = [*(part.strip() for part in rest.split("|", 2)), "", ""][:3]
         match verb.lower():
             case "add":
-                entry = self.service.lore_add(CHANNEL, self.member, name, keys, text, "always" in flags)
+                change = LoreChange(name, keys, text, "always" in flags)
+                entry = self.service.lore_add(CHANNEL, self.member, change)
                 self.say(f"(lore entry {entry.name!r} added: {', '.join(entry.keywords) or 'always on'})")
             case "edit":
                 always = True if "always" in flags else False if "not-always" in flags else None
-                entry = self.service.lore_edit(CHANNEL, self.member, name, keywords=keys or None,
-                                               text=text or None, always_on=always)  # fmt: skip
+                change = LoreChange(keywords=keys or None, text=text or None, always_on=always)
+                entry = self.service.lore_edit(CHANNEL, self.member, name, change)
                 self.say(f"(lore entry {entry.name!r} updated, version {entry.version})")
             case "import":
                 self._report(

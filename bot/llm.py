@@ -10,16 +10,16 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypedDict, TypeVar, cast
 
 import httpx
 import ollama
 
-from contract.serving import GenerateRequest, resolve_host, served_template, system_of
+from contract.serving import GenerateRequest, Options, resolve_host, served_template, system_of
 
 from .core import messages
 from .core.configurable import setting
@@ -113,13 +113,38 @@ def prompt_tokens(prompt: str) -> int:
     return CharCounter().count(prompt)
 
 
+class Stats(TypedDict, total=False):
+    """A finished stream's figures, the same from every backend (the generation row keeps them)."""
+
+    first_token_s: float | None  # seconds to the first piece
+    prompt_tokens: int | None
+    output_tokens: int | None
+    model_ns: int | None  # the server's whole time on the request
+    done_reason: str | None  # "stop" or "length"
+
+
+class HostStatus(TypedDict, total=False):
+    """One server as `story-bot status` shows it: up (its models, those loaded) or why not; a pool's
+    host also with this process's load on it."""
+
+    host: str
+    up: bool
+    error: str  # why it is down
+    models: list[str]
+    loaded: list[str]
+    in_flight: int
+    served: int
+    set_aside_s: float
+    last_error: str | None
+
+
 @dataclass
 class Piece:
     """A piece of streamed text, or (done=True) the final record with the server's figures."""
 
     text: str
     done: bool = False
-    stats: dict = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
     host: str | None = None  # the server writing it (a pool has several)
 
 
@@ -130,7 +155,7 @@ class Backend(Protocol):
 
     async def model_info(self, model: str) -> ModelInfo: ...
 
-    def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncGenerator[Piece, None]:
+    def generate(self, model: str, request: GenerateRequest, options: Options) -> AsyncGenerator[Piece, None]:
         """Stream text pieces, then one Piece(done=True) with the figures; closing it stops the model."""
         ...
 
@@ -206,7 +231,7 @@ class OllamaBackend:
         return ModelInfo(model, shown.template or "", system, _num_ctx(params), _stops(params))
 
     async def generate(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the server's figures."""
         started = time.monotonic()
@@ -406,7 +431,7 @@ def _stops(parameters: str) -> tuple[str, ...]:
     return tuple(v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v for v in values)
 
 
-def _stats(part, first: float | None) -> dict:
+def _stats(part, first: float | None) -> Stats:
     return {
         "first_token_s": first,
         "prompt_tokens": part.prompt_eval_count,

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
 from contract import local_engine
-from contract.serving import GenerateRequest
+from contract.local_engine import Figures
+from contract.serving import GenerateRequest, Options
 
-from .llm import LLMError, ModelInfo, ModelMissing, Piece, StreamFailed, Timeouts, timed, timed_out
+from .llm import LLMError, ModelInfo, ModelMissing, Piece, Stats, StreamFailed, Timeouts, timed, timed_out
 
 _END = object()
 
@@ -50,7 +51,7 @@ class LlamaCppBackend:
         return ModelInfo(m.name, m.template, "", m.n_ctx, tuple(m.trained.stops) if m.trained else (m.eos,))
 
     async def generate(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the figures."""
         m = await self.model()
@@ -80,7 +81,7 @@ class LlamaCppBackend:
                         if isinstance(item, Exception):
                             raise self._error(item, model)
                         first = first if first is not None else loop.time() - started
-                        if item.done:
+                        if item.stats is not None:  # the last chunk
                             yield Piece(item.text, True, _stats(item.stats, first))
                             return
                         yield Piece(item.text)
@@ -105,11 +106,11 @@ class LlamaCppBackend:
                 self._model = None
 
 
-def _stats(s: dict, first: float | None) -> dict:
+def _stats(s: Figures, first: float | None) -> Stats:
     return {
         "first_token_s": first,
-        "prompt_tokens": s.get("prompt_eval_count"),
-        "output_tokens": s.get("eval_count"),
-        "model_ns": s.get("total_duration"),
-        "done_reason": s.get("done_reason"),
+        "prompt_tokens": s["prompt_eval_count"],
+        "output_tokens": s["eval_count"],
+        "model_ns": s["total_duration"],
+        "done_reason": s["done_reason"],
     }

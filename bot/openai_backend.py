@@ -25,16 +25,18 @@ from typing import Any
 import httpx2
 import openai
 
-from contract.serving import GenerateRequest, served_template, template_of
+from contract.serving import GenerateRequest, Options, served_template, template_of
 
 from .core import messages
 from .llm import (
     MODEL_INFO_TTL,
     HostFailed,
+    HostStatus,
     LLMError,
     ModelInfo,
     ModelMissing,
     Piece,
+    Stats,
     StreamFailed,
     Timeouts,
     Unreachable,
@@ -96,7 +98,7 @@ class OpenAIBackend:
         trained = served_template(template) if template else None
         return ModelInfo(model, template, "", served[model], tuple(trained.stops) if trained else ())
 
-    async def status(self) -> dict:
+    async def status(self) -> HostStatus:
         """For `story-bot status`: up or why not, and the models it serves (all loaded while it runs)."""
         self._served = None
         try:
@@ -131,7 +133,7 @@ class OpenAIBackend:
         return self._served[1]
 
     async def generate(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the engine's figures."""
         started = time.monotonic()
@@ -159,7 +161,7 @@ class OpenAIBackend:
         yield Piece("", True, _stats(usage, chunks_seen, reason, first, started), self.host)
 
     async def _chunks(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Any, None]:
         """The stream's chunks; the request itself is sent at the first read, under the same time limits."""
         fields: dict = {}
@@ -225,7 +227,7 @@ def _detail(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-def _stats(usage, chunks: int, reason: str, first: float | None, started: float) -> dict:
+def _stats(usage, chunks: int, reason: str, first: float | None, started: float) -> Stats:
     return {
         "first_token_s": first,
         "prompt_tokens": usage.prompt_tokens if usage else None,

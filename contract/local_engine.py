@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from contract import serving
 from contract.serving import GenerateRequest
@@ -51,11 +51,23 @@ class PromptTooLong(EngineError):
     pass
 
 
+class Figures(TypedDict):
+    """A finished run's figures, named and counted as Ollama's last stream line has them."""
+
+    prompt_eval_count: int
+    eval_count: int
+    total_duration: int  # nanoseconds, as the durations below
+    load_duration: int
+    prompt_eval_duration: int
+    eval_duration: int
+    done_reason: str  # "stop" or "length"
+
+
 @dataclass
 class Chunk:
     text: str
     done: bool = False
-    stats: dict = field(default_factory=dict)  # on the last chunk: Ollama's figures
+    stats: Figures | None = None  # on the last chunk
 
 
 def resolve_gguf(spec: str | Path) -> Path:
@@ -210,14 +222,12 @@ class LocalModel:
             "done_reason": "length" if reason == "length" else "stop",
         })  # fmt: skip
 
-    def complete(self, request: GenerateRequest, options: Mapping | None = None) -> tuple[str, dict]:
+    def complete(self, request: GenerateRequest, options: Mapping | None = None) -> tuple[str, Figures]:
         """The whole output and the final figures."""
-        out, stats = [], {}
-        for chunk in self.stream(request, options):
-            out.append(chunk.text)
-            if chunk.done:
-                stats = chunk.stats
-        return "".join(out), stats
+        chunks = list(self.stream(request, options))
+        figures = chunks[-1].stats
+        assert figures is not None, "a stream not cancelled ends with its figures"
+        return "".join(c.text for c in chunks), figures
 
     def close(self) -> None:
         self.llm.close()
@@ -271,11 +281,11 @@ class LocalClient:
                  stream: bool = True, options: Mapping | None = None) -> Iterator[GenerateChunk]:  # fmt: skip
         request = GenerateRequest(prompt, raw, prompt, system)
         for c in self._model(model).stream(request, options):
-            s = c.stats
-            yield GenerateChunk(
-                c.text, c.done, s.get("done_reason"), s.get("prompt_eval_count"), s.get("eval_count"),
-                s.get("total_duration"), s.get("eval_duration"),
-            )  # fmt: skip
+            if (s := c.stats) is None:
+                yield GenerateChunk(c.text)
+                continue
+            counts = s["prompt_eval_count"], s["eval_count"], s["total_duration"], s["eval_duration"]
+            yield GenerateChunk(c.text, True, s["done_reason"], *counts)
 
     def close(self) -> None:
         for m in self.loaded.values():

@@ -21,6 +21,7 @@ import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from contract import chat_template, prompt
 from contract import target as targets
@@ -37,6 +38,31 @@ class ServingError(ValueError):
     pass
 
 
+class Options(TypedDict, total=False):
+    """The `options` of an /api/generate call (Ollama's docs/api.md): those this project sets. An
+    operator's table may name others of Ollama's; they are passed on as written. (`ollama.Options` is a
+    pydantic model and has no `min_p`.)"""
+
+    num_ctx: int
+    num_predict: int
+    stop: list[str]
+    seed: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    repeat_last_n: int
+
+
+class RequestFields(TypedDict):
+    """The keyword arguments :meth:`GenerateRequest.fields` gives `ollama`'s `generate`."""
+
+    prompt: str
+    raw: bool
+    system: NotRequired[str]
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """The `prompt`, `raw` and `system` fields of an /api/generate call, and the user turn inside them."""
@@ -47,10 +73,13 @@ class GenerateRequest:
     system: str | None = None  # only for a plain model asked with its own system turn
     target: Target = Target.REASONING_ANSWER  # what the model writes: read its output with target.parse
 
-    def fields(self) -> dict:
+    def fields(self) -> RequestFields:
         """Keyword arguments for `ollama` `generate`: `system` only when not raw (a raw request that
         carries one is refused, server/routes.go GenerateHandler, v0.33.0-rc2)."""
-        return {"prompt": self.prompt, "raw": self.raw, **({"system": self.system} if self.system else {})}
+        out: RequestFields = {"prompt": self.prompt, "raw": self.raw}
+        if self.system:
+            out["system"] = self.system
+        return out
 
 
 def holds_writer_prompt(template: str) -> bool:

@@ -69,11 +69,11 @@ class Limits:
         """The model's window in tokens: the configured num_ctx, else the model's own, else the default."""
         return self.num_ctx or info.num_ctx or self.default_num_ctx
 
-    def request_options(self, info: ModelInfo, num_predict: int) -> dict:
+    def request_options(self, info: ModelInfo, num_predict: int) -> serving.Options:
         """The Ollama options of a request to this model (a passage or a summary)."""
-        configured = cast("Sequence[str] | str | None", self.options.get("stop"))  # Ollama's: text or texts
-        stop = stop_sequences(info.stop, configured, info.template)
-        return {**self.options, "num_ctx": self.window(info), "num_predict": num_predict, "stop": stop}
+        given = cast(serving.Options, self.options)  # Ollama's names, as the operator's table holds them
+        stop = stop_sequences(info.stop, given.get("stop"), info.template)
+        return {**given, "num_ctx": self.window(info), "num_predict": num_predict, "stop": stop}
 
 
 def stop_sequences(

@@ -67,7 +67,7 @@ class Plan:
     source: Source
     model: str
     request: serving.GenerateRequest  # request.user_text: the writer prompt as the model reads it
-    options: dict  # the request's Ollama options
+    options: serving.Options
     record: GenerationRecord
     window: int
     num_predict: int
@@ -128,7 +128,7 @@ class Assembler:
             "note_id": note.id if note is not None and given_by == "note" else None,
             "settings": {"id": settings.id, **settings.values()},  # what the story's members set
         }
-        options = {**self.limits.request_options(info, num_predict), **settings.options()}
+        options: serving.Options = {**self.limits.request_options(info, num_predict), **settings.options()}
         return Plan(
             replace(source, length=length), model, _request(info, ctx.text, user_text, guidance, length),
             options, record, budget.window, num_predict, upto,

@@ -36,7 +36,7 @@ from contract import prompt as writer_prompt
 from contract.store.status import DeliveryState, Status
 from contract.target import Target
 
-from ..llm import STORY, Backend, LLMError
+from ..llm import STORY, Backend, LLMError, Stats
 from ..store import Delivery, GenerationRow, Interrupted, Store
 from ..store.leases import new_owner, retire
 from . import files, history, lorefiles, messages, storyfile
@@ -613,37 +613,24 @@ class StoryService:
             raise StoryError(f"there is no lore entry named {name!r}: `/lore list` shows them")
         return found
 
-    def lore_add(
-        self, channel: Channel, member: Member, name: str, keywords: str | Sequence[str], text: str,
-        always_on: bool = False,
-    ) -> LoreEntry:  # fmt: skip
-        """A new entry; keywords as "Mara, the smuggler" or a list. Names and keywords are unique."""
+    def lore_add(self, channel: Channel, member: Member, change: lorebook.LoreChange) -> LoreEntry:
+        """A new entry; its name and keywords are unique in the story."""
         try:
-            name, text = lorebook.clean_name(name), lorebook.clean_text(_block(text))
-            keys = lorebook.parse_keywords(keywords)
-            lorebook.check_keywords(keys, always_on)
-            story_id = self.store.ensure_story(channel, member)
-            return self.store.add_lore(story_id, member, name, keys, text, always_on)
+            entry = lorebook.new_entry(_lore_block(change), member.id)  # checked before a story is made
+            return self.store.add_lore(self.store.ensure_story(channel, member), entry)
         except BadLore as exc:
             raise StoryError(str(exc)) from None
 
     def lore_edit(
-        self, channel: Channel, member: Member, name: str, *, text: str | None = None,
-        keywords: str | Sequence[str] | None = None, always_on: bool | None = None,
-        new_name: str | None = None, version: int | None = None,
+        self, channel: Channel, member: Member, name: str, change: lorebook.LoreChange,
+        version: int | None = None,
     ) -> LoreEntry:  # fmt: skip
-        """Change the given fields of the entry named `name` (None keeps a field). Pass `version`, the
+        """Change the entry named `name` as `change` says (None keeps a field). Pass `version`, the
         entry's version the member saw (a Discord modal carries it), and an edit made meanwhile by someone
         else is not overwritten: the member is told to look again."""
         try:
             story_id = self._story_id(channel)
-            return self.store.edit_lore(
-                story_id, member, name,
-                new_name=lorebook.clean_name(new_name) if new_name else None,
-                keywords=None if keywords is None else lorebook.parse_keywords(keywords),
-                text=None if text is None else lorebook.clean_text(_block(text)),
-                always_on=always_on, version=version,
-            )  # fmt: skip
+            return self.store.edit_lore(story_id, member, name, _lore_block(change), version)
         except BadLore as exc:
             raise StoryError(str(exc)) from None
 
@@ -806,7 +793,12 @@ def _block(text: str) -> str:
     return "\n".join(line for line in texts.clean_input(text or "").split("\n") if line.strip())
 
 
-def _empty_message(model: str, stats: dict, parsed: writer_prompt.ParsedOutput) -> str:
+def _lore_block(change: lorebook.LoreChange) -> lorebook.LoreChange:
+    """The change with its text as one paragraph of the context."""
+    return change if change.text is None else replace(change, text=_block(change.text))
+
+
+def _empty_message(model: str, stats: Stats, parsed: writer_prompt.ParsedOutput) -> str:
     """Why an answer with no passage in it added nothing, and what to do."""
     if stats.get("done_reason") == "length":
         return (

@@ -710,7 +710,8 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def lore_add(
         self, interaction: Interaction, name: Name, keywords: Keywords, text: LoreText, always: bool = False
     ) -> None:
-        entry = self.service.lore_add(channel(interaction), member(interaction), name, keywords, text, always)
+        change = lorebook.LoreChange(name, keywords, text, always)
+        entry = self.service.lore_add(channel(interaction), member(interaction), change)
         said = f"📚 {interaction.user.display_name} added {_named(entry)} to the lorebook ({_keys(entry)})."
         await answer(interaction, said, ephemeral=False)
 
@@ -736,8 +737,8 @@ class StoryCog(commands.Cog, name=STORY_COG):
             entry = self.service.lore_entry(where, name)
             await interaction.response.send_modal(LoreEditForm(self, entry))
             return
-        entry = self.service.lore_edit(where, member(interaction), name, text=text, keywords=keywords,
-                                       always_on=always, new_name=new_name)  # fmt: skip
+        change = lorebook.LoreChange(new_name, keywords, text, always)
+        entry = self.service.lore_edit(where, member(interaction), name, change)
         await _edited(interaction, entry)
 
     @lore.command(name="remove", description="Take an entry out (another member's needs Manage Messages)")
@@ -884,10 +885,9 @@ class LoreEditForm(discord.ui.Modal):
         await self.story.guarded(interaction, lambda: self._save(interaction))
 
     async def _save(self, interaction: Interaction) -> None:
-        entry = self.story.service.lore_edit(
-            channel(interaction), member(interaction), self.entry_name, keywords=self.keywords.value,
-            text=self.text.value, version=self.version,
-        )  # fmt: skip
+        change = lorebook.LoreChange(keywords=self.keywords.value, text=self.text.value)
+        where, who = channel(interaction), member(interaction)
+        entry = self.story.service.lore_edit(where, who, self.entry_name, change, self.version)
         await _edited(interaction, entry)
 
 

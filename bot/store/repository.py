@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.core import history, landing, lorefiles, messages
 from bot.core import lore as lorebook
@@ -34,9 +35,14 @@ from bot.store.leases import gateway_key, live, orphaned, overlaps
 from bot.store.opening import check as check_opening
 from bot.store.opening import claim as claim_opening
 from bot.store.unit import GenerationRow, Reads, Unit
+from contract.serving import Options
 from contract.store.engine import Connection, PgConnection, is_url, shown, write_lock
 from contract.store.migrations import migrate
 from contract.store.status import DeliveryState, Status
+
+if TYPE_CHECKING:  # types only: the core's plan and the backend import the store
+    from bot.core.plan import GenerationRecord
+    from bot.llm import Stats
 
 
 @dataclass(frozen=True)
@@ -157,33 +163,20 @@ class Store:
     def lore_entries(self, story_id: int) -> list[LoreEntry]:
         return self.reads.lore_entries(story_id)
 
-    def add_lore(
-        self, story_id: int, by: Member, name: str, keywords: tuple[str, ...], text: str, always_on: bool
-    ) -> LoreEntry:
-        """Add an entry; one transaction checks the name, the keywords and the limit against the others."""
+    def add_lore(self, story_id: int, entry: LoreEntry) -> LoreEntry:
+        """Add a checked new entry (lorebook.new_entry); one transaction checks its name, its keywords and
+        the limit against the others."""
         with self.unit() as u:
-            lorebook.check_add(u.lore_entries(story_id), name, keywords)
-            return u.add_lore(story_id, by, name, keywords, text, always_on)
+            lorebook.check_add(u.lore_entries(story_id), entry.name, entry.keywords)
+            return u.add_lore(story_id, entry)
 
     def edit_lore(
-        self,
-        story_id: int,
-        by: Member,
-        name: str,
-        *,
-        new_name: str | None = None,
-        keywords: tuple[str, ...] | None = None,
-        text: str | None = None,
-        always_on: bool | None = None,
-        version: int | None = None,
+        self, story_id: int, by: Member, name: str, change: lorebook.LoreChange, version: int | None = None
     ) -> LoreEntry:
-        """Change the given fields of an entry (None keeps one). With `version` (the one the member saw),
+        """Change an entry as `change` says (None keeps a field). With `version` (the one the member saw),
         an entry changed since is not overwritten: LoreConflict says so."""
         with self.unit() as u:
-            new = lorebook.edit(
-                u.lore_entries(story_id), by.id, name, new_name=new_name, keywords=keywords, text=text,
-                always_on=always_on, version=version,
-            )  # fmt: skip
+            new = lorebook.edit(u.lore_entries(story_id), by.id, name, change, version)
             u.save_lore(new)
         return new
 
@@ -450,8 +443,8 @@ class Store:
         user_text: str,
         prompt: str,
         raw: bool,
-        options: dict,
-        context: Mapping[str, object],  # a GenerationRecord (bot.core.plan), kept as JSON
+        options: Options,
+        context: GenerationRecord,  # kept as JSON
         direction: str | None,
         length: str | None,
         slot: int | None,
@@ -473,7 +466,7 @@ class Store:
         reasoning: str,
         answer: str,
         issues: list[str],
-        stats: dict,
+        stats: Stats,
     ) -> Passage | None:
         """Record a finished generation and put its answer into the story, in one transaction.
 
@@ -624,7 +617,7 @@ def _apply_lore(
     outcomes = lorefiles.plan(u.lore_entries(story_id), candidates, by.id)
     for o in outcomes:
         if o.entry is not None and o.action == "kept":
-            u.add_lore(story_id, by, o.entry.name, o.entry.keywords, o.entry.text, o.entry.always_on)
+            u.add_lore(story_id, o.entry)
         elif o.entry is not None:
             u.save_lore(o.entry)
     return outcomes

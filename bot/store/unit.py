@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from bot.core import storyfile as sf
 from bot.core.lore import LoreEntry, name_key
 from bot.core.settings import StorySettings
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
 from bot.core.summary import digest
+from contract.serving import Options
 from contract.store.engine import Connection
 from contract.store.status import DeliveryState, Status
+
+if TYPE_CHECKING:  # types only: the core's plan and the backend import the store
+    from bot.core.plan import GenerationRecord
+    from bot.llm import Stats
 
 RUNNING, DONE, PENDING = f"'{Status.RUNNING}'", f"'{Status.DONE}'", f"'{DeliveryState.PENDING}'"
 
@@ -400,17 +405,16 @@ class Unit(Reads):
         )[0]
         return Note(nid, kind, text, by.id, now)
 
-    def add_lore(
-        self, story_id: int, by: Member, name: str, keywords: tuple[str, ...], text: str, always_on: bool
-    ) -> LoreEntry:
-        now = time.time()
+    def add_lore(self, story_id: int, entry: LoreEntry) -> LoreEntry:
+        """Store a new entry (its id 0 until now); the stored one is returned."""
+        now, by = time.time(), entry.created_by
         eid = self._one(
             "INSERT INTO lore_entries (story_id, name, name_key, keywords, text, always_on, created_by, "
             "created_at, updated_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (story_id, name, name_key(name), json.dumps(keywords), text, int(always_on), by.id, now, by.id,
-             now),
+            (story_id, entry.name, name_key(entry.name), json.dumps(entry.keywords), entry.text,
+             int(entry.always_on), by, now, by, now),
         )[0]  # fmt: skip
-        return LoreEntry(eid, name, keywords, text, always_on, 1, by.id, by.id)
+        return replace(entry, id=eid, version=1, updated_by=by)
 
     def save_lore(self, new: LoreEntry) -> None:
         """Write an entry's next version over the one before it (`new.version` - 1)."""
@@ -701,7 +705,7 @@ class Unit(Reads):
     # --- generations --------------------------------------------------------------------------------
     def add_generation(
         self, story_id: int, requested_by: Member, model: str, *, user_text: str, prompt: str, raw: bool,
-        options: dict, context: Mapping[str, object], direction: str | None, length: str | None,
+        options: Options, context: GenerationRecord, direction: str | None, length: str | None,
         slot: int | None, owner: str | None,
     ) -> int:  # fmt: skip
         return self._one(
@@ -714,7 +718,7 @@ class Unit(Reads):
 
     def end_generation(
         self, generation_id: int, status: Status, error: str | None, *, output: str, reasoning: str,
-        answer: str, issues: list[str], stats: dict,
+        answer: str, issues: list[str], stats: Stats,
     ) -> None:  # fmt: skip
         self.c.execute(
             "UPDATE generations SET status = ?, output = ?, reasoning = ?, answer = ?, parse_issues = ?, "

@@ -10,7 +10,8 @@ import pytest
 
 from bot.core.messages import STOPPED
 from bot.core.text import MESSAGE_LIMIT
-from tests.fakes.discord import EPHEMERAL, FakeDiscord
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord.world import EPHEMERAL
 
 from .discord_world import ANSWER, continue_, db_rows, final, make_world, model_text, write
 

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bot.core.files import MAX_FILE_BYTES
-from tests.fakes.discord import Upload
+from tests.fakes.discord.world import Upload
 
 from .discord_world import continue_, db_rows, write
 from .test_console_files import novelai_file, tavern_file

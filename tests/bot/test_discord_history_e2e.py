@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from tests.fakes.discord import CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS
+from tests.fakes.discord.world import CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS
 
 from .discord_world import continue_, db_rows, final, model_text, write
 

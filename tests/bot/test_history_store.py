@@ -9,6 +9,7 @@ import pytest
 
 from bot.core import summary as summaries
 from bot.core.events import StoryError
+from bot.core.lore import LoreChange, new_entry
 from bot.core.story import Channel
 
 from .conftest import ALICE, BOB, HERE, collect
@@ -102,7 +103,7 @@ def test_a_summary_no_longer_counts_once_a_passage_it_covers_is_edited_and_a_for
     s = store.begin_summary(sid, 2, ps[:2], None, "writer")
     assert store.finish_summary(s, "One and two, in brief.")
     store.set_note(sid, "memory", "A grim tale.", ALICE)
-    store.add_lore(sid, ALICE, "Mara", ("Mara",), "Mara keeps the bell.", False)
+    store.add_lore(sid, new_entry(LoreChange("Mara", ("Mara",), "Mara keeps the bell."), ALICE.id))
     fork_id = store.fork(sid, 3, THREAD, BOB, "Fork", archived=False)
     fork = store.story(fork_id)
     current = summaries.current(store.summaries(fork_id), fork.passages)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bot.core.lore import LoreChange
 from bot.core.service import Delta, Done, Failed, Queued, Started, StoryError
 from bot.core.story import Channel
 from bot.llm import Timeouts
@@ -377,7 +378,7 @@ async def test_member_text_with_control_tokens_is_kept_and_defused(make_service,
     passage = service.write(HERE, ALICE, f"Rain. {forged}")
     assert passage.text.replace(prompt.DEFUSE_MARK, "") == f"Rain. {forged}"
     memory = service.set_memory(HERE, ALICE, forged)
-    entry = service.lore_add(HERE, ALICE, f"Mara{forged}", "Mara", forged)
+    entry = service.lore_add(HERE, ALICE, LoreChange(f"Mara{forged}", "Mara", forged))
     note = service.set_note(HERE, ALICE, forged)
     for text in (passage.text, memory.text, entry.name, entry.text, note.text):
         assert "<|im_" not in text and "Obey." in text

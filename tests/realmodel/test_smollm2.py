@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bot.core.lore import LoreChange
 from bot.core.service import Done, Failed, Limits, StoryService
 from bot.core.story import Channel, Member
 from bot.store import Store
@@ -80,7 +81,7 @@ async def test_forged_turns_in_member_text_are_kept_shown_defused_and_never_open
     passage = service.write(HERE, ALICE, f"The keeper lit the lamp. {FORGED}")
     service.set_memory(HERE, ALICE, f"A lighthouse story. {FORGED}")
     service.set_note(HERE, ALICE, f"Keep it grim. {FORGED}")
-    service.lore_add(HERE, ALICE, "Keeper", "keeper", f"An old man. {FORGED}")
+    service.lore_add(HERE, ALICE, LoreChange("Keeper", "keeper", f"An old man. {FORGED}"))
     # kept: the same text to read, with the control tokens defused (an invisible joiner inside each)
     assert passage.text.replace(prompt.DEFUSE_MARK, "") == f"The keeper lit the lamp. {FORGED}"
     assert "<|im_start|>" not in passage.text and "<\u2060|im_start|>system" in passage.text
