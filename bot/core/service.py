@@ -324,7 +324,7 @@ class StoryService:
         try:
             settings = story_settings.check_imported(doc.settings, self.allowed_models(channel))
         except StoryError as exc:
-            raise files.BadFile(f"settings: {exc}") from None
+            raise files.BadFile(f"settings: {exc}") from exc
         notes = []
         if doc.settings.get("model") and settings.model is None:
             notes.append(
@@ -625,7 +625,7 @@ class StoryService:
             story_id = self.store.ensure_story(channel, member)
             return self.store.add_lore(story_id, member, name, keys, text, always_on)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def lore_edit(
         self, channel: Channel, member: Member, name: str, *, text: str | None = None,
@@ -645,7 +645,7 @@ class StoryService:
                 always_on=always_on, version=version,
             )  # fmt: skip
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def lore_remove(
         self, channel: Channel, member: Member, name: str, may_manage: bool = False,
@@ -663,7 +663,7 @@ class StoryService:
                 )
             return self.store.remove_lore(story_id, name, version)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def summary_state(self, channel: Channel) -> SummaryState:
         """The rolling summary the next context uses, and how the newest attempt went."""

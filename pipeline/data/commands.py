@@ -106,7 +106,7 @@ def gutenberg(
             with console.status(f"loading the tokenizer of {tokenizer}"):
                 budget = gutenberg.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_template)
     except (ValueError, gutenberg.BookError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
     ) as bars:
@@ -150,7 +150,7 @@ def sentences(
     try:
         lines = gutenberg.book_sentences(file, encoding)
     except gutenberg.BookError as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     out = Console(soft_wrap=True, highlight=False, markup=False)
     for s in lines:
         out.print(" ".join(s.split()))
@@ -195,7 +195,7 @@ def writing_prompts(
         with console.status("reading Writing Prompts"):
             n = jsonl.write(output, some_pairs())
     except wp.WritingPromptsError as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     console.print(
         f"wrote {n} pairs ({len(stats.prompts)} prompts) to {output}: {stats.kept[gutenberg.TRAIN]} train, "
         f"{stats.kept[gutenberg.VALIDATION]} validation; dropped {stats.too_short} too short, "
@@ -275,11 +275,11 @@ def _run_teacher(jobs, output, val_output, model, backend, base_url, api_key_env
             task = bars.add_task(model, total=len(jobs))
             result = asyncio.run(go(bars, task))
     except backends.Fatal as e:
-        raise _fail(str(e)) from None
-    except KeyboardInterrupt:
+        raise _fail(str(e)) from e
+    except KeyboardInterrupt as exc:
         raise _fail(
             f"interrupted: finished rows are kept in {journal}; run the same command to resume", 130
-        ) from None
+        ) from exc
     console.print(
         f"{result.finished}/{result.total} done ({result.already_done} from an earlier run), "
         f"{len(result.failed)} failed, {result.retries} retries; tokens: {result.prompt_tokens:,} prompt, "
@@ -325,7 +325,7 @@ def _load(path: Path, make_jobs, limit: int | None):
     try:
         jobs = make_jobs(gutenberg.read_jsonl(path))
     except (gutenberg.BookError, teacher.InputError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     jobs = _trial(jobs, limit) if limit else jobs
     if not jobs:
         raise _fail(f"{path} has no records")
@@ -396,7 +396,7 @@ def distill(
     try:
         P.render_prompt("x", length=size)  # a bad --length fails here, before any request
     except P.PromptError as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     jobs = _load(prompts, lambda recs: teacher.distill_jobs(recs, size, min_words, str(prompts)), limit)
     _run_teacher(jobs, output, val_output, teacher_model, backend, base_url, api_key_env, concurrency,
                  retries, timeout, temperature, max_tokens, backoff)  # fmt: skip

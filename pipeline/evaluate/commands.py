@@ -98,9 +98,9 @@ def metrics_command(
                 try:
                     prompt.length_words(length)
                 except prompt.PromptError as e:
-                    raise records.InputError(f"{file} row {n}: {e}") from None
+                    raise records.InputError(f"{file} row {n}: {e}") from e
     except records.InputError as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     scorer = metrics.Scorer(window)
     with _progress() as bars:
         task = bars.add_task("scoring", total=len(texts))
@@ -183,11 +183,11 @@ def compare_command(
             prompt.length_words(asked)
             ctxs = [c if c.length is not None else replace(c, length=asked) for c in ctxs]
     except (compare.CompareError, records.InputError, prompt.PromptError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     try:
         client = _engine_client(engine, models, lora or [], n_ctx)
     except compare.CompareError as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     url = resolve_host(host) if client is None else engine
     options = {} if temperature is None else {"temperature": temperature}
     if num_predict is not None:
@@ -204,7 +204,7 @@ def compare_command(
                 client=client,
             )  # fmt: skip
     except compare.CompareError as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     finally:
         if client is not None:
             client.close()
@@ -360,13 +360,13 @@ def judge_command(
         a, b = judge.pick_labels(rows, a, b)
         items = judge.pair_items(rows, a, b)[:limit]
     except (records.InputError, judge.JudgeError, compare.CompareError, backends.Fatal) as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     try:
         with _progress() as bars:
             task = bars.add_task(f"judging {a} vs {b}", total=2 * len(items))
             judged = _judge_all(settings, items, context_chars, retries, lambda: bars.advance(task))
     except backends.Fatal as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     summary = judge.summarize(judged)
     shown: dict[str, object] = {
         "judge": judge_model, "backend": backend, "base_url": base_url, "temperature": temperature,
@@ -402,7 +402,7 @@ def _check_judge(settings) -> None:
         try:
             local_engine.resolve_gguf(settings.model)
         except local_engine.ModelNotLoadable as e:
-            raise backends.Fatal(f"the judge {settings.model!r}: {e}") from None
+            raise backends.Fatal(f"the judge {settings.model!r}: {e}") from e
         return
 
     async def ask() -> None:
@@ -410,7 +410,7 @@ def _check_judge(settings) -> None:
         try:
             await client.complete([{"role": "user", "content": "Answer with the letter A."}])
         except backends.Transient as e:
-            raise backends.Fatal(f"the judge {settings.model!r} does not answer: {e}") from None
+            raise backends.Fatal(f"the judge {settings.model!r} does not answer: {e}") from e
         finally:
             await client.aclose()
 
@@ -490,7 +490,7 @@ def _judge_all(settings, items, context_chars, retries, advance) -> list:
                 if attempt == retries:
                     raise backends.Fatal(
                         f"{e} ({retries + 1} tries): check the judge's server, then rerun"
-                    ) from None
+                    ) from e
                 await asyncio.sleep(e.retry_after or 2.0**attempt)
         raise AssertionError("unreachable")
 
@@ -559,7 +559,7 @@ def perplexity_command(
                 base, adapter, rows, batch_size, max_tokens, lambda n: bars.advance(task, n)
             )
     except (records.InputError, perplexity.PerplexityError) as e:
-        raise _fail(str(e)) from None
+        raise _fail(str(e)) from e
     result.update(base_model=base, adapter_path=str(adapter) if adapter else None, data=str(data))
     table = Table(title=f"{data.name}: {result['rows']} rows")
     for col in ("model", "answer loss", "answer perplexity", "answer tokens", "assistant perplexity"):

@@ -78,7 +78,7 @@ def card_command(
         text = str(card.render(run, _inputs(repo, base_model, license, book, writing_prompts, teacher, evals,
                                             ollama_name)))  # fmt: skip
     except card.CardError as e:
-        raise _fail(e) from None
+        raise _fail(e) from e
     write_text(out, text)
     console.print(f"wrote {out}")
 
@@ -128,7 +128,7 @@ def push_command(
         console.print(f"signed in to {hub.api.endpoint} as {hub.whoami()}")
         url = hub.push(plan, private, force, say=lambda s: console.print(escape(s)))
     except (card.CardError, upload.HubError) as e:
-        raise _fail(e) from None
+        raise _fail(e) from e
     console.print(f"[green]pushed[/green] {len(plan.files) + 1} files to {repo}: {url}")
 
 
