@@ -423,9 +423,9 @@ def load_settings(config: Path | str | None = None, **overrides) -> Settings:
     try:
         return FileSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path if path.is_file() else None)) from None
+        raise ConfigError(_explain(exc, path if path.is_file() else None)) from exc
     except ValueError as exc:  # a TOML syntax error
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def _explain(exc: ValidationError, path: Path | None) -> str:

@@ -264,8 +264,8 @@ class Console:
             numbers = {"temperature", "top_p", "repeat_penalty"}
             try:
                 changes = {k: float(v) if k in numbers else v for k, v in pairs.items()}
-            except ValueError:
-                raise StoryError(f"give numbers for {', '.join(sorted(numbers & set(pairs)))}") from None
+            except ValueError as exc:
+                raise StoryError(f"give numbers for {', '.join(sorted(numbers & set(pairs)))}") from exc
             unknown = sorted(set(changes) - {"model", "length", *numbers})
             if unknown:
                 raise StoryError(
@@ -449,7 +449,7 @@ def _read(arg: str, usage: str) -> bytes:
         check_size(path.stat().st_size)
         return path.read_bytes()
     except OSError as exc:
-        raise StoryError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise StoryError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _number(arg: str, usage: str) -> int:

@@ -212,9 +212,9 @@ class OllamaBackend:
             raise StreamFailed(
                 f"the server at {self.host} answered /api/show for {model!r} not as Ollama does{missing}: "
                 "point STORY_BOT_OLLAMA_HOST at an Ollama server (or upgrade it)"
-            ) from None
+            ) from exc
         except Exception as exc:
-            raise self._error(exc, model) from None
+            raise self._error(exc, model) from exc
         params = shown.parameters or ""
         system = system_of(shown.modelfile or "")
         if system and served_template(shown.template or ""):
@@ -254,7 +254,7 @@ class OllamaBackend:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            raise self._error(exc, model, request.prompt) from None
+            raise self._error(exc, model, request.prompt) from exc
         finally:
             if stream is not None:
                 # Release the HTTP connection however the stream ended (it is a generator, typed an iterator).
@@ -399,6 +399,7 @@ class _Watchdog:
             return item
         except asyncio.CancelledError:
             if self.tripped and reader.uncancel() == 0:
+                # why: the cancellation is this watchdog's own way of stopping the read, not a cause
                 raise self._trip() from None
             raise
         finally:

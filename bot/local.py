@@ -43,7 +43,7 @@ class LlamaCppBackend:
                         local_engine.LocalModel, self.gguf, self.lora, self.n_ctx
                     )
                 except local_engine.EngineError as e:
-                    raise ModelMissing(f"{e} (set STORY_BOT_GGUF)") from None
+                    raise ModelMissing(f"{e} (set STORY_BOT_GGUF)") from e
             return self._model
 
     async def model_info(self, model: str) -> ModelInfo:
@@ -86,7 +86,7 @@ class LlamaCppBackend:
                             return
                         yield Piece(item.text)
             except TimeoutError as exc:
-                raise self._error(exc, model, request.prompt) from None
+                raise self._error(exc, model, request.prompt) from exc
             finally:
                 stop.set()  # the model stops at its next token; the lock is held until it has
                 await asyncio.shield(worker)

@@ -116,7 +116,7 @@ class OpenAIBackend:
             try:
                 self._templates[path] = template_of(path)
             except ValueError as exc:
-                raise ModelMissing(f"{exc} (STORY_BOT_CHAT_TEMPLATE / chat_templates)") from None
+                raise ModelMissing(f"{exc} (STORY_BOT_CHAT_TEMPLATE / chat_templates)") from exc
         return self._templates[path]
 
     async def _models(self) -> dict[str, int | None]:
@@ -126,7 +126,7 @@ class OpenAIBackend:
                 async with asyncio.timeout(self.timeouts.connect * 2):
                     page = await self.client.models.list()
             except Exception as exc:
-                raise self._error(exc, "") from None
+                raise self._error(exc, "") from exc
             # vLLM lists max_model_len beside each model; the API itself has no window.
             windows = {m.id: getattr(m, "max_model_len", None) for m in page.data}
             self._served = (time.monotonic(), windows)
@@ -155,7 +155,7 @@ class OpenAIBackend:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            raise self._error(exc, model, request.prompt) from None
+            raise self._error(exc, model, request.prompt) from exc
         if reason is None:  # the stream ended without a finish reason: it was cut off
             raise HostFailed(f"the connection to the engine at {self.host} closed before the model finished")
         yield Piece("", True, _stats(usage, chunks_seen, reason, first, started), self.host)

@@ -142,7 +142,7 @@ class OllamaPool:
                     raise HostFailed(
                         f"the Ollama server at {host.url} stopped in the middle of this passage; nothing was "
                         "added to the story: ask again (another server will take it)"
-                    ) from None
+                    ) from exc
                 self.stats.retried += 1
                 errors.append(str(exc))
                 continue

@@ -78,7 +78,7 @@ def resolve_gguf(spec: str | Path) -> Path:
         try:
             return smollm2.gguf_path()
         except smollm2.ModelMissing as e:
-            raise ModelNotLoadable(str(e)) from None
+            raise ModelNotLoadable(str(e)) from e
     path = Path(spec)
     if not path.is_file():
         raise ModelNotLoadable(
@@ -106,10 +106,10 @@ class LocalModel:
         self.n_ctx = n_ctx
         try:
             import llama_cpp
-        except ImportError:
+        except ImportError as exc:
             raise ModelNotLoadable(
                 "the local engine needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'"
-            ) from None
+            ) from exc
         try:
             self.llm = llama_cpp.Llama(
                 model_path=str(self.path), lora_path=str(self.lora) if self.lora else None, n_ctx=n_ctx,
@@ -120,7 +120,7 @@ class LocalModel:
             raise ModelNotLoadable(
                 f"llama.cpp could not load {what} ({e}): is it a GGUF model (and the adapter one made for "
                 "this base by export-gguf)?"
-            ) from None
+            ) from e
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template", "")
         self.architecture = meta.get("general.architecture", "")

@@ -129,7 +129,7 @@ def _target_of(trained: ChatTemplate) -> Target:
         target = targets.of(trained.target)
         target.check_servable()
     except targets.TargetError as e:
-        raise ServingError(str(e)) from None
+        raise ServingError(str(e)) from e
     return target
 
 

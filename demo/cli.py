@@ -38,7 +38,7 @@ def _root(
         chain.run_demo(out, quick)
     except (chain.DemoError, smollm2.ModelMissing) as e:
         chain.console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(1) from e
 
 
 def main() -> None:

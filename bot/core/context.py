@@ -106,11 +106,11 @@ class TokenizerCounter:
     def __init__(self, path: str | Path):
         try:
             from tokenizers import Tokenizer
-        except ImportError:  # pragma: no cover - depends on the install
+        except ImportError as exc:  # pragma: no cover - depends on the install
             raise ValueError(
                 "counting tokens needs the `tokenizers` package: pip install tokenizers, "
                 "or leave `tokenizer` unset to count characters"
-            ) from None
+            ) from exc
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"

@@ -140,7 +140,7 @@ def read(document: Any) -> tuple[str, list[Candidate]]:
             ordered = sorted(tavern.entries.items(), key=lambda kv: _uid_order(kv[0]))
             return "SillyTavern World Info", [_tavern(i, e) for i, (_, e) in enumerate(ordered, 1)]
     except ValidationError as exc:
-        raise explain(exc, "lorebook") from None
+        raise explain(exc, "lorebook") from exc
     raise BadFile(_NOT_LORE)
 
 

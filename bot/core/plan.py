@@ -33,11 +33,11 @@ def parse_length(length: str | None) -> str | None:
         return str(int(text))
     try:
         return writer_prompt.Length(text).value if text else None
-    except ValueError:
+    except ValueError as exc:
         raise StoryError(
             f"unknown length {length!r}: use short, medium, long or a number of words "
             f"({WORDS.start}–{WORDS.stop - 1})"
-        ) from None
+        ) from exc
 
 
 @dataclass(frozen=True)

@@ -324,7 +324,7 @@ class StoryService:
         try:
             settings = story_settings.check_imported(doc.settings, self.allowed_models(channel))
         except StoryError as exc:
-            raise files.BadFile(f"settings: {exc}") from None
+            raise files.BadFile(f"settings: {exc}") from exc
         notes = []
         if doc.settings.get("model") and settings.model is None:
             notes.append(
@@ -619,7 +619,7 @@ class StoryService:
             entry = lorebook.new_entry(_lore_block(change), member.id)  # checked before a story is made
             return self.store.add_lore(self.store.ensure_story(channel, member), entry)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def lore_edit(
         self, channel: Channel, member: Member, name: str, change: lorebook.LoreChange,
@@ -632,7 +632,7 @@ class StoryService:
             story_id = self._story_id(channel)
             return self.store.edit_lore(story_id, member, name, _lore_block(change), version)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def lore_remove(
         self, channel: Channel, member: Member, name: str, may_manage: bool = False,
@@ -650,7 +650,7 @@ class StoryService:
                 )
             return self.store.remove_lore(story_id, name, version)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def summary_state(self, channel: Channel) -> SummaryState:
         """The rolling summary the next context uses, and how the newest attempt went."""

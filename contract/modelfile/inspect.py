@@ -81,7 +81,7 @@ def adapter_architecture(path: Path) -> str | None:
     try:
         fields = gguf_fields(path)
     except ValueError as e:
-        raise NotAnAdapterError(f"{e}: convert the PEFT adapter with `story-pipeline export-gguf`") from None
+        raise NotAnAdapterError(f"{e}: convert the PEFT adapter with `story-pipeline export-gguf`") from e
     if fields.get("general.type") != "adapter":
         raise NotAnAdapterError(
             f"general.type is {fields.get('general.type')!r}, not 'adapter': Ollama would store it as a "

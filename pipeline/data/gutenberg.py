@@ -39,7 +39,7 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         try:
             return data.decode(encoding)
         except (UnicodeDecodeError, LookupError) as e:
-            raise BookError(f"{path} cannot be decoded as {encoding}: {e}") from None
+            raise BookError(f"{path} cannot be decoded as {encoding}: {e}") from e
     for bom, codec in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
                        (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
         if data.startswith(bom):
@@ -60,8 +60,8 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         )
     try:
         return _check_text(path, data.decode(best))
-    except UnicodeDecodeError:
-        raise BookError(f"{path} looks like {best} but does not decode as it: pass --encoding") from None
+    except UnicodeDecodeError as exc:
+        raise BookError(f"{path} looks like {best} but does not decode as it: pass --encoding") from exc
 
 
 def _guess_encoding(data: bytes) -> str | None:
@@ -547,7 +547,7 @@ def load_budget(
         tokenizer, _ = load_tokenizer(folder, chat_template, local_files_only=True)
         return TokenBudget(tokenizer, max_length, reasoning_tokens, str(folder))
     except (TrainError, ValueError) as e:
-        raise BookError(str(e)) from None
+        raise BookError(str(e)) from e
 
 
 Sentences = list[tuple[str, bool]]
@@ -826,4 +826,4 @@ def read_jsonl(path: Path) -> Iterator[dict]:
         for _, record in jsonl.iter_objects(path):
             yield record
     except jsonl.JsonlError as e:
-        raise BookError(str(e)) from None
+        raise BookError(str(e)) from e

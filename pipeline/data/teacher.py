@@ -379,7 +379,8 @@ async def run_jobs(
             for _ in range(max(1, min(opts.concurrency, len(pending)))):
                 tg.create_task(worker())
     except* Fatal as eg:
-        raise eg.exceptions[0] from None
+        first = eg.exceptions[0]
+        raise first from first.__cause__  # its own cause (the server's error), not the group carrying it
     _write_outputs(jobs, journal, output, val_output, result)
     return result
 

@@ -57,7 +57,7 @@ def metrics_command(
                 try:
                     prompt.length_words(length)
                 except prompt.PromptError as e:
-                    raise records.InputError(f"{file} row {n}: {e}") from None
+                    raise records.InputError(f"{file} row {n}: {e}") from e
     except records.InputError as e:
         fail(str(e))
     scorer = metrics.Scorer(window)
@@ -243,7 +243,7 @@ def _check_judge(settings) -> None:
         try:
             local_engine.resolve_gguf(settings.model)
         except local_engine.ModelNotLoadable as e:
-            raise backends.Fatal(f"the judge {settings.model!r}: {e}") from None
+            raise backends.Fatal(f"the judge {settings.model!r}: {e}") from e
         return
 
     async def ask() -> None:
@@ -251,7 +251,7 @@ def _check_judge(settings) -> None:
         try:
             await client.complete([{"role": "user", "content": "Answer with the letter A."}])
         except backends.Transient as e:
-            raise backends.Fatal(f"the judge {settings.model!r} does not answer: {e}") from None
+            raise backends.Fatal(f"the judge {settings.model!r} does not answer: {e}") from e
         finally:
             await client.aclose()
 
@@ -331,7 +331,7 @@ def _judge_all(settings, items, context_chars, retries, advance) -> list:
                 if attempt == retries:
                     raise backends.Fatal(
                         f"{e} ({retries + 1} tries): check the judge's server, then rerun"
-                    ) from None
+                    ) from e
                 await asyncio.sleep(e.retry_after or 2.0**attempt)
         raise AssertionError("unreachable")
 

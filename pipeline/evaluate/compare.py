@@ -63,7 +63,7 @@ def check_contexts(contexts: list[Context]) -> None:
         try:
             prompt.render_prompt(c.text, c.guidance, c.length)
         except prompt.PromptError as e:
-            raise CompareError(f"context {n}: {e}") from None
+            raise CompareError(f"context {n}: {e}") from e
 
 
 def generate(
@@ -147,7 +147,7 @@ def run_all(
         try:
             client.list()
         except (ConnectionError, OSError) as e:
-            raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from None
+            raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from e
     shown = show_models(client, models)
     runs = []
     for label, model in models.items():

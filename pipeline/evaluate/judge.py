@@ -221,10 +221,10 @@ def pair_items(rows: Sequence[dict], a: str, b: str) -> list[Item]:
             continue
         try:
             key = (int(row["context_index"]), int(row.get("sample") or 0))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError) as exc:
             raise JudgeError(
                 f"output row {n} has no context_index: give the outputs.jsonl of `eval compare`"
-            ) from None
+            ) from exc
         if key in by_model[label]:
             raise JudgeError(
                 f"{label!r} has two outputs for context {key[0] + 1}, sample {key[1]}: "

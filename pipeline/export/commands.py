@@ -68,7 +68,7 @@ def check_output(output: Path, force: bool, folder: bool = False) -> None:
         atomic.check_output(output, force, folder)
     except atomic.OutputError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def _run(fn, *args, **kwargs):
@@ -81,7 +81,7 @@ def _run(fn, *args, **kwargs):
         except _errors() as e:
             bar.stop()
             console.print(f"[red]error:[/red] {escape(str(e))}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(2) from e
 
 
 def _show(report) -> None:
@@ -103,7 +103,7 @@ def _verify(hf_dir: Path, model_gguf: Path, adapter_dir: Path | None = None, lor
             report = verify(hf_dir, model_gguf, adapter_dir, lora_gguf, text, tolerance)
     except _errors() as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     for line in report.lines():
         console.print(escape(line))
     if not report.passed:
@@ -234,7 +234,7 @@ def verify_quant(
                                  lambda n: bar.advance(task, n))  # fmt: skip
     except (InputError, ValueError, RuntimeError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     m.data = str(data)
     _show_distance(m)
     if sidecar:

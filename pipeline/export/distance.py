@@ -142,16 +142,16 @@ def file_type(path: Path) -> int:
 
     try:
         from llama_cpp import Llama
-    except ImportError:
-        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from None
+    except ImportError as exc:
+        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from exc
     try:
         with _quiet_stderr():
             llm = Llama(str(path), vocab_only=True, verbose=False)
-    except ValueError:
+    except ValueError as exc:
         raise DistanceError(
             f"llama.cpp cannot load {path} as a model (a GGUF adapter goes in --lora; a model is written by "
             "export-base or export-merged)"
-        ) from None
+        ) from exc
     try:
         ftype = llm.metadata.get("general.file_type")
     finally:
@@ -187,8 +187,8 @@ def llama_model(path: Path, lora: Path | None, n_ctx: int) -> Iterator:
     """llama-cpp-python on one GGUF (with the adapter), all logits kept, F32 KV cache."""
     try:
         from llama_cpp import Llama
-    except ImportError:
-        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from None
+    except ImportError as exc:
+        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from exc
     from pipeline.export.verify import _quiet_stderr
 
     with _quiet_stderr():

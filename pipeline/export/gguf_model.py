@@ -211,10 +211,8 @@ def quantize(src: Path, out: Path, kind: str, overwrite: bool = False, threads: 
     qtype = quant_type(kind)
     try:
         import llama_cpp
-    except ImportError:
-        raise RuntimeError(
-            "quantizing needs llama-cpp-python: pip install 'story-assistant[llama]'"
-        ) from None
+    except ImportError as exc:
+        raise RuntimeError("quantizing needs llama-cpp-python: pip install 'story-assistant[llama]'") from exc
     t0 = time.perf_counter()
     with atomic_path(out, overwrite=overwrite) as tmp:
         params = llama_cpp.llama_model_quantize_default_params()

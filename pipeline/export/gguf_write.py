@@ -67,6 +67,7 @@ class FileSlice:
                 while done < self.nbytes:
                     chunk = src.read(min(1 << 24, self.nbytes - done))
                     if not chunk:
+                        # why: the fallback's reason (no copy_file_range) is not why the file ended early
                         raise OSError(f"{self.path} ended early") from None
                     os.write(fout.fileno(), chunk)
                     done += len(chunk)

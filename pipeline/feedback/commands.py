@@ -45,11 +45,11 @@ def _since(value: str | None) -> float | None:
         return None
     try:
         when = datetime.fromisoformat(value)
-    except ValueError:
+    except ValueError as exc:
         raise typer.BadParameter(
             f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC unless an offset is given)",
             param_hint="--since",
-        ) from None
+        ) from exc
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
@@ -84,7 +84,7 @@ def export_cmd(
         snap = snapshot.read(db)
     except snapshot.FeedbackError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     rows, report = export.export(snap, fmt.value, filters)
     jsonl.write(out, rows)
     path = Path(out)
@@ -120,6 +120,6 @@ def stats_cmd(
         snap = snapshot.read(db)
     except snapshot.FeedbackError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     md, png = stats.write(snap, out_dir)
     console.print(f"wrote {md} and {png}")

@@ -60,7 +60,7 @@ def modelfile(
         path, problems = render.write(out, base, adapter, system, param, num_ctx, given)
     except (render.ModelfileRenderError, UnknownFamilyError, ValueError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     for p in problems:
         console.print(f"[yellow]{escape(str(p))}[/yellow]")
     console.print(f"wrote {path}: ollama create writer -f {path} && ollama run writer")
@@ -155,7 +155,7 @@ def publish(
             _push(publisher, name, insecure)
     except pub.PublishError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def push(
@@ -170,7 +170,7 @@ def push(
         _push(pub.Publisher(host), name, insecure)
     except pub.PublishError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def _bars() -> Progress:

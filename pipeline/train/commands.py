@@ -69,7 +69,7 @@ def train(ctx: typer.Context, config: Path | None = None, **values) -> None:
         run_train(opts, printer=lambda m: console.print(m, markup=False, highlight=False))
     except TrainError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def _source(ctx: typer.Context, name: str) -> str | None:

@@ -166,7 +166,7 @@ def read_config(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text).get("options", {}) if path.suffix == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # TOMLDecodeError and JSONDecodeError too
-        raise TrainError(f"cannot read the config file {path}: {e}") from None
+        raise TrainError(f"cannot read the config file {path}: {e}") from e
     data = {k.replace("-", "_"): v for k, v in data.items()}
     known = {f.name for f in fields(TrainOptions)}
     unknown = sorted(set(data) - known)

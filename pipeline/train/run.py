@@ -212,14 +212,14 @@ def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulSt
     """trainer.train, with a hard interrupt or a full disk turned into a message on how to go on."""
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except KeyboardInterrupt:
-        raise TrainError(f"interrupted at step {trainer.state.global_step}; {_resume_hint(opts)}") from None
+    except KeyboardInterrupt as exc:
+        raise TrainError(f"interrupted at step {trainer.state.global_step}; {_resume_hint(opts)}") from exc
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
         removed = outputs.remove_incomplete_checkpoints(opts.out_dir)
         note = f" (removed the partial {', '.join(p.name for p in removed)})" if removed else ""
-        raise TrainError(f"the disk is full{note}: free some space, then {_resume_hint(opts)}") from None
+        raise TrainError(f"the disk is full{note}: free some space, then {_resume_hint(opts)}") from e
     finally:
         stop.restore()
 
@@ -230,9 +230,7 @@ def _write(model, tokenizer, opts: TrainOptions, metadata: outputs.TrainMetadata
     except OSError as e:
         if e.errno == errno.ENOSPC:
             hint = _resume_hint(opts)
-            raise TrainError(
-                f"the disk filled up while writing the adapter: free space, then {hint}"
-            ) from None
+            raise TrainError(f"the disk filled up while writing the adapter: free space, then {hint}") from e
         raise
     outputs.write_metadata(opts.out_dir, metadata)
 
