@@ -91,10 +91,13 @@ async def _serve(service, settings, token: str, logged_in) -> None:
     from bot.discord.client import InUse, StoryBot
 
     bot = StoryBot(
-        service, edit_interval=settings.edit_interval,
-        commands_per_minute=settings.member_commands_per_minute, shard_ids=settings.shard_ids(),
-        shard_count=settings.shard_count, settings_role=settings.settings_role,
-    )  # fmt: skip
+        service,
+        edit_interval=settings.edit_interval,
+        commands_per_minute=settings.member_commands_per_minute,
+        shard_ids=settings.shard_ids(),
+        shard_count=settings.shard_count,
+        settings_role=settings.settings_role,
+    )
     try:
         async with bot:  # discord.py's start, in its two halves: nothing reaches the store before login
             await bot.login(token)

@@ -345,8 +345,11 @@ class Settings(BaseSettings):
 
     def model_for(self, channel: Channel) -> str:
         """A channel's model, else its parent channel's (threads), else its guild's, else the default."""
-        for key, table in ((channel.id, self.channel_models), (channel.parent_id, self.channel_models),
-                           (channel.guild_id, self.guild_models)):  # fmt: skip
+        for key, table in (
+            (channel.id, self.channel_models),
+            (channel.parent_id, self.channel_models),
+            (channel.guild_id, self.guild_models),
+        ):
             if key and key in table:
                 return table[key]
         return self.model
@@ -355,9 +358,11 @@ class Settings(BaseSettings):
         """The models a story in `channel` may pick: the channel's list (or its parent's), else its
         server's, else `allowed_models`; the channel's own model first."""
         chosen = self.allowed_models
-        for key, table in ((channel.guild_id, self.guild_allowed_models),
-                           (channel.parent_id, self.channel_allowed_models),
-                           (channel.id, self.channel_allowed_models)):  # fmt: skip
+        for key, table in (
+            (channel.guild_id, self.guild_allowed_models),
+            (channel.parent_id, self.channel_allowed_models),
+            (channel.id, self.channel_allowed_models),
+        ):
             if key and key in table:
                 chosen = table[key]
         return list(dict.fromkeys([self.model_for(channel), *chosen]))

@@ -112,12 +112,32 @@ class Console:
             self.say(f"unknown command /{name}: /help lists them")
         return True
 
-    QUICK = {"rate": "_rate", "reasoning": "_reasoning", "undo": "_undo", "reset": "_reset", "new": "_new",
-             "show": "_show", "export": "_export", "help": "_help", "memory": "_memory", "note": "_note",
-             "lore": "_lore", "edit": "_edit", "takes": "_takes", "take": "_take", "erase": "_erase",
-             "redo": "_redo", "fork": "_fork", "stories": "_stories", "list": "_stories",
-             "open": "_open", "settings": "_settings", "summary": "_summary_command",
-             "persona": "_persona", "import": "_import"}  # fmt: skip
+    QUICK = {
+        "rate": "_rate",
+        "reasoning": "_reasoning",
+        "undo": "_undo",
+        "reset": "_reset",
+        "new": "_new",
+        "show": "_show",
+        "export": "_export",
+        "help": "_help",
+        "memory": "_memory",
+        "note": "_note",
+        "lore": "_lore",
+        "edit": "_edit",
+        "takes": "_takes",
+        "take": "_take",
+        "erase": "_erase",
+        "redo": "_redo",
+        "fork": "_fork",
+        "stories": "_stories",
+        "list": "_stories",
+        "open": "_open",
+        "settings": "_settings",
+        "summary": "_summary_command",
+        "persona": "_persona",
+        "import": "_import",
+    }
 
     # --- commands ------------------------------------------------------------------------------
     def _do(self, action) -> bool:
@@ -151,8 +171,11 @@ class Console:
                     printed = answer
                 case Done(passage):
                     if passage.text != printed:
-                        self.out.write(passage.text[len(printed) :] if passage.text.startswith(printed)
-                                       else "\n" + passage.text)  # fmt: skip
+                        self.out.write(
+                            passage.text[len(printed) :]
+                            if passage.text.startswith(printed)
+                            else "\n" + passage.text
+                        )
                     take = (
                         f" · take {passage.take}/{passage.alternatives}" if passage.alternatives > 1 else ""
                     )
@@ -233,19 +256,26 @@ class Console:
         for s in self.service.library(CHANNEL):
             state = "open" if s.active else "archived"
             fork = f", fork of {s.forked_from}" if s.forked_from else ""
-            self.say(f"{s.id}: {s.title or 'untitled'} · {s.passages} passages · {_ago(s.last_activity)} · "
-                     f"{state}{fork}")  # fmt: skip
+            self.say(
+                f"{s.id}: {s.title or 'untitled'} · {s.passages} passages · {_ago(s.last_activity)} · "
+                f"{state}{fork}"
+            )
 
     def _open(self, arg: str) -> None:
         story = self.service.open(CHANNEL, _number(arg, "/open ID"))
-        self.say(f"(story {story.id} “{story.title or 'untitled'}” is the story again: "
-                 f"{len(story.passages)} passages)")  # fmt: skip
+        self.say(
+            f"(story {story.id} “{story.title or 'untitled'}” is the story again: "
+            f"{len(story.passages)} passages)"
+        )
 
     def _summary(self) -> None:
         state = self.service.summary_state(CHANNEL)
         if state.current is None:
-            self.say("(no summary: the whole story still fits the model's window)" if not state.last_error
-                     else "(no summary yet)")  # fmt: skip
+            self.say(
+                "(no summary: the whole story still fits the model's window)"
+                if not state.last_error
+                else "(no summary yet)"
+            )
         else:
             self.say(f"(summary of the first {state.covers} passages)\n{state.current.text}")
         if state.writing:
@@ -283,8 +313,10 @@ class Console:
             case "edit":
                 writing = self.service.summary_state(CHANNEL).writing
                 self.service.edit_summary(CHANNEL, self.member, text)
-                self.say("(summary rewritten" + ("; the one being written now will be dropped)" if writing
-                                                 else ")"))  # fmt: skip
+                self.say(
+                    "(summary rewritten"
+                    + ("; the one being written now will be dropped)" if writing else ")")
+                )
             case "restore":
                 back = self.service.restore_summary(CHANNEL, self.member)
                 self.say(f"(previous summary restored: {_preview(back.text or '', 200)})")
@@ -408,8 +440,10 @@ class Console:
         story, report, notes = self.service.import_story(
             CHANNEL, self.member, _read(arg, "/import story.json")
         )
-        self.say(f"(imported story {story.id} “{story.title or 'untitled'}”: {len(story.passages)} passages; "
-                 "the story here before is kept: /stories)")  # fmt: skip
+        self.say(
+            f"(imported story {story.id} “{story.title or 'untitled'}”: {len(story.passages)} passages; "
+            "the story here before is kept: /stories)"
+        )
         for note in notes:
             self.say(f"(note: {note})")
         self._report(report)

@@ -164,9 +164,11 @@ class Backend(Protocol):
 
 class OllamaBackend:
     def __init__(
-        self, host: str | None = None, timeouts: Timeouts | None = None,
+        self,
+        host: str | None = None,
+        timeouts: Timeouts | None = None,
         keep_alive: float | str | None = DEFAULT_KEEP_ALIVE,
-    ):  # fmt: skip
+    ):
         self.host = resolve_host(host)  # the argument, else OLLAMA_HOST, else the default
         self.timeouts = timeouts or Timeouts()
         self.keep_alive = keep_alive  # sent with every request (a Go duration or seconds; None: the server's)
@@ -383,8 +385,9 @@ class _Watchdog:
 
     def _trip(self) -> Tripped:
         now = self.loop.time()
-        return Tripped(now - (self.read_at if self.pieces else self.started), not self.pieces,
-                       now >= self.deadline)  # fmt: skip
+        return Tripped(
+            now - (self.read_at if self.pieces else self.started), not self.pieces, now >= self.deadline
+        )
 
     async def next(self, stream: AsyncIterator[T]) -> T:
         """The stream's next item (StopAsyncIteration at its end) within the limits."""

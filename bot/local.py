@@ -25,9 +25,12 @@ _END = object()
 
 class LlamaCppBackend:
     def __init__(
-        self, gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 4096,
+        self,
+        gguf: str | Path,
+        lora: str | Path | None = None,
+        n_ctx: int = 4096,
         timeouts: Timeouts | None = None,
-    ):  # fmt: skip
+    ):
         self.gguf, self.lora, self.n_ctx = gguf, lora, n_ctx
         self.host = f"{local_engine.ENGINE}:{gguf}"  # where it runs, for messages
         self.timeouts = timeouts or Timeouts()

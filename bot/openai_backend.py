@@ -46,9 +46,16 @@ from .llm import (
 
 #: Ollama's option names -> the request fields: the OpenAI API's own, else the names vLLM, SGLang and
 #: llama.cpp's servers accept beside them (vLLM and SGLang call repeat_penalty `repetition_penalty`).
-_FIELDS = {"num_predict": ("max_tokens",), "temperature": ("temperature",), "top_p": ("top_p",),
-           "seed": ("seed",), "stop": ("stop",), "top_k": ("top_k",), "min_p": ("min_p",),
-           "repeat_penalty": ("repeat_penalty", "repetition_penalty")}  # fmt: skip
+_FIELDS = {
+    "num_predict": ("max_tokens",),
+    "temperature": ("temperature",),
+    "top_p": ("top_p",),
+    "seed": ("seed",),
+    "stop": ("stop",),
+    "top_k": ("top_k",),
+    "min_p": ("min_p",),
+    "repeat_penalty": ("repeat_penalty", "repetition_penalty"),
+}
 
 
 class OpenAIBackend:

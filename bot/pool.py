@@ -235,9 +235,12 @@ class OllamaPool:
 
 async def host_status(host: Host, stats: PoolStats | None = None) -> HostStatus:
     out: HostStatus = {
-        "host": host.url, "in_flight": host.in_flight, "served": host.served,
-        "set_aside_s": max(0.0, host.down_until - time.monotonic()), "last_error": host.last_error,
-    }  # fmt: skip
+        "host": host.url,
+        "in_flight": host.in_flight,
+        "served": host.served,
+        "set_aside_s": max(0.0, host.down_until - time.monotonic()),
+        "last_error": host.last_error,
+    }
     try:
         async with asyncio.timeout(host.backend.timeouts.connect * 2):
             tags = await host.backend.client.list()
@@ -245,9 +248,11 @@ async def host_status(host: Host, stats: PoolStats | None = None) -> HostStatus:
     except Exception as exc:
         return {**out, "up": False, "error": str(_as_error(host, exc))}
     return {
-        **out, "up": True, "models": sorted(m.model or "" for m in tags.models),
+        **out,
+        "up": True,
+        "models": sorted(m.model or "" for m in tags.models),
         "loaded": sorted(m.model or "" for m in loaded.models),
-    }  # fmt: skip
+    }
 
 
 def _as_error(host: Host, exc: BaseException) -> LLMError:

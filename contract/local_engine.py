@@ -34,9 +34,15 @@ ENGINE = "llama.cpp"
 #: (repeat_penalty 1.0 since v0.32.10, 1.1 before; min_p unset there, so 0, where llama-cpp-python's
 #: own default is 0.05; repeat_last_n 64 is llama-cpp-python's default too).
 DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
-_OPTION_NAMES = {"num_predict": "max_tokens", "temperature": "temperature", "top_k": "top_k",
-                 "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty",
-                 "seed": "seed"}  # fmt: skip
+_OPTION_NAMES = {
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "seed": "seed",
+}
 
 
 class EngineError(RuntimeError):
@@ -112,9 +118,13 @@ class LocalModel:
             ) from exc
         try:
             self.llm = llama_cpp.Llama(
-                model_path=str(self.path), lora_path=str(self.lora) if self.lora else None, n_ctx=n_ctx,
-                n_threads=n_threads or max(1, os.cpu_count() or 1), verbose=False, logits_all=False,
-            )  # fmt: skip
+                model_path=str(self.path),
+                lora_path=str(self.lora) if self.lora else None,
+                n_ctx=n_ctx,
+                n_threads=n_threads or max(1, os.cpu_count() or 1),
+                verbose=False,
+                logits_all=False,
+            )
         except (ValueError, RuntimeError) as e:
             what = f"{self.path}" + (f" with the adapter {self.lora}" if self.lora else "")
             raise ModelNotLoadable(
@@ -174,8 +184,9 @@ class LocalModel:
         options = dict(options or {})
         text = self.prompt_text(request)
         started = time.monotonic_ns()
-        prompt_tokens = len(self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(),
-                                              special=True))  # fmt: skip
+        prompt_tokens = len(
+            self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
+        )
         room = self.n_ctx - prompt_tokens
         if room < 1:
             raise PromptTooLong(
@@ -215,12 +226,19 @@ class LocalModel:
         end = time.monotonic_ns()
         first = first or end
         output_tokens = max(0, seen["n"] - prompt_tokens + 1) if seen["n"] else 0
-        yield Chunk("", True, {
-            "prompt_eval_count": prompt_tokens, "eval_count": output_tokens,
-            "total_duration": end - started, "load_duration": 0,
-            "prompt_eval_duration": first - started, "eval_duration": end - first,
-            "done_reason": "length" if reason == "length" else "stop",
-        })  # fmt: skip
+        yield Chunk(
+            "",
+            True,
+            {
+                "prompt_eval_count": prompt_tokens,
+                "eval_count": output_tokens,
+                "total_duration": end - started,
+                "load_duration": 0,
+                "prompt_eval_duration": first - started,
+                "eval_duration": end - first,
+                "done_reason": "length" if reason == "length" else "stop",
+            },
+        )
 
     def complete(self, request: GenerateRequest, options: Mapping | None = None) -> tuple[str, Figures]:
         """The whole output and the final figures."""
@@ -277,8 +295,15 @@ class LocalClient:
     def show(self, model: str) -> Shown:
         return Shown(self._model(model).template)
 
-    def generate(self, model: str, prompt: str, raw: bool = False, system: str | None = None,
-                 stream: bool = True, options: Mapping | None = None) -> Iterator[GenerateChunk]:  # fmt: skip
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        raw: bool = False,
+        system: str | None = None,
+        stream: bool = True,
+        options: Mapping | None = None,
+    ) -> Iterator[GenerateChunk]:
         request = GenerateRequest(prompt, raw, prompt, system)
         for c in self._model(model).stream(request, options):
             if (s := c.stats) is None:

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
         (ValueError("a bad number"), "bad value: a bad number"),
         (KeyboardInterrupt(), "interrupted"),
     ],
-)  # fmt: skip
+)
 def test_expected_failures_are_one_line(error, line):
     message = explain(error)
     assert message is not None and line in message and "\n" not in message

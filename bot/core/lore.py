@@ -143,10 +143,15 @@ def edit(
     text = None if change.text is None else clean_text(change.text)
     old = find(entries, name, version)
     new = LoreEntry(
-        old.id, new_name or old.name, old.keywords if keywords is None else keywords,
-        old.text if text is None else text, old.always_on if change.always_on is None else change.always_on,
-        old.version + 1, old.created_by, by,
-    )  # fmt: skip
+        old.id,
+        new_name or old.name,
+        old.keywords if keywords is None else keywords,
+        old.text if text is None else text,
+        old.always_on if change.always_on is None else change.always_on,
+        old.version + 1,
+        old.created_by,
+        by,
+    )
     check_keywords(new.keywords, new.always_on)
     check_unique([e for e in entries if e.id != old.id], new.name, new.keywords)
     return new

@@ -114,10 +114,18 @@ class Assembler:
         valid = summaries.valid(self.store.summaries(story_id), source.passages, limit=3)
         budget = Budget(self.limits.window(info), num_predict, serving.num_predict(None))
         ctx = build_story_context(
-            source.passages, valid, self.counter, budget, guidance, length,
-            memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),
-            mentions=direction, shares=self.limits.shares, cast=self.store.personas(story_id),
-        )  # fmt: skip
+            source.passages,
+            valid,
+            self.counter,
+            budget,
+            guidance,
+            length,
+            memory=self.store.note(story_id, "memory"),
+            lore=self.store.lore_entries(story_id),
+            mentions=direction,
+            shares=self.limits.shares,
+            cast=self.store.personas(story_id),
+        )
         upto = ctx.summarise_upto
         if valid and upto is not None and upto <= valid[0].upto_position:
             upto = None  # written already, waiting for its step
@@ -130,9 +138,15 @@ class Assembler:
         }
         options: serving.Options = {**self.limits.request_options(info, num_predict), **settings.options()}
         return Plan(
-            replace(source, length=length), model, _request(info, ctx.text, user_text, guidance, length),
-            options, record, budget.window, num_predict, upto,
-        )  # fmt: skip
+            replace(source, length=length),
+            model,
+            _request(info, ctx.text, user_text, guidance, length),
+            options,
+            record,
+            budget.window,
+            num_predict,
+            upto,
+        )
 
 
 def _request(

@@ -58,10 +58,16 @@ class StorySettings:
 
 
 def change(
-    current: StorySettings, allowed: Sequence[str], *, model: str | None = None,
-    temperature: float | None = None, top_p: float | None = None, repeat_penalty: float | None = None,
-    length: str | None = None, reset: bool = False,
-) -> StorySettings:  # fmt: skip
+    current: StorySettings,
+    allowed: Sequence[str],
+    *,
+    model: str | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repeat_penalty: float | None = None,
+    length: str | None = None,
+    reset: bool = False,
+) -> StorySettings:
     """`current` with the given settings changed (None keeps one; `reset` starts from the defaults), each
     checked: the model from `allowed`, the sampling within RANGES, the length one of LENGTHS."""
     base = StorySettings() if reset else StorySettings(**current.values())

@@ -192,9 +192,13 @@ class Store:
             return u.story_document(story_id)
 
     def import_story(
-        self, channel: Channel, by: Member, doc: sf.StoryDocument, settings: StorySettings,
+        self,
+        channel: Channel,
+        by: Member,
+        doc: sf.StoryDocument,
+        settings: StorySettings,
         lore: Sequence[lorefiles.Candidate],
-    ) -> tuple[int, list[lorefiles.Outcome]]:  # fmt: skip
+    ) -> tuple[int, list[lorefiles.Outcome]]:
         """A checked story file as the channel's new story (the one there archived, kept), with its
         lore entry by entry (`lore`): all in one transaction."""
         with self.unit() as u:
@@ -219,9 +223,14 @@ class Store:
         return self.reads.summaries(story_id)
 
     def begin_summary(
-        self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str,
+        self,
+        story_id: int,
+        upto_position: int,
+        covered: list[Passage],
+        previous_id: int | None,
+        model: str,
         owner: str | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         with self.unit() as u:
             return u.add_summary(story_id, upto_position, covered, previous_id, model, owner)
 
@@ -233,9 +242,14 @@ class Store:
             landed = landing.summary_lands(s, u.present(s.passage_ids), u.story_active(s.story_id))
             edited = any(o.edited_by and o.id > summary_id for o in u.summaries(s.story_id))
             why = (
-                messages.SUMMARY_STORY_CHANGED if not landed else messages.SUMMARY_EDITED if edited
-                else messages.SUMMARY_PAUSED if u.summary_paused(s.story_id) else None
-            )  # fmt: skip
+                messages.SUMMARY_STORY_CHANGED
+                if not landed
+                else messages.SUMMARY_EDITED
+                if edited
+                else messages.SUMMARY_PAUSED
+                if u.summary_paused(s.story_id)
+                else None
+            )
             u.end_summary(summary_id, Status.DISCARDED if why else Status.DONE, text, why)
         return why is None
 
@@ -453,9 +467,19 @@ class Store:
         """A running generation; `owner` holds the story's lease while it runs (else recover fails it)."""
         with self.unit() as u:
             return u.add_generation(
-                story_id, requested_by, model, user_text=user_text, prompt=prompt, raw=raw, options=options,
-                context=context, direction=direction, length=length, slot=slot, owner=owner,
-            )  # fmt: skip
+                story_id,
+                requested_by,
+                model,
+                user_text=user_text,
+                prompt=prompt,
+                raw=raw,
+                options=options,
+                context=context,
+                direction=direction,
+                length=length,
+                slot=slot,
+                owner=owner,
+            )
 
     def finish_generation(
         self,
@@ -482,9 +506,15 @@ class Store:
             landed = landing.passage_lands(needed, u.present_ids(needed), u.story_active(g.story_id))
             status, error = (Status.DONE, None) if landed else (Status.DISCARDED, messages.STORY_CHANGED)
             u.end_generation(
-                generation_id, status, error, output=output, reasoning=reasoning, answer=answer,
-                issues=issues, stats=stats,
-            )  # fmt: skip
+                generation_id,
+                status,
+                error,
+                output=output,
+                reasoning=reasoning,
+                answer=answer,
+                issues=issues,
+                stats=stats,
+            )
             if not landed:
                 return None
             if slot:  # a regeneration: the slot now shows this alternative
@@ -534,13 +564,30 @@ class Store:
         takes = tuple(self.reads.takes(g.passage_id))
         if takes[-1] != g.id:  # a newer take's messages show the passage
             return Delivery(
-                g.id, g.channel_id, g.message_ref, g.status, g.answer or "", p.position, p.author_name,
+                g.id,
+                g.channel_id,
+                g.message_ref,
+                g.status,
+                g.answer or "",
+                p.position,
+                p.author_name,
                 current=False,
-            )  # fmt: skip
+            )
         return Delivery(
-            g.id, g.channel_id, g.message_ref, g.status, p.text, p.position, p.author_name, p.alternatives,
-            True, p.generation_id, p.take, p.edited, takes,
-        )  # fmt: skip
+            g.id,
+            g.channel_id,
+            g.message_ref,
+            g.status,
+            p.text,
+            p.position,
+            p.author_name,
+            p.alternatives,
+            True,
+            p.generation_id,
+            p.take,
+            p.edited,
+            takes,
+        )
 
     def generation(self, generation_id: int) -> GenerationRow | None:
         return self.reads.generation(generation_id)

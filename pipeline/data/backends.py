@@ -142,8 +142,11 @@ class OpenAIChat:
             status = e.status_code
             if status == 429 or status >= 500:
                 raise Transient(f"{self.url} answered {status}: {_message(e)}", _retry_after(e)) from e
-            hint = {401: f"check {self.s.api_key_env}", 403: f"check {self.s.api_key_env}",
-                    404: f"is {self.s.model!r} served there?"}.get(status, "check the request")  # fmt: skip
+            hint = {
+                401: f"check {self.s.api_key_env}",
+                403: f"check {self.s.api_key_env}",
+                404: f"is {self.s.model!r} served there?",
+            }.get(status, "check the request")
             raise Fatal(f"{self.url} refused the request ({status}: {_message(e)}): {hint}") from e
         except (openai.APIError, ValueError) as e:  # a body that is not the API's JSON, and the like
             raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from e

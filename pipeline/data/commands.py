@@ -95,8 +95,14 @@ def gutenberg(
     if tokenizer is None and (max_length is not None or chat_template is not None):
         fail("--max-length and --chat-template need --tokenizer (the base model's folder)")
     try:
-        spec = gutenberg.WindowSpec(context_sentences, continuation_sentences, chunk_chars, split_ratio,
-                            max_context_chars, max_continuation_chars)  # fmt: skip
+        spec = gutenberg.WindowSpec(
+            context_sentences,
+            continuation_sentences,
+            chunk_chars,
+            split_ratio,
+            max_context_chars,
+            max_continuation_chars,
+        )
         files = gutenberg.expand_paths(paths)
         budget = None
         if tokenizer is not None:

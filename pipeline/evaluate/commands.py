@@ -146,7 +146,7 @@ def judge_command(
             help="With --contexts, twice: NAME=MODEL (an Ollama model, or a GGUF with "
             "--engine llama.cpp); the first is a",
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     field: Annotated[str, typer.Option(help="With --contexts: the field holding the context")] = "context",
     host: Annotated[
         str | None, typer.Option(help="With --contexts: the models' Ollama server (default: OLLAMA_HOST)")
@@ -179,8 +179,17 @@ def judge_command(
             raise judge.JudgeError(
                 "give either `eval compare` outputs or --contexts with two --model, not both or neither"
             )
-        settings = backends.ChatSettings(judge_model, backend, base_url, api_key_env, timeout, temperature,
-                                     max_tokens, n_ctx=n_ctx, role="judge")  # fmt: skip
+        settings = backends.ChatSettings(
+            judge_model,
+            backend,
+            base_url,
+            api_key_env,
+            timeout,
+            temperature,
+            max_tokens,
+            n_ctx=n_ctx,
+            role="judge",
+        )
         if contexts_file:
             _check_judge(
                 settings
@@ -197,9 +206,14 @@ def judge_command(
     except backends.Fatal as e:
         fail(str(e))
     shown: dict[str, object] = {
-        "judge": judge_model, "backend": backend, "base_url": base_url, "temperature": temperature,
-        "max_tokens": max_tokens, "context_chars": context_chars, "inputs": [str(p) for p in outputs or []],
-    }  # fmt: skip
+        "judge": judge_model,
+        "backend": backend,
+        "base_url": base_url,
+        "temperature": temperature,
+        "max_tokens": max_tokens,
+        "context_chars": context_chars,
+        "inputs": [str(p) for p in outputs or []],
+    }
     if contexts_file:  # the outputs were made here: how, as compare records it
         shown["generated"] = {**asdict(generate), "contexts": str(contexts_file)}
     _write_judged(out, judged, a, b, shown, rows if contexts_file else None)
@@ -298,11 +312,16 @@ def _generated_rows(g: Generate, limit: int | None) -> list[dict]:
             task = bars.add_task("generating", total=2 * len(contexts) * g.samples)
             names = models if client is None else {label: label for label in models}
             runs = compare.run_all(
-                resolve_host(g.host), names, contexts, g.samples, g.seed, options,
+                resolve_host(g.host),
+                names,
+                contexts,
+                g.samples,
+                g.seed,
+                options,
                 on_output=lambda: bars.advance(task),
                 on_model=lambda label: bars.update(task, description=f"generating: {label}"),
                 client=client,
-            )  # fmt: skip
+            )
     finally:
         if client is not None:
             client.close()

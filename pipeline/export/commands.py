@@ -58,8 +58,16 @@ def _errors():
     from pipeline.export.peft_adapter import AdapterError
     from pipeline.export.safetensors_io import SafetensorsError
 
-    return (AdapterError, BaseModelError, SafetensorsError, TokenizerExportError, OutputExistsError,
-            ValueError, RuntimeError, OSError)  # fmt: skip
+    return (
+        AdapterError,
+        BaseModelError,
+        SafetensorsError,
+        TokenizerExportError,
+        OutputExistsError,
+        ValueError,
+        RuntimeError,
+        OSError,
+    )
 
 
 def check_output(output: Path, force: bool, folder: bool = False) -> None:
@@ -73,8 +81,12 @@ def check_output(output: Path, force: bool, folder: bool = False) -> None:
 
 def _run(fn, *args, **kwargs):
     """Run an export with a tensor counter; bad input becomes one red line and exit code 2."""
-    with Progress(SpinnerColumn(), TextColumn("{task.completed} tensors  {task.description}"),
-                  console=console, transient=True) as bar:  # fmt: skip
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.completed} tensors  {task.description}"),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("", total=None)
         try:
             return fn(*args, **kwargs, on_tensor=lambda n: bar.update(task, advance=1, description=n))
@@ -94,8 +106,14 @@ def _show(report) -> None:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
-def _verify(hf_dir: Path, model_gguf: Path, adapter_dir: Path | None = None, lora_gguf: Path | None = None,
-            text: str | None = None, tolerance: float | None = None) -> None:  # fmt: skip
+def _verify(
+    hf_dir: Path,
+    model_gguf: Path,
+    adapter_dir: Path | None = None,
+    lora_gguf: Path | None = None,
+    text: str | None = None,
+    tolerance: float | None = None,
+) -> None:
     from pipeline.export.verify import verify
 
     try:
@@ -230,8 +248,9 @@ def verify_quant(
         with Progress(*_BAR, console=console, transient=True) as bar:
             task = bar.add_task("measuring rows", total=len(held_out))
             as_type = judge_as.value if judge_as else None
-            m = distance.measure(gguf_model, reference, hf, held_out, lora, as_type, max_tokens,
-                                 lambda n: bar.advance(task, n))  # fmt: skip
+            m = distance.measure(
+                gguf_model, reference, hf, held_out, lora, as_type, max_tokens, lambda n: bar.advance(task, n)
+            )
     except (InputError, ValueError, RuntimeError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
         raise typer.Exit(2) from e
@@ -250,8 +269,11 @@ def verify_quant(
 
 def _show_distance(m) -> None:
     d, t = m.distance, m.tolerance
-    table = Table(title=f"{m.quant} vs {m.reference}" + (f", both with {m.lora}" if m.lora else "")
-                  + f": {d.rows} rows, {d.tokens} answer tokens")  # fmt: skip
+    table = Table(
+        title=f"{m.quant} vs {m.reference}"
+        + (f", both with {m.lora}" if m.lora else "")
+        + f": {d.rows} rows, {d.tokens} answer tokens"
+    )
     for col in ("measure", "measured", f"tolerance ({m.judged_as})"):
         table.add_column(col, justify="right")
     table.add_row("mean KL(F16 || quant)", f"{d.mean_kl:.5f}", f"<= {t.mean_kl:g}")

@@ -121,9 +121,14 @@ class Tally:
             raise DistanceError("no answer token was scored: give rows with an answer (training format)")
         n = self.tokens
         return Distance(
-            rows=self.rows, tokens=n, mean_kl=self.kl / n, max_kl=self.max_kl, top1=self.agree / n,
-            ppl_f16=math.exp(self.nll_ref / n), ppl_quant=math.exp(self.nll_quant / n),
-        )  # fmt: skip
+            rows=self.rows,
+            tokens=n,
+            mean_kl=self.kl / n,
+            max_kl=self.max_kl,
+            top1=self.agree / n,
+            ppl_f16=math.exp(self.nll_ref / n),
+            ppl_quant=math.exp(self.nll_quant / n),
+        )
 
 
 def scored_positions(answer: list[bool]) -> tuple[np.ndarray, np.ndarray]:
@@ -193,9 +198,16 @@ def llama_model(path: Path, lora: Path | None, n_ctx: int) -> Iterator:
 
     with _quiet_stderr():
         llm = Llama(
-            str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx, n_batch=min(n_ctx, 512),
-            logits_all=True, n_threads=min(4, os.cpu_count() or 1), type_k=0, type_v=0, verbose=False,
-        )  # fmt: skip
+            str(path),
+            lora_path=str(lora) if lora else None,
+            n_ctx=n_ctx,
+            n_batch=min(n_ctx, 512),
+            logits_all=True,
+            n_threads=min(4, os.cpu_count() or 1),
+            type_k=0,
+            type_v=0,
+            verbose=False,
+        )
     try:
         yield llm
     finally:
@@ -250,8 +262,9 @@ def measure(
     progress: Callable[[int], None] | None = None,
 ) -> Measurement:
     """Measure quant_gguf (+ lora) against reference (+ lora) on the answer tokens of rows."""
-    return measure_many([Path(quant_gguf)], reference, tokenizer_dir, rows, lora, judge_as, max_tokens,
-                        progress)[0]  # fmt: skip
+    return measure_many(
+        [Path(quant_gguf)], reference, tokenizer_dir, rows, lora, judge_as, max_tokens, progress
+    )[0]
 
 
 def measure_many(
@@ -306,7 +319,7 @@ def measure_many(
             skipped_too_long=len(encoded) - len(kept),
             sha256={"quant": sha256(Path(q)), **digests},
             measured_at=when,
-        )  # fmt: skip
+        )
         for q, t, tally in zip(quants, types, tallies, strict=True)
     ]
 

@@ -54,8 +54,9 @@ class FileSlice:
             done = 0
             try:
                 while done < self.nbytes:
-                    n = os.copy_file_range(src.fileno(), fout.fileno(), self.nbytes - done,
-                                           self.offset + done, start + done)  # fmt: skip
+                    n = os.copy_file_range(
+                        src.fileno(), fout.fileno(), self.nbytes - done, self.offset + done, start + done
+                    )
                     if n == 0:
                         raise OSError(f"{self.path} ended early")
                     done += n

@@ -63,7 +63,7 @@ def export_cmd(
             help="sft: liked and edited passages; kto: thumbs up/down, erased passages; dpo: edits over the "
             "model's words, chosen takes over the others, regenerations rated differently",
         ),
-    ],  # fmt: skip
+    ],
     out: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write")],
     min_votes: Annotated[
         int, typer.Option(min=1, max=MAX_VOTES, help="Net rating that counts as a clear signal")

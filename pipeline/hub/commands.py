@@ -71,8 +71,11 @@ def card_command(
 
     check_output(out, force)
     try:
-        text = str(card.render(run, _inputs(repo, base_model, license, book, writing_prompts, teacher, evals,
-                                            ollama_name)))  # fmt: skip
+        text = str(
+            card.render(
+                run, _inputs(repo, base_model, license, book, writing_prompts, teacher, evals, ollama_name)
+            )
+        )
     except card.CardError as e:
         fail(str(e))
     write_text(out, text)
@@ -91,7 +94,7 @@ def push_command(
             exists=True,
             dir_okay=False,
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     modelfile: Annotated[
         Path | None, typer.Option(help="The Modelfile to upload (as Modelfile)", exists=True, dir_okay=False)
     ] = None,

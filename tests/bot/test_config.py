@@ -25,11 +25,22 @@ temperature = 0.7
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("STORY_BOT_DISCORD_TOKEN", "STORY_BOT_MODEL", "STORY_BOT_CONFIG", "STORY_BOT_OLLAMA_HOST",
-                 "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "STORY_BOT_PARALLEL", "STORY_BOT_DB",
-                 "STORY_BOT_SHARD_ID", "STORY_BOT_SHARD_COUNT", "STORY_BOT_LEASE_SECONDS",
-                 "STORY_BOT_SHARDS", "STORY_BOT_OLLAMA_HOSTS",
-                 "STORY_BOT_KEEP_ALIVE"):  # fmt: skip
+    for name in (
+        "STORY_BOT_DISCORD_TOKEN",
+        "STORY_BOT_MODEL",
+        "STORY_BOT_CONFIG",
+        "STORY_BOT_OLLAMA_HOST",
+        "OLLAMA_HOST",
+        "OLLAMA_NUM_PARALLEL",
+        "STORY_BOT_PARALLEL",
+        "STORY_BOT_DB",
+        "STORY_BOT_SHARD_ID",
+        "STORY_BOT_SHARD_COUNT",
+        "STORY_BOT_LEASE_SECONDS",
+        "STORY_BOT_SHARDS",
+        "STORY_BOT_OLLAMA_HOSTS",
+        "STORY_BOT_KEEP_ALIVE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -93,19 +104,27 @@ def test_shards_come_as_a_pair_and_the_lease_length_reaches_the_service(monkeypa
 
 @pytest.mark.parametrize(
     ("shards", "count", "ids"),
-    [("0-3", 8, [0, 1, 2, 3]), ("4-7", 8, [4, 5, 6, 7]), ("0-1,6", 8, [0, 1, 6]), ("3", 4, [3]),
-     (" 2 - 3 ", 4, [2, 3])],
-)  # fmt: skip
+    [
+        ("0-3", 8, [0, 1, 2, 3]),
+        ("4-7", 8, [4, 5, 6, 7]),
+        ("0-1,6", 8, [0, 1, 6]),
+        ("3", 4, [3]),
+        (" 2 - 3 ", 4, [2, 3]),
+    ],
+)
 def test_a_shard_range_is_read_from_flags_or_settings(shards, count, ids):
     assert load_settings(None, shards=shards, shard_count=count).shard_ids() == ids
 
 
 @pytest.mark.parametrize(
     ("shards", "count", "message"),
-    [("0-8", 8, r"shard 8 is not below STORY_BOT_SHARD_COUNT \(8\): shards are numbered 0 to 7"),
-     ("3-1", 8, "runs backwards: write 1-3"), ("a-b", 8, "is not a shard range: write it like 0-3"),
-     ("0-3", None, "set STORY_BOT_SHARD_COUNT together with STORY_BOT_SHARDS")],
-)  # fmt: skip
+    [
+        ("0-8", 8, r"shard 8 is not below STORY_BOT_SHARD_COUNT \(8\): shards are numbered 0 to 7"),
+        ("3-1", 8, "runs backwards: write 1-3"),
+        ("a-b", 8, "is not a shard range: write it like 0-3"),
+        ("0-3", None, "set STORY_BOT_SHARD_COUNT together with STORY_BOT_SHARDS"),
+    ],
+)
 def test_a_bad_shard_range_is_refused_with_the_fix(shards, count, message, monkeypatch):
     with pytest.raises(ConfigError, match=message):
         load_settings(None, shards=shards, shard_count=count)

@@ -52,9 +52,15 @@ async def test_memory_lore_and_note_reach_the_prompt_in_order(make_service, olla
     service.write(HERE, ALICE, "Mara knocked at the door.")
     done = (await collect(service.continue_story(HERE, ALICE)))[-1]
     context = "\n\n".join(  # triggered lore after the passages: the long stable part comes first
-        ["A grim tale.\nTold in the first person.", BREAK, "Mara knocked at the door.", BREAK, LORE_LEAD,
-         "Mara: " + mara.text]
-    )  # fmt: skip
+        [
+            "A grim tale.\nTold in the first person.",
+            BREAK,
+            "Mara knocked at the door.",
+            BREAK,
+            LORE_LEAD,
+            "Mara: " + mara.text,
+        ]
+    )
     [body] = ollama_server.calls("/api/generate")
     assert body["prompt"] == prompt.render_prompt(context, "Keep it tense.")  # the note is the guidance
     gen = service.store.generation(done.generation_id)

@@ -321,9 +321,10 @@ async def test_generation_stops_at_the_answer_close_and_keeps_no_markup(make_ser
     does, and the stored output gets it back; stray tags never reach the story, and are stored as issues."""
     ollama_server.models["writer:latest"].parameters = {"stop": ["<|im_start|>", "<|im_end|>"]}
     ollama_server.script(
-        "writer", text=f"<reasoning>{REASONING}</reasoning><answer>She <answer>ran [answer]on.</answer>"
+        "writer",
+        text=f"<reasoning>{REASONING}</reasoning><answer>She <answer>ran [answer]on.</answer>"
         "<response>and on</response><answer>and on</answer>",
-    )  # fmt: skip
+    )
     service = make_service("writer")
     service.write(HERE, ALICE, "The storm rolled in over the harbour.")
     done = (await collect(service.continue_story(HERE, BOB)))[-1]
@@ -341,9 +342,11 @@ async def test_the_stream_is_closed_when_the_answer_closes_even_without_the_stop
     """A server that ignores the stop option: the bot closes the stream itself at </answer>."""
     tail = " more" * 400
     ollama_server.script(
-        "writer", text=f"<reasoning>r</reasoning><answer>Short.</answer>{tail}", tokens_per_second=200,
+        "writer",
+        text=f"<reasoning>r</reasoning><answer>Short.</answer>{tail}",
+        tokens_per_second=200,
         honour_stop=False,
-    )  # fmt: skip
+    )
     service = make_service("writer")
     service.write(HERE, ALICE, "The storm rolled in over the harbour.")
     done = (await collect(service.continue_story(HERE, BOB)))[-1]

@@ -58,8 +58,14 @@ class ChannelRoutes:
             return form_error({"type": ("BASE_TYPE_CHOICES", "only public threads in a text channel")})
         if not 1 <= len(body.get("name") or "") <= 100:
             return form_error({"name": ("BASE_TYPE_BAD_LENGTH", "Must be between 1 and 100 in length.")})
-        thread = Channel(self.snowflake(), body["name"], guild.id, type=PUBLIC_THREAD, parent_id=channel.id,
-                         owner_id=self.bot_user.id)  # fmt: skip
+        thread = Channel(
+            self.snowflake(),
+            body["name"],
+            guild.id,
+            type=PUBLIC_THREAD,
+            parent_id=channel.id,
+            owner_id=self.bot_user.id,
+        )
         guild.channels[f"{thread.name}#{thread.id}"] = thread
         return reply(thread.payload(), 201)
 

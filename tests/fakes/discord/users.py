@@ -69,8 +69,13 @@ class Users:
         if modal is None:
             raise LookupError(f"{shown.name!r} was not answered with a modal")
         inputs = {c["custom_id"]: c for c in walk_components(modal.get("components", [])) if c["type"] == 4}
-        inputs.update({c["component"]["custom_id"]: c["component"] for c in modal.get("components", [])
-                       if c["type"] == 18 and c["component"]["type"] == 4})  # fmt: skip
+        inputs.update(
+            {
+                c["component"]["custom_id"]: c["component"]
+                for c in modal.get("components", [])
+                if c["type"] == 18 and c["component"]["type"] == 4
+            }
+        )
         if unknown := set(values) - set(inputs):
             raise LookupError(f"the modal has no text input(s) {sorted(unknown)}; it has {sorted(inputs)}")
 
@@ -224,10 +229,14 @@ class Users:
             self.uploads[value.id] = value
             url = f"{self.url}/attachments/{value.id}/{value.filename}"
             resolved.setdefault("attachments", {})[str(value.id)] = {
-                "id": str(value.id), "filename": value.filename, "content_type": value.content_type,
-                "size": len(value.data) if value.size is None else value.size, "url": url, "proxy_url": url,
+                "id": str(value.id),
+                "filename": value.filename,
+                "content_type": value.content_type,
+                "size": len(value.data) if value.size is None else value.size,
+                "url": url,
+                "proxy_url": url,
                 "ephemeral": True,
-            }  # fmt: skip
+            }
             return str(value.id)
         if isinstance(value, Role):
             resolved.setdefault("roles", {})[str(value.id)] = value.payload()

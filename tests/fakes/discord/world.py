@@ -86,10 +86,17 @@ class Channel:
         }
         if self.type == PUBLIC_THREAD:
             data |= {
-                "owner_id": str(self.owner_id), "message_count": 0, "member_count": 1, "flags": 0,
-                "thread_metadata": {"archived": False, "auto_archive_duration": 10080, "locked": False,
-                                    "archive_timestamp": iso(time.time())},
-            }  # fmt: skip
+                "owner_id": str(self.owner_id),
+                "message_count": 0,
+                "member_count": 1,
+                "flags": 0,
+                "thread_metadata": {
+                    "archived": False,
+                    "auto_archive_duration": 10080,
+                    "locked": False,
+                    "archive_timestamp": iso(time.time()),
+                },
+            }
         return data
 
 
