@@ -1,6 +1,7 @@
 """What every `story-pipeline` verb shares on the command line: the `--force` and `-o/--output` flags,
 `fail` (one error line and an exit code), and flags generated from a typed options dataclass, so a
-command's options, their defaults, help and ranges are declared once, in the dataclass.
+command's options, their defaults, help and ranges are declared once, in the dataclass (with `option`,
+which lives in the typer-free pipeline.ranges).
 
 A verb is then a thin command: it takes the options object and calls the module's `run(opts)`."""
 
@@ -10,12 +11,13 @@ import functools
 import inspect
 import typing
 from collections.abc import Callable
-from dataclasses import MISSING, field, fields
+from dataclasses import MISSING, Field, fields
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
 from contract.extras import error_line
+from pipeline.ranges import option as option
 from pipeline.ranges import ranged
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,32 +40,39 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def option(default: Any, help: str, *flags: str, hidden: bool = False, **bounds: float) -> Any:
-    """A field of an options dataclass with its flag: help, the flag names (when not --field-name),
-    and its valid range (min=, max= inclusive; above=, below= exclusive), which the flag obeys."""
-    meta = {"help": help, "flags": flags, "range": bounds, "hidden": hidden}
-    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
-
-
-def flag_parameters(cls: type, defaults: dict[str, Any]) -> list[inspect.Parameter]:
+def flag_parameters(cls: type, defaults: dict[str, Any], elsewhere: str = "") -> list[inspect.Parameter]:
     """One keyword parameter per field of `cls`, annotated with its typer.Option; `defaults` replace
-    the dataclass's defaults for one command."""
+    the dataclass's defaults for one command. A tuple field is one comma-separated string flag (split
+    back into a tuple when parsed). `elsewhere` (e.g. "here or in --config") says where a field
+    without a default may be given instead: its flag is then optional (None), its help says so."""
     hints = typing.get_type_hints(cls)
-    params = []
-    for f in fields(cls):
-        default = defaults.get(f.name, f.default)
-        meta = f.metadata
-        extra = {"hidden": True} if meta["hidden"] else {}
-        opt = typer.Option(*meta["flags"], **ranged(meta["help"], **meta["range"], **extra))
-        params.append(
-            inspect.Parameter(
-                f.name,
-                inspect.Parameter.KEYWORD_ONLY,
-                default=inspect.Parameter.empty if default is MISSING else default,
-                annotation=Annotated[hints[f.name], opt],
-            )
-        )
-    return params
+    return [_flag(f, hints[f.name], defaults.get(f.name, f.default), elsewhere) for f in fields(cls)]
+
+
+def _flag(f: Field, hint: Any, default: Any, elsewhere: str) -> inspect.Parameter:
+    meta, text = f.metadata, f.metadata["help"]
+    extra: dict[str, Any] = {"hidden": True} if meta["hidden"] else {}
+    if typing.get_origin(hint) is tuple:
+        hint, extra["callback"] = str, _split_commas
+        default = ",".join(default) if isinstance(default, tuple) else default
+    if default is MISSING and elsewhere:
+        hint, default, text = hint | None, None, f"{text} (required: {elsewhere})"
+    opt = typer.Option(*meta["flags"], **ranged(text, **meta["range"], **extra))
+    default = inspect.Parameter.empty if default is MISSING else default
+    return inspect.Parameter(
+        f.name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[hint, opt]
+    )
+
+
+def _split_commas(value: str | None) -> tuple[str, ...] | None:
+    return None if value is None else tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def signed(fn: F, params: list[inspect.Parameter]) -> F:
+    """`fn` as typer sees it: a command taking `params` (typer reads the signature and annotations)."""
+    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    fn.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
+    return fn
 
 
 def takes(cls: type, name: str, **defaults: Any) -> Callable[[F], F]:
@@ -85,8 +94,6 @@ def takes(cls: type, name: str, **defaults: Any) -> Callable[[F], F]:
             opts = cls(**{n: values.pop(n) for n in names})
             return fn(**values, **{name: opts})
 
-        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in params} | {"return": None}
-        return command  # type: ignore[return-value]
+        return signed(command, params)  # type: ignore[return-value]
 
     return wrap
