@@ -138,8 +138,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     args = ap.parse_args()
 
-    from contract import jsonl
     from pipeline.feedback import export, snapshot
+    from plumbing import jsonl
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bot.db"

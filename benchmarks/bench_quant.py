@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--png", type=Path, help="also draw the figures as a PNG")
     args = ap.parse_args()
 
-    from contract import smollm2
+    from engines import smollm2
     from pipeline.export.gguf_model import quantize
 
     src = smollm2.gguf_path()

@@ -493,7 +493,7 @@ def environment(device: str) -> dict:
 
 
 def save(out: Path, report: dict, memory_name: str) -> None:
-    from contract.atomic import write_text
+    from plumbing.atomic import write_text
 
     write_text(out / "bench_train_gpu.json", json.dumps(report, indent=2) + "\n")
     title = f"{report['environment']['device']}, {report['environment']['date']}: ours vs plain HF + PEFT"

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from contract.boundary import DEBUG_HELP, boundary_group
+from plumbing.boundary import DEBUG_HELP, boundary_group
 
 if TYPE_CHECKING:  # the commands import the bot's modules as they run, so `--help` starts fast
     from bot.llm import HostStatus

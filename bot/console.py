@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from contract.atomic import OutputError, OutputExistsError, write_text
+from plumbing.atomic import OutputError, OutputExistsError, write_text
 
 from .core.files import check_size
 from .core.lore import LoreChange
@@ -146,7 +146,7 @@ class Console:
         except StoryError as exc:
             self.say(f"! {exc}")
         except OSError as exc:  # an export to a path that cannot be written, or that exists
-            from contract.boundary import explain_os
+            from plumbing.boundary import explain_os
 
             self.say(f"! {exc if isinstance(exc, OutputError) else explain_os(exc)}")
         return True

@@ -1,4 +1,4 @@
-"""The local backend: the bot's model run in-process by llama.cpp (contract/local_engine.py), no server.
+"""The local backend: the bot's model run in-process by llama.cpp (engines/local_engine.py), no server.
 
 A bot.llm.Backend as OllamaBackend is (model_info, generate streaming Pieces with the same final
 figures, close), with the same errors, so StoryService, the console and Discord run on it unchanged.
@@ -14,9 +14,9 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
-from contract import local_engine
-from contract.local_engine import Figures
 from contract.serving import GenerateRequest, Options
+from engines import local_engine
+from engines.local_engine import Figures
 
 from .llm import LLMError, ModelInfo, ModelMissing, Piece, Stats, StreamFailed, Timeouts, timed, timed_out
 

@@ -26,8 +26,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from contract import atomic, prompt
+from contract import prompt
 from demo import panel
+from plumbing import atomic
 
 console = Console(stderr=True)
 REPO = Path(__file__).resolve().parent.parent
@@ -172,7 +173,7 @@ def timed(run: Run, name: str, command: str):
 # --- the chain -----------------------------------------------------------------------------------
 def run_demo(out: Path, quick: bool = False) -> Path:
     """Run every step into `out`; returns the report's path."""
-    from contract import smollm2
+    from engines import smollm2
 
     sizes = QUICK if quick else FULL
     if out.exists() and any(out.iterdir()):
@@ -454,9 +455,9 @@ def with_derived_rows(run: Run, contexts: list[dict]) -> None:
     (demo/rows.py) for windows the teacher did not reach, a seeded sample of each split."""
     import random
 
-    from contract.jsonl import write as write_jsonl
     from demo.rows import derived_rows
     from pipeline.data.gutenberg import read_jsonl
+    from plumbing.jsonl import write as write_jsonl
 
     s, p = run.sizes, run.path
     step = timed(

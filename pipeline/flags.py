@@ -16,9 +16,9 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 
-from contract.extras import error_line
 from pipeline.ranges import option as option
 from pipeline.ranges import ranged
+from plumbing.extras import error_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 

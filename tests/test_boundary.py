@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from contract.boundary import explain
+from plumbing.boundary import explain
 
 REPO = Path(__file__).resolve().parents[1]
 

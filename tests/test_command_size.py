@@ -62,7 +62,7 @@ def test_the_count_skips_the_docstring_and_sees_through_decorators():
         return y
 
     @functools.wraps(verb)
-    def checked(x: int) -> int:  # as contract.extras.needs wraps a verb
+    def checked(x: int) -> int:  # as plumbing.extras.needs wraps a verb
         return verb(x)
 
     assert body_lines(checked) == 4

@@ -30,8 +30,8 @@ def _the_page_line() -> list[str]:
 
 
 def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_path, monkeypatch):
-    from contract.local_engine import LocalModel
     from demo.cli import app
+    from engines.local_engine import LocalModel
 
     args = _the_page_line()
     monkeypatch.chdir(tmp_path)  # the page's paths are relative to where it runs

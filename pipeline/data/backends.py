@@ -1,5 +1,5 @@
 """Teacher model backends: Ollama (official `ollama` client), any OpenAI-compatible endpoint (official
-`openai` client) and a GGUF run in-process by llama.cpp (`contract/local_engine.py`, no server). Each
+`openai` client) and a GGUF run in-process by llama.cpp (`engines/local_engine.py`, no server). Each
 answers one chat request and maps its errors onto three kinds the runner acts on:
 `Transient` (retry with backoff: 429, 5xx, timeouts, dropped connections), `Fatal` (stop the run: wrong
 model, bad key, bad request) and anything in the reply itself, which the caller validates.
@@ -188,7 +188,7 @@ class LlamaCppChat:
     def __init__(self, s: ChatSettings):
         import asyncio
 
-        from contract import local_engine
+        from engines import local_engine
 
         self.s = s
         self.url = f"{local_engine.ENGINE}:{s.model}"
@@ -198,7 +198,8 @@ class LlamaCppChat:
     async def complete(self, messages: list[dict]) -> Reply:
         import asyncio
 
-        from contract import local_engine, serving
+        from contract import serving
+        from engines import local_engine
 
         system, user = _one_exchange(messages)
         async with self._lock:

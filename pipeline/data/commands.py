@@ -9,12 +9,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from contract import jsonl
-from contract.atomic import check_output
-from contract.extras import needs
 from pipeline.data.teaching import TeacherOptions
 from pipeline.flags import fail, force_option, output_option, takes
 from pipeline.ranges import ranged
+from plumbing import jsonl
+from plumbing.atomic import check_output
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line
 app = typer.Typer(

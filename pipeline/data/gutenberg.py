@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import jsonl
 from pipeline.data.sentences import sentences_of
+from plumbing import jsonl
 
 TRAIN, VALIDATION = "train", "validation"
 

@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import jsonl
 from contract import prompt as P
 from pipeline.data.backends import ChatBackend, Fatal, Transient
 from pipeline.data.gutenberg import TRAIN, VALIDATION, text_key
 from pipeline.data.writing_prompts import prompt_id
+from plumbing import jsonl
 
 
 class BadReply(Exception):

@@ -11,9 +11,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from contract.atomic import check_output
-from contract.extras import require
 from pipeline.flags import fail, option
+from plumbing.atomic import check_output
+from plumbing.extras import require
 
 console = Console(stderr=True, soft_wrap=True)  # paths and messages stay on one line
 
@@ -75,8 +75,8 @@ def trial(jobs: list, limit: int) -> list:
 
 def load(path: Path, make_jobs: Callable[[Iterable[dict]], list], limit: int | None) -> list:
     """The work items of an input file (all, or a trial run's share), or a clear error."""
-    from contract import jsonl
     from pipeline.data import gutenberg, teacher
+    from plumbing import jsonl
 
     if (problem := jsonl.file_problem(path)) is not None:
         fail(problem)

@@ -10,13 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from contract.atomic import check_outputs
-from contract.extras import needs
 from pipeline.evaluate import compare_run, display
 from pipeline.evaluate.compare_run import CompareOptions
 from pipeline.evaluate.display import console
 from pipeline.flags import fail, force_option, takes
 from pipeline.ranges import ranged
+from plumbing.atomic import check_outputs
+from plumbing.extras import needs
 
 app = typer.Typer(help="Readability, diversity and tone of texts and models; held-out perplexity.")
 
@@ -221,8 +221,8 @@ def judge_command(
 
 def _write_judged(out: Path, judged: list, a: str, b: str, shown: dict, made: list[dict] | None) -> None:
     """verdicts.jsonl, summary.json, table.md and chart.png (and outputs.jsonl when `made` here)."""
-    from contract import atomic
     from pipeline.evaluate import judge, judge_report, records
+    from plumbing import atomic
 
     summary = judge.summarize(judged)
     result = {
@@ -250,7 +250,7 @@ def _check_judge(settings) -> None:
     import asyncio
     from dataclasses import replace
 
-    from contract import local_engine
+    from engines import local_engine
     from pipeline.data import backends
 
     if settings.backend == "llama.cpp":

@@ -82,7 +82,7 @@ def generate(
     import httpx
     import ollama
 
-    from contract.local_engine import EngineError
+    from engines.local_engine import EngineError
 
     run = ModelRun(label, model, expected=len(contexts) * samples)
     if isinstance(shown, str):
@@ -163,7 +163,7 @@ def show_models(client, models: dict[str, str]) -> dict[str, tuple[str, str] | s
     is kept, to be reported in the model's column."""
     import ollama
 
-    from contract.local_engine import ModelNotLoadable
+    from engines.local_engine import ModelNotLoadable
 
     shown: dict[str, tuple[str, str] | str] = {}
     missing = []

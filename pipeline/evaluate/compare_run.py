@@ -53,9 +53,9 @@ class CompareOptions:
 
 def run(opts: CompareOptions) -> None:
     """The whole comparison; exit 1 when a model could not write every output."""
-    from contract.atomic import check_outputs
     from pipeline.evaluate import compare
     from pipeline.evaluate.display import console
+    from plumbing.atomic import check_outputs
 
     check_outputs(opts.out, FILES, opts.force)
     models, ctxs = _inputs(opts)
@@ -77,7 +77,7 @@ def engine_client(engine: str, models: dict[str, str], loras: list[str], n_ctx: 
         return None
     if engine != "llama.cpp":
         raise compare.CompareError(f"--engine {engine!r}: use ollama or llama.cpp")
-    from contract.local_engine import LocalClient
+    from engines.local_engine import LocalClient
 
     adapters = compare.parse_models(loras) if loras else {}
     unknown = set(adapters) - set(models)
@@ -141,9 +141,9 @@ def _generate(opts: CompareOptions, models: dict[str, str], ctxs: list) -> tuple
 
 def _score_and_write(opts: CompareOptions, url: str, models: dict[str, str], ctxs: list, runs: list) -> None:
     """Score every output (and the human reference), write the four files and show the table."""
-    from contract import atomic
     from pipeline.evaluate import compare, metrics, records, report
     from pipeline.evaluate.display import console, warn_notes
+    from plumbing import atomic
 
     console.print("scoring…")
     scorer = metrics.Scorer(opts.window)

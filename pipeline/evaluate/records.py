@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import atomic, jsonl
+from plumbing import atomic, jsonl
 
 
 class InputError(ValueError):

@@ -20,11 +20,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from contract import atomic
-from contract.extras import needs
 from pipeline.export.quants import QUANT_TYPES
 from pipeline.flags import force_option, output_option
 from pipeline.ranges import ranged
+from plumbing import atomic
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)
 FEW_TOKENS = 500  # below this, one token moves top-1 agreement by 0.2% or more
@@ -52,11 +52,11 @@ Output = Annotated[Path, output_option("File (or folder) to write")]
 
 
 def _errors():
-    from contract.atomic import OutputExistsError
     from pipeline.export.arch import BaseModelError
     from pipeline.export.gguf_vocab import TokenizerExportError
     from pipeline.export.peft_adapter import AdapterError
     from pipeline.export.safetensors_io import SafetensorsError
+    from plumbing.atomic import OutputExistsError
 
     return (
         AdapterError,
@@ -259,7 +259,7 @@ def verify_quant(
     if sidecar:
         console.print(f"wrote {escape(str(distance.write_sidecar(gguf_model, m)))}")
     if output is not None:
-        from contract.atomic import write_text
+        from plumbing.atomic import write_text
 
         write_text(output, json.dumps(m.to_json(), indent=2) + "\n")
         console.print(f"wrote {escape(str(output))}")

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import atomic
 from pipeline.export.quants import QUANT_TYPES, UNQUANTIZED, QuantType, Tolerance, by_file_type, quant_type
+from plumbing import atomic
 
 SIDECAR_SUFFIX = ".distance.json"
 SCHEMA = 1

@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import gguf
 import numpy as np
 
-from contract.atomic import atomic_path
 from pipeline.export.arch import BaseModel, BaseModelError, Transform
 from pipeline.export.gguf_vocab import add_tokenizer
 from pipeline.export.gguf_write import (
@@ -31,6 +30,7 @@ from pipeline.export.gguf_write import (
     write_gguf,
 )
 from pipeline.export.quants import quant_type
+from plumbing.atomic import atomic_path
 
 SKIP_SUFFIXES = (".rotary_emb.inv_freq",)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from contract.atomic import atomic_path
+from plumbing.atomic import atomic_path
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}

@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from contract import jsonl
-from contract.atomic import check_output, check_outputs
-from contract.extras import needs
+from plumbing import jsonl
+from plumbing.atomic import check_output, check_outputs
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
 app = typer.Typer(help="Turn the writers' ratings, edits, takes and erasures into training rows and figures.")

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contract.atomic import write_text
 from pipeline import plots
 from pipeline.feedback.export import counted_votes, signals
 from pipeline.feedback.snapshot import Snapshot
+from plumbing.atomic import write_text
 
 MARKDOWN_NAME, CHART_NAME = "feedback-stats.md", "feedback-stats.png"
 

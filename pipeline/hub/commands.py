@@ -9,9 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from contract.atomic import check_output
-from contract.extras import needs
 from pipeline.flags import fail
+from plumbing.atomic import check_output
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Publish a run to the Hugging Face Hub: the adapter, GGUF files and a model card.")
@@ -66,8 +66,8 @@ def card_command(
     force: Annotated[bool, typer.Option("--force", help="Replace the output file")] = False,
 ) -> None:
     """Write the model card `hub push` would upload, to read it first."""
-    from contract.atomic import write_text
     from pipeline.hub import card
+    from plumbing.atomic import write_text
 
     check_output(out, force)
     try:

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
-from contract.atomic import check_output
 from contract.chat_template import UnknownFamilyError
 from contract.modelfile import grammar
 from pipeline.modelfile import render, selection
+from plumbing.atomic import check_output
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Write a writer Modelfile, or check Modelfiles against Ollama's grammar.")

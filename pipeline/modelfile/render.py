@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from contract import atomic, chat_template, go_chat, prompt
+from contract import chat_template, go_chat, prompt
 from contract import target as targets
 from contract.chat_template import ChatTemplate, UnknownFamilyError
 from contract.modelfile import golang, grammar, inspect
 from pipeline.modelfile import selection
+from plumbing import atomic
 
 #: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
 DEFAULT_NUM_CTX = 8192

@@ -13,8 +13,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from contract import chat_template, jsonl, prompt
+from contract import chat_template, prompt
 from pipeline import plots
+from plumbing import jsonl
 
 
 def read_log(path: Path) -> list[dict]:

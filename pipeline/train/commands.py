@@ -15,9 +15,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from contract.extras import needs
 from pipeline.flags import flag_parameters, signed
 from pipeline.train.options import TrainError, TrainOptions, build_options, read_config
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)
 

@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, TypedDict
 
-from contract.atomic import write_text
 from pipeline.train.options import TrainError, is_main_process
+from plumbing.atomic import write_text
 
 METADATA = "training.json"
 LOG = "log.jsonl"

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import chat_template, jsonl, prompt
+from contract import chat_template, prompt
 from contract import target as targets
 from contract.target import Target
 from pipeline.train.options import TrainError
+from plumbing import jsonl
 
 
 class RowsError(TrainError):

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contract.atomic import check_output
 from pipeline.train import base, outputs, packing, tracking
 from pipeline.train.callbacks import GracefulStop, LossLog, SampleLog, sample_prompts
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
+from plumbing.atomic import check_output
 
 if TYPE_CHECKING:
     from transformers import Trainer

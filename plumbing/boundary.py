@@ -68,7 +68,7 @@ def _http(e: BaseException) -> str | None:
 
 def explain(e: BaseException) -> str | None:
     """One line for an expected failure, None for a bug (which the boundary still keeps to one line)."""
-    from contract import atomic, extras
+    from plumbing import atomic, extras
 
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"
