@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from pipeline.ranges import option
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -233,3 +235,19 @@ def make_backend(s: ChatSettings) -> ChatBackend:
     if s.backend not in BACKENDS:
         raise Fatal(f"unknown backend {s.backend!r}: use one of {', '.join(BACKENDS)}")
     return BACKENDS[s.backend](s)
+
+
+# The flags naming the backend, for the options of every verb that asks a chat model (TeacherOptions,
+# JudgeOptions): declared here once, each call a fresh dataclass field (a field belongs to one class).
+def backend_option() -> Any:
+    return option(
+        "ollama", "ollama, openai (any OpenAI-compatible endpoint) or llama.cpp (a GGUF in-process)"
+    )
+
+
+def base_url_option() -> Any:
+    return option(None, "Server URL (default: OLLAMA_HOST / localhost:11434, or api.openai.com)")
+
+
+def api_key_env_option() -> Any:
+    return option("OPENAI_API_KEY", "Environment variable holding the API key (openai backend)")

@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from pipeline.data import gutenberg_run
+from pipeline.data.gutenberg_run import GutenbergOptions
 from pipeline.data.teaching import TeacherOptions
 from pipeline.flags import fail, force_option, output_option, takes
 from pipeline.ranges import ranged
@@ -42,118 +43,12 @@ GUTENBERG_HELP = (
 
 @app.command("gutenberg", help=GUTENBERG_HELP)
 @needs("data gutenberg", "data")
+@takes(GutenbergOptions, "opts")
 def gutenberg(
     paths: Annotated[list[str], typer.Argument(help="Book files, folders of .txt files, or glob patterns")],
-    output: Output,
-    context_sentences: Annotated[
-        int, typer.Option(**ranged("Most sentences of context per window", min=1))
-    ] = 80,
-    continuation_sentences: Annotated[
-        int, typer.Option(**ranged("Most sentences of continuation per window", min=1))
-    ] = 20,
-    chunk_chars: Annotated[
-        int | None,
-        typer.Option(**ranged("Cut ~N-character chunks instead of sentence windows (e.g. 6500)", min=2)),
-    ] = None,
-    split_ratio: Annotated[
-        float,
-        typer.Option(**ranged("With --chunk-chars: share of a chunk used as context", above=0, below=1)),
-    ] = 0.6,
-    max_context_chars: Annotated[
-        int, typer.Option(**ranged("Cap: a context stops before the sentence that would pass it", min=1))
-    ] = 12_000,
-    max_continuation_chars: Annotated[
-        int, typer.Option(**ranged("Cap: a continuation stops before the sentence that would pass it", min=1))
-    ] = 4_000,
-    tokenizer: Annotated[
-        Path | None,
-        typer.Option(help="Size windows in tokens with this local tokenizer (or base model) folder"),
-    ] = None,
-    max_length: Annotated[
-        int | None,
-        typer.Option(**ranged("With --tokenizer: tokens per row, as `train --max-length` (2048)", min=64)),
-    ] = None,
-    reasoning_tokens: Annotated[
-        int,
-        typer.Option(
-            **ranged("With --tokenizer: tokens left in each row for the teacher's reasoning", min=0)
-        ),
-    ] = 400,
-    chat_template: Annotated[
-        Path | None,
-        typer.Option(help="With --tokenizer: the chat template train will use, as `train --chat-template`"),
-    ] = None,
-    val_ratio: Annotated[
-        float, typer.Option(**ranged("Share of books held out for validation", min=0, below=1))
-    ] = 0.1,
-    encoding: Annotated[str | None, typer.Option(help="Force a text encoding (default: detect)")] = None,
-    force: Force = False,
+    opts: GutenbergOptions,
 ) -> None:
-    from pipeline.data import gutenberg
-
-    check_output(output, force)
-    if tokenizer is None and (max_length is not None or chat_template is not None):
-        fail("--max-length and --chat-template need --tokenizer (the base model's folder)")
-    try:
-        spec = gutenberg.WindowSpec(
-            context_sentences,
-            continuation_sentences,
-            chunk_chars,
-            split_ratio,
-            max_context_chars,
-            max_continuation_chars,
-        )
-        files = gutenberg.expand_paths(paths)
-        budget = None
-        if tokenizer is not None:
-            with console.status(f"loading the tokenizer of {tokenizer}"):
-                budget = gutenberg.load_budget(tokenizer, max_length or 2048, reasoning_tokens, chat_template)
-    except (ValueError, gutenberg.BookError) as e:
-        fail(str(e))
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
-    ) as bars:
-        task = bars.add_task("books", total=len(files))
-
-        def on_book(path: Path) -> None:
-            bars.update(task, description=path.name)
-            bars.advance(task)
-
-        records, stats = gutenberg.build_chunks(files, spec, val_ratio, encoding, on_book, budget)
-    for line in stats.skipped:
-        console.print(f"[yellow]{line}[/yellow]")
-    for cov in stats.coverage:
-        console.print(f"  {cov.summary()}", highlight=False)
-    if not records:
-        fail(f"no windows from {len(files)} file(s): nothing written")
-    jsonl.write(output, records)
-    console.print(
-        f"wrote {len(records)} windows {_windows_summary(stats, spec, budget)} to {output}: "
-        + _split_summary(stats)
-    )
-
-
-def _windows_summary(stats, spec, budget) -> str:
-    """How the windows were cut and sized, and from how many books."""
-    sizing = (
-        budget.describe()
-        if budget
-        else "sized in characters only; pass --tokenizer (the base model's folder) to fit --max-length tokens"
-    )
-    return f"({spec.describe()}; {sizing}) from {stats.books} book(s)"
-
-
-def _split_summary(stats) -> str:
-    """Windows per split, sentences used, duplicates dropped."""
-    from pipeline.data import gutenberg
-
-    used = sum(c.used_sentences for c in stats.coverage)
-    total = sum(c.sentences for c in stats.coverage)
-    return (
-        f"{stats.windows[gutenberg.TRAIN]} train, {stats.windows[gutenberg.VALIDATION]} validation; "
-        f"{used:,} of {total:,} story sentences used"
-        + (f"; {stats.duplicate_windows} duplicate windows dropped" if stats.duplicate_windows else "")
-    )
+    gutenberg_run.run(opts, paths)
 
 
 @app.command("sentences")

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from pipeline.data import backends
 from pipeline.flags import fail, option
 from plumbing.atomic import check_output
 from plumbing.extras import require
@@ -25,13 +26,9 @@ class TeacherOptions:
     teacher_model: str = option(
         MISSING, "The teacher model's name on the backend (llama.cpp: a GGUF file, or smollm2)", "--teacher"
     )
-    backend: str = option(
-        "ollama", "ollama, openai (any OpenAI-compatible endpoint) or llama.cpp (a GGUF in-process)"
-    )
-    base_url: str | None = option(
-        None, "Server URL (default: OLLAMA_HOST / localhost:11434, or api.openai.com)"
-    )
-    api_key_env: str = option("OPENAI_API_KEY", "Environment variable holding the API key (openai backend)")
+    backend: str = backends.backend_option()
+    base_url: str | None = backends.base_url_option()
+    api_key_env: str = backends.api_key_env_option()
     val_output: Path | None = option(
         None, "Validation rows (default: train.jsonl -> val.jsonl beside the output)"
     )
@@ -92,7 +89,7 @@ def load(path: Path, make_jobs: Callable[[Iterable[dict]], list], limit: int | N
 
 def run(jobs: list, output: Path, opts: TeacherOptions) -> None:
     """Ask the teacher for every job not already in the journal; print what was done and written."""
-    from pipeline.data import backends, teacher
+    from pipeline.data import teacher
 
     if opts.backend == "openai":
         require("reason/distill --backend openai", "data")
@@ -109,7 +106,7 @@ def run(jobs: list, output: Path, opts: TeacherOptions) -> None:
 def _ask_all(jobs: list, output: Path, opts: TeacherOptions):
     import asyncio
 
-    from pipeline.data import backends, teacher
+    from pipeline.data import teacher
 
     settings = backends.ChatSettings(
         opts.teacher_model,
