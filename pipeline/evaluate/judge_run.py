@@ -44,7 +44,7 @@ class JudgeOptions:
     models: list[str] | None = option(
         None,
         "With --contexts, twice: NAME=MODEL (an Ollama model, or a GGUF with --engine llama.cpp); "
-        "the first is a",
+        "the first is model a (see --a), the second b",
         "--model",
     )
     field: str = option("context", "With --contexts: the field holding the context")
