@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NotRequired, TypedDict
@@ -196,3 +197,16 @@ def template_of(where: str | Path) -> str:
     if not template:
         raise ValueError(f"{path} holds no chat template")
     return template
+
+
+def stop_sequences(
+    model_stop: Sequence[str] = (), configured: Sequence[str] | str | None = None, template: str = ""
+) -> list[str]:
+    """The `stop` option of a request: `</answer>` (the passage is complete there), the model's own stops
+    and those of the chat template it was trained with (a request's stop list replaces the model's in
+    Ollama, and a raw request must stop at the end of the turn whatever the model's parameters say).
+    The bot and `eval compare` both send it, so a model is measured on the outputs writers are shown."""
+    configured = [configured] if isinstance(configured, str) else list(configured or ())
+    trained = served_template(template) if template else None
+    turn_ends = list(trained.stops) if trained is not None else []
+    return list(dict.fromkeys([prompt.ANSWER_CLOSE, *model_stop, *configured, *turn_ends]))

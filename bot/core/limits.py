@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import cast
 
-from contract import prompt as writer_prompt
 from contract import serving
 
 from ..llm import ModelInfo
@@ -72,17 +70,5 @@ class Limits:
     def request_options(self, info: ModelInfo, num_predict: int) -> serving.Options:
         """The Ollama options of a request to this model (a passage or a summary)."""
         given = cast(serving.Options, self.options)  # Ollama's names, as the operator's table holds them
-        stop = stop_sequences(info.stop, given.get("stop"), info.template)
+        stop = serving.stop_sequences(info.stop, given.get("stop"), info.template)
         return {**given, "num_ctx": self.window(info), "num_predict": num_predict, "stop": stop}
-
-
-def stop_sequences(
-    model_stop: Sequence[str] = (), configured: Sequence[str] | str | None = None, template: str = ""
-) -> list[str]:
-    """The `stop` option of a request: `</answer>` (the passage is complete there), the model's own stops
-    and those of the chat template it was trained with (a request's stop list replaces the model's in
-    Ollama, and a raw request must stop at the end of the turn whatever the model's parameters say)."""
-    configured = [configured] if isinstance(configured, str) else list(configured or ())
-    trained = serving.served_template(template) if template else None
-    turn_ends = list(trained.stops) if trained is not None else []
-    return list(dict.fromkeys([writer_prompt.ANSWER_CLOSE, *model_stop, *configured, *turn_ends]))

@@ -107,19 +107,25 @@ def _one(
     client, model: str, shown: tuple[str, str], i, ctx: Context, k: int, seed: int, options: dict
 ) -> dict:
     request = serving.build_request(ctx.text, shown[0], ctx.guidance, ctx.length, shown[1])
-    opts = {"num_predict": serving.num_predict(ctx.length), **options, "seed": seed}
+    # Stopped where the bot stops (at `</answer>` and the template's turn ends), and the stripped stop put
+    # back as the bot puts it back: a model is measured on the outputs writers are shown.
+    stop = serving.stop_sequences((), options.get("stop"), shown[0])
+    opts = {"num_predict": serving.num_predict(ctx.length), **options, "stop": stop, "seed": seed}
     pieces, final = [], None
     for chunk in client.generate(model=model, **request.fields(), stream=True, options=opts):
         pieces.append(chunk.response or "")
         if chunk.done:
             final = chunk
+    output = "".join(pieces)
+    if getattr(final, "done_reason", None) == "stop":
+        output = prompt.restore_stop(output)
     return {
         "context_index": i,
         "sample": k,
         "seed": seed,
         "length": ctx.length,
         "prompt": request.user_text,
-        "output": "".join(pieces),
+        "output": output,
         "done_reason": getattr(final, "done_reason", None),
         "eval_count": getattr(final, "eval_count", None),
     }

@@ -262,3 +262,19 @@ def test_best_per_metric_rules():
     assert report.best_columns(cols, rows["length_ratio"]) == {"b"}  # closest to 1
     assert report.best_columns(cols, rows["distinct_1"]) == {"a", "b"}  # ties share the bold
     assert report.best_columns(cols, rows["polarity"]) == set()  # tone has no best
+
+
+def test_outputs_stop_where_the_bot_stops_them(fake_ollama, contexts_file, tmp_path):
+    # A model that writes on past its answer: the bot stops it at `</answer>` (and the template's turn
+    # end) and puts the stripped stop back; compare must judge the same output, not the run-on text.
+    fake_ollama.add_model("runon", template=writer_template())
+    fake_ollama.script("runon", text=lambda body: "<reasoning>P.</reasoning><answer>Done.</answer> And more.")
+    out = tmp_path / "cmp"
+    result = run("--model", "x=runon", "--contexts", contexts_file, "--host", fake_ollama.url, "-o", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
+    assert {r["output"] for r in rows} == {"<reasoning>P.</reasoning><answer>Done.</answer>"}
+    stops = fake_ollama.calls("/api/generate")[0]["options"]["stop"]
+    assert stops[0] == prompt.ANSWER_CLOSE and set(serving.served_template(writer_template()).stops) <= set(
+        stops
+    )
