@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -16,6 +17,8 @@ import typer
 from plumbing.boundary import DEBUG_HELP, boundary_group
 
 if TYPE_CHECKING:  # the commands import the bot's modules as they run, so `--help` starts fast
+    from bot.config import Settings
+    from bot.core.service import StoryService
     from bot.llm import HostStatus
 
 
@@ -84,7 +87,9 @@ async def _run(settings, token: str) -> None:
             _fail(str(exc))
 
 
-async def _serve(service, settings, token: str, logged_in) -> None:
+async def _serve(
+    service: StoryService, settings: Settings, token: str, logged_in: Callable[[], None]
+) -> None:
     import aiohttp
     import discord
 
