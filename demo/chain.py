@@ -353,8 +353,8 @@ def _rows(path: Path) -> int:
 # --- the console, driven -------------------------------------------------------------------------
 def console_session(run: Run, gguf: Path, db: Path, windows: list[dict]) -> str:
     """Stories grown through the bot core on the local engine, by the panel's writers (demo/panel.py):
-    an opening, /continue, a rating, /regenerate, a rating, then a take chosen, the passage rewritten,
-    or erased, as the panel's fixed conduct says."""
+    an opening, /continue, a rating, /regenerate, a rating, then a take chosen, the passage rewritten
+    or erased, as the panel's fixed conduct says (panel.act)."""
     step = timed(run, "the panel's writers through the bot core (console, local engine)",
                  f"story-bot console --gguf {gguf} --db {db}")  # fmt: skip
     started = time.monotonic()
@@ -424,13 +424,13 @@ async def _story(say, service, first: str, human: str, asked: int) -> Counter:
         return actions
     act = panel.act(first, (outputs[0], outputs[1]), human, asked)
     position = len(service.show(CHANNEL).passages)
-    if act.action == "take":
+    if act.take:
         await say(f"/take {act.take}")
-    elif act.action == "edit":
+    if act.then == "edit":
         await say(f"/edit {position} {act.text}")
-    elif act.action == "erase":
+    elif act.then == "erase":
         await say(f"/erase {position}")
-    actions[act.action] += 1
+    actions.update(act.actions)
     return actions
 
 
