@@ -210,9 +210,12 @@ async def discord_bot(url: str, conn, db: Path) -> dict[str, list[float]]:
     async def timed_show(interaction, events, deferred_id):
         shower = await show(interaction, events, deferred_id)
         seen[interaction.channel_id] = (
-            spans.pop(asyncio.current_task()), shower.done_at, shower.shown_at,
-            shower.pacing_wait, shower.poster.requests,
-        )  # fmt: skip
+            spans.pop(asyncio.current_task()),
+            shower.done_at,
+            shower.shown_at,
+            shower.pacing_wait,
+            shower.poster.requests,
+        )
         return shower
 
     bot.story.deliveries.show = timed_show  # a passage's own timings, as the cog shows it
@@ -270,8 +273,10 @@ def main() -> None:
     rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     tokens = len(TEXT.split())
     tps = args.tokens_per_second
-    print(f"{args.stories} stories at once, ~{tokens} tokens each at {tps:g} tokens/s "
-          f"(~{tokens / tps:.1f}s of model time); the bot's run: {total:.2f}s")  # fmt: skip
+    print(
+        f"{args.stories} stories at once, ~{tokens} tokens each at {tps:g} tokens/s "
+        f"(~{tokens / tps:.1f}s of model time); the bot's run: {total:.2f}s"
+    )
     print(f"{'per passage':52}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     rows = [
         ("bot's own overhead (wall - its stream's span)", run["own"]),
@@ -283,13 +288,17 @@ def main() -> None:
     added = [(_pct(run["beyond_model"], q) - _pct(base, q)) * 1e3 for q in (50, 99)]
     print(f"{'the bot beyond the bare client (wall - model)':52}{added[0]:9.1f}{added[1]:9.1f}")
     p99 = _pct(run["own"], 99) * 1e3
-    print(f"the bot's own p99 overhead {p99:.1f} ms: {'meets' if p99 < 20 else 'MISSES'} the 20 ms target; "
-          f"ratio of wall-minus-model, bot / bare client: p50 "
-          f"{_pct(run['beyond_model'], 50) / max(_pct(base, 50), 1e-9):.2f}, p99 "
-          f"{_pct(run['beyond_model'], 99) / max(_pct(base, 99), 1e-9):.2f}")  # fmt: skip
+    print(
+        f"the bot's own p99 overhead {p99:.1f} ms: {'meets' if p99 < 20 else 'MISSES'} the 20 ms target; "
+        f"ratio of wall-minus-model, bot / bare client: p50 "
+        f"{_pct(run['beyond_model'], 50) / max(_pct(base, 50), 1e-9):.2f}, p99 "
+        f"{_pct(run['beyond_model'], 99) / max(_pct(base, 99), 1e-9):.2f}"
+    )
     print(f"stream events (Delta) per passage: {statistics.mean(run['deltas']):.0f}")
-    print(f"peak memory, RSS of the bot's process: {rss_core:.0f} MiB after the core run "
-          f"(before the runs: {rss_before:.0f} MiB)")  # fmt: skip
+    print(
+        f"peak memory, RSS of the bot's process: {rss_core:.0f} MiB after the core run "
+        f"(before the runs: {rss_before:.0f} MiB)"
+    )
     if on_discord is not None:
         _report_discord(on_discord, args.stories, rss_after)
 
@@ -317,11 +326,15 @@ def _report_discord(d: dict, n: int, rss: float) -> None:
     for label, xs in rows:
         print(f"{label:52}{_pct(xs, 50) * 1e3:9.1f}{_pct(xs, 99) * 1e3:9.1f}{max(xs) * 1e3:9.1f}")
     p99 = _pct(d["own_less_pacing"], 99) * 1e3
-    print(f"the bot's own p99 overhead on Discord (less pacing) {p99:.1f} ms: "
-          f"{'meets' if p99 < 20 else 'MISSES'} the 20 ms target")  # fmt: skip
-    print(f"Discord requests per passage: mean {statistics.mean(d['requests']):.1f}, "
-          f"max {max(d['requests'])}; messages per passage: {statistics.mean(d['messages']):.1f}; "
-          f"429s: {d['n429'][0]}; edit-rate violations: {len(d['violations'])}")  # fmt: skip
+    print(
+        f"the bot's own p99 overhead on Discord (less pacing) {p99:.1f} ms: "
+        f"{'meets' if p99 < 20 else 'MISSES'} the 20 ms target"
+    )
+    print(
+        f"Discord requests per passage: mean {statistics.mean(d['requests']):.1f}, "
+        f"max {max(d['requests'])}; messages per passage: {statistics.mean(d['messages']):.1f}; "
+        f"429s: {d['n429'][0]}; edit-rate violations: {len(d['violations'])}"
+    )
     print(f"peak memory, RSS of the bot's process after the Discord run: {rss:.0f} MiB")
 
 

@@ -54,17 +54,29 @@ def main() -> None:
     passages = [Passage(i, 1, i, AuthorKind.MEMBER, "1", "A", t) for i, t in enumerate(texts, 1)]
     recent_words = [w.strip(".,;:!?\"'") for t in texts[-4:] for w in t.split() if len(w) > 6][:40]
     lore = [
-        LoreEntry(i, f"Entry {i}", (recent_words[i % len(recent_words)] if i % 3 == 0 else f"zq{i}",
-                                    f"nomatch{i}a", f"nomatch{i}b"), "A thing worth knowing. " * 8)
+        LoreEntry(
+            i,
+            f"Entry {i}",
+            (recent_words[i % len(recent_words)] if i % 3 == 0 else f"zq{i}", f"nomatch{i}a", f"nomatch{i}b"),
+            "A thing worth knowing. " * 8,
+        )
         for i in range(args.entries)
-    ]  # fmt: skip
+    ]
     memory = Note(1, "memory", "A grim tale, told in the first person by the lighthouse keeper. " * 4)
     covered = passages[: args.passages // 2]
     summaries = [  # newest first
-        Summary(50 - k, 1, len(covered) - 20 * k, tuple(p.id for p in covered[: len(covered) - 20 * k]),
-                digest(covered[: len(covered) - 20 * k]), "done", "m", "Earlier events, in brief. " * 20)
+        Summary(
+            50 - k,
+            1,
+            len(covered) - 20 * k,
+            tuple(p.id for p in covered[: len(covered) - 20 * k]),
+            digest(covered[: len(covered) - 20 * k]),
+            "done",
+            "m",
+            "Earlier events, in brief. " * 20,
+        )
         for k in range(50)
-    ]  # fmt: skip
+    ]
     undone = [*summaries[:1], *summaries[1:]]
     undone[0] = Summary(**{**summaries[0].__dict__, "digest": "the story changed"})
     counter, budget = CharCounter(), Budget(8192, 925)
@@ -72,10 +84,11 @@ def main() -> None:
 
     plain = _time(lambda: build_context(passages, counter, budget), args.repeat)
     full = _time(
-        lambda: build_context(after, counter, budget, "Keep it tense.", memory=memory,
-                              summary=summaries[-1], lore=lore),
+        lambda: build_context(
+            after, counter, budget, "Keep it tense.", memory=memory, summary=summaries[-1], lore=lore
+        ),
         args.repeat,
-    )  # fmt: skip
+    )
     pick = _time(lambda: current(summaries, passages), max(1, args.repeat // 10))
     pick_undone = _time(lambda: current(undone, passages), max(1, args.repeat // 10))
     assert current(summaries, passages) is summaries[0] and current(undone, passages) is undone[1]

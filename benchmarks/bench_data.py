@@ -84,9 +84,11 @@ def main() -> None:
     text_mb = sum(len(p.encode()) for p in paras) / 1e6
     ours = best_of(3, lambda: [split_sentences(p) for p in paras])
     theirs = best_of(1, lambda: [seg.segment(p) for p in paras])
-    print(f"splitter speed on {text_mb:.2f} MB of story paragraphs: ours {text_mb / ours:.1f} MB/s, "
-          f"pysbd {getattr(pysbd, '__version__', '')} {text_mb / theirs:.2f} MB/s "
-          f"-> {theirs / ours:.0f}x")  # fmt: skip
+    print(
+        f"splitter speed on {text_mb:.2f} MB of story paragraphs: ours {text_mb / ours:.1f} MB/s, "
+        f"pysbd {getattr(pysbd, '__version__', '')} {text_mb / theirs:.2f} MB/s "
+        f"-> {theirs / ours:.0f}x"
+    )
 
     # 3. Accuracy on the gold set, overall, per kind, and without breaks inside quotations.
     cases = json.loads(GOLD.read_text(encoding="utf-8"))["cases"]

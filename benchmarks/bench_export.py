@@ -65,9 +65,18 @@ def make_adapter(folder: Path, rank: int = 64, alpha: float = 128.0) -> None:
     arrays = (rng.standard_normal(shape, dtype=np.float32) * 0.01 for _, _, shape in specs)
     folder.mkdir(parents=True)
     write_streamed(folder / "adapter_model.safetensors", specs, arrays)
-    config = dict(peft_type="LORA", task_type="CAUSAL_LM", r=rank, lora_alpha=alpha, lora_dropout=0.05,
-                  target_modules=[m.split(".")[-1] for m in PROJECTIONS], bias="none", use_rslora=False,
-                  use_dora=False, base_model_name_or_path="Qwen/Qwen2.5-7B-Instruct")  # fmt: skip
+    config = dict(
+        peft_type="LORA",
+        task_type="CAUSAL_LM",
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.05,
+        target_modules=[m.split(".")[-1] for m in PROJECTIONS],
+        bias="none",
+        use_rslora=False,
+        use_dora=False,
+        base_model_name_or_path="Qwen/Qwen2.5-7B-Instruct",
+    )
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2))
 
 
@@ -131,13 +140,26 @@ def main() -> None:
         base.mkdir()
         (base / "config.json").write_text(json.dumps(QWEN25_7B))
         size = (adapter / "adapter_model.safetensors").stat().st_size
-        print(f"adapter: Qwen2.5-7B shape, r={args.rank}, 7 projections x 28 layers, "
-              f"{size / 2**20:.0f} MiB float32 (made in {time.perf_counter() - t0:.1f} s)")  # fmt: skip
+        print(
+            f"adapter: Qwen2.5-7B shape, r={args.rank}, 7 projections x 28 layers, "
+            f"{size / 2**20:.0f} MiB float32 (made in {time.perf_counter() - t0:.1f} s)"
+        )
 
         env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
         ours = tmp / "ours.gguf"
-        cmd = [sys.executable, "-m", "pipeline", "export-gguf", str(adapter), "--base", str(base),
-               "-o", str(ours), "--outtype", args.outtype]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "export-gguf",
+            str(adapter),
+            "--base",
+            str(base),
+            "-o",
+            str(ours),
+            "--outtype",
+            args.outtype,
+        ]
         rows = [
             ("story-pipeline export-gguf", *best_of(args.repeat, cmd, ours, env), ours.stat().st_size / 2**20)
         ]
@@ -146,8 +168,17 @@ def main() -> None:
         verdict = None
         if script and script.is_file():
             theirs = tmp / "reference.gguf"
-            cmd = [sys.executable, str(script), str(adapter), "--base", str(base), "--outfile", str(theirs),
-                   "--outtype", args.outtype]  # fmt: skip
+            cmd = [
+                sys.executable,
+                str(script),
+                str(adapter),
+                "--base",
+                str(base),
+                "--outfile",
+                str(theirs),
+                "--outtype",
+                args.outtype,
+            ]
             timing = best_of(args.repeat, cmd, theirs)
             rows.append(("llama.cpp convert_lora_to_gguf.py", *timing, theirs.stat().st_size / 2**20))
             verdict = compare(ours, theirs)

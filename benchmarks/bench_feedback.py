@@ -84,10 +84,20 @@ def build(path: Path, generations: int, seed: int = 0) -> None:
                 "INSERT INTO generations (id, story_id, passage_id, requested_by, model, user_text, prompt, "
                 "raw, options, context, status, reasoning, answer, parse_issues, created_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, 0, '{}', ?, 'done', ?, ?, '[]', ?)",
-                (gid, story, slot, rng.choice(members).id, rng.choice(["writer:v1", "writer:v2"]),
-                 prompt.render_prompt(context), context, f'{{"passage_ids": [{pid - 1}]}}', _text(rng, 40),
-                 _text(rng, 80), now - rng.random() * 60 * 86400),
-            )  # fmt: skip
+                (
+                    gid,
+                    story,
+                    slot,
+                    rng.choice(members).id,
+                    rng.choice(["writer:v1", "writer:v2"]),
+                    prompt.render_prompt(context),
+                    context,
+                    f'{{"passage_ids": [{pid - 1}]}}',
+                    _text(rng, 40),
+                    _text(rng, 80),
+                    now - rng.random() * 60 * 86400,
+                ),
+            )
             for m in rng.sample(members, rng.randint(1, 3)):
                 c.execute("INSERT INTO ratings VALUES (?, ?, ?, ?)", (gid, m.id, rng.choice([1, 1, -1]), now))
     store.close()
@@ -128,15 +138,17 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=4.0)
     args = ap.parse_args()
 
-    from contract import jsonl
     from pipeline.feedback import export, snapshot
+    from plumbing import jsonl
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bot.db"
         t = time.perf_counter()
         build(db, args.generations)
-        print(f"built {args.generations:,} generations in {time.perf_counter() - t:.1f} s "
-              f"({db.stat().st_size / 1e6:.0f} MB)")  # fmt: skip
+        print(
+            f"built {args.generations:,} generations in {time.perf_counter() - t:.1f} s "
+            f"({db.stat().st_size / 1e6:.0f} MB)"
+        )
         t = time.perf_counter()
         snap = snapshot.read(db)
         read_s = time.perf_counter() - t
@@ -157,13 +169,18 @@ def main() -> None:
         fast = [matcher(g) for g in sample]
         fast_s = time.perf_counter() - t
         t = time.perf_counter()
-        plain = [bool(set(g.context_passages) & set(snap.opted_out_passages))
-                 or any(x in export._fold(g.user_text) for x in tails) for g in sample]  # fmt: skip
+        plain = [
+            bool(set(g.context_passages) & set(snap.opted_out_passages))
+            or any(x in export._fold(g.user_text) for x in tails)
+            for g in sample
+        ]
         plain_s = time.perf_counter() - t
         assert fast == plain, "the anchored matcher disagrees with the plain search"
-        print(f"opted-out text match ({len(tails)} passages x {len(sample)} prompts): "
-              f"{fast_s * 1000:.0f} ms vs plain search {plain_s * 1000:.0f} ms "
-              f"({plain_s / fast_s:.0f}x faster, same answers)")  # fmt: skip
+        print(
+            f"opted-out text match ({len(tails)} passages x {len(sample)} prompts): "
+            f"{fast_s * 1000:.0f} ms vs plain search {plain_s * 1000:.0f} ms "
+            f"({plain_s / fast_s:.0f}x faster, same answers)"
+        )
 
         idle = write_latencies(db, args.seconds)
         stop = mp.Event()

@@ -58,9 +58,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "outputs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in outputs(args.items)))
-        command = [sys.executable, "-m", "pipeline", "eval", "judge", str(folder), "--a", "human", "--b",
-                   "unrelated", "--judge", args.judge, "--backend", args.backend, "--max-tokens",
-                   str(args.max_tokens), "--n-ctx", "2048", "-o", str(folder / "judged")]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "eval",
+            "judge",
+            str(folder),
+            "--a",
+            "human",
+            "--b",
+            "unrelated",
+            "--judge",
+            args.judge,
+            "--backend",
+            args.backend,
+            "--max-tokens",
+            str(args.max_tokens),
+            "--n-ctx",
+            "2048",
+            "-o",
+            str(folder / "judged"),
+        ]
         command += ["--base-url", args.base_url] if args.base_url else []
         started = time.monotonic()
         subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -73,8 +92,10 @@ def main() -> None:
     print(f"judge {args.judge} ({args.backend}), {overall['items']} items, {2 * overall['items']} verdicts")
     print(f"win rate of human: {pct(overall['win_rate'])} (95% interval {pct(low)} to {pct(high)})")
     first = pct(summary["first_shown_rate"])
-    print(f"consistency: {pct(overall['consistency'])}; first shown chosen: {first}; "
-          f"unread verdicts: {overall['unparsed_verdicts']}")  # fmt: skip
+    print(
+        f"consistency: {pct(overall['consistency'])}; first shown chosen: {first}; "
+        f"unread verdicts: {overall['unparsed_verdicts']}"
+    )
     print(f"time: {wall:.1f} s wall, {cpu.ru_utime + cpu.ru_stime:.1f} s CPU")
 
 

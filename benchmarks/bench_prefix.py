@@ -76,8 +76,10 @@ def _baseline():
     try:
         source = subprocess.run(
             ["git", "-C", str(REPO), "show", f"{BASELINE}:bot/core/context.py"],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
     except (OSError, subprocess.CalledProcessError):
         _fail(f"the baseline needs git and commit {BASELINE} (run from a clone of the repository)")
     name = "bot.core._context_before"
@@ -141,8 +143,9 @@ class Policy:
         predict, memory = serving.num_predict(None), Note(1, "memory", MEMORY)
         if self.module is steps:  # as StoryService builds it
             budget = steps.Budget(window, predict, usual_predict=predict)
-            return steps.build_story_context(story, self.written[:2], counter, budget, NOTE, memory=memory,
-                                             lore=lore)  # fmt: skip
+            return steps.build_story_context(
+                story, self.written[:2], counter, budget, NOTE, memory=memory, lore=lore
+            )
         summary = self.written[0] if self.written else None  # before: the newest summary, at once
         after = [p for p in story if summary is None or p.position > summary.upto_position]
         budget = self.module.Budget(window, predict)
@@ -198,18 +201,19 @@ def main() -> None:
     fmt = ChatTemplate(*TEMPLATES["chatml"][:3])
 
     def engine():
-        return Llama(str(model), n_ctx=args.window, n_threads=args.threads, n_threads_batch=args.threads,
-                     verbose=False)  # fmt: skip
+        return Llama(
+            str(model), n_ctx=args.window, n_threads=args.threads, n_threads_batch=args.threads, verbose=False
+        )
 
     policies = [Policy("one at a time", old, engine()), Policy("steps", steps, engine())]
     counter = LlamaCounter(policies[0].llm)
     texts = _passages(n)
     story = [Passage(i, 1, i, AuthorKind.MEMBER, "1", "A", t) for i, t in enumerate(texts, 1)]
-    lore = [
-        LoreEntry(i, name, (name,), text) for i, (name, text) in enumerate(LORE, 1)
-    ] if args.lore else []  # fmt: skip
-    print(f"{len(story) - 1} /continue requests on {model.name}, window {args.window}, "
-          f"{args.threads} threads; lore: {'yes' if lore else 'no'}")  # fmt: skip
+    lore = [LoreEntry(i, name, (name,), text) for i, (name, text) in enumerate(LORE, 1)] if args.lore else []
+    print(
+        f"{len(story) - 1} /continue requests on {model.name}, window {args.window}, "
+        f"{args.threads} threads; lore: {'yes' if lore else 'no'}"
+    )
     heads = ("prompt", "evald", "new", "shared", "ttft s", "full")
     print(f"{'#':>3} | {'policy':<13} " + " ".join(f"{h:>6}" for h in heads))
     for i in range(1, len(story)):
@@ -222,14 +226,27 @@ def main() -> None:
             shared = len(os.path.commonprefix([policy.previous, tokens])) if policy.previous else 0
             full = ctx.dropped > 0 or ctx.summary_id is not None
             if policy.previous and evaluated != len(tokens) - min(common, len(tokens) - 1):
-                print(f"    note: the engine evaluated {evaluated}, the common prefix predicts "
-                      f"{len(tokens) - common}")  # fmt: skip
-            policy.rows.append({"i": i, "prompt": len(tokens), "evaluated": evaluated, "new": new,
-                                "shared": shared / len(tokens), "ttft": first, "full": full})  # fmt: skip
+                print(
+                    f"    note: the engine evaluated {evaluated}, the common prefix predicts "
+                    f"{len(tokens) - common}"
+                )
+            policy.rows.append(
+                {
+                    "i": i,
+                    "prompt": len(tokens),
+                    "evaluated": evaluated,
+                    "new": new,
+                    "shared": shared / len(tokens),
+                    "ttft": first,
+                    "full": full,
+                }
+            )
             policy.previous = tokens
             r = policy.rows[-1]
-            print(f"{i:>3} | {policy.name:<13} {r['prompt']:>6} {r['evaluated']:>6} {new:>5} "
-                  f"{r['shared']:>6.2f} {first:>7.3f} {'yes' if full else '':>4}")  # fmt: skip
+            print(
+                f"{i:>3} | {policy.name:<13} {r['prompt']:>6} {r['evaluated']:>6} {new:>5} "
+                f"{r['shared']:>6.2f} {first:>7.3f} {'yes' if full else '':>4}"
+            )
             policy.summarise(now, ctx.summarise_upto)
     _report(policies)
     _plot(policies, args.png)
@@ -254,19 +271,25 @@ def _report(policies: list[Policy]) -> None:
             "ttft": statistics.median(ttft),
             "total": sum(ttft),
         }
-        print(f"  {policy.name:<13} {len(rows)} requests: median shared prefix {line['shared']:.2f} of the "
-              f"prompt; evaluated tokens median {line['evald']:.0f} (mean {line['mean_evald']:.0f}) = "
-              f"{line['ratio']:.2f}x the new text (mean {line['mean_ratio']:.2f}x); time to first token "
-              f"median {line['ttft']:.3f} s, {line['total']:.1f} s in all")  # fmt: skip
+        print(
+            f"  {policy.name:<13} {len(rows)} requests: median shared prefix {line['shared']:.2f} of the "
+            f"prompt; evaluated tokens median {line['evald']:.0f} (mean {line['mean_evald']:.0f}) = "
+            f"{line['ratio']:.2f}x the new text (mean {line['mean_ratio']:.2f}x); time to first token "
+            f"median {line['ttft']:.3f} s, {line['total']:.1f} s in all"
+        )
         if base is None:
             base = line
         else:
-            print(f"  steps against one at a time: {base['mean_evald'] / line['mean_evald']:.1f}x fewer "
-                  f"tokens evaluated, time to first token {base['ttft'] / line['ttft']:.1f}x shorter "
-                  f"(median), {base['total'] / line['total']:.1f}x less in all")  # fmt: skip
+            print(
+                f"  steps against one at a time: {base['mean_evald'] / line['mean_evald']:.1f}x fewer "
+                f"tokens evaluated, time to first token {base['ttft'] / line['ttft']:.1f}x shorter "
+                f"(median), {base['total'] / line['total']:.1f}x less in all"
+            )
             target = line["shared"] >= 0.8 and line["ratio"] <= 1.2
-            print(f"  targets (median shared >= 0.8, median evaluated <= 1.2x new): "
-                  f"{'met' if target else 'NOT met'}")  # fmt: skip
+            print(
+                f"  targets (median shared >= 0.8, median evaluated <= 1.2x new): "
+                f"{'met' if target else 'NOT met'}"
+            )
 
 
 def _plot(policies: list[Policy], path: Path) -> None:

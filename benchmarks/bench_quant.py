@@ -61,8 +61,10 @@ def show(title: str, results: list[Measurement], sizes: dict[str, float]) -> Non
     print(f"{'type':8} " + " ".join(f"{h:>{w}}" for h, w in zip(heads, (7, 9, 8, 7, 8, 8, 7), strict=True)))
     for m in results:
         d = m.distance
-        print(f"{m.judged_as:8} {sizes[m.judged_as]:7.1f} {d.mean_kl:9.5f} {d.max_kl:8.4f} {d.top1:7.2%} "
-              f"{d.ppl_f16:8.3f} {d.ppl_quant:8.3f} {d.ppl_ratio:7.4f}")  # fmt: skip
+        print(
+            f"{m.judged_as:8} {sizes[m.judged_as]:7.1f} {d.mean_kl:9.5f} {d.max_kl:8.4f} {d.top1:7.2%} "
+            f"{d.ppl_f16:8.3f} {d.ppl_quant:8.3f} {d.ppl_ratio:7.4f}"
+        )
 
 
 def derive(runs: list[list[Measurement]]) -> None:
@@ -113,7 +115,7 @@ def main() -> None:
     ap.add_argument("--png", type=Path, help="also draw the figures as a PNG")
     args = ap.parse_args()
 
-    from contract import smollm2
+    from engines import smollm2
     from pipeline.export.gguf_model import quantize
 
     src = smollm2.gguf_path()
@@ -130,8 +132,12 @@ def main() -> None:
         for label, lora in [("base", None), *([("lora", args.lora)] if args.lora else [])]:
             t0 = time.perf_counter()
             runs[label] = measure_many(files, f16, tok, rows, lora)
-            show(f"{label}: {len(rows)} rows, {runs[label][0].distance.tokens} answer tokens, "
-                 f"{time.perf_counter() - t0:.0f} s", runs[label], sizes)  # fmt: skip
+            show(
+                f"{label}: {len(rows)} rows, {runs[label][0].distance.tokens} answer tokens, "
+                f"{time.perf_counter() - t0:.0f} s",
+                runs[label],
+                sizes,
+            )
         derive(list(runs.values()))
         if args.png:
             draw(runs, args.png)

@@ -1,7 +1,7 @@
 """Beyond one machine: several bot processes, several Ollama hosts, one PostgreSQL, hundreds of channels,
 and one Ollama host killed in the middle of the run.
 
-The stand-in Discord (tests/fakes/discord.py) runs in this process with the channels spread over guilds
+The stand-in Discord (tests/fakes/discord/) runs in this process with the channels spread over guilds
 on every shard; each bot process is the real StoryBot (discord.py's AutoShardedClient) on its own range
 of the shards, with a pool of the stand-in Ollama hosts (tests/fakes/ollama.py, each in its own process)
 and the one store: a PostgreSQL cluster started for the run (tests/postgres.py; a shared SQLite file when
@@ -57,8 +57,14 @@ async def _bot_main(conn, db, hosts, shards, count, per_host, discord_at) -> Non
     store = Store(db)
     limits = Limits(parallel=per_host * len(hosts), lease_s=10.0)
     service = StoryService(store, pool, lambda _: "writer", limits=limits)
-    bot = StoryBot(service, shard_ids=shards, shard_count=count, guild_ready_timeout=0.05,
-                   channel_budget=(5, 5.25), commands_per_minute=60)  # fmt: skip
+    bot = StoryBot(
+        service,
+        shard_ids=shards,
+        shard_count=count,
+        guild_ready_timeout=0.05,
+        channel_budget=(5, 5.25),
+        commands_per_minute=60,
+    )
     loop = asyncio.get_running_loop()
     runner = loop.create_task(bot.start(token))
     await asyncio.wait_for(bot.wait_until_ready(), 60)
@@ -67,8 +73,15 @@ async def _bot_main(conn, db, hosts, shards, count, per_host, discord_at) -> Non
     await bot.close()
     await asyncio.wait({runner}, timeout=10)
     s = pool.stats
-    conn.send({"served": dict(s.served), "cache_hits": s.cache_hits, "moved": s.moved,
-               "retried": s.retried, "cut_off": s.cut_off})  # fmt: skip
+    conn.send(
+        {
+            "served": dict(s.served),
+            "cache_hits": s.cache_hits,
+            "moved": s.moved,
+            "retried": s.retried,
+            "cut_off": s.cut_off,
+        }
+    )
     await pool.close()
     store.close()
 
@@ -96,17 +109,28 @@ async def _run(args, db: str, hosts: list[standins.OllamaHost]) -> dict:
         bots = []
         for p in range(args.processes):
             parent, child = ctx.Pipe()
-            proc = ctx.Process(target=_bot, daemon=True, args=(
-                child, db, [h.url for h in hosts], [2 * p, 2 * p + 1], count, args.per_host,
-                (fake.api_base, fake.gateway_url, fake.token)))  # fmt: skip
+            proc = ctx.Process(
+                target=_bot,
+                daemon=True,
+                args=(
+                    child,
+                    db,
+                    [h.url for h in hosts],
+                    [2 * p, 2 * p + 1],
+                    count,
+                    args.per_host,
+                    (fake.api_base, fake.gateway_url, fake.token),
+                ),
+            )
             proc.start()
             bots.append((proc, parent))
         loop = asyncio.get_running_loop()
         for _, pipe in bots:
             assert await loop.run_in_executor(None, pipe.recv) == "ready"
         for c, u in zip(channels, users, strict=True):
-            await fake.send_slash_command("write", {"text": "It was a dark night. The sea was loud."},
-                                          channel=c, user=u)  # fmt: skip
+            await fake.send_slash_command(
+                "write", {"text": "It was a dark night. The sea was loud."}, channel=c, user=u
+            )
         await fake.wait_until(lambda: _writes_done(fake, channels), 60, "the openings")
 
         outcome: Counter = Counter()
@@ -137,16 +161,23 @@ async def _run(args, db: str, hosts: list[standins.OllamaHost]) -> dict:
                         break
 
         start = time.monotonic()
-        await asyncio.wait_for(asyncio.gather(*(story(c, u) for c, u in zip(channels, users, strict=True))),
-                               args.timeout)  # fmt: skip
+        await asyncio.wait_for(
+            asyncio.gather(*(story(c, u) for c, u in zip(channels, users, strict=True))), args.timeout
+        )
         wall = time.monotonic() - start
         stats = []
         for proc, pipe in bots:
             pipe.send("stop")
             stats.append(await loop.run_in_executor(None, pipe.recv))
             proc.join(15)
-    return {"outcome": outcome, "wall": wall, "stats": stats, "killed_after": killed.get("at"),
-            "asked": total, "hosts": [h.url for h in hosts]}  # fmt: skip
+    return {
+        "outcome": outcome,
+        "wall": wall,
+        "stats": stats,
+        "killed_after": killed.get("at"),
+        "asked": total,
+        "hosts": [h.url for h in hosts],
+    }
 
 
 def _writes_done(fake, channels) -> bool:
@@ -231,9 +262,11 @@ def _report(args, r: dict, check: dict, engine: str) -> None:
         served.update(s["served"])
     hits = sum(s["cache_hits"] for s in r["stats"])
     moved = sum(s["moved"] for s in r["stats"])
-    print(f"{args.processes} bot processes ({args.processes * 2} shards), {args.hosts} Ollama hosts "
-          f"({args.per_host} parallel each, {args.tokens_per_second:g} tokens/s), {engine} store, "
-          f"{args.channels} channels x {args.rounds} passages = {r['asked']} asked")  # fmt: skip
+    print(
+        f"{args.processes} bot processes ({args.processes * 2} shards), {args.hosts} Ollama hosts "
+        f"({args.per_host} parallel each, {args.tokens_per_second:g} tokens/s), {engine} store, "
+        f"{args.channels} channels x {args.rounds} passages = {r['asked']} asked"
+    )
     print(f"host {r['hosts'][1]} killed (SIGKILL) after {r['killed_after']} passages had landed")
     print(f"wall {r['wall']:.1f}s: {landed / r['wall']:.1f} passages/s landed")
     for host in r["hosts"]:
@@ -243,16 +276,20 @@ def _report(args, r: dict, check: dict, engine: str) -> None:
         f"went to the cache-preferred host: {hits} of {hits + moved} passages whose story had one "
         f"({hits / max(1, hits + moved):.0%}); moved elsewhere (host busy or dead): {moved}"
     )
-    print(f"retried on another host before any text: {sum(s['retried'] for s in r['stats'])}; cut off "
-          f"mid-passage, member told: {o['told: cut off']} (landed on asking again: "
-          f"{o['landed on asking again']})")  # fmt: skip
+    print(
+        f"retried on another host before any text: {sum(s['retried'] for s in r['stats'])}; cut off "
+        f"mid-passage, member told: {o['told: cut off']} (landed on asking again: "
+        f"{o['landed on asking again']})"
+    )
     others = {k: v for k, v in o.items() if k.startswith("told: ") and k != "told: cut off"}
     if others:
         print(f"other failures shown: {others}")
     print(f"passages lost: {o['lost']} (target 0)")
-    print(f"store: {check['done']} done generations, {check['model_passages']} model passages in stories, "
-          f"{check['running']} left running, {check['stories_off']} stories without exactly "
-          f"{1 + args.rounds} passages")  # fmt: skip
+    print(
+        f"store: {check['done']} done generations, {check['model_passages']} model passages in stories, "
+        f"{check['running']} left running, {check['stories_off']} stories without exactly "
+        f"{1 + args.rounds} passages"
+    )
 
 
 if __name__ == "__main__":

@@ -68,8 +68,20 @@ SHAPES: dict[str, dict] = {"7b": QWEN25_7B, "1.5b": R1_DISTILL_QWEN_15B, "tiny":
 DEFAULT_LENGTHS = {"7b": "2048,4096", "1.5b": "2048,4096", "tiny": "512,1024"}
 SYSTEMS = ("ours-qlora", "plain-qlora", "ours-lora", "plain-lora")
 BASELINE = {"ours-qlora": "plain-qlora", "ours-lora": "plain-lora"}
-COLUMNS = ("shape", "attention", "length", "packing", "checkpointing", "system", "status", "tokens_per_s",
-           "peak_mb", "tokens", "seconds", "steps")  # fmt: skip
+COLUMNS = (
+    "shape",
+    "attention",
+    "length",
+    "packing",
+    "checkpointing",
+    "system",
+    "status",
+    "tokens_per_s",
+    "peak_mb",
+    "tokens",
+    "seconds",
+    "steps",
+)
 
 
 @dataclass(frozen=True)
@@ -417,8 +429,10 @@ def ratios(runs: list[dict]) -> list[dict]:
 
 
 def table(runs: list[dict], memory_name: str) -> str:
-    against = {(r["shape"], r["attention"], r["length"], r["packing"], r["checkpointing"], r["system"]): r
-               for r in ratios(runs)}  # fmt: skip
+    against = {
+        (r["shape"], r["attention"], r["length"], r["packing"], r["checkpointing"], r["system"]): r
+        for r in ratios(runs)
+    }
     lines = [
         f"{'shape':6} {'setting':32} {'system':12} {'tokens/s':>10} {'speed':>7} {memory_name:>12} "
         f"{'memory':>7}  status"
@@ -439,7 +453,7 @@ def table(runs: list[dict], memory_name: str) -> str:
         lines.append(
             f"{r['shape']:6} {s.label():32} {r['system']:12} {tps} {speed} {mem} {memory}  {r['status']}"
         )
-    return "\n".join(lines)  # fmt: skip
+    return "\n".join(lines)
 
 
 def chart(runs: list[dict], png: Path, title: str, memory_name: str) -> None:
@@ -479,7 +493,7 @@ def environment(device: str) -> dict:
 
 
 def save(out: Path, report: dict, memory_name: str) -> None:
-    from contract.atomic import write_text
+    from plumbing.atomic import write_text
 
     write_text(out / "bench_train_gpu.json", json.dumps(report, indent=2) + "\n")
     title = f"{report['environment']['device']}, {report['environment']['date']}: ours vs plain HF + PEFT"
@@ -495,8 +509,11 @@ def plan(args) -> list[Setting]:
     lengths = [int(x) for x in args.lengths.split(",")]
     packing = [x == "on" for x in args.packing.split(",")]
     ckpt = [x == "on" for x in args.checkpointing.split(",")]
-    combos = [(p, c) for p, c in ((True, True), (False, True), (True, False), (False, False))
-              if p in packing and c in ckpt]  # fmt: skip
+    combos = [
+        (p, c)
+        for p, c in ((True, True), (False, True), (True, False), (False, False))
+        if p in packing and c in ckpt
+    ]
     return [Setting(n, p, c, a) for a in args.attention for p, c in combos for n in lengths]
 
 
@@ -555,8 +572,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=int, default=2, help="steps run first and not measured")
     parser.add_argument("--batch", type=int, default=1, help="sequences per step")
     parser.add_argument("--budget", type=float, default=540, help="seconds: start no setting past this")
-    parser.add_argument("--isolate", action=argparse.BooleanOptionalAction, default=None,
-                        help="each run in its own process (default: on CUDA)")  # fmt: skip
+    parser.add_argument(
+        "--isolate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="each run in its own process (default: on CUDA)",
+    )
     parser.add_argument("--out", type=Path, default=Path("work/bench-train-gpu"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one run_system in this process
     args = parser.parse_args(argv)
@@ -572,10 +593,18 @@ def main(argv: list[str] | None = None) -> dict:
     notes += more
     memory_name = "peak alloc" if args.device == "cuda" else "peak RSS"
     started = time.monotonic()
-    report: dict = {"command": " ".join(["python", "benchmarks/bench_train_gpu.py", *(argv or sys.argv[1:])]),
-                    "environment": environment(args.device), "shape": {args.shape: SHAPES[args.shape]},
-                    "steps": steps, "warmup": args.warmup, "batch": args.batch, "notes": notes,
-                    "runs": [], "ratios": [], "not_run": []}  # fmt: skip
+    report: dict = {
+        "command": " ".join(["python", "benchmarks/bench_train_gpu.py", *(argv or sys.argv[1:])]),
+        "environment": environment(args.device),
+        "shape": {args.shape: SHAPES[args.shape]},
+        "steps": steps,
+        "warmup": args.warmup,
+        "batch": args.batch,
+        "notes": notes,
+        "runs": [],
+        "ratios": [],
+        "not_run": [],
+    }
     for note in notes:
         print(f"note: {note}")
     with tempfile.TemporaryDirectory(prefix="bench-train-gpu-") as tmp:
@@ -592,9 +621,17 @@ def main(argv: list[str] | None = None) -> dict:
                 continue
             t0 = time.monotonic()
             for system in systems:
-                spec = {"shape": args.shape, "system": system, "device": args.device, "steps": steps,
-                        "warmup": args.warmup, "batch": args.batch, "data": str(data[setting.length]),
-                        "base": str(with_attention(base, setting.attention)), **asdict(setting)}  # fmt: skip
+                spec = {
+                    "shape": args.shape,
+                    "system": system,
+                    "device": args.device,
+                    "steps": steps,
+                    "warmup": args.warmup,
+                    "batch": args.batch,
+                    "data": str(data[setting.length]),
+                    "base": str(with_attention(base, setting.attention)),
+                    **asdict(setting),
+                }
                 run = run_isolated(spec, args.budget) if isolate else run_system(spec)
                 report["runs"].append(run)
                 print(f"  {setting.label()} {system}: {run['status']}", flush=True)

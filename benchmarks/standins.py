@@ -1,6 +1,6 @@
 """The stand-ins the bot benchmarks run against: stand-in Ollama hosts (tests/fakes/ollama.py), each in a
 process of its own (its streaming shares no core or loop with the bot, and killing it is a machine going
-away), and discord.py pointed at the stand-in Discord (tests/fakes/discord.py)."""
+away), and discord.py pointed at the stand-in Discord (tests/fakes/discord/)."""
 
 from __future__ import annotations
 

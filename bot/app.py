@@ -29,7 +29,7 @@ async def build_service(settings: Settings) -> AsyncIterator[StoryService]:
         try:
             await backend.model_info(settings.model)
         except LLMError as exc:
-            raise CannotStart(str(exc)) from None
+            raise CannotStart(str(exc)) from exc
         store = open_store(settings.db)
         stack.callback(store.close)
         service = StoryService(
@@ -44,18 +44,18 @@ def open_store(db: str) -> Store:
     try:
         return Store(db)
     except SchemaError as exc:
-        raise CannotStart(str(exc)) from None
-    except ImportError:
+        raise CannotStart(str(exc)) from exc
+    except ImportError as exc:
         raise CannotStart(
             "STORY_BOT_DB is a PostgreSQL URL, which needs psycopg: pip install 'psycopg[binary]'"
-        ) from None
+        ) from exc
     except Exception as exc:
         if not is_url(db):
             raise
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CannotStart(
             f"cannot open the PostgreSQL store at {shown(db)} ({first}): check STORY_BOT_DB"
-        ) from None
+        ) from exc
 
 
 @contextlib.contextmanager

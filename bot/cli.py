@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from contract.boundary import DEBUG_HELP, boundary_group
+from plumbing.boundary import DEBUG_HELP, boundary_group
+
+if TYPE_CHECKING:  # the commands import the bot's modules as they run, so `--help` starts fast
+    from bot.llm import HostStatus
 
 
 def _error_line(message: str) -> None:
@@ -88,10 +91,13 @@ async def _serve(service, settings, token: str, logged_in) -> None:
     from bot.discord.client import InUse, StoryBot
 
     bot = StoryBot(
-        service, edit_interval=settings.edit_interval,
-        commands_per_minute=settings.member_commands_per_minute, shard_ids=settings.shard_ids(),
-        shard_count=settings.shard_count, settings_role=settings.settings_role,
-    )  # fmt: skip
+        service,
+        edit_interval=settings.edit_interval,
+        commands_per_minute=settings.member_commands_per_minute,
+        shard_ids=settings.shard_ids(),
+        shard_count=settings.shard_count,
+        settings_role=settings.settings_role,
+    )
     try:
         async with bot:  # discord.py's start, in its two halves: nothing reaches the store before login
             await bot.login(token)
@@ -212,7 +218,7 @@ def status(config: Config = None) -> None:
         raise typer.Exit(1)
 
 
-async def _status(settings) -> list[dict]:
+async def _status(settings) -> list[HostStatus]:
     from bot.pool import OllamaPool
 
     if settings.engine == "openai":

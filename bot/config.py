@@ -1,7 +1,9 @@
 """The bot's settings: environment variables (prefix STORY_BOT_) over an optional TOML file over defaults.
 
-Each setting's help is its field's `description` below; docs/configuration.md is generated from them
-(names, environment variables, defaults, ranges and help), so that page and this class cannot disagree.
+Each setting's help is its field's `description` below; the settings the core reads are declared once,
+as fields of its dataclasses (`Limits`, `Timeouts`: see bot/core/configurable.py), and added here by
+`settings_from`. docs/configuration.md is generated from all of them (names, environment variables,
+defaults, ranges and help), so that page and this class cannot disagree.
 The TOML file is --config, else STORY_BOT_CONFIG, else ./story-bot.toml when it exists.
 
 Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in the file. A TOML file:
@@ -21,12 +23,23 @@ Every field can be set either way: `STORY_BOT_PARALLEL=4` or `parallel = 4` in t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
+from collections.abc import Callable
+from dataclasses import MISSING
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar, get_type_hints
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -35,6 +48,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .core.configurable import Setting, declared
 from .core.context import CharCounter, Counter, TokenizerCounter
 from .core.service import Limits
 from .core.story import Channel
@@ -42,6 +56,8 @@ from .llm import DEFAULT_KEEP_ALIVE, Backend, OllamaBackend, Timeouts
 
 DEFAULT_CONFIG = Path("story-bot.toml")
 _SECONDS = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
+S = TypeVar("S", bound=BaseSettings)
+T = TypeVar("T")
 _GO_DURATION = re.compile(r"[-+]?((\d+\.?\d*|\.\d+)(ns|us|µs|μs|ms|s|m|h))+|[-+]?0")
 
 
@@ -53,7 +69,35 @@ def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
+def settings_from(*kinds: type) -> Callable[[type[S]], type[S]]:
+    """A class decorator: the settings class with one more field per setting that the core's dataclasses
+    `kinds` declare (bot/core/configurable.py), its type, default, range and help taken from there."""
+
+    def add(cls: type[S]) -> type[S]:
+        fields: dict[str, Any] = {}
+        for kind in kinds:
+            types = get_type_hints(kind)
+            for name, field, declared_as in declared(kind):
+                fields[name] = (types[field.name], _pydantic_field(field, declared_as))
+        subclass = create_model(cls.__name__, __base__=cls, __module__=cls.__module__, **fields)
+        subclass.__doc__ = cls.__doc__
+        return subclass
+
+    return add
+
+
+def _pydantic_field(field: dataclasses.Field, declared_as: Setting) -> Any:
+    gt, ge, help_ = declared_as.gt, declared_as.ge, declared_as.help
+    if field.default_factory is MISSING:
+        return Field(field.default, gt=gt, ge=ge, description=help_)
+    return Field(default_factory=field.default_factory, gt=gt, ge=ge, description=help_)
+
+
+@settings_from(Limits, Timeouts)
 class Settings(BaseSettings):
+    """The bot's settings: the fields below, then those the core declares (Limits, Timeouts), which
+    mypy does not see: the code reads them as `limits()` and `timeouts()`."""
+
     model_config = SettingsConfigDict(env_prefix="STORY_BOT_", extra="forbid", populate_by_name=True)
 
     # Each setting's `description` is its help: docs/configuration.md is generated from these fields.
@@ -159,11 +203,6 @@ class Settings(BaseSettings):
         description="Generations in flight per Ollama server, across all stories: the server's "
         "`OLLAMA_NUM_PARALLEL`.",
     )
-    num_ctx: int | None = Field(
-        None,
-        ge=256,
-        description="The context window in tokens (unset: the model's own `num_ctx`, else 8192).",
-    )
     tokenizer: Path | None = Field(
         None,
         description="The model's `tokenizer.json`: the context is then fitted in tokens, not estimated "
@@ -175,50 +214,11 @@ class Settings(BaseSettings):
         description="Without `tokenizer`: ASCII characters per token, to estimate a text's tokens (any "
         "other character counts as its UTF-8 bytes, so no script is undercounted).",
     )
-    max_passage_chars: int = Field(
-        6000,
-        ge=100,
-        description="The longest passage a member may write (`/write`).",
-    )
-    max_memory_chars: int = Field(
-        2000,
-        ge=100,
-        description="The longest memory a story may pin (`/story memory`).",
-    )
-    summary_model: str | None = Field(
-        None,
-        description="The model that writes the rolling summaries (unset: the story's own).",
-    )
-    summary_timeout: float = Field(
-        180.0,
-        gt=0,
-        description="Seconds a rolling summary may take; one that fails or times out is recorded and "
-        "tried again with a passage at least a minute later.",
-    )
     keep_alive: float | str = Field(
         DEFAULT_KEEP_ALIVE,
         description="How long Ollama keeps the model loaded after each request: a Go duration (`30m`, "
         "`2h`), or seconds; negative keeps it loaded, `0` unloads it at once.",
     )
-    options: dict[str, float | int | str | bool | list[str]] = Field(
-        default_factory=dict,
-        description="More Ollama options for every generation (a TOML table, e.g. `temperature = 0.8`).",
-    )
-
-    connect_timeout: float = Field(5.0, gt=0, description="Seconds to connect to a server.")
-    idle_timeout: float = Field(
-        120.0,
-        gt=0,
-        description="Seconds to wait for a reply's first piece (a model loading) and between pieces.",
-    )
-    total_timeout: float = Field(600.0, gt=0, description="Seconds a whole passage may take.")
-    prompt_timeout_per_1k_tokens: float = Field(
-        60.0,
-        ge=0,
-        description="More seconds to wait for a reply's first piece per 1000 prompt tokens: a server "
-        "evaluates a cold prompt whole before it sends any text (minutes for a long one on a CPU).",
-    )
-
     # The Discord adapter's pacing.
     edit_interval: float = Field(
         1.0,
@@ -257,12 +257,6 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="The shards of the whole bot, the same for every process (with `shards` or `shard_id`).",
-    )
-    lease_seconds: float = Field(
-        30.0,
-        ge=3,
-        description="How long a stopped process's work stays its own before another process takes it "
-        "over; a live process renews its leases every third of it.",
     )
 
     @field_validator("ollama_hosts", mode="before")
@@ -325,7 +319,7 @@ class Settings(BaseSettings):
             from .local import LlamaCppBackend
 
             assert self.gguf is not None  # the settings' validator refuses llama.cpp without a GGUF
-            return LlamaCppBackend(self.gguf, self.lora, self.num_ctx or 4096, self.timeouts())
+            return LlamaCppBackend(self.gguf, self.lora, self.limits().num_ctx or 4096, self.timeouts())
         if self.engine == "openai":
             from .openai_backend import OpenAIBackend
 
@@ -351,8 +345,11 @@ class Settings(BaseSettings):
 
     def model_for(self, channel: Channel) -> str:
         """A channel's model, else its parent channel's (threads), else its guild's, else the default."""
-        for key, table in ((channel.id, self.channel_models), (channel.parent_id, self.channel_models),
-                           (channel.guild_id, self.guild_models)):  # fmt: skip
+        for key, table in (
+            (channel.id, self.channel_models),
+            (channel.parent_id, self.channel_models),
+            (channel.guild_id, self.guild_models),
+        ):
             if key and key in table:
                 return table[key]
         return self.model
@@ -361,29 +358,26 @@ class Settings(BaseSettings):
         """The models a story in `channel` may pick: the channel's list (or its parent's), else its
         server's, else `allowed_models`; the channel's own model first."""
         chosen = self.allowed_models
-        for key, table in ((channel.guild_id, self.guild_allowed_models),
-                           (channel.parent_id, self.channel_allowed_models),
-                           (channel.id, self.channel_allowed_models)):  # fmt: skip
+        for key, table in (
+            (channel.guild_id, self.guild_allowed_models),
+            (channel.parent_id, self.channel_allowed_models),
+            (channel.id, self.channel_allowed_models),
+        ):
             if key and key in table:
                 chosen = table[key]
         return list(dict.fromkeys([self.model_for(channel), *chosen]))
 
+    def core(self, kind: type[T], **derived: Any) -> T:
+        """The core's dataclass `kind` from the settings it declares, by name; `derived`: its fields
+        worked out from other settings."""
+        values = {field.name: getattr(self, name) for name, field, _ in declared(kind)}
+        return kind(**values, **derived)
+
     def limits(self) -> Limits:
-        return Limits(
-            parallel=self.parallel * len(self.hosts()),  # `parallel` is per server
-            num_ctx=self.num_ctx,
-            max_passage_chars=self.max_passage_chars,
-            max_memory_chars=self.max_memory_chars,
-            summary_model=self.summary_model,
-            summary_timeout=self.summary_timeout,
-            options=dict(self.options),
-            lease_s=self.lease_seconds,
-        )
+        return self.core(Limits, parallel=self.parallel * len(self.hosts()))  # `parallel` is per server
 
     def timeouts(self) -> Timeouts:
-        return Timeouts(
-            self.connect_timeout, self.idle_timeout, self.total_timeout, self.prompt_timeout_per_1k_tokens
-        )
+        return self.core(Timeouts)
 
     def counter(self) -> Counter:
         if self.tokenizer:
@@ -434,9 +428,9 @@ def load_settings(config: Path | str | None = None, **overrides) -> Settings:
     try:
         return FileSettings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, path if path.is_file() else None)) from None
+        raise ConfigError(_explain(exc, path if path.is_file() else None)) from exc
     except ValueError as exc:  # a TOML syntax error
-        raise ConfigError(f"{path}: {exc}") from None
+        raise ConfigError(f"{path}: {exc}") from exc
 
 
 def _explain(exc: ValidationError, path: Path | None) -> str:

@@ -16,9 +16,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TextIO
 
-from contract.atomic import OutputError, OutputExistsError, write_text
+from plumbing.atomic import OutputError, OutputExistsError, write_text
 
 from .core.files import check_size
+from .core.lore import LoreChange
 from .core.service import Delta, Done, Failed, Queued, Started, StoryError, StoryService
 from .core.settings import describe as describe_settings
 from .core.story import Channel, Member, Passage
@@ -111,12 +112,32 @@ class Console:
             self.say(f"unknown command /{name}: /help lists them")
         return True
 
-    QUICK = {"rate": "_rate", "reasoning": "_reasoning", "undo": "_undo", "reset": "_reset", "new": "_new",
-             "show": "_show", "export": "_export", "help": "_help", "memory": "_memory", "note": "_note",
-             "lore": "_lore", "edit": "_edit", "takes": "_takes", "take": "_take", "erase": "_erase",
-             "redo": "_redo", "fork": "_fork", "stories": "_stories", "list": "_stories",
-             "open": "_open", "settings": "_settings", "summary": "_summary_command",
-             "persona": "_persona", "import": "_import"}  # fmt: skip
+    QUICK = {
+        "rate": "_rate",
+        "reasoning": "_reasoning",
+        "undo": "_undo",
+        "reset": "_reset",
+        "new": "_new",
+        "show": "_show",
+        "export": "_export",
+        "help": "_help",
+        "memory": "_memory",
+        "note": "_note",
+        "lore": "_lore",
+        "edit": "_edit",
+        "takes": "_takes",
+        "take": "_take",
+        "erase": "_erase",
+        "redo": "_redo",
+        "fork": "_fork",
+        "stories": "_stories",
+        "list": "_stories",
+        "open": "_open",
+        "settings": "_settings",
+        "summary": "_summary_command",
+        "persona": "_persona",
+        "import": "_import",
+    }
 
     # --- commands ------------------------------------------------------------------------------
     def _do(self, action) -> bool:
@@ -125,7 +146,7 @@ class Console:
         except StoryError as exc:
             self.say(f"! {exc}")
         except OSError as exc:  # an export to a path that cannot be written, or that exists
-            from contract.boundary import explain_os
+            from plumbing.boundary import explain_os
 
             self.say(f"! {exc if isinstance(exc, OutputError) else explain_os(exc)}")
         return True
@@ -150,8 +171,11 @@ class Console:
                     printed = answer
                 case Done(passage):
                     if passage.text != printed:
-                        self.out.write(passage.text[len(printed) :] if passage.text.startswith(printed)
-                                       else "\n" + passage.text)  # fmt: skip
+                        self.out.write(
+                            passage.text[len(printed) :]
+                            if passage.text.startswith(printed)
+                            else "\n" + passage.text
+                        )
                     take = (
                         f" · take {passage.take}/{passage.alternatives}" if passage.alternatives > 1 else ""
                     )
@@ -232,19 +256,26 @@ class Console:
         for s in self.service.library(CHANNEL):
             state = "open" if s.active else "archived"
             fork = f", fork of {s.forked_from}" if s.forked_from else ""
-            self.say(f"{s.id}: {s.title or 'untitled'} · {s.passages} passages · {_ago(s.last_activity)} · "
-                     f"{state}{fork}")  # fmt: skip
+            self.say(
+                f"{s.id}: {s.title or 'untitled'} · {s.passages} passages · {_ago(s.last_activity)} · "
+                f"{state}{fork}"
+            )
 
     def _open(self, arg: str) -> None:
         story = self.service.open(CHANNEL, _number(arg, "/open ID"))
-        self.say(f"(story {story.id} “{story.title or 'untitled'}” is the story again: "
-                 f"{len(story.passages)} passages)")  # fmt: skip
+        self.say(
+            f"(story {story.id} “{story.title or 'untitled'}” is the story again: "
+            f"{len(story.passages)} passages)"
+        )
 
     def _summary(self) -> None:
         state = self.service.summary_state(CHANNEL)
         if state.current is None:
-            self.say("(no summary: the whole story still fits the model's window)" if not state.last_error
-                     else "(no summary yet)")  # fmt: skip
+            self.say(
+                "(no summary: the whole story still fits the model's window)"
+                if not state.last_error
+                else "(no summary yet)"
+            )
         else:
             self.say(f"(summary of the first {state.covers} passages)\n{state.current.text}")
         if state.writing:
@@ -263,8 +294,8 @@ class Console:
             numbers = {"temperature", "top_p", "repeat_penalty"}
             try:
                 changes = {k: float(v) if k in numbers else v for k, v in pairs.items()}
-            except ValueError:
-                raise StoryError(f"give numbers for {', '.join(sorted(numbers & set(pairs)))}") from None
+            except ValueError as exc:
+                raise StoryError(f"give numbers for {', '.join(sorted(numbers & set(pairs)))}") from exc
             unknown = sorted(set(changes) - {"model", "length", *numbers})
             if unknown:
                 raise StoryError(
@@ -282,8 +313,10 @@ class Console:
             case "edit":
                 writing = self.service.summary_state(CHANNEL).writing
                 self.service.edit_summary(CHANNEL, self.member, text)
-                self.say("(summary rewritten" + ("; the one being written now will be dropped)" if writing
-                                                 else ")"))  # fmt: skip
+                self.say(
+                    "(summary rewritten"
+                    + ("; the one being written now will be dropped)" if writing else ")")
+                )
             case "restore":
                 back = self.service.restore_summary(CHANNEL, self.member)
                 self.say(f"(previous summary restored: {_preview(back.text or '', 200)})")
@@ -336,12 +369,13 @@ class Console:
         name, keys, text = [*(part.strip() for part in rest.split("|", 2)), "", ""][:3]
         match verb.lower():
             case "add":
-                entry = self.service.lore_add(CHANNEL, self.member, name, keys, text, "always" in flags)
+                change = LoreChange(name, keys, text, "always" in flags)
+                entry = self.service.lore_add(CHANNEL, self.member, change)
                 self.say(f"(lore entry {entry.name!r} added: {', '.join(entry.keywords) or 'always on'})")
             case "edit":
                 always = True if "always" in flags else False if "not-always" in flags else None
-                entry = self.service.lore_edit(CHANNEL, self.member, name, keywords=keys or None,
-                                               text=text or None, always_on=always)  # fmt: skip
+                change = LoreChange(keywords=keys or None, text=text or None, always_on=always)
+                entry = self.service.lore_edit(CHANNEL, self.member, name, change)
                 self.say(f"(lore entry {entry.name!r} updated, version {entry.version})")
             case "import":
                 self._report(
@@ -406,8 +440,10 @@ class Console:
         story, report, notes = self.service.import_story(
             CHANNEL, self.member, _read(arg, "/import story.json")
         )
-        self.say(f"(imported story {story.id} “{story.title or 'untitled'}”: {len(story.passages)} passages; "
-                 "the story here before is kept: /stories)")  # fmt: skip
+        self.say(
+            f"(imported story {story.id} “{story.title or 'untitled'}”: {len(story.passages)} passages; "
+            "the story here before is kept: /stories)"
+        )
         for note in notes:
             self.say(f"(note: {note})")
         self._report(report)
@@ -447,7 +483,7 @@ def _read(arg: str, usage: str) -> bytes:
         check_size(path.stat().st_size)
         return path.read_bytes()
     except OSError as exc:
-        raise StoryError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise StoryError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
 def _number(arg: str, usage: str) -> int:

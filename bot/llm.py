@@ -10,18 +10,19 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Protocol, TypeVar, cast
+from typing import Protocol, TypedDict, TypeVar, cast
 
 import httpx
 import ollama
 
-from contract.serving import GenerateRequest, resolve_host, served_template, system_of
+from contract.serving import GenerateRequest, Options, resolve_host, served_template, system_of
 
 from .core import messages
+from .core.configurable import setting
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -79,13 +80,26 @@ class ModelInfo:
 
 @dataclass(frozen=True)
 class Timeouts:
-    connect: float = 5.0
-    idle: float = 120.0  # for the first piece (the model may be loading) and between pieces
-    total: float = 600.0  # a whole passage
-    # More wait for the first piece, per 1000 prompt tokens: a server sends nothing before the first token
-    # (Ollama: server/routes.go streams only what llm/llama_server.go's completion yields), and a cold one
-    # evaluates the whole prompt first (a 7B model on a CPU: tens of tokens a second).
-    prompt_per_1k: float = 60.0
+    """How long a backend waits; each field is also a bot setting (bot/core/configurable.py)."""
+
+    connect: float = setting(5.0, gt=0, name="connect_timeout", help="Seconds to connect to a server.")
+    idle: float = setting(
+        120.0,
+        gt=0,
+        name="idle_timeout",
+        help="Seconds to wait for a reply's first piece (a model loading) and between pieces.",
+    )
+    total: float = setting(600.0, gt=0, name="total_timeout", help="Seconds a whole passage may take.")
+    # A server sends nothing before the first token (Ollama: server/routes.go streams only what
+    # llm/llama_server.go's completion yields), and a cold one evaluates the whole prompt first (a 7B
+    # model on a CPU: tens of tokens a second).
+    prompt_per_1k: float = setting(
+        60.0,
+        ge=0,
+        name="prompt_timeout_per_1k_tokens",
+        help="More seconds to wait for a reply's first piece per 1000 prompt tokens: a server evaluates a "
+        "cold prompt whole before it sends any text (minutes for a long one on a CPU).",
+    )
 
     def first(self, prompt: str) -> float:
         """Seconds to wait for a request's first piece: `idle` plus the prompt's evaluation on a cold
@@ -99,13 +113,38 @@ def prompt_tokens(prompt: str) -> int:
     return CharCounter().count(prompt)
 
 
+class Stats(TypedDict, total=False):
+    """A finished stream's figures, the same from every backend (the generation row keeps them)."""
+
+    first_token_s: float | None  # seconds to the first piece
+    prompt_tokens: int | None
+    output_tokens: int | None
+    model_ns: int | None  # the server's whole time on the request
+    done_reason: str | None  # "stop" or "length"
+
+
+class HostStatus(TypedDict, total=False):
+    """One server as `story-bot status` shows it: up (its models, those loaded) or why not; a pool's
+    host also with this process's load on it."""
+
+    host: str
+    up: bool
+    error: str  # why it is down
+    models: list[str]
+    loaded: list[str]
+    in_flight: int
+    served: int
+    set_aside_s: float
+    last_error: str | None
+
+
 @dataclass
 class Piece:
     """A piece of streamed text, or (done=True) the final record with the server's figures."""
 
     text: str
     done: bool = False
-    stats: dict = field(default_factory=dict)
+    stats: Stats = field(default_factory=Stats)
     host: str | None = None  # the server writing it (a pool has several)
 
 
@@ -116,7 +155,7 @@ class Backend(Protocol):
 
     async def model_info(self, model: str) -> ModelInfo: ...
 
-    def generate(self, model: str, request: GenerateRequest, options: Mapping) -> AsyncGenerator[Piece, None]:
+    def generate(self, model: str, request: GenerateRequest, options: Options) -> AsyncGenerator[Piece, None]:
         """Stream text pieces, then one Piece(done=True) with the figures; closing it stops the model."""
         ...
 
@@ -125,9 +164,11 @@ class Backend(Protocol):
 
 class OllamaBackend:
     def __init__(
-        self, host: str | None = None, timeouts: Timeouts | None = None,
+        self,
+        host: str | None = None,
+        timeouts: Timeouts | None = None,
         keep_alive: float | str | None = DEFAULT_KEEP_ALIVE,
-    ):  # fmt: skip
+    ):
         self.host = resolve_host(host)  # the argument, else OLLAMA_HOST, else the default
         self.timeouts = timeouts or Timeouts()
         self.keep_alive = keep_alive  # sent with every request (a Go duration or seconds; None: the server's)
@@ -173,9 +214,9 @@ class OllamaBackend:
             raise StreamFailed(
                 f"the server at {self.host} answered /api/show for {model!r} not as Ollama does{missing}: "
                 "point STORY_BOT_OLLAMA_HOST at an Ollama server (or upgrade it)"
-            ) from None
+            ) from exc
         except Exception as exc:
-            raise self._error(exc, model) from None
+            raise self._error(exc, model) from exc
         params = shown.parameters or ""
         system = system_of(shown.modelfile or "")
         if system and served_template(shown.template or ""):
@@ -192,7 +233,7 @@ class OllamaBackend:
         return ModelInfo(model, shown.template or "", system, _num_ctx(params), _stops(params))
 
     async def generate(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the server's figures."""
         started = time.monotonic()
@@ -215,7 +256,7 @@ class OllamaBackend:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            raise self._error(exc, model, request.prompt) from None
+            raise self._error(exc, model, request.prompt) from exc
         finally:
             if stream is not None:
                 # Release the HTTP connection however the stream ended (it is a generator, typed an iterator).
@@ -344,8 +385,9 @@ class _Watchdog:
 
     def _trip(self) -> Tripped:
         now = self.loop.time()
-        return Tripped(now - (self.read_at if self.pieces else self.started), not self.pieces,
-                       now >= self.deadline)  # fmt: skip
+        return Tripped(
+            now - (self.read_at if self.pieces else self.started), not self.pieces, now >= self.deadline
+        )
 
     async def next(self, stream: AsyncIterator[T]) -> T:
         """The stream's next item (StopAsyncIteration at its end) within the limits."""
@@ -360,6 +402,7 @@ class _Watchdog:
             return item
         except asyncio.CancelledError:
             if self.tripped and reader.uncancel() == 0:
+                # why: the cancellation is this watchdog's own way of stopping the read, not a cause
                 raise self._trip() from None
             raise
         finally:
@@ -392,7 +435,7 @@ def _stops(parameters: str) -> tuple[str, ...]:
     return tuple(v[1:-1] if len(v) > 1 and v[0] == v[-1] == '"' else v for v in values)
 
 
-def _stats(part, first: float | None) -> dict:
+def _stats(part, first: float | None) -> Stats:
     return {
         "first_token_s": first,
         "prompt_tokens": part.prompt_eval_count,

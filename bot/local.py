@@ -1,4 +1,4 @@
-"""The local backend: the bot's model run in-process by llama.cpp (contract/local_engine.py), no server.
+"""The local backend: the bot's model run in-process by llama.cpp (engines/local_engine.py), no server.
 
 A bot.llm.Backend as OllamaBackend is (model_info, generate streaming Pieces with the same final
 figures, close), with the same errors, so StoryService, the console and Discord run on it unchanged.
@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
 
-from contract import local_engine
-from contract.serving import GenerateRequest
+from contract.serving import GenerateRequest, Options
+from engines import local_engine
+from engines.local_engine import Figures
 
-from .llm import LLMError, ModelInfo, ModelMissing, Piece, StreamFailed, Timeouts, timed, timed_out
+from .llm import LLMError, ModelInfo, ModelMissing, Piece, Stats, StreamFailed, Timeouts, timed, timed_out
 
 _END = object()
 
 
 class LlamaCppBackend:
     def __init__(
-        self, gguf: str | Path, lora: str | Path | None = None, n_ctx: int = 4096,
+        self,
+        gguf: str | Path,
+        lora: str | Path | None = None,
+        n_ctx: int = 4096,
         timeouts: Timeouts | None = None,
-    ):  # fmt: skip
+    ):
         self.gguf, self.lora, self.n_ctx = gguf, lora, n_ctx
         self.host = f"{local_engine.ENGINE}:{gguf}"  # where it runs, for messages
         self.timeouts = timeouts or Timeouts()
@@ -42,7 +46,7 @@ class LlamaCppBackend:
                         local_engine.LocalModel, self.gguf, self.lora, self.n_ctx
                     )
                 except local_engine.EngineError as e:
-                    raise ModelMissing(f"{e} (set STORY_BOT_GGUF)") from None
+                    raise ModelMissing(f"{e} (set STORY_BOT_GGUF)") from e
             return self._model
 
     async def model_info(self, model: str) -> ModelInfo:
@@ -50,7 +54,7 @@ class LlamaCppBackend:
         return ModelInfo(m.name, m.template, "", m.n_ctx, tuple(m.trained.stops) if m.trained else (m.eos,))
 
     async def generate(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the figures."""
         m = await self.model()
@@ -80,12 +84,12 @@ class LlamaCppBackend:
                         if isinstance(item, Exception):
                             raise self._error(item, model)
                         first = first if first is not None else loop.time() - started
-                        if item.done:
+                        if item.stats is not None:  # the last chunk
                             yield Piece(item.text, True, _stats(item.stats, first))
                             return
                         yield Piece(item.text)
             except TimeoutError as exc:
-                raise self._error(exc, model, request.prompt) from None
+                raise self._error(exc, model, request.prompt) from exc
             finally:
                 stop.set()  # the model stops at its next token; the lock is held until it has
                 await asyncio.shield(worker)
@@ -105,11 +109,11 @@ class LlamaCppBackend:
                 self._model = None
 
 
-def _stats(s: dict, first: float | None) -> dict:
+def _stats(s: Figures, first: float | None) -> Stats:
     return {
         "first_token_s": first,
-        "prompt_tokens": s.get("prompt_eval_count"),
-        "output_tokens": s.get("eval_count"),
-        "model_ns": s.get("total_duration"),
-        "done_reason": s.get("done_reason"),
+        "prompt_tokens": s["prompt_eval_count"],
+        "output_tokens": s["eval_count"],
+        "model_ns": s["total_duration"],
+        "done_reason": s["done_reason"],
     }

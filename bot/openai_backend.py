@@ -25,16 +25,18 @@ from typing import Any
 import httpx2
 import openai
 
-from contract.serving import GenerateRequest, served_template, template_of
+from contract.serving import GenerateRequest, Options, served_template, template_of
 
 from .core import messages
 from .llm import (
     MODEL_INFO_TTL,
     HostFailed,
+    HostStatus,
     LLMError,
     ModelInfo,
     ModelMissing,
     Piece,
+    Stats,
     StreamFailed,
     Timeouts,
     Unreachable,
@@ -44,9 +46,16 @@ from .llm import (
 
 #: Ollama's option names -> the request fields: the OpenAI API's own, else the names vLLM, SGLang and
 #: llama.cpp's servers accept beside them (vLLM and SGLang call repeat_penalty `repetition_penalty`).
-_FIELDS = {"num_predict": ("max_tokens",), "temperature": ("temperature",), "top_p": ("top_p",),
-           "seed": ("seed",), "stop": ("stop",), "top_k": ("top_k",), "min_p": ("min_p",),
-           "repeat_penalty": ("repeat_penalty", "repetition_penalty")}  # fmt: skip
+_FIELDS = {
+    "num_predict": ("max_tokens",),
+    "temperature": ("temperature",),
+    "top_p": ("top_p",),
+    "seed": ("seed",),
+    "stop": ("stop",),
+    "top_k": ("top_k",),
+    "min_p": ("min_p",),
+    "repeat_penalty": ("repeat_penalty", "repetition_penalty"),
+}
 
 
 class OpenAIBackend:
@@ -96,7 +105,7 @@ class OpenAIBackend:
         trained = served_template(template) if template else None
         return ModelInfo(model, template, "", served[model], tuple(trained.stops) if trained else ())
 
-    async def status(self) -> dict:
+    async def status(self) -> HostStatus:
         """For `story-bot status`: up or why not, and the models it serves (all loaded while it runs)."""
         self._served = None
         try:
@@ -114,7 +123,7 @@ class OpenAIBackend:
             try:
                 self._templates[path] = template_of(path)
             except ValueError as exc:
-                raise ModelMissing(f"{exc} (STORY_BOT_CHAT_TEMPLATE / chat_templates)") from None
+                raise ModelMissing(f"{exc} (STORY_BOT_CHAT_TEMPLATE / chat_templates)") from exc
         return self._templates[path]
 
     async def _models(self) -> dict[str, int | None]:
@@ -124,14 +133,14 @@ class OpenAIBackend:
                 async with asyncio.timeout(self.timeouts.connect * 2):
                     page = await self.client.models.list()
             except Exception as exc:
-                raise self._error(exc, "") from None
+                raise self._error(exc, "") from exc
             # vLLM lists max_model_len beside each model; the API itself has no window.
             windows = {m.id: getattr(m, "max_model_len", None) for m in page.data}
             self._served = (time.monotonic(), windows)
         return self._served[1]
 
     async def generate(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Piece, None]:
         """Stream a generation's text pieces, then one final Piece(done=True) with the engine's figures."""
         started = time.monotonic()
@@ -153,13 +162,13 @@ class OpenAIBackend:
         except (asyncio.CancelledError, GeneratorExit):
             raise
         except Exception as exc:
-            raise self._error(exc, model, request.prompt) from None
+            raise self._error(exc, model, request.prompt) from exc
         if reason is None:  # the stream ended without a finish reason: it was cut off
             raise HostFailed(f"the connection to the engine at {self.host} closed before the model finished")
         yield Piece("", True, _stats(usage, chunks_seen, reason, first, started), self.host)
 
     async def _chunks(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Any, None]:
         """The stream's chunks; the request itself is sent at the first read, under the same time limits."""
         fields: dict = {}
@@ -225,7 +234,7 @@ def _detail(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-def _stats(usage, chunks: int, reason: str, first: float | None, started: float) -> dict:
+def _stats(usage, chunks: int, reason: str, first: float | None, started: float) -> Stats:
     return {
         "first_token_s": first,
         "prompt_tokens": usage.prompt_tokens if usage else None,

@@ -17,17 +17,18 @@ import asyncio
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from contract.serving import GenerateRequest
+from contract.serving import GenerateRequest, Options
 
 from .core import messages
 from .llm import (
     DEFAULT_KEEP_ALIVE,
     STORY,
     HostFailed,
+    HostStatus,
     LLMError,
     ModelInfo,
     ModelMissing,
@@ -112,7 +113,7 @@ class OllamaPool:
         raise self._nowhere(model, errors)
 
     async def generate(
-        self, model: str, request: GenerateRequest, options: Mapping
+        self, model: str, request: GenerateRequest, options: Options
     ) -> AsyncGenerator[Piece, None]:
         story = STORY.get()
         tried: set[Host] = set()
@@ -141,7 +142,7 @@ class OllamaPool:
                     raise HostFailed(
                         f"the Ollama server at {host.url} stopped in the middle of this passage; nothing was "
                         "added to the story: ask again (another server will take it)"
-                    ) from None
+                    ) from exc
                 self.stats.retried += 1
                 errors.append(str(exc))
                 continue
@@ -226,17 +227,20 @@ class OllamaPool:
         )
 
     # --- status ----------------------------------------------------------------------------------
-    async def status(self) -> list[dict]:
+    async def status(self) -> list[HostStatus]:
         """Each host: reachable or why not, its models (/api/tags), those loaded now (/api/ps), and
         this process's load on it."""
         return list(await asyncio.gather(*(host_status(h, self.stats) for h in self.hosts)))
 
 
-async def host_status(host: Host, stats: PoolStats | None = None) -> dict:
-    out: dict = {
-        "host": host.url, "in_flight": host.in_flight, "served": host.served,
-        "set_aside_s": max(0.0, host.down_until - time.monotonic()), "last_error": host.last_error,
-    }  # fmt: skip
+async def host_status(host: Host, stats: PoolStats | None = None) -> HostStatus:
+    out: HostStatus = {
+        "host": host.url,
+        "in_flight": host.in_flight,
+        "served": host.served,
+        "set_aside_s": max(0.0, host.down_until - time.monotonic()),
+        "last_error": host.last_error,
+    }
     try:
         async with asyncio.timeout(host.backend.timeouts.connect * 2):
             tags = await host.backend.client.list()
@@ -244,9 +248,11 @@ async def host_status(host: Host, stats: PoolStats | None = None) -> dict:
     except Exception as exc:
         return {**out, "up": False, "error": str(_as_error(host, exc))}
     return {
-        **out, "up": True, "models": sorted(m.model or "" for m in tags.models),
+        **out,
+        "up": True,
+        "models": sorted(m.model or "" for m in tags.models),
         "loaded": sorted(m.model or "" for m in loaded.models),
-    }  # fmt: skip
+    }
 
 
 def _as_error(host: Host, exc: BaseException) -> LLMError:

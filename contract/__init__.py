@@ -1,6 +1,5 @@
-"""What the pipeline and the bot share, owned by neither: the rules that must agree on both sides of a
-trained model (the writer prompt, chat formats, how a request is built, the Modelfile grammar, the
-store's schema) and the plumbing both command lines use (atomic files, JSON lines, the error boundary,
-the optional extras, the in-process llama.cpp engine and the small real model).
+"""The agreements both sides of a trained model must share, owned by neither: the writer prompt, the
+chat formats (the base's Jinja template and the Go TEMPLATE derived from it), how a generate request is
+built, what a model is trained to write (its target), the Modelfile grammar and the store's schema.
 
-`pipeline` and `bot` import this package and never each other; `demo` is the one package over both."""
+It imports only `plumbing`; `engines`, `pipeline` and `bot` build on it (tests/test_import_graph.py)."""

@@ -131,7 +131,7 @@ class ChatTemplate:
         except Exception as e:  # jinja2 errors, and what a template's own raise_exception says
             raise UnknownFamilyError(
                 f"{_label(self)}: the chat template cannot render a plain conversation ({e})"
-            ) from None
+            ) from e
         if add_generation_prompt and not self.thinking and _opens_think(text):
             text += THINK_CLOSE  # the block closed at once, as templates with a thinking switch do
         return text

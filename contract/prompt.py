@@ -165,9 +165,9 @@ def length_words(length: Length | str | int | None) -> int | None:
         return length_words(int(length))
     try:
         return Length(str(length).lower()).words
-    except ValueError:
+    except ValueError as exc:
         choices = ", ".join(m.value for m in Length)
-        raise PromptError(f"unknown length {length!r}: use one of {choices} or a number of words") from None
+        raise PromptError(f"unknown length {length!r}: use one of {choices} or a number of words") from exc
 
 
 def length_phrase(length: Length | str | int) -> str:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NotRequired, TypedDict
 
 from contract import chat_template, prompt
 from contract import target as targets
@@ -37,6 +39,31 @@ class ServingError(ValueError):
     pass
 
 
+class Options(TypedDict, total=False):
+    """The `options` of an /api/generate call (Ollama's docs/api.md): those this project sets. An
+    operator's table may name others of Ollama's; they are passed on as written. (`ollama.Options` is a
+    pydantic model and has no `min_p`.)"""
+
+    num_ctx: int
+    num_predict: int
+    stop: list[str]
+    seed: int
+    temperature: float
+    top_p: float
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    repeat_last_n: int
+
+
+class RequestFields(TypedDict):
+    """The keyword arguments :meth:`GenerateRequest.fields` gives `ollama`'s `generate`."""
+
+    prompt: str
+    raw: bool
+    system: NotRequired[str]
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """The `prompt`, `raw` and `system` fields of an /api/generate call, and the user turn inside them."""
@@ -47,10 +74,13 @@ class GenerateRequest:
     system: str | None = None  # only for a plain model asked with its own system turn
     target: Target = Target.REASONING_ANSWER  # what the model writes: read its output with target.parse
 
-    def fields(self) -> dict:
+    def fields(self) -> RequestFields:
         """Keyword arguments for `ollama` `generate`: `system` only when not raw (a raw request that
         carries one is refused, server/routes.go GenerateHandler, v0.33.0-rc2)."""
-        return {"prompt": self.prompt, "raw": self.raw, **({"system": self.system} if self.system else {})}
+        out: RequestFields = {"prompt": self.prompt, "raw": self.raw}
+        if self.system:
+            out["system"] = self.system
+        return out
 
 
 def holds_writer_prompt(template: str) -> bool:
@@ -100,7 +130,7 @@ def _target_of(trained: ChatTemplate) -> Target:
         target = targets.of(trained.target)
         target.check_servable()
     except targets.TargetError as e:
-        raise ServingError(str(e)) from None
+        raise ServingError(str(e)) from e
     return target
 
 
@@ -167,3 +197,16 @@ def template_of(where: str | Path) -> str:
     if not template:
         raise ValueError(f"{path} holds no chat template")
     return template
+
+
+def stop_sequences(
+    model_stop: Sequence[str] = (), configured: Sequence[str] | str | None = None, template: str = ""
+) -> list[str]:
+    """The `stop` option of a request: `</answer>` (the passage is complete there), the model's own stops
+    and those of the chat template it was trained with (a request's stop list replaces the model's in
+    Ollama, and a raw request must stop at the end of the turn whatever the model's parameters say).
+    The bot and `eval compare` both send it, so a model is measured on the outputs writers are shown."""
+    configured = [configured] if isinstance(configured, str) else list(configured or ())
+    trained = served_template(template) if template else None
+    turn_ends = list(trained.stops) if trained is not None else []
+    return list(dict.fromkeys([prompt.ANSWER_CLOSE, *model_stop, *configured, *turn_ends]))

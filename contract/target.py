@@ -85,8 +85,8 @@ NAMES = tuple(t.value for t in Target)
 def of(value: str | Target) -> Target:
     try:
         return Target(value)
-    except ValueError:
-        raise TargetError(f"unknown target {value!r}: use one of {', '.join(NAMES)}") from None
+    except ValueError as exc:
+        raise TargetError(f"unknown target {value!r}: use one of {', '.join(NAMES)}") from exc
 
 
 def plain_text(row: dict) -> str:

@@ -26,8 +26,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from contract import atomic, prompt
+from contract import prompt
 from demo import panel
+from plumbing import atomic
 
 console = Console(stderr=True)
 REPO = Path(__file__).resolve().parent.parent
@@ -70,19 +71,51 @@ class Sizes:
 # KTO at 2e-4 and above broke the trained format (in format 0.50 -> 0.15), so it steps gently. 20 stories
 # give the panel's writers about 35 actions to turn into feedback, in about 40 s of the console.
 FULL = Sizes(
-    student="smollm2", context_sentences=3, continuation_sentences=3, asked_words=40,
-    teacher_items=4, teacher_tokens=160, teacher_retries=1, train_rows=80, val_rows=12,
-    train_steps=20, batch_size=4, lr=1e-3, eval_steps=10, max_length=384,
-    eval_contexts=10, samples=2, num_predict=160, stories=20,
-    preference="kto", preference_steps=6, preference_lr=1e-4,
-)  # fmt: skip
+    student="smollm2",
+    context_sentences=3,
+    continuation_sentences=3,
+    asked_words=40,
+    teacher_items=4,
+    teacher_tokens=160,
+    teacher_retries=1,
+    train_rows=80,
+    val_rows=12,
+    train_steps=20,
+    batch_size=4,
+    lr=1e-3,
+    eval_steps=10,
+    max_length=384,
+    eval_contexts=10,
+    samples=2,
+    num_predict=160,
+    stories=20,
+    preference="kto",
+    preference_steps=6,
+    preference_lr=1e-4,
+)
 QUICK = Sizes(
-    student="tiny", context_sentences=3, continuation_sentences=1, asked_words=40,
-    teacher_items=5, teacher_tokens=90, teacher_retries=1, train_rows=24, val_rows=8,
-    train_steps=6, batch_size=4, lr=1e-3, eval_steps=2, max_length=384,
-    eval_contexts=2, samples=1, num_predict=24, stories=1,
-    preference="kto", preference_steps=2, preference_lr=5e-5,
-)  # fmt: skip
+    student="tiny",
+    context_sentences=3,
+    continuation_sentences=1,
+    asked_words=40,
+    teacher_items=5,
+    teacher_tokens=90,
+    teacher_retries=1,
+    train_rows=24,
+    val_rows=8,
+    train_steps=6,
+    batch_size=4,
+    lr=1e-3,
+    eval_steps=2,
+    max_length=384,
+    eval_contexts=2,
+    samples=1,
+    num_predict=24,
+    stories=1,
+    preference="kto",
+    preference_steps=2,
+    preference_lr=5e-5,
+)
 
 
 @dataclass
@@ -140,7 +173,7 @@ def timed(run: Run, name: str, command: str):
 # --- the chain -----------------------------------------------------------------------------------
 def run_demo(out: Path, quick: bool = False) -> Path:
     """Run every step into `out`; returns the report's path."""
-    from contract import smollm2
+    from engines import smollm2
 
     sizes = QUICK if quick else FULL
     if out.exists() and any(out.iterdir()):
@@ -153,34 +186,123 @@ def run_demo(out: Path, quick: bool = False) -> Path:
 
     base = p("base")
     if s.student == "tiny":
-        verb(run, "the student: a tiny random model", "models", "tiny", "--books", BOOKS, "--arch", "llama",
-             "-o", base)  # fmt: skip
+        verb(
+            run,
+            "the student: a tiny random model",
+            "models",
+            "tiny",
+            "--books",
+            BOOKS,
+            "--arch",
+            "llama",
+            "-o",
+            base,
+        )
     else:
         verb(run, "the student: SmolLM2-135M as a Hugging Face folder", "models", "smollm2", "-o", base)
     # Windows sized in the student's tokens, so every training row fits --max-length whole.
     books = [BOOKS, *(b for b in MORE_BOOKS if b.is_file())]
-    verb(run, "books to windows", "data", "gutenberg", *books, "-o", p("chunks.jsonl"),
-         "--context-sentences", s.context_sentences, "--continuation-sentences", s.continuation_sentences,
-         "--tokenizer", base, "--max-length", s.max_length,
-         "--reasoning-tokens", s.teacher_tokens)  # fmt: skip
+    verb(
+        run,
+        "books to windows",
+        "data",
+        "gutenberg",
+        *books,
+        "-o",
+        p("chunks.jsonl"),
+        "--context-sentences",
+        s.context_sentences,
+        "--continuation-sentences",
+        s.continuation_sentences,
+        "--tokenizer",
+        base,
+        "--max-length",
+        s.max_length,
+        "--reasoning-tokens",
+        s.teacher_tokens,
+    )
     contexts = held_out(p("chunks.jsonl"), p("contexts.jsonl"), s.eval_contexts)
-    verb(run, "a real local teacher writes the reasoning", "reason", p("chunks.jsonl"),
-         "-o", p("teacher", "train.jsonl"), "--teacher", "smollm2", "--backend", "llama.cpp",
-         "--limit", s.teacher_items, "--max-tokens", s.teacher_tokens, "--retries", s.teacher_retries,
-         "--concurrency", 1, "--backoff", 0, allow=(0, 1))  # fmt: skip
+    verb(
+        run,
+        "a real local teacher writes the reasoning",
+        "reason",
+        p("chunks.jsonl"),
+        "-o",
+        p("teacher", "train.jsonl"),
+        "--teacher",
+        "smollm2",
+        "--backend",
+        "llama.cpp",
+        "--limit",
+        s.teacher_items,
+        "--max-tokens",
+        s.teacher_tokens,
+        "--retries",
+        s.teacher_retries,
+        "--concurrency",
+        1,
+        "--backoff",
+        0,
+        allow=(0, 1),
+    )
     with_derived_rows(run, contexts)
 
     # No sample generations at evaluations: the panel judges the outputs after training, and they
     # would slow the demo on a CPU.
-    train_args = ("--no-qlora", "--no-gradient-checkpointing", "--target-modules", "all-linear",
-                  "--batch-size", s.batch_size, "--grad-accum", 1, "--sample-contexts", 0,
-                  "--max-length", s.max_length, "--log-steps", 1, "--lr", s.lr)  # fmt: skip
-    verb(run, "LoRA SFT, early stopping on the held-out rows", "train", "--base", base, "-o", p("adapter"),
-         "--data", p("data", "train.jsonl"), "--eval-data", p("data", "val.jsonl"),
-         "--max-steps", s.train_steps, "--eval-steps", s.eval_steps, "--early-stopping", 2,
-         "--warmup", 0.1, *train_args)  # fmt: skip
-    verb(run, "held-out perplexity, base against tuned", "eval", "perplexity", "--base", base,
-         "--adapter", p("adapter"), "--data", p("data", "val.jsonl"), "-o", p("eval"))  # fmt: skip
+    train_args = (
+        "--no-qlora",
+        "--no-gradient-checkpointing",
+        "--target-modules",
+        "all-linear",
+        "--batch-size",
+        s.batch_size,
+        "--grad-accum",
+        1,
+        "--sample-contexts",
+        0,
+        "--max-length",
+        s.max_length,
+        "--log-steps",
+        1,
+        "--lr",
+        s.lr,
+    )
+    verb(
+        run,
+        "LoRA SFT, early stopping on the held-out rows",
+        "train",
+        "--base",
+        base,
+        "-o",
+        p("adapter"),
+        "--data",
+        p("data", "train.jsonl"),
+        "--eval-data",
+        p("data", "val.jsonl"),
+        "--max-steps",
+        s.train_steps,
+        "--eval-steps",
+        s.eval_steps,
+        "--early-stopping",
+        2,
+        "--warmup",
+        0.1,
+        *train_args,
+    )
+    verb(
+        run,
+        "held-out perplexity, base against tuned",
+        "eval",
+        "perplexity",
+        "--base",
+        base,
+        "--adapter",
+        p("adapter"),
+        "--data",
+        p("data", "val.jsonl"),
+        "-o",
+        p("eval"),
+    )
     verb(
         run,
         "the adapter as a GGUF LoRA",
@@ -192,10 +314,33 @@ def run_demo(out: Path, quick: bool = False) -> Path:
         p("writer-lora.gguf"),
     )
     verb(run, "the base as a GGUF", "export-base", base, "-o", p("base-f16.gguf"))
-    verb(run, "llama.cpp against transformers+PEFT", "verify-gguf", "--hf", base, "--gguf",
-         p("base-f16.gguf"), "--adapter", p("adapter"), "--lora", p("writer-lora.gguf"))  # fmt: skip
-    verb(run, "merged and quantized to Q4", "export-merged", p("adapter"), "--base", base, "--format", "gguf",
-         "--quantize", "q4_k_m", "-o", p("writer-q4.gguf"))  # fmt: skip
+    verb(
+        run,
+        "llama.cpp against transformers+PEFT",
+        "verify-gguf",
+        "--hf",
+        base,
+        "--gguf",
+        p("base-f16.gguf"),
+        "--adapter",
+        p("adapter"),
+        "--lora",
+        p("writer-lora.gguf"),
+    )
+    verb(
+        run,
+        "merged and quantized to Q4",
+        "export-merged",
+        p("adapter"),
+        "--base",
+        base,
+        "--format",
+        "gguf",
+        "--quantize",
+        "q4_k_m",
+        "-o",
+        p("writer-q4.gguf"),
+    )
     verb(
         run, "a Modelfile for Ollama", "modelfile", "--from", p("writer-q4.gguf"), "-o", p("Writer.Modelfile")
     )
@@ -204,8 +349,18 @@ def run_demo(out: Path, quick: bool = False) -> Path:
 
     transcript = console_session(run, p("writer-q4.gguf"), p("story-bot.db"), story_openings(run))
     for fmt, what in (("kto", "ratings and erasures"), ("dpo", "edits, chosen takes and rating pairs")):
-        verb(run, f"feedback export: {fmt} rows from the {what}", "feedback", "export", "--db",
-             p("story-bot.db"), "--format", fmt, "-o", p("feedback", f"{fmt}.jsonl"))  # fmt: skip
+        verb(
+            run,
+            f"feedback export: {fmt} rows from the {what}",
+            "feedback",
+            "export",
+            "--db",
+            p("story-bot.db"),
+            "--format",
+            fmt,
+            "-o",
+            p("feedback", f"{fmt}.jsonl"),
+        )
     preference = concatenate(
         p("feedback", "preference.jsonl"), p("feedback", "kto.jsonl"), p("feedback", "dpo.jsonl")
     )
@@ -213,12 +368,40 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     method = s.preference
     if not (skipped := _cannot_train(method, run.feedback)):
         data = p("feedback", "dpo.jsonl") if method == "dpo" else preference
-        verb(run, f"{method.upper()} from the writers' actions, on the SFT adapter", "train", "--method",
-             method, "--base", base, "--adapter", p("adapter"), "--data", data, "-o", p(f"adapter-{method}"),
-             "--max-steps", s.preference_steps, *train_args[:-2], "--lr", s.preference_lr)  # fmt: skip
-        verb(run, f"the {method.upper()} model merged and quantized to Q4", "export-merged",
-             p(f"adapter-{method}"), "--base", base, "--format", "gguf", "--quantize", "q4_k_m",
-             "-o", p(f"writer-{method}-q4.gguf"))  # fmt: skip
+        verb(
+            run,
+            f"{method.upper()} from the writers' actions, on the SFT adapter",
+            "train",
+            "--method",
+            method,
+            "--base",
+            base,
+            "--adapter",
+            p("adapter"),
+            "--data",
+            data,
+            "-o",
+            p(f"adapter-{method}"),
+            "--max-steps",
+            s.preference_steps,
+            *train_args[:-2],
+            "--lr",
+            s.preference_lr,
+        )
+        verb(
+            run,
+            f"the {method.upper()} model merged and quantized to Q4",
+            "export-merged",
+            p(f"adapter-{method}"),
+            "--base",
+            base,
+            "--format",
+            "gguf",
+            "--quantize",
+            "q4_k_m",
+            "-o",
+            p(f"writer-{method}-q4.gguf"),
+        )
         models[f"tuned+{method}"] = p(f"writer-{method}-q4.gguf")
     else:
         run.preference_skipped = skipped
@@ -237,12 +420,34 @@ def compare(run: Run, name: str, models: dict[str, Path], out: Path, seed: int =
     """Each model's outputs on the held-out contexts, the human continuation as reference; the panel
     judges the same outputs (panel_rates)."""
     s = run.sizes
-    verb(run, name, "eval", "compare", "--engine", "llama.cpp",
-         *[a for label, f in models.items() for a in ("--model", f"{label}={f}")],
-         "--contexts", run.path("contexts.jsonl"), "--reference-field", "continuation",
-         "--length", s.asked_words, "--samples", s.samples, "--num-predict", s.num_predict,
-         "--temperature", 0.7, "--seed", seed, "--n-ctx", 2048,
-         "-o", out, allow=(0, 1))  # fmt: skip
+    verb(
+        run,
+        name,
+        "eval",
+        "compare",
+        "--engine",
+        "llama.cpp",
+        *[a for label, f in models.items() for a in ("--model", f"{label}={f}")],
+        "--contexts",
+        run.path("contexts.jsonl"),
+        "--reference-field",
+        "continuation",
+        "--length",
+        s.asked_words,
+        "--samples",
+        s.samples,
+        "--num-predict",
+        s.num_predict,
+        "--temperature",
+        0.7,
+        "--seed",
+        seed,
+        "--n-ctx",
+        2048,
+        "-o",
+        out,
+        allow=(0, 1),
+    )
 
 
 def with_derived_rows(run: Run, contexts: list[dict]) -> None:
@@ -250,13 +455,16 @@ def with_derived_rows(run: Run, contexts: list[dict]) -> None:
     (demo/rows.py) for windows the teacher did not reach, a seeded sample of each split."""
     import random
 
-    from contract.jsonl import write as write_jsonl
     from demo.rows import derived_rows
     from pipeline.data.gutenberg import read_jsonl
+    from plumbing.jsonl import write as write_jsonl
 
     s, p = run.sizes, run.path
-    step = timed(run, "rows with a derived reasoning for the windows the teacher did not reach",
-                 f"demo/rows.py: {s.train_rows} train and {s.val_rows} validation windows")  # fmt: skip
+    step = timed(
+        run,
+        "rows with a derived reasoning for the windows the teacher did not reach",
+        f"demo/rows.py: {s.train_rows} train and {s.val_rows} validation windows",
+    )
     started = time.monotonic()
     teacher = {f: list(read_jsonl(p("teacher", f))) if p("teacher", f).exists() else [] for f in SPLITS}
     taught = {m["content"] for rows in teacher.values() for r in rows for m in r["messages"]}
@@ -305,22 +513,32 @@ def held_out(chunks: Path, out: Path, n: int) -> list[dict]:
     rows = [json.loads(line) for line in chunks.read_text(encoding="utf-8").splitlines() if line.strip()]
     val = [r for r in rows if r.get("split") == "validation"] or rows
     chosen = spread([r for r in val if panel.characters(r["context"])], n)
-    atomic.write_text(out, "".join(json.dumps({"context": r["context"], "continuation": r["continuation"]},
-                                              ensure_ascii=False) + "\n" for r in chosen))  # fmt: skip
+    atomic.write_text(
+        out,
+        "".join(
+            json.dumps({"context": r["context"], "continuation": r["continuation"]}, ensure_ascii=False)
+            + "\n"
+            for r in chosen
+        ),
+    )
     return chosen
 
 
 def _cannot_train(method: str, feedback: dict) -> str | None:
     """Why the feedback cannot train `method` (None: it can), as the report says it."""
     if method == "dpo" and not any(k.endswith("pairs") for k in feedback["by_action"]):
-        return ("The writers' actions gave no pair (an edit, a chosen take, or a liked and a disliked take "
-                "of one passage, in the trained format: the export keeps only those), and DPO trains on "
-                "pairs, so that step was skipped; the panel judges base and tuned only.")  # fmt: skip
+        return (
+            "The writers' actions gave no pair (an edit, a chosen take, or a liked and a disliked take "
+            "of one passage, in the trained format: the export keeps only those), and DPO trains on "
+            "pairs, so that step was skipped; the panel judges base and tuned only."
+        )
     if method == "kto" and feedback["labels"] != [False, True]:
         found = {(True,): "only liked", (False,): "only disliked"}.get(tuple(feedback["labels"]), "no")
-        return (f"The writers' actions gave {found} passages in the trained format (the export keeps "
-                "only those), and KTO needs both liked and disliked ones, so that step was skipped; the "
-                "panel judges base and tuned only.")  # fmt: skip
+        return (
+            f"The writers' actions gave {found} passages in the trained format (the export keeps "
+            "only those), and KTO needs both liked and disliked ones, so that step was skipped; the "
+            "panel judges base and tuned only."
+        )
     return None
 
 
@@ -355,8 +573,11 @@ def console_session(run: Run, gguf: Path, db: Path, windows: list[dict]) -> str:
     """Stories grown through the bot core on the local engine, by the panel's writers (demo/panel.py):
     an opening, /continue, a rating, /regenerate, a rating, then a take chosen, the passage rewritten
     or erased, as the panel's fixed conduct says (panel.act)."""
-    step = timed(run, "the panel's writers through the bot core (console, local engine)",
-                 f"story-bot console --gguf {gguf} --db {db}")  # fmt: skip
+    step = timed(
+        run,
+        "the panel's writers through the bot core (console, local engine)",
+        f"story-bot console --gguf {gguf} --db {db}",
+    )
     started = time.monotonic()
     transcript, actions = asyncio.run(_session(gguf, db, windows, run.sizes))
     run.actions = actions
@@ -583,8 +804,19 @@ def _above(rates: dict[str, dict], model: str, than: str) -> bool | None:
 def _training_facts(adapter: Path) -> dict:
     """training.json's held-out facts with the step times from log.jsonl."""
     meta = json.loads((adapter / "training.json").read_text(encoding="utf-8"))
-    keys = ("method", "global_step", "max_steps", "stopped_early", "early_stopping_patience", "best_kept",
-            "base_eval_loss", "best_eval_loss", "best_step", "last_eval_loss", "worse_than_base")  # fmt: skip
+    keys = (
+        "method",
+        "global_step",
+        "max_steps",
+        "stopped_early",
+        "early_stopping_patience",
+        "best_kept",
+        "base_eval_loss",
+        "best_eval_loss",
+        "best_step",
+        "last_eval_loss",
+        "worse_than_base",
+    )
     facts = {k: meta.get(k) for k in keys}
     entries = [json.loads(x) for x in (adapter / "log.jsonl").read_text(encoding="utf-8").splitlines() if x]
     runtime = next((e["train_runtime"] for e in entries if "train_runtime" in e), None)
@@ -620,14 +852,16 @@ def _teacher_section(teacher: Path, rows: dict[str, dict]) -> list[str]:
 
     log = _failures(teacher)
     reasons = Counter(reason_kind(t["reason"]) for e in log for t in e.get("tries", []))
-    lines = [f"{_rows(teacher / 'train.jsonl')} train rows and {_rows(teacher / 'val.jsonl')} validation "
-             f"rows accepted; {sum(e['status'] == 'failed' for e in log)} items failed every try "
-             "(teacher/train.failed.jsonl keeps each try's reply and reason). SmolLM2-135M is too slow "
-             "and too weak a teacher to write more than a dozen rows here, so the rows trained on are "
-             "mostly the other windows with a short derived reasoning (demo/rows.py): "
-             + ", ".join(f"{f}: {r['teacher']} from the teacher, {r['derived']} derived"
-                         for f, r in rows.items())
-             + ".", ""]  # fmt: skip
+    lines = [
+        f"{_rows(teacher / 'train.jsonl')} train rows and {_rows(teacher / 'val.jsonl')} validation "
+        f"rows accepted; {sum(e['status'] == 'failed' for e in log)} items failed every try "
+        "(teacher/train.failed.jsonl keeps each try's reply and reason). SmolLM2-135M is too slow "
+        "and too weak a teacher to write more than a dozen rows here, so the rows trained on are "
+        "mostly the other windows with a short derived reasoning (demo/rows.py): "
+        + ", ".join(f"{f}: {r['teacher']} from the teacher, {r['derived']} derived" for f, r in rows.items())
+        + ".",
+        "",
+    ]
     lines += _reasoning_samples(teacher, log)
     if reasons:
         lines += ["| rejected tries | reason |", "| ---: | --- |"]
@@ -654,8 +888,12 @@ def _reasoning_samples(teacher: Path, log: list[dict]) -> list[str]:
         cells["a derived reasoning"] = prompt.parse_output(last["messages"][1]["content"]).reasoning
     if not cells:
         return []
-    return ["| " + " | ".join(cells) + " |", "|" + " --- |" * len(cells),
-            "| " + " | ".join(_cell(t) for t in cells.values()) + " |", ""]  # fmt: skip
+    return [
+        "| " + " | ".join(cells) + " |",
+        "|" + " --- |" * len(cells),
+        "| " + " | ".join(_cell(t) for t in cells.values()) + " |",
+        "",
+    ]
 
 
 def _training_section(adapter: Path) -> list[str]:
@@ -663,10 +901,13 @@ def _training_section(adapter: Path) -> list[str]:
     if meta.get("base_eval_loss") is None:
         return []
     verdict = "**worse than the base**" if meta["worse_than_base"] else "better than the base"
-    return [f"SFT held-out loss (adapter/training.json): base {meta['base_eval_loss']:.4f}, best "
-            f"{meta['best_eval_loss']:.4f} at step {meta['best_step']} of {meta['global_step']} "
-            f"({'stopped early' if meta['stopped_early'] else 'no early stop'}; the adapter kept is the "
-            f"best one): {verdict}.", ""]  # fmt: skip
+    return [
+        f"SFT held-out loss (adapter/training.json): base {meta['base_eval_loss']:.4f}, best "
+        f"{meta['best_eval_loss']:.4f} at step {meta['best_step']} of {meta['global_step']} "
+        f"({'stopped early' if meta['stopped_early'] else 'no early stop'}; the adapter kept is the "
+        f"best one): {verdict}.",
+        "",
+    ]
 
 
 def _distance_table(summary: Path) -> list[str]:
@@ -720,15 +961,21 @@ def panel_rates(run: Run) -> dict[str, dict]:
 
 def _panel_section(run: Run) -> list[str]:
     rates, asked = panel_rates(run), run.sizes.asked_words
-    lines = [f"A writer of the panel likes a passage in the trained format, of {asked // 2} to {asked * 2} "
-             f"words (asked: about {asked}), naming a character of the context (demo/panel.py). Rates "
-             f"over {run.sizes.eval_contexts} held-out contexts × {run.sizes.samples} samples, with 95% "
-             "Wilson intervals:", "", "| model | liked | rate | 95% interval | in format | near length | "
-             "names a character |", "| --- | ---: | ---: | --- | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"A writer of the panel likes a passage in the trained format, of {asked // 2} to {asked * 2} "
+        f"words (asked: about {asked}), naming a character of the context (demo/panel.py). Rates "
+        f"over {run.sizes.eval_contexts} held-out contexts × {run.sizes.samples} samples, with 95% "
+        "Wilson intervals:",
+        "",
+        "| model | liked | rate | 95% interval | in format | near length | names a character |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: |",
+    ]
     for model, r in rates.items():
-        lines.append(f"| {model} | {r['liked']}/{r['n']} | {r['rate']:.2f} | {r['ci95'][0]:.2f}–"
-                     f"{r['ci95'][1]:.2f} | {r['in_format']:.2f} | {r['near_length']:.2f} | "
-                     f"{r['names_a_character']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {model} | {r['liked']}/{r['n']} | {r['rate']:.2f} | {r['ci95'][0]:.2f}–"
+            f"{r['ci95'][1]:.2f} | {r['in_format']:.2f} | {r['near_length']:.2f} | "
+            f"{r['names_a_character']:.2f} |"
+        )
     lines += [
         "",
         f"In the console the writers' actions were {_counted(run.actions)}; the feedback export "

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
-from contract import extras
-from contract.boundary import DEBUG_HELP, boundary_group
 from demo import chain
+from plumbing import extras
+from plumbing.boundary import DEBUG_HELP, boundary_group
 
 app = typer.Typer(
     name="story-demo",
@@ -32,13 +32,13 @@ def _root(
     debug: bool = typer.Option(False, "--debug", help=DEBUG_HELP),
 ) -> None:
     """The whole chain on a CPU with the small real model, into one folder, ending with report.md."""
-    from contract import smollm2
+    from engines import smollm2
 
     try:
         chain.run_demo(out, quick)
     except (chain.DemoError, smollm2.ModelMissing) as e:
         chain.console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from None
+        raise typer.Exit(1) from e
 
 
 def main() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import typer
 
-from contract import extras
-from contract.boundary import DEBUG_HELP, boundary_group
 from pipeline.data import commands as data_commands
 from pipeline.evaluate import commands as evaluate_commands
 from pipeline.export import commands as export_commands
@@ -15,6 +13,8 @@ from pipeline.hub import commands as hub_commands
 from pipeline.modelfile import commands as modelfile_commands
 from pipeline.models import commands as models_commands
 from pipeline.train import commands as train_commands
+from plumbing import extras
+from plumbing.boundary import DEBUG_HELP, boundary_group
 
 app = typer.Typer(
     name="story-pipeline",

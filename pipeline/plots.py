@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from contract.atomic import atomic_path
+from plumbing.atomic import atomic_path
 
 
 def pyplot():

@@ -1,10 +1,22 @@
 """Valid ranges of numeric options, declared in the option itself: typer checks closed bounds (min=,
 max=) and shows them in --help; open bounds (a rate above 0, a share below 1) and a refused value get
-the same treatment: checked at parse time, before the verb does any work, and shown in the help."""
+the same treatment: checked at parse time, before the verb does any work, and shown in the help.
+
+`option` declares a field of an options dataclass with its help, flags and range; it stays free of
+typer here so that a run's options (TrainOptions) import cheaply where no command line is parsed."""
 
 from __future__ import annotations
 
+from dataclasses import MISSING, field
 from typing import Any
+
+
+def option(default: Any, help: str, *flags: str, hidden: bool = False, **bounds: float) -> Any:
+    """A field of an options dataclass with its flag: help, the flag names (when not --field-name),
+    and its valid range (min=, max= inclusive; above=, below= exclusive; not_=, a value refused), which
+    the flag obeys. `MISSING` as the default makes the field required."""
+    meta = {"help": help, "flags": flags, "range": bounds, "hidden": hidden}
+    return field(metadata=meta) if default is MISSING else field(default=default, metadata=meta)
 
 
 def out_of_range(value, min=None, max=None, above=None, below=None, not_=None) -> str | None:

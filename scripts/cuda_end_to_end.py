@@ -84,8 +84,17 @@ def check_trained(adapter: Path, device: str, qlora: bool) -> dict:
 
 
 def verify(folder: Path) -> None:
-    step("verify-gguf", "--hf", folder / "base", "--gguf", folder / "base-f32.gguf", "--adapter",
-         folder / "adapter", "--lora", folder / "adapter.gguf")  # fmt: skip
+    step(
+        "verify-gguf",
+        "--hf",
+        folder / "base",
+        "--gguf",
+        folder / "base-f32.gguf",
+        "--adapter",
+        folder / "adapter",
+        "--lora",
+        folder / "adapter.gguf",
+    )
     print(f"\nPASS: the adapter of {folder} gives the same logits in llama.cpp as in transformers + PEFT")
 
 
@@ -136,9 +145,32 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     step("models tiny", "--books", REPO / "tests" / "corpus", "-o", out / "base")
     rows = write_rows(out / "rows.jsonl")
-    step("train", "--base", out / "base", "--data", rows, "-o", out / "adapter", "--max-steps", args.steps,
-         "--batch-size", 2, "--grad-accum", 1, "--max-length", 256, "--lr", "1e-2", "--warmup", 0,
-         "--log-steps", 1, "--save-steps", 1000, "--qlora" if qlora else "--no-qlora")  # fmt: skip
+    step(
+        "train",
+        "--base",
+        out / "base",
+        "--data",
+        rows,
+        "-o",
+        out / "adapter",
+        "--max-steps",
+        args.steps,
+        "--batch-size",
+        2,
+        "--grad-accum",
+        1,
+        "--max-length",
+        256,
+        "--lr",
+        "1e-2",
+        "--warmup",
+        0,
+        "--log-steps",
+        1,
+        "--save-steps",
+        1000,
+        "--qlora" if qlora else "--no-qlora",
+    )
     facts = check_trained(out / "adapter", args.device, qlora)
     step("export-base", out / "base", "-o", out / "base-f32.gguf", "--outtype", "f32")
     step("export-gguf", out / "adapter", "--base", out / "base", "-o", out / "adapter.gguf")
@@ -146,8 +178,10 @@ def main(argv: list[str] | None = None) -> None:
     packed = out.with_name(out.name + ".tar.gz")
     with tarfile.open(packed, "w:gz") as tar:
         tar.add(out, arcname=out.name, filter=lambda t: None if "/checkpoints" in t.name else t)
-    print(f"\ntrained on {facts['device']} ({facts['precision']}, {'QLoRA 4-bit' if qlora else 'LoRA'}), "
-          f"exported; packed as {packed}")  # fmt: skip
+    print(
+        f"\ntrained on {facts['device']} ({facts['precision']}, {'QLoRA 4-bit' if qlora else 'LoRA'}), "
+        f"exported; packed as {packed}"
+    )
     if importlib.util.find_spec("llama_cpp") is None:
         print(
             "llama-cpp-python is not installed here: finish where it is with  "

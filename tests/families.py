@@ -35,10 +35,20 @@ _R1 = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>")
 _L3 = ("<|begin_of_text|>", "<|eot_id|>")
 FAMILIES = [
     Family("qwen2.5", "Qwen-Qwen2.5-7B-Instruct.jinja", "", "<|im_end|>", "qwen2", "qwen2.5:7b"),
-    Family("deepseek-r1-distill-qwen", "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja", *_R1, "qwen2",
-           "deepseek-r1:1.5b"),
-    Family("deepseek-r1-distill-llama", "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", *_R1, "llama",
-           "deepseek-r1:8b"),
+    Family(
+        "deepseek-r1-distill-qwen",
+        "deepseek-ai-DeepSeek-R1-Distill-Qwen-32B.jinja",
+        *_R1,
+        "qwen2",
+        "deepseek-r1:1.5b",
+    ),
+    Family(
+        "deepseek-r1-distill-llama",
+        "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
+        *_R1,
+        "llama",
+        "deepseek-r1:8b",
+    ),
     Family("deepseek-r1-llama.cpp", "llama-cpp-deepseek-r1.jinja", *_R1, "qwen2"),
     Family("qwen3", "Qwen-Qwen3-0.6B.jinja", "", "<|im_end|>", "qwen3", "qwen3:0.6b"),
     Family("qwq", "Qwen-QwQ-32B.jinja", "", "<|im_end|>", "qwen2", "qwq:32b"),
@@ -46,16 +56,34 @@ FAMILIES = [
     Family("llama3.2", "meta-llama-Llama-3.2-3B-Instruct.jinja", *_L3, "llama", "llama3.2:3b"),
     Family("llama3.3", "meta-llama-Llama-3.3-70B-Instruct.jinja", *_L3, "llama", "llama3.3:70b"),
     Family("granite4", "ibm-granite-granite-4.0.jinja", "", "<|end_of_text|>", "llama", "granite4:3b"),
-    Family("mistral-nemo", "mistralai-Mistral-Nemo-Instruct-2407.jinja", "<s>", "</s>", "mistral",
-           "mistral-nemo:12b"),
-    Family("mistral-small3.2", "Mistral-Small-3.2-24B-Instruct-2506.jinja", "<s>", "</s>", "mistral",
-           "mistral-small3.2:24b"),
+    Family(
+        "mistral-nemo",
+        "mistralai-Mistral-Nemo-Instruct-2407.jinja",
+        "<s>",
+        "</s>",
+        "mistral",
+        "mistral-nemo:12b",
+    ),
+    Family(
+        "mistral-small3.2",
+        "Mistral-Small-3.2-24B-Instruct-2506.jinja",
+        "<s>",
+        "</s>",
+        "mistral",
+        "mistral-small3.2:24b",
+    ),
     Family("gemma2", "google-gemma-2-2b-it.jinja", "<bos>", "<eos>", "gemma2", "gemma2:2b"),
     Family("phi3.5", "microsoft-Phi-3.5-mini-instruct.jinja", "<s>", "<|endoftext|>", "phi3", "phi3.5:3.8b"),
     Family("smollm3", "HuggingFaceTB-SmolLM3-3B.jinja", "", "<|im_end|>", "llama"),
-    Family("granite3.3", "ibm-granite-granite-3.3-2B-Instruct.jinja", "", "<|end_of_text|>", "llama",
-           "granite3.3:2b"),
-]  # fmt: skip
+    Family(
+        "granite3.3",
+        "ibm-granite-granite-3.3-2B-Instruct.jinja",
+        "",
+        "<|end_of_text|>",
+        "llama",
+        "granite3.3:2b",
+    ),
+]
 BY_NAME = {f.name: f for f in FAMILIES}
 
 

@@ -57,11 +57,28 @@ def start() -> Iterator[str]:
     port = _free_port()
     run = {"check": True, "capture_output": True, "text": True}
     try:
-        subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                        "--no-sync"], **run)  # fmt: skip
+        subprocess.run(
+            [*as_user, initdb, "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            **run,
+        )
         options = f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories='' -c fsync=off"
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"),
-                        "-w", "-t", "60", "start"], **run)  # fmt: skip
+        subprocess.run(
+            [
+                *as_user,
+                pg_ctl,
+                "-D",
+                str(data),
+                "-o",
+                options,
+                "-l",
+                str(root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ],
+            **run,
+        )
     except subprocess.CalledProcessError as e:
         log = (root / "log").read_text(errors="replace") if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
@@ -69,8 +86,9 @@ def start() -> Iterator[str]:
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True)  # fmt: skip
+        subprocess.run(
+            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"], capture_output=True
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from contract import atomic
+from plumbing import atomic
 
 
 def test_atomic_output(tmp_path):

@@ -237,8 +237,18 @@ def test_a_missing_local_folder_is_not_a_hub_puzzle(world):
 
 
 def test_the_reference_field_error_names_its_own_flag(world):
-    argv = ["eval", "compare", "--model", "a=x", "--contexts", "contexts.jsonl", "-o", "new",
-            "--reference-field", "human"]  # fmt: skip
+    argv = [
+        "eval",
+        "compare",
+        "--model",
+        "a=x",
+        "--contexts",
+        "contexts.jsonl",
+        "-o",
+        "new",
+        "--reference-field",
+        "human",
+    ]
     text = refused(world, argv, "pick one with --reference-field", 2)
     assert "with --field" not in text
 
@@ -257,8 +267,18 @@ def test_a_run_that_cannot_reach_its_teacher_leaves_no_journal_or_folder(world):
 
 
 def test_train_target_modules_are_checked_against_the_base(world, tiny_model):
-    argv = ["train", "--base", str(tiny_model("qwen2")), "--data", "texts.jsonl", "-o", "new", "--no-qlora",
-            "--target-modules", "q_proj,foo_proj"]  # fmt: skip
+    argv = [
+        "train",
+        "--base",
+        str(tiny_model("qwen2")),
+        "--data",
+        "texts.jsonl",
+        "-o",
+        "new",
+        "--no-qlora",
+        "--target-modules",
+        "q_proj,foo_proj",
+    ]
     text = refused(world, argv, "--target-modules foo_proj: ", 2)
     assert "has no such linear layer; its layers are" in text and "q_proj" in text
 
@@ -342,9 +362,16 @@ def test_a_run_with_nothing_to_write_keeps_the_old_output_even_with_force(world)
 
 @pytest.mark.parametrize(
     "text",
-    ['FROM x\nTEMPLATE """abc\n', "FROM x\nPARAMETER num_ctx\n", "FROM x\nPARAMETER\n", "FROM x\nFROM",
-     'FROM x\nSYSTEM """a\n', "FROM x\nMESSAGE bob hi\n", "FROM x\nPARAMETER num_ctx abc\r\n"],
-)  # fmt: skip
+    [
+        'FROM x\nTEMPLATE """abc\n',
+        "FROM x\nPARAMETER num_ctx\n",
+        "FROM x\nPARAMETER\n",
+        "FROM x\nFROM",
+        'FROM x\nSYSTEM """a\n',
+        "FROM x\nMESSAGE bob hi\n",
+        "FROM x\nPARAMETER num_ctx abc\r\n",
+    ],
+)
 def test_modelfile_check_names_lines_the_file_has(world, text):
     (world / "two.Modelfile").write_text(text, newline="")
     result = CliRunner().invoke(app, ["modelfile", "check", "two.Modelfile"])

@@ -24,9 +24,12 @@ def conversations() -> list[list[dict]]:
     return [
         [{"role": "user", "content": USER}],
         [{"role": "system", "content": "Be terse."}, {"role": "user", "content": USER}],
-        [{"role": "user", "content": USER}, {"role": "assistant", "content": reply},
-         {"role": "user", "content": USER}],
-    ]  # fmt: skip
+        [
+            {"role": "user", "content": USER},
+            {"role": "assistant", "content": reply},
+            {"role": "user", "content": USER},
+        ],
+    ]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -39,9 +42,12 @@ def test_pinned_template_renders_in_transformers_what_training_renders(name):
     t = f.template("2025-03-01")
     for messages in conversations():
         [got], _ = render_jinja_template(
-            [messages], chat_template=t.pinned_jinja(), add_generation_prompt=True,
-            bos_token=f.bos, eos_token=f.eos,
-        )  # fmt: skip
+            [messages],
+            chat_template=t.pinned_jinja(),
+            add_generation_prompt=True,
+            bos_token=f.bos,
+            eos_token=f.eos,
+        )
         assert got == t.render(messages, add_generation_prompt=True)
 
 
@@ -54,9 +60,13 @@ def test_the_unpinned_render_is_transformers_own(name):
     t = f.template(__import__("datetime").date.today().isoformat())
     messages = conversations()[0]
     [got], _ = render_jinja_template(
-        [messages], chat_template=t.source, add_generation_prompt=False, bos_token=f.bos, eos_token=f.eos,
+        [messages],
+        chat_template=t.source,
+        add_generation_prompt=False,
+        bos_token=f.bos,
+        eos_token=f.eos,
         enable_thinking=False,
-    )  # fmt: skip
+    )
     assert got == t.render(messages)
 
 
@@ -112,8 +122,12 @@ def test_a_family_without_a_system_role_gets_it_where_its_template_puts_turns():
 def test_mistral_nemo_puts_the_system_turn_in_the_last_user_turn():
     nemo = BY_NAME["mistral-nemo"].template()
     reply = prompt.render_target("r", "a")
-    messages = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": USER},
-                {"role": "assistant", "content": reply}, {"role": "user", "content": USER}]  # fmt: skip
+    messages = [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": USER},
+        {"role": "assistant", "content": reply},
+        {"role": "user", "content": USER},
+    ]
     text = nemo.render(messages, add_generation_prompt=True)
     assert text.count("Be terse.") == 1 and text.index("Be terse.") > text.index(reply)
     assert go_chat.turns_of(nemo).system_last is not None

@@ -30,8 +30,8 @@ def _the_page_line() -> list[str]:
 
 
 def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_path, monkeypatch):
-    from contract.local_engine import LocalModel
     from demo.cli import app
+    from engines.local_engine import LocalModel
 
     args = _the_page_line()
     monkeypatch.chdir(tmp_path)  # the page's paths are relative to where it runs
@@ -39,16 +39,38 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output[-3000:]
     report = (out / "report.md").read_text(encoding="utf-8")
-    for part in ("## The steps", "## The teacher", "## Held-out perplexity", "against the human reference",
-                 "## Sample continuations", "## The console session", "## The panel of simulated writers",
-                 "## The same with a 7B on a GPU and Ollama", "ollama create writer"):  # fmt: skip
+    for part in (
+        "## The steps",
+        "## The teacher",
+        "## Held-out perplexity",
+        "against the human reference",
+        "## Sample continuations",
+        "## The console session",
+        "## The panel of simulated writers",
+        "## The same with a 7B on a GPU and Ollama",
+        "ollama create writer",
+    ):
         assert part in report, part
     # Every step is a verb that ran in-process, and each left its file.
-    for name in ("chunks.jsonl", "data/train.jsonl", "data/val.jsonl", "adapter/adapter_config.json",
-                 "adapter/loss.png", "eval/perplexity.json", "writer-lora.gguf", "base-f16.gguf",
-                 "writer-q4.gguf", "Writer.Modelfile", "eval/compare/chart.png", "eval/compare/table.md",
-                 "story-bot.db", "feedback/kto.jsonl", "feedback/dpo.jsonl", "feedback/preference.jsonl",
-                 "report.json"):  # fmt: skip
+    for name in (
+        "chunks.jsonl",
+        "data/train.jsonl",
+        "data/val.jsonl",
+        "adapter/adapter_config.json",
+        "adapter/loss.png",
+        "eval/perplexity.json",
+        "writer-lora.gguf",
+        "base-f16.gguf",
+        "writer-q4.gguf",
+        "Writer.Modelfile",
+        "eval/compare/chart.png",
+        "eval/compare/table.md",
+        "story-bot.db",
+        "feedback/kto.jsonl",
+        "feedback/dpo.jsonl",
+        "feedback/preference.jsonl",
+        "report.json",
+    ):
         assert (out / name).is_file(), name
     # The figures are the files' own: perplexity and the comparison table.
     ppl = json.loads((out / "eval" / "perplexity.json").read_text())

@@ -72,8 +72,9 @@ def test_a_story_from_a_book_to_the_channel_and_back(
 
     run("export-base", base, "-o", "base.gguf", "--outtype", "f32")
     run("export-gguf", "adapter", "--base", base, "-o", "lora.gguf")
-    assert "PASS" in run("verify-gguf", "--hf", base, "--gguf", "base.gguf", "--adapter", "adapter",
-                         "--lora", "lora.gguf")  # fmt: skip
+    assert "PASS" in run(
+        "verify-gguf", "--hf", base, "--gguf", "base.gguf", "--adapter", "adapter", "--lora", "lora.gguf"
+    )
 
     run("modelfile", "--from", "base.gguf", "--adapter", "lora.gguf", "-o", "Writer.Modelfile")
     run("modelfile", "check", "Writer.Modelfile")
@@ -90,8 +91,11 @@ def test_a_story_from_a_book_to_the_channel_and_back(
     session = subprocess.run(
         [sys.executable, "-m", "bot", "console", "--model", "writer", "--host", fake_ollama.url],
         input=f"{context}\n/continue\n/rate +1\n/quit\n",
-        capture_output=True, text=True, env=env, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert session.returncode == 0, session.stderr
     assert answer in session.stdout
     # What Ollama renders for the bot is the training prompt for the same context, inside the same chat turn.

@@ -8,8 +8,8 @@ import sqlite3
 import pytest
 from typer.testing import CliRunner
 
-from contract import extras
 from pipeline.cli import app
+from plumbing import extras
 
 
 @pytest.fixture

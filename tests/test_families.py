@@ -52,15 +52,31 @@ def test_a_family_trains_exports_verifies_and_is_served_its_training_bytes(
         tmp_path / "base", tiny_texts[:300], f.arch, template=(family.source, f.bos, f.eos)
     )
     Path("rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
-    run("train", "--base", base, "--data", "rows.jsonl", "-o", "adapter", "--max-steps", "2",
-        "--max-length", "4096", "--lr", "1e-2", "--save-steps", "2")  # fmt: skip
+    run(
+        "train",
+        "--base",
+        base,
+        "--data",
+        "rows.jsonl",
+        "-o",
+        "adapter",
+        "--max-steps",
+        "2",
+        "--max-length",
+        "4096",
+        "--lr",
+        "1e-2",
+        "--save-steps",
+        "2",
+    )
     trained = chat_template.of_folder(Path("adapter"))
     assert trained is not None and trained.source == family.source  # the base's own template, pinned
 
     run("export-base", base, "-o", "base.gguf", "--outtype", "f32")
     run("export-gguf", "adapter", "--base", base, "-o", "lora.gguf")
-    assert "PASS" in run("verify-gguf", "--hf", base, "--gguf", "base.gguf", "--adapter", "adapter",
-                         "--lora", "lora.gguf")  # fmt: skip
+    assert "PASS" in run(
+        "verify-gguf", "--hf", base, "--gguf", "base.gguf", "--adapter", "adapter", "--lora", "lora.gguf"
+    )
     run("modelfile", "--from", "base.gguf", "--adapter", "lora.gguf", "-o", "Writer.Modelfile")
     run("publish", "--modelfile", "Writer.Modelfile", "--name", "writer", "--host", fake_ollama.url)
     template = grammar.parse(Path("Writer.Modelfile").read_text(encoding="utf-8")).first("template")

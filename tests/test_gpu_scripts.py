@@ -27,8 +27,24 @@ def load(relative: str):
 def test_the_benchmark_measures_ours_and_the_plain_loop_and_writes_ratios(tmp_path, capsys):
     bench = load("benchmarks/bench_train_gpu.py")
     out = tmp_path / "bench"
-    args = ["--shape", "tiny", "--device", "cpu", "--lengths", "512", "--packing", "on,off",
-            "--checkpointing", "on", "--steps", "2", "--warmup", "1", "--out", str(out)]  # fmt: skip
+    args = [
+        "--shape",
+        "tiny",
+        "--device",
+        "cpu",
+        "--lengths",
+        "512",
+        "--packing",
+        "on,off",
+        "--checkpointing",
+        "on",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        str(out),
+    ]
     bench.main(args)
     printed = capsys.readouterr().out
     assert "tokens/s" in printed and "speed" in printed and "peak RSS" in printed

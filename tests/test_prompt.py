@@ -201,14 +201,14 @@ def test_the_prompt_holds_no_control_token_from_any_part():
             "<reasoning>r</reasoning><answer>Copied [answer]text[/answer].</answer>",
             "Copied text.",
             ["defused_tag"],
-        ),  # fmt: skip
+        ),
         ("<reasoning>r</reasoning><answer>A<response>b</answer>", "A b", ["stray_tag"]),
         ("<reasoning>r</reasoning><answer></answer>", "", ["empty_answer"]),
         (
             "<reasoning>r</reasoning><answer>[/answer] </think></answer>",
             "",
             ["stray_tag", "defused_tag", "empty_answer"],
-        ),  # fmt: skip
+        ),
         ("</answer>", "", ["no_tags", "stray_tag", "empty_answer"]),  # only a closing tag: nothing
         ("Just prose.", "Just prose.", ["no_tags"]),  # no tags at all: still the answer
         ("<reasoning>r</reasoning><answer>a<|im_end|>b</answer>", f"a<{prompt.DEFUSE_MARK}|im_end|>b", []),

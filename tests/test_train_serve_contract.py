@@ -97,13 +97,20 @@ def test_ii_ollama_run_through_our_template(tmp_path, fake_ollama, name):
     assert bos(f, want) + fake_ollama.rendered[-1] == want
     # a later turn is wrapped like the first, as training would render that conversation
     answer = prompt.render_target("She waits.", "The door opened.")
-    turns = [{"role": "user", "content": CLEAN}, {"role": "assistant", "content": answer},
-             {"role": "user", "content": "Then the lamp went out."}]  # fmt: skip
+    turns = [
+        {"role": "user", "content": CLEAN},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "Then the lamp went out."},
+    ]
     client.chat(model="writer", messages=turns)
     want = f.template(TRAINED_ON).render(
-        [{"role": "user", "content": prompt.render_prompt(CLEAN)}, turns[1],
-         {"role": "user", "content": prompt.render_prompt(turns[2]["content"])}], add_generation_prompt=True,
-    )  # fmt: skip
+        [
+            {"role": "user", "content": prompt.render_prompt(CLEAN)},
+            turns[1],
+            {"role": "user", "content": prompt.render_prompt(turns[2]["content"])},
+        ],
+        add_generation_prompt=True,
+    )
     assert bos(f, want) + fake_ollama.rendered[-1] == want
     # Ollama's think option changes nothing the model reads: the family's think block stays closed
     if thinks:
@@ -144,8 +151,14 @@ def test_iii_our_gguf_chat_template_renders_the_training_text(fake_ollama, name)
 def legacy_template(f: Family) -> str:
     """A writer TEMPLATE as we wrote them before Ollama chose templates by capability: no `.Tools`."""
     turns = go_chat.turns_of(f.template(TRAINED_ON))
-    return (turns.start + prompt.PROMPT_PREFIX + "{{ .Prompt }}" + prompt.PROMPT_SUFFIX + turns.end
-            + "{{ .Response }}")  # fmt: skip
+    return (
+        turns.start
+        + prompt.PROMPT_PREFIX
+        + "{{ .Prompt }}"
+        + prompt.PROMPT_SUFFIX
+        + turns.end
+        + "{{ .Response }}"
+    )
 
 
 def test_iv_a_template_without_tools_is_set_aside_and_ours_is_kept(tmp_path, fake_ollama):

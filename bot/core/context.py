@@ -106,11 +106,11 @@ class TokenizerCounter:
     def __init__(self, path: str | Path):
         try:
             from tokenizers import Tokenizer
-        except ImportError:  # pragma: no cover - depends on the install
+        except ImportError as exc:  # pragma: no cover - depends on the install
             raise ValueError(
                 "counting tokens needs the `tokenizers` package: pip install tokenizers, "
                 "or leave `tokenizer` unset to count characters"
-            ) from None
+            ) from exc
         path = Path(path)
         if path.is_dir():
             path = path / "tokenizer.json"
@@ -207,8 +207,12 @@ class Context:
 
     @property
     def parts(self) -> list[str]:
-        named = [("memory", self.memory_id), ("cast", self.cast), ("summary", self.summary_id),
-                 ("lore", self.lore)]  # fmt: skip
+        named = [
+            ("memory", self.memory_id),
+            ("cast", self.cast),
+            ("summary", self.summary_id),
+            ("lore", self.lore),
+        ]
         return [name for name, present in named if present] + ["passages"]
 
     def record(self) -> ContextRecord:
@@ -338,9 +342,18 @@ def build_story_context(
     def build(summary: Summary | None) -> Context:
         after = [p for p in passages if summary is None or p.position > summary.upto_position]
         return build_context(
-            after, counter, budget, direction, length,
-            memory=memory, summary=summary, lore=lore, mentions=mentions, shares=shares, cast=cast,
-        )  # fmt: skip
+            after,
+            counter,
+            budget,
+            direction,
+            length,
+            memory=memory,
+            summary=summary,
+            lore=lore,
+            mentions=mentions,
+            shares=shares,
+            cast=cast,
+        )
 
     best = build(summaries[0] if summaries else None)
     for older in [*summaries[1:], None] if summaries else []:  # fewer passages told: more of them shown

@@ -35,17 +35,17 @@ def load_json(data: bytes, limit: int = MAX_FILE_BYTES) -> Any:
     check_size(len(data), limit)
     try:
         text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise BadFile("the file is not text (UTF-8): give the .json file the other tool exported") from None
+    except UnicodeDecodeError as exc:
+        raise BadFile("the file is not text (UTF-8): give the .json file the other tool exported") from exc
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadFile(
             f"the file is not JSON (line {exc.lineno}, column {exc.colno}: {exc.msg}): give the .json file "
             "the export wrote, unchanged"
-        ) from None
-    except RecursionError:
-        raise BadFile("the file's JSON is nested too deeply to be a story or a lorebook") from None
+        ) from exc
+    except RecursionError as exc:
+        raise BadFile("the file's JSON is nested too deeply to be a story or a lorebook") from exc
 
 
 def check_version(version: Any, ours: int, what: str) -> None:

@@ -113,25 +113,45 @@ def check_add(entries: Sequence[LoreEntry], name: str, keywords: tuple[str, ...]
     check_unique(entries, name, keywords)
 
 
+@dataclass(frozen=True)
+class LoreChange:
+    """An entry's fields as a member gives them (a command, the form, the console), made once where the
+    member is heard and passed whole to :func:`new_entry` or :func:`edit`, which check them. In an edit,
+    None keeps a field and `name` renames the entry."""
+
+    name: str | None = None
+    keywords: str | Sequence[str] | None = None  # "Mara, the smuggler" or a list
+    text: str | None = None
+    always_on: bool | None = None
+
+
+def new_entry(change: LoreChange, by: str) -> LoreEntry:
+    """The entry `change` adds (not yet stored: id 0), its fields checked."""
+    name, text = clean_name(change.name or ""), clean_text(change.text or "")
+    keywords, always_on = parse_keywords(change.keywords or ()), bool(change.always_on)
+    check_keywords(keywords, always_on)
+    return LoreEntry(0, name, keywords, text, always_on, 1, by, by)
+
+
 def edit(
-    entries: Sequence[LoreEntry],
-    by: str,
-    name: str,
-    *,
-    new_name: str | None = None,
-    keywords: tuple[str, ...] | None = None,
-    text: str | None = None,
-    always_on: bool | None = None,
-    version: int | None = None,
+    entries: Sequence[LoreEntry], by: str, name: str, change: LoreChange, version: int | None = None
 ) -> LoreEntry:
-    """The entry named `name` among the live `entries` with the given fields changed (None keeps one), at
-    its next version. With `version` (the one the member saw), an entry changed since is refused."""
+    """The entry named `name` among the live `entries` with `change` applied, at its next version. With
+    `version` (the one the member saw), an entry changed since is refused."""
+    new_name = clean_name(change.name) if change.name else None
+    keywords = None if change.keywords is None else parse_keywords(change.keywords)
+    text = None if change.text is None else clean_text(change.text)
     old = find(entries, name, version)
     new = LoreEntry(
-        old.id, new_name or old.name, old.keywords if keywords is None else keywords,
-        old.text if text is None else text, old.always_on if always_on is None else always_on,
-        old.version + 1, old.created_by, by,
-    )  # fmt: skip
+        old.id,
+        new_name or old.name,
+        old.keywords if keywords is None else keywords,
+        old.text if text is None else text,
+        old.always_on if change.always_on is None else change.always_on,
+        old.version + 1,
+        old.created_by,
+        by,
+    )
     check_keywords(new.keywords, new.always_on)
     check_unique([e for e in entries if e.id != old.id], new.name, new.keywords)
     return new

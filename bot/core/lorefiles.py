@@ -140,7 +140,7 @@ def read(document: Any) -> tuple[str, list[Candidate]]:
             ordered = sorted(tavern.entries.items(), key=lambda kv: _uid_order(kv[0]))
             return "SillyTavern World Info", [_tavern(i, e) for i, (_, e) in enumerate(ordered, 1)]
     except ValidationError as exc:
-        raise explain(exc, "lorebook") from None
+        raise explain(exc, "lorebook") from exc
     raise BadFile(_NOT_LORE)
 
 
@@ -226,8 +226,9 @@ def _one(c: Candidate, live: list[LoreEntry], from_file: dict[str, int], by: str
         entry = LoreEntry(0, name, keywords, text, c.always_on, 1, by, by)
         return Outcome(c.index, name, "kept", notes or "added", entry)
     united = lorebook.parse_keywords([*same.keywords, *keywords])
-    merged = replace(same, keywords=united, text=text, always_on=c.always_on, version=same.version + 1,
-                     updated_by=by)  # fmt: skip
+    merged = replace(
+        same, keywords=united, text=text, always_on=c.always_on, version=same.version + 1, updated_by=by
+    )
     if (merged.keywords, merged.text, merged.always_on) == (same.keywords, same.text, same.always_on):
         return Outcome(c.index, name, "skipped", "the story has this entry already, the same")
     lorebook.check_keywords(merged.keywords, merged.always_on)
@@ -273,7 +274,7 @@ def tavern(entries: Sequence[LoreEntry]) -> dict:
                 "useProbability": True,
                 "depth": 4,
                 "displayIndex": i,
-            }  # fmt: skip
+            }
             for i, e in enumerate(entries)
         }
     }

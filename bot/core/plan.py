@@ -33,11 +33,11 @@ def parse_length(length: str | None) -> str | None:
         return str(int(text))
     try:
         return writer_prompt.Length(text).value if text else None
-    except ValueError:
+    except ValueError as exc:
         raise StoryError(
             f"unknown length {length!r}: use short, medium, long or a number of words "
             f"({WORDS.start}–{WORDS.stop - 1})"
-        ) from None
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class Plan:
     source: Source
     model: str
     request: serving.GenerateRequest  # request.user_text: the writer prompt as the model reads it
-    options: dict  # the request's Ollama options
+    options: serving.Options
     record: GenerationRecord
     window: int
     num_predict: int
@@ -114,10 +114,18 @@ class Assembler:
         valid = summaries.valid(self.store.summaries(story_id), source.passages, limit=3)
         budget = Budget(self.limits.window(info), num_predict, serving.num_predict(None))
         ctx = build_story_context(
-            source.passages, valid, self.counter, budget, guidance, length,
-            memory=self.store.note(story_id, "memory"), lore=self.store.lore_entries(story_id),
-            mentions=direction, shares=self.limits.shares, cast=self.store.personas(story_id),
-        )  # fmt: skip
+            source.passages,
+            valid,
+            self.counter,
+            budget,
+            guidance,
+            length,
+            memory=self.store.note(story_id, "memory"),
+            lore=self.store.lore_entries(story_id),
+            mentions=direction,
+            shares=self.limits.shares,
+            cast=self.store.personas(story_id),
+        )
         upto = ctx.summarise_upto
         if valid and upto is not None and upto <= valid[0].upto_position:
             upto = None  # written already, waiting for its step
@@ -128,11 +136,17 @@ class Assembler:
             "note_id": note.id if note is not None and given_by == "note" else None,
             "settings": {"id": settings.id, **settings.values()},  # what the story's members set
         }
-        options = {**self.limits.request_options(info, num_predict), **settings.options()}
+        options: serving.Options = {**self.limits.request_options(info, num_predict), **settings.options()}
         return Plan(
-            replace(source, length=length), model, _request(info, ctx.text, user_text, guidance, length),
-            options, record, budget.window, num_predict, upto,
-        )  # fmt: skip
+            replace(source, length=length),
+            model,
+            _request(info, ctx.text, user_text, guidance, length),
+            options,
+            record,
+            budget.window,
+            num_predict,
+            upto,
+        )
 
 
 def _request(

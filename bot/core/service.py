@@ -36,7 +36,7 @@ from contract import prompt as writer_prompt
 from contract.store.status import DeliveryState, Status
 from contract.target import Target
 
-from ..llm import STORY, Backend, LLMError
+from ..llm import STORY, Backend, LLMError, Stats
 from ..store import Delivery, GenerationRow, Interrupted, Store
 from ..store.leases import new_owner, retire
 from . import files, history, lorefiles, messages, storyfile
@@ -71,9 +71,19 @@ from .streaming import Output, stream
 from .summarizer import Summarizer
 
 __all__ = [
-    "ContextPreview", "Delta", "Done", "Event", "Failed", "Limits", "Queued", "Started", "StoryError",
-    "StoryService", "SummaryState", "Tally",
-]  # fmt: skip
+    "ContextPreview",
+    "Delta",
+    "Done",
+    "Event",
+    "Failed",
+    "Limits",
+    "Queued",
+    "Started",
+    "StoryError",
+    "StoryService",
+    "SummaryState",
+    "Tally",
+]
 
 MAX_TITLE_CHARS = 100
 MAX_NOTE_CHARS = writer_prompt.MAX_GUIDANCE_CHARS  # the author's note is the prompt's guidance
@@ -161,9 +171,13 @@ class StoryService:
         return self._run(channel, member, None, None, retake=Retake(generation_id))
 
     async def _run(
-        self, channel: Channel, member: Member, direction: str | None, length: str | None,
+        self,
+        channel: Channel,
+        member: Member,
+        direction: str | None,
+        length: str | None,
         retake: Retake | None,
-    ) -> AsyncGenerator[Event, None]:  # fmt: skip
+    ) -> AsyncGenerator[Event, None]:
         """A generation: its turn, its plan, then the model's stream (a new passage, or `retake`)."""
         direction = writer_prompt.defuse_control(direction) if direction else direction
         try:
@@ -230,10 +244,19 @@ class StoryService:
         """The generation's record, the model's answer as it grows (Delta), then the passage (Done)."""
         source, request = plan.source, plan.request
         gen_id = self.store.begin_generation(
-            source.story_id, member, plan.model, user_text=request.user_text, prompt=request.prompt,
-            raw=request.raw, options=plan.options, context=plan.record, direction=source.direction,
-            length=source.length, slot=source.slot, owner=self.owner,
-        )  # fmt: skip
+            source.story_id,
+            member,
+            plan.model,
+            user_text=request.user_text,
+            prompt=request.prompt,
+            raw=request.raw,
+            options=plan.options,
+            context=plan.record,
+            direction=source.direction,
+            length=source.length,
+            slot=source.slot,
+            owner=self.owner,
+        )
         yield Started(gen_id, plan.model)
         output, host, shown = Output(), None, ("", "")
         clock, last = asyncio.get_running_loop().time, -float("inf")
@@ -283,9 +306,14 @@ class StoryService:
             self.store.fail_generation(gen_id, message, text, issues)
             return Failed(message, gen_id)
         passage = self.store.finish_generation(
-            gen_id, requested_by=member, output=text, reasoning=parsed.reasoning, answer=parsed.answer,
-            issues=issues, stats=output.stats,
-        )  # fmt: skip
+            gen_id,
+            requested_by=member,
+            output=text,
+            reasoning=parsed.reasoning,
+            answer=parsed.answer,
+            issues=issues,
+            stats=output.stats,
+        )
         if passage is None:
             return Failed(
                 f"{STORY_CHANGED} (a passage was undone or the story reset), so this passage was not added: "
@@ -318,21 +346,25 @@ class StoryService:
         report on its lore entries, and notes on what could not come along (a model not allowed here).
         A file that cannot be read whole is refused (BadFile) and nothing is written."""
         doc = storyfile.read(
-            files.load_json(data), max_passage_chars=self.limits.max_passage_chars,
-            max_memory_chars=self.limits.max_memory_chars, max_note_chars=MAX_NOTE_CHARS,
-        )  # fmt: skip
+            files.load_json(data),
+            max_passage_chars=self.limits.max_passage_chars,
+            max_memory_chars=self.limits.max_memory_chars,
+            max_note_chars=MAX_NOTE_CHARS,
+        )
         try:
             settings = story_settings.check_imported(doc.settings, self.allowed_models(channel))
         except StoryError as exc:
-            raise files.BadFile(f"settings: {exc}") from None
+            raise files.BadFile(f"settings: {exc}") from exc
         notes = []
         if doc.settings.get("model") and settings.model is None:
             notes.append(
                 f"the model {doc.settings['model']!r} is not one this channel may use: the story uses "
                 f"the channel's ({self.model_for(channel)})"
             )
-        lore = [lorefiles.Candidate(i, e.name, tuple(e.keywords), e.text, e.always_on)
-                for i, e in enumerate(doc.lore, 1)]  # fmt: skip
+        lore = [
+            lorefiles.Candidate(i, e.name, tuple(e.keywords), e.text, e.always_on)
+            for i, e in enumerate(doc.lore, 1)
+        ]
         story_id, outcomes = self.store.import_story(channel, member, doc, settings, lore)
         return self.store.story(story_id), lorefiles.Report("its lorebook", outcomes), notes
 
@@ -395,9 +427,15 @@ class StoryService:
         return self.store.passage_at(self._story_id(channel), position)
 
     def edit(
-        self, channel: Channel, member: Member, position: int, text: str, may_manage: bool = False,
-        revision: int | None = None, story_id: int | None = None,
-    ) -> Passage:  # fmt: skip
+        self,
+        channel: Channel,
+        member: Member,
+        position: int,
+        text: str,
+        may_manage: bool = False,
+        revision: int | None = None,
+        story_id: int | None = None,
+    ) -> Passage:
         """Replace the text of passage `position` (its author, the member who asked the model for it, or
         Manage Messages); every version is kept. `revision` and `story_id`: the passage's revision and
         story the member saw (a Discord form carries them): an edit made meanwhile is not overwritten
@@ -424,9 +462,13 @@ class StoryService:
         return passage, [self.store.take_text(passage.id, g) for g in self.store.takes(passage.id)]
 
     def choose_take(
-        self, channel: Channel, member: Member, k: int, position: int | None = None,
+        self,
+        channel: Channel,
+        member: Member,
+        k: int,
+        position: int | None = None,
         revision: int | None = None,
-    ) -> Passage:  # fmt: skip
+    ) -> Passage:
         """Show take `k` of a model passage (default: the newest) for everyone; who chose it is kept."""
         passage = self._model_passage(channel, position)
         return self.store.choose_take(passage.story_id, passage.position, member, k, revision)
@@ -476,9 +518,13 @@ class StoryService:
         return self.store.redo(self._story_id(channel), member)
 
     def fork(
-        self, channel: Channel, member: Member, upto: int, title: str | None = None,
+        self,
+        channel: Channel,
+        member: Member,
+        upto: int,
+        title: str | None = None,
         into: Channel | None = None,
-    ) -> Story:  # fmt: skip
+    ) -> Story:
         """A new story holding copies of passages 1..`upto` with the story's memory, note, lore and
         summary; the original is untouched. `into`: the channel (a new thread) it becomes the story of;
         `channel` itself makes it the channel's story (archiving the original); None keeps it aside in
@@ -613,44 +659,39 @@ class StoryService:
             raise StoryError(f"there is no lore entry named {name!r}: `/lore list` shows them")
         return found
 
-    def lore_add(
-        self, channel: Channel, member: Member, name: str, keywords: str | Sequence[str], text: str,
-        always_on: bool = False,
-    ) -> LoreEntry:  # fmt: skip
-        """A new entry; keywords as "Mara, the smuggler" or a list. Names and keywords are unique."""
+    def lore_add(self, channel: Channel, member: Member, change: lorebook.LoreChange) -> LoreEntry:
+        """A new entry; its name and keywords are unique in the story."""
         try:
-            name, text = lorebook.clean_name(name), lorebook.clean_text(_block(text))
-            keys = lorebook.parse_keywords(keywords)
-            lorebook.check_keywords(keys, always_on)
-            story_id = self.store.ensure_story(channel, member)
-            return self.store.add_lore(story_id, member, name, keys, text, always_on)
+            entry = lorebook.new_entry(_lore_block(change), member.id)  # checked before a story is made
+            return self.store.add_lore(self.store.ensure_story(channel, member), entry)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def lore_edit(
-        self, channel: Channel, member: Member, name: str, *, text: str | None = None,
-        keywords: str | Sequence[str] | None = None, always_on: bool | None = None,
-        new_name: str | None = None, version: int | None = None,
-    ) -> LoreEntry:  # fmt: skip
-        """Change the given fields of the entry named `name` (None keeps a field). Pass `version`, the
+        self,
+        channel: Channel,
+        member: Member,
+        name: str,
+        change: lorebook.LoreChange,
+        version: int | None = None,
+    ) -> LoreEntry:
+        """Change the entry named `name` as `change` says (None keeps a field). Pass `version`, the
         entry's version the member saw (a Discord modal carries it), and an edit made meanwhile by someone
         else is not overwritten: the member is told to look again."""
         try:
             story_id = self._story_id(channel)
-            return self.store.edit_lore(
-                story_id, member, name,
-                new_name=lorebook.clean_name(new_name) if new_name else None,
-                keywords=None if keywords is None else lorebook.parse_keywords(keywords),
-                text=None if text is None else lorebook.clean_text(_block(text)),
-                always_on=always_on, version=version,
-            )  # fmt: skip
+            return self.store.edit_lore(story_id, member, name, _lore_block(change), version)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def lore_remove(
-        self, channel: Channel, member: Member, name: str, may_manage: bool = False,
+        self,
+        channel: Channel,
+        member: Member,
+        name: str,
+        may_manage: bool = False,
         version: int | None = None,
-    ) -> LoreEntry:  # fmt: skip
+    ) -> LoreEntry:
         """Take an entry out of the lorebook (kept in the database). Another member's entry needs the
         Manage Messages permission."""
         story_id = self._story_id(channel)
@@ -663,7 +704,7 @@ class StoryService:
                 )
             return self.store.remove_lore(story_id, name, version)
         except BadLore as exc:
-            raise StoryError(str(exc)) from None
+            raise StoryError(str(exc)) from exc
 
     def summary_state(self, channel: Channel) -> SummaryState:
         """The rolling summary the next context uses, and how the newest attempt went."""
@@ -806,7 +847,12 @@ def _block(text: str) -> str:
     return "\n".join(line for line in texts.clean_input(text or "").split("\n") if line.strip())
 
 
-def _empty_message(model: str, stats: dict, parsed: writer_prompt.ParsedOutput) -> str:
+def _lore_block(change: lorebook.LoreChange) -> lorebook.LoreChange:
+    """The change with its text as one paragraph of the context."""
+    return change if change.text is None else replace(change, text=_block(change.text))
+
+
+def _empty_message(model: str, stats: Stats, parsed: writer_prompt.ParsedOutput) -> str:
     """Why an answer with no passage in it added nothing, and what to do."""
     if stats.get("done_reason") == "length":
         return (

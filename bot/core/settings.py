@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
+from typing import cast
 
 from contract import prompt as writer_prompt
+from contract.serving import Options
 
 from .events import StoryError
 
@@ -39,9 +41,9 @@ class StorySettings:
         """The keys set, in field order (what is stored and exported)."""
         return {k: v for k, v in asdict(self).items() if v is not None and k != "id"}
 
-    def options(self) -> dict:
-        """The Ollama options these settings give a request."""
-        return {k: v for k, v in self.values().items() if k in RANGES}
+    def options(self) -> Options:
+        """The Ollama options these settings give a request (RANGES names Options' float keys)."""
+        return cast(Options, {k: v for k, v in self.values().items() if k in RANGES})
 
     def to_json(self) -> str:
         return json.dumps(self.values(), sort_keys=False)
@@ -56,10 +58,16 @@ class StorySettings:
 
 
 def change(
-    current: StorySettings, allowed: Sequence[str], *, model: str | None = None,
-    temperature: float | None = None, top_p: float | None = None, repeat_penalty: float | None = None,
-    length: str | None = None, reset: bool = False,
-) -> StorySettings:  # fmt: skip
+    current: StorySettings,
+    allowed: Sequence[str],
+    *,
+    model: str | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    repeat_penalty: float | None = None,
+    length: str | None = None,
+    reset: bool = False,
+) -> StorySettings:
     """`current` with the given settings changed (None keeps one; `reset` starts from the defaults), each
     checked: the model from `allowed`, the sampling within RANGES, the length one of LENGTHS."""
     base = StorySettings() if reset else StorySettings(**current.values())

@@ -94,7 +94,7 @@ def read(
     try:
         doc = StoryDocument.model_validate(document)
     except ValidationError as exc:
-        raise explain(exc, "story file") from None
+        raise explain(exc, "story file") from exc
     _check(doc, max_passage_chars, max_memory_chars, max_note_chars)
     return doc
 

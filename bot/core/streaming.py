@@ -7,9 +7,9 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 
 from contract import prompt as writer_prompt
-from contract.serving import GenerateRequest
+from contract.serving import GenerateRequest, Options
 
-from ..llm import Backend
+from ..llm import Backend, Stats
 
 
 @dataclass
@@ -17,7 +17,7 @@ class Output:
     """What the model has written so far (one object, updated as pieces arrive)."""
 
     text: str = ""
-    stats: dict = field(default_factory=dict)  # the server's figures, once done
+    stats: Stats = field(default_factory=Stats)  # the server's figures, once done
     host: str | None = None  # the server writing it (a pool has several)
     done: bool = False  # the last one: the server finished, or the answer closed
     cut: bool = False  # done because the answer closed (`</answer>`), not by the server
@@ -27,7 +27,7 @@ async def stream(
     backend: Backend,
     model: str,
     request: GenerateRequest,
-    options: dict,
+    options: Options,
     *,
     until_answer_closes: bool = False,
 ) -> AsyncGenerator[Output, None]:
@@ -50,7 +50,7 @@ async def stream(
                 return
 
 
-async def collect(backend: Backend, model: str, request: GenerateRequest, options: dict) -> str:
+async def collect(backend: Backend, model: str, request: GenerateRequest, options: Options) -> str:
     """The whole output of a request."""
     text = ""
     async with aclosing(stream(backend, model, request, options)) as outputs:

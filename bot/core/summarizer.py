@@ -143,9 +143,13 @@ class Summarizer:
         return out
 
     def _begin(
-        self, story_id: int, passages: Sequence[Passage], todo: Sequence[Passage], previous: Summary | None,
+        self,
+        story_id: int,
+        passages: Sequence[Passage],
+        todo: Sequence[Passage],
+        previous: Summary | None,
         model: str,
-    ) -> int:  # fmt: skip
+    ) -> int:
         upto = todo[-1].position
         covered = [p for p in passages if p.position <= upto]
         owner = self.scheduler.leases.owner

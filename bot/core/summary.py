@@ -54,11 +54,11 @@ def summary_request(text: str, template: str, system: str = "") -> GenerateReque
     template and SYSTEM; a model it refuses (a writer prompt not of ours) cannot summarise."""
     try:
         return request_for(template, text, model_system=system)
-    except ServingError:
+    except ServingError as exc:
         raise SummaryUnavailable(
             "this model's TEMPLATE holds a writer prompt that is not one of ours, so it cannot be asked "
             "for a summary: set summary_model (STORY_BOT_SUMMARY_MODEL) to a plain instruct model"
-        ) from None
+        ) from exc
 
 
 def clean_summary(output: str) -> str:

@@ -81,9 +81,14 @@ class StoryBot(commands.AutoShardedBot):
         if shard_ids is not None:
             client_options["shard_ids"] = list(shard_ids)
         super().__init__(
-            command_prefix=commands.when_mentioned, help_command=None, tree_cls=StoryTree, intents=intents,
-            allowed_mentions=discord.AllowedMentions.none(), shard_count=shard_count, **client_options,
-        )  # fmt: skip
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            tree_cls=StoryTree,
+            intents=intents,
+            allowed_mentions=discord.AllowedMentions.none(),
+            shard_count=shard_count,
+            **client_options,
+        )
         pacing = Pacing(edit_interval, token_lifetime, channel_budget)
         deliveries = None
         if service is not None:

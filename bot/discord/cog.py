@@ -32,9 +32,10 @@ from ..core import lore as lorebook
 from ..core.files import check_size
 from ..core.lore import LoreEntry
 from ..core.ratelimit import MemberRateLimit
-from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, StoryError, StoryService
+from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS, StoryError, StoryService
+from ..core.settings import RANGES
 from ..core.settings import describe as describe_settings
-from ..core.story import Channel, Member, Passage, Summary
+from ..core.story import MAX_PERSONA_CHARS, MAX_PERSONA_NAME, Channel, Member, Passage, Summary
 from ..core.text import MESSAGE_LIMIT, OPTION_LIMIT
 from .delivery import Deliveries
 from .stream import Poster, member_text, message_ref, parse_ref, render, send_text, shown, split
@@ -48,6 +49,26 @@ KEYWORDS_CHARS = lorebook.MAX_KEYWORDS * (lorebook.MAX_KEYWORD_CHARS + 2)
 Name = app_commands.Range[str, 1, lorebook.MAX_NAME_CHARS]
 Keywords = app_commands.Range[str, 1, KEYWORDS_CHARS]
 LoreText = app_commands.Range[str, 1, lorebook.MAX_TEXT_CHARS]
+# Each option's bounds are the core's (Discord checks them before the command runs; the core checks them
+# again for every other way in). discord.py reads them when the class is made, before any settings load,
+# so a bound that is a setting (`max_passage_chars`, `max_memory_chars`) is not one: the option takes
+# Discord's longest (OPTION_LIMIT) and the service refuses past the setting, saying so.
+Title = app_commands.Range[str, 1, MAX_TITLE_CHARS]
+PersonaName = app_commands.Range[str, 1, MAX_PERSONA_NAME]
+PersonaText = app_commands.Range[str, 1, MAX_PERSONA_CHARS]
+Temperature = app_commands.Range[float, RANGES["temperature"][0], RANGES["temperature"][1]]
+TopP = app_commands.Range[float, RANGES["top_p"][0], RANGES["top_p"][1]]
+RepeatPenalty = app_commands.Range[float, RANGES["repeat_penalty"][0], RANGES["repeat_penalty"][1]]
+# Discord's own choices, shorter than the core takes: a direction is a sentence (the prompt takes up to
+# MAX_GUIDANCE_CHARS), a model a name.
+Direction = app_commands.Range[str, 1, 300]
+ModelName = app_commands.Range[str, 1, 100]
+
+
+def _span(name: str) -> str:
+    """A sampling setting's range, as its option's help says it: "0 to 2"."""
+    low, high = RANGES[name]
+    return f"{low:g} to {high:g}"
 
 
 NO_THREADS = (
@@ -125,7 +146,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def continue_(
         self,
         interaction: Interaction,
-        direction: app_commands.Range[str, 1, 300] | None = None,
+        direction: Direction | None = None,
         length: Length | None = None,
     ) -> None:
         deferred = await interaction.response.defer(thinking=True)  # first, well within Discord's 3 s
@@ -175,9 +196,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
 
     @story.command(name="new", description="Start a new story in this channel (the old one is archived)")
     @app_commands.describe(title="A title (optional)")
-    async def new(
-        self, interaction: Interaction, title: app_commands.Range[str, 1, 100] | None = None
-    ) -> None:
+    async def new(self, interaction: Interaction, title: Title | None = None) -> None:
         """In a text channel, the new story gets a thread of its own (the channel's story stays); in a
         thread, or where the bot may not open threads, it replaces the story here (kept: `/story list`)."""
         where, who = channel(interaction), member(interaction)
@@ -200,15 +219,19 @@ class StoryCog(commands.Cog, name=STORY_COG):
         await answer(interaction, said, ephemeral=False, links=True)
 
     # --- shaping the story: edit, takes, erase and redo, fork, the library -----------------------------
-    @story.command(name="edit", description="Edit a passage (yours, one you asked the model for, or any with "
-                   "Manage Messages)")  # fmt: skip
+    @story.command(
+        name="edit",
+        description="Edit a passage (yours, one you asked the model for, or any with Manage Messages)",
+    )
     @app_commands.describe(
         position="The passage's number (`/story show`)", text="Its new text (none: a form)"
     )
     async def edit(
-        self, interaction: Interaction, position: app_commands.Range[int, 1],
+        self,
+        interaction: Interaction,
+        position: app_commands.Range[int, 1],
         text: app_commands.Range[str, 1, OPTION_LIMIT] | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         where = channel(interaction)
         if text is None:
             await self._open_form(interaction, self.service.passage(where, position))
@@ -242,8 +265,9 @@ class StoryCog(commands.Cog, name=STORY_COG):
             pieces = split(text)
             pieces[-1] += footer
             poster = self.deliveries.poster(None, channel_id=where)
-            await render(poster, ids, pieces, None, {},
-                         lambda ids: self._keep_ref(passage, message_ref(where, ids)))  # fmt: skip
+            await render(
+                poster, ids, pieces, None, {}, lambda ids: self._keep_ref(passage, message_ref(where, ids))
+            )
 
     def _keep_ref(self, passage: Passage, ref: str) -> None:
         self.service.passage_message(passage, ref)
@@ -251,8 +275,10 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @story.command(name="takes", description="The takes of the model's newest passage (only to you)")
     async def takes(self, interaction: Interaction) -> None:
         passage, texts = self.service.takes(channel(interaction))
-        lines = [f"{'▶' if k == passage.take else '·'} **take {k}/{len(texts)}**: {_preview(t, 300)}"
-                 for k, t in enumerate(texts, 1)]  # fmt: skip
+        lines = [
+            f"{'▶' if k == passage.take else '·'} **take {k}/{len(texts)}**: {_preview(t, 300)}"
+            for k, t in enumerate(texts, 1)
+        ]
         await answer(interaction, f"🎞️ Passage {passage.position}\n" + "\n".join(lines))
 
     @story.command(name="take", description="Show take K of the model's newest passage, for everyone")
@@ -272,8 +298,10 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def erase(self, interaction: Interaction, from_: app_commands.Range[int, 1]) -> None:
         may_manage = interaction.permissions.manage_messages
         gone = self.service.erase(channel(interaction), member(interaction), from_, may_manage)
-        said = (f"⏪ {interaction.user.display_name} erased passages {gone[0].position}–{gone[-1].position} "
-                f"({len(gone)}): `/story redo` brings them back while nothing new is added.")  # fmt: skip
+        said = (
+            f"⏪ {interaction.user.display_name} erased passages {gone[0].position}–{gone[-1].position} "
+            f"({len(gone)}): `/story redo` brings them back while nothing new is added."
+        )
         await answer(interaction, said, ephemeral=False)
 
     @story.command(
@@ -289,9 +317,11 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @app_commands.rename(from_="from")
     @app_commands.describe(from_="The last passage the new story keeps", title="Its title (optional)")
     async def fork(
-        self, interaction: Interaction, from_: app_commands.Range[int, 1],
-        title: app_commands.Range[str, 1, 100] | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        interaction: Interaction,
+        from_: app_commands.Range[int, 1],
+        title: Title | None = None,
+    ) -> None:
         where, who = channel(interaction), member(interaction)
         self.service.passage(where, from_)  # refused before a thread is made for nothing
         thread = None
@@ -302,17 +332,23 @@ class StoryCog(commands.Cog, name=STORY_COG):
         fork = self.service.fork(where, who, from_, title, into)
         name, by = _title(fork.title), shown(who.name)
         if thread is None:
-            said = (f"🍴 {by} forked the story at passage {from_} as story {fork.id}, {name} (kept in "
-                    f"this channel's list). {NO_THREADS} `/story open id:{fork.id}` makes it this channel's "
-                    "story.")  # fmt: skip
+            said = (
+                f"🍴 {by} forked the story at passage {from_} as story {fork.id}, {name} (kept in "
+                f"this channel's list). {NO_THREADS} `/story open id:{fork.id}` makes it this channel's "
+                "story."
+            )
         else:
             last = fork.passages[-1]
-            opening = (f"🍴 {name}: passages 1–{last.position} of <#{where.id}>, with its memory, note, "
-                       f"lore and summary. It ends: “{shown(_preview(last.text, 300))}”\n"
-                       "Carry on with `/write` or `/continue`.")  # fmt: skip
+            opening = (
+                f"🍴 {name}: passages 1–{last.position} of <#{where.id}>, with its memory, note, "
+                f"lore and summary. It ends: “{shown(_preview(last.text, 300))}”\n"
+                "Carry on with `/write` or `/continue`."
+            )
             await thread.send(opening)
-            said = (f"🍴 {by} forked the story at passage {from_} into {thread.mention}: {name}. "
-                    "This story is unchanged.")  # fmt: skip
+            said = (
+                f"🍴 {by} forked the story at passage {from_} into {thread.mention}: {name}. "
+                "This story is unchanged."
+            )
         await answer(interaction, said, ephemeral=False, links=True)
 
     @story.command(name="list", description="This channel's stories, and its threads' (only to you)")
@@ -321,9 +357,11 @@ class StoryCog(commands.Cog, name=STORY_COG):
         for s in reversed(self.service.library(channel(interaction))):  # the newest first
             state = "open" if s.active else "archived"
             fork = f" · fork of {s.forked_from}" if s.forked_from else ""
-            lines.append(f"**{s.id}** · {_title(s.title)[2:-2]} · "
-                         f"{s.passages} passages · <t:{int(s.last_activity)}:R> · <#{s.channel_id}> · "
-                         f"{state}{fork}")  # fmt: skip
+            lines.append(
+                f"**{s.id}** · {_title(s.title)[2:-2]} · "
+                f"{s.passages} passages · <t:{int(s.last_activity)}:R> · <#{s.channel_id}> · "
+                f"{state}{fork}"
+            )
         text = "📚 Stories here (`/story open id:…` reopens one)\n" + "\n".join(lines or ["(none yet)"])
         if len(text) > MESSAGE_LIMIT:
             text = text[: MESSAGE_LIMIT - 40].rsplit("\n", 1)[0] + "\n-# older stories left out"
@@ -334,9 +372,11 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def open(self, interaction: Interaction, id: app_commands.Range[int, 1]) -> None:
         story = self.service.open(channel(interaction), id)
         who = shown(interaction.user.display_name)
-        said = (f"📖 {who} reopened story {story.id}, {_title(story.title)} "
-                f"({len(story.passages)} passages), in <#{story.channel_id}>; the story there before is "
-                "kept (`/story list`).")  # fmt: skip
+        said = (
+            f"📖 {who} reopened story {story.id}, {_title(story.title)} "
+            f"({len(story.passages)} passages), in <#{story.channel_id}>; the story there before is "
+            "kept (`/story list`)."
+        )
         await answer(interaction, said, ephemeral=False, links=True)
 
     async def _thread(self, interaction: Interaction, name: str) -> discord.Thread | None:
@@ -413,9 +453,10 @@ class StoryCog(commands.Cog, name=STORY_COG):
             text, suffix = self.service.export(channel(interaction)), "md"
         name = re.sub(r"[^\w-]+", "-", (current.title or "story").lower()).strip("-")[:60] or "story"
         await interaction.response.send_message(
-            f"📄 {len(current.passages)} passages", ephemeral=True,
+            f"📄 {len(current.passages)} passages",
+            ephemeral=True,
             file=discord.File(io.BytesIO(text.encode()), filename=f"{name}.{suffix}"),
-        )  # fmt: skip
+        )
 
     @story.command(
         name="import", description="A story file (/story export format:json) as this channel's story"
@@ -425,11 +466,16 @@ class StoryCog(commands.Cog, name=STORY_COG):
         """The story there now is archived (kept: `/story list`); the import is the channel's story."""
         data = await read_attachment(interaction, file)
         story, report, notes = self.service.import_story(channel(interaction), member(interaction), data)
-        details = [f"📥 Imported: {len(story.passages)} passages · {report.summary()}", *notes,
-                   *(o.line() for o in report.outcomes)]  # fmt: skip
+        details = [
+            f"📥 Imported: {len(story.passages)} passages · {report.summary()}",
+            *notes,
+            *(o.line() for o in report.outcomes),
+        ]
         await answer(interaction, _lines(details))  # the report, to the importer (the deferred answer)
-        said = (f"📥 {interaction.user.display_name} imported {_title(story.title)} ({len(story.passages)} "
-                "passages) as this channel's story; the one before is kept (`/story list`).")  # fmt: skip
+        said = (
+            f"📥 {interaction.user.display_name} imported {_title(story.title)} ({len(story.passages)} "
+            "passages) as this channel's story; the one before is kept (`/story list`)."
+        )
         await answer(interaction, said, ephemeral=False)
 
     # --- long stories: memory, author's note, context, summary --------------------------------------
@@ -472,7 +518,7 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def context(
         self,
         interaction: Interaction,
-        direction: app_commands.Range[str, 1, 300] | None = None,
+        direction: Direction | None = None,
         length: Length | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)  # it asks Ollama about the model
@@ -569,33 +615,43 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @story.command(name="settings", description="Show or set the story's model, sampling and default length")
     @app_commands.describe(
         model="The model (one the operator allows here: no option lists them)",
-        temperature="How adventurous the wording is (0 to 2)",
-        top_p="Keep only the likeliest words up to this share (0 to 1)",
-        repeat_penalty="How much to avoid repeating words (0.5 to 2; 1 is none)",
+        temperature=f"How adventurous the wording is ({_span('temperature')})",
+        top_p=f"Keep only the likeliest words up to this share ({_span('top_p')})",
+        repeat_penalty=f"How much to avoid repeating words ({_span('repeat_penalty')}; 1 is none)",
         length="The length /continue asks when none is given",
         reset="Back to the operator's defaults first",
     )
     async def settings(
-        self, interaction: Interaction, model: app_commands.Range[str, 1, 100] | None = None,
-        temperature: app_commands.Range[float, 0.0, 2.0] | None = None,
-        top_p: app_commands.Range[float, 0.0, 1.0] | None = None,
-        repeat_penalty: app_commands.Range[float, 0.5, 2.0] | None = None,
-        length: Length | None = None, reset: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        interaction: Interaction,
+        model: ModelName | None = None,
+        temperature: Temperature | None = None,
+        top_p: TopP | None = None,
+        repeat_penalty: RepeatPenalty | None = None,
+        length: Length | None = None,
+        reset: bool = False,
+    ) -> None:
         where = channel(interaction)
-        changes = {"model": model, "temperature": temperature, "top_p": top_p,
-                   "repeat_penalty": repeat_penalty, "length": length}  # fmt: skip
+        changes = {
+            "model": model,
+            "temperature": temperature,
+            "top_p": top_p,
+            "repeat_penalty": repeat_penalty,
+            "length": length,
+        }
         if not reset and all(v is None for v in changes.values()):
             current, used = self.service.settings(where)
             allowed = ", ".join(self.service.allowed_models(where))
             who = f"the {self.settings_role} role" if self.settings_role else "Manage Messages"
             await self.show_inputs(
-                interaction, f"⚙️ {describe_settings(current, used)}\n-# models allowed here: {allowed}; "
+                interaction,
+                f"⚙️ {describe_settings(current, used)}\n-# models allowed here: {allowed}; "
                 f"changing them needs {who}",
-            )  # fmt: skip
+            )
             return
-        new = self.service.set_settings(where, member(interaction), self.may_configure(interaction),
-                                        reset=reset, **changes)  # fmt: skip
+        new = self.service.set_settings(
+            where, member(interaction), self.may_configure(interaction), reset=reset, **changes
+        )
         _, used = self.service.settings(where)
         said = (
             f"⚙️ {interaction.user.display_name} changed the story's settings: {describe_settings(new, used)}"
@@ -624,8 +680,10 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @summary.command(name="restore", description="Bring back the summary's previous version")
     async def summary_restore(self, interaction: Interaction) -> None:
         back = self.service.restore_summary(channel(interaction), member(interaction))
-        said = (f"📜 {interaction.user.display_name} restored the previous summary: "
-                f"“{_preview(back.text or '', 200)}”")  # fmt: skip
+        said = (
+            f"📜 {interaction.user.display_name} restored the previous summary: "
+            f"“{_preview(back.text or '', 200)}”"
+        )
         await answer(interaction, said, ephemeral=False)
 
     @summary.command(name="pause", description="Stop new summaries being written (the current one stays)")
@@ -651,9 +709,11 @@ class StoryCog(commands.Cog, name=STORY_COG):
     @persona.command(name="set", description="Say which character you write (pinned in the model's context)")
     @app_commands.describe(name="Your character's name", description="Who they are, in a sentence or two")
     async def persona_set(
-        self, interaction: Interaction, name: app_commands.Range[str, 1, 60],
-        description: app_commands.Range[str, 1, 300],
-    ) -> None:  # fmt: skip
+        self,
+        interaction: Interaction,
+        name: PersonaName,
+        description: PersonaText,
+    ) -> None:
         p = self.service.set_persona(channel(interaction), member(interaction), name, description)
         said = f"🎭 {interaction.user.display_name} plays {_bold(p.name)}: {p.description}"
         await answer(interaction, said, ephemeral=False)
@@ -670,14 +730,19 @@ class StoryCog(commands.Cog, name=STORY_COG):
         lines = [
             f"**{discord.utils.escape_markdown(p.name)}** ({p.member_name}): {p.description}" for p in cast
         ]
-        await self.show_inputs(interaction, "🎭 The cast\n" + "\n".join(lines) if lines
-                               else "🎭 No cast yet: `/persona set name description`.")  # fmt: skip
+        await self.show_inputs(
+            interaction,
+            "🎭 The cast\n" + "\n".join(lines)
+            if lines
+            else "🎭 No cast yet: `/persona set name description`.",
+        )
 
     # --- the lorebook --------------------------------------------------------------------------------
     lore = app_commands.Group(
-        name="lore", description="The story's lorebook: what the model is told when a keyword comes up",
+        name="lore",
+        description="The story's lorebook: what the model is told when a keyword comes up",
         guild_only=True,
-    )  # fmt: skip
+    )
 
     @lore.command(
         name="add", description="Add an entry the model is told about when a keyword of it comes up"
@@ -691,7 +756,8 @@ class StoryCog(commands.Cog, name=STORY_COG):
     async def lore_add(
         self, interaction: Interaction, name: Name, keywords: Keywords, text: LoreText, always: bool = False
     ) -> None:
-        entry = self.service.lore_add(channel(interaction), member(interaction), name, keywords, text, always)
+        change = lorebook.LoreChange(name, keywords, text, always)
+        entry = self.service.lore_add(channel(interaction), member(interaction), change)
         said = f"📚 {interaction.user.display_name} added {_named(entry)} to the lorebook ({_keys(entry)})."
         await answer(interaction, said, ephemeral=False)
 
@@ -717,8 +783,8 @@ class StoryCog(commands.Cog, name=STORY_COG):
             entry = self.service.lore_entry(where, name)
             await interaction.response.send_modal(LoreEditForm(self, entry))
             return
-        entry = self.service.lore_edit(where, member(interaction), name, text=text, keywords=keywords,
-                                       always_on=always, new_name=new_name)  # fmt: skip
+        change = lorebook.LoreChange(new_name, keywords, text, always)
+        entry = self.service.lore_edit(where, member(interaction), name, change)
         await _edited(interaction, entry)
 
     @lore.command(name="remove", description="Take an entry out (another member's needs Manage Messages)")
@@ -743,8 +809,11 @@ class StoryCog(commands.Cog, name=STORY_COG):
         if len(title) + len(body) + 2 <= MESSAGE_LIMIT:
             await self.show_inputs(interaction, shown(f"{title}\n\n{body}"))
             return
-        await self.show_inputs(interaction, f"{title}: the whole lorebook is in the file",
-                               file=("lorebook.md", f"# Lorebook\n\n{body}\n"))  # fmt: skip
+        await self.show_inputs(
+            interaction,
+            f"{title}: the whole lorebook is in the file",
+            file=("lorebook.md", f"# Lorebook\n\n{body}\n"),
+        )
 
     @lore.command(name="import", description="Entries from a SillyTavern World Info, NovelAI or our lorebook")
     @app_commands.describe(file="The lorebook's .json (or .lorebook) file")
@@ -794,14 +863,18 @@ class PassageEditForm(discord.ui.Modal):
         # discord.py finds an open form by its custom_id alone: one per member, or two members' forms
         # on the same revision would be one.
         super().__init__(
-            title=f"Edit passage {passage.position}", timeout=900,
+            title=f"Edit passage {passage.position}",
+            timeout=900,
             custom_id=f"story:passage:{passage.id}:{passage.revision}:{member_id}",
-        )  # fmt: skip
+        )
         self.story, self.passage = story, passage
         self.text: discord.ui.TextInput = discord.ui.TextInput(
-            label="The passage", style=discord.TextStyle.paragraph, default=passage.text,
-            max_length=history.MODAL_TEXT_LIMIT, custom_id="text",
-        )  # fmt: skip
+            label="The passage",
+            style=discord.TextStyle.paragraph,
+            default=passage.text,
+            max_length=history.MODAL_TEXT_LIMIT,
+            custom_id="text",
+        )
         self.add_item(self.text)
 
     async def on_submit(self, interaction: Interaction) -> None:
@@ -810,9 +883,14 @@ class PassageEditForm(discord.ui.Modal):
     async def _save(self, interaction: Interaction) -> None:
         p = self.passage
         edited = self.story.service.edit(
-            channel(interaction), member(interaction), p.position, self.text.value,
-            interaction.permissions.manage_messages, revision=p.revision, story_id=p.story_id,
-        )  # fmt: skip
+            channel(interaction),
+            member(interaction),
+            p.position,
+            self.text.value,
+            interaction.permissions.manage_messages,
+            revision=p.revision,
+            story_id=p.story_id,
+        )
         await self.story.edited(interaction, edited)
 
 
@@ -826,9 +904,12 @@ class SummaryEditForm(discord.ui.Modal):
         )
         self.story, self.seen = story, current.id
         self.text: discord.ui.TextInput = discord.ui.TextInput(
-            label="What happened so far", style=discord.TextStyle.paragraph, default=current.text,
-            max_length=MAX_SUMMARY_CHARS, custom_id="text",
-        )  # fmt: skip
+            label="What happened so far",
+            style=discord.TextStyle.paragraph,
+            default=current.text,
+            max_length=MAX_SUMMARY_CHARS,
+            custom_id="text",
+        )
         self.add_item(self.text)
 
     async def on_submit(self, interaction: Interaction) -> None:
@@ -851,13 +932,19 @@ class LoreEditForm(discord.ui.Modal):
         )
         self.story, self.entry_name, self.version = story, entry.name, entry.version
         self.keywords: discord.ui.TextInput = discord.ui.TextInput(
-            label="Keywords, separated by commas", default=", ".join(entry.keywords), required=False,
-            max_length=KEYWORDS_CHARS, custom_id="keywords",
-        )  # fmt: skip
+            label="Keywords, separated by commas",
+            default=", ".join(entry.keywords),
+            required=False,
+            max_length=KEYWORDS_CHARS,
+            custom_id="keywords",
+        )
         self.text: discord.ui.TextInput = discord.ui.TextInput(
-            label="What the model should know", style=discord.TextStyle.paragraph, default=entry.text,
-            max_length=lorebook.MAX_TEXT_CHARS, custom_id="text",
-        )  # fmt: skip
+            label="What the model should know",
+            style=discord.TextStyle.paragraph,
+            default=entry.text,
+            max_length=lorebook.MAX_TEXT_CHARS,
+            custom_id="text",
+        )
         self.add_item(self.keywords)
         self.add_item(self.text)
 
@@ -865,10 +952,9 @@ class LoreEditForm(discord.ui.Modal):
         await self.story.guarded(interaction, lambda: self._save(interaction))
 
     async def _save(self, interaction: Interaction) -> None:
-        entry = self.story.service.lore_edit(
-            channel(interaction), member(interaction), self.entry_name, keywords=self.keywords.value,
-            text=self.text.value, version=self.version,
-        )  # fmt: skip
+        change = lorebook.LoreChange(keywords=self.keywords.value, text=self.text.value)
+        where, who = channel(interaction), member(interaction)
+        entry = self.story.service.lore_edit(where, who, self.entry_name, change, self.version)
         await _edited(interaction, entry)
 
 
@@ -881,9 +967,10 @@ def channel(interaction: Interaction) -> Channel:
     where = interaction.channel
     parent = getattr(where, "parent_id", None)  # threads
     return Channel(
-        str(interaction.channel_id), str(interaction.guild_id) if interaction.guild_id else None,
+        str(interaction.channel_id),
+        str(interaction.guild_id) if interaction.guild_id else None,
         str(parent) if parent else None,
-    )  # fmt: skip
+    )
 
 
 async def answer(interaction: Interaction, text: str, ephemeral: bool = True, links: bool = False) -> None:

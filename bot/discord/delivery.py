@@ -33,9 +33,13 @@ class Deliveries:
     """The passages this process is showing, and those it is delivering in the background."""
 
     def __init__(
-        self, client: discord.Client, service: StoryService, pacing: Pacing,
-        backoff: tuple[float, float] = (1.0, 60.0), sweep_every: float | None = None,
-    ):  # fmt: skip
+        self,
+        client: discord.Client,
+        service: StoryService,
+        pacing: Pacing,
+        backoff: tuple[float, float] = (1.0, 60.0),
+        sweep_every: float | None = None,
+    ):
         self.client, self.service, self.pacing = client, service, pacing
         self.backoff = backoff  # first and longest wait between delivery attempts
         self.sweep_every = sweep_every  # default: the service's lease length
@@ -45,9 +49,12 @@ class Deliveries:
         self._background: dict[int, asyncio.Task] = {}  # generation id -> its delivery in the background
 
     def poster(
-        self, interaction: discord.Interaction | None, deferred_id: int | None = None,
-        ephemeral: bool = False, channel_id: int | None = None,
-    ) -> Poster:  # fmt: skip
+        self,
+        interaction: discord.Interaction | None,
+        deferred_id: int | None = None,
+        ephemeral: bool = False,
+        channel_id: int | None = None,
+    ) -> Poster:
         return Poster(self.client, self.pacing, interaction, deferred_id, ephemeral, channel_id)
 
     async def show(
@@ -75,9 +82,13 @@ class Deliveries:
         return shower
 
     def redeliver(
-        self, gen: int, poster: Poster, known: dict[int, str] | None = None,
-        late: discord.Interaction | None = None, first_wait: float = 0.0,
-    ) -> asyncio.Task:  # fmt: skip
+        self,
+        gen: int,
+        poster: Poster,
+        known: dict[int, str] | None = None,
+        late: discord.Interaction | None = None,
+        first_wait: float = 0.0,
+    ) -> asyncio.Task:
         work = self._deliver(gen, poster, known or {}, late, first_wait)
         task = asyncio.create_task(work, name=f"deliver-{gen}")
         self._background[gen] = task
@@ -137,9 +148,13 @@ class Deliveries:
         return started
 
     async def _deliver(
-        self, gen: int, poster: Poster, known: dict[int, str], late: discord.Interaction | None,
+        self,
+        gen: int,
+        poster: Poster,
+        known: dict[int, str],
+        late: discord.Interaction | None,
         wait: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Deliver a generation's final state until Discord takes it, backing off between attempts; the
         member in `late` is told once (privately) that the passage is late."""
         first, longest = self.backoff

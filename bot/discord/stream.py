@@ -63,9 +63,13 @@ def split(text: str, limit: int = PART_LIMIT) -> list[str]:
 
 
 def passage_text(
-    answer: str, position: int, asked_by: str, alternatives: int, take: int | None = None,
+    answer: str,
+    position: int,
+    asked_by: str,
+    alternatives: int,
+    take: int | None = None,
     edited: bool = False,
-) -> str:  # fmt: skip
+) -> str:
     """A model passage as its messages show it: the text, then the footer line (which take of how many,
     and whether the text is an edit)."""
     take = alternatives if take is None else take
@@ -179,9 +183,13 @@ class Poster:
         return sent.id
 
     async def edit(
-        self, message_id: int, content: str, view: discord.ui.View | None = KEEP, spare: int = 0,
+        self,
+        message_id: int,
+        content: str,
+        view: discord.ui.View | None = KEEP,
+        spare: int = 0,
         suppress: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """Edit a message; `view=None` takes its buttons off. `suppress`: also flag its embeds suppressed,
         which only the channel's edit can (a webhook edit carries no flags)."""
         await self._slot(spare)
@@ -253,8 +261,14 @@ class PassageStream:
                         throttle.update(shown(answer) + CURSOR if answer else "💭 *thinking…*")
                     case Done(passage, generation_id):
                         self.done_at = time.monotonic()
-                        text = passage_text(passage.text, passage.position, passage.author_name,
-                                            passage.alternatives, passage.take, passage.edited)  # fmt: skip
+                        text = passage_text(
+                            passage.text,
+                            passage.position,
+                            passage.author_name,
+                            passage.alternatives,
+                            passage.take,
+                            passage.edited,
+                        )
                         takes = self.service.take_ids(passage.id)
                         self.final = (text, passage_view(generation_id, takes=takes))
                         await throttle.close(text)
@@ -352,14 +366,24 @@ async def deliver(service: StoryService, generation_id: int, poster: Poster, kno
         return
     channel_id, ids = parse_ref(d.message_ref)
     pieces, view = final_pieces(d, service.tally(d.shown_id or generation_id))
-    await render(poster, ids, pieces, view, known,
-                 lambda ids: service.attach_message(generation_id, message_ref(channel_id, ids)))  # fmt: skip
+    await render(
+        poster,
+        ids,
+        pieces,
+        view,
+        known,
+        lambda ids: service.attach_message(generation_id, message_ref(channel_id, ids)),
+    )
 
 
 async def render(
-    poster: Poster, ids: list[int], pieces: list[str], view: discord.ui.View | None, known: dict[int, str],
+    poster: Poster,
+    ids: list[int],
+    pieces: list[str],
+    view: discord.ui.View | None,
+    known: dict[int, str],
     store_ids: Callable[[list[int]], None],
-) -> None:  # fmt: skip
+) -> None:
     """Make the messages `ids` show `pieces` (the buttons under the last): edit those that exist, send the
     missing ones (`store_ids` keeps their ids at once, so a retry never sends one twice), delete extras."""
     for i, content in enumerate(pieces):

@@ -136,9 +136,13 @@ def passage_view(
     """The buttons of one model passage showing take `generation_id`; the counts are its ratings so
     far; `takes`: every take of its slot, oldest first (◀ ▶ when there are several)."""
     view = discord.ui.View(timeout=None)
-    for item in (RateButton(generation_id, 1, up), RateButton(generation_id, -1, down),
-                 RegenerateButton(generation_id), ReasoningButton(generation_id),
-                 EditButton(generation_id)):  # fmt: skip
+    for item in (
+        RateButton(generation_id, 1, up),
+        RateButton(generation_id, -1, down),
+        RegenerateButton(generation_id),
+        ReasoningButton(generation_id),
+        EditButton(generation_id),
+    ):
         view.add_item(item)
     if len(takes) > 1 and generation_id in takes:
         k = takes.index(generation_id)

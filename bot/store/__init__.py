@@ -6,5 +6,11 @@ from bot.store.unit import GenerationRow
 from contract.store.migrations import SCHEMA_VERSION, SchemaError, schema_version
 
 __all__ = [
-    "SCHEMA_VERSION", "Delivery", "GenerationRow", "Interrupted", "SchemaError", "Store", "schema_version",
-]  # fmt: skip
+    "SCHEMA_VERSION",
+    "Delivery",
+    "GenerationRow",
+    "Interrupted",
+    "SchemaError",
+    "Store",
+    "schema_version",
+]

@@ -51,7 +51,7 @@ def check(path: str | os.PathLike) -> None:
         with open(path, "rb") as f:
             header = f.read(100)
     except OSError as e:
-        raise NotTheBotsDatabase(f"cannot read {path} ({e.strerror}): {_POINT}") from None
+        raise NotTheBotsDatabase(f"cannot read {path} ({e.strerror}): {_POINT}") from e
     if not header:
         return  # an empty file is a new database to SQLite
     if not header.startswith(_MAGIC):
@@ -73,7 +73,7 @@ def _check_schema(path: Path) -> None:
     except sqlite3.DatabaseError as e:
         raise NotTheBotsDatabase(
             f"{path} is damaged or not a database SQLite can read ({e}): {_POINT}"
-        ) from None
+        ) from e
     if app_id == APPLICATION_ID or (app_id == 0 and not tables and version == 0):
         return
     if app_id == 0 and version > 0 and tables >= _CORE_TABLES:

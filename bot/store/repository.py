@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.core import history, landing, lorefiles, messages
 from bot.core import lore as lorebook
@@ -34,9 +35,14 @@ from bot.store.leases import gateway_key, live, orphaned, overlaps
 from bot.store.opening import check as check_opening
 from bot.store.opening import claim as claim_opening
 from bot.store.unit import GenerationRow, Reads, Unit
+from contract.serving import Options
 from contract.store.engine import Connection, PgConnection, is_url, shown, write_lock
 from contract.store.migrations import migrate
 from contract.store.status import DeliveryState, Status
+
+if TYPE_CHECKING:  # types only: the core's plan and the backend import the store
+    from bot.core.plan import GenerationRecord
+    from bot.llm import Stats
 
 
 @dataclass(frozen=True)
@@ -157,33 +163,20 @@ class Store:
     def lore_entries(self, story_id: int) -> list[LoreEntry]:
         return self.reads.lore_entries(story_id)
 
-    def add_lore(
-        self, story_id: int, by: Member, name: str, keywords: tuple[str, ...], text: str, always_on: bool
-    ) -> LoreEntry:
-        """Add an entry; one transaction checks the name, the keywords and the limit against the others."""
+    def add_lore(self, story_id: int, entry: LoreEntry) -> LoreEntry:
+        """Add a checked new entry (lorebook.new_entry); one transaction checks its name, its keywords and
+        the limit against the others."""
         with self.unit() as u:
-            lorebook.check_add(u.lore_entries(story_id), name, keywords)
-            return u.add_lore(story_id, by, name, keywords, text, always_on)
+            lorebook.check_add(u.lore_entries(story_id), entry.name, entry.keywords)
+            return u.add_lore(story_id, entry)
 
     def edit_lore(
-        self,
-        story_id: int,
-        by: Member,
-        name: str,
-        *,
-        new_name: str | None = None,
-        keywords: tuple[str, ...] | None = None,
-        text: str | None = None,
-        always_on: bool | None = None,
-        version: int | None = None,
+        self, story_id: int, by: Member, name: str, change: lorebook.LoreChange, version: int | None = None
     ) -> LoreEntry:
-        """Change the given fields of an entry (None keeps one). With `version` (the one the member saw),
+        """Change an entry as `change` says (None keeps a field). With `version` (the one the member saw),
         an entry changed since is not overwritten: LoreConflict says so."""
         with self.unit() as u:
-            new = lorebook.edit(
-                u.lore_entries(story_id), by.id, name, new_name=new_name, keywords=keywords, text=text,
-                always_on=always_on, version=version,
-            )  # fmt: skip
+            new = lorebook.edit(u.lore_entries(story_id), by.id, name, change, version)
             u.save_lore(new)
         return new
 
@@ -199,9 +192,13 @@ class Store:
             return u.story_document(story_id)
 
     def import_story(
-        self, channel: Channel, by: Member, doc: sf.StoryDocument, settings: StorySettings,
+        self,
+        channel: Channel,
+        by: Member,
+        doc: sf.StoryDocument,
+        settings: StorySettings,
         lore: Sequence[lorefiles.Candidate],
-    ) -> tuple[int, list[lorefiles.Outcome]]:  # fmt: skip
+    ) -> tuple[int, list[lorefiles.Outcome]]:
         """A checked story file as the channel's new story (the one there archived, kept), with its
         lore entry by entry (`lore`): all in one transaction."""
         with self.unit() as u:
@@ -226,9 +223,14 @@ class Store:
         return self.reads.summaries(story_id)
 
     def begin_summary(
-        self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str,
+        self,
+        story_id: int,
+        upto_position: int,
+        covered: list[Passage],
+        previous_id: int | None,
+        model: str,
         owner: str | None = None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         with self.unit() as u:
             return u.add_summary(story_id, upto_position, covered, previous_id, model, owner)
 
@@ -240,9 +242,14 @@ class Store:
             landed = landing.summary_lands(s, u.present(s.passage_ids), u.story_active(s.story_id))
             edited = any(o.edited_by and o.id > summary_id for o in u.summaries(s.story_id))
             why = (
-                messages.SUMMARY_STORY_CHANGED if not landed else messages.SUMMARY_EDITED if edited
-                else messages.SUMMARY_PAUSED if u.summary_paused(s.story_id) else None
-            )  # fmt: skip
+                messages.SUMMARY_STORY_CHANGED
+                if not landed
+                else messages.SUMMARY_EDITED
+                if edited
+                else messages.SUMMARY_PAUSED
+                if u.summary_paused(s.story_id)
+                else None
+            )
             u.end_summary(summary_id, Status.DISCARDED if why else Status.DONE, text, why)
         return why is None
 
@@ -450,8 +457,8 @@ class Store:
         user_text: str,
         prompt: str,
         raw: bool,
-        options: dict,
-        context: Mapping[str, object],  # a GenerationRecord (bot.core.plan), kept as JSON
+        options: Options,
+        context: GenerationRecord,  # kept as JSON
         direction: str | None,
         length: str | None,
         slot: int | None,
@@ -460,9 +467,19 @@ class Store:
         """A running generation; `owner` holds the story's lease while it runs (else recover fails it)."""
         with self.unit() as u:
             return u.add_generation(
-                story_id, requested_by, model, user_text=user_text, prompt=prompt, raw=raw, options=options,
-                context=context, direction=direction, length=length, slot=slot, owner=owner,
-            )  # fmt: skip
+                story_id,
+                requested_by,
+                model,
+                user_text=user_text,
+                prompt=prompt,
+                raw=raw,
+                options=options,
+                context=context,
+                direction=direction,
+                length=length,
+                slot=slot,
+                owner=owner,
+            )
 
     def finish_generation(
         self,
@@ -473,7 +490,7 @@ class Store:
         reasoning: str,
         answer: str,
         issues: list[str],
-        stats: dict,
+        stats: Stats,
     ) -> Passage | None:
         """Record a finished generation and put its answer into the story, in one transaction.
 
@@ -489,9 +506,15 @@ class Store:
             landed = landing.passage_lands(needed, u.present_ids(needed), u.story_active(g.story_id))
             status, error = (Status.DONE, None) if landed else (Status.DISCARDED, messages.STORY_CHANGED)
             u.end_generation(
-                generation_id, status, error, output=output, reasoning=reasoning, answer=answer,
-                issues=issues, stats=stats,
-            )  # fmt: skip
+                generation_id,
+                status,
+                error,
+                output=output,
+                reasoning=reasoning,
+                answer=answer,
+                issues=issues,
+                stats=stats,
+            )
             if not landed:
                 return None
             if slot:  # a regeneration: the slot now shows this alternative
@@ -541,13 +564,30 @@ class Store:
         takes = tuple(self.reads.takes(g.passage_id))
         if takes[-1] != g.id:  # a newer take's messages show the passage
             return Delivery(
-                g.id, g.channel_id, g.message_ref, g.status, g.answer or "", p.position, p.author_name,
+                g.id,
+                g.channel_id,
+                g.message_ref,
+                g.status,
+                g.answer or "",
+                p.position,
+                p.author_name,
                 current=False,
-            )  # fmt: skip
+            )
         return Delivery(
-            g.id, g.channel_id, g.message_ref, g.status, p.text, p.position, p.author_name, p.alternatives,
-            True, p.generation_id, p.take, p.edited, takes,
-        )  # fmt: skip
+            g.id,
+            g.channel_id,
+            g.message_ref,
+            g.status,
+            p.text,
+            p.position,
+            p.author_name,
+            p.alternatives,
+            True,
+            p.generation_id,
+            p.take,
+            p.edited,
+            takes,
+        )
 
     def generation(self, generation_id: int) -> GenerationRow | None:
         return self.reads.generation(generation_id)
@@ -624,7 +664,7 @@ def _apply_lore(
     outcomes = lorefiles.plan(u.lore_entries(story_id), candidates, by.id)
     for o in outcomes:
         if o.entry is not None and o.action == "kept":
-            u.add_lore(story_id, by, o.entry.name, o.entry.keywords, o.entry.text, o.entry.always_on)
+            u.add_lore(story_id, o.entry)
         elif o.entry is not None:
             u.save_lore(o.entry)
     return outcomes

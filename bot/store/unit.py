@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from bot.core import storyfile as sf
 from bot.core.lore import LoreEntry, name_key
 from bot.core.settings import StorySettings
 from bot.core.story import AuthorKind, Channel, Member, Note, Passage, Persona, Story, StoryInfo, Summary
 from bot.core.summary import digest
+from contract.serving import Options
 from contract.store.engine import Connection
 from contract.store.status import DeliveryState, Status
+
+if TYPE_CHECKING:  # types only: the core's plan and the backend import the store
+    from bot.core.plan import GenerationRecord
+    from bot.llm import Stats
 
 RUNNING, DONE, PENDING = f"'{Status.RUNNING}'", f"'{Status.DONE}'", f"'{DeliveryState.PENDING}'"
 
@@ -216,7 +221,7 @@ class Reads:
                 max(t for t in (r["created_at"], r["added"], r["edited"]) if t is not None),
                 r["archived_at"] is None,
                 r["forked_from"],
-            )  # fmt: skip
+            )
             for r in rows
         ]
 
@@ -266,11 +271,26 @@ class Reads:
         if r is None:
             return None
         return GenerationRow(
-            r["id"], r["story_id"], r["channel_id"], r["passage_id"], r["requested_by"], r["model"],
-            r["direction"], r["length"], Status(r["status"]), r["user_text"], r["reasoning"], r["answer"],
-            r["error"], r["message_ref"], json.loads(r["context"]), r["prompt"], bool(r["raw"]),
-            None if r["delivery"] is None else DeliveryState(r["delivery"]), r["owner"],
-        )  # fmt: skip
+            r["id"],
+            r["story_id"],
+            r["channel_id"],
+            r["passage_id"],
+            r["requested_by"],
+            r["model"],
+            r["direction"],
+            r["length"],
+            Status(r["status"]),
+            r["user_text"],
+            r["reasoning"],
+            r["answer"],
+            r["error"],
+            r["message_ref"],
+            json.loads(r["context"]),
+            r["prompt"],
+            bool(r["raw"]),
+            None if r["delivery"] is None else DeliveryState(r["delivery"]),
+            r["owner"],
+        )
 
     def running_generations(self) -> list[Running]:
         rows = self.c.execute(
@@ -325,16 +345,26 @@ class Reads:
         passages = self.passages(story_id)
         memory, note = self.note(story_id, "memory"), self.note(story_id, "note")
         return sf.StoryDocument(
-            format="story-bot.story", version=sf.VERSION, title=row["title"],
+            format="story-bot.story",
+            version=sf.VERSION,
+            title=row["title"],
             settings=self.settings(story_id).values(),
-            memory=None if memory is None else memory.text, note=None if note is None else note.text,
-            summary=self._summary_document(story_id, passages), summary_paused=bool(row["summary_paused"]),
-            lore=[sf.OurEntry(name=e.name, keywords=list(e.keywords), text=e.text, always_on=e.always_on)
-                  for e in self.lore_entries(story_id)],
-            cast=[sf.PersonaDoc(member_id=p.member_id, member_name=p.member_name, name=p.name,
-                                description=p.description) for p in self.personas(story_id)],
+            memory=None if memory is None else memory.text,
+            note=None if note is None else note.text,
+            summary=self._summary_document(story_id, passages),
+            summary_paused=bool(row["summary_paused"]),
+            lore=[
+                sf.OurEntry(name=e.name, keywords=list(e.keywords), text=e.text, always_on=e.always_on)
+                for e in self.lore_entries(story_id)
+            ],
+            cast=[
+                sf.PersonaDoc(
+                    member_id=p.member_id, member_name=p.member_name, name=p.name, description=p.description
+                )
+                for p in self.personas(story_id)
+            ],
             passages=[self._passage_document(p) for p in passages],
-        )  # fmt: skip
+        )
 
     def _passage_document(self, p: Passage) -> sf.PassageDoc:
         takes = self.takes(p.id) if p.by_model else []
@@ -349,10 +379,14 @@ class Reads:
             for _, take, text, by, _ in self.versions(p.id)
         ]
         return sf.PassageDoc(
-            author=p.author_kind.value, author_id=p.author_id, author_name=p.author_name, text=p.text,
+            author=p.author_kind.value,
+            author_id=p.author_id,
+            author_name=p.author_name,
+            text=p.text,
             take=number.get(p.generation_id) if p.by_model and p.generation_id else None,
-            takes=[sf.Take(model=r["model"], text=r["answer"] or "") for r in rows], versions=versions,
-        )  # fmt: skip
+            takes=[sf.Take(model=r["model"], text=r["answer"] or "") for r in rows],
+            versions=versions,
+        )
 
     def _summary_document(self, story_id: int, passages: list[Passage]) -> sf.SummaryDoc | None:
         from bot.core.summary import current
@@ -369,18 +403,30 @@ class Unit(Reads):
 
     # --- stories, notes, lore -------------------------------------------------------------------
     def new_story(
-        self, channel: Channel, by: Member, title: str | None = None, forked: tuple[int, int] | None = None,
+        self,
+        channel: Channel,
+        by: Member,
+        title: str | None = None,
+        forked: tuple[int, int] | None = None,
         archived: bool = False,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """A story in `channel` (a thread's goes into its parent's library); `forked`: (story, position)
         it was copied from; `archived`: stored, not the channel's story (yet)."""
         now = time.time()
         return self._one(
             "INSERT INTO stories (channel_id, guild_id, title, created_by, created_at, home_id, forked_from, "
             "forked_at, archived_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (channel.id, channel.guild_id, title, by.id, now, channel.parent_id or channel.id,
-             *(forked or (None, None)), now if archived else None),
-        )[0]  # fmt: skip
+            (
+                channel.id,
+                channel.guild_id,
+                title,
+                by.id,
+                now,
+                channel.parent_id or channel.id,
+                *(forked or (None, None)),
+                now if archived else None,
+            ),
+        )[0]
 
     def reopen_story(self, story_id: int) -> None:
         self.c.execute("UPDATE stories SET archived_at = NULL WHERE id = ?", (story_id,))
@@ -400,26 +446,44 @@ class Unit(Reads):
         )[0]
         return Note(nid, kind, text, by.id, now)
 
-    def add_lore(
-        self, story_id: int, by: Member, name: str, keywords: tuple[str, ...], text: str, always_on: bool
-    ) -> LoreEntry:
-        now = time.time()
+    def add_lore(self, story_id: int, entry: LoreEntry) -> LoreEntry:
+        """Store a new entry (its id 0 until now); the stored one is returned."""
+        now, by = time.time(), entry.created_by
         eid = self._one(
             "INSERT INTO lore_entries (story_id, name, name_key, keywords, text, always_on, created_by, "
             "created_at, updated_by, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            (story_id, name, name_key(name), json.dumps(keywords), text, int(always_on), by.id, now, by.id,
-             now),
-        )[0]  # fmt: skip
-        return LoreEntry(eid, name, keywords, text, always_on, 1, by.id, by.id)
+            (
+                story_id,
+                entry.name,
+                name_key(entry.name),
+                json.dumps(entry.keywords),
+                entry.text,
+                int(entry.always_on),
+                by,
+                now,
+                by,
+                now,
+            ),
+        )[0]
+        return replace(entry, id=eid, version=1, updated_by=by)
 
     def save_lore(self, new: LoreEntry) -> None:
         """Write an entry's next version over the one before it (`new.version` - 1)."""
         self.c.execute(
             "UPDATE lore_entries SET name = ?, name_key = ?, keywords = ?, text = ?, always_on = ?, "
             "version = version + 1, updated_by = ?, updated_at = ? WHERE id = ? AND version = ?",
-            (new.name, name_key(new.name), json.dumps(new.keywords), new.text, int(new.always_on),
-             new.updated_by, time.time(), new.id, new.version - 1),
-        )  # fmt: skip
+            (
+                new.name,
+                name_key(new.name),
+                json.dumps(new.keywords),
+                new.text,
+                int(new.always_on),
+                new.updated_by,
+                time.time(),
+                new.id,
+                new.version - 1,
+            ),
+        )
 
     def remove_lore(self, entry_id: int) -> None:
         self.c.execute("UPDATE lore_entries SET removed_at = ? WHERE id = ?", (time.time(), entry_id))
@@ -485,9 +549,18 @@ class Unit(Reads):
             self.c.execute(
                 "INSERT INTO summaries (story_id, upto_position, passage_ids, digest, model, status, text, "
                 f"created_at, finished_at, edited_by) VALUES (?, ?, ?, ?, ?, {DONE}, ?, ?, ?, ?)",
-                (story_id, covered[-1].position, json.dumps([c.id for c in covered]), digest(covered),
-                 doc.summary.model, doc.summary.text, now, now, doc.summary.edited_by),
-            )  # fmt: skip
+                (
+                    story_id,
+                    covered[-1].position,
+                    json.dumps([c.id for c in covered]),
+                    digest(covered),
+                    doc.summary.model,
+                    doc.summary.text,
+                    now,
+                    now,
+                    doc.summary.edited_by,
+                ),
+            )
         self.set_summary_paused(story_id, doc.summary_paused)
         self.mark_imported(story_id)
 
@@ -510,9 +583,19 @@ class Unit(Reads):
             "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
             f"status, text, created_at, finished_at, edited_by) VALUES (?, ?, ?, ?, ?, ?, {DONE}, ?, ?, ?, "
             "?) RETURNING id",
-            (s.story_id, s.id, s.upto_position, json.dumps(list(s.passage_ids)), s.digest, s.model, text,
-             now, now, by),
-        )[0]  # fmt: skip
+            (
+                s.story_id,
+                s.id,
+                s.upto_position,
+                json.dumps(list(s.passage_ids)),
+                s.digest,
+                s.model,
+                text,
+                now,
+                now,
+                by,
+            ),
+        )[0]
 
     def set_summary_aside(self, summary_id: int, why: str) -> None:
         self.c.execute(
@@ -520,15 +603,28 @@ class Unit(Reads):
         )
 
     def add_summary(
-        self, story_id: int, upto_position: int, covered: list[Passage], previous_id: int | None, model: str,
+        self,
+        story_id: int,
+        upto_position: int,
+        covered: list[Passage],
+        previous_id: int | None,
+        model: str,
         owner: str | None,
-    ) -> int:  # fmt: skip
+    ) -> int:
         return self._one(
             "INSERT INTO summaries (story_id, previous_id, upto_position, passage_ids, digest, model, "
             f"status, created_at, owner) VALUES (?, ?, ?, ?, ?, ?, {RUNNING}, ?, ?) RETURNING id",
-            (story_id, previous_id, upto_position, json.dumps([p.id for p in covered]), digest(covered),
-             model, time.time(), owner),
-        )[0]  # fmt: skip
+            (
+                story_id,
+                previous_id,
+                upto_position,
+                json.dumps([p.id for p in covered]),
+                digest(covered),
+                model,
+                time.time(),
+                owner,
+            ),
+        )[0]
 
     def end_summary(self, summary_id: int, status: Status, text: str, error: str | None) -> None:
         self.c.execute(
@@ -691,39 +787,90 @@ class Unit(Reads):
         self.c.execute(
             "INSERT INTO summaries (story_id, upto_position, passage_ids, digest, model, status, text, "
             f"created_at, finished_at) VALUES (?, ?, ?, ?, ?, {DONE}, ?, ?, ?)",
-            (target, s.upto_position, json.dumps([c.id for c in covered]), digest(covered), s.model,
-             s.text, s.created_at, time.time()),
-        )  # fmt: skip
+            (
+                target,
+                s.upto_position,
+                json.dumps([c.id for c in covered]),
+                digest(covered),
+                s.model,
+                s.text,
+                s.created_at,
+                time.time(),
+            ),
+        )
 
     def set_passage_message(self, passage_id: int, ref: str) -> None:
         self.c.execute("UPDATE passages SET message_ref = ? WHERE id = ?", (ref, passage_id))
 
     # --- generations --------------------------------------------------------------------------------
     def add_generation(
-        self, story_id: int, requested_by: Member, model: str, *, user_text: str, prompt: str, raw: bool,
-        options: dict, context: Mapping[str, object], direction: str | None, length: str | None,
-        slot: int | None, owner: str | None,
-    ) -> int:  # fmt: skip
+        self,
+        story_id: int,
+        requested_by: Member,
+        model: str,
+        *,
+        user_text: str,
+        prompt: str,
+        raw: bool,
+        options: Options,
+        context: GenerationRecord,
+        direction: str | None,
+        length: str | None,
+        slot: int | None,
+        owner: str | None,
+    ) -> int:
         return self._one(
             "INSERT INTO generations (story_id, passage_id, requested_by, model, direction, length, "
             "user_text, prompt, raw, options, context, status, created_at, owner) "
             f"VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {RUNNING}, ?, ?) RETURNING id",
-            (story_id, slot, requested_by.id, model, direction, length, user_text, prompt, int(raw),
-             json.dumps(options), json.dumps(context), time.time(), owner),
-        )[0]  # fmt: skip
+            (
+                story_id,
+                slot,
+                requested_by.id,
+                model,
+                direction,
+                length,
+                user_text,
+                prompt,
+                int(raw),
+                json.dumps(options),
+                json.dumps(context),
+                time.time(),
+                owner,
+            ),
+        )[0]
 
     def end_generation(
-        self, generation_id: int, status: Status, error: str | None, *, output: str, reasoning: str,
-        answer: str, issues: list[str], stats: dict,
-    ) -> None:  # fmt: skip
+        self,
+        generation_id: int,
+        status: Status,
+        error: str | None,
+        *,
+        output: str,
+        reasoning: str,
+        answer: str,
+        issues: list[str],
+        stats: Stats,
+    ) -> None:
         self.c.execute(
             "UPDATE generations SET status = ?, output = ?, reasoning = ?, answer = ?, parse_issues = ?, "
             "error = ?, finished_at = ?, first_token_s = ?, prompt_tokens = ?, output_tokens = ?, "
             "model_ns = ? WHERE id = ?",
-            (status, output, reasoning, answer, json.dumps(issues), error, time.time(),
-             stats.get("first_token_s"), stats.get("prompt_tokens"), stats.get("output_tokens"),
-             stats.get("model_ns"), generation_id),
-        )  # fmt: skip
+            (
+                status,
+                output,
+                reasoning,
+                answer,
+                json.dumps(issues),
+                error,
+                time.time(),
+                stats.get("first_token_s"),
+                stats.get("prompt_tokens"),
+                stats.get("output_tokens"),
+                stats.get("model_ns"),
+                generation_id,
+            ),
+        )
 
     def set_slot(self, generation_id: int, passage_id: int) -> None:
         self.c.execute("UPDATE generations SET passage_id = ? WHERE id = ?", (passage_id, generation_id))
@@ -809,22 +956,46 @@ _TAKES = (
 
 def _passage(r: Any) -> Passage:
     return Passage(
-        r["id"], r["story_id"], r["position"], AuthorKind(r["author_kind"]), r["author_id"], r["author_name"],
-        r["text"], r["generation_id"], r["alternatives"] or 1, r["take"] or 1, r["revision"],
+        r["id"],
+        r["story_id"],
+        r["position"],
+        AuthorKind(r["author_kind"]),
+        r["author_id"],
+        r["author_name"],
+        r["text"],
+        r["generation_id"],
+        r["alternatives"] or 1,
+        r["take"] or 1,
+        r["revision"],
         bool(r["edited"]),
-    )  # fmt: skip
+    )
 
 
 def _lore(r: Any) -> LoreEntry:
     return LoreEntry(
-        r["id"], r["name"], tuple(json.loads(r["keywords"])), r["text"], bool(r["always_on"]), r["version"],
-        r["created_by"], r["updated_by"],
-    )  # fmt: skip
+        r["id"],
+        r["name"],
+        tuple(json.loads(r["keywords"])),
+        r["text"],
+        bool(r["always_on"]),
+        r["version"],
+        r["created_by"],
+        r["updated_by"],
+    )
 
 
 def _summary(r: Any) -> Summary:
     return Summary(
-        r["id"], r["story_id"], r["upto_position"], tuple(json.loads(r["passage_ids"])), r["digest"],
-        Status(r["status"]), r["model"], r["text"], r["error"], r["previous_id"], r["created_at"],
+        r["id"],
+        r["story_id"],
+        r["upto_position"],
+        tuple(json.loads(r["passage_ids"])),
+        r["digest"],
+        Status(r["status"]),
+        r["model"],
+        r["text"],
+        r["error"],
+        r["previous_id"],
+        r["created_at"],
         r["edited_by"],
-    )  # fmt: skip
+    )

@@ -1024,11 +1024,24 @@ def _collate(messages: Sequence[Mapping]) -> tuple[str, list[dict]]:
 
 
 def _message(m: Mapping) -> dict:
-    calls = [{"ID": c.get("id", ""), "Function": {"Index": c.get("function", {}).get("index", 0),
-              "Name": c["function"]["name"], "Arguments": c["function"].get("arguments") or {}}}
-             for c in m.get("tool_calls") or []]  # fmt: skip
-    return {"Role": m["role"], "Content": m.get("content", ""), "Thinking": m.get("thinking", ""),
-            "ToolCalls": calls, "ToolName": m.get("tool_name", "")}  # fmt: skip
+    calls = [
+        {
+            "ID": c.get("id", ""),
+            "Function": {
+                "Index": c.get("function", {}).get("index", 0),
+                "Name": c["function"]["name"],
+                "Arguments": c["function"].get("arguments") or {},
+            },
+        }
+        for c in m.get("tool_calls") or []
+    ]
+    return {
+        "Role": m["role"],
+        "Content": m.get("content", ""),
+        "Thinking": m.get("thinking", ""),
+        "ToolCalls": calls,
+        "ToolName": m.get("tool_name", ""),
+    }
 
 
 def execute(template: str, messages: Sequence[Mapping], tools: Sequence[Mapping] | None = None) -> str:

@@ -720,8 +720,8 @@ def expand_path(value: str, base_dir: Path) -> Path:
         user, _, rest = value[1:].partition("/")
         try:
             home = os.path.expanduser("~") if not user else pwd.getpwnam(user).pw_dir
-        except KeyError:
-            raise _PathError(f"failed to find user {user!r}") from None
+        except KeyError as exc:
+            raise _PathError(f"failed to find user {user!r}") from exc
         return Path(os.path.normpath(os.path.join(home, rest)))
     return Path(os.path.abspath(os.path.join(base_dir, value)))
 

@@ -20,11 +20,25 @@ HF_TO_GGUF_ARCH = {
 # Ollama library models (the name before ':') -> their GGUF architecture, for the ADAPTER check. DeepSeek-R1's
 # distills are Qwen2 but for the 8b and 70b tags (Llama); the tag decides there.
 LIBRARY_ARCH = {
-    "qwen2": "qwen2", "qwen2.5": "qwen2", "molbal/cra-v1-7b": "qwen2", "molbal/cra-v1-32b": "qwen2",
-    "qwen3": "qwen3", "qwq": "qwen2", "deepseek-r1": "qwen2", "llama3": "llama", "llama3.1": "llama",
-    "llama3.2": "llama", "llama3.3": "llama", "mistral": "llama", "mistral-nemo": "llama",
-    "gemma2": "gemma2", "gemma3": "gemma3", "phi3": "phi3", "phi3.5": "phi3", "smollm2": "llama",
-}  # fmt: skip
+    "qwen2": "qwen2",
+    "qwen2.5": "qwen2",
+    "molbal/cra-v1-7b": "qwen2",
+    "molbal/cra-v1-32b": "qwen2",
+    "qwen3": "qwen3",
+    "qwq": "qwen2",
+    "deepseek-r1": "qwen2",
+    "llama3": "llama",
+    "llama3.1": "llama",
+    "llama3.2": "llama",
+    "llama3.3": "llama",
+    "mistral": "llama",
+    "mistral-nemo": "llama",
+    "gemma2": "gemma2",
+    "gemma3": "gemma3",
+    "phi3": "phi3",
+    "phi3.5": "phi3",
+    "smollm2": "llama",
+}
 _LLAMA_TAGS = {"deepseek-r1": ("8b", "70b")}
 
 
@@ -81,7 +95,7 @@ def adapter_architecture(path: Path) -> str | None:
     try:
         fields = gguf_fields(path)
     except ValueError as e:
-        raise NotAnAdapterError(f"{e}: convert the PEFT adapter with `story-pipeline export-gguf`") from None
+        raise NotAnAdapterError(f"{e}: convert the PEFT adapter with `story-pipeline export-gguf`") from e
     if fields.get("general.type") != "adapter":
         raise NotAnAdapterError(
             f"general.type is {fields.get('general.type')!r}, not 'adapter': Ollama would store it as a "

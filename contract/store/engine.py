@@ -79,11 +79,11 @@ class PgConnection:
     def _connect(self):
         try:
             import psycopg
-        except ImportError:
+        except ImportError as exc:
             raise ModuleNotFoundError(
                 "a postgresql:// database needs psycopg: pip install -c requirements/lock.txt '.[postgres]'",
                 name="psycopg",
-            ) from None
+            ) from exc
 
         return psycopg.connect(self.url, autocommit=True, row_factory=_row_factory)
 

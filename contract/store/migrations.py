@@ -294,10 +294,13 @@ class SchemaError(RuntimeError):
 #: text, PostgreSQL text). Migration 1 names `passages` before creating it, which PostgreSQL refuses.
 _POSTGRES_FIXES: tuple[tuple[int, str, str], ...] = (
     (0, "passage_id    INTEGER REFERENCES passages(id),", "passage_id    INTEGER,"),
-    (0, "CREATE TABLE opt_outs (",
-     "ALTER TABLE generations ADD FOREIGN KEY (passage_id) REFERENCES passages(id);\n"
-     "CREATE TABLE opt_outs ("),
-)  # fmt: skip
+    (
+        0,
+        "CREATE TABLE opt_outs (",
+        "ALTER TABLE generations ADD FOREIGN KEY (passage_id) REFERENCES passages(id);\n"
+        "CREATE TABLE opt_outs (",
+    ),
+)
 
 
 def postgres_sql(index: int) -> str:

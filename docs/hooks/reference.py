@@ -1,10 +1,11 @@
 """MkDocs hook: the reference pages' tables, generated at build time from the code's own definitions.
 
 A page asks for a table with a marker line: `<!-- generated: settings -->` puts there every bot setting
-(bot/config.py's `Settings` fields: name, environment variables, type and range, default, help from the
-field's description); `<!-- generated: cli story-pipeline -->` (or story-bot, story-demo) every command of
-that tool with its usage, help and options, read from the typer app. Nothing here restates a default or a
-help text: change the code and the site follows.
+(bot/config.py's `Settings` fields, those it takes from the core's declarations included: name,
+environment variables, type and range, default, help from the field's description);
+`<!-- generated: cli story-pipeline -->` (or story-bot, story-demo) every command of that tool with its
+usage, help and options, read from the typer app. Nothing here restates a default or a help text:
+change the code and the site follows.
 """
 
 from __future__ import annotations
@@ -45,15 +46,17 @@ def _text(value: str) -> str:
 
 
 # --- the bot's settings ----------------------------------------------------------------------------
-def settings_table() -> str:
+def settings_table(settings: type | None = None) -> str:
+    """The table of `settings` (default: the bot's `Settings`)."""
     from pydantic import AliasChoices
     from pydantic_core import PydanticUndefined
 
     from bot.config import Settings
 
-    prefix = Settings.model_config.get("env_prefix", "")
+    table = settings or Settings
+    prefix = table.model_config.get("env_prefix", "")
     rows = ["| setting | environment | type | default | what it does |", "|---|---|---|---|---|"]
-    for name, field in Settings.model_fields.items():
+    for name, field in table.model_fields.items():
         if not field.description:
             raise ValueError(f"bot/config.py: the setting {name!r} has no description (its help)")
         alias = field.validation_alias

@@ -1,5 +1,5 @@
 """Teacher model backends: Ollama (official `ollama` client), any OpenAI-compatible endpoint (official
-`openai` client) and a GGUF run in-process by llama.cpp (`contract/local_engine.py`, no server). Each
+`openai` client) and a GGUF run in-process by llama.cpp (`engines/local_engine.py`, no server). Each
 answers one chat request and maps its errors onto three kinds the runner acts on:
 `Transient` (retry with backoff: 429, 5xx, timeouts, dropped connections), `Fatal` (stop the run: wrong
 model, bad key, bad request) and anything in the reply itself, which the caller validates.
@@ -10,7 +10,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+from pipeline.ranges import option
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -90,18 +92,18 @@ class OllamaChat:
         except ollama.ResponseError as e:
             if e.status_code == 404:
                 what, fix = f"the {self.s.role} model {self.s.model!r}", f"ollama pull {self.s.model}"
-                raise Fatal(f"{what} is not on {self.url}: {fix} (or pick another --{self.s.role})") from None
+                raise Fatal(f"{what} is not on {self.url}: {fix} (or pick another --{self.s.role})") from e
             if e.status_code == 429 or e.status_code >= 500 or e.status_code == -1:
-                raise Transient(f"Ollama answered {e.status_code}: {e.error}") from None
-            raise Fatal(f"Ollama refused the request ({e.status_code}): {e.error}") from None
-        except httpx.TimeoutException:
-            raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from None
+                raise Transient(f"Ollama answered {e.status_code}: {e.error}") from e
+            raise Fatal(f"Ollama refused the request ({e.status_code}): {e.error}") from e
+        except httpx.TimeoutException as exc:
+            raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from exc
         except (ConnectionError, httpx.TransportError) as e:
-            raise Transient(f"cannot reach Ollama at {self.url} ({e})", unreachable=True) from None
+            raise Transient(f"cannot reach Ollama at {self.url} ({e})", unreachable=True) from e
         except ValueError as e:  # a body that is not Ollama's JSON, or a writer prompt not of ours
             if type(e).__name__ == "ServingError":
-                raise Fatal(f"the {self.s.role} {self.s.model!r}: {e}") from None
-            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
+                raise Fatal(f"the {self.s.role} {self.s.model!r}: {e}") from e
+            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from e
         return Reply(r.response or "", r.prompt_eval_count or 0, r.eval_count or 0)
 
     async def aclose(self) -> None:
@@ -134,19 +136,22 @@ class OpenAIChat:
                 temperature=self.s.temperature,
                 max_tokens=self.s.max_tokens,
             )
-        except openai.APITimeoutError:
-            raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from None
+        except openai.APITimeoutError as exc:
+            raise Transient(f"no answer from {self.url} within {self.s.timeout:g}s") from exc
         except openai.APIConnectionError as e:
-            raise Transient(f"cannot reach {self.url} ({e})", unreachable=True) from None
+            raise Transient(f"cannot reach {self.url} ({e})", unreachable=True) from e
         except openai.APIStatusError as e:
             status = e.status_code
             if status == 429 or status >= 500:
-                raise Transient(f"{self.url} answered {status}: {_message(e)}", _retry_after(e)) from None
-            hint = {401: f"check {self.s.api_key_env}", 403: f"check {self.s.api_key_env}",
-                    404: f"is {self.s.model!r} served there?"}.get(status, "check the request")  # fmt: skip
-            raise Fatal(f"{self.url} refused the request ({status}: {_message(e)}): {hint}") from None
+                raise Transient(f"{self.url} answered {status}: {_message(e)}", _retry_after(e)) from e
+            hint = {
+                401: f"check {self.s.api_key_env}",
+                403: f"check {self.s.api_key_env}",
+                404: f"is {self.s.model!r} served there?",
+            }.get(status, "check the request")
+            raise Fatal(f"{self.url} refused the request ({status}: {_message(e)}): {hint}") from e
         except (openai.APIError, ValueError) as e:  # a body that is not the API's JSON, and the like
-            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from None
+            raise Transient(f"{self.url} sent an unreadable answer ({type(e).__name__}: {e})") from e
         if not getattr(r, "choices", None):
             return Reply("", 0, 0)
         usage = r.usage
@@ -185,7 +190,7 @@ class LlamaCppChat:
     def __init__(self, s: ChatSettings):
         import asyncio
 
-        from contract import local_engine
+        from engines import local_engine
 
         self.s = s
         self.url = f"{local_engine.ENGINE}:{s.model}"
@@ -195,7 +200,8 @@ class LlamaCppChat:
     async def complete(self, messages: list[dict]) -> Reply:
         import asyncio
 
-        from contract import local_engine, serving
+        from contract import serving
+        from engines import local_engine
 
         system, user = _one_exchange(messages)
         async with self._lock:
@@ -209,7 +215,7 @@ class LlamaCppChat:
                 # No timeout: a thread cannot be stopped, and a second request must not run beside it.
                 text, stats = await asyncio.to_thread(self._model.complete, request, options)
             except (local_engine.EngineError, serving.ServingError) as e:
-                raise Fatal(f"the {self.s.role} {self.s.model!r}: {e}") from None
+                raise Fatal(f"the {self.s.role} {self.s.model!r}: {e}") from e
         return Reply(text, stats.get("prompt_eval_count") or 0, stats.get("eval_count") or 0)
 
     async def aclose(self) -> None:
@@ -229,3 +235,19 @@ def make_backend(s: ChatSettings) -> ChatBackend:
     if s.backend not in BACKENDS:
         raise Fatal(f"unknown backend {s.backend!r}: use one of {', '.join(BACKENDS)}")
     return BACKENDS[s.backend](s)
+
+
+# The flags naming the backend, for the options of every verb that asks a chat model (TeacherOptions,
+# JudgeOptions): declared here once, each call a fresh dataclass field (a field belongs to one class).
+def backend_option() -> Any:
+    return option(
+        "ollama", "ollama, openai (any OpenAI-compatible endpoint) or llama.cpp (a GGUF in-process)"
+    )
+
+
+def base_url_option() -> Any:
+    return option(None, "Server URL (default: OLLAMA_HOST / localhost:11434, or api.openai.com)")
+
+
+def api_key_env_option() -> Any:
+    return option("OPENAI_API_KEY", "Environment variable holding the API key (openai backend)")

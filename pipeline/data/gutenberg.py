@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import jsonl
 from pipeline.data.sentences import sentences_of
+from plumbing import jsonl
 
 TRAIN, VALIDATION = "train", "validation"
 
@@ -39,9 +39,12 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         try:
             return data.decode(encoding)
         except (UnicodeDecodeError, LookupError) as e:
-            raise BookError(f"{path} cannot be decoded as {encoding}: {e}") from None
-    for bom, codec in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
-                       (codecs.BOM_UTF16_BE, "utf-16")):  # fmt: skip
+            raise BookError(f"{path} cannot be decoded as {encoding}: {e}") from e
+    for bom, codec in (
+        (codecs.BOM_UTF8, "utf-8-sig"),
+        (codecs.BOM_UTF16_LE, "utf-16"),
+        (codecs.BOM_UTF16_BE, "utf-16"),
+    ):
         if data.startswith(bom):
             return _check_text(path, data.decode(codec, errors="replace"))
     if b"\x00" in data[:65536]:
@@ -60,8 +63,8 @@ def read_text(path: Path, encoding: str | None = None) -> str:
         )
     try:
         return _check_text(path, data.decode(best))
-    except UnicodeDecodeError:
-        raise BookError(f"{path} looks like {best} but does not decode as it: pass --encoding") from None
+    except UnicodeDecodeError as exc:
+        raise BookError(f"{path} looks like {best} but does not decode as it: pass --encoding") from exc
 
 
 def _guess_encoding(data: bytes) -> str | None:
@@ -222,9 +225,26 @@ def _is_sentence(text: str) -> bool:
 
 
 _SMALL_WORDS = frozenset(
-    ["a", "an", "and", "as", "at", "but", "by", "for", "from", "in", "into", "of", "on", "or", "the",
-     "to", "with"]
-)  # fmt: skip
+    [
+        "a",
+        "an",
+        "and",
+        "as",
+        "at",
+        "but",
+        "by",
+        "for",
+        "from",
+        "in",
+        "into",
+        "of",
+        "on",
+        "or",
+        "the",
+        "to",
+        "with",
+    ]
+)
 
 
 def _is_title(text: str) -> bool:
@@ -467,15 +487,21 @@ class WindowSpec:
     def limits(self) -> tuple[int, int, int, int]:
         """(context sentences, context characters, continuation sentences, continuation characters)."""
         if self.chunk_chars is None:
-            return (self.context_sentences, self.max_context_chars,
-                    self.continuation_sentences, self.max_continuation_chars)  # fmt: skip
+            return (
+                self.context_sentences,
+                self.max_context_chars,
+                self.continuation_sentences,
+                self.max_continuation_chars,
+            )
         ctx = min(self.max_context_chars, int(self.chunk_chars * self.split_ratio))
         return 1 << 30, ctx, 1 << 30, min(self.max_continuation_chars, self.chunk_chars - ctx)
 
     def describe(self) -> str:
         if self.chunk_chars is None:
-            return (f"{self.context_sentences}+{self.continuation_sentences} sentences, at most "
-                    f"{self.max_context_chars}+{self.max_continuation_chars} characters")  # fmt: skip
+            return (
+                f"{self.context_sentences}+{self.continuation_sentences} sentences, at most "
+                f"{self.max_context_chars}+{self.max_continuation_chars} characters"
+            )
         return f"{self.chunk_chars} characters split at {self.split_ratio:.0%}"
 
 
@@ -491,8 +517,11 @@ class TokenBudget:
 
     def __init__(self, tokenizer, max_length: int, reasoning_tokens: int, name: str = "") -> None:
         self.tokenizer, self.max_length, self.reasoning_tokens, self.name = (
-            tokenizer, max_length, reasoning_tokens, name or getattr(tokenizer, "name_or_path", ""),
-        )  # fmt: skip
+            tokenizer,
+            max_length,
+            reasoning_tokens,
+            name or getattr(tokenizer, "name_or_path", ""),
+        )
         self._placeholder = len(tokenizer(PLACEHOLDER, add_special_tokens=False)["input_ids"])
         self.overhead = self.row_tokens(PLACEHOLDER, PLACEHOLDER) - 2 * self._placeholder
         self.story = max_length - self.overhead - MARGIN  # tokens left for context + continuation
@@ -523,8 +552,10 @@ class TokenBudget:
         return self.row_tokens(context, continuation) + MARGIN <= self.max_length
 
     def describe(self) -> str:
-        return (f"sized in tokens for {self.name}: each row fits --max-length {self.max_length} with "
-                f"{self.reasoning_tokens} tokens left for the reasoning")  # fmt: skip
+        return (
+            f"sized in tokens for {self.name}: each row fits --max-length {self.max_length} with "
+            f"{self.reasoning_tokens} tokens left for the reasoning"
+        )
 
 
 def load_budget(
@@ -547,7 +578,7 @@ def load_budget(
         tokenizer, _ = load_tokenizer(folder, chat_template, local_files_only=True)
         return TokenBudget(tokenizer, max_length, reasoning_tokens, str(folder))
     except (TrainError, ValueError) as e:
-        raise BookError(str(e)) from None
+        raise BookError(str(e)) from e
 
 
 Sentences = list[tuple[str, bool]]
@@ -723,8 +754,10 @@ class Coverage:
     duplicate_windows: int = 0
 
     def summary(self) -> str:
-        text = (f"{self.book}: {self.used_sentences:,} of {self.sentences:,} sentences, "
-                f"{self.used_chars:,} of {self.chars:,} characters in {self.windows} windows")  # fmt: skip
+        text = (
+            f"{self.book}: {self.used_sentences:,} of {self.sentences:,} sentences, "
+            f"{self.used_chars:,} of {self.chars:,} characters in {self.windows} windows"
+        )
         for reason, n in sorted(self.dropped.items()):
             text += f"; dropped {n} sentence(s) ({self.dropped_chars[reason]:,} characters) {reason}"
         if self.duplicate_windows:
@@ -794,9 +827,18 @@ def build_chunks(
                 continue
             seen_keys.add(key)
             used[start:end] = [True] * (end - start)
-            records.append({"id": f"{book.id}:{position}", "key": key, "book": book.id, "position": position,
-                            "sentence_start": start, "context": context, "continuation": continuation,
-                            "split": splits[book.id]})  # fmt: skip
+            records.append(
+                {
+                    "id": f"{book.id}:{position}",
+                    "key": key,
+                    "book": book.id,
+                    "position": position,
+                    "sentence_start": start,
+                    "context": context,
+                    "continuation": continuation,
+                    "split": splits[book.id],
+                }
+            )
             stats.windows[splits[book.id]] += 1
             cov.windows += 1
         for i, reason in plan.dropped.items():
@@ -826,4 +868,4 @@ def read_jsonl(path: Path) -> Iterator[dict]:
         for _, record in jsonl.iter_objects(path):
             yield record
     except jsonl.JsonlError as e:
-        raise BookError(str(e)) from None
+        raise BookError(str(e)) from e

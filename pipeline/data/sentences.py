@@ -27,11 +27,55 @@ _BREAK = re.compile(
 # Words that end with a period but rarely end a sentence (lower-case, without the period). Words that
 # often end one too ("etc.", "Esq.", "Ltd.") are left out: before a capital they end the sentence.
 ABBREVIATIONS = frozenset(
-    ["mr", "mrs", "ms", "messrs", "mme", "mlle", "dr", "prof", "rev", "hon", "st", "mt", "ft", "capt",
-     "col", "gen", "lt", "sgt", "maj", "cmdr", "adm", "gov", "sen", "rep", "jr", "sr", "vs", "viz", "cf",
-     "al", "approx", "dept", "univ", "corp", "bros", "jan", "feb", "apr", "jun", "jul", "aug", "sep",
-     "sept", "oct", "nov", "dec"]
-)  # fmt: skip
+    [
+        "mr",
+        "mrs",
+        "ms",
+        "messrs",
+        "mme",
+        "mlle",
+        "dr",
+        "prof",
+        "rev",
+        "hon",
+        "st",
+        "mt",
+        "ft",
+        "capt",
+        "col",
+        "gen",
+        "lt",
+        "sgt",
+        "maj",
+        "cmdr",
+        "adm",
+        "gov",
+        "sen",
+        "rep",
+        "jr",
+        "sr",
+        "vs",
+        "viz",
+        "cf",
+        "al",
+        "approx",
+        "dept",
+        "univ",
+        "corp",
+        "bros",
+        "jan",
+        "feb",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
+)
 # Abbreviations only when a number follows: "No. 7", "vol. 2" (but "He said no. Then...").
 _BEFORE_NUMBER = frozenset(["no", "nos", "vol", "vols", "ch", "chap", "pp", "p", "fig", "art"])
 _SPEECH_VERBS = (

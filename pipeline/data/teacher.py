@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import jsonl
 from contract import prompt as P
 from pipeline.data.backends import ChatBackend, Fatal, Transient
 from pipeline.data.gutenberg import TRAIN, VALIDATION, text_key
 from pipeline.data.writing_prompts import prompt_id
+from plumbing import jsonl
 
 
 class BadReply(Exception):
@@ -251,8 +251,16 @@ def reason_jobs(records: Iterable[dict], source: str = "input") -> list[Job]:
         def build(reply: str, context=context, continuation=continuation) -> dict:
             return P.training_row(context, clean_reasoning(reply, continuation), continuation)
 
-        jobs.setdefault(key, Job(key, str(rec.get("id", key)), _split(rec, f"{source} record {i}"),
-                                 reason_messages(context, continuation), build))  # fmt: skip
+        jobs.setdefault(
+            key,
+            Job(
+                key,
+                str(rec.get("id", key)),
+                _split(rec, f"{source} record {i}"),
+                reason_messages(context, continuation),
+                build,
+            ),
+        )
     return list(jobs.values())
 
 
@@ -274,8 +282,16 @@ def distill_jobs(
             reasoning, story = parse_story(reply, premise, min_words)
             return P.training_row(premise, reasoning, story, length=length)
 
-        jobs.setdefault(key, Job(key, str(rec.get("id", key)), _split(rec, f"{source} record {i}"),
-                                 distill_messages(premise, length), build))  # fmt: skip
+        jobs.setdefault(
+            key,
+            Job(
+                key,
+                str(rec.get("id", key)),
+                _split(rec, f"{source} record {i}"),
+                distill_messages(premise, length),
+                build,
+            ),
+        )
     return list(jobs.values())
 
 
@@ -379,7 +395,8 @@ async def run_jobs(
             for _ in range(max(1, min(opts.concurrency, len(pending)))):
                 tg.create_task(worker())
     except* Fatal as eg:
-        raise eg.exceptions[0] from None
+        first = eg.exceptions[0]
+        raise first from first.__cause__  # its own cause (the server's error), not the group carrying it
     _write_outputs(jobs, journal, output, val_output, result)
     return result
 
@@ -412,8 +429,16 @@ async def _process(
             journal.add({"key": job.key, "id": job.id, "split": job.split, "row": row})
             result.done += 1
             if tries:  # the rejected tries before this one are kept in the failure log too
-                result.logged.append({"key": job.key, "id": job.id, "split": job.split, "status": "recovered",
-                                      "attempts": len(tries) + 1, "tries": tries})  # fmt: skip
+                result.logged.append(
+                    {
+                        "key": job.key,
+                        "id": job.id,
+                        "split": job.split,
+                        "status": "recovered",
+                        "attempts": len(tries) + 1,
+                        "tries": tries,
+                    }
+                )
             return
         tries.append({"reason": error, "reply": reply.text if reply is not None else None})
         result.reasons[reason_kind(error)] += 1
@@ -423,8 +448,17 @@ async def _process(
             await asyncio.sleep(min(wait, opts.max_backoff))
     if unreachable:
         raise Fatal(f"{error}: is the teacher server running? (finished rows are kept; re-run to resume)")
-    result.failed.append({"key": job.key, "id": job.id, "split": job.split, "status": "failed",
-                          "error": error, "attempts": len(tries), "tries": tries})  # fmt: skip
+    result.failed.append(
+        {
+            "key": job.key,
+            "id": job.id,
+            "split": job.split,
+            "status": "failed",
+            "error": error,
+            "attempts": len(tries),
+            "tries": tries,
+        }
+    )
     result.logged.append(result.failed[-1])
 
 

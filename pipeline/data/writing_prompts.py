@@ -94,10 +94,10 @@ def _fairseq_pairs(folder: Path) -> Iterator[tuple[str, str]]:
         ):
             try:
                 yield from zip(fs, ft, strict=True)
-            except ValueError:
+            except ValueError as exc:
                 raise WritingPromptsError(
                     f"{src} and {tgt} have different numbers of lines: they must be paired line by line"
-                ) from None
+                ) from exc
 
 
 def _hf_pairs(source: str) -> Iterator[tuple[str, str]]:
@@ -109,7 +109,7 @@ def _hf_pairs(source: str) -> Iterator[tuple[str, str]]:
         raise WritingPromptsError(
             f"could not load the dataset {source!r} ({type(e).__name__}: {e}); give a folder of "
             ".wp_source/.wp_target files or a Hugging Face dataset (id or local copy) with prompt and story"
-        ) from None
+        ) from e
     for name, split in ds.items():
         cols = set(split.column_names)
         if not {"prompt", "story"} <= cols:

@@ -63,7 +63,7 @@ def check_contexts(contexts: list[Context]) -> None:
         try:
             prompt.render_prompt(c.text, c.guidance, c.length)
         except prompt.PromptError as e:
-            raise CompareError(f"context {n}: {e}") from None
+            raise CompareError(f"context {n}: {e}") from e
 
 
 def generate(
@@ -82,7 +82,7 @@ def generate(
     import httpx
     import ollama
 
-    from contract.local_engine import EngineError
+    from engines.local_engine import EngineError
 
     run = ModelRun(label, model, expected=len(contexts) * samples)
     if isinstance(shown, str):
@@ -107,19 +107,25 @@ def _one(
     client, model: str, shown: tuple[str, str], i, ctx: Context, k: int, seed: int, options: dict
 ) -> dict:
     request = serving.build_request(ctx.text, shown[0], ctx.guidance, ctx.length, shown[1])
-    opts = {"num_predict": serving.num_predict(ctx.length), **options, "seed": seed}
+    # Stopped where the bot stops (at `</answer>` and the template's turn ends), and the stripped stop put
+    # back as the bot puts it back: a model is measured on the outputs writers are shown.
+    stop = serving.stop_sequences((), options.get("stop"), shown[0])
+    opts = {"num_predict": serving.num_predict(ctx.length), **options, "stop": stop, "seed": seed}
     pieces, final = [], None
     for chunk in client.generate(model=model, **request.fields(), stream=True, options=opts):
         pieces.append(chunk.response or "")
         if chunk.done:
             final = chunk
+    output = "".join(pieces)
+    if getattr(final, "done_reason", None) == "stop":
+        output = prompt.restore_stop(output)
     return {
         "context_index": i,
         "sample": k,
         "seed": seed,
         "length": ctx.length,
         "prompt": request.user_text,
-        "output": "".join(pieces),
+        "output": output,
         "done_reason": getattr(final, "done_reason", None),
         "eval_count": getattr(final, "eval_count", None),
     }
@@ -147,7 +153,7 @@ def run_all(
         try:
             client.list()
         except (ConnectionError, OSError) as e:
-            raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from None
+            raise CompareError(f"cannot reach Ollama at {host} ({e}): start it or pass --host URL") from e
     shown = show_models(client, models)
     runs = []
     for label, model in models.items():
@@ -163,7 +169,7 @@ def show_models(client, models: dict[str, str]) -> dict[str, tuple[str, str] | s
     is kept, to be reported in the model's column."""
     import ollama
 
-    from contract.local_engine import ModelNotLoadable
+    from engines.local_engine import ModelNotLoadable
 
     shown: dict[str, tuple[str, str] | str] = {}
     missing = []

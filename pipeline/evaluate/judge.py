@@ -221,10 +221,10 @@ def pair_items(rows: Sequence[dict], a: str, b: str) -> list[Item]:
             continue
         try:
             key = (int(row["context_index"]), int(row.get("sample") or 0))
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError) as exc:
             raise JudgeError(
                 f"output row {n} has no context_index: give the outputs.jsonl of `eval compare`"
-            ) from None
+            ) from exc
         if key in by_model[label]:
             raise JudgeError(
                 f"{label!r} has two outputs for context {key[0] + 1}, sample {key[1]}: "
@@ -340,11 +340,21 @@ def verdict_rows(judged: Sequence[Judged], a: str, b: str) -> list[dict]:
     for j in judged:
         for order, (reply, verdict) in enumerate(zip(j.replies, j.verdicts, strict=True)):
             first, second = (a, b) if order == 0 else (b, a)
-            rows.append({
-                "context_index": j.item.key[0], "sample": j.item.key[1], "order": order + 1,
-                "shown_a": first, "shown_b": second, "reply": reply, "parsed": verdict.ok,
-                "overall": verdict.overall, "criteria": verdict.criteria,
-                "winner": {None: None, "tie": "tie", "a": a, "b": b}[for_model(verdict.overall, order == 1)],
-                "prompt_version": PROMPT_VERSION,
-            })  # fmt: skip
+            rows.append(
+                {
+                    "context_index": j.item.key[0],
+                    "sample": j.item.key[1],
+                    "order": order + 1,
+                    "shown_a": first,
+                    "shown_b": second,
+                    "reply": reply,
+                    "parsed": verdict.ok,
+                    "overall": verdict.overall,
+                    "criteria": verdict.criteria,
+                    "winner": {None: None, "tie": "tie", "a": a, "b": b}[
+                        for_model(verdict.overall, order == 1)
+                    ],
+                    "prompt_version": PROMPT_VERSION,
+                }
+            )
     return rows

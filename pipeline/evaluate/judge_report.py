@@ -15,8 +15,17 @@ LABELS = {
     "pacing": "Pacing",
     "prose": "Prose",
 }
-COLUMNS = ("Criterion", "Win rate of {a}", "95% interval", "{a} both orders", "{b} both orders",
-           "Tie both", "Split", "Unparsed verdicts", "Consistency")  # fmt: skip
+COLUMNS = (
+    "Criterion",
+    "Win rate of {a}",
+    "95% interval",
+    "{a} both orders",
+    "{b} both orders",
+    "Tie both",
+    "Split",
+    "Unparsed verdicts",
+    "Consistency",
+)
 METHOD = (
     "Win rate of {a} over {b}: items score 1 when {a} wins, 0.5 for a tie, 0 when {b} wins, averaged over "
     "the two orders each item was shown in; 95% Wilson score interval over the {n} judged "
@@ -69,8 +78,10 @@ def markdown(summary: dict, a: str, b: str, settings: dict) -> str:
         f"{_items(overall['items'])}, each judged in both orders.",
     ]
     if summary["first_shown_rate"] is not None:
-        notes.append(f"The judge chose the continuation shown first in {_pct(summary['first_shown_rate'])} "
-                     "of its decisive verdicts (50% is no position bias).")  # fmt: skip
+        notes.append(
+            f"The judge chose the continuation shown first in {_pct(summary['first_shown_rate'])} "
+            "of its decisive verdicts (50% is no position bias)."
+        )
     if overall["unparsed"]:
         notes.append(f"{_items(overall['unparsed'])} had no readable verdict in either order: left out.")
     return "\n".join(lines) + "\n" + "\n".join(notes) + "\n"

@@ -146,9 +146,7 @@ def load(base: str, adapter: str | Path | None):
             base, local_files_only=True, dtype="auto"
         )
     except OSError as e:
-        raise PerplexityError(
-            f"cannot load {base} from local files ({e}): give a local model folder"
-        ) from None
+        raise PerplexityError(f"cannot load {base} from local files ({e}): give a local model folder") from e
     if not getattr(tokenizer, "chat_template", None):
         raise PerplexityError(f"the tokenizer of {tok_source} has no chat template: rows cannot be rendered")
     if not tokenizer.is_fast:
@@ -165,7 +163,7 @@ def load(base: str, adapter: str | Path | None):
             raise PerplexityError(
                 f"{adapter} was trained on a model of another size than {base}: give the base it was "
                 f"trained on{f' ({trained_on})' if trained_on else ''} as --base"
-            ) from None
+            ) from e
     if torch.cuda.is_available():
         model = model.to("cuda")
     return model, tokenizer
@@ -209,7 +207,7 @@ def shaped(row: dict, n: int, target: Target) -> dict:
     try:
         reply = target.reply(last["content"])
     except targets.TargetError as e:
-        raise PerplexityError(f"row {n}: {e}") from None
+        raise PerplexityError(f"row {n}: {e}") from e
     return {**row, "messages": [*messages[:-1], {**last, "content": reply}]}
 
 

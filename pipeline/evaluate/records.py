@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from contract import atomic, jsonl
+from plumbing import atomic, jsonl
 
 
 class InputError(ValueError):
@@ -19,7 +19,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     try:
         rows = [obj for _, obj in jsonl.iter_objects(path)]
     except jsonl.JsonlError as e:
-        raise InputError(str(e)) from None
+        raise InputError(str(e)) from e
     if not rows:
         raise InputError(f"{path} holds no rows")
     return rows

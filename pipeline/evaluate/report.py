@@ -91,8 +91,11 @@ def markdown_table(columns: list[Column], window: int, outputs_per_model: int | 
     lines.append("| --- |" + " ---: |" * len(columns))
     status = [c.status if c.status in ("ok", "reference") else f"**{c.status}**" for c in columns]
     lines.append("| Status | " + " | ".join(status) + " |")
-    lines.append("| Texts scored | " + " | ".join(str((c.metrics.get("words") or {}).get("n", 0))
-                                                    for c in columns) + " |")  # fmt: skip
+    lines.append(
+        "| Texts scored | "
+        + " | ".join(str((c.metrics.get("words") or {}).get("n", 0)) for c in columns)
+        + " |"
+    )
     for row in ROWS:
         if all(_mean(c, row.key) is None for c in columns):
             continue  # e.g. no length was asked, or only reference texts

@@ -74,9 +74,13 @@ class Tone:
         for a, b in self._replace.items():
             s = s.replace(a, b) if self._literal_replace else re.sub(a, b, s)
         s = (
-            s.replace("\u201c", " \u201c ").replace("\u201d", " \u201d ").replace("\u2018", " \u2018 ")
-            .replace("\u2019", " \u2019 ").replace("'", " ' ").replace('"', ' " ')
-        )  # fmt: skip
+            s.replace("\u201c", " \u201c ")
+            .replace("\u201d", " \u201d ")
+            .replace("\u2018", " \u2018 ")
+            .replace("\u2019", " \u2019 ")
+            .replace("'", " ' ")
+            .replace('"', ' " ')
+        )
         s = self._paragraph_re.sub(f" {self._eos} ", s.replace("\r\n", "\n"))
         # pattern collapses whitespace and takes `(\S+)\s` tokens: str.split() gives the same tokens.
         # Its sentence grouping only drops the end-of-paragraph markers (done per token here), and its

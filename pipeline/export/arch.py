@@ -324,7 +324,7 @@ def load_base(folder: str | Path) -> BaseModel:
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise BaseModelError(f"{config_path} is not valid JSON ({e})") from None
+        raise BaseModelError(f"{config_path} is not valid JSON ({e})") from e
     config = config.get("text_config", config) if "model_type" not in config else config
     model_type = config.get("model_type")
     if model_type not in ARCHS:

@@ -20,10 +20,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from contract import atomic
-from contract.extras import needs
 from pipeline.export.quants import QUANT_TYPES
+from pipeline.flags import force_option, output_option
 from pipeline.ranges import ranged
+from plumbing import atomic
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)
 FEW_TOKENS = 500  # below this, one token moves top-1 agreement by 0.2% or more
@@ -46,19 +47,27 @@ class Format(StrEnum):
     gguf = "gguf"
 
 
-Force = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists")]
-Output = Annotated[Path, typer.Option("-o", "--output", help="File (or folder) to write")]
+Force = Annotated[bool, force_option("Replace OUT if it exists")]
+Output = Annotated[Path, output_option("File (or folder) to write")]
 
 
 def _errors():
-    from contract.atomic import OutputExistsError
     from pipeline.export.arch import BaseModelError
     from pipeline.export.gguf_vocab import TokenizerExportError
     from pipeline.export.peft_adapter import AdapterError
     from pipeline.export.safetensors_io import SafetensorsError
+    from plumbing.atomic import OutputExistsError
 
-    return (AdapterError, BaseModelError, SafetensorsError, TokenizerExportError, OutputExistsError,
-            ValueError, RuntimeError, OSError)  # fmt: skip
+    return (
+        AdapterError,
+        BaseModelError,
+        SafetensorsError,
+        TokenizerExportError,
+        OutputExistsError,
+        ValueError,
+        RuntimeError,
+        OSError,
+    )
 
 
 def check_output(output: Path, force: bool, folder: bool = False) -> None:
@@ -67,20 +76,24 @@ def check_output(output: Path, force: bool, folder: bool = False) -> None:
         atomic.check_output(output, force, folder)
     except atomic.OutputError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def _run(fn, *args, **kwargs):
     """Run an export with a tensor counter; bad input becomes one red line and exit code 2."""
-    with Progress(SpinnerColumn(), TextColumn("{task.completed} tensors  {task.description}"),
-                  console=console, transient=True) as bar:  # fmt: skip
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.completed} tensors  {task.description}"),
+        console=console,
+        transient=True,
+    ) as bar:
         task = bar.add_task("", total=None)
         try:
             return fn(*args, **kwargs, on_tensor=lambda n: bar.update(task, advance=1, description=n))
         except _errors() as e:
             bar.stop()
             console.print(f"[red]error:[/red] {escape(str(e))}")
-            raise typer.Exit(2) from None
+            raise typer.Exit(2) from e
 
 
 def _show(report) -> None:
@@ -93,8 +106,14 @@ def _show(report) -> None:
         console.print(f"[yellow]note:[/yellow] {escape(note)}")
 
 
-def _verify(hf_dir: Path, model_gguf: Path, adapter_dir: Path | None = None, lora_gguf: Path | None = None,
-            text: str | None = None, tolerance: float | None = None) -> None:  # fmt: skip
+def _verify(
+    hf_dir: Path,
+    model_gguf: Path,
+    adapter_dir: Path | None = None,
+    lora_gguf: Path | None = None,
+    text: str | None = None,
+    tolerance: float | None = None,
+) -> None:
     from pipeline.export.verify import verify
 
     try:
@@ -102,7 +121,7 @@ def _verify(hf_dir: Path, model_gguf: Path, adapter_dir: Path | None = None, lor
             report = verify(hf_dir, model_gguf, adapter_dir, lora_gguf, text, tolerance)
     except _errors() as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     for line in report.lines():
         console.print(escape(line))
     if not report.passed:
@@ -229,17 +248,18 @@ def verify_quant(
         with Progress(*_BAR, console=console, transient=True) as bar:
             task = bar.add_task("measuring rows", total=len(held_out))
             as_type = judge_as.value if judge_as else None
-            m = distance.measure(gguf_model, reference, hf, held_out, lora, as_type, max_tokens,
-                                 lambda n: bar.advance(task, n))  # fmt: skip
+            m = distance.measure(
+                gguf_model, reference, hf, held_out, lora, as_type, max_tokens, lambda n: bar.advance(task, n)
+            )
     except (InputError, ValueError, RuntimeError, OSError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     m.data = str(data)
     _show_distance(m)
     if sidecar:
         console.print(f"wrote {escape(str(distance.write_sidecar(gguf_model, m)))}")
     if output is not None:
-        from contract.atomic import write_text
+        from plumbing.atomic import write_text
 
         write_text(output, json.dumps(m.to_json(), indent=2) + "\n")
         console.print(f"wrote {escape(str(output))}")
@@ -249,8 +269,11 @@ def verify_quant(
 
 def _show_distance(m) -> None:
     d, t = m.distance, m.tolerance
-    table = Table(title=f"{m.quant} vs {m.reference}" + (f", both with {m.lora}" if m.lora else "")
-                  + f": {d.rows} rows, {d.tokens} answer tokens")  # fmt: skip
+    table = Table(
+        title=f"{m.quant} vs {m.reference}"
+        + (f", both with {m.lora}" if m.lora else "")
+        + f": {d.rows} rows, {d.tokens} answer tokens"
+    )
     for col in ("measure", "measured", f"tolerance ({m.judged_as})"):
         table.add_column(col, justify="right")
     table.add_row("mean KL(F16 || quant)", f"{d.mean_kl:.5f}", f"<= {t.mean_kl:g}")

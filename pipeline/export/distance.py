@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from contract import atomic
 from pipeline.export.quants import QUANT_TYPES, UNQUANTIZED, QuantType, Tolerance, by_file_type, quant_type
+from plumbing import atomic
 
 SIDECAR_SUFFIX = ".distance.json"
 SCHEMA = 1
@@ -121,9 +121,14 @@ class Tally:
             raise DistanceError("no answer token was scored: give rows with an answer (training format)")
         n = self.tokens
         return Distance(
-            rows=self.rows, tokens=n, mean_kl=self.kl / n, max_kl=self.max_kl, top1=self.agree / n,
-            ppl_f16=math.exp(self.nll_ref / n), ppl_quant=math.exp(self.nll_quant / n),
-        )  # fmt: skip
+            rows=self.rows,
+            tokens=n,
+            mean_kl=self.kl / n,
+            max_kl=self.max_kl,
+            top1=self.agree / n,
+            ppl_f16=math.exp(self.nll_ref / n),
+            ppl_quant=math.exp(self.nll_quant / n),
+        )
 
 
 def scored_positions(answer: list[bool]) -> tuple[np.ndarray, np.ndarray]:
@@ -142,16 +147,16 @@ def file_type(path: Path) -> int:
 
     try:
         from llama_cpp import Llama
-    except ImportError:
-        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from None
+    except ImportError as exc:
+        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from exc
     try:
         with _quiet_stderr():
             llm = Llama(str(path), vocab_only=True, verbose=False)
-    except ValueError:
+    except ValueError as exc:
         raise DistanceError(
             f"llama.cpp cannot load {path} as a model (a GGUF adapter goes in --lora; a model is written by "
             "export-base or export-merged)"
-        ) from None
+        ) from exc
     try:
         ftype = llm.metadata.get("general.file_type")
     finally:
@@ -187,15 +192,22 @@ def llama_model(path: Path, lora: Path | None, n_ctx: int) -> Iterator:
     """llama-cpp-python on one GGUF (with the adapter), all logits kept, F32 KV cache."""
     try:
         from llama_cpp import Llama
-    except ImportError:
-        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from None
+    except ImportError as exc:
+        raise RuntimeError("measuring needs llama-cpp-python: pip install 'story-assistant[llama]'") from exc
     from pipeline.export.verify import _quiet_stderr
 
     with _quiet_stderr():
         llm = Llama(
-            str(path), lora_path=str(lora) if lora else None, n_ctx=n_ctx, n_batch=min(n_ctx, 512),
-            logits_all=True, n_threads=min(4, os.cpu_count() or 1), type_k=0, type_v=0, verbose=False,
-        )  # fmt: skip
+            str(path),
+            lora_path=str(lora) if lora else None,
+            n_ctx=n_ctx,
+            n_batch=min(n_ctx, 512),
+            logits_all=True,
+            n_threads=min(4, os.cpu_count() or 1),
+            type_k=0,
+            type_v=0,
+            verbose=False,
+        )
     try:
         yield llm
     finally:
@@ -250,8 +262,9 @@ def measure(
     progress: Callable[[int], None] | None = None,
 ) -> Measurement:
     """Measure quant_gguf (+ lora) against reference (+ lora) on the answer tokens of rows."""
-    return measure_many([Path(quant_gguf)], reference, tokenizer_dir, rows, lora, judge_as, max_tokens,
-                        progress)[0]  # fmt: skip
+    return measure_many(
+        [Path(quant_gguf)], reference, tokenizer_dir, rows, lora, judge_as, max_tokens, progress
+    )[0]
 
 
 def measure_many(
@@ -306,7 +319,7 @@ def measure_many(
             skipped_too_long=len(encoded) - len(kept),
             sha256={"quant": sha256(Path(q)), **digests},
             measured_at=when,
-        )  # fmt: skip
+        )
         for q, t, tally in zip(quants, types, tallies, strict=True)
     ]
 

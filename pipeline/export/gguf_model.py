@@ -19,7 +19,6 @@ from typing import Any, Protocol
 import gguf
 import numpy as np
 
-from contract.atomic import atomic_path
 from pipeline.export.arch import BaseModel, BaseModelError, Transform
 from pipeline.export.gguf_vocab import add_tokenizer
 from pipeline.export.gguf_write import (
@@ -31,6 +30,7 @@ from pipeline.export.gguf_write import (
     write_gguf,
 )
 from pipeline.export.quants import quant_type
+from plumbing.atomic import atomic_path
 
 SKIP_SUFFIXES = (".rotary_emb.inv_freq",)
 
@@ -211,10 +211,8 @@ def quantize(src: Path, out: Path, kind: str, overwrite: bool = False, threads: 
     qtype = quant_type(kind)
     try:
         import llama_cpp
-    except ImportError:
-        raise RuntimeError(
-            "quantizing needs llama-cpp-python: pip install 'story-assistant[llama]'"
-        ) from None
+    except ImportError as exc:
+        raise RuntimeError("quantizing needs llama-cpp-python: pip install 'story-assistant[llama]'") from exc
     t0 = time.perf_counter()
     with atomic_path(out, overwrite=overwrite) as tmp:
         params = llama_cpp.llama_model_quantize_default_params()

@@ -20,7 +20,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from contract.atomic import atomic_path
+from plumbing.atomic import atomic_path
 
 Q = gguf.GGMLQuantizationType
 OUTTYPES = {"f32": Q.F32, "f16": Q.F16, "bf16": Q.BF16, "q8_0": Q.Q8_0}
@@ -54,8 +54,9 @@ class FileSlice:
             done = 0
             try:
                 while done < self.nbytes:
-                    n = os.copy_file_range(src.fileno(), fout.fileno(), self.nbytes - done,
-                                           self.offset + done, start + done)  # fmt: skip
+                    n = os.copy_file_range(
+                        src.fileno(), fout.fileno(), self.nbytes - done, self.offset + done, start + done
+                    )
                     if n == 0:
                         raise OSError(f"{self.path} ended early")
                     done += n
@@ -67,6 +68,7 @@ class FileSlice:
                 while done < self.nbytes:
                     chunk = src.read(min(1 << 24, self.nbytes - done))
                     if not chunk:
+                        # why: the fallback's reason (no copy_file_range) is not why the file ended early
                         raise OSError(f"{self.path} ended early") from None
                     os.write(fout.fileno(), chunk)
                     done += len(chunk)

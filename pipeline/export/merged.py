@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from contract import chat_template
-from contract.atomic import OutputExistsError, exists_message
 from pipeline.export.arch import load_base
 from pipeline.export.gguf_adapter import check_against_base
 from pipeline.export.gguf_model import quantize, write_model
 from pipeline.export.gguf_write import WriteReport
 from pipeline.export.peft_adapter import load_adapter
 from pipeline.export.safetensors_io import TensorSet
+from plumbing.atomic import OutputExistsError, exists_message
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 

@@ -121,7 +121,7 @@ def load_adapter(folder: str | Path, strict: bool = True) -> Adapter:
     try:
         cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise AdapterError(f"{cfg_path} is not valid JSON ({e})") from None
+        raise AdapterError(f"{cfg_path} is not valid JSON ({e})") from e
     if strict:
         _refuse_config(cfg, folder)
     file = SafetensorsFile(st_path)

@@ -51,7 +51,7 @@ class SafetensorsFile:
             try:
                 header = json.loads(f.read(n))
             except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise self._bad(f"header is not JSON ({e})") from None
+                raise self._bad(f"header is not JSON ({e})") from e
         self.metadata: dict = header.pop("__metadata__", None) or {}
         self._data_start = 8 + n
         self.entries: dict[str, tuple[str, tuple[int, ...], int, int]] = {}
@@ -59,8 +59,8 @@ class SafetensorsFile:
             try:
                 dtype, shape = entry["dtype"], tuple(int(d) for d in entry["shape"])
                 start, end = entry["data_offsets"]
-            except (KeyError, TypeError, ValueError):
-                raise self._bad(f"header entry for {name!r} is malformed") from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise self._bad(f"header entry for {name!r} is malformed") from exc
             if dtype not in NP_DTYPES:
                 raise self._bad(f"tensor {name!r} has unsupported dtype {dtype}")
             expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(NP_DTYPES[dtype]).itemsize

@@ -148,10 +148,10 @@ def llama_logits(
 ) -> tuple[np.ndarray, list[int]]:
     try:
         from llama_cpp import Llama
-    except ImportError:
+    except ImportError as exc:
         raise RuntimeError(
             "verification needs llama-cpp-python: pip install 'story-assistant[llama]'"
-        ) from None
+        ) from exc
     with _quiet_stderr():
         llm = Llama(
             str(model_gguf),

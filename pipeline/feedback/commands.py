@@ -11,9 +11,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from contract import jsonl
-from contract.atomic import check_output, check_outputs
-from contract.extras import needs
+from plumbing import jsonl
+from plumbing.atomic import check_output, check_outputs
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)  # long paths and reasons stay on one line
 app = typer.Typer(help="Turn the writers' ratings, edits, takes and erasures into training rows and figures.")
@@ -45,11 +45,11 @@ def _since(value: str | None) -> float | None:
         return None
     try:
         when = datetime.fromisoformat(value)
-    except ValueError:
+    except ValueError as exc:
         raise typer.BadParameter(
             f"{value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DDTHH:MM (UTC unless an offset is given)",
             param_hint="--since",
-        ) from None
+        ) from exc
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
@@ -63,7 +63,7 @@ def export_cmd(
             help="sft: liked and edited passages; kto: thumbs up/down, erased passages; dpo: edits over the "
             "model's words, chosen takes over the others, regenerations rated differently",
         ),
-    ],  # fmt: skip
+    ],
     out: Annotated[Path, typer.Option("-o", "--output", help="JSONL file to write")],
     min_votes: Annotated[
         int, typer.Option(min=1, max=MAX_VOTES, help="Net rating that counts as a clear signal")
@@ -84,7 +84,7 @@ def export_cmd(
         snap = snapshot.read(db)
     except snapshot.FeedbackError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     rows, report = export.export(snap, fmt.value, filters)
     jsonl.write(out, rows)
     path = Path(out)
@@ -120,6 +120,6 @@ def stats_cmd(
         snap = snapshot.read(db)
     except snapshot.FeedbackError as e:
         console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     md, png = stats.write(snap, out_dir)
     console.print(f"wrote {md} and {png}")

@@ -98,9 +98,19 @@ class Candidate:
     def source(self, action: str, at: float, rejected: int | None = None) -> dict:
         """Where a row came from; the same keys in every row, so a file loads as one table."""
         g = self.gen
-        return {"action": action, "story": g.story_id, "passage": g.slot, "generation": g.id,
-                "rejected": rejected, "model": g.model, "time": at, "up": self.up, "down": self.down,
-                "prompt": g.prompt, "raw": g.raw}  # fmt: skip
+        return {
+            "action": action,
+            "story": g.story_id,
+            "passage": g.slot,
+            "generation": g.id,
+            "rejected": rejected,
+            "model": g.model,
+            "time": at,
+            "up": self.up,
+            "down": self.down,
+            "prompt": g.prompt,
+            "raw": g.raw,
+        }
 
 
 @dataclass

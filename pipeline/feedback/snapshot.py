@@ -130,10 +130,10 @@ def _read_postgres(url: str) -> Snapshot:
     where = engine.shown(url)
     try:
         conn = engine.PgConnection(url)
-    except ImportError:
+    except ImportError as exc:
         raise FeedbackError(
             "reading a PostgreSQL store needs psycopg: pip install 'psycopg[binary]'"
-        ) from None
+        ) from exc
     except Exception as e:  # psycopg.OperationalError: no server, refused, no such database
         raise FeedbackError(
             f"cannot connect to {where} ({str(e).strip()}): check the URL and the server"

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from contract.atomic import write_text
 from pipeline import plots
 from pipeline.feedback.export import counted_votes, signals
 from pipeline.feedback.snapshot import Snapshot
+from plumbing.atomic import write_text
 
 MARKDOWN_NAME, CHART_NAME = "feedback-stats.md", "feedback-stats.png"
 
@@ -101,13 +101,34 @@ def _ratio(x: float | None) -> str:
 
 
 def _table(groups: list[Group], with_week: bool) -> list[str]:
-    head = ["week"] * with_week + ["model", "generations", "regenerations", "regeneration rate", "votes",
-                                   "👍", "👎", "positive", "edited", "chosen", "erased"]  # fmt: skip
+    head = ["week"] * with_week + [
+        "model",
+        "generations",
+        "regenerations",
+        "regeneration rate",
+        "votes",
+        "👍",
+        "👎",
+        "positive",
+        "edited",
+        "chosen",
+        "erased",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
-        cells = [g.week] * with_week + [f"`{g.model}`", g.generations, g.regenerations,
-                 _ratio(g.regeneration_rate), g.votes, g.up, g.down, _pct(g.positive_share), g.edited,
-                 g.chosen, g.erased]  # fmt: skip
+        cells = [g.week] * with_week + [
+            f"`{g.model}`",
+            g.generations,
+            g.regenerations,
+            _ratio(g.regeneration_rate),
+            g.votes,
+            g.up,
+            g.down,
+            _pct(g.positive_share),
+            g.edited,
+            g.chosen,
+            g.erased,
+        ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines
 
@@ -144,14 +165,18 @@ def chart(groups: list[Group], out: Path) -> Path:
 
     weeks = sorted({g.week for g in groups})
     fig, axes = plt.subplots(3, 1, figsize=(9, 8), sharex=True, constrained_layout=True)
-    panels = (("votes", "votes"), ("positive_share", "share of up votes"),
-              ("regeneration_rate", "regeneration rate"))  # fmt: skip
+    panels = (
+        ("votes", "votes"),
+        ("positive_share", "share of up votes"),
+        ("regeneration_rate", "regeneration rate"),
+    )
     for ax, (_, label) in zip(axes, panels, strict=True):
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     if not groups:
-        axes[0].text(0.5, 0.5, "no finished generations yet", ha="center", va="center",
-                     transform=axes[0].transAxes)  # fmt: skip
+        axes[0].text(
+            0.5, 0.5, "no finished generations yet", ha="center", va="center", transform=axes[0].transAxes
+        )
     for model in sorted({g.model for g in groups}):
         mine = {g.week: g for g in groups if g.model == model}
         for ax, (attr, _) in zip(axes, panels, strict=True):

@@ -121,9 +121,14 @@ def render(run_dir: Path, inputs: CardInputs):
     if any(f.endswith(".gguf") for f in inputs.files):  # the adapter's GGUF or a model's
         tags.append("gguf")
     data = ModelCardData(
-        base_model=base, library_name="peft", license=license_, datasets=datasets or None, tags=tags,
-        language=["en"], pipeline_tag="text-generation",
-    )  # fmt: skip
+        base_model=base,
+        library_name="peft",
+        license=license_,
+        datasets=datasets or None,
+        tags=tags,
+        language=["en"],
+        pipeline_tag="text-generation",
+    )
     sections = [
         f"{MARKER}\n\n# {inputs.repo_id.split('/')[-1]}\n\n{_summary(meta, base, license_)}",
         _data_section(inputs),
@@ -177,8 +182,18 @@ def _data_section(inputs: CardInputs) -> str:
 
 def _training_section(meta: dict) -> str:
     options = {k: v for k, v in (meta.get("options") or {}).items() if k not in _LOCAL_OPTIONS}
-    results = {k: meta.get(k) for k in ("precision", "device", "trainable_parameters", "global_step",
-                                         "best_eval_loss", "last_eval_loss", "finished")}  # fmt: skip
+    results = {
+        k: meta.get(k)
+        for k in (
+            "precision",
+            "device",
+            "trainable_parameters",
+            "global_step",
+            "best_eval_loss",
+            "last_eval_loss",
+            "finished",
+        )
+    }
     for split, stats in (meta.get("rows") or {}).items():
         results[f"{split} rows"] = stats.get("rows", stats) if isinstance(stats, dict) else stats
     rows = [f"| `{k}` | {_value(v)} |" for k, v in {**options, **results}.items() if v is not None]
@@ -220,8 +235,10 @@ def _eval_tables(path: Path) -> list[tuple[str, str]]:
 
 
 def _perplexity_table(result: dict) -> str:
-    rows = ["| model | answer loss | answer perplexity | answer tokens | assistant perplexity |",
-            "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    rows = [
+        "| model | answer loss | answer perplexity | answer tokens | assistant perplexity |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for name in ("base", "adapter"):
         if name in result:
             a, t = result[name]["answer"], result[name]["assistant"]
@@ -286,8 +303,15 @@ def _quant_section(measured: dict[str, dict]) -> str:
         rows += _quant_rows(name, doc)
     if not rows:
         return ""
-    columns = ["file", "with adapter", "type", "mean KL(F16 \\|\\| quant)", "top-1 agreement",
-               "answer perplexity F16 -> quant", "verdict"]  # fmt: skip
+    columns = [
+        "file",
+        "with adapter",
+        "type",
+        "mean KL(F16 \\|\\| quant)",
+        "top-1 agreement",
+        "answer perplexity F16 -> quant",
+        "verdict",
+    ]
     head = "| " + " | ".join(columns) + " |\n" + "| --- " * len(columns) + "|"
     return (
         "## Quantization\n\nEach quantized file measured against the F16 file it was quantized from, in "
@@ -301,8 +325,15 @@ def _quant_rows(gguf_name: str, doc: dict) -> list[str]:
     for m in doc.get("measurements", {}).values():
         d = m["distance"]
         verdict = f"{'within' if m['passed'] else 'OUTSIDE'} the {m['judged_as']} tolerance"
-        cells = [f"`{gguf_name}`", m["lora"] or "-", m["judged_as"], f"{d['mean_kl']:.4g}",
-                 f"{d['top1']:.1%}", f"{d['ppl_f16']:.3f} -> {d['ppl_quant']:.3f}", verdict]  # fmt: skip
+        cells = [
+            f"`{gguf_name}`",
+            m["lora"] or "-",
+            m["judged_as"],
+            f"{d['mean_kl']:.4g}",
+            f"{d['top1']:.1%}",
+            f"{d['ppl_f16']:.3f} -> {d['ppl_quant']:.3f}",
+            verdict,
+        ]
         out.append("| " + " | ".join(cells) + " |")
     return out
 

@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from contract.atomic import check_output
-from contract.extras import needs
+from pipeline.flags import fail
+from plumbing.atomic import check_output
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Publish a run to the Hugging Face Hub: the adapter, GGUF files and a model card.")
@@ -49,11 +50,6 @@ def _inputs(repo, base_model, license, book, writing_prompts, teacher, evals, ol
     )
 
 
-def _fail(e: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(str(e))}")
-    return typer.Exit(2)
-
-
 @app.command("card")
 @needs("hub card", "hub")
 def card_command(
@@ -70,15 +66,18 @@ def card_command(
     force: Annotated[bool, typer.Option("--force", help="Replace the output file")] = False,
 ) -> None:
     """Write the model card `hub push` would upload, to read it first."""
-    from contract.atomic import write_text
     from pipeline.hub import card
+    from plumbing.atomic import write_text
 
     check_output(out, force)
     try:
-        text = str(card.render(run, _inputs(repo, base_model, license, book, writing_prompts, teacher, evals,
-                                            ollama_name)))  # fmt: skip
+        text = str(
+            card.render(
+                run, _inputs(repo, base_model, license, book, writing_prompts, teacher, evals, ollama_name)
+            )
+        )
     except card.CardError as e:
-        raise _fail(e) from None
+        fail(str(e))
     write_text(out, text)
     console.print(f"wrote {out}")
 
@@ -95,7 +94,7 @@ def push_command(
             exists=True,
             dir_okay=False,
         ),
-    ] = None,  # fmt: skip
+    ] = None,
     modelfile: Annotated[
         Path | None, typer.Option(help="The Modelfile to upload (as Modelfile)", exists=True, dir_okay=False)
     ] = None,
@@ -128,7 +127,7 @@ def push_command(
         console.print(f"signed in to {hub.api.endpoint} as {hub.whoami()}")
         url = hub.push(plan, private, force, say=lambda s: console.print(escape(s)))
     except (card.CardError, upload.HubError) as e:
-        raise _fail(e) from None
+        fail(str(e))
     console.print(f"[green]pushed[/green] {len(plan.files) + 1} files to {repo}: {url}")
 
 

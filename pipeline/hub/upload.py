@@ -55,7 +55,7 @@ def extra_files(
         try:
             kind = inspect.gguf_fields(g).get("general.type")
         except ValueError as e:
-            raise HubError(f"{e}: give the files export-gguf / export-merged wrote") from None
+            raise HubError(f"{e}: give the files export-gguf / export-merged wrote") from e
         if g.name in files:
             raise HubError(f"two GGUF files are named {g.name}: rename one, they share the repository's root")
         files[g.name] = g
@@ -119,12 +119,12 @@ class Publisher:
 
         try:
             return str(self.api.whoami()["name"])
-        except LocalTokenNotFoundError:
+        except LocalTokenNotFoundError as exc:
             raise HubError(
                 "no Hugging Face token: run `hf auth login`, set HF_TOKEN, or pass --token (a write token)"
-            ) from None
+            ) from exc
         except HfHubHTTPError as e:
-            raise self._refused(e, "make a write token at https://huggingface.co/settings/tokens") from None
+            raise self._refused(e, "make a write token at https://huggingface.co/settings/tokens") from e
 
     def readme_is_ours(self, repo_id: str) -> bool:
         import tempfile
@@ -174,19 +174,17 @@ class Publisher:
         except HubError:
             raise
         except HfHubHTTPError as e:
-            raise self._refused(
-                e, f"check that the token may write to {upload.repo_id.split('/')[0]}"
-            ) from None
+            raise self._refused(e, f"check that the token may write to {upload.repo_id.split('/')[0]}") from e
         except ValueError as e:  # the Hub's metadata check of README.md
-            raise HubError(f"the Hub refused the model card: {e}") from None
+            raise HubError(f"the Hub refused the model card: {e}") from e
         except RuntimeError as e:  # an LFS upload failed: the commit was never sent
             cause = e.__cause__ or e
             raise HubError(
                 f"{e} ({_first_line(cause)}): nothing was committed, the repository is as it was; run "
                 "the same command again to go on (files the Hub already received are not sent twice)"
-            ) from None
+            ) from e
         except OSError as e:  # the Hub unreachable (requests / httpx connection errors are OSErrors)
-            raise HubError(f"cannot reach the Hub at {self.api.endpoint}: {_first_line(e)}") from None
+            raise HubError(f"cannot reach the Hub at {self.api.endpoint}: {_first_line(e)}") from e
         return str(info.commit_url)
 
     def _refused(self, e, fix: str) -> HubError:

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferSpeedColumn
 
-from contract.atomic import check_output
 from contract.chat_template import UnknownFamilyError
 from contract.modelfile import grammar
 from pipeline.modelfile import render, selection
+from plumbing.atomic import check_output
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Write a writer Modelfile, or check Modelfiles against Ollama's grammar.")
@@ -60,7 +60,7 @@ def modelfile(
         path, problems = render.write(out, base, adapter, system, param, num_ctx, given)
     except (render.ModelfileRenderError, UnknownFamilyError, ValueError) as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
     for p in problems:
         console.print(f"[yellow]{escape(str(p))}[/yellow]")
     console.print(f"wrote {path}: ollama create writer -f {path} && ollama run writer")
@@ -155,7 +155,7 @@ def publish(
             _push(publisher, name, insecure)
     except pub.PublishError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def push(
@@ -170,7 +170,7 @@ def push(
         _push(pub.Publisher(host), name, insecure)
     except pub.PublishError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def _bars() -> Progress:

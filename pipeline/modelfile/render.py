@@ -6,11 +6,12 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from contract import atomic, chat_template, go_chat, prompt
+from contract import chat_template, go_chat, prompt
 from contract import target as targets
 from contract.chat_template import ChatTemplate, UnknownFamilyError
 from contract.modelfile import golang, grammar, inspect
 from pipeline.modelfile import selection
+from plumbing import atomic
 
 #: Fits a 7B model at Q4 plus its KV cache in 8 GB of GPU memory with room to spare.
 DEFAULT_NUM_CTX = 8192
@@ -138,7 +139,7 @@ def template_file(path: Path, bos: str = "", eos: str = "", date: str | None = N
     try:
         found = chat_template.from_path(path, bos, eos)
     except ValueError as e:
-        raise ModelfileRenderError(f"--chat-template {e}") from None
+        raise ModelfileRenderError(f"--chat-template {e}") from e
     return replace(found, date=date) if date else found
 
 
@@ -186,11 +187,11 @@ def write(
     try:  # a model trained on plain text (--target text) has never seen the writer prompt
         targets.of(fmt.target).check_servable()
     except targets.TargetError as e:
-        raise ModelfileRenderError(f"{adapter or base}: {e}") from None
+        raise ModelfileRenderError(f"{adapter or base}: {e}") from e
     try:
         go_chat.check(fmt)
     except UnknownFamilyError as e:
-        raise ModelfileRenderError(f"{e}: this base cannot be served the bytes it is trained on") from None
+        raise ModelfileRenderError(f"{e}: this base cannot be served the bytes it is trained on") from e
     from_value = _relative(Path(base).expanduser(), out_dir) if Path(base).expanduser().exists() else base
     adapter_value = None
     if adapter is not None:

@@ -35,9 +35,22 @@ from contract.modelfile.grammar import Modelfile, Problem
 TOOLS, THINKING, INSERT = "tools", "thinking", "insert"
 # Library families Ollama renders with built-in code (model/renderers; server/create.go sets RENDERER for
 # gemma4, laguna and nemotron-3-nano itself): `FROM` one of them inherits its RENDERER and PARSER.
-RENDERER_BASES = frozenset({"gemma4", "laguna", "nemotron-3-nano", "qwen3-coder", "qwen3-vl",
-                            "qwen3.5", "deepseek-v3.1", "glm-4.6", "glm-4.7", "cogito-2.1", "olmo-3",
-                            "lfm2"})  # fmt: skip
+RENDERER_BASES = frozenset(
+    {
+        "gemma4",
+        "laguna",
+        "nemotron-3-nano",
+        "qwen3-coder",
+        "qwen3-vl",
+        "qwen3.5",
+        "deepseek-v3.1",
+        "glm-4.6",
+        "glm-4.7",
+        "cogito-2.1",
+        "olmo-3",
+        "lfm2",
+    }
+)
 _TOOL_CHAT = "{# tools, tool_calls and tool_response: a chat template with a tool round trip #}"
 _GO_TEMPLATE_FIX = (
     "recreate the Modelfile with `story-pipeline modelfile` (its TEMPLATE handles tools, so Ollama keeps "
@@ -54,8 +67,14 @@ def chat_template_capabilities(chat_template: str) -> set[str]:
     return caps
 
 
-_TOOL_ROLE = ("role'] == 'tool'", "role'] == \"tool\"", "role\"] == 'tool'", 'role"] == "tool"',
-              "message.role == 'tool'", 'message.role == "tool"')  # fmt: skip
+_TOOL_ROLE = (
+    "role'] == 'tool'",
+    'role\'] == "tool"',
+    "role\"] == 'tool'",
+    'role"] == "tool"',
+    "message.role == 'tool'",
+    'message.role == "tool"',
+)
 
 
 def chat_template_round_trip(chat_template: str) -> bool:
@@ -158,10 +177,15 @@ def check(mf: Modelfile, base_dir: Path, environ: Mapping[str, str] | None = Non
     base = base_chat_template(from_cmd.args, base_dir)
     library = from_cmd.args.split(":", 1)[0].lower().rsplit("/", 1)[-1]
     if base is None and library in RENDERER_BASES:
-        return [Problem("error", from_cmd.line,
-                        f"FROM {from_cmd.args}: Ollama renders this family with its built-in RENDERER, which "
-                        "a model made FROM it inherits (server/create.go), so the TEMPLATE is never used: "
-                        "build FROM the base's GGUF file (story-pipeline export-base)")]  # fmt: skip
+        return [
+            Problem(
+                "error",
+                from_cmd.line,
+                f"FROM {from_cmd.args}: Ollama renders this family with its built-in RENDERER, which "
+                "a model made FROM it inherits (server/create.go), so the TEMPLATE is never used: "
+                "build FROM the base's GGUF file (story-pipeline export-base)",
+            )
+        ]
     trained = decode_template(template)
     if base is None and trained is not None:  # our TEMPLATE names the chat template the base was trained with
         base = (f"library model {from_cmd.args} (with the chat template training used)", trained.source)
@@ -170,19 +194,29 @@ def check(mf: Modelfile, base_dir: Path, environ: Mapping[str, str] | None = Non
         # (what Qwen2.5's and Llama 3.1's GGUFs carry) would win
         if go_template_env(environ) is not None or not prefers_chat_template(_TOOL_CHAT, template):
             return []
-        return [Problem("warning", template_cmd.line,
-                        f"the TEMPLATE has no .Tools: if the GGUF of {from_cmd.args} carries a chat template "
-                        "that mentions tools (Qwen2.5, Llama 3.1 and later do), Ollama v0.30+ renders that "
-                        f"instead and never uses this TEMPLATE: {_GO_TEMPLATE_FIX}")]  # fmt: skip
+        return [
+            Problem(
+                "warning",
+                template_cmd.line,
+                f"the TEMPLATE has no .Tools: if the GGUF of {from_cmd.args} carries a chat template "
+                "that mentions tools (Qwen2.5, Llama 3.1 and later do), Ollama v0.30+ renders that "
+                f"instead and never uses this TEMPLATE: {_GO_TEMPLATE_FIX}",
+            )
+        ]
     name, chat_template = base
     if not chat_template or not uses_chat_template(template, chat_template, environ):
         return []
     chat = ", ".join(sorted(chat_template_capabilities(chat_template))) or "none"
     go = ", ".join(sorted(go_template_capabilities(template))) or "none"
-    return [Problem("error", template_cmd.line,
-                    f"Ollama would set this TEMPLATE aside: the chat template of the {name} (FROM) is more "
-                    f"capable (capabilities {chat}; the TEMPLATE's: {go}), so Ollama renders that one and "
-                    f"the model never sees what this TEMPLATE holds: {_GO_TEMPLATE_FIX}")]  # fmt: skip
+    return [
+        Problem(
+            "error",
+            template_cmd.line,
+            f"Ollama would set this TEMPLATE aside: the chat template of the {name} (FROM) is more "
+            f"capable (capabilities {chat}; the TEMPLATE's: {go}), so Ollama renders that one and "
+            f"the model never sees what this TEMPLATE holds: {_GO_TEMPLATE_FIX}",
+        )
+    ]
 
 
 def check_file(path: Path) -> list[Problem]:

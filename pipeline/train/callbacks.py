@@ -13,8 +13,9 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from contract import chat_template, jsonl, prompt
+from contract import chat_template, prompt
 from pipeline import plots
+from plumbing import jsonl
 
 
 def read_log(path: Path) -> list[dict]:
@@ -29,8 +30,12 @@ def plot_losses(entries: list[dict], png: Path, title: str = "") -> None:
     for key, label, style in (("loss", "train", "-"), ("eval_loss", "eval", "o-")):
         points = [(e["step"], e[key]) for e in entries if isinstance(e.get(key), int | float)]
         if points:  # a single point draws no line: give it a marker so it shows
-            ax.plot(*zip(*points, strict=True), style if len(points) > 1 else "o", label=label,
-                    markersize=3 if len(points) > 1 else 6)  # fmt: skip
+            ax.plot(
+                *zip(*points, strict=True),
+                style if len(points) > 1 else "o",
+                label=label,
+                markersize=3 if len(points) > 1 else 6,
+            )
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title or "loss")

@@ -8,8 +8,6 @@ command line win over it.
 from __future__ import annotations
 
 import inspect
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Annotated
 
@@ -17,43 +15,24 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from contract.extras import needs
-from pipeline.ranges import ranged
+from pipeline.flags import flag_parameters, signed
 from pipeline.train.options import TrainError, TrainOptions, build_options, read_config
+from plumbing.extras import needs
 
 console = Console(stderr=True, soft_wrap=True)
 
 _CONFIG_HELP = "A TOML file of options (names as below, _ or -), or a run's training.json to repeat it"
 
 
-def _cli_type(hint) -> type:
-    """The command-line type of an option: a tuple is typed as one comma-separated string."""
-    return str if typing.get_origin(hint) is tuple else hint
-
-
 def _parameters() -> list[inspect.Parameter]:
-    hints = typing.get_type_hints(TrainOptions)
-    params = [
+    config = typer.Option(help=_CONFIG_HELP)
+    return [
         inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
         inspect.Parameter(
-            "config",
-            inspect.Parameter.KEYWORD_ONLY,
-            default=None,
-            annotation=Annotated[Path | None, typer.Option(help=_CONFIG_HELP)],
+            "config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[Path | None, config]
         ),
+        *flag_parameters(TrainOptions, {}, elsewhere="here or in --config"),
     ]
-    for f in fields(TrainOptions):
-        required = f.default is MISSING
-        default = None if required else f.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        cli_type = _cli_type(hints[f.name])
-        help_text = f.metadata["help"] + (" (required: here or in --config)" if required else "")
-        option = typer.Option(*f.metadata["flags"], **ranged(help_text, **f.metadata["range"]))
-        annotation: object = Annotated[cli_type | None if required else cli_type, option]  # built at run time
-        kind = inspect.Parameter.KEYWORD_ONLY
-        params.append(inspect.Parameter(f.name, kind, default=default, annotation=annotation))
-    return params
 
 
 def train(ctx: typer.Context, config: Path | None = None, **values) -> None:
@@ -69,7 +48,7 @@ def train(ctx: typer.Context, config: Path | None = None, **values) -> None:
         run_train(opts, printer=lambda m: console.print(m, markup=False, highlight=False))
     except TrainError as e:
         console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(2) from e
 
 
 def _source(ctx: typer.Context, name: str) -> str | None:
@@ -77,9 +56,7 @@ def _source(ctx: typer.Context, name: str) -> str | None:
     return source.name if source is not None else None
 
 
-_params = _parameters()
-train.__signature__ = inspect.Signature(_params)  # type: ignore[attr-defined]
-train.__annotations__ = {p.name: p.annotation for p in _params} | {"return": None}
+signed(train, _parameters())
 
 
 def register(root: typer.Typer) -> None:

@@ -4,11 +4,11 @@ arguments every method has in common. Standard library only, so the CLI can buil
 from __future__ import annotations
 
 import os
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 from contract import target as targets
-from pipeline.ranges import out_of_range
+from pipeline.ranges import option, out_of_range
 
 ATTENTION_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 METHODS = ("sft", "dpo", "kto")
@@ -22,25 +22,14 @@ class TrainError(RuntimeError):
     """A run that cannot start or go on; the message names the problem and the fix."""
 
 
-def option(default, help: str, *flags: str, **bounds: float):
-    """A TrainOptions field with its command-line help (and flags, when not just --field-name), and its
-    valid range (min=, max= inclusive; above=, below= exclusive; not_=, a value refused), which the
-    flag, its --help and a --config file's value all obey."""
-    return field(default=default, metadata={"help": help, "flags": flags, "range": bounds})
-
-
-def required(help: str, *flags: str):
-    return field(metadata={"help": help, "flags": flags, "range": {}})
-
-
 @dataclass
 class TrainOptions:
     """Every training option, its default and its help, defined once: `story-pipeline train` builds its
     flags from these fields, and a config file (TOML, or a run's training.json) sets the same names."""
 
-    base: str = required("Base model: a Hugging Face folder (or hub id)")
-    out_dir: Path = required("Output folder (the PEFT adapter)", "-o", "--output")
-    data: Path = required("Training rows (JSONL): SFT messages, or DPO/KTO preferences")
+    base: str = option(MISSING, "Base model: a Hugging Face folder (or hub id)")
+    out_dir: Path = option(MISSING, "Output folder (the PEFT adapter)", "-o", "--output")
+    data: Path = option(MISSING, "Training rows (JSONL): SFT messages, or DPO/KTO preferences")
     eval_data: Path | None = option(None, "Held-out rows in the same format")
     method: str = option("sft", f"Training method: {', '.join(METHODS)}")
     target: str = option(
@@ -176,7 +165,7 @@ def read_config(path: Path) -> dict:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text).get("options", {}) if path.suffix == ".json" else tomllib.loads(text)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # TOMLDecodeError and JSONDecodeError too
-        raise TrainError(f"cannot read the config file {path}: {e}") from None
+        raise TrainError(f"cannot read the config file {path}: {e}") from e
     data = {k.replace("-", "_"): v for k, v in data.items()}
     known = {f.name for f in fields(TrainOptions)}
     unknown = sorted(set(data) - known)
@@ -191,7 +180,7 @@ def read_config(path: Path) -> dict:
 def build_options(config: dict, overrides: dict) -> TrainOptions:
     """TrainOptions from a config's values with the command line's explicit values on top."""
     values = config | overrides
-    if isinstance(values.get("target_modules"), str):
+    if isinstance(values.get("target_modules"), str):  # a TOML file may give them as the flag does
         values["target_modules"] = tuple(m.strip() for m in values["target_modules"].split(",") if m.strip())
     missing = [f.name for f in fields(TrainOptions) if f.default is MISSING and values.get(f.name) is None]
     if missing:

@@ -14,9 +14,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, TypedDict
 
-from contract.atomic import write_text
 from pipeline.train.options import TrainError, is_main_process
+from plumbing.atomic import write_text
 
 METADATA = "training.json"
 LOG = "log.jsonl"
@@ -27,6 +28,49 @@ CHECKPOINTS = "checkpoints"
 _CKPT_RE = re.compile(r"^checkpoint-(\d+)$")
 # What a finished run writes into OUT_DIR besides the tokenizer files; --overwrite replaces these.
 _RUN_FILES = ("adapter_config.json", "adapter_model.safetensors", METADATA, LOG, CURVE, SAMPLES)
+
+
+class HeldOut(TypedDict):
+    """The held-out losses of a run (`run.held_out`)."""
+
+    base_eval_loss: float | None  # at step 0: the model the run starts from
+    best_eval_loss: float | None
+    best_step: int | None
+    last_eval_loss: float | None
+    worse_than_base: bool | None  # None: no evaluation to compare
+
+
+class TrainMetadata(TypedDict, total=False):
+    """training.json: what a run is and how it went, written as it starts (status "running") and again
+    as it ends (the keys from `global_step` on). Export, the Modelfile and the model card read it."""
+
+    method: str
+    target: str
+    base: str
+    chat_template: dict[str, Any]  # contract.chat_template's record (from_record reads it back)
+    qlora: bool
+    precision: str
+    device: str
+    processes: int
+    trainable_parameters: int
+    total_parameters: int
+    rows: dict[str, dict[str, Any]]  # split -> rows.RowStats.as_dict()
+    packing: dict[str, Any]  # packing's record: used, and why not
+    options: dict[str, Any]  # TrainOptions.as_dict()
+    resumed_from_step: int | None
+    status: str  # "running", then "done" or "stopped"
+    started: str
+    global_step: int
+    max_steps: int
+    stopped_early: bool
+    early_stopping_patience: int
+    best_kept: bool
+    base_eval_loss: float | None  # the HeldOut keys
+    best_eval_loss: float | None
+    best_step: int | None
+    last_eval_loss: float | None
+    worse_than_base: bool | None
+    finished: str
 
 
 def checkpoints(out_dir: Path) -> list[tuple[int, Path, bool]]:
@@ -100,7 +144,7 @@ def read_metadata(out_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def write_metadata(out_dir: Path, data: dict) -> None:
+def write_metadata(out_dir: Path, data: TrainMetadata) -> None:
     write_text(Path(out_dir) / METADATA, json.dumps(data, indent=2, default=str) + "\n")
 
 

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contract import chat_template, jsonl, prompt
+from contract import chat_template, prompt
 from contract import target as targets
 from contract.target import Target
 from pipeline.train.options import TrainError
+from plumbing import jsonl
 
 
 class RowsError(TrainError):
@@ -77,7 +78,7 @@ def read_jsonl(path: str | Path, stats: RowStats) -> Iterator[tuple[int, dict]]:
             stats.total += 1
             yield n, obj
     except jsonl.JsonlError as e:
-        raise RowsError(str(e)) from None
+        raise RowsError(str(e)) from e
 
 
 def require_rows(stats: RowStats, what: str) -> None:
@@ -171,7 +172,7 @@ def _sft_turns(obj: dict, target: Target = targets.DEFAULT) -> tuple[list[dict],
     try:
         reply = target.reply(messages[-1]["content"])
     except targets.TargetError as e:
-        raise SkipRow(str(e)) from None
+        raise SkipRow(str(e)) from e
     head = [{"role": m["role"], "content": m["content"]} for m in messages[:-1]]
     return head, reply
 
@@ -203,7 +204,7 @@ def encode_text(tokenizer, obj: dict, max_length: int) -> Encoded:
     try:
         text = targets.plain_text(obj)
     except targets.TargetError as e:
-        raise SkipRow(str(e)) from None
+        raise SkipRow(str(e)) from e
     text = prompt.defuse_control(text, prompt.special_tokens_of(tokenizer))
     eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     ids, cut = tokenizer(text)["input_ids"] + eos, False

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from contract.atomic import check_output
 from pipeline.train import base, outputs, packing, tracking
 from pipeline.train.callbacks import GracefulStop, LossLog, SampleLog, sample_prompts
 from pipeline.train.options import TrainError, TrainOptions, is_main_process, trainer_arguments
+from plumbing.atomic import check_output
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -28,7 +28,7 @@ class TrainResult:
     out_dir: Path
     status: str  # "done", or "stopped" by Ctrl-C (adapter so far written, checkpoint saved for --resume)
     global_step: int
-    metadata: dict
+    metadata: outputs.TrainMetadata
     trainer: Trainer | None = field(repr=False, default=None)
 
     @property
@@ -110,7 +110,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
     trainable, total = trainer.model.get_nb_trainable_parameters()
     say(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.3f}%)", printer)
 
-    metadata = {
+    metadata: outputs.TrainMetadata = {
         "method": opts.method,
         "target": opts.target,  # what the model writes; chat_template carries it to serving too
         "base": opts.base,
@@ -178,7 +178,7 @@ def _check_packing(opts: TrainOptions, model, train_rows, printer) -> tuple[Trai
     return opts, check.record(opts.packing)
 
 
-def held_out(log_history: list[dict], best: float | None, best_step: int | None) -> dict:
+def held_out(log_history: list[dict], best: float | None, best_step: int | None) -> outputs.HeldOut:
     """The held-out facts of a run for training.json. The evaluation at step 0 (before any update) is
     the loss of the model the run starts from: the base for SFT, the SFT adapter for DPO and KTO. The
     Trainer's best excludes it, so `worse_than_base` says whether any trained step beat the start."""
@@ -193,7 +193,7 @@ def held_out(log_history: list[dict], best: float | None, best_step: int | None)
     }
 
 
-def held_out_verdict(metadata: dict) -> str | None:
+def held_out_verdict(metadata: outputs.TrainMetadata) -> str | None:
     start, best, step = (metadata.get(k) for k in ("base_eval_loss", "best_eval_loss", "best_step"))
     if start is None or best is None:
         return None
@@ -212,27 +212,25 @@ def _fit(trainer, opts: TrainOptions, resume_from: Path | None, stop: GracefulSt
     """trainer.train, with a hard interrupt or a full disk turned into a message on how to go on."""
     try:
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    except KeyboardInterrupt:
-        raise TrainError(f"interrupted at step {trainer.state.global_step}; {_resume_hint(opts)}") from None
+    except KeyboardInterrupt as exc:
+        raise TrainError(f"interrupted at step {trainer.state.global_step}; {_resume_hint(opts)}") from exc
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
         removed = outputs.remove_incomplete_checkpoints(opts.out_dir)
         note = f" (removed the partial {', '.join(p.name for p in removed)})" if removed else ""
-        raise TrainError(f"the disk is full{note}: free some space, then {_resume_hint(opts)}") from None
+        raise TrainError(f"the disk is full{note}: free some space, then {_resume_hint(opts)}") from e
     finally:
         stop.restore()
 
 
-def _write(model, tokenizer, opts: TrainOptions, metadata: dict) -> None:
+def _write(model, tokenizer, opts: TrainOptions, metadata: outputs.TrainMetadata) -> None:
     try:
         outputs.save_adapter(model, tokenizer, opts.out_dir, opts.base)
     except OSError as e:
         if e.errno == errno.ENOSPC:
             hint = _resume_hint(opts)
-            raise TrainError(
-                f"the disk filled up while writing the adapter: free space, then {hint}"
-            ) from None
+            raise TrainError(f"the disk filled up while writing the adapter: free space, then {hint}") from e
         raise
     outputs.write_metadata(opts.out_dir, metadata)
 

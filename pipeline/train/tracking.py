@@ -11,9 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from contract.extras import install_line
 from pipeline.train.options import TrainError, TrainOptions
 from pipeline.train.outputs import TENSORBOARD
+from plumbing.extras import install_line
 
 
 def check(report_to: str) -> None:

@@ -25,11 +25,22 @@ temperature = 0.7
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    for name in ("STORY_BOT_DISCORD_TOKEN", "STORY_BOT_MODEL", "STORY_BOT_CONFIG", "STORY_BOT_OLLAMA_HOST",
-                 "OLLAMA_HOST", "OLLAMA_NUM_PARALLEL", "STORY_BOT_PARALLEL", "STORY_BOT_DB",
-                 "STORY_BOT_SHARD_ID", "STORY_BOT_SHARD_COUNT", "STORY_BOT_LEASE_SECONDS",
-                 "STORY_BOT_SHARDS", "STORY_BOT_OLLAMA_HOSTS",
-                 "STORY_BOT_KEEP_ALIVE"):  # fmt: skip
+    for name in (
+        "STORY_BOT_DISCORD_TOKEN",
+        "STORY_BOT_MODEL",
+        "STORY_BOT_CONFIG",
+        "STORY_BOT_OLLAMA_HOST",
+        "OLLAMA_HOST",
+        "OLLAMA_NUM_PARALLEL",
+        "STORY_BOT_PARALLEL",
+        "STORY_BOT_DB",
+        "STORY_BOT_SHARD_ID",
+        "STORY_BOT_SHARD_COUNT",
+        "STORY_BOT_LEASE_SECONDS",
+        "STORY_BOT_SHARDS",
+        "STORY_BOT_OLLAMA_HOSTS",
+        "STORY_BOT_KEEP_ALIVE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -93,19 +104,27 @@ def test_shards_come_as_a_pair_and_the_lease_length_reaches_the_service(monkeypa
 
 @pytest.mark.parametrize(
     ("shards", "count", "ids"),
-    [("0-3", 8, [0, 1, 2, 3]), ("4-7", 8, [4, 5, 6, 7]), ("0-1,6", 8, [0, 1, 6]), ("3", 4, [3]),
-     (" 2 - 3 ", 4, [2, 3])],
-)  # fmt: skip
+    [
+        ("0-3", 8, [0, 1, 2, 3]),
+        ("4-7", 8, [4, 5, 6, 7]),
+        ("0-1,6", 8, [0, 1, 6]),
+        ("3", 4, [3]),
+        (" 2 - 3 ", 4, [2, 3]),
+    ],
+)
 def test_a_shard_range_is_read_from_flags_or_settings(shards, count, ids):
     assert load_settings(None, shards=shards, shard_count=count).shard_ids() == ids
 
 
 @pytest.mark.parametrize(
     ("shards", "count", "message"),
-    [("0-8", 8, r"shard 8 is not below STORY_BOT_SHARD_COUNT \(8\): shards are numbered 0 to 7"),
-     ("3-1", 8, "runs backwards: write 1-3"), ("a-b", 8, "is not a shard range: write it like 0-3"),
-     ("0-3", None, "set STORY_BOT_SHARD_COUNT together with STORY_BOT_SHARDS")],
-)  # fmt: skip
+    [
+        ("0-8", 8, r"shard 8 is not below STORY_BOT_SHARD_COUNT \(8\): shards are numbered 0 to 7"),
+        ("3-1", 8, "runs backwards: write 1-3"),
+        ("a-b", 8, "is not a shard range: write it like 0-3"),
+        ("0-3", None, "set STORY_BOT_SHARD_COUNT together with STORY_BOT_SHARDS"),
+    ],
+)
 def test_a_bad_shard_range_is_refused_with_the_fix(shards, count, message, monkeypatch):
     with pytest.raises(ConfigError, match=message):
         load_settings(None, shards=shards, shard_count=count)
@@ -178,3 +197,95 @@ def test_the_models_a_story_may_pick_and_who_may_change_them_come_from_the_file(
     # A channel's list wins over its server's, for its threads too; its own model always comes first.
     assert s.models_allowed(Channel("111", guild_id="999")) == ["channel-model", "channel-a"]
     assert s.models_allowed(Channel("t1", guild_id="999", parent_id="111")) == ["channel-model", "channel-a"]
+
+
+# --- each setting declared once ---------------------------------------------------------------------
+def test_each_setting_the_core_declares_is_a_bot_setting_with_its_default_help_and_range(monkeypatch):
+    from dataclasses import MISSING
+
+    from annotated_types import Ge, Gt
+
+    from bot.config import Settings
+    from bot.core.configurable import declared
+    from bot.core.limits import Limits
+    from bot.llm import Timeouts
+
+    names = [name for kind in (Limits, Timeouts) for name, _, _ in declared(kind)]
+    assert {"max_passage_chars", "lease_seconds", "idle_timeout", "options"} <= set(names)
+    for kind in (Limits, Timeouts):
+        for name, field, declaration in declared(kind):
+            setting = Settings.model_fields[name]
+            wanted = field.default if field.default_factory is MISSING else field.default_factory()
+            assert setting.get_default(call_default_factory=True) == wanted, name
+            assert setting.description == declaration.help, name
+            rules = [Gt(declaration.gt)] if declaration.gt is not None else []
+            rules += [Ge(declaration.ge)] if declaration.ge is not None else []
+            assert setting.metadata == rules, name
+    # Nothing set: the core gets its own defaults; each setting reaches its field by name.
+    assert load_settings().limits() == Limits() and load_settings().timeouts() == Timeouts()
+    monkeypatch.setenv("STORY_BOT_MAX_MEMORY_CHARS", "500")
+    monkeypatch.setenv("STORY_BOT_PROMPT_TIMEOUT_PER_1K_TOKENS", "7")
+    monkeypatch.setenv("STORY_BOT_LEASE_SECONDS", "9")
+    s = load_settings()
+    assert (s.limits().max_memory_chars, s.limits().lease_s, s.timeouts().prompt_per_1k) == (500, 9.0, 7.0)
+    monkeypatch.setenv("STORY_BOT_MAX_PASSAGE_CHARS", "50")  # the declared range is checked
+    with pytest.raises(ConfigError, match="STORY_BOT_MAX_PASSAGE_CHARS: Input should be greater than or"):
+        load_settings()
+
+
+def test_a_new_core_setting_is_one_field_and_reaches_the_settings_the_core_and_the_docs(monkeypatch):
+    import importlib.util
+    from dataclasses import dataclass
+    from pathlib import Path
+
+    from bot.config import Settings, settings_from
+    from bot.core.configurable import setting
+    from bot.core.limits import Limits
+
+    @dataclass(frozen=True)
+    class MoreLimits(Limits):
+        max_cast: int = setting(20, ge=1, help="The most personas a story may have.")
+
+    more = settings_from(MoreLimits)(Settings)
+    assert more().core(MoreLimits).max_cast == 20
+    monkeypatch.setenv("STORY_BOT_MAX_CAST", "7")
+    monkeypatch.setenv("STORY_BOT_MAX_MEMORY_CHARS", "300")
+    made = more().core(MoreLimits, parallel=2)
+    assert made == MoreLimits(parallel=2, max_memory_chars=300, max_cast=7)
+    monkeypatch.setenv("STORY_BOT_MAX_CAST", "0")
+    with pytest.raises(ValueError, match="max_cast"):
+        more()
+    hook = Path(__file__).parents[2] / "docs" / "hooks" / "reference.py"
+    spec = importlib.util.spec_from_file_location("reference_hook", hook)
+    assert spec and spec.loader
+    reference = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(reference)
+    row = "| `max_cast` | `STORY_BOT_MAX_CAST` | int (≥ 1) | `20` | The most personas a story may have. |"
+    assert row in reference.settings_table(more).splitlines()
+    assert "max_cast" not in reference.settings_table()
+
+
+def test_the_discord_options_take_their_bounds_from_the_core():
+    """discord.py reads an option's bounds when the cog class is made, before any settings load, so the
+    passage and memory options take Discord's longest and the service refuses past the setting."""
+    from bot.core.limits import Limits
+    from bot.core.service import MAX_NOTE_CHARS, MAX_TITLE_CHARS
+    from bot.core.settings import RANGES
+    from bot.core.story import MAX_PERSONA_CHARS, MAX_PERSONA_NAME
+    from bot.core.text import OPTION_LIMIT
+    from bot.discord.cog import StoryCog
+
+    bounds = {
+        (command.qualified_name, p.name): (p.min_value, p.max_value)
+        for command in StoryCog(None).walk_app_commands()
+        for p in getattr(command, "parameters", [])
+    }
+    assert Limits().max_passage_chars == OPTION_LIMIT  # the default is all Discord lets a member type
+    assert bounds["write", "text"] == bounds["story edit", "text"] == (1, OPTION_LIMIT)
+    assert bounds["story memory", "text"] == (1, OPTION_LIMIT) and Limits().max_memory_chars <= OPTION_LIMIT
+    assert bounds["story note", "text"] == (1, MAX_NOTE_CHARS)
+    assert bounds["story new", "title"] == bounds["story fork", "title"] == (1, MAX_TITLE_CHARS)
+    assert bounds["persona set", "name"] == (1, MAX_PERSONA_NAME)
+    assert bounds["persona set", "description"] == (1, MAX_PERSONA_CHARS)
+    for name, span in RANGES.items():
+        assert bounds["story settings", name] == span, name

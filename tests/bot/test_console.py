@@ -77,12 +77,22 @@ def test_story_bot_console_end_to_end_through_stdin(ollama_server, tmp_path):
     session = "It was a dark night.\n/continue\n/export\n"
     run = subprocess.run(
         [sys.executable, "-m", "bot", "console", "--model", "writer", "--host", ollama_server.url],
-        input=session, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
-    )  # fmt: skip
+        input=session,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert ANSWER in run.stdout and "# Untitled story" in run.stdout
     again = subprocess.run(
         [sys.executable, "-m", "bot", "console", "--model", "missing", "--host", ollama_server.url],
-        input="", capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
-    )  # fmt: skip
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert again.returncode == 1 and "'missing' is not on the Ollama server" in again.stderr

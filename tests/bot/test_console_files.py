@@ -77,12 +77,15 @@ async def test_a_story_exported_as_json_imports_into_another_channel_and_exports
     assert model_passage["author"] == "model" and model_passage["take"] == 1
     assert [t["text"] for t in model_passage["takes"]] == ["Take 1 of the harbour.", "Take 2 of the harbour."]
     assert [v["text"] for v in model_passage["versions"]] == [
-        "Take 1 of the harbour.", "Mara rowed into the fog, the lamp dark.",
-    ]  # fmt: skip
+        "Take 1 of the harbour.",
+        "Mara rowed into the fog, the lamp dark.",
+    ]
     assert doc["summary"] == {
-        "covers": 2, "text": "The harbour slept, and Mara slipped her boat loose.", "model": "writer",
+        "covers": 2,
+        "text": "The harbour slept, and Mara slipped her boat loose.",
+        "model": "writer",
         "edited_by": ALICE.id,
-    }  # fmt: skip
+    }
     assert doc["summary_paused"] is True and [p["name"] for p in doc["cast"]] == ["Mara", "Jon"]
     assert doc["settings"] == {"model": "writer-b", "temperature": 0.7, "length": "medium"}
 
@@ -118,11 +121,26 @@ def tavern_file() -> dict:
 
     def entry(uid: int, comment: str, key: list, content: str, **kw) -> dict:
         base = {
-            "uid": uid, "key": key, "keysecondary": [], "comment": comment, "content": content,
-            "constant": False, "vectorized": False, "selective": True, "selectiveLogic": 0, "addMemo": True,
-            "order": 100, "position": 0, "disable": False, "excludeRecursion": False, "probability": 100,
-            "useProbability": True, "depth": 4, "group": "", "displayIndex": uid,
-        }  # fmt: skip
+            "uid": uid,
+            "key": key,
+            "keysecondary": [],
+            "comment": comment,
+            "content": content,
+            "constant": False,
+            "vectorized": False,
+            "selective": True,
+            "selectiveLogic": 0,
+            "addMemo": True,
+            "order": 100,
+            "position": 0,
+            "disable": False,
+            "excludeRecursion": False,
+            "probability": 100,
+            "useProbability": True,
+            "depth": 4,
+            "group": "",
+            "displayIndex": uid,
+        }
         return {**base, **kw}
 
     entries = [
@@ -149,14 +167,30 @@ def novelai_file() -> dict:
 
     def entry(name: str, keys: list, text: str, **kw) -> dict:
         base = {
-            "text": text, "contextConfig": {"prefix": "", "suffix": "\n", "tokenBudget": 1,
-            "reservedTokens": 0, "budgetPriority": 400, "trimDirection": "trimBottom",
-            "insertionType": "newline", "maximumTrimType": "sentence", "insertionPosition": -1},
+            "text": text,
+            "contextConfig": {
+                "prefix": "",
+                "suffix": "\n",
+                "tokenBudget": 1,
+                "reservedTokens": 0,
+                "budgetPriority": 400,
+                "trimDirection": "trimBottom",
+                "insertionType": "newline",
+                "maximumTrimType": "sentence",
+                "insertionPosition": -1,
+            },
             "lastUpdatedAt": 1702478809363,
-            "displayName": name, "id": f"id-{name}", "keys": keys, "searchRange": 1000, "enabled": True,
-            "forceActivation": False, "keyRelative": False, "nonStoryActivatable": False, "category": "",
+            "displayName": name,
+            "id": f"id-{name}",
+            "keys": keys,
+            "searchRange": 1000,
+            "enabled": True,
+            "forceActivation": False,
+            "keyRelative": False,
+            "nonStoryActivatable": False,
+            "category": "",
             "loreBiasGroups": [],
-        }  # fmt: skip
+        }
         return {**base, **kw}
 
     return {

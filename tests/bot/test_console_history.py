@@ -157,14 +157,26 @@ def test_the_history_tables_read_plainly_from_sqlite(tmp_path):
 
     Store(tmp_path / "s.db").close()
     with sqlite3.connect(tmp_path / "s.db") as c:
-        cols = {t: [r[1] for r in c.execute(f"PRAGMA table_info({t})")] for t in
-                ("passage_versions", "take_choices", "erasures", "passages", "stories")}  # fmt: skip
+        cols = {
+            t: [r[1] for r in c.execute(f"PRAGMA table_info({t})")]
+            for t in ("passage_versions", "take_choices", "erasures", "passages", "stories")
+        }
     assert cols["passage_versions"][1:] == [
-        "passage_id", "version", "generation_id", "text", "edited_by", "edited_at",
-    ]  # fmt: skip
+        "passage_id",
+        "version",
+        "generation_id",
+        "text",
+        "edited_by",
+        "edited_at",
+    ]
     assert cols["take_choices"][1:] == ["passage_id", "generation_id", "chosen_by", "chosen_at"]
     assert cols["erasures"][1:] == [
-        "story_id", "from_position", "erased_by", "erased_at", "redone_by", "redone_at",
-    ]  # fmt: skip
+        "story_id",
+        "from_position",
+        "erased_by",
+        "erased_at",
+        "redone_by",
+        "redone_at",
+    ]
     assert {"revision", "erasure_id", "origin_id", "message_ref"} <= set(cols["passages"])
     assert {"home_id", "forked_from", "forked_at"} <= set(cols["stories"])

@@ -80,8 +80,12 @@ async def test_a_long_story_session_in_the_console(make_service, ollama_server):
 
 
 def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "STORY_BOT_DB": str(tmp_path / "c.db"),
-           "STORY_BOT_KEEP_ALIVE": "2h"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "STORY_BOT_DB": str(tmp_path / "c.db"),
+        "STORY_BOT_KEEP_ALIVE": "2h",
+    }
     env.pop("STORY_BOT_CONFIG", None)
     session = (
         "/story memory Told in the first person.\n"
@@ -92,8 +96,13 @@ def test_story_bot_console_with_memory_and_lore_through_stdin(ollama_server, tmp
     )
     run = subprocess.run(
         [sys.executable, "-m", "bot", "console", "--model", "writer", "--host", ollama_server.url],
-        input=session, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
-    )  # fmt: skip
+        input=session,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stderr
     assert ANSWER in run.stdout
     stable = "Told in the first person.\n\n* * *\n\nMara knocked."

@@ -101,9 +101,13 @@ async def test_settings_and_the_cast_shape_the_next_prompt_and_forks_inherit_the
     assert (model, length) == ("writer-b", "short") and json.loads(sent)["temperature"] == 0.3
     recorded = json.loads(context)
     assert recorded["settings"] == {
-        "id": 1, "model": "writer-b", "temperature": 0.3, "top_p": 0.9, "repeat_penalty": 1.2,
+        "id": 1,
+        "model": "writer-b",
+        "temperature": 0.3,
+        "top_p": 0.9,
+        "repeat_penalty": 1.2,
         "length": "short",
-    }  # fmt: skip
+    }
     assert [p["name"] for p in recorded["cast"]] == ["Mara", "Jon"] and recorded["parts"][0] == "cast"
 
     # A fork inherits them; Bob leaves the cast of the fork only.
@@ -114,8 +118,10 @@ async def test_settings_and_the_cast_shape_the_next_prompt_and_forks_inherit_the
         ALICE, "/persona list"
     )
     assert rows(service, "SELECT story_id, name FROM personas WHERE removed_at IS NULL ORDER BY id") == [
-        (1, "Mara"), (1, "Jon"), (2, "Mara"),
-    ]  # fmt: skip
+        (1, "Mara"),
+        (1, "Jon"),
+        (2, "Mara"),
+    ]
     assert "! you have no persona in this story" in await s.do(BOB, "/persona clear")
     # --reset: back to the operator's defaults (kept as a new row).
     assert "(settings: model writer (the channel's) · temperature default" in await s.do(

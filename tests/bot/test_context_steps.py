@@ -75,8 +75,15 @@ def test_the_start_moves_only_in_big_steps_and_is_the_same_on_every_request_unti
 def test_triggered_lore_and_the_direction_sit_after_the_passages_and_do_not_move_them():
     story = _story(60)
     quiet = build_context(story, CHARS, BUDGET, memory=MEMORY, lore=LORE, shares=Shares(scan=0))
-    loud = build_context(story, CHARS, BUDGET, "Mara and Jon and Ines.", memory=MEMORY, lore=LORE,
-                         mentions="Mara and Jon and Ines.")  # fmt: skip
+    loud = build_context(
+        story,
+        CHARS,
+        BUDGET,
+        "Mara and Jon and Ines.",
+        memory=MEMORY,
+        lore=LORE,
+        mentions="Mara and Jon and Ines.",
+    )
     assert quiet.lore == [] and len(loud.lore) == 3
     assert loud.passage_ids == quiet.passage_ids  # the lorebook's room is kept whether used or not
     assert loud.text.startswith(quiet.text + "\n\n* * *\n\n" + LORE_LEAD + "\n\n")

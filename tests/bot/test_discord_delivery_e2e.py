@@ -25,9 +25,10 @@ FAST = {"redeliver_backoff": (0.05, 0.4)}
 def passage_messages(fake) -> list:
     """The bot's messages in #general that anyone sees, oldest first, /write echoes left out."""
     return [
-        m for m in fake.messages_in(fake.general, ephemeral=False)
+        m
+        for m in fake.messages_in(fake.general, ephemeral=False)
         if m.author.id == fake.bot_user.id and not (m.interaction and m.interaction.name == "write")
-    ]  # fmt: skip
+    ]
 
 
 def expected_parts(world, gen: int) -> list[str]:

@@ -10,7 +10,8 @@ import pytest
 
 from bot.core.messages import STOPPED
 from bot.core.text import MESSAGE_LIMIT
-from tests.fakes.discord import EPHEMERAL, FakeDiscord
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord.world import EPHEMERAL
 
 from .discord_world import ANSWER, continue_, db_rows, final, make_world, model_text, write
 
@@ -19,9 +20,12 @@ pytestmark = [pytest.mark.timeout(30), pytest.mark.usefixtures("no_errors_logged
 
 def ids(gen: int) -> list[str]:
     return [
-        f"story:rate:{gen}:up", f"story:rate:{gen}:down", f"story:regen:{gen}", f"story:why:{gen}",
+        f"story:rate:{gen}:up",
+        f"story:rate:{gen}:down",
+        f"story:regen:{gen}",
+        f"story:why:{gen}",
         f"story:edit:{gen}",
-    ]  # fmt: skip
+    ]
 
 
 def labels(message) -> list[str]:
@@ -278,9 +282,26 @@ async def test_sync_registers_the_commands_and_a_bad_token_is_refused(world):
     assert sorted(fake.commands()) == names
     story = fake.commands()["story"]
     assert [o["name"] for o in story["options"]] == [
-        "new", "edit", "takes", "take", "erase", "redo", "fork", "list", "open", "show", "undo", "reset",
-        "export", "import", "memory", "note", "context", "settings", "summary",
-    ]  # fmt: skip
+        "new",
+        "edit",
+        "takes",
+        "take",
+        "erase",
+        "redo",
+        "fork",
+        "list",
+        "open",
+        "show",
+        "undo",
+        "reset",
+        "export",
+        "import",
+        "memory",
+        "note",
+        "context",
+        "settings",
+        "summary",
+    ]
     summary = next(o for o in story["options"] if o["name"] == "summary")
     assert summary["type"] == 2 and [o["name"] for o in summary["options"]] == [
         "edit",
@@ -289,8 +310,13 @@ async def test_sync_registers_the_commands_and_a_bad_token_is_refused(world):
         "resume",
     ]
     assert [o["name"] for o in fake.commands()["lore"]["options"]] == [
-        "add", "edit", "remove", "list", "import", "export",
-    ]  # fmt: skip
+        "add",
+        "edit",
+        "remove",
+        "list",
+        "import",
+        "export",
+    ]
     assert [o["name"] for o in fake.commands()["persona"]["options"]] == ["set", "clear", "list"]
     assert await sync_commands(fake.token, fake.guild.id) == names
     assert fake.syncs[-1].guild_id == fake.guild.id

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from bot.core.files import MAX_FILE_BYTES
-from tests.fakes.discord import Upload
+from tests.fakes.discord.world import Upload
 
 from .discord_world import continue_, db_rows, write
 from .test_console_files import novelai_file, tavern_file
@@ -128,7 +128,9 @@ def world_lore(world, channel_id: int):
     from bot.core.lore import LoreEntry
 
     rows = db_rows(
-        world, "SELECT l.name FROM lore_entries l JOIN stories s ON s.id = l.story_id WHERE s.channel_id = ? "
-        "AND s.archived_at IS NULL AND l.removed_at IS NULL", str(channel_id),
-    )  # fmt: skip
+        world,
+        "SELECT l.name FROM lore_entries l JOIN stories s ON s.id = l.story_id WHERE s.channel_id = ? "
+        "AND s.archived_at IS NULL AND l.removed_at IS NULL",
+        str(channel_id),
+    )
     return [LoreEntry(0, r[0], (), "") for r in rows]

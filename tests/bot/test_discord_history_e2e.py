@@ -10,7 +10,7 @@ import itertools
 
 import pytest
 
-from tests.fakes.discord import CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS
+from tests.fakes.discord.world import CREATE_PUBLIC_THREADS, SEND_MESSAGES_IN_THREADS
 
 from .discord_world import continue_, db_rows, final, model_text, write
 
@@ -113,11 +113,14 @@ async def test_members_edit_flip_takes_erase_redo_fork_into_a_thread_list_and_re
         await until_shows(fake, live, "Take 3 of the harbour.\n-# passage 4 · by the model, asked by")
         assert "take 2/3" in live.content
         assert [c for c in live.custom_ids if c.startswith("story:take:")] == [
-            f"story:take:{takes[0]}:prev", f"story:take:{takes[2]}:next",
-        ]  # fmt: skip
+            f"story:take:{takes[0]}:prev",
+            f"story:take:{takes[2]}:next",
+        ]
         assert db_rows(db, "SELECT generation_id, chosen_by FROM take_choices ORDER BY id") == [
-            (takes[1], str(bob.id)), (takes[0], str(fake.mod.id)), (takes[1], str(bob.id)),
-        ]  # fmt: skip
+            (takes[1], str(bob.id)),
+            (takes[0], str(fake.mod.id)),
+            (takes[1], str(bob.id)),
+        ]
         shown = await prompt(fake)
         assert "Take 3 of the harbour." in shown and "Take 4" not in shown and "Take 2" not in shown
 

@@ -112,8 +112,9 @@ async def test_lore_add_list_edit_remove_with_clear_refusals_and_triggered_entri
         assert private and "already has a lore entry named" in text
         text, private = await said(fake, "lore add", {**smuggler, "name": "Jon", "keywords": "Jon, MARA"})
         assert private and "'MARA' already brings in the entry 'Mara'" in text
-        text, private = await said(fake, "lore add", {"name": "The sea", "keywords": "sea", "text": "Cold.",
-                                                      "always": True})  # fmt: skip
+        text, private = await said(
+            fake, "lore add", {"name": "The sea", "keywords": "sea", "text": "Cold.", "always": True}
+        )
         assert "always on; also sea" in text
 
         await write(fake, "Nobody came to the harbour.")
@@ -262,8 +263,12 @@ async def test_one_rule_for_seeing_a_storys_inputs_any_member_privately(world):
         await said(fake, "story memory", {"text": "A grim tale; see https://example.com/map."})
         await said(fake, "lore add", {"name": "Mara", "keywords": "Mara", "text": "A smuggler."})
         seen = {}
-        for name, options in (("story memory", {}), ("lore list", {}), ("story show", {"summary": True}),
-                              ("story context", {})):  # fmt: skip
+        for name, options in (
+            ("story memory", {}),
+            ("lore list", {}),
+            ("story show", {"summary": True}),
+            ("story context", {}),
+        ):
             seen[name] = await said(fake, name, options, user=bob)
         assert all(private for _, private in seen.values())
         assert "A grim tale" in seen["story memory"][0] and "A smuggler." in seen["lore list"][0]

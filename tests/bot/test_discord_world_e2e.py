@@ -57,8 +57,12 @@ async def test_settings_cast_and_summary_from_discord_shape_the_next_prompt(worl
     fake.add_role("Story keeper")
     keeper, bob = fake.add_user("keeper", roles=("Story keeper",)), fake.add_user("bob")
     answers(world)
-    bot = world.bot(commands_per_minute=200, settings_role="Story keeper",
-                    models_allowed=lambda c: ["writer-b"], limits={"num_ctx": 1400})  # fmt: skip
+    bot = world.bot(
+        commands_per_minute=200,
+        settings_role="Story keeper",
+        models_allowed=lambda c: ["writer-b"],
+        limits={"num_ctx": 1400},
+    )
     async with fake.running(bot):
         await write(fake, "Mara rowed out past the lighthouse.")
         shown, private = await said(fake, "story settings")

@@ -23,11 +23,21 @@ ALICE, BOB = Member("1", "Alice"), Member("2", "Bob")
 
 def take(store: Store, story_id: int, context: list[int], answer: str, slot: int | None = None):
     gen = store.begin_generation(
-        story_id, ALICE, "writer", user_text="u", prompt="p", raw=False, options={}, direction=None,
-        length=None, context={"passage_ids": context}, slot=slot,
-    )  # fmt: skip
-    return store.finish_generation(gen, requested_by=ALICE, output=answer, reasoning="", answer=answer,
-                                   issues=[], stats={})  # fmt: skip
+        story_id,
+        ALICE,
+        "writer",
+        user_text="u",
+        prompt="p",
+        raw=False,
+        options={},
+        direction=None,
+        length=None,
+        context={"passage_ids": context},
+        slot=slot,
+    )
+    return store.finish_generation(
+        gen, requested_by=ALICE, output=answer, reasoning="", answer=answer, issues=[], stats={}
+    )
 
 
 def shaped(db) -> dict:

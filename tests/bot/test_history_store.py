@@ -9,6 +9,7 @@ import pytest
 
 from bot.core import summary as summaries
 from bot.core.events import StoryError
+from bot.core.lore import LoreChange, new_entry
 from bot.core.story import Channel
 
 from .conftest import ALICE, BOB, HERE, collect
@@ -18,14 +19,24 @@ THREAD = Channel("t1", HERE.guild_id, HERE.id)
 
 def begin(store, sid: int, context: list[int], slot: int | None = None) -> int:
     return store.begin_generation(
-        sid, ALICE, "writer", user_text="u", prompt="p", raw=False, options={}, direction=None,
-        length=None, context={"passage_ids": context}, slot=slot,
-    )  # fmt: skip
+        sid,
+        ALICE,
+        "writer",
+        user_text="u",
+        prompt="p",
+        raw=False,
+        options={},
+        direction=None,
+        length=None,
+        context={"passage_ids": context},
+        slot=slot,
+    )
 
 
 def finish(store, gen: int, answer: str):
-    return store.finish_generation(gen, requested_by=ALICE, output=answer, reasoning="", answer=answer,
-                                   issues=[], stats={})  # fmt: skip
+    return store.finish_generation(
+        gen, requested_by=ALICE, output=answer, reasoning="", answer=answer, issues=[], stats={}
+    )
 
 
 def test_two_members_editing_one_passage_the_second_is_refused_and_nothing_is_lost(engine_store):
@@ -102,7 +113,7 @@ def test_a_summary_no_longer_counts_once_a_passage_it_covers_is_edited_and_a_for
     s = store.begin_summary(sid, 2, ps[:2], None, "writer")
     assert store.finish_summary(s, "One and two, in brief.")
     store.set_note(sid, "memory", "A grim tale.", ALICE)
-    store.add_lore(sid, ALICE, "Mara", ("Mara",), "Mara keeps the bell.", False)
+    store.add_lore(sid, new_entry(LoreChange("Mara", ("Mara",), "Mara keeps the bell."), ALICE.id))
     fork_id = store.fork(sid, 3, THREAD, BOB, "Fork", archived=False)
     fork = store.story(fork_id)
     current = summaries.current(store.summaries(fork_id), fork.passages)
@@ -120,8 +131,9 @@ def test_a_summary_no_longer_counts_once_a_passage_it_covers_is_edited_and_a_for
         summaries.current(store.summaries(fork_id), store.passages(fork_id)) is not None
     )  # the fork's stays
     assert [(i.id, i.channel_id, i.passages, i.forked_from) for i in store.library(HERE.id)] == [
-        (sid, HERE.id, 3, None), (fork_id, THREAD.id, 3, sid),
-    ]  # fmt: skip
+        (sid, HERE.id, 3, None),
+        (fork_id, THREAD.id, 3, sid),
+    ]
 
 
 async def test_each_take_is_a_new_draw_with_its_own_recorded_seed(make_service, ollama_server):

@@ -14,7 +14,7 @@ from bot.llm import ModelMissing
 from contract import prompt
 
 pytest.importorskip("llama_cpp")
-smollm2 = pytest.importorskip("contract.smollm2")
+smollm2 = pytest.importorskip("engines.smollm2")
 try:
     GGUF = smollm2.gguf_path()
 except smollm2.ModelMissing:
@@ -130,26 +130,41 @@ def test_story_bot_console_with_gguf_through_stdin(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "PYTHONPATH": str(repo), "STORY_BOT_DB": str(tmp_path / "c.db"),
-           "STORY_BOT_OPTIONS": '{"stop": ["."], "seed": 1}', "STORY_BOT_NUM_CTX": "2048"}  # fmt: skip
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo),
+        "STORY_BOT_DB": str(tmp_path / "c.db"),
+        "STORY_BOT_OPTIONS": '{"stop": ["."], "seed": 1}',
+        "STORY_BOT_NUM_CTX": "2048",
+    }
     env.pop("STORY_BOT_CONFIG", None)
     session = "It was a dark night.\n/continue --length short\n/export\n"
     run = subprocess.run(
         [sys.executable, "-m", "bot", "console", "--gguf", str(GGUF)],
-        input=session, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=180,
-    )  # fmt: skip
+        input=session,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=180,
+    )
     assert run.returncode == 0, run.stderr
     assert "(passage 2 by the model" in run.stdout and "# Untitled story" in run.stdout
     missing = subprocess.run(
         [sys.executable, "-m", "bot", "console", "--gguf", str(tmp_path / "none.gguf")],
-        input="", capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
-    )  # fmt: skip
+        input="",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
     assert missing.returncode == 1 and "none.gguf is not a file" in missing.stderr
 
 
 def test_the_local_engine_samples_with_ollamas_defaults():
     """Ollama v0.33's api/types.go DefaultOptions (repeat_penalty 1.0 since v0.32.10; min_p unset, 0)."""
-    from contract import local_engine
+    from engines import local_engine
 
     ollama = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
     assert ollama == local_engine.DEFAULTS

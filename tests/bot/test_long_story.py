@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from bot.core.context import BREAK, LORE_LEAD, SUMMARY_LEAD
+from bot.core.lore import LoreChange
 from bot.core.service import Done, StoryError
 from bot.core.summary import INSTRUCTIONS
 from contract import prompt
@@ -44,14 +45,22 @@ async def test_memory_lore_and_note_reach_the_prompt_in_order(make_service, olla
     service = make_service("plain")
     service.set_memory(HERE, ALICE, "A grim tale.\n\n\nTold in the first person.")
     service.set_note(HERE, BOB, "Keep it tense.")
-    mara = service.lore_add(HERE, BOB, "Mara", "Mara, the smuggler", "A smuggler who owes the harbour.")
-    service.lore_add(HERE, BOB, "The lamp", ["lamp"], "It never goes out.")
+    mara = service.lore_add(
+        HERE, BOB, LoreChange("Mara", "Mara, the smuggler", "A smuggler who owes the harbour.")
+    )
+    service.lore_add(HERE, BOB, LoreChange("The lamp", ["lamp"], "It never goes out."))
     service.write(HERE, ALICE, "Mara knocked at the door.")
     done = (await collect(service.continue_story(HERE, ALICE)))[-1]
     context = "\n\n".join(  # triggered lore after the passages: the long stable part comes first
-        ["A grim tale.\nTold in the first person.", BREAK, "Mara knocked at the door.", BREAK, LORE_LEAD,
-         "Mara: " + mara.text]
-    )  # fmt: skip
+        [
+            "A grim tale.\nTold in the first person.",
+            BREAK,
+            "Mara knocked at the door.",
+            BREAK,
+            LORE_LEAD,
+            "Mara: " + mara.text,
+        ]
+    )
     [body] = ollama_server.calls("/api/generate")
     assert body["prompt"] == prompt.render_prompt(context, "Keep it tense.")  # the note is the guidance
     gen = service.store.generation(done.generation_id)
@@ -77,14 +86,14 @@ async def test_bad_input_gets_clear_answers_and_nothing_is_lost(make_service):
     with pytest.raises(StoryError, match="over the limit of 1,000"):
         service.set_note(HERE, ALICE, "y" * 1001)
     with pytest.raises(StoryError, match="no keywords"):
-        service.lore_add(HERE, ALICE, "Mara", " , ,", "A smuggler.")
-    service.lore_add(HERE, ALICE, "Mara", "Mara", "A smuggler.")
+        service.lore_add(HERE, ALICE, LoreChange("Mara", " , ,", "A smuggler."))
+    service.lore_add(HERE, ALICE, LoreChange("Mara", "Mara", "A smuggler."))
     with pytest.raises(StoryError, match="already has a lore entry named 'mara'"):
-        service.lore_add(HERE, BOB, "mara", "boat", "x")
+        service.lore_add(HERE, BOB, LoreChange("mara", "boat", "x"))
     with pytest.raises(StoryError, match="'MARA' already brings in the entry 'Mara'"):
-        service.lore_add(HERE, BOB, "Jon", "Jon, MARA", "x")
+        service.lore_add(HERE, BOB, LoreChange("Jon", "Jon, MARA", "x"))
     with pytest.raises(StoryError, match="changed meanwhile"):
-        service.lore_edit(HERE, BOB, "Mara", text="new", version=7)
+        service.lore_edit(HERE, BOB, "Mara", LoreChange(text="new"), version=7)
     with pytest.raises(StoryError, match="Manage Messages"):
         service.lore_remove(HERE, BOB, "Mara")
     assert [e.text for e in service.lore(HERE)] == ["A smuggler."]

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from bot.core import lore as lorebook
-from bot.core.lore import LoreConflict, LoreEntry
+from bot.core.lore import LoreChange, LoreConflict, LoreEntry, new_entry
 from bot.core.story import Channel, Member
 from bot.store import SCHEMA_VERSION, Store, schema_version
 from contract.store.migrations import MIGRATIONS, _statements
@@ -50,20 +50,21 @@ def test_memory_is_kept_as_a_history(store):
 
 def test_names_and_keywords_are_unique_and_stale_edits_are_refused(store):
     sid = store.ensure_story(ROOM, ALICE)
-    mara = store.add_lore(sid, ALICE, "Mara", ("Mara", "smuggler"), "A smuggler.", False)
+    mara = store.add_lore(sid, new_entry(LoreChange("Mara", ("Mara", "smuggler"), "A smuggler."), ALICE.id))
     with pytest.raises(LoreConflict, match="already has a lore entry named 'MARA'"):
-        store.add_lore(sid, BOB, "MARA", ("boat",), "x", False)
+        store.add_lore(sid, new_entry(LoreChange("MARA", ("boat",), "x"), BOB.id))
     with pytest.raises(LoreConflict, match="'Smuggler' already brings in the entry 'Mara'"):
-        store.add_lore(sid, BOB, "Jon", ("Jon", "Smuggler"), "x", False)
-    edited = store.edit_lore(sid, BOB, "mara", text="A smuggler with a debt.", version=mara.version)
+        store.add_lore(sid, new_entry(LoreChange("Jon", ("Jon", "Smuggler"), "x"), BOB.id))
+    edited = store.edit_lore(sid, BOB, "mara", LoreChange(text="A smuggler with a debt."), mara.version)
     assert edited.version == 2 and edited.keywords == mara.keywords  # unnamed fields kept
     with pytest.raises(LoreConflict, match="changed meanwhile.*nothing was overwritten"):
-        store.edit_lore(sid, ALICE, "Mara", text="Alice's text, from version 1", version=1)
+        store.edit_lore(sid, ALICE, "Mara", LoreChange(text="Alice's text, from version 1"), 1)
     [now] = store.lore_entries(sid)
     assert now.text == "A smuggler with a debt." and now.version == 2 and now.updated_by == BOB.id
     store.remove_lore(sid, "Mara")
     assert store.lore_entries(sid) == []
-    assert store.add_lore(sid, BOB, "Mara", ("Mara",), "Back.", False).version == 1  # the name is free
+    back = new_entry(LoreChange("Mara", ("Mara",), "Back."), BOB.id)
+    assert store.add_lore(sid, back).version == 1  # the name is free
     with pytest.raises(LoreConflict, match="no lore entry named 'Nobody'.*entries: Mara"):
         store.remove_lore(sid, "Nobody")
 
@@ -73,10 +74,10 @@ def test_the_lore_rules_hold_without_a_store():
     with pytest.raises(LoreConflict, match="holds 100 entries, the limit"):
         lorebook.check_add(entries, "One more", ("new",))
     lorebook.check_add(entries[:-1], "One more", ("new",))  # room for one
-    edited = lorebook.edit(entries, BOB.id, "entry 7", keywords=("word7", "seven"), version=3)
+    edited = lorebook.edit(entries, BOB.id, "entry 7", LoreChange(keywords=("word7", "seven")), 3)
     assert (edited.id, edited.name, edited.version, edited.updated_by) == (7, "Entry 7", 4, BOB.id)
     with pytest.raises(LoreConflict, match="'word8' already brings in the entry 'Entry 8'"):
-        lorebook.edit(entries, BOB.id, "Entry 7", keywords=("word8",))
+        lorebook.edit(entries, BOB.id, "Entry 7", LoreChange(keywords=("word8",)))
     with pytest.raises(LoreConflict, match="changed meanwhile"):
         lorebook.find(entries, "Entry 7", version=2)
 
@@ -86,7 +87,7 @@ def test_two_members_editing_at_once_lose_nothing(tmp_path):
     path = tmp_path / "race.db"
     setup = Store(path)
     sid = setup.ensure_story(ROOM, ALICE)
-    entry = setup.add_lore(sid, ALICE, "Mara", ("Mara",), "v1", False)
+    entry = setup.add_lore(sid, new_entry(LoreChange("Mara", ("Mara",), "v1"), ALICE.id))
     stores = [Store(path), Store(path)]
     barrier, results = threading.Barrier(2), {}
 
@@ -94,7 +95,7 @@ def test_two_members_editing_at_once_lose_nothing(tmp_path):
         barrier.wait()
         try:
             text = f"by {member.name}"
-            results[i] = stores[i].edit_lore(sid, member, "Mara", text=text, version=entry.version)
+            results[i] = stores[i].edit_lore(sid, member, "Mara", LoreChange(text=text), entry.version)
         except LoreConflict as exc:
             results[i] = exc
 

@@ -24,7 +24,7 @@ from contract import go_chat, prompt
 from tests.fakes.ollama import refused_url
 
 pytest.importorskip("llama_cpp.server")
-smollm2 = pytest.importorskip("contract.smollm2")
+smollm2 = pytest.importorskip("engines.smollm2")
 try:
     GGUF = smollm2.gguf_path()
 except smollm2.ModelMissing:
@@ -48,11 +48,28 @@ def engine():
     """llama.cpp's OpenAI-compatible server with SmolLM2 as `writer`; its URL."""
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(GGUF), "--model_alias", "writer",
-         "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "2048", "--verbose", "False",
-         "--n_threads", str(max(1, (os.cpu_count() or 2) // 2))],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(GGUF),
+            "--model_alias",
+            "writer",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            "2048",
+            "--verbose",
+            "False",
+            "--n_threads",
+            str(max(1, (os.cpu_count() or 2) // 2)),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         deadline = time.monotonic() + 60

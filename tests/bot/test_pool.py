@@ -241,7 +241,7 @@ def test_story_bot_status_shows_each_host_its_models_and_load(hosts, monkeypatch
     lines = result.output.splitlines()
     assert lines[0] == (
         f"{a.url}  up  has writer  loaded: writer:latest  load: running 0, 2 in the last 10 min"
-    )  # fmt: skip
+    )
     assert f"{b.url}  up  has writer  loaded: none  load: running 0, 0 in the last 10 min" in lines
     assert "    models: summariser:latest, writer:latest" in lines
     assert any(line.startswith(f"{c.url}  DOWN  Ollama is not reachable") for line in lines)

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from bot.core.lore import LoreChange
 from bot.core.service import Delta, Done, Failed, Queued, Started, StoryError
 from bot.core.story import Channel
 from bot.llm import Timeouts
@@ -320,9 +321,10 @@ async def test_generation_stops_at_the_answer_close_and_keeps_no_markup(make_ser
     does, and the stored output gets it back; stray tags never reach the story, and are stored as issues."""
     ollama_server.models["writer:latest"].parameters = {"stop": ["<|im_start|>", "<|im_end|>"]}
     ollama_server.script(
-        "writer", text=f"<reasoning>{REASONING}</reasoning><answer>She <answer>ran [answer]on.</answer>"
+        "writer",
+        text=f"<reasoning>{REASONING}</reasoning><answer>She <answer>ran [answer]on.</answer>"
         "<response>and on</response><answer>and on</answer>",
-    )  # fmt: skip
+    )
     service = make_service("writer")
     service.write(HERE, ALICE, "The storm rolled in over the harbour.")
     done = (await collect(service.continue_story(HERE, BOB)))[-1]
@@ -340,9 +342,11 @@ async def test_the_stream_is_closed_when_the_answer_closes_even_without_the_stop
     """A server that ignores the stop option: the bot closes the stream itself at </answer>."""
     tail = " more" * 400
     ollama_server.script(
-        "writer", text=f"<reasoning>r</reasoning><answer>Short.</answer>{tail}", tokens_per_second=200,
+        "writer",
+        text=f"<reasoning>r</reasoning><answer>Short.</answer>{tail}",
+        tokens_per_second=200,
         honour_stop=False,
-    )  # fmt: skip
+    )
     service = make_service("writer")
     service.write(HERE, ALICE, "The storm rolled in over the harbour.")
     done = (await collect(service.continue_story(HERE, BOB)))[-1]
@@ -377,7 +381,7 @@ async def test_member_text_with_control_tokens_is_kept_and_defused(make_service,
     passage = service.write(HERE, ALICE, f"Rain. {forged}")
     assert passage.text.replace(prompt.DEFUSE_MARK, "") == f"Rain. {forged}"
     memory = service.set_memory(HERE, ALICE, forged)
-    entry = service.lore_add(HERE, ALICE, f"Mara{forged}", "Mara", forged)
+    entry = service.lore_add(HERE, ALICE, LoreChange(f"Mara{forged}", "Mara", forged))
     note = service.set_note(HERE, ALICE, forged)
     for text in (passage.text, memory.text, entry.name, entry.text, note.text):
         assert "<|im_" not in text and "Obey." in text

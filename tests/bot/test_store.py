@@ -30,9 +30,18 @@ def store(engine_store):
 
 def _begin(store: Store, story_id: int, context: dict | None = None, slot=None) -> int:
     return store.begin_generation(
-        story_id, ALICE, "writer", user_text="u", prompt="p", raw=False, options={}, direction=None,
-        length=None, context=context or {"passage_ids": []}, slot=slot,
-    )  # fmt: skip
+        story_id,
+        ALICE,
+        "writer",
+        user_text="u",
+        prompt="p",
+        raw=False,
+        options={},
+        direction=None,
+        length=None,
+        context=context or {"passage_ids": []},
+        slot=slot,
+    )
 
 
 def test_fresh_database_is_migrated_in_wal_mode(tmp_path):
@@ -99,9 +108,12 @@ def test_finish_lands_only_if_the_context_is_still_there(store):
     assert landed is not None and landed.position == 2 and landed.generation_id == kept
     gone = _begin(store, sid, {"passage_ids": [p.id, landed.id]})
     store.remove_passages([landed.id])
-    assert store.finish_generation(
-        gone, requested_by=ALICE, output="o", reasoning="r", answer="X", issues=[], stats={}
-    ) is None  # fmt: skip
+    assert (
+        store.finish_generation(
+            gone, requested_by=ALICE, output="o", reasoning="r", answer="X", issues=[], stats={}
+        )
+        is None
+    )
     assert store.generation(gone).status == "discarded"
     assert [x.text for x in store.passages(sid)] == ["Once."]
 
@@ -153,9 +165,19 @@ def test_owners_on_this_host_are_gone_with_their_process_elsewhere_only_by_expir
     assert owner_alive("elsewhere:1:abc") and not owner_alive(None)
     sid = store.ensure_story(ROOM, ALICE)
     gen = store.begin_generation(
-        sid, ALICE, "writer", user_text="u", prompt="p", raw=False, options={}, direction=None,
-        length=None, context={"passage_ids": []}, slot=None, owner="elsewhere:1:abc",
-    )  # fmt: skip
+        sid,
+        ALICE,
+        "writer",
+        user_text="u",
+        prompt="p",
+        raw=False,
+        options={},
+        direction=None,
+        length=None,
+        context={"passage_ids": []},
+        slot=None,
+        owner="elsewhere:1:abc",
+    )
     assert store.claim("story:c1", "elsewhere:1:abc", 0.3) is None
     assert store.recover() == []  # another host's live lease: its generation is left alone
     clock.advance(0.35)
@@ -167,12 +189,14 @@ def test_a_regeneration_makes_the_replaced_take_owed_its_new_state(store):
     p = store.add_passage(sid, ALICE, "Once.")
     first = _begin(store, sid, {"passage_ids": [p.id]})
     store.set_message_ref(first, "c:1")
-    done = store.finish_generation(first, requested_by=ALICE, output="o", reasoning="r", answer="A.",
-                                   issues=[], stats={})  # fmt: skip
+    done = store.finish_generation(
+        first, requested_by=ALICE, output="o", reasoning="r", answer="A.", issues=[], stats={}
+    )
     store.set_delivery(first, "done")
     second = _begin(store, sid, {"passage_ids": [p.id]}, slot=done.id)
-    store.finish_generation(second, requested_by=ALICE, output="o", reasoning="r", answer="B.",
-                            issues=[], stats={})  # fmt: skip
+    store.finish_generation(
+        second, requested_by=ALICE, output="o", reasoning="r", answer="B.", issues=[], stats={}
+    )
     assert store.undelivered() == [first]
     old = store.delivery(first)
     assert (old.text, old.current, old.alternatives, old.position) == ("A.", False, 1, 2)
@@ -248,8 +272,15 @@ def test_a_process_killed_mid_write_leaves_a_consistent_postgresql_store(postgre
 def test_processes_starting_at_once_on_postgresql_migrate_once(postgres_url):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     code = "import sys; from bot.store import Store; Store(sys.argv[1]).close(); print('ok')"
-    procs = [subprocess.Popen([sys.executable, "-c", code, postgres_url], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, env=env) for _ in range(3)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, postgres_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for _ in range(3)
+    ]
     for proc in procs:
         out, err = proc.communicate(timeout=60)
         assert out.strip() == b"ok", err.decode()

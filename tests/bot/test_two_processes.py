@@ -28,9 +28,14 @@ HERE = Channel("c1", "g")
 async def spawn(*args: str) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tests.bot.process_worker", *map(str, args),
-        stdout=asyncio.subprocess.PIPE, env=env, cwd=REPO,
-    )  # fmt: skip
+        sys.executable,
+        "-m",
+        "tests.bot.process_worker",
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        env=env,
+        cwd=REPO,
+    )
 
 
 async def said(proc: asyncio.subprocess.Process, timeout: float = 20) -> dict:
@@ -145,8 +150,9 @@ async def test_two_bot_processes_on_their_own_shards_work_beside_each_other_on_o
         await write(fake, "The storm rolled in.")
         near_run = await fake.send_slash_command("continue", {})
         await fake.wait_until(lambda: any("▌" in m.content for m in near_run.messages), 10, "streaming")
-        bot2 = await spawn("bot", world.db, world.ollama.url, fake.api_base, fake.gateway_url, fake.token,
-                           1 - shard, 2)  # fmt: skip
+        bot2 = await spawn(
+            "bot", world.db, world.ollama.url, fake.api_base, fake.gateway_url, fake.token, 1 - shard, 2
+        )
         try:
             assert (await said(bot2))["event"] == "ready"  # connected, its start-up recovery over
             assert db_rows(world, "SELECT status FROM generations") == [("running",)]  # left alone

@@ -53,8 +53,9 @@ def test_one_persona_per_member_and_no_name_twice(engine_store):
     with pytest.raises(StoryError, match="the cast is full"):
         store.set_persona(story_id, type(BOB)("1003", "Cy"), "Cy", "A cook.", 2)
     assert [(p.name, p.description) for p in store.personas(story_id)] == [
-        ("Mara", "A smuggler in debt."), ("Jon", "A fisherman."),
-    ]  # fmt: skip
+        ("Mara", "A smuggler in debt."),
+        ("Jon", "A fisherman."),
+    ]
     assert store.clear_persona(story_id, BOB) and not store.clear_persona(story_id, BOB)
 
 
@@ -89,8 +90,10 @@ def test_a_story_file_imports_whole_and_exports_as_it_came(engine_store):
     store = engine_store
     document = json.loads(re.search(r"```json\n(.*?)\n```", DOC.read_text(), re.S).group(1))
     doc = storyfile.read(document, max_passage_chars=6000, max_memory_chars=2000, max_note_chars=300)
-    lore = [Candidate(1, "Mara", ("Mara", "smuggler"), "Mara owes a boat."),
-            Candidate(2, "Mara", ("boat",), "Again.")]  # fmt: skip
+    lore = [
+        Candidate(1, "Mara", ("Mara", "smuggler"), "Mara owes a boat."),
+        Candidate(2, "Mara", ("boat",), "Again."),
+    ]
     story_id, outcomes = store.import_story(
         HERE, BOB, doc, StorySettings(temperature=0.7, length="medium"), lore
     )

@@ -246,25 +246,35 @@ def test_an_illustrated_edition_starts_after_its_preface_and_list_of_illustratio
 
 
 WHALE = "\n\n".join(
-    ["MOBY-DICK;", "or, THE WHALE.", "By Herman Melville", "CONTENTS", "ETYMOLOGY.",
-     "EXTRACTS (Supplied by a Sub-Sub-Librarian)."]
+    [
+        "MOBY-DICK;",
+        "or, THE WHALE.",
+        "By Herman Melville",
+        "CONTENTS",
+        "ETYMOLOGY.",
+        "EXTRACTS (Supplied by a Sub-Sub-Librarian).",
+    ]
     + [f"CHAPTER {i}. Title number {i}." for i in range(1, 8)]
-    + ["Original Transcriber\u2019s Notes:",
-       "This text is a combination of etexts, one from the now-defunct ERIS\nproject at Virginia Tech.",
-       "  ETYMOLOGY.", "  (Supplied by a Late Consumptive Usher to a Grammar School.)",
-       "  The pale Usher\u2014threadbare in coat, heart, body, and brain; I see him\n  now. He was ever"
-       " dusting his old lexicons and grammars.",
-       "  \u201cWhile you take in hand to school others, you deliver that which is not true.\u201d\n"
-       "  \u2014_Hackluyt._",
-       "  EXTRACTS. (Supplied by a Sub-Sub-Librarian).",
-       "  It will be seen that this mere painstaking burrower and grub-worm of\n  a poor devil of a Sub-Sub"
-       " appears to have gone through the long Vaticans.",
-       "  \u201cAnd God created great whales.\u201d \u2014_Genesis_.",
-       "CHAPTER 1. Loomings.",
-       "Call me Ishmael. Some years ago\u2014never mind how long precisely\u2014having\nlittle or no money in"
-       " my purse, I thought I would sail about a little.",
-       "CHAPTER 2. The Carpet-Bag.", "I stuffed a shirt or two into my old carpet-bag."]
-)  # fmt: skip
+    + [
+        "Original Transcriber\u2019s Notes:",
+        "This text is a combination of etexts, one from the now-defunct ERIS\nproject at Virginia Tech.",
+        "  ETYMOLOGY.",
+        "  (Supplied by a Late Consumptive Usher to a Grammar School.)",
+        "  The pale Usher\u2014threadbare in coat, heart, body, and brain; I see him\n  now. He was ever"
+        " dusting his old lexicons and grammars.",
+        "  \u201cWhile you take in hand to school others, you deliver that which is not true.\u201d\n"
+        "  \u2014_Hackluyt._",
+        "  EXTRACTS. (Supplied by a Sub-Sub-Librarian).",
+        "  It will be seen that this mere painstaking burrower and grub-worm of\n  a poor devil of a Sub-Sub"
+        " appears to have gone through the long Vaticans.",
+        "  \u201cAnd God created great whales.\u201d \u2014_Genesis_.",
+        "CHAPTER 1. Loomings.",
+        "Call me Ishmael. Some years ago\u2014never mind how long precisely\u2014having\n"
+        "little or no money in my purse, I thought I would sail about a little.",
+        "CHAPTER 2. The Carpet-Bag.",
+        "I stuffed a shirt or two into my old carpet-bag.",
+    ]
+)
 
 
 def test_contents_etymology_and_extracts_come_before_call_me_ishmael():

@@ -414,8 +414,20 @@ def test_a_trial_run_takes_each_split_in_its_share(tmp_path):
         r["split"] = "validation" if r["position"] < 8 else "train"
     chunks.write_text("".join(json.dumps(r) + "\n" for r in records))
     with FakeOpenAI(reply=reason_reply) as server:
-        code, output = cli("reason", chunks, "-o", out, "--teacher", "t", "--backend", "openai",
-                           "--base-url", server.url, "--limit", "3")  # fmt: skip
+        code, output = cli(
+            "reason",
+            chunks,
+            "-o",
+            out,
+            "--teacher",
+            "t",
+            "--backend",
+            "openai",
+            "--base-url",
+            server.url,
+            "--limit",
+            "3",
+        )
     assert code == 0, output
     assert len(rows(out)) == 1 and len(rows(tmp_path / "val.jsonl")) == 2  # 4 of 12 train: 1 of 3
     assert P.split_prompt(rows(out)[0]["messages"][0]["content"])[0] == records[8]["context"]

@@ -76,8 +76,16 @@ def test_the_run_says_what_it_dropped_and_why(tmp_path):
     book = tmp_path / "tale.txt"
     book.write_text(body + "\n\n" + huge + "\n\n" + body.replace("number", "numero"), encoding="utf-8")
     out = tmp_path / "c.jsonl"
-    args = ["--context-sentences", "8", "--continuation-sentences", "2", "--max-context-chars", "600",
-            "--max-continuation-chars", "200"]  # fmt: skip
+    args = [
+        "--context-sentences",
+        "8",
+        "--continuation-sentences",
+        "2",
+        "--max-context-chars",
+        "600",
+        "--max-continuation-chars",
+        "200",
+    ]
     result = runner.invoke(app, ["data", "gutenberg", str(book), "-o", str(out), *args])
     assert result.exit_code == 0, result.output
     assert "tale: 120 of 121 sentences" in result.output
@@ -115,8 +123,18 @@ def test_rows_of_token_sized_windows_are_never_cut_by_train(tmp_path, corpus_dir
     model = tiny_model(arch)
     books = [str(corpus_dir / "pg5200-metamorphosis.txt"), str(corpus_dir / "pg11-alice.txt")]
     out, again = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
-    args = ["--tokenizer", str(model), "--max-length", "512", "--reasoning-tokens", "64",
-            "--context-sentences", "20", "--continuation-sentences", "5"]  # fmt: skip
+    args = [
+        "--tokenizer",
+        str(model),
+        "--max-length",
+        "512",
+        "--reasoning-tokens",
+        "64",
+        "--context-sentences",
+        "20",
+        "--continuation-sentences",
+        "5",
+    ]
     result = runner.invoke(app, ["data", "gutenberg", *books, "-o", str(out), *args])
     assert result.exit_code == 0, result.output
     assert "sized in tokens" in result.output and "--max-length 512" in result.output
@@ -183,13 +201,13 @@ def test_a_real_tokenizer_too_smollm2(tmp_path, corpus_dir):
     stats = {}
     for name, extra in {
         "chars": [],
-        "tokens": ["--tokenizer", str(tmp_path / "smol"), "--max-length", "512",
-                   "--reasoning-tokens", "100"],
-    }.items():  # fmt: skip
+        "tokens": ["--tokenizer", str(tmp_path / "smol"), "--max-length", "512", "--reasoning-tokens", "100"],
+    }.items():
         out = tmp_path / f"{name}.jsonl"
         result = runner.invoke(app, ["data", "gutenberg", book, "-o", str(out), *windows, *extra])
         assert result.exit_code == 0, result.output
-        _, stats[name] = rows.load_sft(rows_file(tmp_path / f"{name}-rows.jsonl", records_of(out), reasoning),
-                                       tokenizer, 512)  # fmt: skip
+        _, stats[name] = rows.load_sft(
+            rows_file(tmp_path / f"{name}-rows.jsonl", records_of(out), reasoning), tokenizer, 512
+        )
     assert stats["chars"].cut > stats["chars"].total / 2  # what the issue saw
     assert stats["tokens"].cut == 0 and stats["tokens"].kept == stats["tokens"].total

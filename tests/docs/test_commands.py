@@ -32,8 +32,21 @@ def test_every_documented_command_names_verbs_and_flags_that_exist():
 def test_every_verb_of_the_pipeline_is_shown_somewhere():
     shown = {tuple(argv[1:3]) for _, argv in _checked() if argv[0] == "story-pipeline"}
     verbs = {v for pair in shown for v in pair[:1]}
-    for verb in ("models", "data", "reason", "distill", "train", "export-gguf", "export-merged",
-                 "export-base", "verify-gguf", "modelfile", "publish", "eval", "feedback"):  # fmt: skip
+    for verb in (
+        "models",
+        "data",
+        "reason",
+        "distill",
+        "train",
+        "export-gguf",
+        "export-merged",
+        "export-base",
+        "verify-gguf",
+        "modelfile",
+        "publish",
+        "eval",
+        "feedback",
+    ):
         assert verb in verbs, f"no documented command runs `story-pipeline {verb}`"
 
 

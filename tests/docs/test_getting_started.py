@@ -56,15 +56,30 @@ def test_the_step_by_step_commands_run_as_written(tmp_path):
     for command in steps.commands():
         console = command.startswith("story-bot console")
         for _ in range(3):  # the page: when `reason` exits 1, run the same line again
-            run = subprocess.run(["bash", "-c", command], cwd=root, env=env, input=CONSOLE if console else "",
-                                 capture_output=True, text=True, timeout=600)  # fmt: skip
+            run = subprocess.run(
+                ["bash", "-c", command],
+                cwd=root,
+                env=env,
+                input=CONSOLE if console else "",
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if not (run.returncode == 1 and command.startswith("story-pipeline reason ")):
                 break
         assert run.returncode == 0, f"$ {command}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
         outputs[command.split(" -")[0]] = run.stdout + run.stderr
     work = root / "work"
-    made = ("tiny/config.json", "chunks.jsonl", "data/train.jsonl", "data/val.jsonl",
-            "adapter/adapter_config.json", "writer-lora.gguf", "base-f16.gguf", "story-bot.db")  # fmt: skip
+    made = (
+        "tiny/config.json",
+        "chunks.jsonl",
+        "data/train.jsonl",
+        "data/val.jsonl",
+        "adapter/adapter_config.json",
+        "writer-lora.gguf",
+        "base-f16.gguf",
+        "story-bot.db",
+    )
     for name in made:
         assert (work / name).is_file(), name
     assert (work / "data" / "train.jsonl").read_text(encoding="utf-8").strip(), "the teacher wrote no row"

@@ -15,14 +15,20 @@ from tests.fakes.ollama import refused_url
 from tests.families import qwen, writer_template
 
 CONTEXTS = [
-    {"context": "The storm had raged for three days. Mara watched the harbour from the lighthouse.",
-     "continuation": "At dawn the sea was flat and grey, and the boats came home one by one."},
-    {"context": "Nobody in the village spoke of the house on the hill, least of all the baker.",
-     "continuation": "So when the baker climbed the hill one morning, everyone watched him go."},
-    {"context": "The letter arrived a week after the funeral, in her grandmother's careful hand.",
-     "length": "short",
-     "continuation": "She read it twice before she understood that it was meant for someone else."},
-]  # fmt: skip
+    {
+        "context": "The storm had raged for three days. Mara watched the harbour from the lighthouse.",
+        "continuation": "At dawn the sea was flat and grey, and the boats came home one by one.",
+    },
+    {
+        "context": "Nobody in the village spoke of the house on the hill, least of all the baker.",
+        "continuation": "So when the baker climbed the hill one morning, everyone watched him go.",
+    },
+    {
+        "context": "The letter arrived a week after the funeral, in her grandmother's careful hand.",
+        "length": "short",
+        "continuation": "She read it twice before she understood that it was meant for someone else.",
+    },
+]
 
 
 def story(body: dict) -> str:
@@ -56,9 +62,26 @@ def run(*args):
 
 def test_compare_writes_table_json_png_and_outputs(server, contexts_file, tmp_path):
     out = tmp_path / "cmp"
-    result = run("--model", "tuned=writer", "--model", "base=plain", "--contexts", contexts_file,
-                 "--host", server.url, "--samples", "2", "--seed", "7", "--reference-field", "continuation",
-                 "--workers", "1", "-o", out)  # fmt: skip
+    result = run(
+        "--model",
+        "tuned=writer",
+        "--model",
+        "base=plain",
+        "--contexts",
+        contexts_file,
+        "--host",
+        server.url,
+        "--samples",
+        "2",
+        "--seed",
+        "7",
+        "--reference-field",
+        "continuation",
+        "--workers",
+        "1",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
     assert len(rows) == 2 * len(CONTEXTS) * 2
@@ -90,8 +113,22 @@ def test_compare_writes_table_json_png_and_outputs(server, contexts_file, tmp_pa
 
 
 def test_each_model_gets_the_writer_prompt_exactly_once(server, contexts_file, tmp_path):
-    result = run("--model", "tuned=writer", "--model", "base=plain", "--contexts", contexts_file,
-                 "--host", server.url, "--limit", "2", "--workers", "1", "-o", tmp_path / "o")  # fmt: skip
+    result = run(
+        "--model",
+        "tuned=writer",
+        "--model",
+        "base=plain",
+        "--contexts",
+        contexts_file,
+        "--host",
+        server.url,
+        "--limit",
+        "2",
+        "--workers",
+        "1",
+        "-o",
+        tmp_path / "o",
+    )
     assert result.exit_code == 0, result.output
     gens = server.calls("/api/generate")
     by_model = {m: [g for g in gens if g["model"].startswith(m)] for m in ("writer", "plain")}
@@ -109,8 +146,20 @@ def test_each_model_gets_the_writer_prompt_exactly_once(server, contexts_file, t
 
 def test_same_seed_same_outputs_across_runs(server, contexts_file, tmp_path):
     for name in ("a", "b"):
-        result = run("--model", "tuned=writer", "--contexts", contexts_file, "--host", server.url,
-                     "--seed", "3", "--workers", "1", "-o", tmp_path / name)  # fmt: skip
+        result = run(
+            "--model",
+            "tuned=writer",
+            "--contexts",
+            contexts_file,
+            "--host",
+            server.url,
+            "--seed",
+            "3",
+            "--workers",
+            "1",
+            "-o",
+            tmp_path / name,
+        )
         assert result.exit_code == 0, result.output
     a, b = ((tmp_path / n / "outputs.jsonl").read_text() for n in ("a", "b"))
     assert a == b
@@ -128,8 +177,20 @@ def test_a_model_failing_part_way_is_reported_beside_the_others(server, contexts
     server.add_model("flaky", template=writer_template())
     server.script("flaky", text=fails_on_second_call)
     out = tmp_path / "o"
-    result = run("--model", "tuned=writer", "--model", "flaky=flaky",
-                 "--contexts", contexts_file, "--host", server.url, "--workers", "1", "-o", out)  # fmt: skip
+    result = run(
+        "--model",
+        "tuned=writer",
+        "--model",
+        "flaky=flaky",
+        "--contexts",
+        contexts_file,
+        "--host",
+        server.url,
+        "--workers",
+        "1",
+        "-o",
+        out,
+    )
     assert result.exit_code == 1, result.output
     cols = json.loads((out / "summary.json").read_text())["columns"]
     assert cols["tuned"]["status"] == "ok" and cols["tuned"]["outputs"] == len(CONTEXTS)
@@ -145,8 +206,18 @@ def test_a_model_the_server_lacks_is_named_before_any_output_and_nothing_is_writ
     server, contexts_file, tmp_path
 ):
     out = tmp_path / "o"
-    result = run("--model", "tuned=writer", "--model", "gone=no-such-model",
-                 "--contexts", contexts_file, "--host", server.url, "-o", out)  # fmt: skip
+    result = run(
+        "--model",
+        "tuned=writer",
+        "--model",
+        "gone=no-such-model",
+        "--contexts",
+        contexts_file,
+        "--host",
+        server.url,
+        "-o",
+        out,
+    )
     assert result.exit_code == 2, result.output
     assert "gone=no-such-model" in result.output and "pull or publish it" in result.output
     assert not out.exists() and server.calls("/api/generate") == []  # asked before any output
@@ -191,3 +262,19 @@ def test_best_per_metric_rules():
     assert report.best_columns(cols, rows["length_ratio"]) == {"b"}  # closest to 1
     assert report.best_columns(cols, rows["distinct_1"]) == {"a", "b"}  # ties share the bold
     assert report.best_columns(cols, rows["polarity"]) == set()  # tone has no best
+
+
+def test_outputs_stop_where_the_bot_stops_them(fake_ollama, contexts_file, tmp_path):
+    # A model that writes on past its answer: the bot stops it at `</answer>` (and the template's turn
+    # end) and puts the stripped stop back; compare must judge the same output, not the run-on text.
+    fake_ollama.add_model("runon", template=writer_template())
+    fake_ollama.script("runon", text=lambda body: "<reasoning>P.</reasoning><answer>Done.</answer> And more.")
+    out = tmp_path / "cmp"
+    result = run("--model", "x=runon", "--contexts", contexts_file, "--host", fake_ollama.url, "-o", out)
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (out / "outputs.jsonl").read_text().splitlines()]
+    assert {r["output"] for r in rows} == {"<reasoning>P.</reasoning><answer>Done.</answer>"}
+    stops = fake_ollama.calls("/api/generate")[0]["options"]["stop"]
+    assert stops[0] == prompt.ANSWER_CLOSE and set(serving.served_template(writer_template()).stops) <= set(
+        stops
+    )

@@ -17,17 +17,41 @@ def _compare(tmp_path, *args):
     contexts = tmp_path / "ctx.jsonl"
     row = {"context": "The rain fell on the old house.", "continuation": "It was cold."}
     contexts.write_text(json.dumps(row) + "\n")
-    return CliRunner().invoke(app, ["eval", "compare", "--contexts", str(contexts), "-o", str(tmp_path / "o"),
-                                    "--workers", "1", *args])  # fmt: skip
+    return CliRunner().invoke(
+        app,
+        ["eval", "compare", "--contexts", str(contexts), "-o", str(tmp_path / "o"), "--workers", "1", *args],
+    )
 
 
 def test_a_gguf_runs_in_process_and_a_missing_one_is_named_before_any_output(tmp_path, smollm2_gguf):
-    r = _compare(tmp_path, "--engine", "llama.cpp", "--model", f"base={smollm2_gguf}", "--model",
-                 f"gone={tmp_path / 'gone.gguf'}", "--num-predict", "8", "--n-ctx", "1024")  # fmt: skip
+    r = _compare(
+        tmp_path,
+        "--engine",
+        "llama.cpp",
+        "--model",
+        f"base={smollm2_gguf}",
+        "--model",
+        f"gone={tmp_path / 'gone.gguf'}",
+        "--num-predict",
+        "8",
+        "--n-ctx",
+        "1024",
+    )
     assert r.exit_code == 2 and "gone.gguf is not a file" in r.output, r.output
     assert not (tmp_path / "o").exists()  # nothing written
-    r = _compare(tmp_path, "--engine", "llama.cpp", "--model", f"base={smollm2_gguf}", "--num-predict", "8",
-                 "--n-ctx", "1024", "--reference-field", "continuation")  # fmt: skip
+    r = _compare(
+        tmp_path,
+        "--engine",
+        "llama.cpp",
+        "--model",
+        f"base={smollm2_gguf}",
+        "--num-predict",
+        "8",
+        "--n-ctx",
+        "1024",
+        "--reference-field",
+        "continuation",
+    )
     assert r.exit_code == 0, r.output
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["columns"]["base"]["status"] == "ok" and summary["columns"]["base"]["outputs"] == 1

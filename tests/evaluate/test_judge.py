@@ -80,8 +80,14 @@ def test_a_verdict_in_the_second_order_is_swapped_back_to_the_models():
 
 
 def _row(model: str, i: int, context: str, answer: str, sample: int = 0) -> dict:
-    return {"model": model, "context_index": i, "sample": sample, "prompt": prompt.render_prompt(context),
-            "output": f"<reasoning>r</reasoning><answer>{answer}</answer>", "answer": answer}  # fmt: skip
+    return {
+        "model": model,
+        "context_index": i,
+        "sample": sample,
+        "prompt": prompt.render_prompt(context),
+        "output": f"<reasoning>r</reasoning><answer>{answer}</answer>",
+        "answer": answer,
+    }
 
 
 def test_items_pair_the_same_context_and_sample_and_read_the_context_back():
@@ -97,16 +103,28 @@ def test_items_pair_the_same_context_and_sample_and_read_the_context_back():
     "rows, a, b, message",
     [
         ([_row("a", 0, "Rain.", "x"), _row("b", 0, "Snow.", "y")], "a", "b", "were given different prompts"),
-        ([_row("a", 0, "R.", "x"), _row("a", 1, "S.", "x"), _row("b", 0, "R.", "y")], "a", "b",
-         "'a' has an output for context 2, sample 0 and 'b' has none"),
-        ([_row("a", 0, "R.", "x"), _row("b", 0, "R.", "y"), _row("c", 0, "R.", "z")], None, None,
-         "name the two to compare with --a and --b"),
+        (
+            [_row("a", 0, "R.", "x"), _row("a", 1, "S.", "x"), _row("b", 0, "R.", "y")],
+            "a",
+            "b",
+            "'a' has an output for context 2, sample 0 and 'b' has none",
+        ),
+        (
+            [_row("a", 0, "R.", "x"), _row("b", 0, "R.", "y"), _row("c", 0, "R.", "z")],
+            None,
+            None,
+            "name the two to compare with --a and --b",
+        ),
         ([_row("a", 0, "R.", "x"), _row("b", 0, "R.", "y")], "a", "z", "--b 'z' is not in the outputs"),
         ([_row("a", 0, "R.", "x"), _row("b", 0, "R.", "y")], "a", "a", "compare two different models"),
-        ([_row("a", 0, "R.", "x"), _row("a", 0, "R.", "x"), _row("b", 0, "R.", "y")], "a", "b",
-         "'a' has two outputs for context 1"),
+        (
+            [_row("a", 0, "R.", "x"), _row("a", 0, "R.", "x"), _row("b", 0, "R.", "y")],
+            "a",
+            "b",
+            "'a' has two outputs for context 1",
+        ),
     ],
-)  # fmt: skip
+)
 def test_mismatched_inputs_name_the_problem(rows, a, b, message):
     with pytest.raises(judge.JudgeError) as e:
         a, b = judge.pick_labels(rows, a, b)

@@ -65,8 +65,21 @@ def contexts(tmp_path):
 def compared(server, contexts, tmp_path):
     """The outputs of `eval compare` for tuned and base on four contexts."""
     out = tmp_path / "cmp"
-    result = run("compare", "--model", "tuned=writer", "--model", "base=plain", "--contexts", contexts,
-                 "--host", server.url, "--workers", "1", "-o", out)  # fmt: skip
+    result = run(
+        "compare",
+        "--model",
+        "tuned=writer",
+        "--model",
+        "base=plain",
+        "--contexts",
+        contexts,
+        "--host",
+        server.url,
+        "--workers",
+        "1",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -110,8 +123,23 @@ def test_judge_compares_two_models_in_both_orders(compared, server, tmp_path):
 
 def test_one_command_generates_then_judges(server, contexts, tmp_path):
     out = tmp_path / "judged"
-    result = run("judge", "--contexts", contexts, "--model", "tuned=writer", "--model", "base=plain",
-                 "--host", server.url, "--judge", "judge", "--base-url", server.url, "-o", out)  # fmt: skip
+    result = run(
+        "judge",
+        "--contexts",
+        contexts,
+        "--model",
+        "tuned=writer",
+        "--model",
+        "base=plain",
+        "--host",
+        server.url,
+        "--judge",
+        "judge",
+        "--base-url",
+        server.url,
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["a"], summary["b"]) == ("tuned", "base")
@@ -138,8 +166,9 @@ def test_generating_needs_two_models_that_exist(server, contexts, tmp_path, args
     out = tmp_path / "judged"
     extra = ["--contexts", contexts] if args else []
     judge_flag = [] if "--judge" in args else ["--judge", "judge"]
-    result = run("judge", *extra, *args, "--host", server.url, *judge_flag, "--base-url", server.url,
-                 "-o", out)  # fmt: skip
+    result = run(
+        "judge", *extra, *args, "--host", server.url, *judge_flag, "--base-url", server.url, "-o", out
+    )
     assert result.exit_code == 2 and message in result.output
     assert not out.exists()
     if "nope" in args:  # the judge is asked first: no model wrote a word for nothing
@@ -149,17 +178,24 @@ def test_generating_needs_two_models_that_exist(server, contexts, tmp_path, args
 def test_a_judge_the_server_lacks_is_named_and_nothing_is_written(server, tmp_path):
     _outputs(tmp_path / "outputs.jsonl", {"tuned": CONTEXTS[:1], "base": CONTEXTS[:1]})
     out = tmp_path / "judged"
-    result = run("judge", tmp_path / "outputs.jsonl", "--judge", "gone", "--base-url", server.url,
-                 "-o", out)  # fmt: skip
+    result = run("judge", tmp_path / "outputs.jsonl", "--judge", "gone", "--base-url", server.url, "-o", out)
     assert result.exit_code == 2
     assert "the judge model 'gone' is not on" in result.output and "--judge" in result.output
     assert not out.exists()
 
 
 def _outputs(path, rows_by_model: dict[str | None, list[str]]) -> None:
-    rows = [{**({"model": m} if m else {}), "context_index": i, "sample": 0,
-             "prompt": prompt.render_prompt(c), "answer": f"{m} continues: {c.split()[1]} went on."}
-            for m, ctxs in rows_by_model.items() for i, c in enumerate(ctxs)]  # fmt: skip
+    rows = [
+        {
+            **({"model": m} if m else {}),
+            "context_index": i,
+            "sample": 0,
+            "prompt": prompt.render_prompt(c),
+            "answer": f"{m} continues: {c.split()[1]} went on.",
+        }
+        for m, ctxs in rows_by_model.items()
+        for i, c in enumerate(ctxs)
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -176,8 +212,16 @@ def test_bad_inputs_are_one_line_and_leave_nothing(tmp_path, files, message):
     for name, rows in files.items():
         _outputs(tmp_path / name, rows)
     out = tmp_path / "judged"
-    result = run("judge", *(tmp_path / n for n in files), "--judge", "judge", "--base-url", "http://127.0.0.1:9",
-                 "-o", out)  # fmt: skip
+    result = run(
+        "judge",
+        *(tmp_path / n for n in files),
+        "--judge",
+        "judge",
+        "--base-url",
+        "http://127.0.0.1:9",
+        "-o",
+        out,
+    )
     assert result.exit_code == 2 and message in result.output
     assert not out.exists()
 
@@ -186,8 +230,20 @@ def test_the_small_real_model_judges_in_process(tmp_path, smollm2_gguf):
     pytest.importorskip("llama_cpp")
     _outputs(tmp_path / "outputs.jsonl", {"tuned": CONTEXTS[:1], "base": CONTEXTS[:1]})
     out = tmp_path / "judged"
-    result = run("judge", tmp_path, "--judge", "smollm2", "--backend", "llama.cpp", "--max-tokens", "8",
-                 "--n-ctx", "2048", "-o", out)  # fmt: skip
+    result = run(
+        "judge",
+        tmp_path,
+        "--judge",
+        "smollm2",
+        "--backend",
+        "llama.cpp",
+        "--max-tokens",
+        "8",
+        "--n-ctx",
+        "2048",
+        "-o",
+        out,
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     overall = summary["overall"]

@@ -97,9 +97,20 @@ def test_loss_matches_a_plain_forward_pass_and_ignores_batching(tiny_model):
 def test_cli_compares_base_and_adapter(tiny_model, adapter, data, tmp_path):
     out = tmp_path / "ppl"
     result = CliRunner().invoke(
-        app, ["eval", "perplexity", "--base", str(tiny_model("qwen2")), "--adapter", str(adapter),
-              "--data", str(data), "-o", str(out)],
-    )  # fmt: skip
+        app,
+        [
+            "eval",
+            "perplexity",
+            "--base",
+            str(tiny_model("qwen2")),
+            "--adapter",
+            str(adapter),
+            "--data",
+            str(data),
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     res = json.loads((out / "perplexity.json").read_text())
     assert res["rows"] == len(ROWS) and res["skipped_too_long"] == 0
@@ -148,9 +159,18 @@ def test_bad_rows_are_named(tiny_model, tmp_path, row, message):
 
 def test_adapter_folder_must_be_peft(tiny_model, data, tmp_path):
     result = CliRunner().invoke(
-        app, ["eval", "perplexity", "--base", str(tiny_model("qwen2")), "--adapter", str(tmp_path),
-              "--data", str(data)],
-    )  # fmt: skip
+        app,
+        [
+            "eval",
+            "perplexity",
+            "--base",
+            str(tiny_model("qwen2")),
+            "--adapter",
+            str(tmp_path),
+            "--data",
+            str(data),
+        ],
+    )
     assert result.exit_code == 2 and "not a PEFT adapter folder" in " ".join(result.output.split())
 
 
@@ -166,9 +186,20 @@ def test_an_adapter_of_another_size_is_one_line(tiny_model, adapter, data, tmp_p
     AutoModelForCausalLM.from_config(config).save_pretrained(bigger)
     out = tmp_path / "ppl"
     result = CliRunner().invoke(
-        app, ["eval", "perplexity", "--base", str(bigger), "--adapter", str(adapter), "--data", str(data),
-              "-o", str(out)],
-    )  # fmt: skip
+        app,
+        [
+            "eval",
+            "perplexity",
+            "--base",
+            str(bigger),
+            "--adapter",
+            str(adapter),
+            "--data",
+            str(data),
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert "was trained on a model of another size" in result.output and "as --base" in result.output
     assert "Traceback" not in result.output and "size mismatch" not in result.output and not out.exists()

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from contract.atomic import OutputExistsError
 from pipeline.export.arch import BaseModelError
 from pipeline.export.gguf_adapter import export_adapter
 from pipeline.export.peft_adapter import AdapterError
 from pipeline.export.safetensors_io import SafetensorsError
+from plumbing.atomic import OutputExistsError
 from tests.export.conftest import leftovers
 
 

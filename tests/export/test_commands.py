@@ -62,9 +62,15 @@ def test_export_base_and_merged_with_verify(arch, make_adapter, tiny_model, tmp_
     )
     assert merged.exit_code == 0 and "PASS" in merged.output, merged.output
     lora = invoke(
-        "export-gguf", make_adapter(arch), "--base", tiny_model(arch), "-o", tmp_path / "a.gguf",
-        "--verify-on", tmp_path / "base.gguf",
-    )  # fmt: skip
+        "export-gguf",
+        make_adapter(arch),
+        "--base",
+        tiny_model(arch),
+        "-o",
+        tmp_path / "a.gguf",
+        "--verify-on",
+        tmp_path / "base.gguf",
+    )
     assert lora.exit_code == 0 and "PASS" in lora.output, lora.output
 
 

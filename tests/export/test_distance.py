@@ -63,8 +63,11 @@ def test_identical_logits_are_at_distance_zero_and_shapes_must_match():
 
 def test_tally_weights_tokens_and_gives_perplexity():
     tally = Tally()
-    tally.add(distance.TokenStats(np.array([0.1, 0.3]), np.array([True, False]), np.log([2.0, 2.0]),
-                                  np.log([4.0, 4.0])))  # fmt: skip
+    tally.add(
+        distance.TokenStats(
+            np.array([0.1, 0.3]), np.array([True, False]), np.log([2.0, 2.0]), np.log([4.0, 4.0])
+        )
+    )
     tally.add(distance.TokenStats(np.array([0.2]), np.array([True]), np.log([2.0]), np.log([4.0])))
     d = tally.result()
     assert (d.rows, d.tokens) == (2, 3) and d.mean_kl == pytest.approx(0.2) and d.max_kl == pytest.approx(0.3)
@@ -115,9 +118,14 @@ def test_tolerance_misses_name_each_measure_and_margin_is_applied():
 def _measurement(lora: str | None, digest: str) -> distance.Measurement:
     d = distance.Distance(rows=1, tokens=10, mean_kl=0.01, max_kl=0.1, top1=0.9, ppl_f16=10, ppl_quant=10.5)
     return distance.Measurement(
-        quant="m.gguf", reference="f16.gguf", lora=lora, judged_as="q4_k_m", distance=d,
-        tolerance=QUANT_TYPES["q4_k_m"].tolerance, sha256={"quant": digest},
-    )  # fmt: skip
+        quant="m.gguf",
+        reference="f16.gguf",
+        lora=lora,
+        judged_as="q4_k_m",
+        distance=d,
+        tolerance=QUANT_TYPES["q4_k_m"].tolerance,
+        sha256={"quant": digest},
+    )
 
 
 def test_sidecar_keeps_base_and_adapter_entries_and_drops_a_stale_file(tmp_path):
@@ -171,8 +179,18 @@ def smollm2_files(smollm2_gguf, tmp_path_factory, tiny_texts) -> dict[str, Path]
 
 
 def _verify_quant(files, quant: Path, *extra):
-    args = ["verify-quant", "--gguf", quant, "--reference", files["f16"], "--hf", files["tok"],
-            "--data", files["rows"], *extra]  # fmt: skip
+    args = [
+        "verify-quant",
+        "--gguf",
+        quant,
+        "--reference",
+        files["f16"],
+        "--hf",
+        files["tok"],
+        "--data",
+        files["rows"],
+        *extra,
+    ]
     return runner.invoke(app, [str(a) for a in args])
 
 
@@ -201,8 +219,17 @@ def test_q4_judged_by_the_q8_tolerance_fails_by_name(smollm2_files, tmp_path):
 
 
 def test_a_quantized_reference_and_an_adapter_as_model_are_refused(smollm2_files, smollm2_gguf, tmp_path):
-    args = ["verify-quant", "--gguf", smollm2_files["q8_0"], "--reference", smollm2_files["q4_0"], "--hf",
-            smollm2_files["tok"], "--data", smollm2_files["rows"]]  # fmt: skip
+    args = [
+        "verify-quant",
+        "--gguf",
+        smollm2_files["q8_0"],
+        "--reference",
+        smollm2_files["q4_0"],
+        "--hf",
+        smollm2_files["tok"],
+        "--data",
+        smollm2_files["rows"],
+    ]
     result = runner.invoke(app, [str(a) for a in args])
     assert result.exit_code == 2 and "is quantized" in result.output and "F16" in result.output
     # the shipped Q4_1 file is of no type we quantize to: judged only by a named type's tolerance

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from contract import chat_template
-from contract.atomic import OutputExistsError
 from contract.modelfile.inspect import gguf_fields
 from pipeline.export.arch import load_base
 from pipeline.export.gguf_vocab import TokenizerExportError, pre_tokenizer_name
 from pipeline.export.merged import export_merged
+from plumbing.atomic import OutputExistsError
 from tests.export.conftest import ARCHS, gguf_tensors, leftovers
 
 

@@ -55,8 +55,9 @@ def sp_model(tmp_path_factory, tiny_texts):
             arch, family, style = SP_CASES[case]
             f = BY_NAME[family]
             out = tmp_path_factory.mktemp(f"sp-{case}")
-            made[case] = make_tiny_model(out, tiny_texts, arch, template=(f.template().source, f.bos, f.eos),
-                                         sp_style=style)  # fmt: skip
+            made[case] = make_tiny_model(
+                out, tiny_texts, arch, template=(f.template().source, f.bos, f.eos), sp_style=style
+            )
             if case == "phi3":
                 _rstrip(made[case], PHI3_KEEP_SPACE)
         return made[case]
@@ -201,8 +202,9 @@ def tekken_model(tmp_path_factory, tiny_texts):
     from pipeline.tiny import make_tiny_model
 
     f = BY_NAME["mistral-nemo"]
-    hf = make_tiny_model(tmp_path_factory.mktemp("tekken"), tiny_texts, "mistral",
-                         template=(f.template().source, f.bos, f.eos))  # fmt: skip
+    hf = make_tiny_model(
+        tmp_path_factory.mktemp("tekken"), tiny_texts, "mistral", template=(f.template().source, f.bos, f.eos)
+    )
     path = hf / "tokenizer.json"
     tok = json.loads(path.read_text(encoding="utf-8"))
     regex = next(r for r, name in PRE_TOKENIZERS.items() if name == "tekken")

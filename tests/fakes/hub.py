@@ -141,8 +141,9 @@ class FakeHub(LoopbackServer):
         self._token(request)
         body = await request.json()
         errors = metadata_errors(body.get("content", ""))
-        return web.json_response({"errors": [{"message": m} for m in errors], "warnings": []},
-                                 status=400 if errors else 200)  # fmt: skip
+        return web.json_response(
+            {"errors": [{"message": m} for m in errors], "warnings": []}, status=400 if errors else 200
+        )
 
     async def _info(self, request: web.Request) -> web.Response:
         self._token(request)
@@ -206,8 +207,10 @@ class FakeHub(LoopbackServer):
         for obj in (await request.json())["objects"]:
             answer = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
             if obj["oid"] not in self.lfs_store:
-                answer["actions"] = {"upload": {"href": f"{self.url}/lfs/{obj['oid']}"},
-                                     "verify": {"href": f"{self.url}/lfs/verify"}}  # fmt: skip
+                answer["actions"] = {
+                    "upload": {"href": f"{self.url}/lfs/{obj['oid']}"},
+                    "verify": {"href": f"{self.url}/lfs/verify"},
+                }
             objects.append(answer)
         return web.json_response({"transfer": "basic", "objects": objects})
 
@@ -264,8 +267,9 @@ class FakeHub(LoopbackServer):
         repo.files, repo.lfs = files, lfs  # all at once: a refused commit changes nothing
         repo.commits.append(summary)
         oid = repo.sha
-        return web.json_response({"commitUrl": f"{self.url}/{repo_id}/commit/{oid}", "commitOid": oid,
-                                  "pullRequestUrl": None})  # fmt: skip
+        return web.json_response(
+            {"commitUrl": f"{self.url}/{repo_id}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
+        )
 
 
 def metadata_errors(content: str) -> list[str]:

@@ -289,8 +289,11 @@ class FakeOllama(LoopbackServer):
                 return _error(400, f"blob {digest} not found: upload it first")
         quantize = str(body.get("quantize") or "").upper()
         if quantize and quantize not in QUANTIZE_TYPES:  # fs/ggml/type.go ParseFileType
-            return _error(400, f"unsupported quantization type {quantize} - supported types are "
-                               f"{', '.join(sorted(QUANTIZE_TYPES))}")  # fmt: skip
+            return _error(
+                400,
+                f"unsupported quantization type {quantize} - supported types are "
+                f"{', '.join(sorted(QUANTIZE_TYPES))}",
+            )
         base = body.get("from")
         if base and _full(base) not in self.models:
             return _error(404, f"model '{base}' not found")
@@ -371,8 +374,13 @@ class FakeOllama(LoopbackServer):
                 continue
             if reg.drop_after_layers is not None and sent >= reg.drop_after_layers:
                 lines.append({**status, "completed": size // 2})
-                return [*lines, {"error": f"Put \"https://registry.ollama.ai/v2/{parts[-1].split(':')[0]}/blobs/"
-                                 f"uploads/\": read: connection reset by peer"}]  # fmt: skip
+                return [
+                    *lines,
+                    {
+                        "error": f'Put "https://registry.ollama.ai/v2/{parts[-1].split(":")[0]}/blobs/'
+                        f'uploads/": read: connection reset by peer'
+                    },
+                ]
             lines += [{**status, "completed": size // 2}, {**status, "completed": size}]
             reg.blobs.add(digest)
             sent += 1
@@ -420,12 +428,23 @@ class FakeOllama(LoopbackServer):
             m = self.models.get(name)
             if until <= now or m is None:
                 continue
-            models.append({
-                "name": name, "model": name, "size": 1, "digest": "0" * 64, "size_vram": 1,
-                "details": {"parent_model": "", "format": "gguf", "family": m.family, "families": [m.family]},
-                "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(until, 4e9))),
-                "context_length": int(m.parameters.get("num_ctx", 4096)),
-            })  # fmt: skip
+            models.append(
+                {
+                    "name": name,
+                    "model": name,
+                    "size": 1,
+                    "digest": "0" * 64,
+                    "size_vram": 1,
+                    "details": {
+                        "parent_model": "",
+                        "format": "gguf",
+                        "family": m.family,
+                        "families": [m.family],
+                    },
+                    "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(min(until, 4e9))),
+                    "context_length": int(m.parameters.get("num_ctx", 4096)),
+                }
+            )
         return web.json_response({"models": models})
 
     def _capabilities(self, m: Model) -> set[str]:
@@ -500,8 +519,9 @@ class FakeOllama(LoopbackServer):
         try:
             if body.get("stream") is False:
                 await asyncio.sleep(script.first_token_delay + _delay(script) * len(pieces))
-                return web.json_response(_final(model.name, "".join(pieces), chat, done_reason, started,
-                                                len(pieces), body))  # fmt: skip
+                return web.json_response(
+                    _final(model.name, "".join(pieces), chat, done_reason, started, len(pieces), body)
+                )
             resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
             await resp.prepare(request)
             await asyncio.sleep(script.first_token_delay)

@@ -103,7 +103,7 @@ class FakeOpenAI(LoopbackServer):
                     "prompt_tokens": prompt_tokens,
                     "completion_tokens": len(text.split()),
                     "total_tokens": prompt_tokens + len(text.split()),
-                },  # fmt: skip
+                },
             }
         )
 

@@ -12,7 +12,8 @@ import discord
 import pytest
 from discord import app_commands
 
-from tests.fakes.discord import EPHEMERAL, FakeDiscord, Upload
+from tests.fakes.discord import FakeDiscord
+from tests.fakes.discord.world import EPHEMERAL, Upload
 
 pytestmark = pytest.mark.timeout(30)
 

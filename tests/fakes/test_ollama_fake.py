@@ -175,5 +175,6 @@ async def test_ps_lists_loaded_models_by_keep_alive_and_a_host_can_die_and_come_
         await ollama.AsyncClient(host=fake_ollama.url).list()
     fake_ollama.revive()
     assert [m.model for m in (await ollama.AsyncClient(host=fake_ollama.url).list()).models] == [
-        "writer:latest", "brief:latest",
-    ]  # fmt: skip
+        "writer:latest",
+        "brief:latest",
+    ]

@@ -30,25 +30,44 @@ class Bot:
         return self.store.add_passage(self.story_id, member, text).id
 
     def generate(
-        self, member: Member = ALICE, *, model: str = "writer", slot: int | None = None,
-        answer: str | None = None, reasoning: str = "She weighs the cost.", user_text: str | None = None,
+        self,
+        member: Member = ALICE,
+        *,
+        model: str = "writer",
+        slot: int | None = None,
+        answer: str | None = None,
+        reasoning: str = "She weighs the cost.",
+        user_text: str | None = None,
         issues: tuple[str, ...] = (),
-    ) -> int:  # fmt: skip
+    ) -> int:
         """A finished generation on the story so far (for a regeneration: minus the slot's passage)."""
         passages = [p for p in self.store.passages(self.story_id) if p.id != slot]
         context = "\n\n".join(p.text for p in passages)
         n = next(_counter)
         gid = self.store.begin_generation(
-            self.story_id, member, model, user_text=user_text or prompt.render_prompt(context),
-            prompt=context, raw=False, options={}, context={"passage_ids": [p.id for p in passages]},
-            direction=None, length=None, slot=slot,
-        )  # fmt: skip
+            self.story_id,
+            member,
+            model,
+            user_text=user_text or prompt.render_prompt(context),
+            prompt=context,
+            raw=False,
+            options={},
+            context={"passage_ids": [p.id for p in passages]},
+            direction=None,
+            length=None,
+            slot=slot,
+        )
         answer = answer or f"Version {n}: the door creaked open."
         out = f"<reasoning>{reasoning}</reasoning><answer>{answer}</answer>"
         self.store.finish_generation(
-            gid, requested_by=member, output=out, reasoning=reasoning, answer=answer, issues=list(issues),
+            gid,
+            requested_by=member,
+            output=out,
+            reasoning=reasoning,
+            answer=answer,
+            issues=list(issues),
             stats={},
-        )  # fmt: skip
+        )
         return gid
 
     def slot(self, gid: int) -> int:

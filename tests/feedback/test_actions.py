@@ -35,8 +35,11 @@ def test_an_edited_take_gives_the_edit_as_sft_and_a_pair_over_the_models_words(b
     assert report.written == {"edited": 1} and report.actions == {"edits": 1}
     source = sft[0]["source"]
     assert (source["action"], source["story"], source["passage"], source["generation"]) == (
-        "edit", bot.story_id, bot.slot(gid), gid,
-    )  # fmt: skip
+        "edit",
+        bot.story_id,
+        bot.slot(gid),
+        gid,
+    )
     assert source["model"] == "writer" and source["time"] > g_time(bot, gid) and source["prompt"] == g.prompt
     dpo, report = rows_of(db, "dpo")
     assert bodies(dpo) == [
@@ -62,11 +65,13 @@ def test_the_chosen_take_is_preferred_over_each_other_take_of_its_passage(bot, d
 
     rows, report = rows_of(db, "dpo")
     assert [(r["chosen"], r["rejected"]) for r in rows] == [
-        (_target(bot, second), _target(bot, first)), (_target(bot, second), _target(bot, third)),
-    ]  # fmt: skip
+        (_target(bot, second), _target(bot, first)),
+        (_target(bot, second), _target(bot, third)),
+    ]
     assert [(r["source"]["action"], r["source"]["generation"], r["source"]["rejected"]) for r in rows] == [
-        ("take", second, first), ("take", second, third),
-    ]  # fmt: skip
+        ("take", second, first),
+        ("take", second, third),
+    ]
     assert report.written == {"take pairs": 2} and report.actions == {"take choices": 1}
 
 
@@ -95,8 +100,10 @@ def test_a_liked_take_erased_later_is_a_negative_everywhere(bot, db):
     bot.store.erase(bot.story_id, _position(bot, liked), CAROL)
 
     kto, _ = rows_of(db, "kto")
-    assert [(r["completion"], r["label"]) for r in kto] == [(_target(bot, liked), False),
-                                                            (_target(bot, disliked), False)]  # fmt: skip
+    assert [(r["completion"], r["label"]) for r in kto] == [
+        (_target(bot, liked), False),
+        (_target(bot, disliked), False),
+    ]
     sft, report = rows_of(db, "sft")
     assert sft == [] and report.left_out["erased by the writers (erase to here)"] == 1
     dpo, report = rows_of(db, "dpo")
@@ -160,7 +167,9 @@ def test_stats_count_each_kind_of_action_per_model(bot, db, tmp_path):
 
     totals = stats.totals(stats.by_model_and_week(snapshot.read(db)))
     assert [(g.model, g.edited, g.chosen, g.erased) for g in totals] == [
-        ("other:7b", 0, 1, 0), ("writer", 1, 0, 1), ("all models", 1, 1, 1),
-    ]  # fmt: skip
+        ("other:7b", 0, 1, 0),
+        ("writer", 1, 0, 1),
+        ("all models", 1, 1, 1),
+    ]
     md, _ = stats.write(snapshot.read(db), tmp_path / "out")
     assert "| `writer` | 2 | 0 | 0.00 | 0 | 0 | 0 | – | 1 | 0 | 1 |" in md.read_text()

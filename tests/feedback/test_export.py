@@ -34,8 +34,14 @@ def test_sft_rows_are_the_exact_prompt_and_target_of_clearly_positive_passages(b
     rows, report = rows_of(db, "sft")
     user = bot.store.generation(liked).user_text
     assert user == prompt.render_prompt(OPENING)  # the prompt the model read, byte for byte
-    assert bodies(rows) == [{"messages": [{"role": "user", "content": user},
-                                  {"role": "assistant", "content": _target(bot, liked)}]}]  # fmt: skip
+    assert bodies(rows) == [
+        {
+            "messages": [
+                {"role": "user", "content": user},
+                {"role": "assistant", "content": _target(bot, liked)},
+            ]
+        }
+    ]
     assert report.written == {"positive": 1} and report.generations == 4 and report.votes == 5
     assert report.left_out == {"net rating below +1": 2, "not rated, edited, chosen or erased": 1}
     assert rows_of(db, "sft", min_votes=2)[0] == rows
@@ -52,8 +58,10 @@ def test_kto_labels_thumbs_up_and_down_and_leaves_mixed_votes_out(bot, db):
     bot.rate(down, (BOB, -1), (CAROL, -1))
 
     rows, report = rows_of(db, "kto")
-    assert [(r["completion"], r["label"]) for r in rows] == [(_target(bot, up), True),
-                                                             (_target(bot, down), False)]  # fmt: skip
+    assert [(r["completion"], r["label"]) for r in rows] == [
+        (_target(bot, up), True),
+        (_target(bot, down), False),
+    ]
     assert [r["prompt"] for r in rows] == [bot.store.generation(g).user_text for g in (up, down)]
     assert report.written == {"desirable": 1, "undesirable": 1}
     assert report.left_out == {"mixed votes (net between -1 and +1)": 1}

@@ -70,8 +70,13 @@ async def _fill(service: StoryService) -> dict[str, int]:
     private = await _done(service.continue_story(HERE, ALICE))
     service.rate(private.generation_id, ALICE, 1)
     service.set_opt_out(DAN, True)
-    return {"take": take.generation_id, "worse": worse.generation_id, "kept": kept.generation_id,
-            "undone": undone.generation_id, "private": private.generation_id}  # fmt: skip
+    return {
+        "take": take.generation_id,
+        "worse": worse.generation_id,
+        "kept": kept.generation_id,
+        "undone": undone.generation_id,
+        "private": private.generation_id,
+    }
 
 
 def _export(db, fmt: str, out) -> str:

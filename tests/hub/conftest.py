@@ -29,12 +29,32 @@ def run_dir(tmp_path):
     (run / "adapter_model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(4096))
     (run / "tokenizer.json").write_text('{"model": {}}')
     (run / "log.jsonl").write_text('{"step": 10, "loss": 1.5}\n')
-    options = {"base": str(base), "out_dir": str(run), "data": "data/train.jsonl", "method": "sft",
-               "rank": 16, "alpha": 32, "target_modules": ["q_proj", "v_proj"], "epochs": 2.0, "lr": None,
-               "max_length": 2048, "seed": 42}  # fmt: skip
-    meta = {"method": "sft", "base": str(base), "qlora": True, "precision": "bf16", "device": "NVIDIA H100",
-            "rows": {"train": {"rows": 1800}}, "options": options, "status": "done", "global_step": 10,
-            "best_eval_loss": 1.25, "finished": "2026-01-01T00:00:00"}  # fmt: skip
+    options = {
+        "base": str(base),
+        "out_dir": str(run),
+        "data": "data/train.jsonl",
+        "method": "sft",
+        "rank": 16,
+        "alpha": 32,
+        "target_modules": ["q_proj", "v_proj"],
+        "epochs": 2.0,
+        "lr": None,
+        "max_length": 2048,
+        "seed": 42,
+    }
+    meta = {
+        "method": "sft",
+        "base": str(base),
+        "qlora": True,
+        "precision": "bf16",
+        "device": "NVIDIA H100",
+        "rows": {"train": {"rows": 1800}},
+        "options": options,
+        "status": "done",
+        "global_step": 10,
+        "best_eval_loss": 1.25,
+        "finished": "2026-01-01T00:00:00",
+    }
     (run / "training.json").write_text(json.dumps(meta))
     write_gguf(tmp_path / "out" / "r1-writer.gguf")
     write_gguf(tmp_path / "out" / "r1-writer-Q4_K_M.gguf", kind="model")

@@ -32,10 +32,16 @@ def test_the_card_carries_schema_metadata_and_every_section(run_dir, tmp_path):
     book.write_text("The Project Gutenberg eBook\nTitle: Alice's Adventures in Wonderland\n\nAlice was...\n")
     models = ["r1-writer-Q4_K_M.gguf", "r1-writer-Q8_0.gguf"]
     inputs = CardInputs(
-        "you/r1-writer", base_model=BASE, books=[str(book), "Metamorphosis"], gguf_models=models,
-        writing_prompts="euclaise/writingprompts", teacher="deepseek-r1:14b", evals=_eval_dirs(tmp_path),
-        ollama_name="you/r1-writer", files=["adapter_model.safetensors", *models, "README.md"],
-    )  # fmt: skip
+        "you/r1-writer",
+        base_model=BASE,
+        books=[str(book), "Metamorphosis"],
+        gguf_models=models,
+        writing_prompts="euclaise/writingprompts",
+        teacher="deepseek-r1:14b",
+        evals=_eval_dirs(tmp_path),
+        ollama_name="you/r1-writer",
+        files=["adapter_model.safetensors", *models, "README.md"],
+    )
     text = str(card.render(run_dir, inputs))
     data = ModelCard(text).data
     assert data.base_model == "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"

@@ -124,9 +124,26 @@ def test_not_a_gguf(run_dir, tmp_path):
 def test_cli_hub_push(fake_hub, run_dir, tmp_path):
     out = run_dir.parent
     env = {**os.environ, "HF_HUB_DISABLE_XET": "1", "HF_HOME": str(tmp_path / "hf"), "HF_TOKEN": "hf_writer"}
-    args = [sys.executable, "-m", "pipeline", "hub", "push", str(run_dir), "--repo", "you/r1-writer",
-            "--gguf", str(out / "r1-writer.gguf"), "--modelfile", str(out / "Writer.Modelfile"),
-            "--endpoint", fake_hub.url, "--book", "Alice", "--teacher", "deepseek-r1:14b"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "hub",
+        "push",
+        str(run_dir),
+        "--repo",
+        "you/r1-writer",
+        "--gguf",
+        str(out / "r1-writer.gguf"),
+        "--modelfile",
+        str(out / "Writer.Modelfile"),
+        "--endpoint",
+        fake_hub.url,
+        "--book",
+        "Alice",
+        "--teacher",
+        "deepseek-r1:14b",
+    ]
     r = subprocess.run(args, capture_output=True, text=True, env=env)
     assert r.returncode == 2 and "pass --base-model" in r.stderr and fake_hub.requests == []
     r = subprocess.run([*args, "--base-model", BASE], capture_output=True, text=True, env=env)
@@ -135,8 +152,9 @@ def test_cli_hub_push(fake_hub, run_dir, tmp_path):
         "signed in to" in r.stderr and "as you" in r.stderr and "pushed 8 files to you/r1-writer" in r.stderr
     )
     assert "*Alice*" in fake_hub.repos["you/r1-writer"].files["README.md"].decode()
-    r = subprocess.run([*args, "--base-model", BASE], capture_output=True, text=True,
-                       env={**env, "HF_TOKEN": "hf_wrong"})  # fmt: skip
+    r = subprocess.run(
+        [*args, "--base-model", BASE], capture_output=True, text=True, env={**env, "HF_TOKEN": "hf_wrong"}
+    )
     assert r.returncode == 2 and "refused the token" in r.stderr
 
 
@@ -151,9 +169,14 @@ def test_a_quantized_gguf_carries_its_measured_distance_into_the_repository(run_
         rows=8, tokens=400, mean_kl=0.0123, max_kl=0.4, top1=0.91, ppl_f16=9.5, ppl_quant=9.8
     )
     m = distance.Measurement(
-        quant=model.name, reference="r1-writer-f16.gguf", lora=None, judged_as="q4_k_m", distance=d,
-        tolerance=QUANT_TYPES["q4_k_m"].tolerance, sha256={"quant": distance.sha256(model)},
-    )  # fmt: skip
+        quant=model.name,
+        reference="r1-writer-f16.gguf",
+        lora=None,
+        judged_as="q4_k_m",
+        distance=d,
+        tolerance=QUANT_TYPES["q4_k_m"].tolerance,
+        sha256={"quant": distance.sha256(model)},
+    )
     distance.write_sidecar(model, m)
     plan = _plan(run_dir)
     assert plan.files["r1-writer-Q4_K_M.gguf.distance.json"] == distance.sidecar_path(model)

@@ -51,9 +51,18 @@ def test_or_and_return_the_deciding_operand():
 
 @pytest.mark.parametrize(
     "bad",
-    ["{{ with .X }}x{{ end }}", "{{ if .X }}", "{{ end }}", "{{ .X", "{{ printf .X }}", "{{ else }}",
-     "{{ if .X }}a{{ else }}b{{ else }}c{{ end }}", "{{ $y }}", "{{ (eq .X 1 }}"],
-)  # fmt: skip
+    [
+        "{{ with .X }}x{{ end }}",
+        "{{ if .X }}",
+        "{{ end }}",
+        "{{ .X",
+        "{{ printf .X }}",
+        "{{ else }}",
+        "{{ if .X }}a{{ else }}b{{ else }}c{{ end }}",
+        "{{ $y }}",
+        "{{ (eq .X 1 }}",
+    ],
+)
 def test_what_it_cannot_render_is_refused(bad):
     with pytest.raises(gotemplate.TemplateError):
         gotemplate.render(bad, {})
@@ -61,9 +70,13 @@ def test_what_it_cannot_render_is_refused(bad):
 
 @pytest.mark.parametrize(
     "template, want",
-    [("{{/* a note */}}a{{ `raw` }}", "araw"), ("{{ if true }}{{ 1_000 }}{{ end }}", "1000"),
-     ("{{ (index .M 0).Name }}", "n"), ("{{ range $x := .M }}{{ $x.Name }}{{ else }}none{{ end }}", "n")],
-)  # fmt: skip
+    [
+        ("{{/* a note */}}a{{ `raw` }}", "araw"),
+        ("{{ if true }}{{ 1_000 }}{{ end }}", "1000"),
+        ("{{ (index .M 0).Name }}", "n"),
+        ("{{ range $x := .M }}{{ $x.Name }}{{ else }}none{{ end }}", "n"),
+    ],
+)
 def test_it_reads_templates_with_gos_parser(template, want):
     assert gotemplate.render(template, {"M": [{"Name": "n"}]}) == want
 

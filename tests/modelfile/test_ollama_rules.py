@@ -384,8 +384,12 @@ def test_checker_goes_on_after_the_first_error_with_positions(tmp_path):
     )
     problems = grammar.check_text(text, tmp_path)
     assert [(p.severity, p.line) for p in problems] == [
-        ("error", 2), ("error", 3), ("error", 4), ("warning", 5), ("error", 6)
-    ]  # fmt: skip
+        ("error", 2),
+        ("error", 3),
+        ("error", 4),
+        ("warning", 5),
+        ("error", 6),
+    ]
     assert (problems[1].line, problems[1].column) == (3, 19)
     assert (problems[3].line, problems[3].column) == (5, 9)
 

@@ -38,10 +38,24 @@ def test_cli_writes_and_checks(tmp_path):
     out = tmp_path / "W.Modelfile"
     llama = BY_NAME["llama3.2"]
     r = cli(
-        "modelfile", "--from", "llama3.2:3b", "--num-ctx", "4096", "--param", "stop=THE END", "-o", str(out),
-        "--chat-template", str(templates_dir() / llama.file), "--bos-token", llama.bos,
-        "--eos-token", llama.eos, "--date", "2025-03-01",
-    )  # fmt: skip
+        "modelfile",
+        "--from",
+        "llama3.2:3b",
+        "--num-ctx",
+        "4096",
+        "--param",
+        "stop=THE END",
+        "-o",
+        str(out),
+        "--chat-template",
+        str(templates_dir() / llama.file),
+        "--bos-token",
+        llama.bos,
+        "--eos-token",
+        llama.eos,
+        "--date",
+        "2025-03-01",
+    )
     assert r.returncode == 0, r.stderr
     mf = grammar.parse(out.read_text(encoding="utf-8"))
     assert "Today Date: 01 Mar 2025" in gotemplate.execute(

@@ -107,12 +107,14 @@ def test_check_names_a_template_ollama_would_set_aside(tmp_path):
 def test_check_command_fails_on_it_and_the_shipped_modelfiles_pass(tmp_path):
     (tmp_path / "base.gguf").write_bytes(model_gguf(BASE))
     path = modelfile(tmp_path, "./base.gguf", OLD)
-    r = subprocess.run([sys.executable, "-m", "pipeline", "modelfile", "check", str(path)],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline", "modelfile", "check", str(path)], capture_output=True, text=True
+    )
     assert r.returncode == 1 and "would set this TEMPLATE aside" in " ".join(r.stderr.split())
     shipped = sorted(str(p) for p in (Path(__file__).parents[2] / "modelfiles").glob("*.Modelfile"))
-    r = subprocess.run([sys.executable, "-m", "pipeline", "modelfile", "check", *shipped],
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "pipeline", "modelfile", "check", *shipped], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     for p in shipped:  # every shipped TEMPLATE is ours: it renders what the template it carries renders
         template = grammar.parse(Path(p).read_text(encoding="utf-8")).first("template")

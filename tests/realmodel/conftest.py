@@ -49,10 +49,24 @@ def smollm2_adapter(smollm2_hf, tmp_path_factory, tiny_texts) -> Path:
     work = tmp_path_factory.mktemp("smollm2-lora")
     data = write_jsonl(work / "train.jsonl", sft_rows(tiny_texts, 8, context_words=30, answer_words=16))
     opts = TrainOptions(
-        base=str(smollm2_hf), out_dir=work / "adapter", data=data, qlora=False, rank=8, alpha=16,
-        max_length=192, batch_size=2, grad_accum=1, lr=2e-3, warmup=0, scheduler="constant",
-        max_steps=4, log_steps=2, eval_steps=100, seed=0, gradient_checkpointing=False,
-    )  # fmt: skip
+        base=str(smollm2_hf),
+        out_dir=work / "adapter",
+        data=data,
+        qlora=False,
+        rank=8,
+        alpha=16,
+        max_length=192,
+        batch_size=2,
+        grad_accum=1,
+        lr=2e-3,
+        warmup=0,
+        scheduler="constant",
+        max_steps=4,
+        log_steps=2,
+        eval_steps=100,
+        seed=0,
+        gradient_checkpointing=False,
+    )
     train(opts, printer=lambda _: None)
     return opts.out_dir
 
@@ -71,9 +85,13 @@ def smollm2_llama(smollm2_gguf, smollm2_lora_gguf):
     """llama.cpp running the Q4_1 base with our LoRA applied."""
     llama_cpp = pytest.importorskip("llama_cpp")
     return llama_cpp.Llama(
-        model_path=str(smollm2_gguf), lora_path=str(smollm2_lora_gguf), n_ctx=2048, n_threads=2,
-        seed=0, verbose=False,
-    )  # fmt: skip
+        model_path=str(smollm2_gguf),
+        lora_path=str(smollm2_lora_gguf),
+        n_ctx=2048,
+        n_threads=2,
+        seed=0,
+        verbose=False,
+    )
 
 
 class LlamaCppBackend:
@@ -97,8 +115,12 @@ class LlamaCppBackend:
         self.prompts.append(text)
         budget = min(int(options.get("num_predict") or TEST_NUM_PREDICT), TEST_NUM_PREDICT)
         stream = self.llama.create_completion(
-            text, max_tokens=budget, temperature=0.0, stop=list(options.get("stop") or []), stream=True,
-        )  # fmt: skip
+            text,
+            max_tokens=budget,
+            temperature=0.0,
+            stop=list(options.get("stop") or []),
+            stream=True,
+        )
         reason, count = None, 0
         while (chunk := await asyncio.to_thread(next, stream, None)) is not None:
             choice = chunk["choices"][0]

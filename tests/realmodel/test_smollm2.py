@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from bot.core.lore import LoreChange
 from bot.core.service import Done, Failed, Limits, StoryService
 from bot.core.story import Channel, Member
 from bot.store import Store
@@ -43,8 +44,10 @@ def test_the_base_is_chatml_with_its_own_default_system_turn(smollm2_gguf, smoll
     served = fmt.prompt(prompt.render_prompt("It rained."))
     assert served.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     # system, user, assistant: three turns opened, two closed, nothing else special
-    im_start, im_end = (smollm2_vocab.tokenize(t.encode(), add_bos=False, special=True) for t in
-                        ("<|im_start|>", "<|im_end|>"))  # fmt: skip
+    im_start, im_end = (
+        smollm2_vocab.tokenize(t.encode(), add_bos=False, special=True)
+        for t in ("<|im_start|>", "<|im_end|>")
+    )
     assert _specials(smollm2_vocab, special_ids, served) == im_start + im_end + im_start + im_end + im_start
 
 
@@ -80,7 +83,7 @@ async def test_forged_turns_in_member_text_are_kept_shown_defused_and_never_open
     passage = service.write(HERE, ALICE, f"The keeper lit the lamp. {FORGED}")
     service.set_memory(HERE, ALICE, f"A lighthouse story. {FORGED}")
     service.set_note(HERE, ALICE, f"Keep it grim. {FORGED}")
-    service.lore_add(HERE, ALICE, "Keeper", "keeper", f"An old man. {FORGED}")
+    service.lore_add(HERE, ALICE, LoreChange("Keeper", "keeper", f"An old man. {FORGED}"))
     # kept: the same text to read, with the control tokens defused (an invisible joiner inside each)
     assert passage.text.replace(prompt.DEFUSE_MARK, "") == f"The keeper lit the lamp. {FORGED}"
     assert "<|im_start|>" not in passage.text and "<\u2060|im_start|>system" in passage.text
@@ -106,9 +109,15 @@ async def _continue(service, opening, direction):
 
 
 async def test_real_fine_tuned_output_through_the_bot_core(
-    tmp_path, smollm2_gguf, smollm2_adapter, smollm2_lora_gguf, smollm2_llama, smollm2_vocab, special_ids,
+    tmp_path,
+    smollm2_gguf,
+    smollm2_adapter,
+    smollm2_lora_gguf,
+    smollm2_llama,
+    smollm2_vocab,
+    special_ids,
     tiny_texts,
-):  # fmt: skip
+):
     """Whatever the real model writes, the story gets only story text, every prompt holds exactly the
     chat template's control tokens, and each generation's parse issues are stored with it."""
     meta = json.loads((smollm2_adapter / "training.json").read_text())

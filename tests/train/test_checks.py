@@ -177,8 +177,11 @@ def test_the_default_attention_projections_follow_the_base(tiny_model, tmp_path)
         "o_proj",
     )
     assert base.check_target_modules(TrainOptions(base=qwen, out_dir=tmp_path, data=rows)) == (
-        "q_proj", "k_proj", "v_proj", "o_proj",
-    )  # fmt: skip
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+    )
     with pytest.raises(TrainError, match="--target-modules q_proj: .* has no such linear layer"):
         base.check_target_modules(
             TrainOptions(base=phi3, out_dir=tmp_path, data=rows, target_modules=("q_proj",))

@@ -128,9 +128,16 @@ def test_a_run_on_a_leaking_attention_trains_unpacked_and_says_so(
     data = write_jsonl(tmp_path / "rows.jsonl", sft_rows(tiny_texts, 8))
     said: list[str] = []
     opts = TrainOptions(
-        base=str(train_base), out_dir=tmp_path / "out", data=data, qlora=False, max_length=320, max_steps=1,
-        batch_size=2, grad_accum=1, gradient_checkpointing=False,
-    )  # fmt: skip
+        base=str(train_base),
+        out_dir=tmp_path / "out",
+        data=data,
+        qlora=False,
+        max_length=320,
+        max_steps=1,
+        batch_size=2,
+        grad_accum=1,
+        gradient_checkpointing=False,
+    )
     result = train(opts, printer=said.append)
     assert any("packing turned off" in line and "leaky_causal" in line for line in said)
     meta = json.loads((tmp_path / "out" / "training.json").read_text())
@@ -146,9 +153,16 @@ def test_a_run_on_sdpa_packs_and_records_the_check(train_base, tiny_texts, tmp_p
 
     data = write_jsonl(tmp_path / "rows.jsonl", sft_rows(tiny_texts, 8))
     opts = TrainOptions(
-        base=str(train_base), out_dir=tmp_path / "out", data=data, qlora=False, max_length=320, max_steps=1,
-        batch_size=2, grad_accum=1, gradient_checkpointing=False,
-    )  # fmt: skip
+        base=str(train_base),
+        out_dir=tmp_path / "out",
+        data=data,
+        qlora=False,
+        max_length=320,
+        max_steps=1,
+        batch_size=2,
+        grad_accum=1,
+        gradient_checkpointing=False,
+    )
     result = train(opts, printer=lambda _: None)
     meta = json.loads((tmp_path / "out" / "training.json").read_text())
     assert meta["packing"]["used"] is True and meta["packing"]["isolated"] is True

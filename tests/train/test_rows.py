@@ -168,8 +168,12 @@ def test_a_thinking_familys_preference_rows_are_the_served_prompt_as_text(tiny_t
     assert row["prompt"] == chat.prompt(user) and row["prompt"].endswith("<｜Assistant｜><think>\n</think>")
     assert row["chosen"] == chosen + "<｜end▁of▁sentence｜>" and row["rejected"] == rejected + r1.eos
     # a family whose finished turn begins with the prompt keeps TRL's conversational form
-    row, _ = rows.encode_preference(tok_of_chatml(tiny_texts, tmp_path), {"prompt": user, "chosen": chosen,
-                                    "rejected": rejected}, "dpo", 512)  # fmt: skip
+    row, _ = rows.encode_preference(
+        tok_of_chatml(tiny_texts, tmp_path),
+        {"prompt": user, "chosen": chosen, "rejected": rejected},
+        "dpo",
+        512,
+    )
     assert row["prompt"] == [{"role": "user", "content": user}]
 
 

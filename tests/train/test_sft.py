@@ -119,10 +119,35 @@ def test_a_run_worse_than_its_base_says_so_in_training_json_and_its_last_line(
     noise = [training_row(c, "zq " * 12, "zq " * 24) for c, _ in corpus_windows(tiny_texts, 64)]
     rows = write_jsonl(tmp_path / "noise.jsonl", noise)
     out = tmp_path / "out"
-    args = ["train", "--base", str(train_base), "-o", str(out), "--data", str(rows), "--eval-data",
-            str(data[1]), "--no-qlora", "--max-length", "320", "--max-steps", "6", "--eval-steps", "2",
-            "--batch-size", "4", "--grad-accum", "1", "--lr", "1e-2", "--warmup", "0",
-            "--no-gradient-checkpointing", "--sample-contexts", "0"]  # fmt: skip
+    args = [
+        "train",
+        "--base",
+        str(train_base),
+        "-o",
+        str(out),
+        "--data",
+        str(rows),
+        "--eval-data",
+        str(data[1]),
+        "--no-qlora",
+        "--max-length",
+        "320",
+        "--max-steps",
+        "6",
+        "--eval-steps",
+        "2",
+        "--batch-size",
+        "4",
+        "--grad-accum",
+        "1",
+        "--lr",
+        "1e-2",
+        "--warmup",
+        "0",
+        "--no-gradient-checkpointing",
+        "--sample-contexts",
+        "0",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "training.json").read_text())

@@ -95,9 +95,19 @@ def test_an_answer_model_reads_its_output_without_a_reasoning_fault():
 
 def _run(base, tmp_path, data, target: str):
     opts = TrainOptions(
-        base=str(base), out_dir=tmp_path / target, data=data, target=target, qlora=False, max_length=256,
-        max_steps=2, batch_size=4, grad_accum=1, gradient_checkpointing=False, lr=1e-2, warmup=0,
-    )  # fmt: skip
+        base=str(base),
+        out_dir=tmp_path / target,
+        data=data,
+        target=target,
+        qlora=False,
+        max_length=256,
+        max_steps=2,
+        batch_size=4,
+        grad_accum=1,
+        gradient_checkpointing=False,
+        lr=1e-2,
+        warmup=0,
+    )
     said: list[str] = []
     result = train(opts, printer=said.append)
     return result, json.loads((opts.out_dir / "training.json").read_text()), said
@@ -159,9 +169,17 @@ def test_a_text_model_trains_on_windows_and_is_refused_for_serving(train_base, t
     # What it is for: a stage an SFT target trains on top of, and that one is served.
     rows_file = write_jsonl(tmp_path / "rows.jsonl", sft_rows(tiny_texts, 4))
     opts = TrainOptions(
-        base=str(train_base), out_dir=tmp_path / "on-top", data=rows_file, adapter=result.out_dir,
-        target="answer", qlora=False, max_length=256, max_steps=1, batch_size=4, grad_accum=1,
+        base=str(train_base),
+        out_dir=tmp_path / "on-top",
+        data=rows_file,
+        adapter=result.out_dir,
+        target="answer",
+        qlora=False,
+        max_length=256,
+        max_steps=1,
+        batch_size=4,
+        grad_accum=1,
         gradient_checkpointing=False,
-    )  # fmt: skip
+    )
     on_top = train(opts, printer=lambda _: None)
     assert on_top.metadata["target"] == "answer" == on_top.metadata["chat_template"]["target"]

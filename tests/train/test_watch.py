@@ -224,8 +224,8 @@ def test_the_tracker_environment_points_into_the_run_and_is_restored(tmp_path, d
 def test_a_resumed_run_keeps_the_samples_up_to_its_checkpoint_and_a_fresh_one_none(tmp_path):
     from transformers import TrainerState
 
-    from contract import jsonl
     from pipeline.train.callbacks import SampleLog
+    from plumbing import jsonl
 
     path = tmp_path / "samples.jsonl"
     jsonl.write(path, [sample_record(step, 0, "x") for step in (0, 2, 4)])

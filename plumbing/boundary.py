@@ -4,6 +4,10 @@ value) becomes one line naming the problem and the fix, exit 1; a traceback only
 
 It sits in the root group's `invoke`, so it holds for `main()` and for `CliRunner().invoke(app)` alike;
 usage errors (click's, exit 2) and a verb's own `typer.Exit` pass through untouched.
+
+Library code keeps the chain (`raise Ours(...) from exc`); this boundary alone decides what is shown:
+the one line by default, and with --debug the whole chain down to the original cause (the httpx or
+ollama error under a backend's message), also under a verb's own one line and `typer.Exit`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import errno
 import json
 import os
 import sqlite3
+import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -62,7 +68,7 @@ def _http(e: BaseException) -> str | None:
 
 def explain(e: BaseException) -> str | None:
     """One line for an expected failure, None for a bug (which the boundary still keeps to one line)."""
-    from contract import atomic, extras
+    from plumbing import atomic, extras
 
     if isinstance(e, KeyboardInterrupt):
         return "interrupted"
@@ -96,12 +102,15 @@ def boundary_group(tool: str, echo: Callable[[str], None]) -> type[TyperGroup]:
 
     class Boundary(TyperGroup):
         def invoke(self, ctx: _click.Context) -> Any:
+            debug = bool(ctx.params.get("debug") or os.environ.get("STORY_DEBUG"))
             try:
                 return super().invoke(ctx)
-            except _PASS:
+            except _PASS as e:
+                if debug:
+                    _show_cause(e)
                 raise
             except (Exception, KeyboardInterrupt) as e:
-                if ctx.params.get("debug") or os.environ.get("STORY_DEBUG"):
+                if debug:
                     raise
                 message = explain(e)
                 if message is None:  # not an input problem: a bug; still one line, and how to see more
@@ -110,6 +119,22 @@ def boundary_group(tool: str, echo: Callable[[str], None]) -> type[TyperGroup]:
                         f"`{tool} --debug ...` for the traceback, and report it)"
                     )
                 echo(message)
-                raise typer.Exit(130 if isinstance(e, KeyboardInterrupt) else 1) from None
+                raise typer.Exit(130 if isinstance(e, KeyboardInterrupt) else 1) from e
 
     return Boundary
+
+
+def cause_of(e: BaseException) -> BaseException | None:
+    """The exception `e` was raised from or while handling, as Python's own traceback would show it."""
+    if e.__cause__ is not None:
+        return e.__cause__
+    return None if e.__suppress_context__ else e.__context__
+
+
+def _show_cause(e: BaseException) -> None:
+    """With --debug, a verb that failed with its own line (a non-zero `typer.Exit`, a usage error) also
+    shows what it was handling: the chain it hid, down to the original cause."""
+    code = getattr(e, "exit_code", 1)
+    if code and (cause := cause_of(e)) is not None:
+        print("The failure above was caused by:", file=sys.stderr)
+        traceback.print_exception(cause, file=sys.stderr)
