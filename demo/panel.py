@@ -38,7 +38,8 @@ _STOP_WORDS = """I A An The This That These Those There Then Than Now Here He Sh
     As At By In Of On To Up No Not Yes Oh Ah Well Do Did Does Is Was Were Be Been Have Had Has Will
     Would Shall Should Can Could May Might Must Let All Some Any Each Every One Two After Before Upon
     With Without From Into Once While Though Although Because Since Until Still Even Just Only Very
-    Mr Mrs Miss Sir Madam Lady Lord Dr Mister St Please Street Road Lane Square War Monday Tuesday Wednesday Thursday Friday Saturday Sunday
+    Mr Mrs Miss Sir Madam Lady Lord Dr Mister St Please Street Road Lane Square War
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday
     January February March April June July August September October November December God Chapter"""
 _NOT_NAMES = frozenset(_STOP_WORDS.split())
 _WORD = re.compile(r"[A-Za-z][a-z]+(?:[A-Z][a-z]+)?|[A-Z]")  # McCarthy is one word
