@@ -3,7 +3,8 @@
 books -> windows -> a real local teacher (SmolLM2 in-process through llama.cpp) -> rows -> LoRA SFT ->
 perplexity base against tuned -> GGUF adapter + verify-gguf -> merged Q4 -> Modelfile -> served by the
 local engine -> eval compare base against tuned -> passages through the bot core (the console) ->
-ratings -> feedback export -> KTO -> eval compare again; then DIR/report.md, every figure from this run.
+ratings, takes, edits, erasures -> feedback export -> DPO (--quick: KTO) -> eval compare again; then
+DIR/report.md, every figure from this run.
 
 Each step is the pipeline's own verb, called in-process with the arguments the report lists, so the
 demo is the README's commands run one after the other; only the console's writer is played by code
@@ -790,7 +791,7 @@ def write_report_json(run: Run, seconds: float) -> Path:
         },
         "compare": _compare_figures(p("eval", "compare", "summary.json")),
         "panel": {"held_out": rates, "criteria": "demo/panel.py"},
-        # The loop: the panel writers' actions -> feedback rows -> KTO -> the panel's rates above.
+        # The loop: the panel writers' actions -> feedback rows -> DPO or KTO -> the panel's rates above.
         "loop": {
             "actions": dict(sorted(run.actions.items())),
             "feedback": run.feedback,
