@@ -14,8 +14,9 @@ about one window of nine (they say "he" and "she"), so SFT on them does not teac
 preference step has something to teach that the panel can measure.
 
 In the demo's console session the writers act on what they see, always the same way (`act`): they rate
-each take, pick the one take they like when only one is, rewrite a passage they dislike when a small
-fix makes it one they like (`rewrite`), and erase it when none does. Those actions become feedback,
+each take; pick the one take they like when only one is, else the nearer of two they dislike (the one
+meeting more of the three); rewrite a passage they dislike when a small fix makes it one they like
+(`rewrite`); and erase it when none does and they had no better take to pick. Those actions become feedback,
 and the same panel then judges base, SFT and SFT+preference on held-out contexts the feedback never
 saw, each naming a character (a context that names no one cannot be liked).
 """
@@ -37,19 +38,22 @@ _STOP_WORDS = """I A An The This That These Those There Then Than Now Here He Sh
     As At By In Of On To Up No Not Yes Oh Ah Well Do Did Does Is Was Were Be Been Have Had Has Will
     Would Shall Should Can Could May Might Must Let All Some Any Each Every One Two After Before Upon
     With Without From Into Once While Though Although Because Since Until Still Even Just Only Very
-    Mr Mrs Miss Sir Madam Lady Lord Dr Monday Tuesday Wednesday Thursday Friday Saturday Sunday
+    Mr Mrs Miss Sir Madam Lady Lord Dr Mister St Please Street Road Lane Square War
+    Monday Tuesday Wednesday Thursday Friday Saturday Sunday
     January February March April June July August September October November December God Chapter"""
 _NOT_NAMES = frozenset(_STOP_WORDS.split())
-_WORD = re.compile(r"[A-Za-z][a-z]+|[A-Z]")
-_AFTER_PLACE_WORD = re.compile(r"\b(?:to|in|into|at|from|by|towards?|near|across)\s+$", re.IGNORECASE)
-_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s*[\"'“‘(]?\s*|[\"“‘]\s*)$")
+_WORD = re.compile(r"[A-Za-z][a-z]+(?:[A-Z][a-z]+)?|[A-Z]")  # McCarthy is one word
+_AFTER_PLACE_WORD = re.compile(r"\b(?:to|in|into|at|from|by|towards?|near|across)\s+(?:the\s+)?$", re.I)
+_BEFORE_PLACE_WORD = re.compile(r"\s+(?:Street|Road|Lane|Square|Place|Hall|Court|Park)\b")
+_AFTER_TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St)\.\s*$")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s*[\"'“‘(]?\s*|(?:[\"“‘]|(?<!\w)')\s*)$")
 
 
 def characters(context: str, most: int = 3) -> list[str]:
     """The names a context uses, most frequent first: capitalised words that are not a stop word and
     appear at least once in the middle of a sentence (so "Then" at a sentence start is not a name),
-    and not only after a preposition of place ("returned to Switzerland", "in London": a place is not a
-    character)."""
+    or after a title ("Mr. Holmes"), and not only as a place: after a preposition of place ("returned to
+    Switzerland", "at the Hague") or before "Street" and the like."""
     counts: Counter[str] = Counter()
     mid: set[str] = set()
     person: set[str] = set()
@@ -58,9 +62,10 @@ def characters(context: str, most: int = 3) -> list[str]:
         if not word[0].isupper() or word in _NOT_NAMES or len(word) < 2:
             continue
         counts[word] += 1
-        if not _SENTENCE_START.search(context[max(0, m.start() - 4) : m.start()]):
+        before = context[max(0, m.start() - 16) : m.start()]
+        if _AFTER_TITLE.search(before) or not _SENTENCE_START.search(before[-4:]):
             mid.add(word)
-        if not _AFTER_PLACE_WORD.search(context[max(0, m.start() - 12) : m.start()]):
+        if not (_AFTER_PLACE_WORD.search(before) or _BEFORE_PLACE_WORD.match(context, m.end())):
             person.add(word)
     return [w for w, _ in counts.most_common() if w in mid and w in person][:most]
 
@@ -71,6 +76,11 @@ class Verdict:
     in_format: bool
     near_length: bool
     names_a_character: bool
+
+    @property
+    def score(self) -> int:
+        """How many of the three the passage meets: a writer picks the nearer of two takes it dislikes."""
+        return self.in_format + self.near_length + self.names_a_character
 
 
 def judge(context: str, output: str, asked_words: int) -> Verdict:
@@ -119,25 +129,35 @@ def _sentences(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Act:
-    """What a writer does with a passage's two takes: each take's rating, then one of
-    take (show and keep take `take`), edit (replace the shown take's text), erase, or nothing."""
+    """What a writer does with a passage's two takes: each take's rating, the take it picks (None: it
+    keeps the one shown), then what it does to the passage now shown: keep, edit (to `text`) or erase."""
 
     ratings: tuple[bool, bool]
-    action: str  # "take", "edit", "erase" or "keep"
-    take: int | None = None
+    take: int | None
+    then: str  # "keep", "edit" or "erase"
     text: str | None = None
+
+    @property
+    def actions(self) -> list[str]:
+        """The actions as the report counts them ("keep" only when the writer did nothing else)."""
+        picked = ["take"] if self.take else []
+        return picked + ([self.then] if self.then != "keep" or not picked else [])
 
 
 def act(context: str, outputs: tuple[str, str], human: str, asked_words: int) -> Act:
     """The writers' fixed conduct on two takes of a passage (the second one shown)."""
-    liked = tuple(judge(context, o, asked_words).liked for o in outputs)
-    ratings = (liked[0], liked[1])
-    if liked[0] != liked[1]:
-        return Act(ratings, "take", take=1 if liked[0] else 2)
-    if liked[0]:
-        return Act(ratings, "keep")
-    text = rewrite(context, outputs[1], human, asked_words)
-    return Act(ratings, "edit", text=text) if text else Act(ratings, "erase")
+    verdicts = [judge(context, o, asked_words) for o in outputs]
+    ratings = (verdicts[0].liked, verdicts[1].liked)
+    if all(ratings):
+        return Act(ratings, None, "keep")
+    if any(ratings):
+        return Act(ratings, 1 if ratings[0] else 2, "keep")
+    scores = [v.score for v in verdicts]
+    take = None if scores[0] == scores[1] else 1 + scores.index(max(scores))
+    text = rewrite(context, outputs[(take or 2) - 1], human, asked_words)
+    if text:
+        return Act(ratings, take, "edit", text)
+    return Act(ratings, take, "keep" if take else "erase")
 
 
 def rate(verdicts: list[Verdict]) -> dict:

@@ -23,6 +23,14 @@ def test_characters_are_names_used_mid_sentence_not_sentence_openers():
 def test_a_place_is_not_a_character():
     context = "After the murder of Clerval I returned to Switzerland. They will soon return to England."
     assert panel.characters(context, most=5) == ["Clerval"]  # "of Clerval": a person; "to England": a place
+    street = "I was walking down Baker Street when the case at the Hague came back to me."
+    assert panel.characters(street) == []
+
+
+def test_a_name_after_a_title_or_an_opening_quote_is_read_as_such():
+    # "Mr." ends in a full stop but starts no sentence; McCarthy is one name; 'Please' opens a speech.
+    context = "No one but Mr. McCarthy was in favour of it. The Footman said, 'Please wait.'"
+    assert panel.characters(context) == ["McCarthy", "Footman"]
 
 
 def _output(answer: str, reasoning: str = "Grete waits.") -> str:
@@ -76,9 +84,18 @@ def test_a_writer_edits_a_disliked_passage_with_the_smallest_fix_it_likes():
 
 def test_the_writers_conduct_on_two_takes_is_fixed():
     liked, nameless = _output("Grete opened the door and looked in at him."), _output("It rained.")
-    assert panel.act(CONTEXT, (liked, nameless), BOOK, 10) == panel.Act((True, False), "take", take=1)
-    assert panel.act(CONTEXT, (nameless, liked), BOOK, 10) == panel.Act((False, True), "take", take=2)
-    assert panel.act(CONTEXT, (liked, liked), BOOK, 10).action == "keep"
+    assert panel.act(CONTEXT, (liked, nameless), BOOK, 10) == panel.Act((True, False), 1, "keep")
+    assert panel.act(CONTEXT, (nameless, liked), BOOK, 10) == panel.Act((False, True), 2, "keep")
+    assert panel.act(CONTEXT, (liked, liked), BOOK, 10) == panel.Act((True, True), None, "keep")
+    # Both disliked: the nearer take (in format and near the length, against in format only) is picked,
+    # then fixed to one the writers like.
     edit = panel.act(CONTEXT, (nameless, _output("She sat down by the window.")), BOOK, 10)
-    assert (edit.action, edit.text) == ("edit", "Grete sat down by the window.")
-    assert panel.act(CONTEXT, (nameless, "no format at all"), BOOK, 10) == panel.Act((False, False), "erase")
+    assert (edit.take, edit.then, edit.text) == (2, "edit", "Grete sat down by the window.")
+    assert edit.actions == ["take", "edit"]
+    # The nearer take cannot be fixed (it names no one and has no "she" to name): picked and left.
+    picked = panel.act(CONTEXT, (nameless, "no format at all"), BOOK, 10)
+    assert picked == panel.Act((False, False), 1, "keep") and picked.actions == ["take"]
+    # Neither nearer, neither fixable: erased.
+    erased = panel.act(CONTEXT, ("no format at all", "nor this"), BOOK, 10)
+    assert erased == panel.Act((False, False), None, "erase") and erased.actions == ["erase"]
+    assert panel.act(CONTEXT, (liked, liked), BOOK, 10).actions == ["keep"]

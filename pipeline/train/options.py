@@ -86,6 +86,12 @@ class TrainOptions:
     gradient_checkpointing: bool = option(True, "Recompute activations to save memory")
     optim: str = option("adamw_torch", "Optimizer (adamw_torch, paged_adamw_8bit, ...)")
     beta: float = option(0.1, "DPO/KTO beta: how close to stay to the SFT adapter", above=0)
+    sft_weight: float = option(
+        0.0,
+        "DPO: also train on the chosen reply, this weight of an SFT loss beside the preference loss (RPO): "
+        "a few pairs then move the model without losing the trained format (0: off)",
+        min=0,
+    )
     report_to: str = option("none", f"Also log to an experiment tracker: {', '.join(REPORTERS)}")
     sample_contexts: int = option(
         2, "SFT: continue this many held-out contexts at evaluations, into samples.jsonl (0: off)", min=0
@@ -109,6 +115,10 @@ class TrainOptions:
         elif self.method != "sft" and self.target != targets.DEFAULT:
             problems.append(
                 f"--target {self.target} is for --method sft ({self.method} trains on replies as given)"
+            )
+        if self.sft_weight and self.method != "dpo":
+            problems.append(
+                f"--sft-weight is for --method dpo (its SFT term on the chosen reply), not {self.method}"
             )
         if self.method in ("dpo", "kto") and self.adapter is None:
             problems.append(f"--method {self.method} starts from an SFT adapter: pass --adapter SFT_OUT_DIR")

@@ -52,6 +52,9 @@ def build_trainer(opts: TrainOptions, model, tokenizer, train, evaluation, train
     if opts.method == "dpo":
         from trl import DPOConfig as Config
         from trl import DPOTrainer as Trainer
+
+        if opts.sft_weight:  # TRL sums the listed losses with these weights
+            common |= {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, opts.sft_weight]}
     else:
         from trl import KTOConfig as Config
         from trl import KTOTrainer as Trainer

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from contract.prompt import render_prompt, render_target
 from pipeline.train.callbacks import read_log
-from pipeline.train.options import TrainOptions
+from pipeline.train.options import TrainError, TrainOptions
 from pipeline.train.run import train
 from tests.train.helpers import corpus_windows, sft_rows, write_jsonl
 
@@ -119,3 +119,20 @@ def test_kto_trains_on_thumbs_up_and_down(sft_adapter, train_base, tiny_texts, t
     assert result.status == "done" and result.global_step == 3
     assert [e for e in read_log(out / "log.jsonl") if "loss" in e]
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_dpo_with_an_sft_weight_also_trains_on_the_chosen_reply(
+    sft_adapter, train_base, tiny_texts, tmp_path
+):
+    rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in _feedback(tiny_texts, 8)]
+    out = tmp_path / "rpo"
+    opts = dict(base=str(train_base), data=write_jsonl(tmp_path / "dpo.jsonl", rows), adapter=sft_adapter)
+    train(
+        TrainOptions(out_dir=out, method="dpo", max_steps=1, sft_weight=1.0, eval_steps=100, **opts, **COMMON)
+    )
+    first = next(e["loss"] for e in read_log(out / "log.jsonl") if "loss" in e)
+    # The preference term is ln 2 at the first step; the chosen replies' mean NLL under the tiny model adds
+    # several nats to it.
+    assert first > math.log(2) + 1.0
+    with pytest.raises(TrainError, match="--sft-weight is for --method dpo"):
+        TrainOptions(out_dir=out, method="kto", sft_weight=1.0, **opts)
