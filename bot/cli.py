@@ -97,8 +97,8 @@ async def _serve(
 
     bot = StoryBot(
         service,
-        edit_interval=settings.edit_interval,
-        commands_per_minute=settings.member_commands_per_minute,
+        edit_interval=settings.pace().edit_interval,
+        commands_per_minute=settings.pace().commands_per_minute,
         shard_ids=settings.shard_ids(),
         shard_count=settings.shard_count,
         settings_role=settings.settings_role,

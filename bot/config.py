@@ -50,6 +50,7 @@ from pydantic_settings import (
 
 from .core.configurable import Setting, declared
 from .core.context import CharCounter, Counter, TokenizerCounter
+from .core.ratelimit import Pace
 from .core.service import Limits
 from .core.story import Channel
 from .llm import DEFAULT_KEEP_ALIVE, Backend, OllamaBackend, Timeouts
@@ -93,7 +94,7 @@ def _pydantic_field(field: dataclasses.Field, declared_as: Setting) -> Any:
     return Field(default_factory=field.default_factory, gt=gt, ge=ge, description=help_)
 
 
-@settings_from(Limits, Timeouts)
+@settings_from(Limits, Timeouts, Pace)
 class Settings(BaseSettings):
     """The bot's settings: the fields below, then those the core declares (Limits, Timeouts), which
     mypy does not see: the code reads them as `limits()` and `timeouts()`."""
@@ -218,17 +219,6 @@ class Settings(BaseSettings):
         DEFAULT_KEEP_ALIVE,
         description="How long Ollama keeps the model loaded after each request: a Go duration (`30m`, "
         "`2h`), or seconds; negative keeps it loaded, `0` unloads it at once.",
-    )
-    # The Discord adapter's pacing.
-    edit_interval: float = Field(
-        1.0,
-        ge=0.2,
-        description="Seconds between edits of a streaming Discord message.",
-    )
-    member_commands_per_minute: int = Field(
-        10,
-        ge=1,
-        description="Commands a member may send a minute before being asked to slow down.",
     )
 
     @field_validator("keep_alive", mode="before")
@@ -378,6 +368,9 @@ class Settings(BaseSettings):
 
     def timeouts(self) -> Timeouts:
         return self.core(Timeouts)
+
+    def pace(self) -> Pace:
+        return self.core(Pace)
 
     def counter(self) -> Counter:
         if self.tokenizer:

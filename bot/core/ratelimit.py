@@ -11,6 +11,22 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
+
+from .configurable import setting
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How fast the Discord adapter may go, as the operator sets it (bot settings of these names)."""
+
+    edit_interval: float = setting(1.0, ge=0.2, help="Seconds between edits of a streaming Discord message.")
+    commands_per_minute: int = setting(
+        10,
+        ge=1,
+        name="member_commands_per_minute",
+        help="Commands a member may send a minute before being asked to slow down.",
+    )
 
 
 class MemberRateLimit:

@@ -22,6 +22,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from ..core.ratelimit import Pace
 from ..core.service import StoryService
 from ..store.leases import gateway_key
 from . import stream
@@ -64,8 +65,8 @@ class StoryBot(commands.AutoShardedBot):
         shard_ids: Sequence[int] | None = None,
         shard_count: int | None = None,
         shard_id: int | None = None,  # one shard: shard_ids=[shard_id]
-        edit_interval: float = 1.0,
-        commands_per_minute: int = 10,
+        edit_interval: float = Pace.edit_interval,
+        commands_per_minute: int = Pace.commands_per_minute,
         settings_role: str | None = None,
         recover: bool = True,
         token_lifetime: float = stream.TOKEN_LIFETIME,

@@ -31,7 +31,7 @@ from ..core import history
 from ..core import lore as lorebook
 from ..core.files import check_size
 from ..core.lore import LoreEntry
-from ..core.ratelimit import MemberRateLimit
+from ..core.ratelimit import MemberRateLimit, Pace
 from ..core.service import MAX_NOTE_CHARS, MAX_SUMMARY_CHARS, MAX_TITLE_CHARS, StoryError, StoryService
 from ..core.settings import RANGES
 from ..core.settings import describe as describe_settings
@@ -85,7 +85,10 @@ class StoryCog(commands.Cog, name=STORY_COG):
     `story-bot sync`)."""
 
     def __init__(
-        self, deliveries: Deliveries | None, commands_per_minute: int = 10, settings_role: str | None = None
+        self,
+        deliveries: Deliveries | None,
+        commands_per_minute: int = Pace.commands_per_minute,
+        settings_role: str | None = None,
     ):
         self._deliveries = deliveries
         self.limiter = MemberRateLimit(commands_per_minute)

@@ -35,7 +35,7 @@ from contract.store.status import Status
 
 from ..core import text as texts
 from ..core.messages import STOPPED
-from ..core.ratelimit import SlidingWindow
+from ..core.ratelimit import Pace, SlidingWindow
 from ..core.service import Delta, Done, Event, Failed, Queued, Started, StoryService
 from ..core.throttle import EditThrottle
 from ..store import Delivery
@@ -101,7 +101,7 @@ class Pacing:
     """How fast this bot talks to Discord: seconds between edits of a message, an interaction token's
     usable life, and each channel's shared budget of public sends and edits (`budget`: n per s)."""
 
-    edit_interval: float = 1.0
+    edit_interval: float = Pace.edit_interval
     token_lifetime: float = TOKEN_LIFETIME
     budget: tuple[int, float] = (5, 5.25)
     _windows: dict[int, SlidingWindow] = field(default_factory=dict, init=False, repr=False)

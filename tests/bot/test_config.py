@@ -208,11 +208,13 @@ def test_each_setting_the_core_declares_is_a_bot_setting_with_its_default_help_a
     from bot.config import Settings
     from bot.core.configurable import declared
     from bot.core.limits import Limits
+    from bot.core.ratelimit import Pace
     from bot.llm import Timeouts
 
-    names = [name for kind in (Limits, Timeouts) for name, _, _ in declared(kind)]
-    assert {"max_passage_chars", "lease_seconds", "idle_timeout", "options"} <= set(names)
-    for kind in (Limits, Timeouts):
+    kinds = (Limits, Timeouts, Pace)
+    names = [name for kind in kinds for name, _, _ in declared(kind)]
+    assert {"max_passage_chars", "lease_seconds", "idle_timeout", "options", "edit_interval"} <= set(names)
+    for kind in kinds:
         for name, field, declaration in declared(kind):
             setting = Settings.model_fields[name]
             wanted = field.default if field.default_factory is MISSING else field.default_factory()
@@ -223,10 +225,13 @@ def test_each_setting_the_core_declares_is_a_bot_setting_with_its_default_help_a
             assert setting.metadata == rules, name
     # Nothing set: the core gets its own defaults; each setting reaches its field by name.
     assert load_settings().limits() == Limits() and load_settings().timeouts() == Timeouts()
+    assert load_settings().pace() == Pace()
     monkeypatch.setenv("STORY_BOT_MAX_MEMORY_CHARS", "500")
     monkeypatch.setenv("STORY_BOT_PROMPT_TIMEOUT_PER_1K_TOKENS", "7")
     monkeypatch.setenv("STORY_BOT_LEASE_SECONDS", "9")
+    monkeypatch.setenv("STORY_BOT_MEMBER_COMMANDS_PER_MINUTE", "3")
     s = load_settings()
+    assert s.pace().commands_per_minute == 3
     assert (s.limits().max_memory_chars, s.limits().lease_s, s.timeouts().prompt_per_1k) == (500, 9.0, 7.0)
     monkeypatch.setenv("STORY_BOT_MAX_PASSAGE_CHARS", "50")  # the declared range is checked
     with pytest.raises(ConfigError, match="STORY_BOT_MAX_PASSAGE_CHARS: Input should be greater than or"):
