@@ -68,13 +68,14 @@ class Sizes:
     preference_sft_weight: float  # DPO: an SFT term on the chosen replies beside the preference (RPO)
 
 
-# SmolLM2 on 2 cores: ~11 s an SFT step of 4 rows, ~13 s a DPO step (the reference model runs too),
+# SmolLM2 on 2 cores: ~9 s an SFT step of 4 rows, ~18 s a DPO step (the reference model runs too),
 # ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
 # 20 stories give the panel's writers about 50 actions, in about 40 s of the console. On one such
 # session's feedback (measured by hand, 20 held-out outputs each): KTO for 6 steps at 1e-4 left the
 # model as it was (liked 1/20), 12 steps named more but broke the format (in format 0.80 -> 0.45);
 # DPO alone at 2e-4 broke it too (0.30); DPO with an SFT term on the chosen replies at 5e-4 kept it
 # (0.60) and named more (0.05 -> 0.15), liked 2/20. Erasures give no pair, so DPO does not read them.
+# 10 DPO steps took one run of the demo to 652 s (559 s on a quieter one); 8 keep it near 510 s.
 FULL = Sizes(
     student="smollm2",
     context_sentences=3,
@@ -95,7 +96,7 @@ FULL = Sizes(
     num_predict=160,
     stories=20,
     preference="dpo",
-    preference_steps=10,
+    preference_steps=8,
     preference_lr=5e-4,
     preference_sft_weight=1.0,
 )
