@@ -95,10 +95,11 @@ async def _serve(
 
     from bot.discord.client import InUse, StoryBot
 
+    pace = settings.pace()
     bot = StoryBot(
         service,
-        edit_interval=settings.pace().edit_interval,
-        commands_per_minute=settings.pace().commands_per_minute,
+        edit_interval=pace.edit_interval,
+        commands_per_minute=pace.commands_per_minute,
         shard_ids=settings.shard_ids(),
         shard_count=settings.shard_count,
         settings_role=settings.settings_role,

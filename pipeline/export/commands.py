@@ -21,7 +21,7 @@ from rich.progress import (
 from rich.table import Table
 
 from pipeline.export.quants import QUANT_TYPES
-from pipeline.flags import force_option, output_option
+from pipeline.flags import fail, force_option, output_option
 from pipeline.ranges import ranged
 from plumbing import atomic
 from plumbing.extras import needs
@@ -75,8 +75,7 @@ def check_output(output: Path, force: bool, folder: bool = False) -> None:
     try:
         atomic.check_output(output, force, folder)
     except atomic.OutputError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
+        fail(str(e))
 
 
 def _run(fn, *args, **kwargs):
@@ -92,8 +91,7 @@ def _run(fn, *args, **kwargs):
             return fn(*args, **kwargs, on_tensor=lambda n: bar.update(task, advance=1, description=n))
         except _errors() as e:
             bar.stop()
-            console.print(f"[red]error:[/red] {escape(str(e))}")
-            raise typer.Exit(2) from e
+            fail(str(e))
 
 
 def _show(report) -> None:
@@ -120,8 +118,7 @@ def _verify(
         with console.status("comparing logits: llama.cpp vs transformers"):
             report = verify(hf_dir, model_gguf, adapter_dir, lora_gguf, text, tolerance)
     except _errors() as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
+        fail(str(e))
     for line in report.lines():
         console.print(escape(line))
     if not report.passed:
@@ -252,8 +249,7 @@ def verify_quant(
                 gguf_model, reference, hf, held_out, lora, as_type, max_tokens, lambda n: bar.advance(task, n)
             )
     except (InputError, ValueError, RuntimeError, OSError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
+        fail(str(e))
     m.data = str(data)
     _show_distance(m)
     if sidecar:

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pipeline.flags import fail
 from plumbing import jsonl
 from plumbing.atomic import check_output, check_outputs
 from plumbing.extras import needs
@@ -83,8 +84,7 @@ def export_cmd(
     try:
         snap = snapshot.read(db)
     except snapshot.FeedbackError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(str(e))
     rows, report = export.export(snap, fmt.value, filters)
     jsonl.write(out, rows)
     path = Path(out)
@@ -119,7 +119,6 @@ def stats_cmd(
     try:
         snap = snapshot.read(db)
     except snapshot.FeedbackError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
+        fail(str(e))
     md, png = stats.write(snap, out_dir)
     console.print(f"wrote {md} and {png}")

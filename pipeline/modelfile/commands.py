@@ -12,6 +12,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TransferS
 
 from contract.chat_template import UnknownFamilyError
 from contract.modelfile import grammar
+from pipeline.flags import fail
 from pipeline.modelfile import render, selection
 from plumbing.atomic import check_output
 
@@ -59,8 +60,7 @@ def modelfile(
         given = render.template_file(chat_template, bos_token, eos_token, date) if chat_template else None
         path, problems = render.write(out, base, adapter, system, param, num_ctx, given)
     except (render.ModelfileRenderError, UnknownFamilyError, ValueError) as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
+        fail(str(e))
     for p in problems:
         console.print(f"[yellow]{escape(str(p))}[/yellow]")
     console.print(f"wrote {path}: ollama create writer -f {path} && ollama run writer")
@@ -154,8 +154,7 @@ def publish(
         if push:
             _push(publisher, name, insecure)
     except pub.PublishError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
+        fail(str(e))
 
 
 def push(
@@ -169,8 +168,7 @@ def push(
     try:
         _push(pub.Publisher(host), name, insecure)
     except pub.PublishError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
+        fail(str(e))
 
 
 def _bars() -> Progress:

@@ -13,9 +13,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from pipeline.flags import flag_parameters, signed
+from pipeline.flags import fail, flag_parameters, signed
 from pipeline.train.options import TrainError, TrainOptions, build_options, read_config
 from plumbing.extras import needs
 
@@ -47,8 +46,7 @@ def train(ctx: typer.Context, config: Path | None = None, **values) -> None:
         opts = build_options(defaults | (read_config(config) if config else {}), given)
         run_train(opts, printer=lambda m: console.print(m, markup=False, highlight=False))
     except TrainError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}")
-        raise typer.Exit(2) from e
+        fail(str(e))
 
 
 def _source(ctx: typer.Context, name: str) -> str | None:
