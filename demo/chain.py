@@ -70,11 +70,11 @@ class Sizes:
 
 # SmolLM2 on 2 cores: ~9 s an SFT step of 4 rows, ~18 s a DPO step (the reference model runs too),
 # ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
-# 20 stories give the panel's writers about 50 actions, in about 40 s of the console. On one such
+# 40 stories give the panel's writers about 100 actions, in about 70 s of the console. On one such
 # session's feedback (measured by hand, 20 held-out outputs each): KTO for 6 steps at 1e-4 left the
 # model as it was (liked 1/20), 12 steps named more but broke the format (in format 0.80 -> 0.45);
 # DPO alone at 2e-4 broke it too (0.30); DPO with an SFT term on the chosen replies at 5e-4 kept it
-# (0.60) and named more (0.05 -> 0.15), liked 2/20. Erasures give no pair, so DPO does not read them.
+# (0.60) and named more (0.05 -> 0.15), liked 2/20.
 # 10 DPO steps took one run of the demo to 652 s (559 s on a quieter one); 8 keep it near 510 s.
 FULL = Sizes(
     student="smollm2",
@@ -94,7 +94,7 @@ FULL = Sizes(
     eval_contexts=12,
     samples=2,
     num_predict=160,
-    stories=20,
+    stories=40,
     preference="dpo",
     preference_steps=8,
     preference_lr=5e-4,
@@ -144,6 +144,7 @@ class Run:
     preference_skipped: str | None = None  # why the preference step did not run, when it did not
     actions: Counter = field(default_factory=Counter)  # the panel writers' actions in the console
     feedback: dict = field(default_factory=dict)  # the preference file's rows by action (feedback_counts)
+    trained_on: dict = field(default_factory=dict)  # the rows the preference step read, by action
 
     def path(self, *parts: str) -> Path:
         return self.out.joinpath(*parts)
@@ -356,7 +357,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     models = {"base": base_gguf, "tuned": p("writer-q4.gguf")}
 
     transcript = console_session(run, p("writer-q4.gguf"), p("story-bot.db"), story_openings(run))
-    for fmt, what in (("kto", "ratings and erasures"), ("dpo", "edits, chosen takes and rating pairs")):
+    for fmt, what in (("kto", "ratings and erasures"), ("dpo", "edits, takes, ratings and erasures")):
         verb(
             run,
             f"feedback export: {fmt} rows from the {what}",
@@ -376,6 +377,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     method = s.preference
     if not (skipped := _cannot_train(method, run.feedback)):
         data = p("feedback", "dpo.jsonl") if method == "dpo" else preference
+        run.trained_on = feedback_counts(data)["by_action"]
         verb(
             run,
             f"{method.upper()} from the writers' actions, on the SFT adapter",
@@ -581,7 +583,7 @@ def _rows(path: Path) -> int:
 def console_session(run: Run, gguf: Path, db: Path, windows: list[dict]) -> str:
     """Stories grown through the bot core on the local engine, by the panel's writers (demo/panel.py):
     an opening, /continue, a rating, /regenerate, a rating, then a take chosen, the passage rewritten
-    or erased, as the panel's fixed conduct says (panel.act)."""
+    or erased (and asked for again), as the panel's fixed conduct says (panel.act, panel.retry)."""
     step = timed(
         run,
         "the panel's writers through the bot core (console, local engine)",
@@ -661,7 +663,18 @@ async def _story(say, service, first: str, human: str, asked: int) -> Counter:
     elif act.then == "erase":
         await say(f"/erase {position}")
     actions.update(act.actions)
+    if act.then == "erase" and await say(f"/continue --length {asked}", may_fail=True):
+        actions.update(await _retry(say, _shown_output(service), first, human, asked, position))
     return actions
+
+
+async def _retry(say, output: str, first: str, human: str, asked: int, position: int) -> Counter:
+    """The take asked for in place of an erased passage, rated and maybe fixed (panel.retry)."""
+    act = panel.retry(first, output, human, asked)
+    await say(f"/rate {'+1' if act.ratings[0] else '-1'}")
+    if act.then == "edit":
+        await say(f"/edit {position} {act.text}")
+    return Counter(["rating", *act.actions])
 
 
 def _shown_output(service) -> str:
@@ -799,6 +812,8 @@ def write_report_json(run: Run, seconds: float) -> Path:
             "preference_ran": run.preference_skipped is None,
             "preference": run.sizes.preference,
             "preference_above_sft": _above(rates, f"tuned+{run.sizes.preference}", "tuned"),
+            "preference_vs_sft": preference_vs_sft(run),
+            "preference_trained_on": run.trained_on,
             "preference_skipped_because": run.preference_skipped,
         },
     }
@@ -956,16 +971,27 @@ def reference_distances(summary: dict) -> dict[str, dict]:
     return out
 
 
-def panel_rates(run: Run) -> dict[str, dict]:
-    """The panel's verdicts on every held-out output of a comparison, per model."""
+def panel_verdicts(run: Run) -> dict[str, dict[tuple[int, int], panel.Verdict]]:
+    """The panel's verdict on every held-out output of a comparison, per model and (context, sample)."""
     ctxs = [json.loads(x) for x in run.path("contexts.jsonl").read_text(encoding="utf-8").splitlines() if x]
     outs = run.path("eval", "compare", "outputs.jsonl").read_text(encoding="utf-8").splitlines()
-    verdicts: dict[str, list] = {}
+    verdicts: dict[str, dict[tuple[int, int], panel.Verdict]] = {}
     for o in (json.loads(x) for x in outs if x.strip()):
         context = ctxs[o["context_index"]]["context"]
         verdict = panel.judge(context, o["output"], run.sizes.asked_words)
-        verdicts.setdefault(o["model"], []).append(verdict)
-    return {model: panel.rate(v) for model, v in verdicts.items()}
+        verdicts.setdefault(o["model"], {})[(o["context_index"], o["sample"])] = verdict
+    return verdicts
+
+
+def panel_rates(run: Run) -> dict[str, dict]:
+    return {model: panel.rate(list(v.values())) for model, v in panel_verdicts(run).items()}
+
+
+def preference_vs_sft(run: Run) -> dict | None:
+    """The preference model against the SFT model, output slot by output slot (panel.paired)."""
+    verdicts = panel_verdicts(run)
+    tuned = verdicts.get(f"tuned+{run.sizes.preference}")
+    return panel.paired(tuned, verdicts["tuned"]) if tuned and "tuned" in verdicts else None
 
 
 def _panel_section(run: Run) -> list[str]:
@@ -992,6 +1018,15 @@ def _panel_section(run: Run) -> list[str]:
     ]
     if run.preference_skipped:
         lines += ["", f"The preference step did not run: {run.preference_skipped}"]
+    if vs := preference_vs_sft(run):
+        method = run.sizes.preference.upper()
+        lines += [
+            "",
+            f"{method} against SFT on the same {vs['slots']} output slots (context, sample): the panel "
+            f"liked {method}'s output where it did not like SFT's {vs['wins']} times, the reverse "
+            f"{vs['losses']} times (exact one-sided sign test: p = {vs['p_one_sided']:.3f}). The "
+            f"{method} step trained on {_counted(run.trained_on)}.",
+        ]
     return [*lines, ""]
 
 

@@ -16,13 +16,15 @@ preference step has something to teach that the panel can measure.
 In the demo's console session the writers act on what they see, always the same way (`act`): they rate
 each take; pick the one take they like when only one is, else the nearer of two they dislike (the one
 meeting more of the three); rewrite a passage they dislike when a small fix makes it one they like
-(`rewrite`); and erase it when none does and they had no better take to pick. Those actions become feedback,
+(`rewrite`); and erase it when none does and they had no better take to pick, then ask once more and
+treat that take the same way (`retry`). Those actions become feedback,
 and the same panel then judges base, SFT and SFT+preference on held-out contexts the feedback never
 saw, each naming a character (a context that names no one cannot be liked).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -31,20 +33,21 @@ from contract import prompt
 from pipeline.data.sentences import split_sentences
 from pipeline.evaluate.judge import wilson
 
-# Capitalised words that are not names: sentence openers, pronouns, titles alone, days and months.
+# Capitalised words that are not names: sentence openers, pronouns, titles alone, peoples, days and months.
 _STOP_WORDS = """I A An The This That These Those There Then Than Now Here He She It We You They
     His Her Its Our
     Your Their My Me Him Them Us What When Where Which Who Whom Why How But And Or Nor So Yet For If
     As At By In Of On To Up No Not Yes Oh Ah Well Do Did Does Is Was Were Be Been Have Had Has Will
     Would Shall Should Can Could May Might Must Let All Some Any Each Every One Two After Before Upon
     With Without From Into Once While Though Although Because Since Until Still Even Just Only Very
-    Mr Mrs Miss Sir Madam Lady Lord Dr Mister St Please Street Road Lane Square War
+    Mr Mrs Miss Sir Madam Lady Lord Dr Mister St Please Street Road Lane Square Fort Castle Bridge War
+    English French Swiss Spanish German Italian Dutch Irish Scotch Scottish Russian Turkish Greek Indian
     Monday Tuesday Wednesday Thursday Friday Saturday Sunday
     January February March April June July August September October November December God Chapter"""
 _NOT_NAMES = frozenset(_STOP_WORDS.split())
 _WORD = re.compile(r"[A-Za-z][a-z]+(?:[A-Z][a-z]+)?|[A-Z]")  # McCarthy is one word
 _AFTER_PLACE_WORD = re.compile(r"\b(?:to|in|into|at|from|by|towards?|near|across)\s+(?:the\s+)?$", re.I)
-_BEFORE_PLACE_WORD = re.compile(r"\s+(?:Street|Road|Lane|Square|Place|Hall|Court|Park)\b")
+_BEFORE_PLACE_WORD = re.compile(r"\s+(?:Street|Road|Lane|Square|Place|Hall|Court|Park|Fort|Castle|Bridge)\b")
 _AFTER_TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Dr|St)\.\s*$")
 _SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s*[\"'“‘(]?\s*|(?:[\"“‘]|(?<!\w)')\s*)$")
 
@@ -132,7 +135,7 @@ class Act:
     """What a writer does with a passage's two takes: each take's rating, the take it picks (None: it
     keeps the one shown), then what it does to the passage now shown: keep, edit (to `text`) or erase."""
 
-    ratings: tuple[bool, bool]
+    ratings: tuple[bool, ...]
     take: int | None
     then: str  # "keep", "edit" or "erase"
     text: str | None = None
@@ -160,6 +163,14 @@ def act(context: str, outputs: tuple[str, str], human: str, asked_words: int) ->
     return Act(ratings, take, "keep" if take else "erase")
 
 
+def retry(context: str, output: str, human: str, asked_words: int) -> Act:
+    """The writers' conduct on the one take they ask for after erasing a passage: rate it, fix it as
+    `act` would when a small edit makes it one they like, else let it stand."""
+    liked = judge(context, output, asked_words).liked
+    text = None if liked else rewrite(context, output, human, asked_words)
+    return Act((liked,), None, "edit" if text else "keep", text)
+
+
 def rate(verdicts: list[Verdict]) -> dict:
     """The panel's figures for one model: the preference rate, its interval, and each criterion's rate."""
     n = len(verdicts)
@@ -175,3 +186,15 @@ def rate(verdicts: list[Verdict]) -> dict:
         "near_length": share("near_length"),
         "names_a_character": share("names_a_character"),
     }
+
+
+def paired(a: dict[tuple[int, int], Verdict], b: dict[tuple[int, int], Verdict]) -> dict:
+    """Model a against model b on the same held-out outputs' slots (context, sample): how often the
+    panel liked a's output where it did not like b's, the reverse, and the exact one-sided sign test's
+    p-value that a is no better (the slots where both or neither were liked say nothing)."""
+    slots = sorted(a.keys() & b.keys())
+    wins = sum(a[k].liked and not b[k].liked for k in slots)
+    losses = sum(b[k].liked and not a[k].liked for k in slots)
+    n = wins + losses
+    p = sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+    return {"slots": len(slots), "wins": wins, "losses": losses, "p_one_sided": round(p, 4)}

@@ -94,7 +94,18 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     facts = json.loads((out / "report.json").read_text())
     assert facts["held_out_perplexity"]["tuned"] == ppl["adapter"]["answer"]
     assert len(facts["steps"]) >= 14 and all(f"| {st['name']} |" in report for st in facts["steps"])
-    actions = facts["loop"]["actions"]  # one story: two takes rated, then one of take/keep/edit/erase
-    assert actions.pop("rating") == 2 and sum(actions.values()) == 1
+    # One story: two takes rated, then one of take/keep/edit/erase; after an erasure, the take asked
+    # for in its place is rated too, then kept or edited.
+    actions = facts["loop"]["actions"]
+    ratings = actions.pop("rating")
     assert set(actions) <= {"take", "keep", "edit", "erase"}
-    assert facts["loop"]["preference_ran"] == (facts["loop"]["preference_skipped_because"] is None)
+    assert ratings - 2 == sum(actions.values()) - 1 <= actions.get("erase", 0)
+    loop = facts["loop"]
+    assert loop["preference_ran"] == (loop["preference_skipped_because"] is None)
+    if loop["preference_ran"]:  # the preference model against SFT, slot by slot, and what it read
+        vs = loop["preference_vs_sft"]
+        assert vs["slots"] == 2 and vs["wins"] + vs["losses"] <= 2 and 0 < vs["p_one_sided"] <= 1
+        assert sum(loop["preference_trained_on"].values()) == loop["feedback"]["rows"]
+        assert f"on the same {vs['slots']} output slots" in report
+    else:
+        assert loop["preference_vs_sft"] is None and loop["preference_trained_on"] == {}

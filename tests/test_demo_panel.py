@@ -25,6 +25,9 @@ def test_a_place_is_not_a_character():
     assert panel.characters(context, most=5) == ["Clerval"]  # "of Clerval": a person; "to England": a place
     street = "I was walking down Baker Street when the case at the Hague came back to me."
     assert panel.characters(street) == []
+    # A people is no one, and neither is a place before "Fort" (the demo's held-out book says so).
+    river = "We saw Tilbury Fort and remembered the Spanish ships. It was the Swiss diligence."
+    assert panel.characters(river) == []
 
 
 def test_a_name_after_a_title_or_an_opening_quote_is_read_as_such():
@@ -99,3 +102,21 @@ def test_the_writers_conduct_on_two_takes_is_fixed():
     erased = panel.act(CONTEXT, ("no format at all", "nor this"), BOOK, 10)
     assert erased == panel.Act((False, False), None, "erase") and erased.actions == ["erase"]
     assert panel.act(CONTEXT, (liked, liked), BOOK, 10).actions == ["keep"]
+
+
+def test_after_an_erasure_the_writers_rate_the_new_take_and_fix_it_when_they_can():
+    liked = _output("Grete opened the door and looked in at him.")
+    assert panel.retry(CONTEXT, liked, BOOK, 10) == panel.Act((True,), None, "keep")
+    fixed = panel.retry(CONTEXT, _output("She sat down by the window."), BOOK, 10)
+    assert fixed == panel.Act((False,), None, "edit", "Grete sat down by the window.")
+    assert fixed.actions == ["edit"]
+    assert panel.retry(CONTEXT, "no format at all", BOOK, 10) == panel.Act((False,), None, "keep")
+
+
+def test_two_models_are_compared_slot_by_slot_with_a_sign_test():
+    liked, disliked = panel.Verdict(True, True, True, True), panel.Verdict(False, True, True, False)
+    a = {(c, 0): liked for c in range(5)} | {(5, 0): disliked, (6, 0): liked}
+    b = {(c, 0): disliked for c in range(5)} | {(5, 0): liked, (6, 0): liked, (7, 0): liked}
+    # 5 wins, 1 loss, one slot both liked, one only b has: P(X >= 5 | 6 fair coins) = 7/64.
+    assert panel.paired(a, b) == {"slots": 7, "wins": 5, "losses": 1, "p_one_sided": round(7 / 64, 4)}
+    assert panel.paired(a, a) == {"slots": 7, "wins": 0, "losses": 0, "p_one_sided": 1.0}

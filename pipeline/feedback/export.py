@@ -15,15 +15,18 @@ Rules (the README's section 8 says the same for users):
 - kto: label true for net >= min_votes, false for net <= -min_votes; mixed votes are left out. Undone
   passages count: the vote was on what the model wrote for that prompt.
 - dpo: within one slot (regenerations of the same prompt), every two rated generations where one is
-  clearly liked (net >= min_votes, chosen) and the other is not (net <= 0, rejected). Two versions both
-  rated up are no preference: their nets may differ only by how many people looked. Regenerations
-  must share the exact prompt; a pair whose prompts differ is left out and counted.
+  clearly liked (net >= min_votes, or edited: the writers' fix is what they like; chosen) and the other
+  is not (net <= 0, rejected). Two versions both rated up are no preference: their nets may differ only
+  by how many people looked. Regenerations must share the exact prompt; a pair whose prompts differ is
+  left out and counted.
 - Writers' actions on a take (the bot's edit, takes and erase commands), each from members who did not
   opt out (a take edited by one who did is left out: its words are theirs):
   - an edited take gives an sft row of the edited text and a dpo pair, the edited text over the model's;
   - a chosen take (the choice standing for its passage) gives dpo pairs over each other take of the
     passage with the same prompt;
-  - an erased take (erase to here, not redone) gives a kto row labelled false.
+  - an erased take (erase to here, not redone) gives a kto row labelled false, and a dpo pair under
+    what the writers kept in its place: a take of the exact same prompt, still in the story, that they
+    liked, edited or chose (they erased, asked again, and kept that).
   An edit keeps the model's reasoning: the writer fixed the passage, not the plan behind it.
 - Conflicts: the writers' last word wins. An erasure not redone outranks a take's ratings and choices
   (no sft row, no chosen side; kto false), and an edit replaces the take's own words as its positive (a
@@ -388,7 +391,37 @@ def _dpo(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
                     else "no other version of its passage to pair with (one liked, the other not)"
                 )
                 report.left_out[reason] += 1
+    return rows + _erasure_pairs(cands, min_votes, report)
+
+
+def _erasure_pairs(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
+    """Each erased take under what the writers kept in its place (the module doc's rule)."""
+    kept: dict[str, Candidate] = {}
+    for c in cands:
+        if c.positive and not c.gen.removed and (_liked(c, min_votes) or _chosen(c)):
+            kept.setdefault(c.gen.user_text, c)  # the oldest: the first the writers settled on
+    rows = []
+    for c in cands:
+        if c.erasure is None:
+            continue
+        keeper = kept.get(c.gen.user_text)
+        if keeper is None or keeper.positive is None:
+            report.pairs_left_out["erased, and nothing liked, edited or chosen kept in its place"] += 1
+        elif keeper.positive == c.target:
+            report.pairs_left_out["erased, and the same text kept in its place"] += 1
+        else:
+            source = keeper.source("erasure", c.erasure.erased_at, rejected=c.gen.id)
+            rows.append(_preference(keeper, keeper.positive, c.target, source))
     return rows
+
+
+def _liked(c: Candidate, min_votes: int) -> bool:
+    """Rated up, or edited: the writers' fix is what they like."""
+    return c.net >= min_votes or c.edited is not None
+
+
+def _chosen(c: Candidate) -> bool:
+    return c.choice is not None and c.choice.generation_id == c.gen.id
 
 
 def _edit_pair(c: Candidate, report: Report) -> dict | None:
@@ -427,12 +460,12 @@ def _take_pairs(versions: list[Candidate], report: Report) -> list[dict]:
 def _pair(a: Candidate, b: Candidate, min_votes: int, report: Report) -> dict | None:
     if not (a.rated and b.rated):
         return None
-    chosen, rejected = (a, b) if a.net >= b.net else (b, a)
-    if chosen.net < min_votes:
-        report.pairs_left_out[f"neither version rated at least +{min_votes}"] += 1
+    chosen, rejected = sorted((a, b), key=lambda c: (_liked(c, min_votes), c.net), reverse=True)
+    if not _liked(chosen, min_votes):
+        report.pairs_left_out[f"neither version rated at least +{min_votes} or edited"] += 1
         return None
-    if rejected.net > 0:
-        report.pairs_left_out["both versions rated up"] += 1
+    if rejected.net > 0 or rejected.edited:
+        report.pairs_left_out["both versions rated up or edited"] += 1
         return None
     if a.gen.user_text != b.gen.user_text:
         report.pairs_left_out["regenerations whose prompts differ"] += 1
@@ -471,5 +504,5 @@ def _kind(row: dict, fmt: str) -> str:
     if fmt == "sft":
         return "edited" if action == "edit" else "positive"
     if fmt == "dpo":
-        return {"edit": "edit pairs", "take": "take pairs"}.get(action, "rating pairs")
+        return f"{action} pairs"  # edit, take, rating or erasure
     return "desirable" if row["label"] else "undesirable"

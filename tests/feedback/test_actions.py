@@ -111,6 +111,7 @@ def test_a_liked_take_erased_later_is_a_negative_everywhere(bot, db):
     assert report.pairs_left_out == {
         "the chosen take was erased later": 1,
         "the liked version was erased later": 1,
+        "erased, and nothing liked, edited or chosen kept in its place": 1,
     }
 
 
@@ -173,3 +174,55 @@ def test_stats_count_each_kind_of_action_per_model(bot, db, tmp_path):
     ]
     md, _ = stats.write(snapshot.read(db), tmp_path / "out")
     assert "| `writer` | 2 | 0 | 0.00 | 0 | 0 | 0 | – | 1 | 0 | 1 |" in md.read_text()
+
+
+def test_an_erased_take_is_rejected_under_what_the_writers_kept_in_its_place(bot, db):
+    bot.write(ALICE, OPENING)
+    erased = bot.generate(ALICE)
+    bot.store.erase(bot.story_id, _position(bot, erased), BOB)
+    disliked = bot.generate(ALICE)  # asked again at the same point: the same prompt
+    bot.rate(disliked, (ALICE, -1))
+    bot.store.erase(bot.story_id, _position(bot, disliked), BOB)
+    kept = bot.generate(ALICE)
+    bot.store.edit_passage(bot.story_id, _position(bot, kept), BOB, EDIT, None, True)
+
+    rows, report = rows_of(db, "dpo")
+    pairs = [(r["chosen"], r["rejected"], r["source"]["action"], r["source"]["rejected"]) for r in rows]
+    assert pairs == [
+        (_target(bot, kept, EDIT), _target(bot, kept), "edit", None),
+        (_target(bot, kept, EDIT), _target(bot, erased), "erasure", erased),
+        (_target(bot, kept, EDIT), _target(bot, disliked), "erasure", disliked),
+    ]
+    assert report.written == {"edit pairs": 1, "erasure pairs": 2}
+    assert rows[1]["source"]["generation"] == kept
+    assert rows[1]["prompt"] == bot.store.generation(erased).user_text
+
+
+def test_an_erasure_with_nothing_approved_in_its_place_gives_no_pair(bot, db):
+    bot.write(ALICE, OPENING)
+    erased = bot.generate(ALICE)
+    bot.store.erase(bot.story_id, _position(bot, erased), BOB)
+    bot.generate(ALICE)  # asked again and left as it is: not a sign the writers want it
+    bot.write(BOB, "Night fell.")
+    elsewhere = bot.generate(ALICE)  # liked, but at another point of the story: another prompt
+    bot.rate(elsewhere, (ALICE, 1))
+
+    rows, report = rows_of(db, "dpo")
+    assert rows == []
+    assert report.pairs_left_out == {"erased, and nothing liked, edited or chosen kept in its place": 1}
+
+
+def test_the_writers_edit_of_one_take_is_preferred_over_another_take_they_rated_down(bot, db):
+    bot.write(ALICE, OPENING)
+    first = bot.generate(ALICE)
+    second = bot.generate(BOB, slot=bot.slot(first))
+    bot.rate(first, (ALICE, -1))
+    bot.rate(second, (ALICE, -1))
+    bot.store.edit_passage(bot.story_id, _position(bot, second), ALICE, EDIT, None, True)
+
+    rows, report = rows_of(db, "dpo")
+    assert [(r["chosen"], r["rejected"], r["source"]["action"]) for r in rows] == [
+        (_target(bot, second, EDIT), _target(bot, second), "edit"),
+        (_target(bot, second, EDIT), _target(bot, first), "rating"),
+    ]
+    assert report.written == {"edit pairs": 1, "rating pairs": 1}

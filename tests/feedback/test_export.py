@@ -90,7 +90,7 @@ def test_dpo_pairs_regenerations_of_one_slot_whose_ratings_differ(bot, db):
         {"prompt": user, "chosen": _target(bot, fourth), "rejected": _target(bot, second)},
     ]
     assert report.written == {"rating pairs": 2}
-    assert report.pairs_left_out == {"both versions rated up": 1}  # first vs fourth
+    assert report.pairs_left_out == {"both versions rated up or edited": 1}  # first vs fourth
     unrated = "not rated, edited, chosen or erased"
     assert report.left_out == {unrated: 1, "no other rated version of its passage": 1}
     assert rows_of(db, "dpo", min_votes=3)[0] == []
@@ -111,7 +111,7 @@ def test_dpo_skips_regenerations_whose_prompts_differ_and_identical_texts(bot, d
     assert report.pairs_left_out == {
         "both versions have the same text": 1,
         "regenerations whose prompts differ": 1,
-        "neither version rated at least +1": 1,
+        "neither version rated at least +1 or edited": 1,
     }
 
 
