@@ -655,7 +655,7 @@ async def _story(say, service, first: str, human: str, asked: int) -> Counter:
         actions["no second take"] += 1
         return actions
     act = panel.act(first, (outputs[0], outputs[1]), human, asked)
-    position = len(service.show(CHANNEL).passages)
+    position = service.show(CHANNEL).passages[-1].position
     if act.take:
         await say(f"/take {act.take}")
     if act.then == "edit":
@@ -664,16 +664,19 @@ async def _story(say, service, first: str, human: str, asked: int) -> Counter:
         await say(f"/erase {position}")
     actions.update(act.actions)
     if act.then == "erase" and await say(f"/continue --length {asked}", may_fail=True):
-        actions.update(await _retry(say, _shown_output(service), first, human, asked, position))
+        actions.update(await _retry(say, service, first, human, asked))
     return actions
 
 
-async def _retry(say, output: str, first: str, human: str, asked: int, position: int) -> Counter:
-    """The take asked for in place of an erased passage, rated and maybe fixed (panel.retry)."""
-    act = panel.retry(first, output, human, asked)
+async def _retry(say, service, first: str, human: str, asked: int) -> Counter:
+    """The take asked for in place of an erased passage, rated and maybe fixed (panel.retry). It
+    takes a new position: the erased passage keeps its own, for redo."""
+    from bot.console import CHANNEL
+
+    act = panel.retry(first, _shown_output(service), human, asked)
     await say(f"/rate {'+1' if act.ratings[0] else '-1'}")
     if act.then == "edit":
-        await say(f"/edit {position} {act.text}")
+        await say(f"/edit {service.show(CHANNEL).passages[-1].position} {act.text}")
     return Counter(["rating", *act.actions])
 
 
