@@ -599,9 +599,7 @@ def console_session(run: Run, gguf: Path, db: Path, windows: list[dict]) -> str:
 
 
 async def _session(gguf: Path, db: Path, windows: list[dict], s: Sizes) -> tuple[str, Counter]:
-    from bot.console import Console as BotConsole
     from bot.core.service import Limits, StoryService
-    from bot.core.story import Member
     from bot.local import LlamaCppBackend
     from bot.store import Store
 
@@ -611,6 +609,20 @@ async def _session(gguf: Path, db: Path, windows: list[dict], s: Sizes) -> tuple
 
     store, backend = Store(db), Capped(gguf, n_ctx=2048)
     service = StoryService(store, backend, lambda channel: "writer", limits=Limits())  # unseeded: takes vary
+    try:
+        return await writers_session(service, windows, s.asked_words)
+    finally:
+        await service.aclose()
+        await backend.close()
+        store.close()
+
+
+async def writers_session(service, windows: list[dict], asked: int) -> tuple[str, Counter]:
+    """The panel's writers at the bot's console on `service`, a story per window: the transcript and
+    the actions they took."""
+    from bot.console import Console as BotConsole
+    from bot.core.story import Member
+
     out = io.StringIO()
     bot = BotConsole(service, out, Member("console:demo", "demo writer"))
 
@@ -625,16 +637,11 @@ async def _session(gguf: Path, db: Path, windows: list[dict], s: Sizes) -> tuple
         return not failed
 
     actions: Counter = Counter()
-    try:
-        for n, window in enumerate(windows):
-            first = opening(window)
-            for line in ([] if n == 0 else ["/new"]) + [first]:
-                await say(line)
-            actions.update(await _story(say, service, first, window["continuation"], s.asked_words))
-    finally:
-        await service.aclose()
-        await backend.close()
-        store.close()
+    for n, window in enumerate(windows):
+        first = opening(window)
+        for line in ([] if n == 0 else ["/new"]) + [first]:
+            await say(line)
+        actions.update(await _story(say, service, first, window["continuation"], asked))
     return out.getvalue(), actions
 
 
