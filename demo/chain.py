@@ -539,9 +539,10 @@ def _cannot_train(method: str, feedback: dict) -> str | None:
     """Why the feedback cannot train `method` (None: it can), as the report says it."""
     if method == "dpo" and not any(k.endswith("pairs") for k in feedback["by_action"]):
         return (
-            "The writers' actions gave no pair (an edit, a chosen take, or a liked and a disliked take "
-            "of one passage, in the trained format: the export keeps only those), and DPO trains on "
-            "pairs, so that step was skipped; the panel judges base and tuned only."
+            "The writers' actions gave no pair (an edit, a chosen take, a liked or edited take beside "
+            "a disliked one of one passage, or an erased take with one kept in its place, in the "
+            "trained format: the export keeps only those), and DPO trains on pairs, so that step was "
+            "skipped; the panel judges base and tuned only."
         )
     if method == "kto" and feedback["labels"] != [False, True]:
         found = {(True,): "only liked", (False,): "only disliked"}.get(tuple(feedback["labels"]), "no")
