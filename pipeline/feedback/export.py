@@ -27,6 +27,10 @@ Rules (the README's section 8 says the same for users):
   - an erased take (erase to here, not redone) gives a kto row labelled false, and a dpo pair under
     what the writers kept in its place: a take of the exact same prompt, still in the story, that they
     liked, edited or chose (they erased, asked again, and kept that).
+- A take the model wrote out of the trained format (shown with parse issues, or not shown at all: the
+  bot found no passage in it and the writers asked again) gives a dpo pair, its words exactly as the
+  model wrote them (rejected) under what the writers kept for the same prompt, as above. An output cut
+  short (an error, a cancel) is not a take the model finished, and is not used.
   An edit keeps the model's reasoning: the writer fixed the passage, not the plan behind it.
 - Conflicts: the writers' last word wins. An erasure not redone outranks a take's ratings and choices
   (no sft row, no chosen side; kto false), and an edit replaces the take's own words as its positive (a
@@ -167,7 +171,13 @@ def export(snap: Snapshot, fmt: str, filters: Filters = Filters()) -> tuple[list
         raise ValueError("--min-votes must be at least 1")
     report = Report(fmt, generations=len(snap.generations), migrated_from=snap.migrated_from)
     cands = candidates(snap, filters, report)
-    rows = _dedupe({"sft": _sft, "kto": _kto, "dpo": _dpo}[fmt](cands, filters.min_votes, report), report)
+    if fmt == "dpo":
+        made = _dpo(cands, filters.min_votes, report) + _retry_pairs(
+            cands, broken_takes(snap, filters), filters.min_votes, report
+        )
+    else:
+        made = {"sft": _sft, "kto": _kto}[fmt](cands, filters.min_votes, report)
+    rows = _dedupe(made, report)
     report.written = Counter(_kind(r, fmt) for r in rows)  # what was written, counted once at the end
     return rows, report
 
@@ -212,28 +222,17 @@ def candidates(snap: Snapshot, filters: Filters, report: Report) -> list[Candida
     report.votes = sum(up + down for up, down in sig.votes.values())
     report.actions.update(edits=len(sig.edits), **{"take choices": len(sig.chosen)}, erasures=len(sig.erased))
     report.actions = +report.actions
-    private = opted_out_matcher(snap)
-    wanted = _same_model(filters.model) if filters.model else None
+    outside = _outside(snap, filters)
     out = []
     for g in snap.generations:
         up, down = sig.votes.get(g.id, (0, 0))
         edit, erasure = sig.edits.get(g.id), sig.erased.get(g.id)
         choice = sig.chosen.get(g.slot) if g.slot is not None else None
-        reason = None
-        if wanted and not wanted(g.model):
-            reason = f"another model than {filters.model}"
-        elif filters.since is not None and g.created_at < filters.since:
-            reason = "written before --since"
-        elif g.requested_by in snap.opted_out:
-            reason = "asked for by a member who opted out"
-        elif private(g):
-            reason = "its prompt holds text by a member who opted out"
-        elif g.issues:  # counted by what was wrong: stray tags, an unclosed answer, ...
-            reason = f"output broke the reasoning/answer format ({', '.join(sorted(g.issues))})"
-        elif prompt.has_markup(g.answer):  # stored before the parser stripped tags from answers
-            reason = "its answer holds reasoning/answer tags"
-        elif not (up + down or edit or erasure or choice):
-            reason = "not rated, edited, chosen or erased"
+        reason = (
+            outside(g)
+            or _unusable(g)
+            or (None if up + down or edit or erasure or choice else "not rated, edited, chosen or erased")
+        )
         if reason:
             report.left_out[reason] += 1
             continue
@@ -245,6 +244,42 @@ def candidates(snap: Snapshot, filters: Filters, report: Report) -> list[Candida
             continue
         out.append(Candidate(g, up, down, target, edited, edit, erasure, choice, sig.voted_at.get(g.id, 0.0)))
     return out
+
+
+def _outside(snap: Snapshot, filters: Filters) -> Callable[[Generation], str | None]:
+    """Why a generation is outside what the export may use at all (None: it is inside)."""
+    private = opted_out_matcher(snap)
+    wanted = _same_model(filters.model) if filters.model else None
+
+    def reason(g: Generation) -> str | None:
+        if wanted and not wanted(g.model):
+            return f"another model than {filters.model}"
+        if filters.since is not None and g.created_at < filters.since:
+            return "written before --since"
+        if g.requested_by in snap.opted_out:
+            return "asked for by a member who opted out"
+        if private(g):
+            return "its prompt holds text by a member who opted out"
+        return None
+
+    return reason
+
+
+def _unusable(g: Generation) -> str | None:
+    """Why a take's own words cannot be trained on: its output broke the trained format."""
+    if g.issues:  # counted by what was wrong: stray tags, an unclosed answer, ...
+        return f"output broke the reasoning/answer format ({', '.join(sorted(g.issues))})"
+    if prompt.has_markup(g.answer):  # stored before the parser stripped tags from answers
+        return "its answer holds reasoning/answer tags"
+    return None
+
+
+def broken_takes(snap: Snapshot, filters: Filters) -> list[Generation]:
+    """What the model wrote out of the trained format, inside the export's rules: shown with parse
+    issues, or not shown at all (the bot found no passage in it)."""
+    outside = _outside(snap, filters)
+    shown = [g for g in snap.generations if _unusable(g)]
+    return [g for g in sorted(shown + snap.no_passage, key=lambda g: g.id) if g.output and not outside(g)]
 
 
 def _edited(g: Generation, edit: Edit | None) -> str | None:
@@ -394,12 +429,18 @@ def _dpo(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
     return rows + _erasure_pairs(cands, min_votes, report)
 
 
-def _erasure_pairs(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
-    """Each erased take under what the writers kept in its place (the module doc's rule)."""
+def _kept(cands: list[Candidate], min_votes: int = 1) -> dict[str, Candidate]:
+    """For each prompt, the first take still in the story that the writers liked, edited or chose."""
     kept: dict[str, Candidate] = {}
     for c in cands:
         if c.positive and not c.gen.removed and (_liked(c, min_votes) or _chosen(c)):
-            kept.setdefault(c.gen.user_text, c)  # the oldest: the first the writers settled on
+            kept.setdefault(c.gen.user_text, c)
+    return kept
+
+
+def _erasure_pairs(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
+    """Each erased take under what the writers kept in its place (the module doc's rule)."""
+    kept = _kept(cands, min_votes)
     rows = []
     for c in cands:
         if c.erasure is None:
@@ -412,6 +453,25 @@ def _erasure_pairs(cands: list[Candidate], min_votes: int, report: Report) -> li
         else:
             source = keeper.source("erasure", c.erasure.erased_at, rejected=c.gen.id)
             rows.append(_preference(keeper, keeper.positive, c.target, source))
+    return rows
+
+
+def _retry_pairs(
+    cands: list[Candidate], broken: list[Generation], min_votes: int, report: Report
+) -> list[dict]:
+    """Each take the model wrote out of format, as it wrote it, under what the writers kept for the
+    same prompt (the module doc's rule)."""
+    kept = _kept(cands, min_votes)
+    rows = []
+    for g in broken:
+        keeper = kept.get(g.user_text)
+        if keeper is None or keeper.positive is None:
+            report.pairs_left_out[
+                "out of format, and nothing liked, edited or chosen kept for its prompt"
+            ] += 1
+        else:
+            source = keeper.source("retry", keeper.gen.created_at, rejected=g.id)
+            rows.append(_preference(keeper, keeper.positive, g.output, source))
     return rows
 
 
@@ -504,5 +564,5 @@ def _kind(row: dict, fmt: str) -> str:
     if fmt == "sft":
         return "edited" if action == "edit" else "positive"
     if fmt == "dpo":
-        return f"{action} pairs"  # edit, take, rating or erasure
+        return f"{action} pairs"  # edit, take, rating, erasure or retry
     return "desirable" if row["label"] else "undesirable"

@@ -43,6 +43,7 @@ class Generation:
     removed: bool  # its passage was undone, erased or the story reset
     prompt: str = ""  # the exact text sent to the server (the whole chat text when `raw`)
     raw: bool = False
+    output: str = ""  # what the model wrote, before parsing
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class Snapshot:
     edits: list[Edit] = field(default_factory=list)
     choices: list[TakeChoice] = field(default_factory=list)  # oldest first
     erasures: list[Erasure] = field(default_factory=list)
+    # Outputs the model finished but the bot could not show (the parser found no passage in them).
+    no_passage: list[Generation] = field(default_factory=list)
 
 
 def read(path: str | Path) -> Snapshot:
@@ -199,14 +202,19 @@ def _migrated_copy(conn: sqlite3.Connection, path: Path, version: int) -> sqlite
     return copy
 
 
-_GENERATIONS = f"""
+_SELECT_GENERATIONS = """
 SELECT g.id, g.passage_id, g.story_id, g.requested_by, g.model, g.user_text, g.reasoning, g.answer,
-       g.parse_issues, g.created_at, g.context, p.removed_at IS NOT NULL AS removed, g.prompt, g.raw
+       g.parse_issues, g.created_at, g.context, p.removed_at IS NOT NULL AS removed, g.prompt, g.raw,
+       g.output
 FROM generations g LEFT JOIN passages p ON p.id = g.passage_id
-WHERE g.status = '{Status.DONE}'
-  AND g.story_id NOT IN (SELECT id FROM stories WHERE imported_at IS NOT NULL)  -- a file's words
-ORDER BY g.id
+WHERE g.story_id NOT IN (SELECT id FROM stories WHERE imported_at IS NOT NULL)  -- a file's words
 """
+_GENERATIONS = f"{_SELECT_GENERATIONS} AND g.status = '{Status.DONE}' ORDER BY g.id"
+# Failed with parse issues: the model finished and the parser found no passage (an error or a cancel
+# leaves no issues: what those wrote was cut short, not refused).
+_NO_PASSAGE = f"""{_SELECT_GENERATIONS}
+  AND g.status = '{Status.FAILED}' AND g.parse_issues IS NOT NULL AND g.parse_issues != '[]'
+ORDER BY g.id"""
 _RATINGS = "SELECT generation_id, member_id, value, rated_at FROM ratings ORDER BY generation_id, member_id"
 _OPTED_OUT = "SELECT member_id FROM opt_outs"
 # A passage holds an opted-out member's words when they wrote it or edited it.
@@ -248,6 +256,7 @@ def _load(conn: engine.Connection, path: Path | str, version: int, migrated_from
         edits=_edits(conn.execute(_EDITS).fetchall()),
         choices=[TakeChoice(*r) for r in conn.execute(_CHOICES)],
         erasures=[Erasure(*r) for r in conn.execute(_ERASURES)],
+        no_passage=[_generation(r) for r in conn.execute(_NO_PASSAGE)],
     )
 
 
@@ -267,7 +276,7 @@ def _edits(rows: list) -> list[Edit]:
 
 def _generation(r: tuple) -> Generation:
     gid, slot, story, by, model, user_text, reasoning, answer, issues, created, context, removed = r[:12]
-    sent, raw = r[12:]
+    sent, raw, output = r[12:]
     return Generation(
         id=gid,
         slot=slot,
@@ -283,6 +292,7 @@ def _generation(r: tuple) -> Generation:
         removed=bool(removed),
         prompt=sent or "",
         raw=bool(raw),
+        output=output or "",
     )
 
 

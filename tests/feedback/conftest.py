@@ -70,6 +70,26 @@ class Bot:
         )
         return gid
 
+    def no_passage(self, output: str, issues: list[str] | None, member: Member = ALICE) -> int:
+        """A generation the bot showed nothing of: `issues` when the parser found no passage in a
+        finished output, None when it was cut short (an error or a cancel)."""
+        context = "\n\n".join(p.text for p in self.store.passages(self.story_id))
+        gid = self.store.begin_generation(
+            self.story_id,
+            member,
+            "writer",
+            user_text=prompt.render_prompt(context),
+            prompt=context,
+            raw=False,
+            options={},
+            context={"passage_ids": [p.id for p in self.store.passages(self.story_id)]},
+            direction=None,
+            length=None,
+            slot=None,
+        )
+        self.store.fail_generation(gid, "no passage", output, issues)
+        return gid
+
     def slot(self, gid: int) -> int:
         return self.store.generation(gid).passage_id
 

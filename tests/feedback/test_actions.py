@@ -226,3 +226,40 @@ def test_the_writers_edit_of_one_take_is_preferred_over_another_take_they_rated_
         (_target(bot, second, EDIT), _target(bot, first), "rating"),
     ]
     assert report.written == {"edit pairs": 1, "rating pairs": 1}
+
+
+def test_a_take_out_of_format_as_the_model_wrote_it_is_rejected_under_what_the_writers_kept(bot, db):
+    bot.write(ALICE, OPENING)
+    no_passage = "<reasoning>She weighs the cost.</reasoning>"
+    failed = bot.no_passage(no_passage, ["empty_answer"])  # the bot showed nothing; asked again
+    bot.no_passage("<reasoning>Cut sho", None)  # an error cut it short: not a take the model finished
+    stray = bot.generate(ALICE, answer="<answer>It rained.", issues=("stray_tag",))
+    kept = bot.generate(BOB, slot=bot.slot(stray))
+    bot.store.choose_take(bot.story_id, _position(bot, stray), BOB, 2)
+    stray_output = bot.store.conn.execute("SELECT output FROM generations WHERE id = ?", (stray,)).fetchone()[
+        0
+    ]
+
+    rows, report = rows_of(db, "dpo")
+    assert [(r["source"]["action"], r["source"]["rejected"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("retry", failed, _target(bot, kept), no_passage),
+        ("retry", stray, _target(bot, kept), stray_output),
+    ]
+    assert report.written == {"retry pairs": 2}
+    assert {r["prompt"] for r in rows} == {bot.store.generation(kept).user_text}
+    # Only dpo reads them: an sft or kto row must be what the model would be trained to write.
+    assert "It rained." not in str(rows_of(db, "kto")[0]) and rows_of(db, "sft")[0] == []
+
+
+def test_a_take_out_of_format_with_nothing_kept_for_its_prompt_or_by_an_opted_out_member_gives_no_pair(
+    bot, db
+):
+    bot.write(ALICE, OPENING)
+    bot.no_passage("<reasoning>She weighs the cost.</reasoning>", ["empty_answer"], member=CAROL)
+    bot.no_passage("<reasoning>He waits.</reasoning>", ["empty_answer"])
+    bot.store.set_opt_out(CAROL.id, True)
+    rows, report = rows_of(db, "dpo")
+    assert rows == []
+    assert report.pairs_left_out == {
+        "out of format, and nothing liked, edited or chosen kept for its prompt": 1
+    }
