@@ -70,7 +70,7 @@ class Sizes:
 
 # SmolLM2 on 2 cores: ~9 s an SFT step of 4 rows, ~18 s a DPO step (the reference model runs too),
 # ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
-# 40 stories give the panel's writers about 100 actions, in about 70 s of the console. On one such
+# 30 stories give the panel's writers about 80 actions, in about 50 s of the console. On one such
 # session's feedback (measured by hand, 20 held-out outputs each): KTO for 6 steps at 1e-4 left the
 # model as it was (liked 1/20), 12 steps named more but broke the format (in format 0.80 -> 0.45);
 # DPO alone at 2e-4 broke it too (0.30); DPO with an SFT term on the chosen replies at 5e-4 kept it
@@ -94,7 +94,7 @@ FULL = Sizes(
     eval_contexts=12,
     samples=2,
     num_predict=160,
-    stories=40,
+    stories=30,
     preference="dpo",
     preference_steps=8,
     preference_lr=5e-4,
@@ -540,9 +540,9 @@ def _cannot_train(method: str, feedback: dict) -> str | None:
     if method == "dpo" and not any(k.endswith("pairs") for k in feedback["by_action"]):
         return (
             "The writers' actions gave no pair (an edit, a chosen take, a liked or edited take beside "
-            "a disliked one of one passage, or an erased take with one kept in its place, in the "
-            "trained format: the export keeps only those), and DPO trains on pairs, so that step was "
-            "skipped; the panel judges base and tuned only."
+            "a disliked one of one passage, or an erased take or one out of format with a take kept "
+            "for its prompt), and DPO trains on pairs, so that step was skipped; the panel judges "
+            "base and tuned only."
         )
     if method == "kto" and feedback["labels"] != [False, True]:
         found = {(True,): "only liked", (False,): "only disliked"}.get(tuple(feedback["labels"]), "no")
