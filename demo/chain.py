@@ -74,8 +74,11 @@ class Sizes:
 # session's feedback (measured by hand, 20 held-out outputs each): KTO for 6 steps at 1e-4 left the
 # model as it was (liked 1/20), 12 steps named more but broke the format (in format 0.80 -> 0.45);
 # DPO alone at 2e-4 broke it too (0.30); DPO with an SFT term on the chosen replies at 5e-4 kept it
-# (0.60) and named more (0.05 -> 0.15), liked 2/20.
-# 10 DPO steps took one run of the demo to 652 s (559 s on a quieter one); 8 keep it near 510 s.
+# (0.60) and named more (0.05 -> 0.15), liked 2/20. On a 40-story session's feedback (48 held-out
+# outputs each), that DPO still broke the format (in format 0.73 -> 0.40) until the takes the model
+# wrote out of format were rejected sides too (retry pairs: 0.79); lr 2e-4 (0.58) or beta 0.5 (0.29)
+# did not keep it. 10 DPO steps took one run of the demo to 652 s (559 s on a quieter one); 8 keep
+# it near 510 s.
 FULL = Sizes(
     student="smollm2",
     context_sentences=3,

@@ -29,8 +29,9 @@ Rules (the README's section 8 says the same for users):
     liked, edited or chose (they erased, asked again, and kept that).
 - A take the model wrote out of the trained format (shown with parse issues, or not shown at all: the
   bot found no passage in it and the writers asked again) gives a dpo pair, its words exactly as the
-  model wrote them (rejected) under what the writers kept for the same prompt, as above. An output cut
-  short (an error, a cancel) is not a take the model finished, and is not used.
+  model wrote them (rejected) under what the writers kept for the same prompt, as above (an erasure
+  pair when the writers erased it, else a retry pair). An output cut short (an error, a cancel) is not
+  a take the model finished, and is not used.
   An edit keeps the model's reasoning: the writer fixed the passage, not the plan behind it.
 - Conflicts: the writers' last word wins. An erasure not redone outranks a take's ratings and choices
   (no sft row, no chosen side; kto false), and an edit replaces the take's own words as its positive (a
@@ -172,8 +173,10 @@ def export(snap: Snapshot, fmt: str, filters: Filters = Filters()) -> tuple[list
     report = Report(fmt, generations=len(snap.generations), migrated_from=snap.migrated_from)
     cands = candidates(snap, filters, report)
     if fmt == "dpo":
+        erased = set(signals(snap).erased)
+        broken = broken_takes(snap, filters)
         made = _dpo(cands, filters.min_votes, report) + _retry_pairs(
-            cands, broken_takes(snap, filters), filters.min_votes, report
+            cands, broken, erased, filters.min_votes, report
         )
     else:
         made = {"sft": _sft, "kto": _kto}[fmt](cands, filters.min_votes, report)
@@ -457,10 +460,10 @@ def _erasure_pairs(cands: list[Candidate], min_votes: int, report: Report) -> li
 
 
 def _retry_pairs(
-    cands: list[Candidate], broken: list[Generation], min_votes: int, report: Report
+    cands: list[Candidate], broken: list[Generation], erased: set[int], min_votes: int, report: Report
 ) -> list[dict]:
     """Each take the model wrote out of format, as it wrote it, under what the writers kept for the
-    same prompt (the module doc's rule)."""
+    same prompt (the module doc's rule); an erasure when the writers erased it."""
     kept = _kept(cands, min_votes)
     rows = []
     for g in broken:
@@ -470,7 +473,8 @@ def _retry_pairs(
                 "out of format, and nothing liked, edited or chosen kept for its prompt"
             ] += 1
         else:
-            source = keeper.source("retry", keeper.gen.created_at, rejected=g.id)
+            action = "erasure" if g.id in erased else "retry"
+            source = keeper.source(action, keeper.gen.created_at, rejected=g.id)
             rows.append(_preference(keeper, keeper.positive, g.output, source))
     return rows
 

@@ -263,3 +263,16 @@ def test_a_take_out_of_format_with_nothing_kept_for_its_prompt_or_by_an_opted_ou
     assert report.pairs_left_out == {
         "out of format, and nothing liked, edited or chosen kept for its prompt": 1
     }
+
+
+def test_an_erased_take_out_of_format_is_an_erasure_pair_under_the_take_kept_in_its_place(bot, db):
+    bot.write(ALICE, OPENING)
+    erased = bot.generate(ALICE, answer="<answer>It rained.", issues=("stray_tag",))
+    bot.store.erase(bot.story_id, _position(bot, erased), BOB)
+    kept = bot.generate(ALICE)
+    bot.rate(kept, (BOB, 1))
+    rows, report = rows_of(db, "dpo")
+    assert [(r["source"]["action"], r["source"]["generation"], r["source"]["rejected"]) for r in rows] == [
+        ("erasure", kept, erased)
+    ]
+    assert rows[0]["rejected"].endswith("<answer><answer>It rained.</answer>")
