@@ -675,21 +675,32 @@ async def _story(say, service, first: str, human: str, asked: int) -> Counter:
     elif act.then == "erase":
         await say(f"/erase {position}")
     actions.update(act.actions)
-    if act.then == "erase" and await say(f"/continue --length {asked}", may_fail=True):
+    if act.then == "erase":
         actions.update(await _retry(say, service, first, human, asked))
     return actions
 
 
 async def _retry(say, service, first: str, human: str, asked: int) -> Counter:
-    """The take asked for in place of an erased passage, rated and maybe fixed (panel.retry). It
-    takes a new position: the erased passage keeps its own, for redo."""
+    """After an erasure the writers ask again, up to panel.RETRIES times, until a take they like or
+    can fix; each take is rated, then kept, fixed or erased too (panel.retry). A new take takes a new
+    position: an erased passage keeps its own, for redo."""
     from bot.console import CHANNEL
 
-    act = panel.retry(first, _shown_output(service), human, asked)
-    await say(f"/rate {'+1' if act.ratings[0] else '-1'}")
-    if act.then == "edit":
-        await say(f"/edit {service.show(CHANNEL).passages[-1].position} {act.text}")
-    return Counter(["rating", *act.actions])
+    actions: Counter = Counter()
+    for _ in range(panel.RETRIES):
+        if not await say(f"/continue --length {asked}", may_fail=True):
+            continue  # the model wrote no passage: ask again
+        act = panel.retry(first, _shown_output(service), human, asked)
+        position = service.show(CHANNEL).passages[-1].position
+        await say(f"/rate {'+1' if act.ratings[0] else '-1'}")
+        if act.then == "edit":
+            await say(f"/edit {position} {act.text}")
+        elif act.then == "erase":
+            await say(f"/erase {position}")
+        actions.update(["rating", *act.actions])
+        if act.then != "erase":
+            break
+    return actions
 
 
 def _shown_output(service) -> str:

@@ -16,8 +16,8 @@ preference step has something to teach that the panel can measure.
 In the demo's console session the writers act on what they see, always the same way (`act`): they rate
 each take; pick the one take they like when only one is, else the nearer of two they dislike (the one
 meeting more of the three); rewrite a passage they dislike when a small fix makes it one they like
-(`rewrite`); and erase it when none does and they had no better take to pick, then ask once more and
-treat that take the same way (`retry`). Those actions become feedback,
+(`rewrite`); and erase it when none does and they had no better take to pick, then ask again, up to
+three times, for a take they like or can fix, erasing the others (`retry`). Those actions become feedback,
 and the same panel then judges base, SFT and SFT+preference on held-out contexts the feedback never
 saw, each naming a character (a context that names no one cannot be liked).
 """
@@ -163,12 +163,16 @@ def act(context: str, outputs: tuple[str, str], human: str, asked_words: int) ->
     return Act(ratings, take, "keep" if take else "erase")
 
 
+#: How many times the writers ask again after erasing a passage, for one they like or can fix.
+RETRIES = 3
+
+
 def retry(context: str, output: str, human: str, asked_words: int) -> Act:
-    """The writers' conduct on the one take they ask for after erasing a passage: rate it, fix it as
-    `act` would when a small edit makes it one they like, else let it stand."""
+    """The writers' conduct on a take they asked for after erasing a passage: rate it, keep it when
+    they like it, fix it as `act` would when a small edit makes it one they like, else erase it too."""
     liked = judge(context, output, asked_words).liked
     text = None if liked else rewrite(context, output, human, asked_words)
-    return Act((liked,), None, "edit" if text else "keep", text)
+    return Act((liked,), None, "edit" if text else "keep" if liked else "erase", text)
 
 
 def rate(verdicts: list[Verdict]) -> dict:

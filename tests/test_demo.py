@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from demo import panel
 from tests.docs.blocks import REPO, blocks
 
 pytestmark = [pytest.mark.demo, pytest.mark.timeout(480), pytest.mark.usefixtures("smollm2_gguf")]
@@ -94,12 +95,12 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     facts = json.loads((out / "report.json").read_text())
     assert facts["held_out_perplexity"]["tuned"] == ppl["adapter"]["answer"]
     assert len(facts["steps"]) >= 14 and all(f"| {st['name']} |" in report for st in facts["steps"])
-    # One story: two takes rated, then one of take/keep/edit/erase; after an erasure, the take asked
-    # for in its place is rated too, then kept or edited.
+    # One story: two takes rated, then take/keep/edit/erase; only after an erasure, the takes asked for
+    # in its place are rated too (up to panel.RETRIES).
     actions = facts["loop"]["actions"]
     ratings = actions.pop("rating")
-    assert set(actions) <= {"take", "keep", "edit", "erase"}
-    assert ratings - 2 == sum(actions.values()) - 1 <= actions.get("erase", 0)
+    assert set(actions) <= {"take", "keep", "edit", "erase", "no second take"}
+    assert ratings <= 2 + (panel.RETRIES if "erase" in actions else 0)
     loop = facts["loop"]
     assert loop["preference_ran"] == (loop["preference_skipped_because"] is None)
     if loop["preference_ran"]:  # the preference model against SFT, slot by slot, and what it read

@@ -104,13 +104,13 @@ def test_the_writers_conduct_on_two_takes_is_fixed():
     assert panel.act(CONTEXT, (liked, liked), BOOK, 10).actions == ["keep"]
 
 
-def test_after_an_erasure_the_writers_rate_the_new_take_and_fix_it_when_they_can():
+def test_after_an_erasure_the_writers_rate_the_new_take_and_keep_fix_or_erase_it():
     liked = _output("Grete opened the door and looked in at him.")
     assert panel.retry(CONTEXT, liked, BOOK, 10) == panel.Act((True,), None, "keep")
     fixed = panel.retry(CONTEXT, _output("She sat down by the window."), BOOK, 10)
     assert fixed == panel.Act((False,), None, "edit", "Grete sat down by the window.")
     assert fixed.actions == ["edit"]
-    assert panel.retry(CONTEXT, "no format at all", BOOK, 10) == panel.Act((False,), None, "keep")
+    assert panel.retry(CONTEXT, "no format at all", BOOK, 10) == panel.Act((False,), None, "erase")
 
 
 def test_two_models_are_compared_slot_by_slot_with_a_sign_test():

@@ -62,3 +62,20 @@ async def test_a_liked_take_over_a_disliked_one_is_picked(fake_ollama, db):
     assert [(r["source"]["action"], r["chosen"]) for r in rows] == [("take", liked)]
     assert report.pairs_left_out == {}  # the rating pair is the same pair, written once
     assert report.duplicates == 1
+
+
+async def test_writers_ask_again_until_a_take_they_like_and_each_erased_take_is_rejected_under_it(
+    fake_ollama, db
+):
+    poor = prompt.render_target("Grete waits.", "It rained.")
+    snowed = poor.replace("rained", "snowed")
+    liked = prompt.render_target("Grete waits.", "Grete opened the door and looked in at him. " * 3)
+    transcript, actions = await _session(fake_ollama, db, [poor, snowed, "no tags at all", liked])
+
+    assert actions == {"rating": 4, "erase": 2, "keep": 1}
+    assert "> /erase 2" in transcript and "> /erase 3" in transcript
+    rows, _ = rows_of(db, "dpo")
+    assert [(r["source"]["action"], r["chosen"], r["rejected"]) for r in rows] == [
+        ("erasure", liked, snowed),  # the take the erased passage showed, in format
+        ("erasure", liked, "no tags at all"),  # out of format: as the model wrote it
+    ]
