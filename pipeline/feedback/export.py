@@ -27,12 +27,12 @@ Rules (the README's section 8 says the same for users):
   - an erased take (erase to here, not redone) gives a kto row labelled false, and a dpo pair under
     what the writers kept in its place: a take of the exact same prompt, still in the story, that they
     liked, edited or chose (they erased, asked again, and kept that).
+  An edit keeps the model's reasoning: the writer fixed the passage, not the plan behind it.
 - A take the model wrote out of the trained format (shown with parse issues, or not shown at all: the
   bot found no passage in it and the writers asked again) gives a dpo pair, its words exactly as the
   model wrote them (rejected) under what the writers kept for the same prompt, as above (an erasure
   pair when the writers erased it, else a retry pair). An output cut short (an error, a cancel) is not
   a take the model finished, and is not used.
-  An edit keeps the model's reasoning: the writer fixed the passage, not the plan behind it.
 - Conflicts: the writers' last word wins. An erasure not redone outranks a take's ratings and choices
   (no sft row, no chosen side; kto false), and an edit replaces the take's own words as its positive (a
   thumbs up or a choice of it counts for the edited text; the model's words are only ever rejected).
