@@ -78,8 +78,8 @@ class Sizes:
 # outputs each), that DPO still broke the format (in format 0.73 -> 0.40) until the takes the model
 # wrote out of format were rejected sides too (retry pairs: 0.79); lr 2e-4 (0.58) or beta 0.5 (0.29)
 # did not keep it. On a 30-story session's feedback (48 outputs), an SFT weight of 2 kept it where 1
-# did not (0.69 against 0.33 on 24) and the panel liked 6/48. 10 DPO steps took one run of the demo
-# to 652 s (559 s on a quieter one); 8 keep it near 510 s.
+# did not (0.69 against 0.42) and the panel liked 6/48 (SFT: 0/48). 10 DPO steps took one run
+# of the demo to 652 s (559 s on a quieter one); 8 keep it near 510 s.
 FULL = Sizes(
     student="smollm2",
     context_sentences=3,
