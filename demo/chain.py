@@ -70,7 +70,7 @@ class Sizes:
 
 # SmolLM2 on 2 cores: ~9 s an SFT step of 4 rows, ~18 s a DPO step (the reference model runs too),
 # ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
-# 30 stories give the panel's writers about 80 actions, in about 50 s of the console. On one such
+# 20 stories give the panel's writers about 55 actions, in about 40 s of the console. On one such
 # session's feedback (measured by hand, 20 held-out outputs each): KTO for 6 steps at 1e-4 left the
 # model as it was (liked 1/20), 12 steps named more but broke the format (in format 0.80 -> 0.45);
 # DPO alone at 2e-4 broke it too (0.30); DPO with an SFT term on the chosen replies at 5e-4 kept it
@@ -98,7 +98,7 @@ FULL = Sizes(
     eval_contexts=12,
     samples=2,
     num_predict=160,
-    stories=30,
+    stories=20,
     preference="dpo",
     preference_steps=8,
     preference_lr=5e-4,
