@@ -171,12 +171,12 @@ def export(snap: Snapshot, fmt: str, filters: Filters = Filters()) -> tuple[list
     if filters.min_votes < 1:
         raise ValueError("--min-votes must be at least 1")
     report = Report(fmt, generations=len(snap.generations), migrated_from=snap.migrated_from)
-    cands = candidates(snap, filters, report)
+    sig, outside = signals(snap), _outside(snap, filters)
+    cands = candidates(snap, sig, outside, report)
     if fmt == "dpo":
-        erased = set(signals(snap).erased)
-        broken = broken_takes(snap, filters)
-        made = _dpo(cands, filters.min_votes, report) + _retry_pairs(
-            cands, broken, erased, filters.min_votes, report
+        broken = broken_takes(snap, outside)
+        made = _dpo(cands, filters.min_votes, report) + _kept_over(
+            cands, broken, sig, filters.min_votes, report
         )
     else:
         made = {"sft": _sft, "kto": _kto}[fmt](cands, filters.min_votes, report)
@@ -218,14 +218,14 @@ def signals(snap: Snapshot) -> Signals:
     return Signals(votes, voted_at, edits, kept, erased, ignored)
 
 
-def candidates(snap: Snapshot, filters: Filters, report: Report) -> list[Candidate]:
+def candidates(
+    snap: Snapshot, sig: Signals, outside: Callable[[Generation], str | None], report: Report
+) -> list[Candidate]:
     """The generations every format may use, with the writers' signals; the others counted by reason."""
-    sig = signals(snap)
     report.ignored_votes = sig.ignored
     report.votes = sum(up + down for up, down in sig.votes.values())
     report.actions.update(edits=len(sig.edits), **{"take choices": len(sig.chosen)}, erasures=len(sig.erased))
     report.actions = +report.actions
-    outside = _outside(snap, filters)
     out = []
     for g in snap.generations:
         up, down = sig.votes.get(g.id, (0, 0))
@@ -277,10 +277,9 @@ def _unusable(g: Generation) -> str | None:
     return None
 
 
-def broken_takes(snap: Snapshot, filters: Filters) -> list[Generation]:
+def broken_takes(snap: Snapshot, outside: Callable[[Generation], str | None]) -> list[Generation]:
     """What the model wrote out of the trained format, inside the export's rules: shown with parse
     issues, or not shown at all (the bot found no passage in it)."""
-    outside = _outside(snap, filters)
     shown = [g for g in snap.generations if _unusable(g)]
     return [g for g in sorted(shown + snap.no_passage, key=lambda g: g.id) if g.output and not outside(g)]
 
@@ -429,53 +428,41 @@ def _dpo(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
                     else "no other version of its passage to pair with (one liked, the other not)"
                 )
                 report.left_out[reason] += 1
-    return rows + _erasure_pairs(cands, min_votes, report)
-
-
-def _kept(cands: list[Candidate], min_votes: int = 1) -> dict[str, Candidate]:
-    """For each prompt, the first take still in the story that the writers liked, edited or chose."""
-    kept: dict[str, Candidate] = {}
-    for c in cands:
-        if c.positive and not c.gen.removed and (_liked(c, min_votes) or _chosen(c)):
-            kept.setdefault(c.gen.user_text, c)
-    return kept
-
-
-def _erasure_pairs(cands: list[Candidate], min_votes: int, report: Report) -> list[dict]:
-    """Each erased take under what the writers kept in its place (the module doc's rule)."""
-    kept = _kept(cands, min_votes)
-    rows = []
-    for c in cands:
-        if c.erasure is None:
-            continue
-        keeper = kept.get(c.gen.user_text)
-        if keeper is None or keeper.positive is None:
-            report.pairs_left_out["erased, and nothing liked, edited or chosen kept in its place"] += 1
-        elif keeper.positive == c.target:
-            report.pairs_left_out["erased, and the same text kept in its place"] += 1
-        else:
-            source = keeper.source("erasure", c.erasure.erased_at, rejected=c.gen.id)
-            rows.append(_preference(keeper, keeper.positive, c.target, source))
     return rows
 
 
-def _retry_pairs(
-    cands: list[Candidate], broken: list[Generation], erased: set[int], min_votes: int, report: Report
+def _kept(cands: list[Candidate], min_votes: int) -> dict[str, tuple[Candidate, str]]:
+    """For each prompt, the first take still in the story that the writers liked, edited or chose, with
+    the text they would have it answer with."""
+    kept: dict[str, tuple[Candidate, str]] = {}
+    for c in cands:
+        if c.positive and not c.gen.removed and (_liked(c, min_votes) or _chosen(c)):
+            kept.setdefault(c.gen.user_text, (c, c.positive))
+    return kept
+
+
+def _kept_over(
+    cands: list[Candidate], broken: list[Generation], sig: Signals, min_votes: int, report: Report
 ) -> list[dict]:
-    """Each take the model wrote out of format, as it wrote it, under what the writers kept for the
-    same prompt (the module doc's rule); an erasure when the writers erased it."""
+    """Each erased take, and each take the model wrote out of format (as it wrote it), rejected under
+    what the writers kept for its prompt (the module doc's rules): an erasure pair when the writers
+    erased it, else a retry pair."""
     kept = _kept(cands, min_votes)
+    rejected: list[tuple[Generation, str, Erasure | None, str, str]] = [
+        (c.gen, c.target, c.erasure, "erased", "in its place") for c in cands if c.erasure
+    ]
+    rejected += [(g, g.output, sig.erased.get(g.id), "out of format", "for its prompt") for g in broken]
     rows = []
-    for g in broken:
-        keeper = kept.get(g.user_text)
-        if keeper is None or keeper.positive is None:
-            report.pairs_left_out[
-                "out of format, and nothing liked, edited or chosen kept for its prompt"
-            ] += 1
+    for gen, text, erasure, what, where in rejected:
+        keeper, positive = kept.get(gen.user_text, (None, ""))
+        if keeper is None:
+            report.pairs_left_out[f"{what}, and nothing liked, edited or chosen kept {where}"] += 1
+        elif positive == text:
+            report.pairs_left_out[f"{what}, and the same text kept {where}"] += 1
         else:
-            action = "erasure" if g.id in erased else "retry"
-            source = keeper.source(action, keeper.gen.created_at, rejected=g.id)
-            rows.append(_preference(keeper, keeper.positive, g.output, source))
+            at = erasure.erased_at if erasure else keeper.gen.created_at
+            source = keeper.source("erasure" if erasure else "retry", at, rejected=gen.id)
+            rows.append(_preference(keeper, positive, text, source))
     return rows
 
 

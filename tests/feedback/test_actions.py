@@ -4,6 +4,7 @@ databases the bot's own store filled."""
 from __future__ import annotations
 
 from contract import prompt
+from pipeline.feedback import snapshot
 
 from .conftest import ALICE, BOB, CAROL, bodies, rows_of
 
@@ -276,3 +277,5 @@ def test_an_erased_take_out_of_format_is_an_erasure_pair_under_the_take_kept_in_
         ("erasure", kept, erased)
     ]
     assert rows[0]["rejected"].endswith("<answer><answer>It rained.</answer>")
+    (erasure,) = snapshot.read(db).erasures
+    assert rows[0]["source"]["time"] == erasure.erased_at  # the time of the writers' action
