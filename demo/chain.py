@@ -653,7 +653,6 @@ async def writers_session(service, windows: list[dict], asked: int) -> tuple[str
 async def _story(say, service, first: str, human: str, asked: int) -> Counter:
     """Two takes of the next passage, each rated, then the panel's action on them (panel.act). A take
     the model failed to write (the bot said why) is disliked and leaves nothing to act on."""
-    from bot.console import CHANNEL
 
     actions: Counter = Counter()
     outputs: list[str] = []
@@ -667,13 +666,7 @@ async def _story(say, service, first: str, human: str, asked: int) -> Counter:
         actions["no second take"] += 1
         return actions
     act = panel.act(first, (outputs[0], outputs[1]), human, asked)
-    position = service.show(CHANNEL).passages[-1].position
-    if act.take:
-        await say(f"/take {act.take}")
-    if act.then == "edit":
-        await say(f"/edit {position} {act.text}")
-    elif act.then == "erase":
-        await say(f"/erase {position}")
+    await _carry_out(say, service, act)
     actions.update(act.actions)
     if act.then == "erase":
         actions.update(await _retry(say, service, first, human, asked))
@@ -684,23 +677,30 @@ async def _retry(say, service, first: str, human: str, asked: int) -> Counter:
     """After an erasure the writers ask again, up to panel.RETRIES times, until a take they like or
     can fix; each take is rated, then kept, fixed or erased too (panel.retry). A new take takes a new
     position: an erased passage keeps its own, for redo."""
-    from bot.console import CHANNEL
-
     actions: Counter = Counter()
     for _ in range(panel.RETRIES):
         if not await say(f"/continue --length {asked}", may_fail=True):
             continue  # the model wrote no passage: ask again
         act = panel.retry(first, _shown_output(service), human, asked)
-        position = service.show(CHANNEL).passages[-1].position
         await say(f"/rate {'+1' if act.ratings[0] else '-1'}")
-        if act.then == "edit":
-            await say(f"/edit {position} {act.text}")
-        elif act.then == "erase":
-            await say(f"/erase {position}")
+        await _carry_out(say, service, act)
         actions.update(["rating", *act.actions])
         if act.then != "erase":
             break
     return actions
+
+
+async def _carry_out(say, service, act: panel.Act) -> None:
+    """Type the panel's action on the story's last passage: the take picked, then its edit or erasure."""
+    from bot.console import CHANNEL
+
+    position = service.show(CHANNEL).passages[-1].position
+    if act.take:
+        await say(f"/take {act.take}")
+    if act.then == "edit":
+        await say(f"/edit {position} {act.text}")
+    elif act.then == "erase":
+        await say(f"/erase {position}")
 
 
 def _shown_output(service) -> str:
