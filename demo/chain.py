@@ -21,7 +21,7 @@ import json
 import shlex
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import typer
@@ -68,9 +68,11 @@ class Sizes:
     preference_sft_weight: float  # DPO: an SFT term on the chosen replies beside the preference (RPO)
 
 
-# SmolLM2 on 2 cores: ~9 s an SFT step of 4 rows, ~18 s a DPO step (the reference model runs too),
-# ~1 s an output of 160 tokens in llama.cpp. 20 steps see 80 rows once; early stopping keeps the best.
-# 20 stories give the panel's writers about 55 actions, in about 40 s of the console. On one such
+# SmolLM2 on 2 cores with AVX-512: ~9 s an SFT step of 4 rows, ~1 s an output of 160 tokens in
+# llama.cpp; with AVX2 only (2026-12-07), ~17 s an SFT step and ~19 s a DPO step (the reference's
+# log-probs computed once per pair). 20 steps see 80 rows once; early stopping keeps the best. The
+# stories: on one AVX2 machine, 20 gave 15 pairs and the panel liked SFT+DPO as often as SFT (2/24
+# each); 30 gave 26 pairs (8 of them edits) and 5/24 against 2/24, 77 s of the console. On one such
 # session's feedback (measured by hand, 20 held-out outputs each): KTO for 6 steps at 1e-4 left the
 # model as it was (liked 1/20), 12 steps named more but broke the format (in format 0.80 -> 0.45);
 # DPO alone at 2e-4 broke it too (0.30); DPO with an SFT term on the chosen replies at 5e-4 kept it
@@ -98,7 +100,7 @@ FULL = Sizes(
     eval_contexts=12,
     samples=2,
     num_predict=160,
-    stories=20,
+    stories=30,
     preference="dpo",
     preference_steps=8,
     preference_lr=5e-4,
@@ -184,11 +186,13 @@ def timed(run: Run, name: str, command: str):
 
 
 # --- the chain -----------------------------------------------------------------------------------
-def run_demo(out: Path, quick: bool = False) -> Path:
-    """Run every step into `out`; returns the report's path."""
+def run_demo(out: Path, quick: bool = False, samples: int | None = None) -> Path:
+    """Run every step into `out`; returns the report's path. `samples` overrides the sizes' outputs per
+    held-out context and model."""
     from engines import smollm2
 
     sizes = QUICK if quick else FULL
+    sizes = replace(sizes, samples=samples) if samples else sizes
     if out.exists() and any(out.iterdir()):
         raise DemoError(f"{out} is not empty: give a new folder (every step of the demo writes into it)")
     out.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     from demo.cli import app
     from engines.local_engine import LocalModel
 
-    args = _the_page_line()
+    args = [*_the_page_line(), "--samples", "2"]  # more than --quick's 1: the flag reaches the panel
     monkeypatch.chdir(tmp_path)  # the page's paths are relative to where it runs
     out = tmp_path / Path(args[args.index("-o") + 1])
     result = CliRunner().invoke(app, args)
@@ -101,11 +101,12 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
     ratings = actions.pop("rating")
     assert set(actions) <= {"take", "keep", "edit", "erase", "no second take"}
     assert ratings <= 2 + (panel.RETRIES if "erase" in actions else 0)
+    assert facts["sizes"]["samples"] == 2 and facts["panel"]["held_out"]["tuned"]["n"] == 2 * 2  # 2 contexts
     loop = facts["loop"]
     assert loop["preference_ran"] == (loop["preference_skipped_because"] is None)
     if loop["preference_ran"]:  # the preference model against SFT, slot by slot, and what it read
         vs = loop["preference_vs_sft"]
-        assert vs["slots"] == 2 and vs["wins"] + vs["losses"] <= 2 and 0 < vs["p_one_sided"] <= 1
+        assert vs["slots"] == 4 and vs["wins"] + vs["losses"] <= 4 and 0 < vs["p_one_sided"] <= 1
         assert sum(loop["preference_trained_on"].values()) == loop["feedback"]["rows"]
         assert f"on the same {vs['slots']} output slots" in report
     else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -48,6 +49,17 @@ class NotAnAdapterError(ValueError):
 
 def gguf_fields(path: Path) -> dict[str, object]:
     """The key/value metadata of a GGUF file (strings and numbers), without loading tensors."""
+    try:
+        stat = path.stat()
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable GGUF file ({e})") from e
+    return dict(_gguf_fields(path.resolve(), stat.st_size, stat.st_mtime_ns))
+
+
+# gguf's reader decodes every array element (a vocabulary of 49k tokens: seconds), and writing one Modelfile
+# reads its FROM up to three times; a file changed since has another size or time, so another key.
+@functools.lru_cache(maxsize=8)
+def _gguf_fields(path: Path, size: int, mtime_ns: int) -> dict[str, object]:
     import gguf
 
     try:

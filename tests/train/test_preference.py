@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from contract.prompt import render_prompt, render_target
 from pipeline.train.callbacks import read_log
 from pipeline.train.options import TrainError, TrainOptions
+from pipeline.train.preference import sees_every_row
 from pipeline.train.run import train
 from tests.train.helpers import corpus_windows, sft_rows, write_jsonl
 
@@ -136,3 +137,23 @@ def test_dpo_with_an_sft_weight_also_trains_on_the_chosen_reply(
     assert first > math.log(2) + 1.0
     with pytest.raises(TrainError, match="--sft-weight is for --method dpo"):
         TrainOptions(out_dir=out, method="kto", sft_weight=1.0, **opts)
+
+
+@pytest.mark.parametrize(
+    ("steps", "epochs", "rows", "precomputed"),
+    [(6, 2.0, 24, True), (5, 2.0, 24, False), (1, 2.0, 4, True), (-1, 1.0, 1000, True), (-1, 0.5, 10, False)],
+)
+def test_reference_log_probs_are_computed_once_per_row_when_the_run_sees_every_row(
+    tmp_path, steps, epochs, rows, precomputed
+):
+    opts = TrainOptions(
+        base="b",
+        out_dir=tmp_path,
+        data=tmp_path / "d.jsonl",
+        method="dpo",
+        adapter=tmp_path,
+        max_steps=steps,
+        epochs=epochs,
+        **COMMON,
+    )
+    assert sees_every_row(opts, rows) is precomputed
