@@ -6,6 +6,7 @@ other tested block, `story-demo --quick`, is run by tests/test_demo.py."""
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 
@@ -88,5 +89,15 @@ def test_the_step_by_step_commands_run_as_written(tmp_path):
     assert "FROM " in modelfile and "ADAPTER " in modelfile and "TEMPLATE " in modelfile
     assert "ollama create accepts it" in outputs["story-pipeline modelfile check work/Writer.Modelfile"]
     transcript = outputs["story-bot console"]
-    assert "(passage 1 added)" in transcript and "(passage 2 by the model" in transcript, transcript
-    assert "rated 👍" in transcript, transcript
+    assert "(passage 1 added)" in transcript, transcript
+    # The tiny random student's gibberish is a passage shown with its parse issues, unless a reasoning tag
+    # from its vocabulary (`<think>`) opens and never closes: then the bot says so and adds nothing. Which
+    # one depends on the CPU's arithmetic (AVX2 and AVX-512 train different gibberish); both are the model
+    # answering through llama.cpp with the LoRA, kept in the store.
+    if "(passage 2 by the model" in transcript:
+        assert "rated 👍" in transcript, transcript
+    else:
+        assert "answered with no passage (nothing was added)" in transcript, transcript
+    with sqlite3.connect(work / "story-bot.db") as db:
+        (output,) = db.execute("SELECT output FROM generations").fetchone()
+    assert output.strip(), "the model's answer was not kept"
