@@ -657,7 +657,6 @@ async def writers_session(service, windows: list[dict], asked: int) -> tuple[str
 async def _story(say, service, first: str, human: str, asked: int) -> Counter:
     """Two takes of the next passage, each rated, then the panel's action on them (panel.act). A take
     the model failed to write (the bot said why) is disliked and leaves nothing to act on."""
-
     actions: Counter = Counter()
     outputs: list[str] = []
     for again in (False, True):

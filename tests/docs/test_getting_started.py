@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 
 import pytest
 
@@ -98,6 +99,6 @@ def test_the_step_by_step_commands_run_as_written(tmp_path):
         assert "rated 👍" in transcript, transcript
     else:
         assert "answered with no passage (nothing was added)" in transcript, transcript
-    with sqlite3.connect(work / "story-bot.db") as db:
+    with closing(sqlite3.connect(work / "story-bot.db")) as db:
         (output,) = db.execute("SELECT output FROM generations").fetchone()
     assert output.strip(), "the model's answer was not kept"
