@@ -17,32 +17,27 @@ v0.33.0-rc2); callers serialise.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypedDict, cast
+from typing import TYPE_CHECKING, TypedDict
 
 from contract import serving
 from contract.serving import GenerateRequest
+from engines.text_stream import StreamText
 
 if TYPE_CHECKING:
-    from llama_cpp.llama_types import ChatCompletionRequestMessage, CreateCompletionStreamResponse
+    from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 ENGINE = "llama.cpp"
 #: Ollama's sampling defaults, so both engines sample alike: api/types.go `DefaultOptions` at v0.33.0-rc2
 #: (repeat_penalty 1.0 since v0.32.10, 1.1 before; min_p unset there, so 0, where llama-cpp-python's
 #: own default is 0.05; repeat_last_n 64 is llama-cpp-python's default too).
 DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
-_OPTION_NAMES = {
-    "num_predict": "max_tokens",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "top_p": "top_p",
-    "min_p": "min_p",
-    "repeat_penalty": "repeat_penalty",
-    "seed": "seed",
-}
+#: The options llama.cpp samples with, Ollama's names (num_predict is counted by `stream`).
+_SAMPLING = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
 
 
 class EngineError(RuntimeError):
@@ -180,64 +175,72 @@ class LocalModel:
     def stream(
         self, request: GenerateRequest, options: Mapping | None = None, cancelled: Callable[[], bool] = bool
     ) -> Iterator[Chunk]:
-        """Text pieces, then a last Chunk(done=True) with Ollama's figures; `cancelled()` stops early."""
+        """Text pieces, then a last Chunk(done=True) with Ollama's figures; `cancelled()` stops early.
+
+        Tokens are sampled by llama.cpp (`Llama.generate`, seeded as `create_completion` seeds it) and
+        turned into text by StreamText, which streams as Ollama does even when the model emits bytes that
+        are no UTF-8 (create_completion's own streaming goes silent until the end there)."""
         options = dict(options or {})
-        text = self.prompt_text(request)
         started = time.monotonic_ns()
-        prompt_tokens = len(
-            self.llm.tokenize(text.encode(), add_bos=self.llm._model.add_bos_token(), special=True)
+        prompt = self.llm.tokenize(
+            self.prompt_text(request).encode(), add_bos=self.llm._model.add_bos_token(), special=True
         )
-        room = self.n_ctx - prompt_tokens
+        room = self.n_ctx - len(prompt)
         if room < 1:
             raise PromptTooLong(
-                f"the prompt is {prompt_tokens} tokens and the local model's context is {self.n_ctx}: "
+                f"the prompt is {len(prompt)} tokens and the local model's context is {self.n_ctx}: "
                 "shorten the context or load the model with a larger n_ctx"
             )
-        kwargs = {**DEFAULTS, **{_OPTION_NAMES[k]: v for k, v in options.items() if k in _OPTION_NAMES}}
-        kwargs["max_tokens"] = min(int(kwargs.get("max_tokens") or room), room)
-        seen = {"n": 0}
+        asked = int(options.get("num_predict") or 0)
+        max_tokens = min(asked, room) if asked > 0 else room  # Ollama's -1 and -2: until the context is full
+        text = StreamText(self.stops(request, options))
+        first, reason, count = None, "length", 0
+        from llama_cpp import llama_vocab_is_eog
 
-        def stop_when(input_ids, _logits) -> bool:
-            seen["n"] = len(input_ids)
-            return cancelled()
-
-        from llama_cpp import StoppingCriteriaList
-
-        first = None
-        reason = "stop"
-        # stream=True returns the iterator side of create_completion's union (llama-cpp has no overload).
-        parts = cast(
-            "Iterator[CreateCompletionStreamResponse]",
-            self.llm.create_completion(
-                text,
-                stream=True,
-                stop=self.stops(request, options),
-                stopping_criteria=StoppingCriteriaList([stop_when]),
-                **kwargs,
-            ),
-        )
-        for part in parts:
-            choice = part["choices"][0]
-            if first is None:
-                first = time.monotonic_ns()
-            if choice["text"]:
-                yield Chunk(choice["text"])
-            reason = choice.get("finish_reason") or reason
+        for token in self._sampled(prompt, options, cancelled):
+            first = first or time.monotonic_ns()
+            count += 1
+            if llama_vocab_is_eog(self.llm._model.vocab, token):
+                reason = "stop"
+                break
+            if shown := text.add(self.llm.detokenize([token])):
+                yield Chunk(shown)
+            if text.stopped or count >= max_tokens:
+                reason = "stop" if text.stopped else "length"
+                break
+        else:
+            reason = "stop"  # cancelled: llama.cpp's stopping criteria ended the tokens
+        if shown := text.add(b"", final=True):
+            yield Chunk(shown)
         end = time.monotonic_ns()
         first = first or end
-        output_tokens = max(0, seen["n"] - prompt_tokens + 1) if seen["n"] else 0
         yield Chunk(
             "",
             True,
             {
-                "prompt_eval_count": prompt_tokens,
-                "eval_count": output_tokens,
+                "prompt_eval_count": len(prompt),
+                "eval_count": count,
                 "total_duration": end - started,
                 "load_duration": 0,
                 "prompt_eval_duration": first - started,
                 "eval_duration": end - first,
-                "done_reason": "length" if reason == "length" else "stop",
+                "done_reason": reason,
             },
+        )
+
+    def _sampled(self, prompt: list[int], options: Mapping, cancelled: Callable[[], bool]) -> Iterator[int]:
+        """llama.cpp's tokens for the prompt, sampled with Ollama's option names and defaults."""
+        from llama_cpp import StoppingCriteriaList
+
+        sampling = {**DEFAULTS, **{k: v for k, v in options.items() if k in _SAMPLING}}
+        seed = sampling.pop("seed", None)
+        # why: create_completion's seeding, so a run without a seed still differs from the one before
+        self.llm.set_seed(seed if seed is not None else random.Random(self.llm._seed).randint(0, 2**32))
+        return self.llm.generate(
+            prompt,
+            temp=sampling.pop("temperature"),
+            stopping_criteria=StoppingCriteriaList([lambda _ids, _logits: cancelled()]),
+            **sampling,
         )
 
     def complete(self, request: GenerateRequest, options: Mapping | None = None) -> tuple[str, Figures]:

@@ -168,3 +168,35 @@ def test_the_local_engine_samples_with_ollamas_defaults():
 
     ollama = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
     assert ollama == local_engine.DEFAULTS
+
+
+def test_a_model_emitting_bytes_that_are_no_utf8_keeps_streaming(monkeypatch):
+    """A small model's gibberish can hold a byte that begins no character. Ollama shows it (U+FFFD) and
+    streams on; llama-cpp-python's own streaming held all that followed until the end (the bot's watchdog
+    then gave up on a silent model). The engine must hand each piece over as its token comes."""
+    from engines.local_engine import LocalModel
+
+    m = LocalModel(GGUF, n_ctx=256)
+    try:
+        token = {m.llm.detokenize([i]): i for i in range(m.llm.n_vocab())}
+        script = [token[b"ch"], token[b"\x80"], token[b" rain"], *[token[b" on"]] * 40]
+        made: list[int] = []
+
+        def generate(tokens, **_sampling):
+            for t in script:
+                made.append(t)
+                yield t
+
+        monkeypatch.setattr(m.llm, "generate", generate)
+        request, stop = m.build_request("It rained."), " on on on on on on"
+        stream = m.stream(request, {"num_predict": 8, "stop": [stop]})
+        assert [next(stream).text for _ in range(3)] == ["ch", "\ufffd", " rain"]
+        assert len(made) == 3  # each piece came as its token did, not at the end
+        rest = list(stream)  # " on" x5 is held while it could begin the stop, then shown at the limit
+        assert [c.text for c in rest] == [" on" * 5, ""] and rest[-1].stats
+        assert rest[-1].stats["done_reason"] == "length" and rest[-1].stats["eval_count"] == 8
+        made.clear()
+        text, figures = m.complete(request, {"num_predict": 30, "stop": [stop]})
+        assert text == "ch\ufffd rain" and figures["done_reason"] == "stop" and len(made) == 9
+    finally:
+        m.close()
