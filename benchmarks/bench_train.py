@@ -1,9 +1,12 @@
-"""Training throughput and peak memory: QLoRA (4-bit NF4 base) against plain LoRA, same rows, same steps.
+"""Training throughput and peak memory: QLoRA (4-bit NF4 base) and LoRA in bf16 mixed precision against
+plain LoRA (auto precision: fp32 on a CPU), same rows, same steps.
 
-    python benchmarks/bench_train.py [--steps 10] [--max-length 512]
+    python benchmarks/bench_train.py [--steps 10] [--max-length 512] [--base FOLDER]
 
-On the CPU: the tiny Qwen2 test model. With a CUDA GPU, also a model shaped like Qwen2.5-0.5B (random
-weights, built from a config; nothing downloads). Each configuration runs in its own process so peak
+On the CPU: the tiny Qwen2 test model, or `--base` (SmolLM2-135M from `story-pipeline models smollm2 -o
+FOLDER`, the demo's student). With a CUDA GPU, also a model shaped like Qwen2.5-0.5B (random weights,
+built from a config; nothing downloads). LoRA bf16 runs where the device multiplies bf16 natively (a
+recent GPU; a CPU with AVX512_BF16, AMX or Arm BF16). Each configuration runs in its own process so peak
 memory is its own (peak RSS on the CPU, peak allocated on the GPU). Prints tokens per second and peak
 memory, with ratios against plain LoRA measured in the same run.
 """
@@ -48,8 +51,8 @@ def build_model(kind: str, folder: Path) -> Path:
     return folder
 
 
-def run_one(base: str, qlora: bool, steps: int, max_length: int, batch: int, work: Path) -> dict:
-    """One measured run in this process; returns the figures."""
+def run_one(args, work: Path) -> dict:
+    """One measured run (`--one BASE` and its flags) in this process; returns the figures."""
     import resource
 
     import torch
@@ -59,18 +62,19 @@ def run_one(base: str, qlora: bool, steps: int, max_length: int, batch: int, wor
     from pipeline.train.run import train
     from tests.train.helpers import sft_rows, write_jsonl
 
-    words = max(40, max_length // 4)  # contexts long enough to fill most of the window
-    rows = sft_rows(corpus_texts(CORPUS, 400_000), batch * steps, context_words=words)
+    words = max(40, args.max_length // 4)  # contexts long enough to fill most of the window
+    rows = sft_rows(corpus_texts(CORPUS, 400_000), args.batch * args.steps, context_words=words)
     data = write_jsonl(work / "train.jsonl", rows)
     opts = TrainOptions(
-        base=base,
-        out_dir=work / ("q" if qlora else "l"),
+        base=args.one,
+        out_dir=work / "out",
         data=data,
-        qlora=qlora,
-        max_steps=steps,
-        batch_size=batch,
+        qlora=args.qlora,
+        precision=args.precision,
+        max_steps=args.steps,
+        batch_size=args.batch,
         grad_accum=1,
-        max_length=max_length,
+        max_length=args.max_length,
         log_steps=1,
         eval_steps=10**6,
         save_steps=10**6,
@@ -96,9 +100,18 @@ def run_one(base: str, qlora: bool, steps: int, max_length: int, batch: int, wor
     }
 
 
+def configurations() -> dict[str, tuple[bool, str]]:
+    """Name -> (QLoRA, precision): bf16 only where it is native, else it would only be emulated."""
+    from pipeline.train.base import detect_hardware
+
+    hw = detect_hardware()
+    bf16 = {"LoRA bf16": (False, "bf16")} if hw.bf16 and hw.device != "mps" else {}
+    return {"LoRA": (False, "auto"), "QLoRA": (True, "auto"), **bf16}
+
+
 def measure(kind: str, base: Path, args) -> None:
     figures = {}
-    for qlora in (False, True):
+    for name, (qlora, precision) in configurations().items():
         cmd = [
             sys.executable,
             __file__,
@@ -110,11 +123,13 @@ def measure(kind: str, base: Path, args) -> None:
             str(args.max_length),
             "--batch",
             str(args.batch),
+            "--precision",
+            precision,
         ] + (["--qlora"] if qlora else [])
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         if out.returncode:
-            sys.exit(f"{kind} {'QLoRA' if qlora else 'LoRA'} failed:\n{out.stderr[-3000:]}")
-        figures["QLoRA" if qlora else "LoRA"] = json.loads(out.stdout.strip().splitlines()[-1])
+            sys.exit(f"{kind} {name} failed:\n{out.stderr[-3000:]}")
+        figures[name] = json.loads(out.stdout.strip().splitlines()[-1])
     lora = figures["LoRA"]
     device = lora["device"]
     print(
@@ -122,10 +137,10 @@ def measure(kind: str, base: Path, args) -> None:
         f"{args.max_length} tokens"
     )
     memory = "peak allocated" if "CPU" not in device else "peak RSS"
-    print(f"{'':8}{'tokens/s':>10}{'vs LoRA':>9}{memory:>16}{'vs LoRA':>9}")
+    print(f"{'':10}{'tokens/s':>10}{'vs LoRA':>9}{memory:>16}{'vs LoRA':>9}")
     for name, f in figures.items():
         print(
-            f"{name:8}{f['tokens_per_s']:>10.0f}{f['tokens_per_s'] / lora['tokens_per_s']:>8.2f}x"
+            f"{name:10}{f['tokens_per_s']:>10.0f}{f['tokens_per_s'] / lora['tokens_per_s']:>8.2f}x"
             f"{f['peak_mb']:>13.0f} MB{f['peak_mb'] / lora['peak_mb']:>8.2f}x"
         )
 
@@ -137,19 +152,22 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one config in this process
     parser.add_argument("--qlora", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--base", type=Path, help="a model folder to measure instead of the tiny test model")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     if args.one:
         with tempfile.TemporaryDirectory() as tmp:
-            print(
-                json.dumps(run_one(args.one, args.qlora, args.steps, args.max_length, args.batch, Path(tmp)))
-            )
+            print(json.dumps(run_one(args, Path(tmp))))
         return
 
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        measure("tiny Qwen2", build_model("tiny", Path(tmp) / "tiny"), args)
+        if args.base:
+            measure(args.base.name, args.base, args)
+        else:
+            measure("tiny Qwen2", build_model("tiny", Path(tmp) / "tiny"), args)
         if torch.cuda.is_available():
             measure("Qwen2.5-0.5B-shaped", build_model("qwen05", Path(tmp) / "q05"), args)
         else:

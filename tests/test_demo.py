@@ -111,3 +111,14 @@ def test_the_quick_demo_runs_the_whole_chain_and_reports_its_own_figures(tmp_pat
         assert f"on the same {vs['slots']} output slots" in report
     else:
         assert loop["preference_vs_sft"] is None and loop["preference_trained_on"] == {}
+
+
+def test_the_full_demo_trains_in_bf16_only_where_the_cpu_multiplies_it_natively(monkeypatch):
+    from demo import chain
+    from pipeline.train import base
+
+    for native, full, quick in ((True, "bf16", "auto"), (False, "auto", "auto")):
+        monkeypatch.setattr(base, "detect_hardware", lambda n=native: base.Hardware("cpu", "CPU", n))
+        assert (chain._precision(chain.FULL), chain._precision(chain.QUICK)) == (full, quick)
+    monkeypatch.setattr(base, "detect_hardware", lambda: base.Hardware("cuda", "H100", True))
+    assert chain._precision(chain.FULL) == "auto"  # train's own choice on a GPU

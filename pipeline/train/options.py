@@ -82,7 +82,10 @@ class TrainOptions:
     overwrite: bool = option(
         False, "Start over in an output folder that holds a run (--force: the same)", "--overwrite", "--force"
     )
-    precision: str = option("auto", "auto (bf16 GPU, else fp16 GPU, else fp32), bf16, fp16, fp32")
+    precision: str = option(
+        "auto",
+        "auto (bf16 GPU, else fp16 GPU, else fp32), bf16 (a GPU or a CPU with native bf16), fp16, fp32",
+    )
     gradient_checkpointing: bool = option(True, "Recompute activations to save memory")
     optim: str = option("adamw_torch", "Optimizer (adamw_torch, paged_adamw_8bit, ...)")
     beta: float = option(0.1, "DPO/KTO beta: how close to stay to the SFT adapter", above=0)

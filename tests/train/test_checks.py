@@ -64,6 +64,13 @@ def test_precision_follows_the_hardware():
         base.choose_precision("bf16", old_gpu)
     with pytest.raises(TrainError, match="fp16 mixed precision needs a CUDA GPU"):
         base.choose_precision("fp16", cpu)
+    # On a CPU bf16 is asked for, where it is native, and refused where it would be emulated.
+    bf16_cpu = base.Hardware("cpu", "CPU", bf16=True)
+    assert base.choose_precision("auto", bf16_cpu) == "fp32"
+    assert base.choose_precision("bf16", bf16_cpu) == "bf16"
+    with pytest.raises(TrainError, match="no native bf16 .* use --precision fp32"):
+        base.choose_precision("bf16", cpu)
+    assert base.detect_hardware().bf16 == base.cpu_has_bf16()  # no GPU in the tests
 
 
 def test_qlora_is_refused_where_bitsandbytes_cannot_run(monkeypatch):

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from contract.prompt import training_row
 from pipeline.cli import app
 from pipeline.tiny import CHATML
+from pipeline.train.base import cpu_has_bf16
 from pipeline.train.callbacks import read_log
 from pipeline.train.options import TrainError, TrainOptions
 from pipeline.train.run import train
@@ -303,3 +304,16 @@ def test_cli_trains_from_a_config_file_flags_win_and_training_json_repeats_the_r
     result = CliRunner().invoke(app, ["train", "-o", str(tmp_path / "o4")])
     text = " ".join(result.output.split())
     assert result.exit_code == 2 and "missing --base, --data" in text
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no native bf16 (AVX512_BF16, AMX, Arm BF16)")
+def test_bf16_on_a_cpu_that_multiplies_it_natively_trains_an_fp32_adapter(train_base, data, tmp_path):
+    """`--precision bf16` on such a CPU (what story-demo asks for there): bf16 mixed precision, and the
+    LoRA weights stay fp32, so small updates are not rounded away and the export reads them exactly."""
+    result = train(_opts(train_base, tmp_path / "out", data, qlora=False, precision="bf16", max_steps=4))
+    assert result.metadata["precision"] == "bf16" and result.global_step == 4
+    losses = [h["loss"] for h in result.trainer.state.log_history if "loss" in h]
+    assert losses and all(loss == loss and loss < 20 for loss in losses)  # finite, not NaN
+    weights = load_file(tmp_path / "out" / "adapter_model.safetensors")
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    assert any(w.abs().sum() > 0 for name, w in weights.items() if "lora_B" in name)  # it moved
