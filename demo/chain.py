@@ -83,7 +83,8 @@ class Sizes:
 # did not (0.69 against 0.42) and the panel liked 6/48 (SFT: 0/48). 10 DPO steps took one run
 # of the demo to 652 s (559 s on a quieter one); 8 keep it near 510 s. On a 2-core AVX512_BF16 machine
 # (2026-12-07) the demo took 710 s in fp32 and 596 s in bf16 (`_precision`); the panel liked SFT 0/24
-# and SFT+DPO 1/24 in the first, 3/24 and 0/24 in the second: at 24 outputs a model's rate is noise.
+# and SFT+DPO 1/24 in the first, 3/24 and 0/24 in the second; judged again on 96 outputs each, 11/96
+# against 17/96 and 7/96 against 7/96 (fp32 DPO on the second's feedback: 7/96 too, so not the precision).
 FULL = Sizes(
     student="smollm2",
     context_sentences=3,
