@@ -82,9 +82,11 @@ class Sizes:
 # did not keep it. On a 30-story session's feedback (48 outputs), an SFT weight of 2 kept it where 1
 # did not (0.69 against 0.42) and the panel liked 6/48 (SFT: 0/48). 10 DPO steps took one run
 # of the demo to 652 s (559 s on a quieter one); 8 keep it near 510 s. On a 2-core AVX512_BF16 machine
-# (2026-12-07) the demo took 710 s in fp32 and 596 s in bf16 (`_precision`); the panel liked SFT 0/24
+# (2026-12-07) the demo took 710 s in fp32 and 596-674 s in bf16 (`_precision`); the panel liked SFT 0/24
 # and SFT+DPO 1/24 in the first, 3/24 and 0/24 in the second; judged again on 96 outputs each, 11/96
 # against 17/96 and 7/96 against 7/96 (fp32 DPO on the second's feedback: 7/96 too, so not the precision).
+# The writers asking again for a take the model failed to write (13 of 30 stories) gave 61 pairs
+# instead of 24, but 774 s and a DPO that broke the format (0.75 -> 0.42): not kept.
 FULL = Sizes(
     student="smollm2",
     context_sentences=3,
