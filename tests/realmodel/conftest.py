@@ -82,27 +82,25 @@ def smollm2_lora_gguf(smollm2_adapter, smollm2_hf) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2_llama(smollm2_gguf, smollm2_lora_gguf):
-    """llama.cpp running the Q4_1 base with our LoRA applied."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    return llama_cpp.Llama(
-        model_path=str(smollm2_gguf),
-        lora_path=str(smollm2_lora_gguf),
-        n_ctx=2048,
-        n_threads=2,
-        seed=0,
-        verbose=False,
-    )
+    """llama.cpp running the Q4_1 base with our LoRA applied, through the local engine."""
+    pytest.importorskip("llama_cpp")
+    from engines.local_engine import LocalModel
+
+    model = LocalModel(smollm2_gguf, smollm2_lora_gguf, n_ctx=2048, n_threads=2)
+    yield model
+    model.close()
 
 
 class LlamaCppBackend:
     """The bot's backend interface (`bot.llm.OllamaBackend`: model_info, generate) over a real model in
     llama.cpp, standing in for an Ollama server that holds a model made from our Modelfile: a non-raw
     prompt goes through the TEMPLATE as Ollama's Go template would render it, a raw one as it is; the
-    stream is the model's own, token by token; `stop` and `num_predict` are honoured as llama.cpp's
-    server does (a stop string ends the output and is not returned)."""
+    stream is the model's own, token by token, from the local engine's loop (`LocalModel.stream`), which
+    honours `stop` and `num_predict` as Ollama's runner does (a stop string ends the output and is not
+    returned)."""
 
-    def __init__(self, llama, template: str, system: str = "", stop: tuple[str, ...] = ()):
-        self.llama, self.template, self.system, self.stop = llama, template, system, stop
+    def __init__(self, model, template: str, system: str = "", stop: tuple[str, ...] = ()):
+        self.model, self.template, self.system, self.stop = model, template, system, stop
         self.prompts: list[str] = []  # the exact text each request put before the model
 
     async def model_info(self, model: str) -> ModelInfo:
@@ -114,21 +112,17 @@ class LlamaCppBackend:
             text = gotemplate.render(self.template, {"Prompt": text, "System": self.system})
         self.prompts.append(text)
         budget = min(int(options.get("num_predict") or TEST_NUM_PREDICT), TEST_NUM_PREDICT)
-        stream = self.llama.create_completion(
-            text,
-            max_tokens=budget,
-            temperature=0.0,
-            stop=list(options.get("stop") or []),
-            stream=True,
-        )
-        reason, count = None, 0
-        while (chunk := await asyncio.to_thread(next, stream, None)) is not None:
-            choice = chunk["choices"][0]
-            reason = choice.get("finish_reason") or reason
-            if choice["text"]:
-                count += 1
-                yield Piece(choice["text"])
-        yield Piece("", True, {"done_reason": reason or "stop", "output_tokens": count})
+        asked = {"num_predict": budget, "temperature": 0.0, "stop": list(options.get("stop") or [])}
+        # why: the engine's token loop, which streams past bytes that are no UTF-8 (create_completion's
+        # own streaming goes silent there until the end)
+        chunks = self.model.stream(GenerateRequest(text, True, text), asked)
+        while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+            if chunk.text:
+                yield Piece(chunk.text)
+            if chunk.done:
+                stats = chunk.stats or {}
+                figures = {"done_reason": stats["done_reason"], "output_tokens": stats["eval_count"]}
+                yield Piece("", True, figures)
 
     async def close(self) -> None:
         pass
