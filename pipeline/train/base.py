@@ -49,6 +49,29 @@ def cpu_has_bf16() -> bool:
     return any(caps.get(name) for name in ("avx512_bf16", "amx_bf16", "sve_bf16", "bf16"))
 
 
+def score_labelled_positions_only() -> bool:
+    """Make TRL's fused LM head score only the labelled positions on a CPU, as it does on CUDA and XPU.
+
+    TRL 1.16 scores every position on other devices, so that compiled ones (XLA, Neuron) keep one tile
+    shape per batch; a CPU runs eagerly and only pays for the prompt and padding positions it then throws
+    away. SmolLM2-135M, 6 SFT steps of 4 × 384 tokens in bf16 on 2 cores (2026-12-07): 1.38 times faster,
+    13% less peak memory, the same losses. False, and nothing changed, where TRL has no such switch."""
+    from trl.trainer import utils
+
+    use_triton = getattr(utils, "_use_triton", None)  # private, so looked up, not assumed
+    if use_triton is None:
+        return False
+    if getattr(use_triton, "labelled_only_on_cpu", False):
+        return True
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or use_triton(device)
+
+    compact.labelled_only_on_cpu = True  # type: ignore[attr-defined]
+    utils._use_triton = compact
+    return True
+
+
 def choose_precision(requested: str, hw: Hardware) -> str:
     """bf16 mixed precision where the GPU has it, fp16 on older GPUs, fp32 on the CPU. On a CPU bf16 is
     asked for, never picked: fp32 keeps CPU runs (the tests, small jobs) alike from one CPU to the next."""

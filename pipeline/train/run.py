@@ -93,6 +93,7 @@ def _train(opts, hw, precision, tokenizer, fmt, resume_from, callbacks, printer)
         say(s.summary(), printer)
 
     model = base.load_model(opts, precision, hw)
+    base.score_labelled_positions_only()
     set_seed(opts.seed)  # the new adapter's random init is part of a reproducible run
     model = base.with_adapter(model, opts.adapter) if opts.adapter else base.with_new_adapter(model, opts)
     exact = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
