@@ -6,7 +6,9 @@ plain LoRA (auto precision: fp32 on a CPU), same rows, same steps.
 On the CPU: the tiny Qwen2 test model, or `--base` (SmolLM2-135M from `story-pipeline models smollm2 -o
 FOLDER`, the demo's student). With a CUDA GPU, also a model shaped like Qwen2.5-0.5B (random weights,
 built from a config; nothing downloads). LoRA bf16 runs on a CPU that multiplies bf16 natively
-(AVX512_BF16, AMX or Arm BF16; on a GPU that has bf16, plain LoRA already trains in it). Each
+(AVX512_BF16, AMX or Arm BF16; on a GPU that has bf16, plain LoRA already trains in it). On a CPU,
+"LoRA all" is plain LoRA with TRL's own choice there, its fused LM head scoring every position instead
+of only the labelled ones (`base.score_labelled_positions_only`). Each
 configuration runs in its own process so peak memory is its own (peak RSS on the CPU, peak allocated on
 the GPU). Prints tokens per second and peak memory, with ratios against plain LoRA measured in the same
 run.
@@ -59,6 +61,7 @@ def run_one(args, work: Path) -> dict:
     import torch
 
     from pipeline.tiny import corpus_texts
+    from pipeline.train import base
     from pipeline.train.options import TrainOptions
     from pipeline.train.run import train
     from tests.train.helpers import sft_rows, write_jsonl
@@ -81,6 +84,8 @@ def run_one(args, work: Path) -> dict:
         save_steps=10**6,
         warmup=0,
     )
+    if args.every_position:  # TRL's own choice on a CPU: score the prompt and padding positions too
+        base.score_labelled_positions_only = lambda: False
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = train(opts, printer=lambda m: None)
@@ -101,19 +106,21 @@ def run_one(args, work: Path) -> dict:
     }
 
 
-def configurations() -> dict[str, tuple[bool, str]]:
-    """Name -> (QLoRA, precision). LoRA bf16 only on a CPU that has it natively: elsewhere on a CPU it
-    would be emulated, and on a GPU that has it auto already picks it."""
+def configurations() -> dict[str, list[str]]:
+    """Name -> the flags of its run. LoRA bf16 only on a CPU that has it natively: elsewhere on a CPU it
+    would be emulated, and on a GPU that has it auto already picks it. On a CPU, also LoRA with TRL's
+    own scoring there, every position (`train` scores only the labelled ones)."""
     from pipeline.train.base import detect_hardware
 
     hw = detect_hardware()
-    bf16 = {"LoRA bf16": (False, "bf16")} if hw.device == "cpu" and hw.bf16 else {}
-    return {"LoRA": (False, "auto"), "QLoRA": (True, "auto"), **bf16}
+    cpu = {"LoRA all": ["--every-position"]} if hw.device == "cpu" else {}
+    bf16 = {"LoRA bf16": ["--precision", "bf16"]} if hw.device == "cpu" and hw.bf16 else {}
+    return {"LoRA": [], "QLoRA": ["--qlora"], **cpu, **bf16}
 
 
 def measure(kind: str, base: Path, args) -> None:
     figures = {}
-    for name, (qlora, precision) in configurations().items():
+    for name, flags in configurations().items():
         cmd = [
             sys.executable,
             __file__,
@@ -125,9 +132,8 @@ def measure(kind: str, base: Path, args) -> None:
             str(args.max_length),
             "--batch",
             str(args.batch),
-            "--precision",
-            precision,
-        ] + (["--qlora"] if qlora else [])
+            *flags,
+        ]
         out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         if out.returncode:
             sys.exit(f"{kind} {name} failed:\n{out.stderr[-3000:]}")
@@ -155,6 +161,7 @@ def main() -> None:
     parser.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one config in this process
     parser.add_argument("--qlora", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="auto", help=argparse.SUPPRESS)
+    parser.add_argument("--every-position", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--base", type=Path, help="a model folder to measure instead of the tiny test model")
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
