@@ -8,10 +8,9 @@ FOLDER`, the demo's student). With a CUDA GPU, also a model shaped like Qwen2.5-
 built from a config; nothing downloads). LoRA bf16 runs on a CPU that multiplies bf16 natively
 (AVX512_BF16, AMX or Arm BF16; on a GPU that has bf16, plain LoRA already trains in it). On a CPU,
 "LoRA all" is plain LoRA with TRL's own choice there, its fused LM head scoring every position instead
-of only the labelled ones (`base.score_labelled_positions_only`). Each
-configuration runs in its own process so peak memory is its own (peak RSS on the CPU, peak allocated on
-the GPU). Prints tokens per second and peak memory, with ratios against plain LoRA measured in the same
-run.
+of only the labelled ones (`base.score_labelled_positions_only`). Each configuration runs in its own
+process so peak memory is its own (peak RSS on the CPU, peak allocated on the GPU). Prints tokens per
+second and peak memory, with ratios against plain LoRA measured in the same run.
 """
 
 from __future__ import annotations

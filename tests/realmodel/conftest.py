@@ -119,9 +119,11 @@ class LlamaCppBackend:
         while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
             if chunk.text:
                 yield Piece(chunk.text)
-            if chunk.done:
-                stats = chunk.stats or {}
-                figures = {"done_reason": stats["done_reason"], "output_tokens": stats["eval_count"]}
+            if chunk.done:  # the engine's last chunk always carries its figures
+                figures = {
+                    "done_reason": chunk.stats["done_reason"],
+                    "output_tokens": chunk.stats["eval_count"],
+                }
                 yield Piece("", True, figures)
 
     async def close(self) -> None:
