@@ -19,6 +19,8 @@ from pipeline.evaluate import metrics
 from pipeline.evaluate.records import Context
 
 OK, FAILED = "ok", "failed"
+#: One output's request and its options (seed, stops, num_predict).
+Ask = tuple[serving.GenerateRequest, dict]
 
 
 class CompareError(RuntimeError):
@@ -88,46 +90,57 @@ def generate(
     if isinstance(shown, str):
         run.status, run.error = FAILED, shown
         return run
-    for i, ctx in enumerate(contexts):
-        for k in range(samples):
-            try:
-                run.outputs.append(_one(client, model, shown, i, ctx, k, seed + k, options or {}))
-            except (ollama.ResponseError, serving.ServingError, EngineError) as e:
-                run.status, run.error = FAILED, getattr(e, "error", None) or str(e)
-                return run
-            except (ConnectionError, OSError, httpx.HTTPError) as e:  # refused, dropped mid-stream, timed out
-                run.status, run.error = FAILED, f"connection lost: {e or type(e).__name__}"
-                return run
+    slots = [(i, ctx, k) for i, ctx in enumerate(contexts) for k in range(samples)]
+    asks = [_ask(shown, ctx, seed + k, options or {}) for _, ctx, k in slots]
+    try:
+        if hasattr(client, "generate_many"):  # the local engine decodes a model's outputs together
+            done = client.generate_many(model, asks, on_done=lambda _: on_output and on_output())
+            made = zip(slots, asks, done, strict=True)
+            run.outputs = [_record(i, ctx, k, ask, *d) for (i, ctx, k), ask, d in made]
+            return run
+        for (i, ctx, k), ask in zip(slots, asks, strict=True):
+            run.outputs.append(_record(i, ctx, k, ask, *_stream(client, model, ask)))
             if on_output:
                 on_output()
+    except (ollama.ResponseError, serving.ServingError, EngineError) as e:
+        run.status, run.error = FAILED, getattr(e, "error", None) or str(e)
+    except (ConnectionError, OSError, httpx.HTTPError) as e:  # refused, dropped mid-stream, timed out
+        run.status, run.error = FAILED, f"connection lost: {e or type(e).__name__}"
     return run
 
 
-def _one(
-    client, model: str, shown: tuple[str, str], i, ctx: Context, k: int, seed: int, options: dict
-) -> dict:
+def _ask(shown: tuple[str, str], ctx: Context, seed: int, options: dict) -> Ask:
+    """One output's request and options."""
     request = serving.build_request(ctx.text, shown[0], ctx.guidance, ctx.length, shown[1])
     # Stopped where the bot stops (at `</answer>` and the template's turn ends), and the stripped stop put
     # back as the bot puts it back: a model is measured on the outputs writers are shown.
     stop = serving.stop_sequences((), options.get("stop"), shown[0])
-    opts = {"num_predict": serving.num_predict(ctx.length), **options, "stop": stop, "seed": seed}
+    return request, {"num_predict": serving.num_predict(ctx.length), **options, "stop": stop, "seed": seed}
+
+
+def _stream(client, model: str, ask: Ask) -> tuple[str, str | None, int | None]:
+    """One output through the client's stream: the text, done_reason and eval_count."""
+    request, opts = ask
     pieces, final = [], None
     for chunk in client.generate(model=model, **request.fields(), stream=True, options=opts):
         pieces.append(chunk.response or "")
         if chunk.done:
             final = chunk
-    output = "".join(pieces)
-    if getattr(final, "done_reason", None) == "stop":
+    return "".join(pieces), getattr(final, "done_reason", None), getattr(final, "eval_count", None)
+
+
+def _record(i: int, ctx: Context, k: int, ask: Ask, output: str, reason, count) -> dict:
+    if reason == "stop":
         output = prompt.restore_stop(output)
     return {
         "context_index": i,
         "sample": k,
-        "seed": seed,
+        "seed": ask[1]["seed"],
         "length": ctx.length,
-        "prompt": request.user_text,
+        "prompt": ask[0].user_text,
         "output": output,
-        "done_reason": getattr(final, "done_reason", None),
-        "eval_count": getattr(final, "eval_count", None),
+        "done_reason": reason,
+        "eval_count": count,
     }
 
 
