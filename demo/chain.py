@@ -90,7 +90,10 @@ class Sizes:
 # Scoring only the labelled positions in TRL's LM head on a CPU (train) took the bf16 demo to 449 s
 # (SFT 145 s, DPO 78 s), the same results; the time saved buys 45 stories (50 pairs, 10 DPO steps so
 # each is seen): 498 s, and on 96 held-out outputs SFT+DPO liked 14 times against SFT's 7 (13 wins, 6
-# losses), where the 30 stories' DPO was liked 7 times (2026-12-07).
+# losses), where the 30 stories' DPO was liked 7 times (2026-12-07). But the report's 24 outputs gave
+# 3 against 3, and 48 (`--samples 4`) took 618 s. Decoding each model's outputs together (`eval compare`
+# on llama.cpp, engines/local_batch.py) judged 48 in 86 s where one at a time took 130 s: 555 s in all,
+# SFT+DPO liked 5 of 48 against SFT's 1 (the same models; the outputs differ with the batch's rounding).
 FULL = Sizes(
     student="smollm2",
     context_sentences=3,
@@ -107,7 +110,7 @@ FULL = Sizes(
     eval_steps=10,
     max_length=384,
     eval_contexts=12,
-    samples=2,
+    samples=4,
     num_predict=160,
     stories=45,
     preference="dpo",
