@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from contract.serving import GenerateRequest
-from engines.local_engine import Figures, LocalModel, figures
+from engines.local_engine import EngineError, Figures, LocalModel, figures
 from engines.text_stream import StreamText
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ class _Batch:
             adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(llm._lora_adapter)  # type: ignore[misc]
             scales = (ctypes.c_float * 1)(llm.lora_scale)
             if llama_cpp.llama_set_adapters_lora(self.ctx.ctx, adapters, 1, scales):
-                raise RuntimeError(f"llama.cpp could not apply the adapter {model.lora} to a batch context")
+                raise EngineError(f"llama.cpp could not apply the adapter {model.lora} to a batch context")
         self.batch = llama_cpp.llama_batch_init(params.n_batch, 0, 1)
         self.slots: list[_Job | None] = [None] * slots
         self.done: dict[int, tuple[str, Figures]] = {}
@@ -192,4 +192,7 @@ class _Batch:
     def _decode(self) -> None:
         self.last_read = None  # the logits a prompt left are overwritten
         if (code := self.lib.llama_decode(self.ctx.ctx, self.batch)) != 0:
-            raise RuntimeError(f"llama_decode returned {code} for a batch of {self.batch.n_tokens} tokens")
+            raise EngineError(
+                f"llama_decode returned {code} for a batch of {self.batch.n_tokens} tokens: the machine may "
+                "lack the memory for this many sequences at once (lower engines.local_engine.PARALLEL)"
+            )

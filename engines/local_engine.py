@@ -11,7 +11,7 @@ gives Ollama's figures back, so the bot, `eval compare` and the teacher run on o
   with Ollama's defaults; `num_ctx` is fixed when the model loads (`n_ctx`);
 - the final chunk carries prompt_eval_count, eval_count, durations (ns) and done_reason like Ollama's.
 One model streams one generation at a time (Ollama's default OLLAMA_NUM_PARALLEL=1, envconfig/config.go
-at v0.33.0-rc2); callers serialise. `complete_many` decodes many requests together (`local_batch`).
+at v0.33.0-rc2); callers serialise. `local_batch` decodes many requests together.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypedDict
@@ -36,9 +36,6 @@ ENGINE = "llama.cpp"
 #: (repeat_penalty 1.0 since v0.32.10, 1.1 before; min_p unset there, so 0, where llama-cpp-python's
 #: own default is 0.05; repeat_last_n 64 is llama-cpp-python's default too).
 DEFAULTS = {"temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.0}
-#: Sequences one model decodes together in `LocalClient.generate_many`. SmolLM2-135M Q4 on 2 cores, 48
-#: outputs of 160 tokens at most: 8 took 24.7 s, 16 22.6 s, 48 23.6 s, one at a time 49.3 s.
-PARALLEL = 16
 #: The options llama.cpp samples with, Ollama's names (num_predict is counted by `stream`).
 _SAMPLING = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
 
@@ -254,14 +251,6 @@ class LocalModel:
         assert figures is not None, "a stream not cancelled ends with its figures"
         return "".join(c.text for c in chunks), figures
 
-    def complete_many(
-        self, jobs: Sequence[tuple[GenerateRequest, Mapping]], parallel: int = 16, on_done=None
-    ) -> list[tuple[str, Figures]]:
-        """Each job's whole output and figures, as `complete` gives them, decoded `parallel` at a time."""
-        from engines.local_batch import complete_many
-
-        return complete_many(self, jobs, parallel, on_done)
-
     def close(self) -> None:
         self.llm.close()
 
@@ -279,78 +268,3 @@ def figures(prompt_tokens: int, count: int, reason: str, started: int, first: in
         "eval_duration": end - first,
         "done_reason": reason,
     }
-
-
-@dataclass
-class Shown:
-    """What `ollama.Client.show` gives, for code written against it."""
-
-    template: str
-    modelfile: str = ""
-    parameters: str = ""
-
-
-@dataclass
-class GenerateChunk:
-    """One streamed line of `ollama.Client.generate`, for code written against it."""
-
-    response: str
-    done: bool = False
-    done_reason: str | None = None
-    prompt_eval_count: int | None = None
-    eval_count: int | None = None
-    total_duration: int | None = None
-    eval_duration: int | None = None
-
-
-class LocalClient:
-    """The part of `ollama.Client` that `eval compare` uses, answered by local models (name -> GGUF)."""
-
-    def __init__(self, models: Mapping[str, tuple[str | Path, str | Path | None]], n_ctx: int = 4096):
-        self.specs = dict(models)
-        self.n_ctx = n_ctx
-        self.loaded: dict[str, LocalModel] = {}
-
-    def _model(self, name: str) -> LocalModel:
-        if name not in self.loaded:
-            for other in list(self.loaded):  # one model in memory at a time, as Ollama on a small box
-                self.loaded.pop(other).close()
-            gguf, lora = self.specs[name]
-            self.loaded[name] = LocalModel(gguf, lora, self.n_ctx, name=name)
-        return self.loaded[name]
-
-    def list(self) -> list[str]:
-        return list(self.specs)
-
-    def show(self, model: str) -> Shown:
-        return Shown(self._model(model).template)
-
-    def generate(
-        self,
-        model: str,
-        prompt: str,
-        raw: bool = False,
-        system: str | None = None,
-        stream: bool = True,
-        options: Mapping | None = None,
-    ) -> Iterator[GenerateChunk]:
-        request = GenerateRequest(prompt, raw, prompt, system)
-        for c in self._model(model).stream(request, options):
-            if (s := c.stats) is None:
-                yield GenerateChunk(c.text)
-                continue
-            counts = s["prompt_eval_count"], s["eval_count"], s["total_duration"], s["eval_duration"]
-            yield GenerateChunk(c.text, True, s["done_reason"], *counts)
-
-    def generate_many(
-        self, model: str, asks: Sequence[tuple[GenerateRequest, Mapping]], on_done=None
-    ) -> Sequence[tuple[str, str, int]]:
-        """Every (request, options) of one model decoded together (`PARALLEL` at a time, as Ollama's
-        runner batches parallel requests): each output's text, done_reason and eval_count, in order."""
-        done = self._model(model).complete_many(asks, PARALLEL, on_done)
-        return [(text, f["done_reason"], f["eval_count"]) for text, f in done]
-
-    def close(self) -> None:
-        for m in self.loaded.values():
-            m.close()
-        self.loaded.clear()

@@ -77,7 +77,7 @@ def engine_client(engine: str, models: dict[str, str], loras: list[str], n_ctx: 
         return None
     if engine != "llama.cpp":
         raise compare.CompareError(f"--engine {engine!r}: use ollama or llama.cpp")
-    from engines.local_engine import LocalClient
+    from engines.local_client import LocalClient
 
     adapters = compare.parse_models(loras) if loras else {}
     unknown = set(adapters) - set(models)

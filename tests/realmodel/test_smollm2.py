@@ -161,13 +161,14 @@ async def test_real_fine_tuned_output_through_the_bot_core(
 def test_the_adapter_is_applied_when_outputs_are_decoded_together(smollm2_llama, smollm2_gguf):
     """`eval compare` decodes a model's outputs together in a context of their own: our GGUF LoRA must
     be set on it too, so a job alone there is the stream token for token, and not the bare base's."""
+    from engines.local_batch import complete_many
     from engines.local_engine import LocalModel
 
     job = smollm2_llama.build_request("Mara lit the lamp and waited."), {"num_predict": 40, "seed": 3}
-    (together, _), = smollm2_llama.complete_many([job])
+    ((together, _),) = complete_many(smollm2_llama, [job])
     assert together == smollm2_llama.complete(*job)[0]
     bare = LocalModel(smollm2_gguf, n_ctx=2048, n_threads=2)
     try:
-        assert together != bare.complete_many([job])[0][0]
+        assert together != complete_many(bare, [job])[0][0]
     finally:
         bare.close()
