@@ -93,7 +93,8 @@ class Sizes:
 # losses), where the 30 stories' DPO was liked 7 times (2026-12-07). But the report's 24 outputs gave
 # 3 against 3, and 48 (`--samples 4`) took 618 s. Decoding each model's outputs together (`eval compare`
 # on llama.cpp, engines/local_batch.py) judged 48 in 86 s where one at a time took 130 s: 555 s in all,
-# SFT+DPO liked 5 of 48 against SFT's 1 (the same models; the outputs differ with the batch's rounding).
+# SFT+DPO liked 5 of 48 against SFT's 1 (the same models; the outputs differ with the batch's rounding);
+# 512 s when run again. Trained in fp32 there (as without native bf16): 593 s, 9 of 48 against 2.
 FULL = Sizes(
     student="smollm2",
     context_sentences=3,
@@ -1076,11 +1077,15 @@ def _panel_section(run: Run) -> list[str]:
         lines += [
             "",
             f"{method} against SFT on the same {vs['slots']} output slots (context, sample): the panel "
-            f"liked {method}'s output where it did not like SFT's {vs['wins']} times, the reverse "
-            f"{vs['losses']} times (exact one-sided sign test: p = {vs['p_one_sided']:.3f}). The "
+            f"liked {method}'s output where it did not like SFT's {_times(vs['wins'])}, the reverse "
+            f"{_times(vs['losses'])} (exact one-sided sign test: p = {vs['p_one_sided']:.3f}). The "
             f"{method} step trained on {_counted(run.trained_on)}.",
         ]
     return [*lines, ""]
+
+
+def _times(n: int) -> str:
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
 
 
 def _counted(counts: dict) -> str:
