@@ -47,6 +47,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from engines import smollm2
+    from engines.local_batch import complete_many
     from engines.local_engine import LocalModel
 
     model = LocalModel(args.gguf or smollm2.gguf_path(), args.lora, n_ctx=args.n_ctx)
@@ -62,7 +63,7 @@ def main() -> None:
     rows = [("one at a time (stream)", base, sum(streamed))]
     for n in args.parallel:
         start = time.perf_counter()
-        done = model.complete_many(jobs, parallel=n)
+        done = complete_many(model, jobs, parallel=n)
         tokens = sum(f["eval_count"] for _, f in done)
         rows.append((f"together, {n} at a time", time.perf_counter() - start, tokens))
     print(f"{'':28} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'speed':>6}")

@@ -125,9 +125,7 @@ class _Batch:
                     self._admit(free.pop(0), job, on_done)
                 free = [slot for slot, job in enumerate(self.slots) if job is None]
             live = [(slot, job) for slot, job in enumerate(self.slots) if job is not None]
-            if not live:
-                if groups:
-                    continue
+            if not live:  # with every slot free, the loop above admitted all that was left
                 return self.done
             self._clear()
             for slot, job in live:

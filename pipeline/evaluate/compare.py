@@ -129,7 +129,9 @@ def _stream(client, model: str, ask: Ask) -> tuple[str, str | None, int | None]:
     return "".join(pieces), getattr(final, "done_reason", None), getattr(final, "eval_count", None)
 
 
-def _record(i: int, ctx: Context, k: int, ask: Ask, output: str, reason, count) -> dict:
+def _record(
+    i: int, ctx: Context, k: int, ask: Ask, output: str, reason: str | None, count: int | None
+) -> dict:
     if reason == "stop":
         output = prompt.restore_stop(output)
     return {
